@@ -1,0 +1,417 @@
+//! Geometry of a reassembly: crop, centring, padding, canvas size and each patch's footprint.
+//!
+//! Everything here depends only on the offsets, the patch side `N` and the crop `M`
+//! (`SPEC.md` §2 steps 1–3), so a [`crate::Plan`] computes it once and reuses it for every
+//! patch stack. Positions are `[x, y]` in pixels: x is the column (second array axis), y the
+//! row (first array axis).
+
+use crate::error::{Error, Result};
+use crate::kernel::sample_axis;
+use ndarray::{ArrayView, ArrayView3, Axis, Dimension, Ix3};
+
+/// A half-open range `start..end` of canvas rows or columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First index in the range.
+    pub start: usize,
+    /// One past the last index.
+    pub end: usize,
+}
+
+impl Span {
+    /// Number of indices in the range.
+    pub fn len(self) -> usize {
+        self.end - self.start
+    }
+
+    /// True when the range holds no index.
+    pub fn is_empty(self) -> bool {
+        self.end <= self.start
+    }
+
+    /// The indices in both `self` and `other`.
+    pub fn intersect(self, other: Span) -> Span {
+        let start = self.start.max(other.start);
+        Span {
+            start,
+            end: self.end.min(other.end).max(start),
+        }
+    }
+}
+
+/// The canvas pixels one translated patch can change: every pixel outside it samples only
+/// zero padding and receives exactly `+0.0` from that patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Canvas rows (y) that sample a patch row.
+    pub rows: Span,
+    /// Canvas columns (x) that sample a patch column.
+    pub cols: Span,
+}
+
+/// The fixed numbers of one reassembly: see `SPEC.md` §2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Geometry {
+    patch_size: usize,
+    crop: usize,
+    kept: usize,
+    crop_start: usize,
+    pad: usize,
+    side: usize,
+    center: [f32; 2],
+    shifts: Vec<[f32; 2]>,
+    footprints: Vec<Footprint>,
+}
+
+impl Geometry {
+    /// Validates the inputs and computes the geometry.
+    ///
+    /// `positions` are `[x, y]` pixel offsets, one per patch; `patch_size` is `N`; `crop` is `M`.
+    pub fn new(positions: &[[f64; 2]], patch_size: usize, crop: i64) -> Result<Self> {
+        if positions.is_empty() {
+            return Err(Error::NoPatches);
+        }
+        if crop < 2 || crop as u128 > patch_size as u128 {
+            return Err(Error::CropOutOfRange {
+                m: crop,
+                n: patch_size,
+            });
+        }
+        let crop = crop as usize;
+        let half = crop / 2;
+        let kept = 2 * half;
+        let crop_start = patch_size / 2 - half;
+
+        let mut single = Vec::with_capacity(positions.len());
+        for (index, &[x, y]) in positions.iter().enumerate() {
+            single.push([to_finite_f32(x, index, "x")?, to_finite_f32(y, index, "y")?]);
+        }
+
+        // Centre of mass as PtychoPINN's TensorFlow computes it on CPU: a sequential f32 sum in
+        // patch order, then one f32 division.
+        let n = single.len() as f32;
+        let mut sum = [0.0_f32; 2];
+        for p in &single {
+            sum[0] += p[0];
+            sum[1] += p[1];
+        }
+        let center = [sum[0] / n, sum[1] / n];
+
+        let shifts: Vec<[f32; 2]> = single
+            .iter()
+            .map(|p| [p[0] - center[0], p[1] - center[1]])
+            .collect();
+        let max_abs = shifts
+            .iter()
+            .flat_map(|s| [s[0].abs(), s[1].abs()])
+            .fold(0.0_f32, |m, v| if v > m || v.is_nan() { v } else { m });
+
+        let pad = checked_pad(max_abs, kept)?;
+        let side = kept + 2 * pad;
+        let footprints = shifts
+            .iter()
+            .map(|&[ax, ay]| Footprint {
+                rows: axis_span(ay, pad, kept, side),
+                cols: axis_span(ax, pad, kept, side),
+            })
+            .collect();
+        Ok(Self {
+            patch_size,
+            crop,
+            kept,
+            crop_start,
+            pad,
+            side,
+            center,
+            shifts,
+            footprints,
+        })
+    }
+
+    /// Number of patches.
+    pub fn len(&self) -> usize {
+        self.shifts.len()
+    }
+
+    /// Always false: a geometry has at least one patch.
+    pub fn is_empty(&self) -> bool {
+        self.shifts.is_empty()
+    }
+
+    /// Patch side `N`.
+    pub fn patch_size(&self) -> usize {
+        self.patch_size
+    }
+
+    /// The crop parameter `M` as given.
+    pub fn crop(&self) -> usize {
+        self.crop
+    }
+
+    /// Side of the kept centre, `m = 2·(M/2)` (an odd `M` keeps `M - 1` pixels).
+    pub fn kept(&self) -> usize {
+        self.kept
+    }
+
+    /// First kept row and column of a patch, `N/2 - M/2`.
+    pub fn crop_start(&self) -> usize {
+        self.crop_start
+    }
+
+    /// Padding `p` on each side (always even).
+    pub fn pad(&self) -> usize {
+        self.pad
+    }
+
+    /// Canvas side `S = m + 2p`.
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// Mean offset `[x, y]` in `f32`, subtracted from every offset.
+    pub fn center(&self) -> [f32; 2] {
+        self.center
+    }
+
+    /// Centred offsets `a_k = offset_k - center`, `[x, y]` in `f32`.
+    pub fn shifts(&self) -> &[[f32; 2]] {
+        &self.shifts
+    }
+
+    /// Per-patch footprints on the canvas.
+    pub fn footprints(&self) -> &[Footprint] {
+        &self.footprints
+    }
+
+    /// Checks that a patch stack matches this geometry and returns it as `(n, N, N)`.
+    pub fn check_patches<'a, T, D: Dimension>(
+        &self,
+        patches: ArrayView<'a, T, D>,
+    ) -> Result<ArrayView3<'a, T>> {
+        let stack = patch_stack(patches)?;
+        let (n, size, _) = stack.dim();
+        if n != self.len() {
+            return Err(Error::CountMismatch {
+                patches: n,
+                offsets: self.len(),
+            });
+        }
+        if size != self.patch_size {
+            return Err(Error::PatchSize {
+                expected: self.patch_size,
+                found: size,
+            });
+        }
+        Ok(stack)
+    }
+}
+
+/// Accepts `(n, N, N)` or `(n, N, N, 1)` patches and returns the `(n, N, N)` view.
+pub fn patch_stack<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<ArrayView3<'a, T>> {
+    let shape = patches.shape().to_vec();
+    let bad = || Error::PatchShape {
+        shape: shape.clone(),
+    };
+    let view = match shape.len() {
+        3 => patches.into_dyn(),
+        4 if shape[3] == 1 => patches.into_dyn().index_axis_move(Axis(3), 0),
+        _ => return Err(bad()),
+    };
+    let stack = view.into_dimensionality::<Ix3>().map_err(|_| bad())?;
+    let (n, rows, cols) = stack.dim();
+    if rows != cols || rows == 0 {
+        return Err(bad());
+    }
+    if n == 0 {
+        return Err(Error::NoPatches);
+    }
+    Ok(stack)
+}
+
+/// Accepts `(n, 2)` or `(n, 1, 1, 2)` offsets (last axis `[x, y]`) and returns them as pairs.
+pub fn offset_pairs<D: Dimension>(offsets: ArrayView<'_, f64, D>) -> Result<Vec<[f64; 2]>> {
+    let shape = offsets.shape().to_vec();
+    let ok = match shape.as_slice() {
+        [_, 2] => true,
+        [_, 1, 1, 2] => true,
+        _ => false,
+    };
+    if !ok {
+        return Err(Error::OffsetShape { shape });
+    }
+    let flat = offsets.into_dyn();
+    let n = shape[0];
+    let pairs = flat
+        .outer_iter()
+        .map(|row| {
+            let mut it = row.iter();
+            // The shape check above guarantees exactly two values per row.
+            match (it.next(), it.next()) {
+                (Some(&x), Some(&y)) => [x, y],
+                _ => [f64::NAN, f64::NAN],
+            }
+        })
+        .collect::<Vec<_>>();
+    debug_assert_eq!(pairs.len(), n);
+    Ok(pairs)
+}
+
+fn to_finite_f32(value: f64, index: usize, axis: &'static str) -> Result<f32> {
+    let single = value as f32;
+    if single.is_finite() {
+        Ok(single)
+    } else {
+        Err(Error::NonFiniteOffset { index, axis, value })
+    }
+}
+
+/// `p = ceil(max |a|)`, rounded up to even, with the canvas checked against memory.
+fn checked_pad(max_abs: f32, kept: usize) -> Result<usize> {
+    let too_large = |side: f64| {
+        let needed = side * side * BYTES_PER_CANVAS_PIXEL;
+        Error::CanvasTooLarge {
+            side: if side.is_finite() && side < u64::MAX as f64 {
+                side as u64
+            } else {
+                u64::MAX
+            },
+            needed_bytes: needed,
+            limit_bytes: memory_limit(),
+        }
+    };
+    if !max_abs.is_finite() {
+        return Err(too_large(f64::INFINITY));
+    }
+    let mut pad = max_abs.ceil() as f64;
+    pad += pad % 2.0;
+    let side = kept as f64 + 2.0 * pad;
+    if side * side * BYTES_PER_CANVAS_PIXEL > memory_limit() {
+        return Err(too_large(side));
+    }
+    Ok(pad as usize)
+}
+
+/// A complex64 image pixel plus its f32 weight.
+const BYTES_PER_CANVAS_PIXEL: f64 = 12.0;
+
+/// The most bytes a canvas may take: physical memory where it can be read, else `isize::MAX`.
+fn memory_limit() -> f64 {
+    physical_memory().unwrap_or(isize::MAX as f64)
+}
+
+#[cfg(target_os = "linux")]
+fn physical_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn physical_memory() -> Option<f64> {
+    None
+}
+
+/// Canvas coordinates along one axis whose sample `floor(c - shift)` lies in `p-1 ..= p+m-1`,
+/// i.e. that read at least one pixel of the kept patch. `floor(c as f32 - shift)` is monotone in
+/// `c`, so this is one contiguous range; it is found with the exact `f32` arithmetic.
+fn axis_span(shift: f32, pad: usize, kept: usize, side: usize) -> Span {
+    let first_at_least = |target: i64| -> usize {
+        let guess = (target as f64 + shift as f64)
+            .ceil()
+            .clamp(0.0, side as f64) as usize;
+        let mut c = guess;
+        while c > 0 && sample_axis(c - 1, shift).0 >= target {
+            c -= 1;
+        }
+        while c < side && sample_axis(c, shift).0 < target {
+            c += 1;
+        }
+        c
+    };
+    let lo = pad as i64 - 1;
+    let hi = (pad + kept) as i64 - 1;
+    Span {
+        start: first_at_least(lo),
+        end: first_at_least(hi + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, Array3, Array4};
+
+    #[test]
+    fn even_pad_and_canvas_side() {
+        let g = Geometry::new(&[[0.0, 0.0], [3.2, -1.0]], 32, 16).unwrap();
+        // centre 1.6, shifts ±1.6 → p = 2, S = 16 + 4
+        assert_eq!(g.center(), [1.6, -0.5]);
+        assert_eq!(g.pad(), 2);
+        assert_eq!(g.side(), 20);
+        let g = Geometry::new(&[[0.0, 0.0], [5.0, 0.0]], 32, 16).unwrap();
+        // shifts ±2.5 → ceil 3 → even 4
+        assert_eq!(g.pad(), 4);
+        assert_eq!(g.side(), 24);
+    }
+
+    #[test]
+    fn odd_crop_keeps_one_less() {
+        let g = Geometry::new(&[[0.0, 0.0]], 32, 11).unwrap();
+        assert_eq!(g.kept(), 10);
+        assert_eq!(g.crop_start(), 11);
+        assert_eq!(g.side(), 10);
+    }
+
+    #[test]
+    fn footprint_spans_m_plus_one_for_fractional_shifts() {
+        let g = Geometry::new(&[[0.0, 0.0], [7.3, 2.6]], 64, 20).unwrap();
+        for f in g.footprints() {
+            assert_eq!(f.cols.len(), 21);
+            assert_eq!(f.rows.len(), 21);
+            assert!(f.cols.end <= g.side() && f.rows.end <= g.side());
+        }
+    }
+
+    #[test]
+    fn footprint_is_clipped_at_canvas_edge_for_zero_shift() {
+        let g = Geometry::new(&[[4.0, 4.0]], 16, 8).unwrap();
+        assert_eq!(g.pad(), 0);
+        let f = g.footprints()[0];
+        assert_eq!(f.cols, Span { start: 0, end: 8 });
+        assert_eq!(f.rows, Span { start: 0, end: 8 });
+    }
+
+    #[test]
+    fn patch_and_offset_shapes() {
+        let p3 = Array3::<f32>::zeros((2, 8, 8));
+        assert_eq!(patch_stack(p3.view()).unwrap().dim(), (2, 8, 8));
+        let p4 = Array4::<f32>::zeros((2, 8, 8, 1));
+        assert_eq!(patch_stack(p4.view()).unwrap().dim(), (2, 8, 8));
+        let bad = Array4::<f32>::zeros((2, 8, 8, 3));
+        assert!(matches!(
+            patch_stack(bad.view()),
+            Err(Error::PatchShape { .. })
+        ));
+        let rect = Array3::<f32>::zeros((2, 8, 9));
+        assert!(matches!(
+            patch_stack(rect.view()),
+            Err(Error::PatchShape { .. })
+        ));
+        let o = Array2::from_shape_vec((2, 2), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(
+            offset_pairs(o.view()).unwrap(),
+            vec![[1.0, 2.0], [3.0, 4.0]]
+        );
+        let o4 = Array4::from_shape_vec((2, 1, 1, 2), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(
+            offset_pairs(o4.view()).unwrap(),
+            vec![[1.0, 2.0], [3.0, 4.0]]
+        );
+        let bad = Array2::<f64>::zeros((2, 3));
+        assert!(matches!(
+            offset_pairs(bad.view()),
+            Err(Error::OffsetShape { .. })
+        ));
+    }
+}

@@ -1,0 +1,713 @@
+//! Reading and writing NumPy `.npy` and `.npz` files (PtychoPINN's data layout).
+//!
+//! Arrays are read raw and converted on request ([`NpyArray::to_complex32`],
+//! [`NpyArray::to_f64`], …), so a file can be inspected before deciding what it holds. Every
+//! problem is an [`NpyError`] that names the file, the key and what was wrong: truncated data,
+//! a corrupt header or archive, a missing key (with the keys that exist), a dtype that cannot
+//! be converted. Writes are atomic: a temporary file beside the target, then a rename, so a
+//! failed write never leaves a half-written file in place of a good one.
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
+use num_complex::{Complex32, Complex64};
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Errors from reading or writing `.npy` / `.npz` files.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NpyError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid `.npy` array.
+    #[error("{what}: not a valid .npy array: {reason}")]
+    Format {
+        /// The file, or `file[key]` inside an archive.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The data section is shorter than the header promises.
+    #[error(
+        "{what}: truncated: shape {shape:?} of {dtype} needs {expected} data bytes, the file has {found}"
+    )]
+    Truncated {
+        /// The file, or `file[key]`.
+        what: String,
+        /// Shape from the header.
+        shape: Vec<usize>,
+        /// Dtype from the header.
+        dtype: Dtype,
+        /// Bytes needed.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// The `.npz` archive is corrupt.
+    #[error("{path}: not a readable .npz archive: {reason}")]
+    Archive {
+        /// The file.
+        path: PathBuf,
+        /// What the zip reader said.
+        reason: String,
+    },
+    /// The key is not in the archive.
+    #[error("{path}: no array named '{key}'; the file has: {}", available.join(", "))]
+    MissingKey {
+        /// The file.
+        path: PathBuf,
+        /// The key asked for.
+        key: String,
+        /// Keys that exist.
+        available: Vec<String>,
+    },
+    /// The dtype cannot be converted to what was asked.
+    #[error("{what}: dtype {dtype} cannot be read as {wanted}")]
+    Dtype {
+        /// The file, or `file[key]`.
+        what: String,
+        /// The dtype found.
+        dtype: Dtype,
+        /// What was asked for.
+        wanted: &'static str,
+    },
+}
+
+/// Element types this module understands (`Other` is kept for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dtype {
+    /// `complex64`: two `f32`.
+    Complex64,
+    /// `complex128`: two `f64`.
+    Complex128,
+    /// `float32`.
+    Float32,
+    /// `float64`.
+    Float64,
+    /// Signed integer of this many bytes (1, 2, 4, 8).
+    Int(usize),
+    /// Unsigned integer of this many bytes (1, 2, 4, 8).
+    UInt(usize),
+    /// `bool`.
+    Bool,
+    /// Anything else, as the header spells it (e.g. `<U6`).
+    Other(String),
+}
+
+impl Dtype {
+    fn parse(descr: &str) -> (Dtype, bool) {
+        let big = descr.starts_with('>');
+        let code = descr.trim_start_matches(['<', '>', '|', '=']);
+        let dtype = match code {
+            "c8" => Dtype::Complex64,
+            "c16" => Dtype::Complex128,
+            "f4" => Dtype::Float32,
+            "f8" => Dtype::Float64,
+            "b1" | "?" => Dtype::Bool,
+            _ => match (code.as_bytes().first(), code[1..].parse::<usize>()) {
+                (Some(b'i'), Ok(n @ (1 | 2 | 4 | 8))) => Dtype::Int(n),
+                (Some(b'u'), Ok(n @ (1 | 2 | 4 | 8))) => Dtype::UInt(n),
+                _ => Dtype::Other(descr.to_string()),
+            },
+        };
+        (dtype, big)
+    }
+
+    /// Bytes per element, where known.
+    pub fn size(&self) -> Option<usize> {
+        Some(match self {
+            Dtype::Complex64 => 8,
+            Dtype::Complex128 => 16,
+            Dtype::Float32 => 4,
+            Dtype::Float64 => 8,
+            Dtype::Int(n) | Dtype::UInt(n) => *n,
+            Dtype::Bool => 1,
+            Dtype::Other(_) => return None,
+        })
+    }
+
+    /// True for `complex64` and `complex128`.
+    pub fn is_complex(&self) -> bool {
+        matches!(self, Dtype::Complex64 | Dtype::Complex128)
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dtype::Complex64 => f.write_str("complex64"),
+            Dtype::Complex128 => f.write_str("complex128"),
+            Dtype::Float32 => f.write_str("float32"),
+            Dtype::Float64 => f.write_str("float64"),
+            Dtype::Int(n) => write!(f, "int{}", n * 8),
+            Dtype::UInt(n) => write!(f, "uint{}", n * 8),
+            Dtype::Bool => f.write_str("bool"),
+            Dtype::Other(s) => write!(f, "'{s}'"),
+        }
+    }
+}
+
+/// One array as stored: header facts plus the raw data bytes.
+#[derive(Debug, Clone)]
+pub struct NpyArray {
+    what: String,
+    dtype: Dtype,
+    big_endian: bool,
+    fortran_order: bool,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl NpyArray {
+    /// Parses a whole `.npy` file's bytes; `what` names it in errors.
+    pub fn from_bytes(what: &str, bytes: Vec<u8>) -> Result<Self, NpyError> {
+        let format = |reason: &str| NpyError::Format {
+            what: what.to_string(),
+            reason: reason.to_string(),
+        };
+        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+            return Err(format("missing the \\x93NUMPY magic"));
+        }
+        let (header_len, start) = match bytes[6] {
+            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+            2 | 3 if bytes.len() >= 12 => (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            ),
+            v => return Err(format(&format!("unknown format version {v}"))),
+        };
+        let header = bytes
+            .get(start..start + header_len)
+            .ok_or_else(|| format("header runs past the end of the file"))?;
+        let header = std::str::from_utf8(header).map_err(|_| format("header is not text"))?;
+        let descr = dict_value(header, "descr")
+            .map(|v| v.trim().trim_matches(['\'', '"']).to_string())
+            .ok_or_else(|| format("header has no 'descr'"))?;
+        let fortran_order = match dict_value(header, "fortran_order").map(str::trim) {
+            Some("True") => true,
+            Some("False") => false,
+            _ => return Err(format("header has no valid 'fortran_order'")),
+        };
+        let shape_text =
+            dict_value(header, "shape").ok_or_else(|| format("header has no 'shape'"))?;
+        let shape = shape_text
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_end_matches('L').parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| format(&format!("bad shape {shape_text}")))?;
+        let (dtype, big_endian) = Dtype::parse(&descr);
+        let mut data = bytes;
+        data.drain(..start + header_len);
+        let array = Self {
+            what: what.to_string(),
+            dtype,
+            big_endian,
+            fortran_order,
+            shape,
+            data,
+        };
+        if let Some(size) = array.dtype.size() {
+            let count = array
+                .shape
+                .iter()
+                .try_fold(1_usize, |acc, &d| acc.checked_mul(d))
+                .and_then(|c| c.checked_mul(size));
+            match count {
+                Some(expected) if expected <= array.data.len() => {}
+                Some(expected) => {
+                    return Err(NpyError::Truncated {
+                        what: array.what,
+                        shape: array.shape,
+                        dtype: array.dtype,
+                        expected,
+                        found: array.data.len(),
+                    });
+                }
+                None => return Err(format("shape overflows")),
+            }
+        }
+        Ok(array)
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> &Dtype {
+        &self.dtype
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the array holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn element_bytes(&self, i: usize, size: usize) -> [u8; 8] {
+        let mut b = [0_u8; 8];
+        b[..size].copy_from_slice(&self.data[i * size..(i + 1) * size]);
+        if self.big_endian {
+            b[..size].reverse();
+        }
+        b
+    }
+
+    /// Element `i` (raw order) of a real array as `f64`; `None` for complex or unknown dtypes.
+    fn real_at(&self, i: usize) -> Option<f64> {
+        let b = |size| self.element_bytes(i, size);
+        Some(match self.dtype {
+            Dtype::Float32 => f32::from_le_bytes(b(4)[..4].try_into().ok()?) as f64,
+            Dtype::Float64 => f64::from_le_bytes(b(8)),
+            Dtype::Int(n) => {
+                let raw = i64::from_le_bytes(b(n));
+                let shift = 64 - 8 * n as u32;
+                ((raw << shift) >> shift) as f64
+            }
+            Dtype::UInt(n) => u64::from_le_bytes(b(n)) as f64,
+            Dtype::Bool => (self.data[i] != 0) as u8 as f64,
+            _ => return None,
+        })
+    }
+
+    fn collect<T>(
+        &self,
+        wanted: &'static str,
+        mut f: impl FnMut(usize) -> Option<T>,
+    ) -> Result<ArrayD<T>, NpyError> {
+        let values = (0..self.len())
+            .map(&mut f)
+            .collect::<Option<Vec<T>>>()
+            .ok_or_else(|| NpyError::Dtype {
+                what: self.what.clone(),
+                dtype: self.dtype.clone(),
+                wanted,
+            })?;
+        let shape = IxDyn(&self.shape);
+        let array = if self.fortran_order {
+            ArrayD::from_shape_vec(shape.f(), values)
+        } else {
+            ArrayD::from_shape_vec(shape, values)
+        };
+        array.map_err(|e| NpyError::Format {
+            what: self.what.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The array as `complex64` (from complex64, complex128, or any real dtype with zero
+    /// imaginary part). C order.
+    pub fn to_complex32(&self) -> Result<ArrayD<Complex32>, NpyError> {
+        let array = self.collect("complex", |i| match self.dtype {
+            Dtype::Complex64 => {
+                let b = &self.data[i * 8..i * 8 + 8];
+                let part = |s: &[u8]| {
+                    let mut w: [u8; 4] = s.try_into().unwrap_or_default();
+                    if self.big_endian {
+                        w.reverse();
+                    }
+                    f32::from_le_bytes(w)
+                };
+                Some(Complex32::new(part(&b[..4]), part(&b[4..])))
+            }
+            Dtype::Complex128 => {
+                let c = self.complex128_at(i);
+                Some(Complex32::new(c.re as f32, c.im as f32))
+            }
+            _ => self.real_at(i).map(|v| Complex32::new(v as f32, 0.0)),
+        })?;
+        Ok(standard(array))
+    }
+
+    fn complex128_at(&self, i: usize) -> Complex64 {
+        let b = &self.data[i * 16..i * 16 + 16];
+        let part = |s: &[u8]| {
+            let mut w: [u8; 8] = s.try_into().unwrap_or_default();
+            if self.big_endian {
+                w.reverse();
+            }
+            f64::from_le_bytes(w)
+        };
+        Complex64::new(part(&b[..8]), part(&b[8..]))
+    }
+
+    /// The array as `float64` (from any real dtype). C order.
+    pub fn to_f64(&self) -> Result<ArrayD<f64>, NpyError> {
+        Ok(standard(self.collect("real numbers", |i| self.real_at(i))?))
+    }
+
+    /// The array as `float32` (from any real dtype). C order.
+    pub fn to_f32(&self) -> Result<ArrayD<f32>, NpyError> {
+        Ok(standard(self.collect("real numbers", |i| {
+            self.real_at(i).map(|v| v as f32)
+        })?))
+    }
+
+    /// A 0-d or one-element array as an integer (e.g. PtychoPINN's stored `M`).
+    pub fn to_scalar_i64(&self) -> Result<i64, NpyError> {
+        let err = || NpyError::Dtype {
+            what: self.what.clone(),
+            dtype: self.dtype.clone(),
+            wanted: "one integer",
+        };
+        if self.len() != 1 {
+            return Err(err());
+        }
+        match self.real_at(0) {
+            Some(v) if v.fract() == 0.0 => Ok(v as i64),
+            _ => Err(err()),
+        }
+    }
+}
+
+fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
+/// The text of `'key': value` in a Python dict literal, up to the next top-level comma.
+fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
+    let at = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = &header[at + key.len() + 2..];
+    let rest = rest.trim_start().strip_prefix(':')?;
+    let mut depth = 0_i32;
+    for (i, ch) in rest.char_indices() {
+        match ch {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            ',' | '}' if depth == 0 => return Some(&rest[..i]),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Reads a `.npy` file.
+pub fn read_npy(path: &Path) -> Result<NpyArray, NpyError> {
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    NpyArray::from_bytes(&path.display().to_string(), bytes)
+}
+
+/// An open `.npz` archive.
+pub struct Npz {
+    path: PathBuf,
+    archive: zip::ZipArchive<File>,
+}
+
+impl Npz {
+    /// Opens an `.npz` file (stored or deflated, as `np.savez` / `np.savez_compressed` write).
+    pub fn open(path: &Path) -> Result<Self, NpyError> {
+        let file = File::open(path).map_err(|source| NpyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let archive = zip::ZipArchive::new(file).map_err(|e| NpyError::Archive {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            archive,
+        })
+    }
+
+    /// Array names in the archive, in archive order.
+    pub fn keys(&self) -> Vec<String> {
+        self.archive
+            .file_names()
+            .filter_map(Result::ok)
+            .map(|n| n.strip_suffix(".npy").unwrap_or(&n).to_string())
+            .collect()
+    }
+
+    /// True if the archive holds an array named `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys().iter().any(|k| k == key)
+    }
+
+    /// Reads the array named `key`.
+    pub fn read(&mut self, key: &str) -> Result<NpyArray, NpyError> {
+        let what = format!("{}[{key}]", self.path.display());
+        if !self.contains(key) {
+            return Err(NpyError::MissingKey {
+                path: self.path.clone(),
+                key: key.to_string(),
+                available: self.keys(),
+            });
+        }
+        let mut entry =
+            self.archive
+                .by_name(&format!("{key}.npy"))
+                .map_err(|e| NpyError::Archive {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?;
+        let mut bytes = Vec::with_capacity(entry.size().min(1 << 30) as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| NpyError::Archive {
+                path: self.path.clone(),
+                reason: format!("reading '{key}': {e}"),
+            })?;
+        NpyArray::from_bytes(&what, bytes)
+    }
+}
+
+/// An array to write, borrowed.
+#[derive(Debug, Clone)]
+pub enum NpyView<'a> {
+    /// `complex64`.
+    Complex64(ArrayViewD<'a, Complex32>),
+    /// `float32`.
+    Float32(ArrayViewD<'a, f32>),
+    /// `float64`.
+    Float64(ArrayViewD<'a, f64>),
+    /// `int64`.
+    Int64(ArrayViewD<'a, i64>),
+}
+
+impl NpyView<'_> {
+    fn descr(&self) -> &'static str {
+        match self {
+            NpyView::Complex64(_) => "<c8",
+            NpyView::Float32(_) => "<f4",
+            NpyView::Float64(_) => "<f8",
+            NpyView::Int64(_) => "<i8",
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            NpyView::Complex64(a) => a.shape(),
+            NpyView::Float32(a) => a.shape(),
+            NpyView::Float64(a) => a.shape(),
+            NpyView::Int64(a) => a.shape(),
+        }
+    }
+
+    /// The `.npy` bytes: header, then data in C order, little-endian.
+    pub fn to_npy_bytes(&self) -> Vec<u8> {
+        let shape = match self.shape() {
+            [] => "()".to_string(),
+            [d] => format!("({d},)"),
+            dims => format!(
+                "({})",
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mut header = format!(
+            "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+            self.descr()
+        );
+        let unpadded = 10 + header.len() + 1;
+        header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+        header.push('\n');
+        let mut out = Vec::with_capacity(10 + header.len());
+        out.extend_from_slice(b"\x93NUMPY\x01\x00");
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        match self {
+            NpyView::Complex64(a) => a.iter().for_each(|c| {
+                out.extend_from_slice(&c.re.to_le_bytes());
+                out.extend_from_slice(&c.im.to_le_bytes());
+            }),
+            NpyView::Float32(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            NpyView::Float64(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            NpyView::Int64(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        }
+        out
+    }
+}
+
+/// Writes `path` atomically: `fill` writes into a temporary file beside it, which is renamed
+/// over `path` only when everything succeeded.
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), NpyError> {
+    let io = |source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut writer = BufWriter::new(File::create(&tmp)?);
+        fill(&mut writer)?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Writes one array as a `.npy` file, atomically.
+pub fn write_npy(path: &Path, array: &NpyView<'_>) -> Result<(), NpyError> {
+    write_atomically(path, |w| w.write_all(&array.to_npy_bytes()))
+}
+
+/// Writes named arrays as an uncompressed `.npz` file (as `np.savez`), atomically.
+pub fn write_npz(path: &Path, arrays: &[(&str, NpyView<'_>)]) -> Result<(), NpyError> {
+    write_atomically(path, |w| {
+        let mut zip = zip::ZipWriter::new(SeekableBuf(w));
+        for (name, array) in arrays {
+            let bytes = array.to_npy_bytes();
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored)
+                .large_file(bytes.len() as u64 >= u32::MAX as u64);
+            zip.start_file(format!("{name}.npy"), options)
+                .map_err(std::io::Error::other)?;
+            zip.write_all(&bytes)?;
+        }
+        zip.finish().map_err(std::io::Error::other)?;
+        Ok(())
+    })
+}
+
+/// `BufWriter<File>` with `Seek`, which the zip writer needs.
+struct SeekableBuf<'a>(&'a mut BufWriter<File>);
+
+impl Write for SeekableBuf<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Seek for SeekableBuf<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, arr2};
+
+    #[test]
+    fn npy_round_trip_complex_and_real() {
+        let a = arr2(&[[Complex32::new(1.0, -2.0), Complex32::new(3.5, 0.25)]]).into_dyn();
+        let bytes = NpyView::Complex64(a.view()).to_npy_bytes();
+        assert_eq!((bytes.len() - 16) % 64, 0, "header padded to 64 bytes");
+        let back = NpyArray::from_bytes("t", bytes).unwrap();
+        assert_eq!(back.dtype(), &Dtype::Complex64);
+        assert_eq!(back.to_complex32().unwrap(), a);
+        let r = Array2::from_shape_fn((3, 2), |(i, j)| (i * 2 + j) as f64).into_dyn();
+        let back = NpyArray::from_bytes("t", NpyView::Float64(r.view()).to_npy_bytes()).unwrap();
+        assert_eq!(back.to_f64().unwrap(), r);
+        assert_eq!(
+            back.to_complex32().unwrap()[[2, 1]],
+            Complex32::new(5.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn truncated_and_garbage_are_errors() {
+        let r = Array2::<f64>::zeros((4, 4)).into_dyn();
+        let mut bytes = NpyView::Float64(r.view()).to_npy_bytes();
+        bytes.truncate(bytes.len() - 3);
+        let err = NpyArray::from_bytes("x.npy", bytes).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        let err = NpyArray::from_bytes("y.npy", b"hello world".to_vec()).unwrap_err();
+        assert!(err.to_string().contains("not a valid .npy"), "{err}");
+    }
+
+    #[test]
+    fn fortran_order_and_big_endian_are_converted() {
+        // 2×3 float64 in Fortran order, big-endian.
+        let header = "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 3), }";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        for v in [0.0_f64, 3.0, 1.0, 4.0, 2.0, 5.0] {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        let a = NpyArray::from_bytes("f", bytes).unwrap().to_f64().unwrap();
+        assert_eq!(a, arr2(&[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]).into_dyn());
+    }
+
+    #[test]
+    fn complex_is_not_real() {
+        let a = arr2(&[[Complex32::new(1.0, 1.0)]]).into_dyn();
+        let back = NpyArray::from_bytes("c", NpyView::Complex64(a.view()).to_npy_bytes()).unwrap();
+        let err = back.to_f64().unwrap_err();
+        assert!(
+            err.to_string().contains("complex64 cannot be read as real"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn npz_round_trip_and_missing_key_lists_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npz");
+        let m = ndarray::arr0(20_i64).into_dyn();
+        let x = ndarray::arr1(&[1.5_f64, 2.5]).into_dyn();
+        write_npz(
+            &path,
+            &[
+                ("M", NpyView::Int64(m.view())),
+                ("x", NpyView::Float64(x.view())),
+            ],
+        )
+        .unwrap();
+        let mut npz = Npz::open(&path).unwrap();
+        assert_eq!(npz.keys(), vec!["M", "x"]);
+        assert_eq!(npz.read("M").unwrap().to_scalar_i64().unwrap(), 20);
+        assert_eq!(npz.read("x").unwrap().to_f64().unwrap(), x);
+        let err = npz.read("Y").unwrap_err().to_string();
+        assert!(
+            err.contains("no array named 'Y'") && err.contains("M, x"),
+            "{err}"
+        );
+    }
+}

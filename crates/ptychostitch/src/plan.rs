@@ -1,0 +1,277 @@
+//! [`Plan`]: the geometry of a scan, built once, executed on many patch stacks.
+
+use crate::error::{Error, Result};
+use crate::geometry::{Geometry, offset_pairs};
+use crate::parallel::{self, Job, Simd, WeightCanvas};
+use crate::reference;
+use crate::sample::Sample;
+use ndarray::{Array2, ArrayView, ArrayViewMut2, Dimension};
+use std::sync::OnceLock;
+
+/// A reassembly plan: offsets, patch size `N` and crop `M`, validated and turned into a canvas
+/// geometry once, then executed on any number of patch stacks.
+///
+/// This is the training-loop case: scan positions never change while patches change every
+/// step. The plan caches the weight canvas (it depends on positions only).
+///
+/// Positions are `[x, y]` in pixels: x is the column (second array axis), y the row (first
+/// array axis). They are re-centred on their mean, so adding a constant to every offset changes
+/// nothing; a positive x offset moves patch content to larger column indices.
+///
+/// ```
+/// use ndarray::{Array2, Array3};
+/// use num_complex::Complex32;
+/// use ptychostitch::Plan;
+///
+/// let offsets = Array2::from_shape_vec((2, 2), vec![0.0, 0.0, 3.5, 1.25]).unwrap();
+/// let plan = Plan::new(offsets.view(), 32, 16).unwrap();
+/// assert_eq!(plan.canvas_shape(), (20, 20));
+/// let patches = Array3::from_elem((2, 32, 32), Complex32::new(1.0, 0.5));
+/// let image = plan.reassemble_position(patches.view()).unwrap();
+/// assert_eq!(image.dim(), (20, 20));
+/// ```
+#[derive(Debug)]
+pub struct Plan {
+    geometry: Geometry,
+    threads: usize,
+    simd: Simd,
+    weights: OnceLock<Array2<f32>>,
+}
+
+impl Plan {
+    /// Plans from `(n, 2)` or `(n, 1, 1, 2)` offsets (last axis `[x, y]`, pixels), the patch side
+    /// `N` and the crop `M` (`2 <= M <= N`).
+    pub fn new<D: Dimension>(
+        offsets: ArrayView<'_, f64, D>,
+        patch_size: usize,
+        crop: i64,
+    ) -> Result<Self> {
+        Self::from_positions(&offset_pairs(offsets)?, patch_size, crop)
+    }
+
+    /// Plans from `[x, y]` positions in pixels, the patch side `N` and the crop `M`.
+    pub fn from_positions(positions: &[[f64; 2]], patch_size: usize, crop: i64) -> Result<Self> {
+        Ok(Self {
+            geometry: Geometry::new(positions, patch_size, crop)?,
+            threads: 0,
+            simd: Simd::Auto,
+            weights: OnceLock::new(),
+        })
+    }
+
+    /// Uses at most `threads` worker threads (0, the default, means all cores).
+    /// The result does not depend on it.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Chooses the kernel's instruction set. The result does not depend on it.
+    pub fn with_simd(mut self, simd: Simd) -> Self {
+        self.simd = simd;
+        self
+    }
+
+    /// The thread setting (0 = all cores).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The kernel that runs: `"avx2+fma"` or `"portable"`.
+    pub fn kernel(&self) -> &'static str {
+        self.simd.resolved()
+    }
+
+    /// The geometry: crop, pad, centre, per-patch shifts and footprints.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Number of patches the plan expects.
+    pub fn len(&self) -> usize {
+        self.geometry.len()
+    }
+
+    /// Always false: a plan has at least one patch.
+    pub fn is_empty(&self) -> bool {
+        self.geometry.is_empty()
+    }
+
+    /// Patch side `N`.
+    pub fn patch_size(&self) -> usize {
+        self.geometry.patch_size()
+    }
+
+    /// Padding `p` added on each side of the kept patch centre (always even).
+    pub fn pad(&self) -> usize {
+        self.geometry.pad()
+    }
+
+    /// Mean offset `[x, y]` (float32) that was subtracted from every offset.
+    pub fn center(&self) -> [f32; 2] {
+        self.geometry.center()
+    }
+
+    /// Output shape `(S, S)`, `S = m + 2p`.
+    pub fn canvas_shape(&self) -> (usize, usize) {
+        (self.geometry.side(), self.geometry.side())
+    }
+
+    /// The weight canvas `shift_and_sum(ones)`: how much patch weight lands on each pixel.
+    /// Computed on first use (fast path) and cached.
+    pub fn weights(&self) -> Result<&Array2<f32>> {
+        if let Some(w) = self.weights.get() {
+            return Ok(w);
+        }
+        let mut w = zeroed_canvas::<f32>(self.geometry.side())?;
+        parallel::run::<f32>(
+            &self.geometry,
+            Job {
+                patches: None,
+                image: None,
+                weights: WeightCanvas::Compute(as_slice(&mut w)),
+                normalise: false,
+            },
+            self.threads,
+            self.simd,
+        )?;
+        Ok(self.weights.get_or_init(|| w))
+    }
+
+    /// Sum of the translated patches (`(n, N, N)` or `(n, N, N, 1)`), accumulated in patch order.
+    pub fn shift_and_sum<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+    ) -> Result<Array2<T>> {
+        let mut out = zeroed_canvas::<T>(self.geometry.side())?;
+        self.shift_and_sum_into(patches, out.view_mut())?;
+        Ok(out)
+    }
+
+    /// [`Plan::shift_and_sum`] into a C-contiguous `(S, S)` buffer; every pixel is overwritten.
+    pub fn shift_and_sum_into<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+        mut out: ArrayViewMut2<'_, T>,
+    ) -> Result<()> {
+        let patches = self.geometry.check_patches(patches)?;
+        let image = self.output_slice(&mut out)?;
+        parallel::run(
+            &self.geometry,
+            Job {
+                patches: Some(patches),
+                image: Some(image),
+                weights: WeightCanvas::Skip,
+                normalise: false,
+            },
+            self.threads,
+            self.simd,
+        )
+    }
+
+    /// `shift_and_sum(patches) / (1e-9 + weights)`: PtychoPINN's `reassemble_position`.
+    /// Pixels no patch reaches are exactly 0.
+    pub fn reassemble_position<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+    ) -> Result<Array2<T>> {
+        let mut out = zeroed_canvas::<T>(self.geometry.side())?;
+        self.reassemble_position_into(patches, out.view_mut())?;
+        Ok(out)
+    }
+
+    /// [`Plan::reassemble_position`] into a C-contiguous `(S, S)` buffer.
+    ///
+    /// The first call computes the weight canvas in the same pass and caches it.
+    pub fn reassemble_position_into<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+        mut out: ArrayViewMut2<'_, T>,
+    ) -> Result<()> {
+        let patches = self.geometry.check_patches(patches)?;
+        let image = self.output_slice(&mut out)?;
+        let mut fresh = None;
+        let weights = match self.weights.get() {
+            Some(w) => WeightCanvas::Given(w.as_slice().unwrap_or_default()),
+            None => WeightCanvas::Compute(as_slice(
+                fresh.insert(zeroed_canvas::<f32>(self.geometry.side())?),
+            )),
+        };
+        parallel::run(
+            &self.geometry,
+            Job {
+                patches: Some(patches),
+                image: Some(image),
+                weights,
+                normalise: true,
+            },
+            self.threads,
+            self.simd,
+        )?;
+        if let Some(w) = fresh {
+            let _ = self.weights.set(w);
+        }
+        Ok(())
+    }
+
+    /// The reference (oracle) shift-and-sum: `SPEC.md` §2 literally, `O(n·S²)`, one thread.
+    pub fn shift_and_sum_reference<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+    ) -> Result<Array2<T>> {
+        let patches = self.geometry.check_patches(patches)?;
+        Ok(reference::shift_and_sum(&self.geometry, patches))
+    }
+
+    /// The reference (oracle) `reassemble_position`.
+    pub fn reassemble_position_reference<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+    ) -> Result<Array2<T>> {
+        let patches = self.geometry.check_patches(patches)?;
+        Ok(reference::reassemble_position(&self.geometry, patches))
+    }
+
+    /// The reference (oracle) weight canvas.
+    pub fn weights_reference(&self) -> Array2<f32> {
+        reference::weights(&self.geometry)
+    }
+
+    fn output_slice<'o, T: Sample>(
+        &self,
+        out: &'o mut ArrayViewMut2<'_, T>,
+    ) -> Result<&'o mut [T]> {
+        let side = self.geometry.side();
+        let found = out.shape().to_vec();
+        if found != [side, side] {
+            return Err(Error::OutputShape {
+                expected: side,
+                found,
+            });
+        }
+        out.as_slice_mut().ok_or(Error::OutputShape {
+            expected: side,
+            found,
+        })
+    }
+}
+
+/// An `S×S` canvas of zeros, or an error (not an abort) when memory runs out.
+fn zeroed_canvas<T: Sample>(side: usize) -> Result<Array2<T>> {
+    let len = side * side;
+    let mut data = Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory {
+            side,
+            bytes: (len * std::mem::size_of::<T>()) as f64,
+        })?;
+    data.resize(len, T::zeroed());
+    Array2::from_shape_vec((side, side), data).map_err(|_| Error::OutputShape {
+        expected: side,
+        found: vec![len],
+    })
+}
+
+fn as_slice<T>(a: &mut Array2<T>) -> &mut [T] {
+    a.as_slice_mut().unwrap_or_default()
+}

@@ -1,0 +1,92 @@
+//! The reference implementation: the oracle every fast path is tested against.
+//!
+//! It is `SPEC.md` §2 written out literally, as PtychoPINN's `shift_and_sum_old` does it:
+//! every cropped patch is zero-padded to the whole `S×S` canvas, the whole canvas is
+//! translated (every pixel evaluated, zero fill outside the image), and the translated canvas
+//! is added to the sum, patch after patch in index order. Its cost is `n·S²`. It is slow on
+//! purpose and must stay that way: do not optimise it, and never let it share code with the
+//! fast path beyond [`crate::kernel`], which holds the per-pixel arithmetic both must perform.
+
+use crate::geometry::Geometry;
+use crate::kernel::{Weights, normalise, sample_axis};
+use crate::sample::{Sample, lanes, lanes_mut};
+use ndarray::{Array2, Array3, ArrayView3};
+
+/// Literal shift-and-sum of `(n, N, N)` patches on the geometry's canvas.
+pub(crate) fn shift_and_sum<T: Sample>(
+    geometry: &Geometry,
+    patches: ArrayView3<'_, T>,
+) -> Array2<T> {
+    let side = geometry.side();
+    let lanes_per_pixel = T::LANES;
+    let mut canvas = Array2::from_elem((side, side), T::zeroed());
+    let mut padded = vec![T::zeroed(); side * side];
+    let mut translated = vec![T::zeroed(); side * side];
+    let (p, m, c0) = (geometry.pad(), geometry.kept(), geometry.crop_start());
+
+    for (k, &[ax, ay]) in geometry.shifts().iter().enumerate() {
+        // 1. crop, 3. zero-pad by p on every side.
+        padded.fill(T::zeroed());
+        for r in 0..m {
+            for c in 0..m {
+                padded[(p + r) * side + (p + c)] = patches[[k, c0 + r, c0 + c]];
+            }
+        }
+        // 4. translate the whole canvas by (ax, ay), bilinear, zero fill.
+        let image = lanes(&padded);
+        let at = |y: i64, x: i64, lane: usize| -> f32 {
+            if (0..side as i64).contains(&y) && (0..side as i64).contains(&x) {
+                image[(y as usize * side + x as usize) * lanes_per_pixel + lane]
+            } else {
+                0.0
+            }
+        };
+        let out = lanes_mut(&mut translated);
+        for y in 0..side {
+            let (y0, wy) = sample_axis(y, ay);
+            for x in 0..side {
+                let (x0, wx) = sample_axis(x, ax);
+                let w = Weights::new(wx, wy);
+                for lane in 0..lanes_per_pixel {
+                    out[(y * side + x) * lanes_per_pixel + lane] = w.apply(
+                        at(y0, x0, lane),
+                        at(y0, x0 + 1, lane),
+                        at(y0 + 1, x0, lane),
+                        at(y0 + 1, x0 + 1, lane),
+                    );
+                }
+            }
+        }
+        // 5. add to the sum, in patch order.
+        let sum = lanes_mut(canvas.as_slice_mut().expect("fresh array is contiguous"));
+        for (acc, v) in sum.iter_mut().zip(lanes(&translated)) {
+            *acc += v;
+        }
+    }
+    canvas
+}
+
+/// Literal weight canvas: the shift-and-sum of patches that are all ones.
+pub(crate) fn weights(geometry: &Geometry) -> Array2<f32> {
+    let n = geometry.patch_size();
+    let ones = Array3::<f32>::ones((geometry.len(), n, n));
+    shift_and_sum(geometry, ones.view())
+}
+
+/// Literal `reassemble_position`: `shift_and_sum(patches) / (1e-9 + shift_and_sum(ones))`.
+pub(crate) fn reassemble_position<T: Sample>(
+    geometry: &Geometry,
+    patches: ArrayView3<'_, T>,
+) -> Array2<T> {
+    let mut image = shift_and_sum(geometry, patches);
+    let weights = weights(geometry);
+    let lanes_per_pixel = T::LANES;
+    let values = lanes_mut(image.as_slice_mut().expect("fresh array is contiguous"));
+    for (i, &w) in weights.iter().enumerate() {
+        for lane in 0..lanes_per_pixel {
+            let v = &mut values[i * lanes_per_pixel + lane];
+            *v = normalise(*v, w);
+        }
+    }
+    image
+}

@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests: seeded random inputs and bit-level comparison.
+#![allow(dead_code)]
+
+use ndarray::{Array2, Array3};
+use ptychostitch::{Complex32, Sample};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::PathBuf;
+
+/// `../shared/golden` relative to the repository root.
+pub fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// `n` complex patches with values uniform in [-1, 1) on both parts.
+pub fn random_patches(rng: &mut ChaCha8Rng, n: usize, size: usize) -> Array3<Complex32> {
+    Array3::from_shape_simple_fn((n, size, size), || {
+        Complex32::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0))
+    })
+}
+
+/// Offsets `[x, y]` drawn by `draw`.
+pub fn offsets_from(n: usize, mut draw: impl FnMut(usize) -> [f64; 2]) -> Array2<f64> {
+    let mut a = Array2::zeros((n, 2));
+    for k in 0..n {
+        let [x, y] = draw(k);
+        a[[k, 0]] = x;
+        a[[k, 1]] = y;
+    }
+    a
+}
+
+/// The lanes of a canvas as bit patterns, with every NaN mapped to one pattern.
+pub fn bits<T: Sample>(a: &Array2<T>) -> Vec<u32> {
+    let lanes: &[f32] = bytemuck_lanes(a);
+    lanes
+        .iter()
+        .map(|v| if v.is_nan() { 0x7fc0_0000 } else { v.to_bits() })
+        .collect()
+}
+
+fn bytemuck_lanes<T: Sample>(a: &Array2<T>) -> &[f32] {
+    let s = a.as_slice().expect("standard layout");
+    // SAFETY: `Sample` types are `Pod` made of `f32` lanes (`f32` or `Complex32`, which is
+    // `repr(C)` with two `f32`), so the slice's bytes are exactly `len · LANES` valid `f32`s.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len() * T::LANES) }
+}
+
+/// Asserts two canvases are bit-identical (NaNs of any payload count as equal).
+#[track_caller]
+pub fn assert_bit_identical<T: Sample>(fast: &Array2<T>, reference: &Array2<T>, what: &str) {
+    assert_eq!(fast.dim(), reference.dim(), "{what}: shapes differ");
+    let (a, b) = (bits(fast), bits(reference));
+    if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+        let lanes = T::LANES;
+        let pixel = i / lanes;
+        let side = fast.ncols();
+        panic!(
+            "{what}: first difference at pixel (y={}, x={}) lane {}: fast {} vs reference {}",
+            pixel / side,
+            pixel % side,
+            i % lanes,
+            f32::from_bits(a[i]),
+            f32::from_bits(b[i])
+        );
+    }
+}
