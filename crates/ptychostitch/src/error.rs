@@ -64,7 +64,7 @@ pub enum Error {
 
     /// An offset is NaN or infinite (also after the cast to `f32`).
     #[error(
-        "`offsets[{index}]` has a non-finite {axis} = {value} (offsets are [x, y] in pixels, x = column, y = row); every offset must be finite in float32"
+        "`offsets[{index}]` has a non-finite {axis} = {value:?} (offsets are [x, y] in pixels, x = column, y = row); every offset must be finite in float32"
     )]
     NonFiniteOffset {
         /// Index of the patch.
