@@ -231,12 +231,7 @@ pub fn patch_stack<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<
 /// Accepts `(n, 2)` or `(n, 1, 1, 2)` offsets (last axis `[x, y]`) and returns them as pairs.
 pub fn offset_pairs<D: Dimension>(offsets: ArrayView<'_, f64, D>) -> Result<Vec<[f64; 2]>> {
     let shape = offsets.shape().to_vec();
-    let ok = match shape.as_slice() {
-        [_, 2] => true,
-        [_, 1, 1, 2] => true,
-        _ => false,
-    };
-    if !ok {
+    if !matches!(shape.as_slice(), [_, 2] | [_, 1, 1, 2]) {
         return Err(Error::OffsetShape { shape });
     }
     let flat = offsets.into_dyn();

@@ -46,6 +46,7 @@ mod parallel;
 mod plan;
 mod reference;
 mod sample;
+pub mod synthetic;
 
 pub use error::{Error, Result};
 pub use geometry::{Footprint, Geometry, Span};

@@ -103,7 +103,8 @@ fn crops_around_vector_and_band_boundaries() {
 fn special_offset_patterns() {
     let mut r = rng(42);
     let patches = random_patches(&mut r, 40, 16);
-    let patterns: [(&str, Box<dyn Fn(usize) -> [f64; 2]>); 6] = [
+    type Pattern = Box<dyn Fn(usize) -> [f64; 2]>;
+    let patterns: [(&str, Pattern); 6] = [
         (
             "integer",
             Box::new(|k| [(k % 7) as f64 * 3.0 - 9.0, (k / 7) as f64 * 2.0]),

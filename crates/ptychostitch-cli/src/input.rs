@@ -1,0 +1,208 @@
+//! Loading a scan (patches and `[x, y]` offsets) from `.npz`, a directory of `.npy` files, or a
+//! pair of `.npy` files, with PtychoPINN's coordinate options.
+
+use anyhow::{Context, Result, bail};
+use ndarray::{Array2, ArrayD};
+use ptychostitch::Complex32;
+use ptychostitch::npy::{NpyArray, Npz, read_npy};
+use std::path::{Path, PathBuf};
+
+/// Where the arrays come from and how to interpret positions.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScanArgs {
+    /// An `.npz` file, a directory of `.npy` files, or two `.npy` files (patches, then offsets).
+    #[arg(required = true, num_args = 1..=2, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Key of the patches: shape (n, N, N) or (n, N, N, 1); complex64, complex128, float32 or
+    /// float64.
+    #[arg(long, default_value = "Y", value_name = "KEY")]
+    pub patches: String,
+    /// Key of the offsets, shape (n, 2) or (n, 1, 1, 2), last axis [x, y] in pixels. When not
+    /// given, positions come from --x and --y.
+    #[arg(long, value_name = "KEY")]
+    pub offsets: Option<String>,
+    /// Key of the x (column) positions, shape (n,), in pixels.
+    #[arg(long = "x", default_value = "xcoords", value_name = "KEY")]
+    pub x_key: String,
+    /// Key of the y (row) positions, shape (n,), in pixels.
+    #[arg(long = "y", default_value = "ycoords", value_name = "KEY")]
+    pub y_key: String,
+    /// Swap x and y (for files that store [row, column]). Applied first.
+    #[arg(long)]
+    pub transpose: bool,
+    /// Negate x (mirror the scan left–right). Applied after --transpose.
+    #[arg(long)]
+    pub flip_x: bool,
+    /// Negate y (mirror the scan top–bottom). Applied after --transpose.
+    #[arg(long)]
+    pub flip_y: bool,
+    /// Multiply positions by this factor (e.g. metres to pixels). Applied last.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    pub coord_scale: f64,
+}
+
+/// A loaded scan.
+pub struct Scan {
+    /// Patches, `(n, N, N)` or `(n, N, N, 1)`, complex64, C order.
+    pub patches: ArrayD<Complex32>,
+    /// Offsets `(n, 2)`, `[x, y]` in pixels, after the coordinate options.
+    pub offsets: Array2<f64>,
+}
+
+/// Reads named arrays from whichever input form was given.
+enum Source {
+    Npz(Npz),
+    Dir(PathBuf),
+    Pair(PathBuf, PathBuf),
+}
+
+impl Source {
+    fn open(inputs: &[PathBuf]) -> Result<Self> {
+        match inputs {
+            [one] if one.is_dir() => Ok(Source::Dir(one.clone())),
+            [one] => {
+                if !one.exists() {
+                    bail!("{}: no such file or directory", one.display());
+                }
+                Ok(Source::Npz(Npz::open(one)?))
+            }
+            [patches, offsets] => Ok(Source::Pair(patches.clone(), offsets.clone())),
+            _ => bail!("give one .npz file or directory, or two .npy files (patches, offsets)"),
+        }
+    }
+
+    fn read(&mut self, key: &str) -> Result<NpyArray> {
+        Ok(match self {
+            Source::Npz(npz) => npz.read(key)?,
+            Source::Dir(dir) => {
+                let file = dir.join(format!("{key}.npy"));
+                if !file.exists() {
+                    bail!(
+                        "{}: no array named '{key}' ({key}.npy); the directory has: {}",
+                        dir.display(),
+                        npy_names(dir).join(", ")
+                    );
+                }
+                read_npy(&file)?
+            }
+            Source::Pair(..) => unreachable!("pairs are read positionally"),
+        })
+    }
+
+    fn has(&self, key: &str) -> bool {
+        match self {
+            Source::Npz(npz) => npz.contains(key),
+            Source::Dir(dir) => dir.join(format!("{key}.npy")).exists(),
+            Source::Pair(..) => false,
+        }
+    }
+}
+
+fn npy_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()?
+                        .strip_suffix(".npy")
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Converts patches to complex64, with a note on stderr when they were not complex64.
+fn to_patches(array: &NpyArray, key: &str) -> Result<ArrayD<Complex32>> {
+    let dtype = array.dtype();
+    if *dtype != ptychostitch::npy::Dtype::Complex64 {
+        eprintln!("note: patches '{key}' are {dtype}; converted to complex64");
+    }
+    Ok(array.to_complex32()?)
+}
+
+impl ScanArgs {
+    /// Loads patches and offsets and applies the coordinate options.
+    pub fn load(&self) -> Result<Scan> {
+        let mut source = Source::open(&self.inputs)?;
+        let (patches, offsets) = if let Source::Pair(p, o) = &source {
+            let patches = to_patches(&read_npy(p)?, &p.display().to_string())?;
+            let offsets = offsets_from(read_npy(o)?.to_f64()?, &o.display().to_string())?;
+            (patches, offsets)
+        } else {
+            let patches = to_patches(&source.read(&self.patches)?, &self.patches)?;
+            let offsets = match &self.offsets {
+                Some(key) => offsets_from(source.read(key)?.to_f64()?, key)?,
+                None if !source.has(&self.x_key) && source.has("offsets") => {
+                    bail!(
+                        "no '{}' positions; this file has an 'offsets' array: pass --offsets offsets",
+                        self.x_key
+                    )
+                }
+                None => {
+                    let x = source.read(&self.x_key)?.to_f64()?;
+                    let y = source.read(&self.y_key)?.to_f64()?;
+                    xy_offsets(x, y, &self.x_key, &self.y_key)?
+                }
+            };
+            (patches, offsets)
+        };
+        Ok(Scan {
+            patches,
+            offsets: self.transform(offsets),
+        })
+    }
+
+    fn transform(&self, mut offsets: Array2<f64>) -> Array2<f64> {
+        for mut row in offsets.rows_mut() {
+            let (mut x, mut y) = (row[0], row[1]);
+            if self.transpose {
+                std::mem::swap(&mut x, &mut y);
+            }
+            if self.flip_x {
+                x = -x;
+            }
+            if self.flip_y {
+                y = -y;
+            }
+            row[0] = x * self.coord_scale;
+            row[1] = y * self.coord_scale;
+        }
+        offsets
+    }
+}
+
+/// `(n, 2)` or `(n, 1, 1, 2)` offsets as `(n, 2)`.
+fn offsets_from(array: ArrayD<f64>, key: &str) -> Result<Array2<f64>> {
+    let shape = array.shape().to_vec();
+    let n = shape.first().copied().unwrap_or(0);
+    let ok = matches!(shape.as_slice(), [_, 2] | [_, 1, 1, 2]);
+    if !ok {
+        bail!(
+            "offsets '{key}' have shape {shape:?}; expected (n, 2) or (n, 1, 1, 2) with the last axis [x, y]"
+        );
+    }
+    array
+        .into_shape_with_order((n, 2))
+        .with_context(|| format!("offsets '{key}'"))
+}
+
+fn xy_offsets(x: ArrayD<f64>, y: ArrayD<f64>, x_key: &str, y_key: &str) -> Result<Array2<f64>> {
+    if x.ndim() != 1 || y.ndim() != 1 || x.len() != y.len() {
+        bail!(
+            "positions '{x_key}' {:?} and '{y_key}' {:?} must both have shape (n,)",
+            x.shape(),
+            y.shape()
+        );
+    }
+    let mut offsets = Array2::zeros((x.len(), 2));
+    for (k, (xv, yv)) in x.iter().zip(&y).enumerate() {
+        offsets[[k, 0]] = *xv;
+        offsets[[k, 1]] = *yv;
+    }
+    Ok(offsets)
+}

@@ -1,0 +1,38 @@
+//! Quick timing breakdown of the fast path on the bench-grid scan:
+//! `cargo run --release --example timing`.
+use ptychostitch::Plan;
+use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid};
+use std::time::Instant;
+
+fn best<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let t = Instant::now();
+        std::hint::black_box(f());
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best * 1e3
+}
+
+fn main() {
+    for n in [1000, 10000] {
+        let (patches, offsets) = bench_grid(n, 1);
+        for threads in [1, 2] {
+            let plan = || {
+                Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP)
+                    .unwrap()
+                    .with_threads(threads)
+            };
+            let build = best(30, plan);
+            let weights = best(30, || plan().weights().map(|w| w.len()).unwrap());
+            let cached = plan();
+            cached.weights().unwrap();
+            let ss = best(30, || cached.shift_and_sum(patches.view()).unwrap());
+            let rp_cached = best(30, || cached.reassemble_position(patches.view()).unwrap());
+            let rp_fresh = best(30, || plan().reassemble_position(patches.view()).unwrap());
+            println!(
+                "n={n} threads={threads}: plan {build:.3} ms, plan+weights {weights:.3}, shift_and_sum {ss:.3}, reassemble(cached w) {rp_cached:.3}, plan+reassemble {rp_fresh:.3}"
+            );
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Synthetic scans for benchmarks, validation and demos (`SPEC.md` §5's "bench-grid").
+//!
+//! Deterministic for a given seed on every platform: a SplitMix64 generator and Box–Muller
+//! normals, so benchmark inputs are the same for every run and every tool.
+
+use ndarray::{Array2, Array3};
+use num_complex::Complex32;
+
+/// Sizes of the benchmark scan in `SPEC.md` §5.
+pub const BENCH_SIZES: [usize; 6] = [100, 500, 1000, 2000, 5000, 10000];
+/// Patch side of the benchmark scan.
+pub const BENCH_PATCH: usize = 64;
+/// Crop `M` of the benchmark scan.
+pub const BENCH_CROP: i64 = 20;
+/// Grid step of the benchmark scan in pixels.
+pub const BENCH_STEP: f64 = 3.7;
+
+/// A small, fast, deterministic pseudo-random generator (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1_u64 << 53) as f64)
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform();
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// `[x, y]` positions of the bench-grid scan: `ceil(sqrt(n))` columns, step 3.7 px, row-major,
+/// the first `n` points, each jittered by uniform `[-0.5, 0.5)`.
+pub fn bench_grid_offsets(n: usize, rng: &mut SplitMix64) -> Array2<f64> {
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let mut offsets = Array2::zeros((n, 2));
+    for k in 0..n {
+        offsets[[k, 0]] = (k % cols.max(1)) as f64 * BENCH_STEP + rng.uniform() - 0.5;
+        offsets[[k, 1]] = (k / cols.max(1)) as f64 * BENCH_STEP + rng.uniform() - 0.5;
+    }
+    offsets
+}
+
+/// The bench-grid scan of `n` patches: `(n, 64, 64)` complex patches with standard-normal real
+/// and imaginary parts, and their `(n, 2)` offsets. Crop with [`BENCH_CROP`].
+pub fn bench_grid(n: usize, seed: u64) -> (Array3<Complex32>, Array2<f64>) {
+    let mut rng = SplitMix64::new(seed);
+    let offsets = bench_grid_offsets(n, &mut rng);
+    let patches = Array3::from_shape_simple_fn((n, BENCH_PATCH, BENCH_PATCH), || {
+        Complex32::new(rng.normal() as f32, rng.normal() as f32)
+    });
+    (patches, offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_grid_canvas_sides_match_the_spec() {
+        // SPEC §5: canvas sides near 56, 104, 140, 190, 290, 390 px.
+        for (n, near) in BENCH_SIZES.iter().zip([56, 104, 140, 190, 290, 390]) {
+            let mut rng = SplitMix64::new(1);
+            let offsets = bench_grid_offsets(*n, &mut rng);
+            let plan = crate::Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP).unwrap();
+            let side = plan.canvas_shape().0 as i64;
+            assert!(
+                (side - near).abs() <= 8,
+                "n={n}: side {side}, spec says near {near}"
+            );
+        }
+    }
+
+    #[test]
+    fn normals_have_unit_variance() {
+        let mut rng = SplitMix64::new(7);
+        let v: Vec<f64> = (0..20000).map(|_| rng.normal()).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
+    }
+}
