@@ -46,18 +46,23 @@ fn seconds(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+fn check_sizes(sizes: &[usize]) -> Result<()> {
+    if sizes.contains(&0) {
+        bail!("--sizes: every size must be at least 1");
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 pub fn validate(args: ValidateArgs) -> Result<()> {
+    check_sizes(&args.sizes)?;
     let bar = progress::bar(args.sizes.len() as u64, "validate");
     let mut rows = Vec::new();
     for &n in &args.sizes {
-        if n == 0 {
-            bail!("--sizes: every size must be at least 1");
-        }
         bar.set_message(format!("n={n}"));
         let (patches, offsets) = bench_grid(n, 1);
         let mut old = None;
@@ -135,12 +140,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     let total = (args.sizes.len() * args.threads.len() * (args.runs + 1)) as u64;
+    check_sizes(&args.sizes)?;
     let bar = progress::bar(total, "bench");
     let mut rows = Vec::new();
     for &n in &args.sizes {
-        if n == 0 {
-            bail!("--sizes: every size must be at least 1");
-        }
         bar.set_message(format!("n={n}"));
         let (patches, offsets) = bench_grid(n, 1);
         for &threads in &args.threads {

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::geometry::{Geometry, offset_pairs};
-use crate::parallel::{self, Job, Simd, WeightCanvas};
+use crate::parallel::{self, DEFAULT_MIN_PIXELS_PER_WORKER, Job, Schedule, Simd, WeightCanvas};
 use crate::reference;
 use crate::sample::Sample;
 use ndarray::{Array2, ArrayView, ArrayViewMut2, Dimension};
@@ -33,8 +33,7 @@ use std::sync::OnceLock;
 #[derive(Debug)]
 pub struct Plan {
     geometry: Geometry,
-    threads: usize,
-    simd: Simd,
+    schedule: Schedule,
     weights: OnceLock<Array2<f32>>,
 }
 
@@ -53,8 +52,11 @@ impl Plan {
     pub fn from_positions(positions: &[[f64; 2]], patch_size: usize, crop: i64) -> Result<Self> {
         Ok(Self {
             geometry: Geometry::new(positions, patch_size, crop)?,
-            threads: 0,
-            simd: Simd::Auto,
+            schedule: Schedule {
+                threads: 0,
+                simd: Simd::Auto,
+                min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
+            },
             weights: OnceLock::new(),
         })
     }
@@ -62,24 +64,32 @@ impl Plan {
     /// Uses at most `threads` worker threads (0, the default, means all cores).
     /// The result does not depend on it.
     pub fn with_threads(mut self, threads: usize) -> Self {
-        self.threads = threads;
+        self.schedule.threads = threads;
         self
     }
 
     /// Chooses the kernel's instruction set. The result does not depend on it.
     pub fn with_simd(mut self, simd: Simd) -> Self {
-        self.simd = simd;
+        self.schedule.simd = simd;
+        self
+    }
+
+    /// Uses fewer workers when each would get fewer than `pixels` footprint pixels (default
+    /// 131,072: smaller scans run on the calling thread). 0 always uses every worker, which the
+    /// tests do to exercise the band split on small inputs. The result does not depend on it.
+    pub fn with_min_pixels_per_worker(mut self, pixels: usize) -> Self {
+        self.schedule.min_pixels_per_worker = pixels;
         self
     }
 
     /// The thread setting (0 = all cores).
     pub fn threads(&self) -> usize {
-        self.threads
+        self.schedule.threads
     }
 
     /// The kernel that runs: `"avx2+fma"` or `"portable"`.
     pub fn kernel(&self) -> &'static str {
-        self.simd.resolved()
+        self.schedule.simd.resolved()
     }
 
     /// The geometry: crop, pad, centre, per-patch shifts and footprints.
@@ -132,8 +142,7 @@ impl Plan {
                 weights: WeightCanvas::Compute(as_slice(&mut w)),
                 normalise: false,
             },
-            self.threads,
-            self.simd,
+            self.schedule,
         )?;
         Ok(self.weights.get_or_init(|| w))
     }
@@ -164,8 +173,7 @@ impl Plan {
                 weights: WeightCanvas::Skip,
                 normalise: false,
             },
-            self.threads,
-            self.simd,
+            self.schedule,
         )
     }
 
@@ -205,8 +213,7 @@ impl Plan {
                 weights,
                 normalise: true,
             },
-            self.threads,
-            self.simd,
+            self.schedule,
         )?;
         if let Some(w) = fresh {
             let _ = self.weights.set(w);

@@ -27,7 +27,8 @@ fn check(label: &str, patches: &Array3<Complex32>, offsets: &Array2<f64>, crop: 
             let plan = Plan::new(offsets.view(), n, crop)
                 .unwrap()
                 .with_threads(threads)
-                .with_simd(simd);
+                .with_simd(simd)
+                .with_min_pixels_per_worker(0);
             let mut out = Array2::from_elem(plan.canvas_shape(), garbage);
             plan.shift_and_sum_into(patches.view(), out.view_mut())
                 .unwrap();

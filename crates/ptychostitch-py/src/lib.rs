@@ -1,0 +1,201 @@
+//! `ptychostitch._native`: the extension module behind the `ptychostitch` Python package.
+//!
+//! Thin wrappers over the library: NumPy arrays come in as read-only views (no copy, any
+//! strides), the work runs with the GIL released, and results move into NumPy arrays without
+//! a copy. Dtype conversion and PtychoPINN's signatures live in `python/ptychostitch/__init__.py`.
+
+use ndarray::{Array2, ArrayViewD};
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn};
+use ptychostitch::geometry::patch_stack;
+use ptychostitch::{Complex32, Error, Plan as CorePlan, Sample};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+/// Maps a library error to the precise Python exception.
+fn to_py(err: Error) -> PyErr {
+    match err {
+        Error::OutOfMemory { .. } => PyMemoryError::new_err(err.to_string()),
+        Error::ThreadPool { .. } => PyRuntimeError::new_err(err.to_string()),
+        _ => PyValueError::new_err(err.to_string()),
+    }
+}
+
+/// What to compute.
+#[derive(Clone, Copy)]
+enum Op {
+    ShiftAndSum,
+    Reassemble,
+}
+
+fn execute<T: Sample>(
+    plan: &CorePlan,
+    patches: ArrayViewD<'_, T>,
+    op: Op,
+    reference: bool,
+) -> Result<Array2<T>, Error> {
+    match (op, reference) {
+        (Op::ShiftAndSum, false) => plan.shift_and_sum(patches),
+        (Op::Reassemble, false) => plan.reassemble_position(patches),
+        (Op::ShiftAndSum, true) => plan.shift_and_sum_reference(patches),
+        (Op::Reassemble, true) => plan.reassemble_position_reference(patches),
+    }
+}
+
+/// Patches of either supported element type, borrowed from NumPy.
+#[derive(FromPyObject)]
+enum Patches<'py> {
+    Complex(PyReadonlyArrayDyn<'py, Complex32>),
+    Real(PyReadonlyArrayDyn<'py, f32>),
+}
+
+fn run<'py>(
+    py: Python<'py>,
+    plan: &CorePlan,
+    patches: Patches<'py>,
+    op: Op,
+    reference: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match patches {
+        Patches::Complex(a) => {
+            let view = a.as_array();
+            let out = py
+                .detach(|| execute(plan, view, op, reference))
+                .map_err(to_py)?;
+            out.into_pyarray(py).into_any()
+        }
+        Patches::Real(a) => {
+            let view = a.as_array();
+            let out = py
+                .detach(|| execute(plan, view, op, reference))
+                .map_err(to_py)?;
+            out.into_pyarray(py).into_any()
+        }
+    })
+}
+
+/// The patch side `N`, after checking the stack is `(n, N, N)` or `(n, N, N, 1)`.
+fn patch_size(patches: &Patches<'_>) -> PyResult<usize> {
+    let dims = match patches {
+        Patches::Complex(a) => patch_stack(a.as_array()).map(|s| s.dim()),
+        Patches::Real(a) => patch_stack(a.as_array()).map(|s| s.dim()),
+    };
+    dims.map(|(_, n, _)| n).map_err(to_py)
+}
+
+fn plan_from(
+    offsets: &PyReadonlyArrayDyn<'_, f64>,
+    patch_size: usize,
+    crop: i64,
+    threads: usize,
+) -> PyResult<CorePlan> {
+    Ok(CorePlan::new(offsets.as_array(), patch_size, crop)
+        .map_err(to_py)?
+        .with_threads(threads))
+}
+
+/// One-shot stitching: builds a plan and runs it. `op` is "shift_and_sum" or
+/// "reassemble_position"; `reference` selects the oracle. Returns an (S, S) array.
+#[pyfunction]
+#[pyo3(signature = (patches, offsets, crop, op, reference=false, threads=0))]
+fn stitch<'py>(
+    py: Python<'py>,
+    patches: Patches<'py>,
+    offsets: PyReadonlyArrayDyn<'py, f64>,
+    crop: i64,
+    op: &str,
+    reference: bool,
+    threads: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let op = parse_op(op)?;
+    let plan = plan_from(&offsets, patch_size(&patches)?, crop, threads)?;
+    run(py, &plan, patches, op, reference)
+}
+
+fn parse_op(op: &str) -> PyResult<Op> {
+    match op {
+        "shift_and_sum" => Ok(Op::ShiftAndSum),
+        "reassemble_position" => Ok(Op::Reassemble),
+        other => Err(PyValueError::new_err(format!(
+            "op must be 'shift_and_sum' or 'reassemble_position', not {other:?}"
+        ))),
+    }
+}
+
+/// A reassembly plan: positions fixed, patches changing (see `ptychostitch.Plan`).
+#[pyclass(name = "Plan", module = "ptychostitch._native", frozen)]
+struct Plan {
+    inner: CorePlan,
+}
+
+#[pymethods]
+impl Plan {
+    #[new]
+    #[pyo3(signature = (offsets, patch_size, crop, threads=0))]
+    fn new(
+        offsets: PyReadonlyArrayDyn<'_, f64>,
+        patch_size: usize,
+        crop: i64,
+        threads: usize,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            inner: plan_from(&offsets, patch_size, crop, threads)?,
+        })
+    }
+
+    /// Runs the plan: `op` as in `stitch`.
+    #[pyo3(signature = (patches, op, reference=false))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        patches: Patches<'py>,
+        op: &str,
+        reference: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        run(py, &self.inner, patches, parse_op(op)?, reference)
+    }
+
+    /// The (S, S) float32 weight canvas (computed once, then cached).
+    fn weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let w = py.detach(|| self.inner.weights().cloned()).map_err(to_py)?;
+        Ok(w.into_pyarray(py))
+    }
+
+    #[getter]
+    fn canvas_side(&self) -> usize {
+        self.inner.canvas_shape().0
+    }
+
+    #[getter]
+    fn pad(&self) -> usize {
+        self.inner.pad()
+    }
+
+    #[getter]
+    fn center(&self) -> (f32, f32) {
+        let [x, y] = self.inner.center();
+        (x, y)
+    }
+
+    #[getter]
+    fn patch_size(&self) -> usize {
+        self.inner.patch_size()
+    }
+
+    #[getter]
+    fn n(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[getter]
+    fn kernel(&self) -> &'static str {
+        self.inner.kernel()
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(stitch, m)?)?;
+    m.add_class::<Plan>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every check and test of the project, on a fresh machine too:
+#   Rust: cargo fmt --check, clippy -D warnings, cargo doc -D warnings, cargo test (library + CLI)
+#   Python: builds the extension with maturin into a fresh virtual environment, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ ! -d ../shared/golden ]]; then
+  echo "error: ../shared/golden (PtychoPINN's reference outputs) must sit beside the repository" >&2
+  exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy --workspace --all-targets -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== cargo test"
+cargo test
+
+echo "== python: fresh virtual environment, build the extension, pytest"
+venv=target/test-venv
+rm -rf "$venv"
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet "maturin>=1.7,<2" numpy pytest
+"$venv/bin/python" -m pip install --quiet --no-build-isolation .
+"$venv/bin/python" -m pytest python/tests
