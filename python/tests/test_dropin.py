@@ -150,6 +150,12 @@ def test_dtype_and_layout_conversions():
     big = np.zeros((80, 32, 32, 1), dtype=np.complex64)
     big[::2] = obj
     assert_identical(ps.reassemble_position(big[::2], off, M=16), ref, "strided view")
+    rev_obj, rev_off = obj[::-1, :, ::-1], off[::-1]
+    assert_identical(
+        ps.reassemble_position(rev_obj, rev_off, M=16),
+        ps.reassemble_position(np.ascontiguousarray(rev_obj), np.ascontiguousarray(rev_off), M=16),
+        "negative strides",
+    )
     fortran = np.asfortranarray(obj)
     assert_identical(ps.reassemble_position(fortran, off, M=16), ref, "Fortran order")
     # read-only input works (no write access needed).

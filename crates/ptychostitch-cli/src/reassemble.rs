@@ -1,7 +1,7 @@
 //! `ptychostitch reassemble`: stitch a scan from NumPy files.
 
 use crate::input::ScanArgs;
-use crate::picture;
+use crate::{picture, progress};
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2, arr0};
 use ptychostitch::npy::{NpyView, write_npz};
@@ -83,7 +83,10 @@ impl Stitched {
 
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
+    let steps = progress::bar(3, "loading");
     let scan = args.scan.load()?;
+    steps.inc(1);
+    steps.set_message("stitching");
     let size = *scan.patches.shape().get(1).unwrap_or(&0);
     let plan = Plan::new(scan.offsets.view(), size, args.crop)?.with_threads(args.threads);
     let compute = Instant::now();
@@ -92,6 +95,8 @@ pub fn run(args: Args) -> Result<()> {
         Mode::Reassemble => plan.reassemble_position(scan.patches.view())?,
     };
     let compute = compute.elapsed();
+    steps.inc(1);
+    steps.set_message("writing");
     let stitched = Stitched { plan, image };
     let output = args
         .output
@@ -101,6 +106,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(png) = &args.png {
         stitched.write_png(png, "")?;
     }
+    steps.finish_and_clear();
     let g = stitched.plan.geometry();
     println!(
         "reassembled {} patches ({n}×{n}, M={m}) onto a {s}×{s} canvas (pad {p}, centre x={cx}, y={cy}) in {:.2} ms; wrote {}{} ({:.2} s in all)",
