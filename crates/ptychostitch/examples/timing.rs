@@ -1,17 +1,21 @@
-//! Quick timing breakdown of the fast path on the bench-grid scan:
+//! Quick timing breakdown (medians) of the fast path on the bench-grid scan:
 //! `cargo run --release --example timing`.
 use ptychostitch::Plan;
 use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid};
 use std::time::Instant;
 
+/// Median of `runs` timings, in ms (one warm-up run first).
 fn best<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
-    let mut best = f64::INFINITY;
-    for _ in 0..runs {
-        let t = Instant::now();
-        std::hint::black_box(f());
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    best * 1e3
+    std::hint::black_box(f());
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2] * 1e3
 }
 
 fn main() {
