@@ -264,15 +264,15 @@ impl Plan {
 }
 
 /// An `S×S` canvas of zeros, or an error (not an abort) when memory runs out.
+///
+/// Zeroed by the allocator (fresh pages from the OS are already zero), not by a memset: every
+/// band clears its own rows again before accumulating, as it must for caller-supplied buffers.
 fn zeroed_canvas<T: Sample>(side: usize) -> Result<Array2<T>> {
     let len = side * side;
-    let mut data = Vec::new();
-    data.try_reserve_exact(len)
-        .map_err(|_| Error::OutOfMemory {
-            side,
-            bytes: (len * std::mem::size_of::<T>()) as f64,
-        })?;
-    data.resize(len, T::zeroed());
+    let data = bytemuck::allocation::try_zeroed_vec::<T>(len).map_err(|()| Error::OutOfMemory {
+        side,
+        bytes: (len * std::mem::size_of::<T>()) as f64,
+    })?;
     Array2::from_shape_vec((side, side), data).map_err(|_| Error::OutputShape {
         expected: side,
         found: vec![len],
