@@ -8,7 +8,7 @@ import pathlib
 import sys
 
 root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion") / "reassemble_position"
-# PtychoPINN TensorFlow times on a 2-core CPU, SPEC §5 (new batched function).
+# PtychoPINN TensorFlow times on a 2-core CPU, docs/semantics.md §5 (new batched function).
 TF = {100: 0.011, 500: 0.076, 1000: 0.30, 10000: 20.4}  # 10,000: issue #2
 
 

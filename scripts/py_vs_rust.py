@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""reassemble_position on the bench-grid scan (SPEC §5) through Python vs through Rust, one run.
+"""reassemble_position on the bench-grid scan (docs/semantics.md §5) through Python vs through Rust, one run.
 
 Usage: python scripts/py_vs_rust.py [n] (needs the package installed and the release CLI built:
 `cargo build --release -p ptychostitch-cli`).

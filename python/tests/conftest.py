@@ -3,7 +3,7 @@ import pathlib
 import numpy as np
 import pytest
 
-GOLDEN = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "golden"
+GOLDEN = pathlib.Path(__file__).resolve().parents[2] / "tests" / "data" / "golden"
 CASES = ["basic4", "rand50", "spiral200", "oddM", "negbig", "single", "same", "integer"]
 
 

@@ -9,6 +9,7 @@ use crate::picture;
 use crate::reassemble::Stitched;
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2, Array3};
+use ptychostitch::memory::try_zeroed_vec;
 use ptychostitch::npy::{NpyView, write_npz};
 use ptychostitch::{Complex32, Plan};
 use std::path::PathBuf;
@@ -78,15 +79,24 @@ pub fn spiral(n: usize) -> Array2<f64> {
 }
 
 /// Patches cut from `object` at `offsets` (patch centre at the offset), bilinear.
-pub fn cut_patches(object: &Array2<Complex32>, offsets: &Array2<f64>) -> Array3<Complex32> {
+pub fn cut_patches(
+    object: &Array2<Complex32>,
+    offsets: &Array2<f64>,
+) -> ptychostitch::Result<Array3<Complex32>> {
+    let n = offsets.nrows();
+    let len = n.saturating_mul(PATCH * PATCH);
+    let mut values =
+        try_zeroed_vec::<Complex32>(len, || format!("{n} demo patches of {PATCH}×{PATCH}"))?;
     let half = (PATCH / 2) as f64;
-    Array3::from_shape_fn((offsets.nrows(), PATCH, PATCH), |(k, r, c)| {
-        sample(
+    for (i, v) in values.iter_mut().enumerate() {
+        let (k, r, c) = (i / (PATCH * PATCH), (i / PATCH) % PATCH, i % PATCH);
+        *v = sample(
             object,
             offsets[[k, 1]] + r as f64 - half,
             offsets[[k, 0]] + c as f64 - half,
-        )
-    })
+        );
+    }
+    Ok(Array3::from_shape_vec((n, PATCH, PATCH), values).expect("n·N·N values"))
 }
 
 /// The demo's measurements.
@@ -103,14 +113,14 @@ pub fn experiment(args: &Args) -> Result<Outcome> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let object = Array2::from_shape_fn((OBJECT, OBJECT), |(y, x)| object_at(y as f64, x as f64));
     let offsets = spiral(args.positions);
-    let patches = cut_patches(&object, &offsets);
+    let patches = cut_patches(&object, &offsets)?;
 
     let t = Instant::now();
     let plan = Plan::new(offsets.view(), PATCH, CROP)?;
     let image = plan.reassemble_position(patches.view())?;
     let seconds = t.elapsed().as_secs_f64();
 
-    // SPEC §2: canvas(y, x) ≈ O(y - p - M/2 + com_y, x - p - M/2 + com_x).
+    // docs/semantics.md §2: canvas(y, x) ≈ O(y - p - M/2 + com_y, x - p - M/2 + com_x).
     let g = plan.geometry();
     let lift = g.pad() as f64 + (CROP / 2) as f64;
     let [cx, cy] = g.center().map(f64::from);
@@ -144,8 +154,10 @@ pub fn experiment(args: &Args) -> Result<Outcome> {
     picture::amplitude_phase(&difference, &covered, "DIFFERENCE")
         .save(&args.out.join("difference.png"))?;
     let stitched = Stitched { plan, image };
-    stitched.write_png(&args.out.join("reassembly.png"), "REASSEMBLY")?;
-    stitched.write_npz(&args.out.join("reassembly.npz"))?;
+    stitched.write(
+        &args.out.join("reassembly.npz"),
+        Some((&args.out.join("reassembly.png"), "REASSEMBLY")),
+    )?;
     // The scan in PtychoPINN's layout, ready for `ptychostitch reassemble`.
     let (x, y) = (offsets.column(0).to_owned(), offsets.column(1).to_owned());
     write_npz(

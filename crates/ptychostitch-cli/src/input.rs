@@ -13,20 +13,20 @@ pub struct ScanArgs {
     /// An `.npz` file, a directory of `.npy` files, or two `.npy` files (patches, then offsets).
     #[arg(required = true, num_args = 1..=2, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
-    /// Key of the patches: shape (n, N, N) or (n, N, N, 1); complex64, complex128, float32 or
-    /// float64.
-    #[arg(long, default_value = "Y", value_name = "KEY")]
-    pub patches: String,
-    /// Key of the offsets, shape (n, 2) or (n, 1, 1, 2), last axis [x, y] in pixels. When not
-    /// given, positions come from --x and --y.
+    /// Key of the patches [default: Y]: shape (n, N, N) or (n, N, N, 1); complex64, complex128,
+    /// float16/32/64, integer or bool (converted to complex64).
+    #[arg(long, value_name = "KEY")]
+    pub patches: Option<String>,
+    /// Key of the offsets: n leading, then two values [x, y] in pixels — (n, 2), (n, 1, 1, 2),
+    /// (n, 1, 2, 1), … When not given, positions come from --x and --y.
     #[arg(long, value_name = "KEY")]
     pub offsets: Option<String>,
-    /// Key of the x (column) positions, shape (n,), in pixels.
-    #[arg(long = "x", default_value = "xcoords", value_name = "KEY")]
-    pub x_key: String,
-    /// Key of the y (row) positions, shape (n,), in pixels.
-    #[arg(long = "y", default_value = "ycoords", value_name = "KEY")]
-    pub y_key: String,
+    /// Key of the x (column) positions [default: xcoords], shape (n,), in pixels.
+    #[arg(long = "x", value_name = "KEY")]
+    pub x_key: Option<String>,
+    /// Key of the y (row) positions [default: ycoords], shape (n,), in pixels.
+    #[arg(long = "y", value_name = "KEY")]
+    pub y_key: Option<String>,
     /// Swap x and y (for files that store [row, column]). Applied first.
     #[arg(long)]
     pub transpose: bool,
@@ -60,12 +60,7 @@ impl Source {
     fn open(inputs: &[PathBuf]) -> Result<Self> {
         match inputs {
             [one] if one.is_dir() => Ok(Source::Dir(one.clone())),
-            [one] => {
-                if !one.exists() {
-                    bail!("{}: no such file or directory", one.display());
-                }
-                Ok(Source::Npz(Npz::open(one)?))
-            }
+            [one] => Ok(Source::Npz(Npz::open(one)?)),
             [patches, offsets] => Ok(Source::Pair(patches.clone(), offsets.clone())),
             _ => bail!("give one .npz file or directory, or two .npy files (patches, offsets)"),
         }
@@ -116,13 +111,14 @@ fn npy_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Converts patches to complex64, with a note on stderr when they were not complex64.
+/// Converts patches to complex64; a note on stderr says so once the conversion succeeded.
 fn to_patches(array: &NpyArray, key: &str) -> Result<ArrayD<Complex32>> {
+    let patches = array.to_complex32()?;
     let dtype = array.dtype();
     if *dtype != ptychostitch::npy::Dtype::Complex64 {
         eprintln!("note: patches '{key}' are {dtype}; converted to complex64");
     }
-    Ok(array.to_complex32()?)
+    Ok(patches)
 }
 
 impl ScanArgs {
@@ -130,23 +126,36 @@ impl ScanArgs {
     pub fn load(&self) -> Result<Scan> {
         let mut source = Source::open(&self.inputs)?;
         let (patches, offsets) = if let Source::Pair(p, o) = &source {
+            let keys = [
+                ("--patches", &self.patches),
+                ("--offsets", &self.offsets),
+                ("--x", &self.x_key),
+                ("--y", &self.y_key),
+            ];
+            if let Some((flag, _)) = keys.iter().find(|(_, v)| v.is_some()) {
+                bail!(
+                    "{flag} names an array inside an .npz file or a directory; with two .npy files (patches, then offsets) there are no keys to choose"
+                );
+            }
             let patches = to_patches(&read_npy(p)?, &p.display().to_string())?;
             let offsets = offsets_from(read_npy(o)?.to_f64()?, &o.display().to_string())?;
             (patches, offsets)
         } else {
-            let patches = to_patches(&source.read(&self.patches)?, &self.patches)?;
+            let patches_key = self.patches.as_deref().unwrap_or("Y");
+            let x_key = self.x_key.as_deref().unwrap_or("xcoords");
+            let y_key = self.y_key.as_deref().unwrap_or("ycoords");
+            let patches = to_patches(&source.read(patches_key)?, patches_key)?;
             let offsets = match &self.offsets {
                 Some(key) => offsets_from(source.read(key)?.to_f64()?, key)?,
-                None if !source.has(&self.x_key) && source.has("offsets") => {
+                None if !source.has(x_key) && source.has("offsets") => {
                     bail!(
-                        "no '{}' positions; this file has an 'offsets' array: pass --offsets offsets",
-                        self.x_key
+                        "no '{x_key}' positions; this file has an 'offsets' array: pass --offsets offsets"
                     )
                 }
                 None => {
-                    let x = source.read(&self.x_key)?.to_f64()?;
-                    let y = source.read(&self.y_key)?.to_f64()?;
-                    xy_offsets(x, y, &self.x_key, &self.y_key)?
+                    let x = source.read(x_key)?.to_f64()?;
+                    let y = source.read(y_key)?.to_f64()?;
+                    xy_offsets(x, y, x_key, y_key)?
                 }
             };
             (patches, offsets)
@@ -176,19 +185,12 @@ impl ScanArgs {
     }
 }
 
-/// `(n, 2)` or `(n, 1, 1, 2)` offsets as `(n, 2)`.
+/// Offsets in any layout the library accepts (n leading, two values [x, y] after it) as `(n, 2)`.
 fn offsets_from(array: ArrayD<f64>, key: &str) -> Result<Array2<f64>> {
-    let shape = array.shape().to_vec();
-    let n = shape.first().copied().unwrap_or(0);
-    let ok = matches!(shape.as_slice(), [_, 2] | [_, 1, 1, 2]);
-    if !ok {
-        bail!(
-            "offsets '{key}' have shape {shape:?}; expected (n, 2) or (n, 1, 1, 2) with the last axis [x, y]"
-        );
-    }
-    array
-        .into_shape_with_order((n, 2))
-        .with_context(|| format!("offsets '{key}'"))
+    let pairs = ptychostitch::geometry::offset_pairs(array.view())
+        .with_context(|| format!("offsets '{key}'"))?;
+    let flat: Vec<f64> = pairs.iter().flatten().copied().collect();
+    Ok(Array2::from_shape_vec((pairs.len(), 2), flat)?)
 }
 
 fn xy_offsets(x: ArrayD<f64>, y: ArrayD<f64>, x_key: &str, y_key: &str) -> Result<Array2<f64>> {

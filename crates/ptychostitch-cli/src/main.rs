@@ -2,6 +2,7 @@
 
 mod demo;
 mod input;
+mod paths;
 mod picture;
 mod progress;
 mod reassemble;
@@ -39,6 +40,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C or SIGTERM: remove the temporary files of writes in progress (waiting for a commit
+    // that has begun, so an image and its picture stay a pair), then exit. Without a handler the
+    // process would die at once and leave hidden `.NAME.tmp-*` files behind.
+    let handler = ctrlc::set_handler(|| {
+        ptychostitch::npy::abandon_pending_writes();
+        eprintln!("error: interrupted; no output was changed that was not complete");
+        std::process::exit(130);
+    });
+    if let Err(e) = handler {
+        eprintln!(
+            "warning: cannot handle Ctrl-C ({e}); an interrupted write may leave a temporary file"
+        );
+    }
     let result = match cli.command {
         Command::Reassemble(args) => reassemble::run(args),
         Command::Validate(args) => validate::validate(args),

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use ndarray::Array2;
 use ptychostitch::Complex32;
+use ptychostitch::npy::{Fill, write_files_atomically};
 use std::path::Path;
 
 const BACKGROUND: [[u8; 3]; 2] = [[40, 44, 52], [52, 56, 66]];
@@ -60,9 +61,9 @@ impl Canvas {
         }
     }
 
-    /// Writes the picture as a PNG file, atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        ptychostitch::npy::write_atomically(path, |w| {
+    /// The PNG encoder of this picture, for [`ptychostitch::npy::write_files_atomically`].
+    pub fn png_fill(&self) -> Fill<'_> {
+        Box::new(move |w| {
             let mut encoder = png::Encoder::new(w, self.width as u32, self.height as u32);
             encoder.set_color(png::ColorType::Rgb);
             encoder.set_depth(png::BitDepth::Eight);
@@ -72,8 +73,20 @@ impl Canvas {
                 .map_err(std::io::Error::other)?;
             writer.finish().map_err(std::io::Error::other)
         })
-        .with_context(|| format!("writing picture {}", path.display()))
     }
+
+    /// Writes the picture as a PNG file, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_files_atomically(vec![(path, self.png_fill())])
+            .with_context(|| format!("writing picture {}", path.display()))
+    }
+}
+
+/// Bytes a picture of an `S×S` canvas takes while it is drawn: two panels of per-pixel colours
+/// (4 bytes a pixel each), the coverage mask and the RGB canvas of both panels side by side.
+pub fn bytes_for(side: usize) -> f64 {
+    let s = side as f64;
+    s * s * (4.0 * 2.0 + 1.0) + (2.0 * s + 4.0 * MARGIN as f64) * (s + 80.0) * 3.0
 }
 
 /// A panel: per-pixel colours (None = background), a title and a legend.

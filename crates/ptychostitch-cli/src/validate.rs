@@ -64,7 +64,7 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     let mut rows = Vec::new();
     for &n in &args.sizes {
         bar.set_message(format!("n={n}"));
-        let (patches, offsets) = bench_grid(n, 1);
+        let (patches, offsets) = bench_grid(n, 1)?;
         let mut old = None;
         let old_s = seconds(|| {
             old = Some(ptychostitch::reassemble_position_reference(
@@ -145,7 +145,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for &n in &args.sizes {
         bar.set_message(format!("n={n}"));
-        let (patches, offsets) = bench_grid(n, 1);
+        let (patches, offsets) = bench_grid(n, 1)?;
         for &threads in &args.threads {
             let mut times = Vec::with_capacity(args.runs);
             let mut side = 0;

@@ -20,7 +20,7 @@ fn best<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
 
 fn main() {
     for n in [1000, 10000] {
-        let (patches, offsets) = bench_grid(n, 1);
+        let (patches, offsets) = bench_grid(n, 1).expect("bench-grid scan fits in memory");
         for threads in [1, 2] {
             let plan = || {
                 Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP)

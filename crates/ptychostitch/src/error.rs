@@ -1,4 +1,4 @@
-//! Typed errors for every bad input of `SPEC.md` §7.
+//! Typed errors for every bad input (`docs/semantics.md`, "Bad input").
 //!
 //! Every message names the argument, what it was and what was expected. Positions are always
 //! spelled `[x, y]`: x is the column (second array axis), y the row (first array axis).
@@ -44,9 +44,9 @@ pub enum Error {
         found: usize,
     },
 
-    /// `offsets` does not have shape `(n, 2)` or `(n, 1, 1, 2)`.
+    /// `offsets` is not `n` leading followed by axes that hold exactly two values `[x, y]`.
     #[error(
-        "`offsets` has shape {shape:?}; expected (n, 2) or (n, 1, 1, 2) with the last axis [x, y]"
+        "`offsets` has shape {shape:?}; expected n positions first and exactly two values [x, y] per position after it: (n, 2), (n, 1, 1, 2), (n, 1, 2, 1) or any (n, ...) whose trailing axes multiply to 2"
     )]
     OffsetShape {
         /// The shape that was given.
@@ -75,29 +75,49 @@ pub enum Error {
         value: f64,
     },
 
-    /// The offsets span so much that the canvas would not fit in memory.
+    /// Summing the offsets to find their mean overflows `f32` (PtychoPINN centres in `f32`).
     #[error(
-        "the offsets span too far: the canvas would be {side}×{side} pixels and need {} for the image and the weight canvas, more than {}",
-        human_bytes(*needed_bytes),
-        human_bytes(*limit_bytes)
+        "`offsets` are too large for float32: the sum of the {axis} values, taken to find their mean, overflows at offsets[{index}] = {value:e} (offsets are [x, y] in pixels, x = column, y = row; PtychoPINN centres them in float32)"
     )]
-    CanvasTooLarge {
-        /// Canvas side `S` (saturated at `u64::MAX`).
-        side: u64,
-        /// Bytes the output and weight canvas would need.
-        needed_bytes: f64,
-        /// The limit that was exceeded (physical memory where known).
-        limit_bytes: f64,
+    CenterOverflow {
+        /// Index of the patch whose offset made the sum overflow.
+        index: usize,
+        /// `"x"` (column) or `"y"` (row).
+        axis: &'static str,
+        /// That offset.
+        value: f64,
     },
 
-    /// Allocating an output canvas failed.
-    #[error("could not allocate {} for a {side}×{side} canvas: out of memory", human_bytes(*bytes))]
+    /// The offsets span so much that the canvas would not fit in memory.
+    #[error(
+        "the offsets span too far: a {side}×{side}-pixel canvas needs {}, more than the {} this process may use ({limit_source})",
+        human_bytes(*needed_bytes),
+        human_bytes(*limit_bytes),
+        side = human_count(*side)
+    )]
+    CanvasTooLarge {
+        /// Canvas side `S` in pixels (a float: it can exceed every integer type).
+        side: f64,
+        /// Bytes the canvas would need (image and weights, and whatever the caller adds).
+        needed_bytes: f64,
+        /// The limit that was exceeded.
+        limit_bytes: f64,
+        /// Where the limit comes from: physical memory, the cgroup or the address-space limit.
+        limit_source: &'static str,
+    },
+
+    /// A large allocation failed.
+    #[error("out of memory: could not allocate {} for {what}", human_bytes(*bytes))]
     OutOfMemory {
-        /// Canvas side `S`.
-        side: usize,
+        /// What the memory was for (e.g. "a 388×388 canvas").
+        what: String,
         /// Bytes that were asked for.
         bytes: f64,
     },
+
+    /// The run was interrupted (e.g. Ctrl-C) through the plan's interrupt check.
+    #[error("interrupted")]
+    Interrupted,
 
     /// An output buffer passed to an `_into` function has the wrong shape or layout.
     #[error("`out` has shape {found:?}; expected a C-contiguous ({expected}, {expected}) array")]
@@ -121,6 +141,15 @@ pub enum Error {
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Formats a pixel count for messages: exact below 10¹², scientific above.
+pub fn human_count(value: f64) -> String {
+    if value.is_finite() && value < 1e12 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.3e}")
+    }
+}
+
 /// Formats a byte count with a binary unit, for messages.
 pub fn human_bytes(bytes: f64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -141,7 +170,7 @@ pub fn human_bytes(bytes: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, human_count};
 
     #[test]
     fn human_bytes_picks_units() {
@@ -149,5 +178,7 @@ mod tests {
         assert_eq!(human_bytes(1536.0), "1.5 KiB");
         assert_eq!(human_bytes(3.0 * 1024.0 * 1024.0 * 1024.0), "3.0 GiB");
         assert!(human_bytes(1e30).ends_with("EiB"));
+        assert_eq!(human_count(388.0), "388");
+        assert_eq!(human_count(2e30), "2.000e30");
     }
 }

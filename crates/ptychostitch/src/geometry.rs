@@ -1,12 +1,13 @@
 //! Geometry of a reassembly: crop, centring, padding, canvas size and each patch's footprint.
 //!
 //! Everything here depends only on the offsets, the patch side `N` and the crop `M`
-//! (`SPEC.md` §2 steps 1–3), so a [`crate::Plan`] computes it once and reuses it for every
+//! (`docs/semantics.md` §2 steps 1–3), so a [`crate::Plan`] computes it once and reuses it for every
 //! patch stack. Positions are `[x, y]` in pixels: x is the column (second array axis), y the
 //! row (first array axis).
 
 use crate::error::{Error, Result};
 use crate::kernel::sample_axis;
+use crate::memory;
 use ndarray::{ArrayView, ArrayView3, Axis, Dimension, Ix3};
 
 /// A half-open range `start..end` of canvas rows or columns.
@@ -49,7 +50,7 @@ pub struct Footprint {
     pub cols: Span,
 }
 
-/// The fixed numbers of one reassembly: see `SPEC.md` §2.
+/// The fixed numbers of one reassembly: see `docs/semantics.md` §2.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Geometry {
     patch_size: usize,
@@ -86,14 +87,23 @@ impl Geometry {
         for (index, &[x, y]) in positions.iter().enumerate() {
             single.push([to_finite_f32(x, index, "x")?, to_finite_f32(y, index, "y")?]);
         }
+        const AXES: [&str; 2] = ["x", "y"];
 
         // Centre of mass as PtychoPINN's TensorFlow computes it on CPU: a sequential f32 sum in
         // patch order, then one f32 division.
         let n = single.len() as f32;
         let mut sum = [0.0_f32; 2];
-        for p in &single {
-            sum[0] += p[0];
-            sum[1] += p[1];
+        for (index, p) in single.iter().enumerate() {
+            for axis in 0..2 {
+                sum[axis] += p[axis];
+                if !sum[axis].is_finite() {
+                    return Err(Error::CenterOverflow {
+                        index,
+                        axis: AXES[axis],
+                        value: positions[index][axis],
+                    });
+                }
+            }
         }
         let center = [sum[0] / n, sum[1] / n];
 
@@ -200,6 +210,121 @@ impl Geometry {
     }
 }
 
+/// Something about a scan that is legal but probably not what the caller meant.
+///
+/// The result is computed as asked; front ends show these as warnings (stderr in the CLI,
+/// `warnings.warn` in Python).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ScanWarning {
+    /// One patch lies so far from the rest that it alone makes the canvas far larger.
+    Outlier {
+        /// Index of the patch.
+        index: usize,
+        /// Its `[x, y]` position (after the `f32` cast).
+        position: [f32; 2],
+        /// Canvas side with it.
+        side: usize,
+        /// About the canvas side without it.
+        side_without: usize,
+    },
+    /// All positions lie within less than one pixel of each other: probably positions in
+    /// metres or micrometres rather than pixels.
+    SubPixelSpan {
+        /// Number of patches.
+        n: usize,
+        /// The larger of the x and y spans, in pixels.
+        span: f32,
+    },
+}
+
+impl std::fmt::Display for ScanWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanWarning::Outlier {
+                index,
+                position: [x, y],
+                side,
+                side_without,
+            } => write!(
+                f,
+                "patch {index} at [x, y] = [{x}, {y}] lies far from the rest of the scan: it alone makes the canvas {side}×{side} pixels instead of about {side_without}×{side_without}"
+            ),
+            ScanWarning::SubPixelSpan { n, span } => write!(
+                f,
+                "all {n} positions lie within {span} pixels of each other; offsets are [x, y] in pixels (positions in metres need a scale factor, e.g. --coord-scale)"
+            ),
+        }
+    }
+}
+
+impl Geometry {
+    /// Warnings about this scan (see [`ScanWarning`]); empty for an ordinary scan.
+    pub fn warnings(&self) -> Vec<ScanWarning> {
+        let n = self.len();
+        let mut out = Vec::new();
+        if n < 2 {
+            return out;
+        }
+        // Per axis: the indices of the two smallest and two largest shifts.
+        let mut ext = [[0_usize; 4]; 2];
+        for (axis, e) in ext.iter_mut().enumerate() {
+            let at = |k: usize| self.shifts[k][axis];
+            let (lo, hi) = (extremes(n, &at, false), extremes(n, &at, true));
+            *e = [lo.0, lo.1, hi.0, hi.1];
+        }
+        let span = |axis: usize, skip: Option<usize>| {
+            let [lo1, lo2, hi1, hi2] = ext[axis];
+            let lo = if Some(lo1) == skip { lo2 } else { lo1 };
+            let hi = if Some(hi1) == skip { hi2 } else { hi1 };
+            self.shifts[hi][axis] - self.shifts[lo][axis]
+        };
+        let full = span(0, None).max(span(1, None));
+        if full < 1.0 {
+            out.push(ScanWarning::SubPixelSpan { n, span: full });
+            return out;
+        }
+        if n < 3 {
+            return out;
+        }
+        let mut candidates: Vec<usize> = ext.iter().flat_map(|e| [e[0], e[2]]).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for k in candidates {
+            let without = span(0, Some(k)).max(span(1, Some(k)));
+            let side_without = self.kept + without.ceil() as usize + 2;
+            if self.side >= 4 * side_without {
+                let [ax, ay] = self.shifts[k];
+                out.push(ScanWarning::Outlier {
+                    index: k,
+                    position: [ax + self.center[0], ay + self.center[1]],
+                    side: self.side,
+                    side_without,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The indices of the two smallest (or largest) values of `at` (n ≥ 2).
+fn extremes(n: usize, at: &impl Fn(usize) -> f32, largest: bool) -> (usize, usize) {
+    let key = |k: usize| if largest { -at(k) } else { at(k) };
+    let (mut first, mut second) = (0, 1);
+    if key(second) < key(first) {
+        std::mem::swap(&mut first, &mut second);
+    }
+    for k in 2..n {
+        if key(k) < key(first) {
+            second = first;
+            first = k;
+        } else if key(k) < key(second) {
+            second = k;
+        }
+    }
+    (first, second)
+}
+
 /// Accepts `(n, N, N)` or `(n, N, N, 1)` patches and returns the `(n, N, N)` view.
 pub fn patch_stack<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<ArrayView3<'a, T>> {
     let shape = patches.shape().to_vec();
@@ -222,18 +347,19 @@ pub fn patch_stack<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<
     Ok(stack)
 }
 
-/// Accepts `(n, 2)` or `(n, 1, 1, 2)` offsets (last axis `[x, y]`) and returns them as pairs.
+/// Accepts offsets with `n` leading and exactly two values `[x, y]` after it, in C order of the
+/// trailing axes: `(n, 2)`, PtychoPINN's `(n, 1, 1, 2)` and its data container's `(n, 1, 2, 1)`,
+/// or any `(n, ...)` whose trailing axes multiply to 2. Returns them as pairs.
 pub fn offset_pairs<D: Dimension>(offsets: ArrayView<'_, f64, D>) -> Result<Vec<[f64; 2]>> {
     let shape = offsets.shape().to_vec();
-    if !matches!(shape.as_slice(), [_, 2] | [_, 1, 1, 2]) {
+    if shape.len() < 2 || shape[1..].iter().product::<usize>() != 2 {
         return Err(Error::OffsetShape { shape });
     }
-    let n = shape[0];
     if let Some(flat) = offsets.as_slice() {
         return Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect());
     }
     let flat = offsets.into_dyn();
-    let mut pairs = Vec::with_capacity(n);
+    let mut pairs = Vec::with_capacity(shape[0]);
     for row in flat.outer_iter() {
         let mut it = row.iter();
         // The shape check above guarantees exactly two values per row.
@@ -253,54 +379,17 @@ fn to_finite_f32(value: f64, index: usize, axis: &'static str) -> Result<f32> {
     }
 }
 
-/// `p = ceil(max |a|)`, rounded up to even, with the canvas checked against memory.
+/// `p = ceil(max |a|)`, rounded up to even, with the canvas checked against the memory limit.
 fn checked_pad(max_abs: f32, kept: usize) -> Result<usize> {
-    let too_large = |side: f64| {
-        let needed = side * side * BYTES_PER_CANVAS_PIXEL;
-        Error::CanvasTooLarge {
-            side: if side.is_finite() && side < u64::MAX as f64 {
-                side as u64
-            } else {
-                u64::MAX
-            },
-            needed_bytes: needed,
-            limit_bytes: memory_limit(),
-        }
-    };
-    if !max_abs.is_finite() {
-        return Err(too_large(f64::INFINITY));
-    }
-    let mut pad = max_abs.ceil() as f64;
+    let mut pad = (max_abs as f64).ceil();
     pad += pad % 2.0;
     let side = kept as f64 + 2.0 * pad;
-    if side * side * BYTES_PER_CANVAS_PIXEL > memory_limit() {
-        return Err(too_large(side));
-    }
+    memory::check(side * side * BYTES_PER_CANVAS_PIXEL, side)?;
     Ok(pad as usize)
 }
 
 /// A complex64 image pixel plus its f32 weight.
-const BYTES_PER_CANVAS_PIXEL: f64 = 12.0;
-
-/// The most bytes a canvas may take: physical memory where it can be read, else `isize::MAX`.
-/// Read once per process.
-fn memory_limit() -> f64 {
-    static LIMIT: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| physical_memory().unwrap_or(isize::MAX as f64))
-}
-
-#[cfg(target_os = "linux")]
-fn physical_memory() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024.0)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn physical_memory() -> Option<f64> {
-    None
-}
+pub const BYTES_PER_CANVAS_PIXEL: f64 = 12.0;
 
 /// Every patch's footprint. Dispatches once to an SSE4.1 build where the CPU has it, so that
 /// `floor` is one instruction instead of a call into libm; the results are the same either way.

@@ -1,6 +1,6 @@
 //! The arithmetic of one output pixel, shared by the reference and the fast path.
 //!
-//! `SPEC.md` §2 step 4 fixes it: sample the source at `s = x as f32 - a` on each axis, split
+//! `docs/semantics.md` §2 step 4 fixes it: sample the source at `s = x as f32 - a` on each axis, split
 //! `s` into `floor(s)` and the fraction `w`, form the four bilinear weights as single `f32`
 //! products, and combine the four neighbours with three correctly rounded fused multiply-adds
 //! in a fixed order. Nothing else in the crate does interpolation arithmetic: both
@@ -56,10 +56,27 @@ impl Weights {
     }
 }
 
-/// PtychoPINN's normalisation of one lane: `value / (weight + 1e-9)` in `f32`.
+/// PtychoPINN's normalisation of a real pixel: `value / (weight + 1e-9)` in `f32`.
 #[inline(always)]
 pub fn normalise(value: f32, weight: f32) -> f32 {
     value / (weight + 1e-9_f32)
+}
+
+/// PtychoPINN's normalisation of a complex pixel `re + i·im`: TensorFlow's complex division by
+/// `d + 0i`, `d = weight + 1e-9` (`f32`).
+///
+/// TensorFlow (Eigen, on CPU) divides `x / y` as `(x · conj(y / s)) / |y / s|² / s` with
+/// `s = max(|Re y|, |Im y|)`. For `y = d + 0i` that is `x · (1 - 0i)` followed by two divisions,
+/// by `1` and by `d`. The complex product is where the parts meet:
+/// `re' = re·1 - im·(-0)`, `im' = re·(-0) + im·1`. For finite values the zero products vanish
+/// and each part is just divided by `d`; where one part is NaN or ±inf, its product with zero
+/// is NaN and turns the *other* part NaN too (`inf + 0.36i` becomes `inf + NaN i`). Every
+/// step is exact except the last division, so this reproduces TensorFlow's bits, NaN payloads
+/// included on x86-64 (`tests/data/golden/nonfinite.npz`).
+#[inline(always)]
+pub fn normalise_complex(re: f32, im: f32, weight: f32) -> (f32, f32) {
+    let d = weight + 1e-9_f32;
+    ((re - im * -0.0) / d, (re * -0.0 + im) / d)
 }
 
 #[cfg(test)]
@@ -80,6 +97,41 @@ mod tests {
         assert_eq!(w.apply(1.0, 1.0, 1.0, 1.0), 1.0);
         // Exact for dyadic data: 0.375·2 + 0.125·4 + 0.375·8 + 0.125·16 = 6.25
         assert_eq!(w.apply(2.0, 4.0, 8.0, 16.0), 6.25);
+    }
+
+    #[test]
+    fn complex_normalisation_follows_tensorflow() {
+        let bits = |(a, b): (f32, f32)| (a.to_bits(), b.to_bits());
+        // Finite: each part divided by (w + 1e-9), as a per-part division would.
+        let (re, im) = normalise_complex(3.0, -1.5, 2.0);
+        assert_eq!((re, im), (normalise(3.0, 2.0), normalise(-1.5, 2.0)));
+        // Uncovered pixels stay exactly zero.
+        assert_eq!(bits(normalise_complex(0.0, 0.0, 0.0)), (0, 0));
+        // A non-finite part makes the other part NaN (x86-64's default NaN where inf·0 made it).
+        let (re, im) = normalise_complex(f32::INFINITY, 0.36, 1.0);
+        assert_eq!(re, f32::INFINITY);
+        assert!(im.is_nan());
+        let (re, im) = normalise_complex(0.5, f32::NEG_INFINITY, 1.0);
+        assert!(re.is_nan());
+        assert_eq!(im, f32::NEG_INFINITY);
+        let (re, im) = normalise_complex(f32::NAN, -0.86, 1.0);
+        assert!(re.is_nan() && im.is_nan());
+        // At run time (not constant-folded, which gives the compiler's NaN), x86-64 makes
+        // inf·0 its default NaN 0xffc00000 and passes a NaN operand's payload on, as TF's do.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let run = |re: f32, im: f32| {
+                let (re, im) = normalise_complex(
+                    std::hint::black_box(re),
+                    std::hint::black_box(im),
+                    std::hint::black_box(1.0),
+                );
+                (re.to_bits(), im.to_bits())
+            };
+            assert_eq!(run(f32::INFINITY, 1.0), (0x7f80_0000, 0xffc0_0000));
+            assert_eq!(run(f32::NAN, 1.0), (0x7fc0_0000, 0x7fc0_0000));
+            assert_eq!(run(0.5, f32::NEG_INFINITY), (0xffc0_0000, 0xff80_0000));
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! crops the centre `M×M` of every patch, translates it by its sub-pixel scan position with
 //! bilinear interpolation, adds everything onto one canvas in patch order and (for
 //! [`reassemble_position`]) divides by the weight that landed on each pixel. The arithmetic is
-//! PtychoPINN's (`ptycho/tf_helper.py`) to the bit; `SPEC.md` fixes it.
+//! PtychoPINN's (`ptycho/tf_helper.py`) to the bit; `docs/semantics.md` in the repository
+//! spells it out.
 //!
 //! Two implementations give one answer:
 //! - the **reference** ([`shift_and_sum_reference`], [`reassemble_position_reference`]): the
@@ -18,8 +19,14 @@
 //! ## Conventions
 //! - Offsets are `[x, y]` in pixels: **x is the column** (second array axis), **y the row**
 //!   (first array axis). A positive x offset moves patch content to larger column indices.
-//! - Offsets are re-centred on their mean: adding a constant to all of them changes nothing.
-//! - Patches are `(n, N, N)` or `(n, N, N, 1)`; offsets `(n, 2)` or `(n, 1, 1, 2)`.
+//! - Offsets are cast to `f32` first (as PtychoPINN does) and re-centred on their mean, so a
+//!   common offset changes nothing *up to that rounding*: positions near 10⁵ px keep only about
+//!   0.01 px of resolution.
+//! - Patches are `(n, N, N)` or `(n, N, N, 1)`; offsets have `n` leading and two values `[x, y]`
+//!   after it: `(n, 2)`, `(n, 1, 1, 2)`, `(n, 1, 2, 1)`, …
+//! - [`reassemble_position`] divides complex pixels as TensorFlow's complex division does: for
+//!   finite values that is each part divided by `weight + 1e-9`; a NaN or infinite part turns
+//!   the other part NaN ([`kernel::normalise_complex`]).
 //! - `M` keeps `2·(M/2)` pixels: an odd `M` keeps `M - 1` (PtychoPINN's behaviour).
 //! - No patch is ever skipped for lying near an edge: the canvas grows to hold them all.
 //!
@@ -39,7 +46,9 @@
 
 pub mod error;
 pub mod geometry;
+mod interrupt;
 pub mod kernel;
+pub mod memory;
 #[cfg(feature = "npy")]
 pub mod npy;
 mod parallel;
@@ -49,7 +58,8 @@ mod sample;
 pub mod synthetic;
 
 pub use error::{Error, Result};
-pub use geometry::{Footprint, Geometry, Span};
+pub use geometry::{Footprint, Geometry, ScanWarning, Span};
+pub use interrupt::Interrupt;
 pub use num_complex::Complex32;
 pub use parallel::Simd;
 pub use plan::Plan;

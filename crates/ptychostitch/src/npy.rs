@@ -13,6 +13,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
 /// Errors from reading or writing `.npy` / `.npz` files.
@@ -20,12 +22,23 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum NpyError {
     /// The file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    ///
+    /// The message already holds the operating system's reason, so the I/O error is not also
+    /// reported as a `source` (error-chain printers would show it twice).
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// Memory for the array could not be allocated.
+    #[error("{what}: out of memory: could not allocate {} for the array", crate::error::human_bytes(*bytes))]
+    OutOfMemory {
+        /// The file, or `file[key]`.
+        what: String,
+        /// Bytes asked for.
+        bytes: f64,
     },
     /// The bytes are not a valid `.npy` array.
     #[error("{what}: not a valid .npy array: {reason}")]
@@ -93,6 +106,8 @@ pub enum Dtype {
     Float32,
     /// `float64`.
     Float64,
+    /// `float16` (IEEE half precision).
+    Float16,
     /// Signed integer of this many bytes (1, 2, 4, 8).
     Int(usize),
     /// Unsigned integer of this many bytes (1, 2, 4, 8).
@@ -110,14 +125,18 @@ impl Dtype {
         let dtype = match code {
             "c8" => Dtype::Complex64,
             "c16" => Dtype::Complex128,
+            "f2" => Dtype::Float16,
             "f4" => Dtype::Float32,
             "f8" => Dtype::Float64,
             "b1" | "?" => Dtype::Bool,
-            _ => match (code.as_bytes().first(), code[1..].parse::<usize>()) {
-                (Some(b'i'), Ok(n @ (1 | 2 | 4 | 8))) => Dtype::Int(n),
-                (Some(b'u'), Ok(n @ (1 | 2 | 4 | 8))) => Dtype::UInt(n),
-                _ => Dtype::Other(descr.to_string()),
-            },
+            _ => {
+                let width = code.get(1..).and_then(|w| w.parse::<usize>().ok());
+                match (code.as_bytes().first(), width) {
+                    (Some(b'i'), Some(n @ (1 | 2 | 4 | 8))) => Dtype::Int(n),
+                    (Some(b'u'), Some(n @ (1 | 2 | 4 | 8))) => Dtype::UInt(n),
+                    _ => Dtype::Other(descr.to_string()),
+                }
+            }
         };
         (dtype, big)
     }
@@ -129,6 +148,7 @@ impl Dtype {
             Dtype::Complex128 => 16,
             Dtype::Float32 => 4,
             Dtype::Float64 => 8,
+            Dtype::Float16 => 2,
             Dtype::Int(n) | Dtype::UInt(n) => *n,
             Dtype::Bool => 1,
             Dtype::Other(_) => return None,
@@ -148,6 +168,7 @@ impl fmt::Display for Dtype {
             Dtype::Complex128 => f.write_str("complex128"),
             Dtype::Float32 => f.write_str("float32"),
             Dtype::Float64 => f.write_str("float64"),
+            Dtype::Float16 => f.write_str("float16"),
             Dtype::Int(n) => write!(f, "int{}", n * 8),
             Dtype::UInt(n) => write!(f, "uint{}", n * 8),
             Dtype::Bool => f.write_str("bool"),
@@ -164,31 +185,56 @@ pub struct NpyArray {
     big_endian: bool,
     fortran_order: bool,
     shape: Vec<usize>,
+    count: usize,
     data: Vec<u8>,
 }
+
+/// The most header bytes accepted (NumPy itself writes a few hundred).
+const MAX_HEADER: usize = 1 << 20;
 
 impl NpyArray {
     /// Parses a whole `.npy` file's bytes; `what` names it in errors.
     pub fn from_bytes(what: &str, bytes: Vec<u8>) -> Result<Self, NpyError> {
+        Self::read_from(what, &bytes[..])
+    }
+
+    /// Reads one `.npy` array from a stream: the header, then exactly the data bytes the header
+    /// declares and no more (trailing bytes are never read, so a stream that claims a small
+    /// array cannot make this read or allocate more). `what` names it in errors.
+    pub fn read_from(what: &str, mut reader: impl Read) -> Result<Self, NpyError> {
         let format = |reason: &str| NpyError::Format {
             what: what.to_string(),
             reason: reason.to_string(),
         };
-        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        let read_err = |e: std::io::Error| format(&format!("reading: {e}"));
+        let mut preamble = [0_u8; 8];
+        read_up_to(&mut reader, &mut preamble).map_err(read_err)?;
+        if &preamble[..6] != b"\x93NUMPY" {
             return Err(format("missing the \\x93NUMPY magic"));
         }
-        let (header_len, start) = match bytes[6] {
-            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-            2 | 3 if bytes.len() >= 12 => (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            ),
+        let header_len = match preamble[6] {
+            1 => {
+                let mut b = [0_u8; 2];
+                read_exactly(&mut reader, &mut b, || format("header length is truncated"))?;
+                u16::from_le_bytes(b) as usize
+            }
+            2 | 3 => {
+                let mut b = [0_u8; 4];
+                read_exactly(&mut reader, &mut b, || format("header length is truncated"))?;
+                u32::from_le_bytes(b) as usize
+            }
             v => return Err(format(&format!("unknown format version {v}"))),
         };
-        let header = bytes
-            .get(start..start + header_len)
-            .ok_or_else(|| format("header runs past the end of the file"))?;
-        let header = std::str::from_utf8(header).map_err(|_| format("header is not text"))?;
+        if header_len > MAX_HEADER {
+            return Err(format(&format!(
+                "header of {header_len} bytes; at most {MAX_HEADER} are accepted"
+            )));
+        }
+        let mut header = vec![0_u8; header_len];
+        read_exactly(&mut reader, &mut header, || {
+            format("header runs past the end of the file")
+        })?;
+        let header = std::str::from_utf8(&header).map_err(|_| format("header is not text"))?;
         let descr = dict_value(header, "descr")
             .map(|v| v.trim().trim_matches(['\'', '"']).to_string())
             .ok_or_else(|| format("header has no 'descr'"))?;
@@ -209,38 +255,46 @@ impl NpyArray {
             .map(|s| s.trim_end_matches('L').parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| format(&format!("bad shape {shape_text}")))?;
+        let count = shape
+            .iter()
+            .try_fold(1_usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format("shape overflows"))?;
         let (dtype, big_endian) = Dtype::parse(&descr);
-        let mut data = bytes;
-        data.drain(..start + header_len);
-        let array = Self {
+        // An unknown dtype has no known size: nothing is read, and converting it is an error.
+        let expected = match dtype.size() {
+            Some(size) => count
+                .checked_mul(size)
+                .ok_or_else(|| format("shape overflows"))?,
+            None => 0,
+        };
+        let mut data = Vec::new();
+        data.try_reserve_exact(expected)
+            .map_err(|_| NpyError::OutOfMemory {
+                what: what.to_string(),
+                bytes: expected as f64,
+            })?;
+        (&mut reader)
+            .take(expected as u64)
+            .read_to_end(&mut data)
+            .map_err(read_err)?;
+        if data.len() < expected {
+            return Err(NpyError::Truncated {
+                what: what.to_string(),
+                shape,
+                dtype,
+                expected,
+                found: data.len(),
+            });
+        }
+        Ok(Self {
             what: what.to_string(),
             dtype,
             big_endian,
             fortran_order,
             shape,
+            count,
             data,
-        };
-        if let Some(size) = array.dtype.size() {
-            let count = array
-                .shape
-                .iter()
-                .try_fold(1_usize, |acc, &d| acc.checked_mul(d))
-                .and_then(|c| c.checked_mul(size));
-            match count {
-                Some(expected) if expected <= array.data.len() => {}
-                Some(expected) => {
-                    return Err(NpyError::Truncated {
-                        what: array.what,
-                        shape: array.shape,
-                        dtype: array.dtype,
-                        expected,
-                        found: array.data.len(),
-                    });
-                }
-                None => return Err(format("shape overflows")),
-            }
-        }
-        Ok(array)
+        })
     }
 
     /// The element type.
@@ -255,7 +309,7 @@ impl NpyArray {
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        self.count
     }
 
     /// True when the array holds no element.
@@ -278,6 +332,9 @@ impl NpyArray {
         Some(match self.dtype {
             Dtype::Float32 => f32::from_le_bytes(b(4)[..4].try_into().ok()?) as f64,
             Dtype::Float64 => f64::from_le_bytes(b(8)),
+            Dtype::Float16 => {
+                half::f16::from_bits(u16::from_le_bytes(b(2)[..2].try_into().ok()?)).to_f64()
+            }
             Dtype::Int(n) => {
                 let raw = i64::from_le_bytes(b(n));
                 let shift = 64 - 8 * n as u32;
@@ -294,14 +351,25 @@ impl NpyArray {
         wanted: &'static str,
         mut f: impl FnMut(usize) -> Option<T>,
     ) -> Result<ArrayD<T>, NpyError> {
-        let values = (0..self.len())
-            .map(&mut f)
-            .collect::<Option<Vec<T>>>()
-            .ok_or_else(|| NpyError::Dtype {
+        let dtype_error = || NpyError::Dtype {
+            what: self.what.clone(),
+            dtype: self.dtype.clone(),
+            wanted,
+        };
+        // Checked before allocating, so an impossible conversion is reported as such.
+        if self.dtype.size().is_none() || (self.count > 0 && f(0).is_none()) {
+            return Err(dtype_error());
+        }
+        let mut values = Vec::new();
+        values
+            .try_reserve_exact(self.count)
+            .map_err(|_| NpyError::OutOfMemory {
                 what: self.what.clone(),
-                dtype: self.dtype.clone(),
-                wanted,
+                bytes: self.count as f64 * std::mem::size_of::<T>() as f64,
             })?;
+        for i in 0..self.count {
+            values.push(f(i).ok_or_else(dtype_error)?);
+        }
         let shape = IxDyn(&self.shape);
         let array = if self.fortran_order {
             ArrayD::from_shape_vec(shape.f(), values)
@@ -406,13 +474,44 @@ fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
     None
 }
 
-/// Reads a `.npy` file.
+/// Fills `buf` as far as the stream goes (short at end of stream; the rest stays zero).
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn read_exactly(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    short: impl FnOnce() -> NpyError,
+) -> Result<(), NpyError> {
+    match read_up_to(reader, buf) {
+        Ok(k) if k == buf.len() => Ok(()),
+        _ => Err(short()),
+    }
+}
+
+/// Reads a `.npy` file (only the bytes its header declares).
 pub fn read_npy(path: &Path) -> Result<NpyArray, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+    let file = File::open(path).map_err(|error| NpyError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
-    NpyArray::from_bytes(&path.display().to_string(), bytes)
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(NpyError::Io {
+            path: path.to_path_buf(),
+            error: std::io::Error::from(std::io::ErrorKind::IsADirectory),
+        });
+    }
+    NpyArray::read_from(&path.display().to_string(), std::io::BufReader::new(file))
 }
 
 /// An open `.npz` archive.
@@ -424,9 +523,9 @@ pub struct Npz {
 impl Npz {
     /// Opens an `.npz` file (stored or deflated, as `np.savez` / `np.savez_compressed` write).
     pub fn open(path: &Path) -> Result<Self, NpyError> {
-        let file = File::open(path).map_err(|source| NpyError::Io {
+        let file = File::open(path).map_err(|error| NpyError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let archive = zip::ZipArchive::new(file).map_err(|e| NpyError::Archive {
             path: path.to_path_buf(),
@@ -462,21 +561,14 @@ impl Npz {
                 available: self.keys(),
             });
         }
-        let mut entry =
-            self.archive
-                .by_name(&format!("{key}.npy"))
-                .map_err(|e| NpyError::Archive {
-                    path: self.path.clone(),
-                    reason: e.to_string(),
-                })?;
-        let mut bytes = Vec::with_capacity(entry.size().min(1 << 30) as usize);
-        entry
-            .read_to_end(&mut bytes)
+        let entry = self
+            .archive
+            .by_name(&format!("{key}.npy"))
             .map_err(|e| NpyError::Archive {
                 path: self.path.clone(),
-                reason: format!("reading '{key}': {e}"),
+                reason: e.to_string(),
             })?;
-        NpyArray::from_bytes(&what, bytes)
+        NpyArray::read_from(&what, entry)
     }
 }
 
@@ -512,8 +604,15 @@ impl NpyView<'_> {
         }
     }
 
-    /// The `.npy` bytes: header, then data in C order, little-endian.
-    pub fn to_npy_bytes(&self) -> Vec<u8> {
+    fn element_size(&self) -> usize {
+        match self {
+            NpyView::Complex64(_) | NpyView::Float64(_) | NpyView::Int64(_) => 8,
+            NpyView::Float32(_) => 4,
+        }
+    }
+
+    /// The `.npy` header: magic, version 1.0, the dict, padded to a multiple of 64 bytes.
+    fn header(&self) -> Vec<u8> {
         let shape = match self.shape() {
             [] => "()".to_string(),
             [d] => format!("({d},)"),
@@ -536,23 +635,76 @@ impl NpyView<'_> {
         out.extend_from_slice(b"\x93NUMPY\x01\x00");
         out.extend_from_slice(&(header.len() as u16).to_le_bytes());
         out.extend_from_slice(header.as_bytes());
-        match self {
-            NpyView::Complex64(a) => a.iter().for_each(|c| {
-                out.extend_from_slice(&c.re.to_le_bytes());
-                out.extend_from_slice(&c.im.to_le_bytes());
-            }),
-            NpyView::Float32(a) => a
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            NpyView::Float64(a) => a
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            NpyView::Int64(a) => a
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        }
         out
     }
+
+    /// Size of the whole `.npy` file in bytes.
+    pub fn npy_len(&self) -> u64 {
+        let count: usize = self.shape().iter().product();
+        self.header().len() as u64 + (count * self.element_size()) as u64
+    }
+
+    /// Writes the `.npy` file (header, then data in C order, little-endian) to `w`, streaming:
+    /// nothing the size of the array is allocated.
+    pub fn write_npy_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        w.write_all(&self.header())?;
+        let mut buf = Vec::with_capacity(1 << 16);
+        let flush = |buf: &mut Vec<u8>, w: &mut dyn Write| -> std::io::Result<()> {
+            if buf.len() + 16 > buf.capacity() {
+                w.write_all(buf)?;
+                buf.clear();
+            }
+            Ok(())
+        };
+        match self {
+            NpyView::Complex64(a) => {
+                for c in a.iter() {
+                    buf.extend_from_slice(&c.re.to_le_bytes());
+                    buf.extend_from_slice(&c.im.to_le_bytes());
+                    flush(&mut buf, w)?;
+                }
+            }
+            NpyView::Float32(a) => {
+                for v in a.iter() {
+                    buf.extend_from_slice(&v.to_le_bytes());
+                    flush(&mut buf, w)?;
+                }
+            }
+            NpyView::Float64(a) => {
+                for v in a.iter() {
+                    buf.extend_from_slice(&v.to_le_bytes());
+                    flush(&mut buf, w)?;
+                }
+            }
+            NpyView::Int64(a) => {
+                for v in a.iter() {
+                    buf.extend_from_slice(&v.to_le_bytes());
+                    flush(&mut buf, w)?;
+                }
+            }
+        }
+        w.write_all(&buf)
+    }
+
+    /// The whole `.npy` file as bytes (for small arrays and tests; files are streamed).
+    pub fn to_npy_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_npy_to(&mut out)
+            .expect("writing to a Vec cannot fail");
+        out
+    }
+}
+
+/// Fills one output file's contents.
+pub type Fill<'a> = Box<dyn FnOnce(&mut BufWriter<File>) -> std::io::Result<()> + 'a>;
+
+/// Temporary files being written now, so that a signal handler can remove them.
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PENDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Writes `path` atomically: `fill` writes into a temporary file beside it, which is renamed
@@ -561,53 +713,106 @@ pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<(), NpyError> {
-    let io = |source| NpyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut writer = BufWriter::new(File::create(&tmp)?);
-        fill(&mut writer)?;
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    write_files_atomically(vec![(path, Box::new(fill))])
+}
+
+/// Writes several files so that they are replaced together or not at all: each is written to a
+/// temporary file beside its target; only when all are complete and synced are they renamed
+/// over their targets, one after the other, while [`abandon_pending_writes`] waits. A failure
+/// removes every temporary file and leaves every target as it was.
+pub fn write_files_atomically(files: Vec<(&Path, Fill<'_>)>) -> Result<(), NpyError> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let mut written: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
+    let mut failure = None;
+    for (path, fill) in files {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{name}.tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        pending().push(tmp.clone());
+        let result = (|| {
+            let mut writer = BufWriter::new(File::create(&tmp)?);
+            fill(&mut writer)?;
+            let file = writer.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()
+        })();
+        written.push((tmp, path));
+        if let Err(error) = result {
+            failure = Some(NpyError::Io {
+                path: path.to_path_buf(),
+                error,
+            });
+            break;
+        }
     }
-    result.map_err(io)
+    let mut registry = pending();
+    if failure.is_none() {
+        for (tmp, path) in &written {
+            if let Err(error) = std::fs::rename(tmp, path) {
+                failure = Some(NpyError::Io {
+                    path: path.to_path_buf(),
+                    error,
+                });
+                break;
+            }
+        }
+    }
+    for (tmp, _) in &written {
+        if failure.is_some() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        registry.retain(|p| p != tmp);
+    }
+    failure.map_or(Ok(()), Err)
 }
 
-/// Writes one array as a `.npy` file, atomically.
-pub fn write_npy(path: &Path, array: &NpyView<'_>) -> Result<(), NpyError> {
-    write_atomically(path, |w| w.write_all(&array.to_npy_bytes()))
+/// For a signal handler that is about to end the process: waits for a commit in progress (so
+/// files written together stay together), removes every temporary file still being written, and
+/// blocks all later commits for the rest of the process's life.
+pub fn abandon_pending_writes() {
+    let registry = pending();
+    for tmp in registry.iter() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    // Keep the lock: no write may commit after this.
+    std::mem::forget(registry);
 }
 
-/// Writes named arrays as an uncompressed `.npz` file (as `np.savez`), atomically.
-pub fn write_npz(path: &Path, arrays: &[(&str, NpyView<'_>)]) -> Result<(), NpyError> {
-    write_atomically(path, |w| {
+/// The writer of an uncompressed `.npz` file (as `np.savez`) holding `arrays`, for
+/// [`write_files_atomically`].
+pub fn npz_fill<'a>(arrays: &'a [(&str, NpyView<'_>)]) -> Fill<'a> {
+    Box::new(move |w| {
         let mut zip = zip::ZipWriter::new(SeekableBuf(w));
         for (name, array) in arrays {
-            let bytes = array.to_npy_bytes();
             let options = zip::write::SimpleFileOptions::default()
                 .compression_method(zip::CompressionMethod::Stored)
-                .large_file(bytes.len() as u64 >= u32::MAX as u64);
+                .large_file(array.npy_len() >= u32::MAX as u64);
             zip.start_file(format!("{name}.npy"), options)
                 .map_err(std::io::Error::other)?;
-            zip.write_all(&bytes)?;
+            array.write_npy_to(&mut zip)?;
         }
         zip.finish().map_err(std::io::Error::other)?;
         Ok(())
     })
+}
+
+/// Writes one array as a `.npy` file, atomically.
+pub fn write_npy(path: &Path, array: &NpyView<'_>) -> Result<(), NpyError> {
+    write_atomically(path, |w| array.write_npy_to(w))
+}
+
+/// Writes named arrays as an uncompressed `.npz` file (as `np.savez`), atomically.
+pub fn write_npz(path: &Path, arrays: &[(&str, NpyView<'_>)]) -> Result<(), NpyError> {
+    write_files_atomically(vec![(path, npz_fill(arrays))])
 }
 
 /// `BufWriter<File>` with `Seek`, which the zip writer needs.

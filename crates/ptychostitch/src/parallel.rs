@@ -13,14 +13,13 @@
 //! Memory beyond the outputs is one scratch set per worker: a `(m+2)²` copy of the patch being
 //! placed, the ones patch for the weights and per-column tables, i.e. `O(threads·m²)`.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::geometry::{Geometry, Span};
-use crate::kernel::{Weights, normalise, sample_axis};
+use crate::kernel::{Weights, sample_axis};
 use crate::sample::{Sample, lanes, lanes_mut};
 use ndarray::ArrayView3;
 use rayon::prelude::*;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 /// Default footprint pixels a worker must have before another worker is worth waking
 /// (measured with `ptychostitch bench`: at 100 patches of 21² one thread is fastest).
@@ -138,41 +137,25 @@ pub(crate) fn run<T: Sample>(
         }
         return Ok(());
     }
-    let work = || {
-        bands.into_par_iter().for_each_init(
-            || Scratch::new(geometry, T::LANES),
-            |scratch, mut band| context.process(&mut band, scratch),
-        )
-    };
-    if threads == 0 {
-        work();
-    } else {
-        pool(workers)?.install(work);
-    }
+    // Exactly `workers` tasks on the caller's rayon pool (the global one unless the caller
+    // installed another), each taking bands from a shared queue until none is left. No pool is
+    // ever created here, so any sequence of thread counts leaves no threads behind; a count above
+    // the pool's size splits the canvas as asked but runs at most pool-size bands at once.
+    let queue = Mutex::new(bands.into_iter());
+    (0..workers).into_par_iter().for_each(|_| {
+        let mut scratch = Scratch::new(geometry, T::LANES);
+        loop {
+            let next = queue
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .next();
+            match next {
+                Some(mut band) => context.process(&mut band, &mut scratch),
+                None => break,
+            }
+        }
+    });
     Ok(())
-}
-
-/// A worker pool per requested thread count, built once and kept.
-fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(pool) = pools.get(&threads) {
-        return Ok(Arc::clone(pool));
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("ptychostitch-{i}"))
-        .build()
-        .map_err(|e| Error::ThreadPool {
-            threads,
-            reason: e.to_string(),
-        })?;
-    let pool = Arc::new(pool);
-    pools.insert(threads, Arc::clone(&pool));
-    Ok(pool)
 }
 
 /// Row boundaries `0 = b0 < b1 < … = S` that give `pieces` bands of about equal work
@@ -433,9 +416,7 @@ impl<T: Sample> Context<'_, '_, T> {
             };
             if let Some(img) = image {
                 for (pixel, &w) in img.chunks_exact_mut(lanes_per_pixel).zip(weights) {
-                    for v in pixel {
-                        *v = normalise(*v, w);
-                    }
+                    T::normalise(pixel, w);
                 }
             }
         }

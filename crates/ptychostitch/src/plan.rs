@@ -1,7 +1,9 @@
 //! [`Plan`]: the geometry of a scan, built once, executed on many patch stacks.
 
 use crate::error::{Error, Result};
-use crate::geometry::{Geometry, offset_pairs};
+use crate::geometry::{Geometry, ScanWarning, offset_pairs};
+use crate::interrupt::Interrupt;
+use crate::memory::try_zeroed_vec;
 use crate::parallel::{self, DEFAULT_MIN_PIXELS_PER_WORKER, Job, Schedule, Simd, WeightCanvas};
 use crate::reference;
 use crate::sample::Sample;
@@ -34,12 +36,13 @@ use std::sync::OnceLock;
 pub struct Plan {
     geometry: Geometry,
     schedule: Schedule,
+    interrupt: Interrupt,
     weights: OnceLock<Array2<f32>>,
 }
 
 impl Plan {
-    /// Plans from `(n, 2)` or `(n, 1, 1, 2)` offsets (last axis `[x, y]`, pixels), the patch side
-    /// `N` and the crop `M` (`2 <= M <= N`).
+    /// Plans from offsets with `n` leading and two values `[x, y]` (pixels) after it — `(n, 2)`,
+    /// `(n, 1, 1, 2)`, `(n, 1, 2, 1)`, … — the patch side `N` and the crop `M` (`2 <= M <= N`).
     pub fn new<D: Dimension>(
         offsets: ArrayView<'_, f64, D>,
         patch_size: usize,
@@ -57,12 +60,14 @@ impl Plan {
                 simd: Simd::Auto,
                 min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
             },
+            interrupt: Interrupt::default(),
             weights: OnceLock::new(),
         })
     }
 
-    /// Uses at most `threads` worker threads (0, the default, means all cores).
-    /// The result does not depend on it.
+    /// Splits the work for `threads` workers (0, the default, means all cores) and runs at most
+    /// that many at once on the current rayon pool (the global one: one thread per core, created
+    /// once per process). The result does not depend on it.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.schedule.threads = threads;
         self
@@ -80,6 +85,18 @@ impl Plan {
     pub fn with_min_pixels_per_worker(mut self, pixels: usize) -> Self {
         self.schedule.min_pixels_per_worker = pixels;
         self
+    }
+
+    /// Lets the reference path stop early when `interrupt` says so ([`Error::Interrupted`]).
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
+        self
+    }
+
+    /// Warnings about the scan (an outlier that inflates the canvas, positions that span less
+    /// than a pixel). The plan computes as asked; front ends show these.
+    pub fn warnings(&self) -> Vec<ScanWarning> {
+        self.geometry.warnings()
     }
 
     /// The thread setting (0 = all cores).
@@ -221,13 +238,13 @@ impl Plan {
         Ok(())
     }
 
-    /// The reference (oracle) shift-and-sum: `SPEC.md` §2 literally, `O(n·S²)`, one thread.
+    /// The reference (oracle) shift-and-sum: the literal algorithm, `O(n·S²)`, one thread.
     pub fn shift_and_sum_reference<T: Sample, D: Dimension>(
         &self,
         patches: ArrayView<'_, T, D>,
     ) -> Result<Array2<T>> {
         let patches = self.geometry.check_patches(patches)?;
-        Ok(reference::shift_and_sum(&self.geometry, patches))
+        reference::shift_and_sum(&self.geometry, patches, &self.interrupt)
     }
 
     /// The reference (oracle) `reassemble_position`.
@@ -236,12 +253,12 @@ impl Plan {
         patches: ArrayView<'_, T, D>,
     ) -> Result<Array2<T>> {
         let patches = self.geometry.check_patches(patches)?;
-        Ok(reference::reassemble_position(&self.geometry, patches))
+        reference::reassemble_position(&self.geometry, patches, &self.interrupt)
     }
 
     /// The reference (oracle) weight canvas.
-    pub fn weights_reference(&self) -> Array2<f32> {
-        reference::weights(&self.geometry)
+    pub fn weights_reference(&self) -> Result<Array2<f32>> {
+        reference::weights(&self.geometry, &self.interrupt)
     }
 
     fn output_slice<'o, T: Sample>(
@@ -268,14 +285,10 @@ impl Plan {
 /// Zeroed by the allocator (fresh pages from the OS are already zero), not by a memset: every
 /// band clears its own rows again before accumulating, as it must for caller-supplied buffers.
 fn zeroed_canvas<T: Sample>(side: usize) -> Result<Array2<T>> {
-    let len = side * side;
-    let data = bytemuck::allocation::try_zeroed_vec::<T>(len).map_err(|()| Error::OutOfMemory {
-        side,
-        bytes: (len * std::mem::size_of::<T>()) as f64,
-    })?;
+    let data = try_zeroed_vec::<T>(side * side, || format!("a {side}×{side} canvas"))?;
     Array2::from_shape_vec((side, side), data).map_err(|_| Error::OutputShape {
         expected: side,
-        found: vec![len],
+        found: vec![side * side],
     })
 }
 

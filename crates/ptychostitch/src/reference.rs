@@ -1,27 +1,38 @@
 //! The reference implementation: the oracle every fast path is tested against.
 //!
-//! It is `SPEC.md` §2 written out literally, as PtychoPINN's `shift_and_sum_old` does it:
+//! It is `docs/semantics.md` §2 written out literally, as PtychoPINN's `shift_and_sum_old` does it:
 //! every cropped patch is zero-padded to the whole `S×S` canvas, the whole canvas is
 //! translated (every pixel evaluated, zero fill outside the image), and the translated canvas
 //! is added to the sum, patch after patch in index order. Its cost is `n·S²`. It is slow on
 //! purpose and must stay that way: do not optimise it, and never let it share code with the
 //! fast path beyond [`crate::kernel`], which holds the per-pixel arithmetic both must perform.
 
+use crate::error::Result;
 use crate::geometry::Geometry;
-use crate::kernel::{Weights, normalise, sample_axis};
+use crate::interrupt::Interrupt;
+use crate::kernel::{Weights, sample_axis};
+use crate::memory::try_zeroed_vec;
 use crate::sample::{Sample, lanes, lanes_mut};
-use ndarray::{Array2, Array3, ArrayView3};
+use ndarray::{Array2, ArrayView3};
+
+/// An `S×S` canvas of zeros for the reference, or an out-of-memory error.
+fn canvas<T: Sample>(side: usize) -> Result<Vec<T>> {
+    try_zeroed_vec(side * side, || {
+        format!("a {side}×{side} canvas of the reference path")
+    })
+}
 
 /// Literal shift-and-sum of `(n, N, N)` patches on the geometry's canvas.
 pub(crate) fn shift_and_sum<T: Sample>(
     geometry: &Geometry,
     patches: ArrayView3<'_, T>,
-) -> Array2<T> {
+    interrupt: &Interrupt,
+) -> Result<Array2<T>> {
     let side = geometry.side();
     let lanes_per_pixel = T::LANES;
-    let mut canvas = Array2::from_elem((side, side), T::zeroed());
-    let mut padded = vec![T::zeroed(); side * side];
-    let mut translated = vec![T::zeroed(); side * side];
+    let mut sum = canvas::<T>(side)?;
+    let mut padded = canvas::<T>(side)?;
+    let mut translated = canvas::<T>(side)?;
     let (p, m, c0) = (geometry.pad(), geometry.kept(), geometry.crop_start());
 
     for (k, &[ax, ay]) in geometry.shifts().iter().enumerate() {
@@ -43,6 +54,7 @@ pub(crate) fn shift_and_sum<T: Sample>(
         };
         let out = lanes_mut(&mut translated);
         for y in 0..side {
+            interrupt.check()?;
             let (y0, wy) = sample_axis(y, ay);
             for x in 0..side {
                 let (x0, wx) = sample_axis(x, ax);
@@ -58,35 +70,36 @@ pub(crate) fn shift_and_sum<T: Sample>(
             }
         }
         // 5. add to the sum, in patch order.
-        let sum = lanes_mut(canvas.as_slice_mut().expect("fresh array is contiguous"));
-        for (acc, v) in sum.iter_mut().zip(lanes(&translated)) {
+        for (acc, v) in lanes_mut(&mut sum).iter_mut().zip(lanes(&translated)) {
             *acc += v;
         }
     }
-    canvas
+    Ok(Array2::from_shape_vec((side, side), sum).expect("S×S values for an S×S canvas"))
 }
 
 /// Literal weight canvas: the shift-and-sum of patches that are all ones.
-pub(crate) fn weights(geometry: &Geometry) -> Array2<f32> {
+pub(crate) fn weights(geometry: &Geometry, interrupt: &Interrupt) -> Result<Array2<f32>> {
     let n = geometry.patch_size();
-    let ones = Array3::<f32>::ones((geometry.len(), n, n));
-    shift_and_sum(geometry, ones.view())
+    let len = geometry.len() * n * n;
+    let mut ones = try_zeroed_vec::<f32>(len, || format!("{len} ones of the reference weights"))?;
+    ones.fill(1.0);
+    let ones = ArrayView3::from_shape((geometry.len(), n, n), &ones)
+        .expect("n·N·N values for an (n, N, N) stack");
+    shift_and_sum(geometry, ones, interrupt)
 }
 
 /// Literal `reassemble_position`: `shift_and_sum(patches) / (1e-9 + shift_and_sum(ones))`.
 pub(crate) fn reassemble_position<T: Sample>(
     geometry: &Geometry,
     patches: ArrayView3<'_, T>,
-) -> Array2<T> {
-    let mut image = shift_and_sum(geometry, patches);
-    let weights = weights(geometry);
+    interrupt: &Interrupt,
+) -> Result<Array2<T>> {
+    let mut image = shift_and_sum(geometry, patches, interrupt)?;
+    let weights = weights(geometry, interrupt)?;
     let lanes_per_pixel = T::LANES;
     let values = lanes_mut(image.as_slice_mut().expect("fresh array is contiguous"));
-    for (i, &w) in weights.iter().enumerate() {
-        for lane in 0..lanes_per_pixel {
-            let v = &mut values[i * lanes_per_pixel + lane];
-            *v = normalise(*v, w);
-        }
+    for (pixel, &w) in values.chunks_exact_mut(lanes_per_pixel).zip(weights.iter()) {
+        T::normalise(pixel, w);
     }
-    image
+    Ok(image)
 }

@@ -4,6 +4,7 @@
 //! share the same interpolation weights, exactly as PtychoPINN translates real and imaginary
 //! parts with one set of weights.
 
+use crate::kernel;
 use num_complex::Complex32;
 
 mod sealed {
@@ -20,16 +21,30 @@ pub trait Sample:
     const LANES: usize;
     /// The value `1` (`1 + 0i` for complex), used for the weight canvas.
     const ONE: Self;
+
+    /// Divides one pixel (its `LANES` lanes) by `weight + 1e-9` as PtychoPINN's TensorFlow
+    /// does: per lane for real pixels, [`crate::kernel::normalise_complex`] for complex ones.
+    fn normalise(pixel: &mut [f32], weight: f32);
 }
 
 impl Sample for f32 {
     const LANES: usize = 1;
     const ONE: Self = 1.0;
+
+    #[inline(always)]
+    fn normalise(pixel: &mut [f32], weight: f32) {
+        pixel[0] = kernel::normalise(pixel[0], weight);
+    }
 }
 
 impl Sample for Complex32 {
     const LANES: usize = 2;
     const ONE: Self = Complex32::new(1.0, 0.0);
+
+    #[inline(always)]
+    fn normalise(pixel: &mut [f32], weight: f32) {
+        (pixel[0], pixel[1]) = kernel::normalise_complex(pixel[0], pixel[1], weight);
+    }
 }
 
 /// Views a slice of pixels as their `f32` lanes.

@@ -1,12 +1,15 @@
-//! Synthetic scans for benchmarks, validation and demos (`SPEC.md` §5's "bench-grid").
+//! Synthetic scans for benchmarks, validation and demos (the "bench-grid" scan of
+//! `docs/semantics.md`).
 //!
 //! Deterministic for a given seed on every platform: a SplitMix64 generator and Box–Muller
 //! normals, so benchmark inputs are the same for every run and every tool.
 
+use crate::error::{Error, Result};
+use crate::memory::try_zeroed_vec;
 use ndarray::{Array2, Array3};
 use num_complex::Complex32;
 
-/// Sizes of the benchmark scan in `SPEC.md` §5.
+/// Sizes of the benchmark scan in `docs/semantics.md` §5.
 pub const BENCH_SIZES: [usize; 6] = [100, 500, 1000, 2000, 5000, 10000];
 /// Patch side of the benchmark scan.
 pub const BENCH_PATCH: usize = 64;
@@ -61,13 +64,27 @@ pub fn bench_grid_offsets(n: usize, rng: &mut SplitMix64) -> Array2<f64> {
 
 /// The bench-grid scan of `n` patches: `(n, 64, 64)` complex patches with standard-normal real
 /// and imaginary parts, and their `(n, 2)` offsets. Crop with [`BENCH_CROP`].
-pub fn bench_grid(n: usize, seed: u64) -> (Array3<Complex32>, Array2<f64>) {
+///
+/// Memory for the patches is checked against the effective limit first: a scan too large for
+/// this machine is an [`Error::OutOfMemory`](crate::Error::OutOfMemory), not an abort.
+pub fn bench_grid(n: usize, seed: u64) -> Result<(Array3<Complex32>, Array2<f64>)> {
+    let len = n
+        .checked_mul(BENCH_PATCH * BENCH_PATCH)
+        .ok_or_else(|| Error::OutOfMemory {
+            what: format!("{n} patches of {BENCH_PATCH}×{BENCH_PATCH}"),
+            bytes: n as f64 * (BENCH_PATCH * BENCH_PATCH * 8) as f64,
+        })?;
+    let mut values = try_zeroed_vec::<Complex32>(len, || {
+        format!("{n} patches of {BENCH_PATCH}×{BENCH_PATCH}")
+    })?;
     let mut rng = SplitMix64::new(seed);
     let offsets = bench_grid_offsets(n, &mut rng);
-    let patches = Array3::from_shape_simple_fn((n, BENCH_PATCH, BENCH_PATCH), || {
-        Complex32::new(rng.normal() as f32, rng.normal() as f32)
-    });
-    (patches, offsets)
+    for v in &mut values {
+        *v = Complex32::new(rng.normal() as f32, rng.normal() as f32);
+    }
+    let patches = Array3::from_shape_vec((n, BENCH_PATCH, BENCH_PATCH), values)
+        .expect("n·N·N values for an (n, N, N) stack");
+    Ok((patches, offsets))
 }
 
 #[cfg(test)]
@@ -76,7 +93,7 @@ mod tests {
 
     #[test]
     fn bench_grid_canvas_sides_match_the_spec() {
-        // SPEC §5: canvas sides near 56, 104, 140, 190, 290, 390 px.
+        // docs/semantics.md, bench-grid: canvas sides near 56, 104, 140, 190, 290, 390 px.
         for (n, near) in BENCH_SIZES.iter().zip([56, 104, 140, 190, 290, 390]) {
             let mut rng = SplitMix64::new(1);
             let offsets = bench_grid_offsets(*n, &mut rng);

@@ -19,7 +19,7 @@ fn check(label: &str, patches: &Array3<Complex32>, offsets: &Array2<f64>, crop: 
     let plan = Plan::new(offsets.view(), n, crop).unwrap();
     let ss_ref = plan.shift_and_sum_reference(patches.view()).unwrap();
     let rp_ref = plan.reassemble_position_reference(patches.view()).unwrap();
-    let w_ref = plan.weights_reference();
+    let w_ref = plan.weights_reference().unwrap();
     let garbage = Complex32::new(f32::NAN, -7.5e30);
     for threads in THREADS {
         for simd in KERNELS {

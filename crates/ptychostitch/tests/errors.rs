@@ -1,4 +1,4 @@
-//! Every bad input of SPEC §7 gives a typed error whose message names the problem.
+//! Every bad input of docs/semantics.md §7 gives a typed error whose message names the problem.
 
 use ndarray::{Array1, Array2, Array3, Array4};
 use ptychostitch::{Complex32, Error, Plan};
@@ -122,12 +122,31 @@ fn canvas_too_large_says_how_much() {
     o[[1, 0]] = 1e15;
     let err = expect_message(
         Plan::new(o.view(), 8, 4),
-        &["canvas would be", "need", "more than"],
+        &[
+            "1.000e15×1.000e15-pixel canvas",
+            "needs",
+            "more than",
+            "this process may use",
+        ],
     );
     assert!(matches!(err, Error::CanvasTooLarge { .. }));
+    // Beyond every integer type: the side is shown in scientific notation, never saturated.
+    o[[1, 0]] = 1e30;
+    expect_message(
+        Plan::new(o.view(), 8, 4),
+        &["1.000e30×1.000e30-pixel canvas"],
+    );
     // f32 sum overflow in the mean: finite offsets whose centre is not.
     let huge = Array2::from_shape_vec((2, 2), vec![3e38, 0.0, 3e38, 0.0]).unwrap();
-    expect_message(Plan::new(huge.view(), 8, 4), &["canvas would be"]);
+    let err = expect_message(
+        Plan::new(huge.view(), 8, 4),
+        &[
+            "too large for float32",
+            "sum of the x values",
+            "offsets[1] = 3e38",
+        ],
+    );
+    assert!(!err.to_string().contains("inf"), "{err}");
 }
 
 #[test]

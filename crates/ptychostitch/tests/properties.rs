@@ -58,7 +58,7 @@ fn a_common_offset_changes_nothing() {
     }
 }
 
-/// On an integer grid with an integer mean, each patch lands as an exact copy where SPEC §2
+/// On an integer grid with an integer mean, each patch lands as an exact copy where docs/semantics.md §2
 /// says: kept pixel (r, c) at canvas (r + a_y + p, c + a_x + p); the weights count overlaps.
 #[test]
 fn integer_grid_places_exact_copies_and_counts_overlaps() {

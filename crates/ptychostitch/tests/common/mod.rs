@@ -7,9 +7,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
 
-/// `../shared/golden` relative to the repository root.
+/// `tests/data/golden` of the repository (PtychoPINN's TensorFlow outputs; see its PROVENANCE.md).
 pub fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden")
 }
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
@@ -54,18 +54,31 @@ fn bytemuck_lanes<T: Sample>(a: &Array2<T>) -> &[f32] {
 #[track_caller]
 pub fn assert_bit_identical<T: Sample>(fast: &Array2<T>, reference: &Array2<T>, what: &str) {
     assert_eq!(fast.dim(), reference.dim(), "{what}: shapes differ");
-    let (a, b) = (bits(fast), bits(reference));
-    if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        let lanes = T::LANES;
+    first_difference(&bits(fast), &bits(reference), fast.ncols(), T::LANES, what);
+}
+
+/// Asserts two canvases are identical in every bit, NaN payloads and signs included.
+#[track_caller]
+pub fn assert_exact_bits<T: Sample>(ours: &Array2<T>, theirs: &Array2<T>, what: &str) {
+    assert_eq!(ours.dim(), theirs.dim(), "{what}: shapes differ");
+    let raw =
+        |a: &Array2<T>| -> Vec<u32> { bytemuck_lanes(a).iter().map(|v| v.to_bits()).collect() };
+    first_difference(&raw(ours), &raw(theirs), ours.ncols(), T::LANES, what);
+}
+
+#[track_caller]
+fn first_difference(a: &[u32], b: &[u32], side: usize, lanes: usize, what: &str) {
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
         let pixel = i / lanes;
-        let side = fast.ncols();
         panic!(
-            "{what}: first difference at pixel (y={}, x={}) lane {}: fast {} vs reference {}",
+            "{what}: first difference at pixel (y={}, x={}) lane {}: {} ({:#010x}) vs {} ({:#010x})",
             pixel / side,
             pixel % side,
             i % lanes,
             f32::from_bits(a[i]),
-            f32::from_bits(b[i])
+            a[i],
+            f32::from_bits(b[i]),
+            b[i]
         );
     }
 }
