@@ -361,7 +361,11 @@ fn float16_integer_and_bool_patches_are_converted() {
         for &v in real.iter() {
             bytes.extend(encode(v));
         }
-        assert_eq!(bytes.len() % 1, 0, "{size}");
+        assert_eq!(
+            bytes.len(),
+            10 + header.len() + 5 * 16 * 16 * size,
+            "{descr}"
+        );
         let p = dir.path().join("p.npy");
         std::fs::write(&p, bytes).unwrap();
         let out = cli()
