@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every check and test of the project, on a fresh machine too:
 #   Rust: cargo fmt --check, clippy -D warnings, cargo doc -D warnings, cargo test (library + CLI)
-#   Python: builds the extension with maturin into a fresh virtual environment, then pytest.
+#   Python: builds the extension with maturin into a fresh virtual environment with the test
+#   dependencies (numpy, pytest, tensorflow-cpu for the tf.Tensor / tf.function / installer
+#   tests), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,6 @@ venv=target/test-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "maturin>=1.7,<2" numpy pytest
+"$venv/bin/python" -m pip install --quiet "maturin>=1.7,<2" numpy pytest tensorflow-cpu
 "$venv/bin/python" -m pip install --quiet --no-build-isolation .
-"$venv/bin/python" -m pytest python/tests
+"$venv/bin/python" -m pytest -ra python/tests

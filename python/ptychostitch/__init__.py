@@ -13,7 +13,11 @@ Conventions
 * Offsets are ``[x, y]`` in pixels: **x is the column** (second array axis), **y is the row**
   (first array axis). A positive x offset moves patch content to larger column indices.
 * Offsets are re-centred on their mean, so adding a constant to all of them changes nothing.
-* Patches are ``(n, N, N, 1)`` or ``(n, N, N)``; offsets ``(n, 1, 1, 2)`` or ``(n, 2)``.
+* Offsets are cast to float32 first (PtychoPINN does the same), so a common offset changes
+  nothing only up to that rounding: positions near 1e5 px keep about 0.01 px of resolution.
+* Patches are ``(n, N, N, 1)`` or ``(n, N, N)``. Offsets have ``n`` leading and two values
+  ``[x, y]`` after it: ``(n, 1, 1, 2)``, ``(n, 2)``, or ``(n, 1, 2, 1)`` as PtychoPINN's data
+  container holds ``global_offsets`` — any ``(n, ...)`` whose trailing axes multiply to 2.
 * ``M`` keeps the centre ``2*(M//2)`` pixels of each patch (an odd ``M`` keeps ``M - 1``,
   as PtychoPINN does). ``2 <= M <= N``.
 * The output is ``(S, S, 1)`` with ``S = 2*(M//2) + 2*p``, ``p`` the (even) padding that holds
@@ -22,16 +26,35 @@ Conventions
 Input handling
 --------------
 C-contiguous (or any strided) ``complex64`` arrays are used in place, without a copy.
-``complex128`` is converted to ``complex64`` once; ``float32`` / ``float64`` patches are
-computed as real ``float32`` and return ``float32``. Anything ``numpy.asarray`` accepts works,
-TensorFlow eager tensors included. Other dtypes raise ``TypeError``; bad shapes and values
-raise ``ValueError`` with a message naming the argument. The GIL is released while the work
-runs; ``threads=`` limits the worker threads (default: all cores).
+``complex128`` (and big-endian complex) is converted to ``complex64`` once; real patches
+(float16/32/64, integers, bool) are computed as real ``float32`` and return ``float32``.
+Anything ``numpy.asarray`` accepts works. Other dtypes raise ``TypeError``; bad shapes and
+values raise ``ValueError`` with a message naming the argument. The GIL is released while the
+work runs; ``threads=`` bounds the worker threads (``None`` or ``0``: all cores; a non-integer
+is a ``TypeError``). Ctrl-C stops the slow ``_old`` functions within a fraction of a second.
+
+TensorFlow
+----------
+A ``tf.Tensor`` (or ``tf.Variable``) of patches gives a ``tf.Tensor`` back, so PtychoPINN code
+that calls ``.numpy()`` on the result keeps working; anything else gives NumPy. TensorFlow is
+never imported by this package: it is used only when the input already is one of its tensors.
+Inside ``tf.function`` (graph mode) the work runs through ``tf.numpy_function`` with the known
+dtype and rank ``(S, S, 1)``; it has no gradient. ``ptychostitch.ptychopinn.install()`` swaps
+these functions into ``ptycho.tf_helper``.
+
+Warnings
+--------
+A scan where one patch alone inflates the canvas, or whose positions span less than a pixel
+(positions in metres), raises a :class:`ScanWarning` (``warnings.warn``); the result is still
+computed as asked.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import numbers
+import sys
+import warnings
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,6 +62,7 @@ from . import _native
 
 __all__ = [
     "Plan",
+    "ScanWarning",
     "reassemble_position",
     "reassemble_position_old",
     "shift_and_sum",
@@ -46,26 +70,29 @@ __all__ = [
 ]
 __version__: str = _native.__version__
 
-_COMPLEX = (np.complex64, np.complex128)
-_REAL = (np.float32, np.float64)
+
+class ScanWarning(UserWarning):
+    """A scan that is legal but probably not what was meant (an outlier, positions in metres)."""
 
 
 def _patches(obj_tensor: Any) -> np.ndarray:
-    """The patches as complex64 or float32, converting at most once."""
+    """The patches as native-endian complex64 or float32, converting at most once."""
     a = np.asarray(obj_tensor)
-    if a.dtype == np.complex64 or a.dtype == np.float32:
-        return a
-    if a.dtype in _COMPLEX:
-        return a.astype(np.complex64)
-    if a.dtype in _REAL:
-        return a.astype(np.float32)
-    raise TypeError(
-        f"obj_tensor has dtype {a.dtype}; expected complex64, complex128, float32 or float64 patches"
-    )
+    kind = a.dtype.kind
+    if kind == "c":
+        target = np.dtype(np.complex64)
+    elif kind in "fiub":
+        target = np.dtype(np.float32)
+    else:
+        raise TypeError(
+            f"obj_tensor has dtype {a.dtype}; expected complex (complex64, complex128) or real "
+            "(float16/32/64, integer, bool) patches"
+        )
+    return a if a.dtype == target else a.astype(target)
 
 
 def _offsets(global_offsets: Any) -> np.ndarray:
-    """The offsets as float64 ([x, y] on the last axis)."""
+    """The offsets as float64 ([x, y] after the leading n axis)."""
     a = np.asarray(global_offsets)
     if a.dtype.kind not in "fiu":
         raise TypeError(
@@ -74,54 +101,100 @@ def _offsets(global_offsets: Any) -> np.ndarray:
     return a.astype(np.float64, copy=False)
 
 
-def _threads(threads: Optional[int]) -> int:
+def _threads(threads: Any) -> int:
+    """``None`` or ``0``: all cores; a positive integer bounds the workers."""
     if threads is None:
         return 0
-    if int(threads) < 1:
-        raise ValueError(f"threads must be a positive integer or None (all cores), not {threads!r}")
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads must be an integer (0 or None: all cores), not {type(threads).__name__}")
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (all cores) or a positive integer, not {threads}")
     return int(threads)
 
 
 def _crop(M: Any) -> int:
-    if isinstance(M, (bool, np.bool_)) or not isinstance(M, (int, np.integer)):
+    if isinstance(M, (bool, np.bool_)) or not isinstance(M, numbers.Integral):
         raise TypeError(f"M must be an integer, not {type(M).__name__}")
     return int(M)
 
 
-def _stitch(obj_tensor: Any, global_offsets: Any, M: Any, op: str, reference: bool, threads: Optional[int]) -> np.ndarray:
-    out = _native.stitch(
-        _patches(obj_tensor), _offsets(global_offsets), _crop(M), op, reference, _threads(threads)
-    )
-    return out[:, :, np.newaxis]
+def _warn(texts: Sequence[str]) -> None:
+    """Raises each plan warning as a ScanWarning pointing at the caller of the public function
+    (warn ← compute ← _like ← _stitch ← public function ← caller)."""
+    for text in texts:
+        warnings.warn(text, ScanWarning, stacklevel=6)
 
 
-def shift_and_sum(obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None) -> np.ndarray:
+# --- TensorFlow, only when the caller's tensors are TensorFlow's ------------------------------
+
+def _tf_for(*values: Any) -> Any:
+    """TensorFlow, when one of ``values`` is a TF tensor or variable (never imports it)."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return None
+    kinds = (tf.Tensor, tf.Variable)
+    return tf if any(isinstance(v, kinds) for v in values) else None
+
+
+def _symbolic(tf: Any, value: Any) -> bool:
+    return isinstance(value, tf.Tensor) and bool(tf.is_symbolic_tensor(value))
+
+
+def _like(obj: Any, inputs: Tuple[Any, ...], compute: Callable[..., np.ndarray]) -> Any:
+    """Runs ``compute(*inputs)`` on NumPy arrays and returns the result in ``obj``'s array type:
+    a ``tf.Tensor`` for TF input (through ``tf.numpy_function`` in graph mode), else NumPy."""
+    tf = _tf_for(*inputs)
+    if tf is None:
+        return compute(*inputs)
+    if any(_symbolic(tf, v) for v in inputs):
+        dtype = obj.dtype if isinstance(obj, (tf.Tensor, tf.Variable)) else tf.as_dtype(np.asarray(obj).dtype)
+        out_dtype = tf.complex64 if dtype.is_complex else tf.float32
+        out = tf.numpy_function(compute, list(inputs), out_dtype, stateful=False, name="ptychostitch")
+        out.set_shape([None, None, 1])
+        return out
+    result = compute(*inputs)
+    return tf.convert_to_tensor(result) if isinstance(obj, (tf.Tensor, tf.Variable)) else result
+
+
+def _stitch(obj_tensor: Any, global_offsets: Any, M: Any, op: str, reference: bool, threads: Any) -> Any:
+    crop, workers = _crop(M), _threads(threads)
+
+    def compute(obj: Any, offsets: Any) -> np.ndarray:
+        out, texts = _native.stitch(_patches(obj), _offsets(offsets), crop, op, reference, workers)
+        _warn(texts)
+        return out[:, :, np.newaxis]
+
+    return _like(obj_tensor, (obj_tensor, global_offsets), compute)
+
+
+def shift_and_sum(obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None) -> Any:
     """Sum of the cropped patches translated by their re-centred ``[x, y]`` offsets.
 
     Drop-in for PtychoPINN's ``shift_and_sum``. Returns ``(S, S, 1)`` complex64 (float32 for
-    real patches), summed in patch order. ``chunk_size`` is accepted for compatibility and
-    does not change the result (PtychoPINN's batching does not apply here).
+    real patches), summed in patch order, as NumPy or as a ``tf.Tensor`` for TF input.
+    ``chunk_size`` is accepted for compatibility and does not change the result.
     """
     del chunk_size
     return _stitch(obj_tensor, global_offsets, M, "shift_and_sum", False, threads)
 
 
-def reassemble_position(obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None) -> np.ndarray:
+def reassemble_position(obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None) -> Any:
     """``shift_and_sum(patches) / (1e-9 + shift_and_sum(ones))``: the stitched object image.
 
     Drop-in for PtychoPINN's ``reassemble_position``; pixels no patch reaches are exactly 0.
-    ``chunk_size`` is accepted for compatibility and does not change the result.
+    Complex pixels are divided as TensorFlow's complex division does: a NaN or infinite part
+    makes the other part NaN. ``chunk_size`` is accepted and does not change the result.
     """
     del chunk_size
     return _stitch(obj_tensor, global_offsets, M, "reassemble_position", False, threads)
 
 
-def shift_and_sum_old(obj_tensor: Any, global_offsets: Any, M: int = 10) -> np.ndarray:
+def shift_and_sum_old(obj_tensor: Any, global_offsets: Any, M: int = 10) -> Any:
     """The reference implementation (PtychoPINN's ``shift_and_sum_old``): slow, the oracle."""
     return _stitch(obj_tensor, global_offsets, M, "shift_and_sum", True, 1)
 
 
-def reassemble_position_old(obj_tensor: Any, global_offsets: Any, M: int = 10) -> np.ndarray:
+def reassemble_position_old(obj_tensor: Any, global_offsets: Any, M: int = 10) -> Any:
     """The reference implementation (PtychoPINN's ``reassemble_position_old``): slow, the oracle."""
     return _stitch(obj_tensor, global_offsets, M, "reassemble_position", True, 1)
 
@@ -131,13 +204,16 @@ class Plan:
 
     ``Plan(global_offsets, patch_size, M=10)`` validates the ``[x, y]`` offsets and computes the
     canvas once; ``shift_and_sum(obj)`` / ``reassemble_position(obj)`` then give exactly the
-    free functions' arrays. The weight canvas is computed on first use and cached.
+    free functions' arrays (a ``tf.Tensor`` for TF input). The weight canvas is computed on
+    first use and cached.
     """
 
     __slots__ = ("_plan",)
 
     def __init__(self, global_offsets: Any, patch_size: int, M: int = 10, *, threads: Optional[int] = None) -> None:
         self._plan = _native.Plan(_offsets(global_offsets), int(patch_size), _crop(M), _threads(threads))
+        for text in self._plan.warnings:
+            warnings.warn(text, ScanWarning, stacklevel=2)
 
     @property
     def canvas_shape(self) -> Tuple[int, int, int]:
@@ -152,7 +228,8 @@ class Plan:
 
     @property
     def center(self) -> Tuple[float, float]:
-        """Mean offset ``(x, y)`` (float32) subtracted from every offset."""
+        """Mean offset ``(x, y)`` (float32) subtracted from every offset: the canvas pixel
+        ``(p + m/2, p + m/2)`` (row, column) shows object position ``(center_y, center_x)``."""
         return self._plan.center
 
     @property
@@ -165,13 +242,16 @@ class Plan:
         """The ``(S, S, 1)`` float32 weight canvas ``shift_and_sum(ones)``."""
         return self._plan.weights()[:, :, np.newaxis]
 
-    def shift_and_sum(self, obj: Any) -> np.ndarray:
-        """``shift_and_sum`` of these patches on this plan's canvas."""
-        return self._plan.run(_patches(obj), "shift_and_sum")[:, :, np.newaxis]
+    def _run(self, obj: Any, op: str) -> Any:
+        return _like(obj, (obj,), lambda o: self._plan.run(_patches(o), op)[:, :, np.newaxis])
 
-    def reassemble_position(self, obj: Any) -> np.ndarray:
+    def shift_and_sum(self, obj: Any) -> Any:
+        """``shift_and_sum`` of these patches on this plan's canvas."""
+        return self._run(obj, "shift_and_sum")
+
+    def reassemble_position(self, obj: Any) -> Any:
         """``reassemble_position`` of these patches on this plan's canvas."""
-        return self._plan.run(_patches(obj), "reassemble_position")[:, :, np.newaxis]
+        return self._run(obj, "reassemble_position")
 
     def __len__(self) -> int:
         return self._plan.n

@@ -1,6 +1,6 @@
 """Type stubs for the extension module behind ``ptychostitch``."""
 
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 
@@ -13,12 +13,14 @@ def stitch(
     op: str,
     reference: bool = False,
     threads: int = 0,
-) -> np.ndarray: ...
+) -> Tuple[np.ndarray, List[str]]: ...
 
 class Plan:
     def __init__(self, offsets: np.ndarray, patch_size: int, crop: int, threads: int = 0) -> None: ...
     def run(self, patches: np.ndarray, op: str, reference: bool = False) -> np.ndarray: ...
     def weights(self) -> np.ndarray: ...
+    @property
+    def warnings(self) -> List[str]: ...
     @property
     def canvas_side(self) -> int: ...
     @property

@@ -40,8 +40,13 @@ def test_golden_new_functions_within_tolerance(golden):
         tf = golden[name]
         got = getattr(ps, name)(obj, off, M, chunk_size=7)
         assert got.shape == tf.shape and got.dtype == tf.dtype
-        tol = 1e-5 * np.max(np.abs(tf)) + 1e-6
-        assert np.max(np.abs(got - tf)) <= tol
+        # Finite lanes to rounding (TF's batched sums are ordered differently); NaN lanes at the
+        # same places (the nonfinite case).
+        lanes = lambda a: a.view(np.float32)  # noqa: E731
+        finite = np.isfinite(lanes(tf)) & np.isfinite(lanes(got))
+        tol = 1e-5 * np.max(np.abs(lanes(tf)[finite])) + 1e-6
+        assert np.max(np.abs(lanes(got)[finite] - lanes(tf)[finite])) <= tol
+        assert np.array_equal(np.isnan(lanes(got)), np.isnan(lanes(tf)))
 
 
 # --- PtychoPINN's own unit-test properties of reassemble_position ------------------------------
@@ -194,8 +199,8 @@ def test_output_is_writable_and_owned():
 
 def test_type_errors_name_the_dtype():
     obj, off = scan()
-    with pytest.raises(TypeError, match="int64"):
-        ps.reassemble_position(np.ones((2, 8, 8), dtype=np.int64), off[:2], M=4)
+    with pytest.raises(TypeError, match="object"):
+        ps.reassemble_position(np.ones((2, 8, 8), dtype=object), off[:2], M=4)
     with pytest.raises(TypeError, match="<U"):
         ps.shift_and_sum(np.array([["a"]]), off, M=4)
     with pytest.raises(TypeError, match="complex128"):
@@ -208,11 +213,11 @@ def test_type_errors_name_the_dtype():
     "make, message",
     [
         (lambda o, f: (o[:3], f), "3 patches but `offsets` has 40"),
-        (lambda o, f: (o, f.reshape(-1, 2)[:, :1]), "expected \\(n, 2\\) or \\(n, 1, 1, 2\\)"),
+        (lambda o, f: (o, f.reshape(-1, 2)[:, :1]), "\\(n, 2\\), \\(n, 1, 1, 2\\), \\(n, 1, 2, 1\\)"),
         (lambda o, f: (o[:, :, :30], f), "square"),
         (lambda o, f: (o[:0], f[:0]), "no patches"),
         (lambda o, f: (o, np.where(np.arange(80).reshape(40, 1, 1, 2) == 5, np.nan, f)), "offsets\\[2\\]` has a non-finite y = NaN"),
-        (lambda o, f: (o, f * 1e15), "canvas would be"),
+        (lambda o, f: (o, f * 1e15), "pixel canvas needs"),
     ],
 )
 def test_value_errors_carry_the_library_message(make, message):
@@ -230,4 +235,4 @@ def test_crop_out_of_range():
     with pytest.raises(ValueError, match="16×16 but the plan was built for 32×32"):
         ps.Plan(off, 32, M=16).reassemble_position(obj[:, :16, :16])
     with pytest.raises(ValueError, match="threads"):
-        ps.shift_and_sum(obj, off, M=16, threads=0)
+        ps.shift_and_sum(obj, off, M=16, threads=-1)

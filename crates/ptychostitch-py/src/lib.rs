@@ -7,16 +7,53 @@
 use ndarray::{Array2, ArrayViewD};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn};
 use ptychostitch::geometry::patch_stack;
-use ptychostitch::{Complex32, Error, Plan as CorePlan, Sample};
-use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
+use ptychostitch::{Complex32, Error, Interrupt, Plan as CorePlan, Sample};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Maps a library error to the precise Python exception.
-fn to_py(err: Error) -> PyErr {
+/// Maps a library error to the precise Python exception. An interrupt re-raises what Python's
+/// signal handler raised (KeyboardInterrupt for Ctrl-C).
+fn to_py(err: Error, signals: &Signals) -> PyErr {
     match err {
+        Error::Interrupted => signals
+            .raised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| PyKeyboardInterrupt::new_err("interrupted")),
         Error::OutOfMemory { .. } => PyMemoryError::new_err(err.to_string()),
         Error::ThreadPool { .. } => PyRuntimeError::new_err(err.to_string()),
         _ => PyValueError::new_err(err.to_string()),
+    }
+}
+
+/// Python's pending signals, checked from inside long runs (with the GIL taken back briefly at
+/// most every 20 ms), so that Ctrl-C stops the reference path within a fraction of a second.
+#[derive(Clone, Default)]
+struct Signals {
+    raised: Arc<Mutex<Option<PyErr>>>,
+}
+
+impl Signals {
+    fn interrupt(&self) -> Interrupt {
+        let raised = Arc::clone(&self.raised);
+        let last = Mutex::new(Instant::now());
+        Interrupt::new(move || {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < Duration::from_millis(20) {
+                return false;
+            }
+            *last = Instant::now();
+            match Python::attach(|py| py.check_signals()) {
+                Ok(()) => false,
+                Err(e) => {
+                    *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    true
+                }
+            }
+        })
     }
 }
 
@@ -51,6 +88,7 @@ enum Patches<'py> {
 fn run<'py>(
     py: Python<'py>,
     plan: &CorePlan,
+    signals: &Signals,
     patches: Patches<'py>,
     op: Op,
     reference: bool,
@@ -60,14 +98,14 @@ fn run<'py>(
             let view = a.as_array();
             let out = py
                 .detach(|| execute(plan, view, op, reference))
-                .map_err(to_py)?;
+                .map_err(|e| to_py(e, signals))?;
             out.into_pyarray(py).into_any()
         }
         Patches::Real(a) => {
             let view = a.as_array();
             let out = py
                 .detach(|| execute(plan, view, op, reference))
-                .map_err(to_py)?;
+                .map_err(|e| to_py(e, signals))?;
             out.into_pyarray(py).into_any()
         }
     })
@@ -79,7 +117,8 @@ fn patch_size(patches: &Patches<'_>) -> PyResult<usize> {
         Patches::Complex(a) => patch_stack(a.as_array()).map(|s| s.dim()),
         Patches::Real(a) => patch_stack(a.as_array()).map(|s| s.dim()),
     };
-    dims.map(|(_, n, _)| n).map_err(to_py)
+    dims.map(|(_, n, _)| n)
+        .map_err(|e| to_py(e, &Signals::default()))
 }
 
 fn plan_from(
@@ -87,14 +126,21 @@ fn plan_from(
     patch_size: usize,
     crop: i64,
     threads: usize,
+    signals: &Signals,
 ) -> PyResult<CorePlan> {
     Ok(CorePlan::new(offsets.as_array(), patch_size, crop)
-        .map_err(to_py)?
-        .with_threads(threads))
+        .map_err(|e| to_py(e, signals))?
+        .with_threads(threads)
+        .with_interrupt(signals.interrupt()))
+}
+
+fn warning_texts(plan: &CorePlan) -> Vec<String> {
+    plan.warnings().iter().map(ToString::to_string).collect()
 }
 
 /// One-shot stitching: builds a plan and runs it. `op` is "shift_and_sum" or
-/// "reassemble_position"; `reference` selects the oracle. Returns an (S, S) array.
+/// "reassemble_position"; `reference` selects the oracle. Returns the (S, S) array and the
+/// plan's warnings (text).
 #[pyfunction]
 #[pyo3(signature = (patches, offsets, crop, op, reference=false, threads=0))]
 fn stitch<'py>(
@@ -105,10 +151,12 @@ fn stitch<'py>(
     op: &str,
     reference: bool,
     threads: usize,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<(Bound<'py, PyAny>, Vec<String>)> {
     let op = parse_op(op)?;
-    let plan = plan_from(&offsets, patch_size(&patches)?, crop, threads)?;
-    run(py, &plan, patches, op, reference)
+    let signals = Signals::default();
+    let plan = plan_from(&offsets, patch_size(&patches)?, crop, threads, &signals)?;
+    let out = run(py, &plan, &signals, patches, op, reference)?;
+    Ok((out, warning_texts(&plan)))
 }
 
 fn parse_op(op: &str) -> PyResult<Op> {
@@ -125,6 +173,7 @@ fn parse_op(op: &str) -> PyResult<Op> {
 #[pyclass(name = "Plan", module = "ptychostitch._native", frozen)]
 struct Plan {
     inner: CorePlan,
+    signals: Signals,
 }
 
 #[pymethods]
@@ -137,9 +186,17 @@ impl Plan {
         crop: i64,
         threads: usize,
     ) -> PyResult<Self> {
+        let signals = Signals::default();
         Ok(Self {
-            inner: plan_from(&offsets, patch_size, crop, threads)?,
+            inner: plan_from(&offsets, patch_size, crop, threads, &signals)?,
+            signals,
         })
+    }
+
+    /// Warnings about the scan (text): an outlier that inflates the canvas, sub-pixel spans.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        warning_texts(&self.inner)
     }
 
     /// Runs the plan: `op` as in `stitch`.
@@ -151,12 +208,21 @@ impl Plan {
         op: &str,
         reference: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        run(py, &self.inner, patches, parse_op(op)?, reference)
+        run(
+            py,
+            &self.inner,
+            &self.signals,
+            patches,
+            parse_op(op)?,
+            reference,
+        )
     }
 
     /// The (S, S) float32 weight canvas (computed once, then cached).
     fn weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let w = py.detach(|| self.inner.weights().cloned()).map_err(to_py)?;
+        let w = py
+            .detach(|| self.inner.weights().cloned())
+            .map_err(|e| to_py(e, &self.signals))?;
         Ok(w.into_pyarray(py))
     }
 

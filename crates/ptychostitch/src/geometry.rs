@@ -228,8 +228,8 @@ pub enum ScanWarning {
         /// About the canvas side without it.
         side_without: usize,
     },
-    /// All positions lie within less than one pixel of each other: probably positions in
-    /// metres or micrometres rather than pixels.
+    /// The positions differ, but all lie within less than one pixel of each other: probably
+    /// positions in metres or micrometres rather than pixels.
     SubPixelSpan {
         /// Number of patches.
         n: usize,
@@ -280,7 +280,8 @@ impl Geometry {
             self.shifts[hi][axis] - self.shifts[lo][axis]
         };
         let full = span(0, None).max(span(1, None));
-        if full < 1.0 {
+        // All positions equal is a deliberate test set-up more often than a unit mistake.
+        if full > 0.0 && full < 1.0 {
             out.push(ScanWarning::SubPixelSpan { n, span: full });
             return out;
         }
