@@ -115,6 +115,57 @@ pub enum Error {
         bytes: f64,
     },
 
+    /// A streamed chunk does not start where the previous one ended.
+    #[error(
+        "chunks must arrive in patch order without gaps: expected a chunk starting at patch {expected}, got one starting at {found}"
+    )]
+    ChunkOrder {
+        /// The first patch not yet added.
+        expected: usize,
+        /// Where the chunk said it starts.
+        found: usize,
+    },
+
+    /// A streamed chunk runs past the plan's last patch.
+    #[error("a chunk of {len} patches starting at patch {start} runs past the plan's {n} patches")]
+    ChunkTooLong {
+        /// Where the chunk starts.
+        start: usize,
+        /// Its number of patches.
+        len: usize,
+        /// Patches in the plan.
+        n: usize,
+    },
+
+    /// A stream was finished before every patch was added.
+    #[error("the stream was finished after {added} of the plan's {expected} patches")]
+    Incomplete {
+        /// Patches added.
+        added: usize,
+        /// Patches in the plan.
+        expected: usize,
+    },
+
+    /// A window is empty or reaches outside the canvas.
+    #[error(
+        "window rows {rows:?}, columns {cols:?} must be non-empty and inside the {side}×{side} canvas (rows are y, columns are x)"
+    )]
+    WindowOutOfRange {
+        /// Rows asked for.
+        rows: std::ops::Range<usize>,
+        /// Columns asked for.
+        cols: std::ops::Range<usize>,
+        /// Canvas side.
+        side: usize,
+    },
+
+    /// The patch indices given for a window are not usable.
+    #[error("window patch indices: {reason}")]
+    WindowIndices {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The run was interrupted (e.g. Ctrl-C) through the plan's interrupt check.
     #[error("interrupted")]
     Interrupted,

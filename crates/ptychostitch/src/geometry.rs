@@ -326,8 +326,36 @@ fn extremes(n: usize, at: &impl Fn(usize) -> f32, largest: bool) -> (usize, usiz
     (first, second)
 }
 
-/// Accepts `(n, N, N)` or `(n, N, N, 1)` patches and returns the `(n, N, N)` view.
+impl Geometry {
+    /// Checks that a chunk of patches (any count, none included) has this geometry's patch
+    /// side and returns it as `(k, N, N)`.
+    pub fn check_chunk<'a, T, D: Dimension>(
+        &self,
+        patches: ArrayView<'a, T, D>,
+    ) -> Result<ArrayView3<'a, T>> {
+        let stack = stack_view(patches)?;
+        let size = stack.dim().1;
+        if size != self.patch_size {
+            return Err(Error::PatchSize {
+                expected: self.patch_size,
+                found: size,
+            });
+        }
+        Ok(stack)
+    }
+}
+
+/// Accepts `(n, N, N)` or `(n, N, N, 1)` patches, `n ≥ 1`, and returns the `(n, N, N)` view.
 pub fn patch_stack<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<ArrayView3<'a, T>> {
+    let stack = stack_view(patches)?;
+    if stack.dim().0 == 0 {
+        return Err(Error::NoPatches);
+    }
+    Ok(stack)
+}
+
+/// `(n, N, N)` or `(n, N, N, 1)` patches, any `n`, as the `(n, N, N)` view.
+fn stack_view<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<ArrayView3<'a, T>> {
     let shape = patches.shape().to_vec();
     let bad = || Error::PatchShape {
         shape: shape.clone(),
@@ -338,12 +366,9 @@ pub fn patch_stack<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<
         _ => return Err(bad()),
     };
     let stack = view.into_dimensionality::<Ix3>().map_err(|_| bad())?;
-    let (n, rows, cols) = stack.dim();
+    let (_, rows, cols) = stack.dim();
     if rows != cols || rows == 0 {
         return Err(bad());
-    }
-    if n == 0 {
-        return Err(Error::NoPatches);
     }
     Ok(stack)
 }

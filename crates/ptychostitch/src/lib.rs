@@ -55,15 +55,18 @@ mod parallel;
 mod plan;
 mod reference;
 mod sample;
+mod stream;
 pub mod synthetic;
+mod window;
 
 pub use error::{Error, Result};
 pub use geometry::{Footprint, Geometry, ScanWarning, Span};
 pub use interrupt::Interrupt;
 pub use num_complex::Complex32;
 pub use parallel::Simd;
-pub use plan::Plan;
+pub use plan::{Operation, Plan};
 pub use sample::Sample;
+pub use stream::Accumulator;
 
 use geometry::{offset_pairs, patch_stack};
 use ndarray::{Array2, ArrayView, Dimension};

@@ -83,22 +83,76 @@ pub(crate) enum WeightCanvas<'a> {
     Given(&'a [f32]),
 }
 
-/// One run of the fast path over a whole canvas.
-pub(crate) struct Job<'a, 'p, T> {
-    /// The patches, `(n, N, N)`; needed when `image` is set.
+/// Which patches a run places, in index order, and where each sits in the stack it was given.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Selection<'s> {
+    /// Patches `start..end`; the stack holds patch `start + i` at its index `i`.
+    Range(usize, usize),
+    /// These patches (strictly increasing); the stack holds `indices[i]` at its index `i`.
+    Indices(&'s [usize]),
+}
+
+impl Selection<'_> {
+    fn len(self) -> usize {
+        match self {
+            Selection::Range(start, end) => end - start,
+            Selection::Indices(list) => list.len(),
+        }
+    }
+
+    /// The scan index of the stack's `i`-th patch.
+    #[inline(always)]
+    fn get(self, i: usize) -> usize {
+        match self {
+            Selection::Range(start, _) => start + i,
+            Selection::Indices(list) => list[i],
+        }
+    }
+}
+
+/// A rectangle of the canvas: output buffers hold its `rows.len() × cols.len()` pixels, C order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Region {
+    pub rows: Span,
+    pub cols: Span,
+}
+
+impl Region {
+    /// The whole `S×S` canvas.
+    pub fn whole(geometry: &Geometry) -> Self {
+        let all = Span {
+            start: 0,
+            end: geometry.side(),
+        };
+        Self {
+            rows: all,
+            cols: all,
+        }
+    }
+}
+
+/// One run of the fast path over a region of the canvas.
+pub(crate) struct Job<'a, 'p, 's, T> {
+    /// The patches, `(k, N, N)`, holding the selected patches; needed when `image` is set.
     pub patches: Option<ArrayView3<'p, T>>,
-    /// The `S×S` image canvas (C order) to overwrite with the shift-and-sum.
+    /// Which patches to place, in index order.
+    pub selection: Selection<'s>,
+    /// The part of the canvas the output buffers hold.
+    pub region: Region,
+    /// The region's image (C order): the selected patches are added to it.
     pub image: Option<&'a mut [T]>,
-    /// The weight canvas.
+    /// Zero the image first (a one-shot run); a streaming run adds to what is there.
+    pub clear: bool,
+    /// The weight canvas (of the region).
     pub weights: WeightCanvas<'a>,
-    /// Divide the image by `weights + 1e-9` once every patch is in (`reassemble_position`).
+    /// Divide the image by `weights + 1e-9` once the selected patches are in.
     pub normalise: bool,
 }
 
 /// Runs a job as scheduled.
 pub(crate) fn run<T: Sample>(
     geometry: &Geometry,
-    job: Job<'_, '_, T>,
+    job: Job<'_, '_, '_, T>,
     schedule: Schedule,
 ) -> Result<()> {
     let Schedule {
@@ -111,22 +165,25 @@ pub(crate) fn run<T: Sample>(
     } else {
         threads
     };
-    let footprint_pixels: usize = geometry
-        .footprints()
-        .iter()
-        .map(|f| f.rows.len() * f.cols.len())
+    let (selection, region) = (job.selection, job.region);
+    let footprint_pixels: usize = (0..selection.len())
+        .map(|i| clipped(geometry.footprints()[selection.get(i)], region))
+        .map(|(rows, cols)| rows.len() * cols.len())
         .sum();
     let affordable = footprint_pixels
         .checked_div(min_pixels_per_worker)
         .unwrap_or(usize::MAX);
     let workers = requested.min(affordable).max(1);
     let pieces = if workers <= 1 { 1 } else { workers * 4 };
-    let bounds = band_bounds(geometry, pieces);
-    let bands = split_bands(geometry.side(), &bounds, job.image, job.weights);
+    let bounds = band_bounds(geometry, selection, region, pieces);
+    let bands = split_bands(region.cols.len(), &bounds, job.image, job.weights);
     let avx2 = simd.uses_avx2();
     let context = Context {
         geometry,
         patches: job.patches,
+        selection,
+        region,
+        clear: job.clear,
         normalise: job.normalise,
         avx2,
     };
@@ -158,37 +215,56 @@ pub(crate) fn run<T: Sample>(
     Ok(())
 }
 
-/// Row boundaries `0 = b0 < b1 < … = S` that give `pieces` bands of about equal work
-/// (footprint pixels, plus a little per row for clearing and normalising).
-fn band_bounds(geometry: &Geometry, pieces: usize) -> Vec<usize> {
-    let side = geometry.side();
-    let pieces = pieces.clamp(1, side);
+/// A footprint clipped to a region: the rows and columns of the region it changes.
+#[inline(always)]
+fn clipped(fp: crate::geometry::Footprint, region: Region) -> (Span, Span) {
+    (
+        fp.rows.intersect(region.rows),
+        fp.cols.intersect(region.cols),
+    )
+}
+
+/// Row boundaries `r0 = b0 < b1 < … = r1` of the region's rows `r0..r1` that give `pieces`
+/// bands of about equal work (footprint pixels, plus a little per row for clearing and
+/// normalising).
+fn band_bounds(
+    geometry: &Geometry,
+    selection: Selection<'_>,
+    region: Region,
+    pieces: usize,
+) -> Vec<usize> {
+    let (top, height) = (region.rows.start, region.rows.len());
+    let pieces = pieces.clamp(1, height.max(1));
     if pieces == 1 {
-        return vec![0, side];
+        return vec![top, region.rows.end];
     }
-    let mut delta = vec![0_i64; side + 1];
-    for f in geometry.footprints() {
-        delta[f.rows.start] += f.cols.len() as i64;
-        delta[f.rows.end] -= f.cols.len() as i64;
+    let mut delta = vec![0_i64; height + 1];
+    for i in 0..selection.len() {
+        let (rows, cols) = clipped(geometry.footprints()[selection.get(i)], region);
+        if rows.is_empty() || cols.is_empty() {
+            continue;
+        }
+        delta[rows.start - top] += cols.len() as i64;
+        delta[rows.end - top] -= cols.len() as i64;
     }
-    let per_row_base = (side / 8).max(1) as i64;
-    let mut row_work = Vec::with_capacity(side);
+    let per_row_base = (region.cols.len() / 8).max(1) as i64;
+    let mut row_work = Vec::with_capacity(height);
     let mut covering = 0_i64;
-    for d in &delta[..side] {
+    for d in &delta[..height] {
         covering += d;
         row_work.push(covering + per_row_base);
     }
     let total: i64 = row_work.iter().sum();
-    let mut bounds = vec![0];
+    let mut bounds = vec![top];
     let mut acc = 0_i64;
     for (y, w) in row_work.iter().enumerate() {
         acc += w;
         let next_cut = total * bounds.len() as i64 / pieces as i64;
-        if acc >= next_cut && bounds.len() < pieces && y + 1 < side {
-            bounds.push(y + 1);
+        if acc >= next_cut && bounds.len() < pieces && y + 1 < height {
+            bounds.push(top + y + 1);
         }
     }
-    bounds.push(side);
+    bounds.push(region.rows.end);
     bounds
 }
 
@@ -200,14 +276,14 @@ struct Band<'a, T> {
 }
 
 fn split_bands<'a, T>(
-    side: usize,
+    width: usize,
     bounds: &[usize],
     mut image: Option<&'a mut [T]>,
     mut weights: WeightCanvas<'a>,
 ) -> Vec<Band<'a, T>> {
     let mut bands = Vec::with_capacity(bounds.len().saturating_sub(1));
     for pair in bounds.windows(2) {
-        let len = (pair[1] - pair[0]) * side;
+        let len = (pair[1] - pair[0]) * width;
         let band_image = image.take().map(|rest| {
             let (head, tail) = rest.split_at_mut(len);
             image = Some(tail);
@@ -313,14 +389,17 @@ impl Scratch {
 }
 
 /// What every band of one run shares.
-struct Context<'g, 'p, T> {
+struct Context<'g, 'p, 's, T> {
     geometry: &'g Geometry,
     patches: Option<ArrayView3<'p, T>>,
+    selection: Selection<'s>,
+    region: Region,
+    clear: bool,
     normalise: bool,
     avx2: bool,
 }
 
-impl<T: Sample> Context<'_, '_, T> {
+impl<T: Sample> Context<'_, '_, '_, T> {
     fn process(&self, band: &mut Band<'_, T>, scratch: &mut Scratch) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
@@ -342,17 +421,19 @@ impl<T: Sample> Context<'_, '_, T> {
         self.band(band, scratch);
     }
 
-    /// Overwrites one band of the outputs: clear, place every patch in index order, normalise.
+    /// One band of the outputs: clear (one-shot runs), add the selected patches in index order,
+    /// normalise (`reassemble_position`).
     #[inline(always)]
     fn band(&self, band: &mut Band<'_, T>, scratch: &mut Scratch) {
         let g = self.geometry;
-        let (side, pad, kept) = (g.side(), g.pad(), g.kept());
+        let (pad, kept) = (g.pad(), g.kept());
+        let (left, out_width) = (self.region.cols.start, self.region.cols.len());
         let width = kept + 2;
         let lanes_per_pixel = T::LANES;
         let row_lanes = width * lanes_per_pixel;
 
         let mut image = band.image.as_deref_mut().map(lanes_mut);
-        if let Some(img) = image.as_deref_mut() {
+        if let Some(img) = image.as_deref_mut().filter(|_| self.clear) {
             img.fill(0.0);
         }
         if let WeightCanvas::Compute(w) = &mut band.weights {
@@ -360,16 +441,21 @@ impl<T: Sample> Context<'_, '_, T> {
         }
         let patches = self.patches.as_ref().filter(|_| image.is_some());
         let contiguous = patches.and_then(|p| p.as_slice());
+        let stack_len = self.selection.len();
 
-        for (k, (fp, &[ax, ay])) in g.footprints().iter().zip(g.shifts()).enumerate() {
+        for local in 0..stack_len {
+            let k = self.selection.get(local);
+            let fp = g.footprints()[k];
+            let [ax, ay] = g.shifts()[k];
             let rows = fp.rows.intersect(band.rows);
-            if rows.is_empty() {
+            let cols = fp.cols.intersect(self.region.cols);
+            if rows.is_empty() || cols.is_empty() {
                 continue;
             }
             if let Some(all) = contiguous {
-                prefetch_kept_rows(g, all, k + 1);
+                prefetch_kept_rows(g, all, local + 1, stack_len);
             }
-            let regular = scratch.columns(fp.cols, ax, pad, lanes_per_pixel);
+            let regular = scratch.columns(cols, ax, pad, lanes_per_pixel);
             let first_row = bordered_row(rows.start, ay, pad);
             let last_row = bordered_row(rows.end - 1, ay, pad);
             if let Some(p) = patches {
@@ -377,20 +463,20 @@ impl<T: Sample> Context<'_, '_, T> {
                     g,
                     *p,
                     contiguous,
-                    k,
+                    local,
                     first_row,
                     last_row + 1,
                     &mut scratch.patch,
                 );
             }
+            let (x0, x1) = (cols.start - left, cols.end - left);
             for y in rows.start..rows.end {
                 let (y0, wy) = sample_axis(y, ay);
                 let r = (y0 + 1 - pad as i64) as usize;
                 let uy = 1.0 - wy;
-                let at = (y - band.rows.start) * side;
+                let at = (y - band.rows.start) * out_width;
                 if let Some(img) = image.as_deref_mut() {
-                    let out = &mut img[(at + fp.cols.start) * lanes_per_pixel
-                        ..(at + fp.cols.end) * lanes_per_pixel];
+                    let out = &mut img[(at + x0) * lanes_per_pixel..(at + x1) * lanes_per_pixel];
                     let top = &scratch.patch[r * row_lanes..(r + 1) * row_lanes];
                     let bottom = &scratch.patch[(r + 1) * row_lanes..(r + 2) * row_lanes];
                     if lanes_per_pixel == 2 {
@@ -400,7 +486,7 @@ impl<T: Sample> Context<'_, '_, T> {
                     }
                 }
                 if let WeightCanvas::Compute(w) = &mut band.weights {
-                    let out = &mut w[at + fp.cols.start..at + fp.cols.end];
+                    let out = &mut w[at + x0..at + x1];
                     let top = &scratch.ones[r * width..(r + 1) * width];
                     let bottom = &scratch.ones[(r + 1) * width..(r + 2) * width];
                     place_row::<1>(out, top, bottom, regular, scratch, uy, wy);
@@ -436,12 +522,12 @@ fn bordered_row(y: usize, shift: f32, pad: usize) -> usize {
 /// the prefetches then compete with the kernel's own loads for L1 fill buffers), 4.5 ms into L2
 /// (T2); one or two patches ahead made no difference.
 #[inline(always)]
-fn prefetch_kept_rows<T: Sample>(g: &Geometry, all: &[T], k: usize) {
+fn prefetch_kept_rows<T: Sample>(g: &Geometry, all: &[T], k: usize, stack_len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T2, _mm_prefetch};
         let (n, m, c0) = (g.patch_size(), g.kept(), g.crop_start());
-        if k >= g.len() {
+        if k >= stack_len {
             return;
         }
         let row_bytes = m * std::mem::size_of::<T>();
@@ -459,10 +545,11 @@ fn prefetch_kept_rows<T: Sample>(g: &Geometry, all: &[T], k: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (g, all, k);
+    let _ = (g, all, k, stack_len);
 }
 
-/// Copies the kept patch rows that bordered rows `first..=last` need into the bordered copy.
+/// Copies the kept rows of the stack's patch `k` that bordered rows `first..=last` need into the
+/// bordered copy.
 #[inline(always)]
 fn copy_kept_rows<T: Sample>(
     g: &Geometry,
@@ -575,7 +662,7 @@ mod tests {
             .collect();
         let g = Geometry::new(&positions, 64, 20).unwrap();
         for pieces in [1, 2, 3, 8, 1000] {
-            let b = band_bounds(&g, pieces);
+            let b = band_bounds(&g, Selection::Range(0, g.len()), Region::whole(&g), pieces);
             assert_eq!(*b.first().unwrap(), 0);
             assert_eq!(*b.last().unwrap(), g.side());
             assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");

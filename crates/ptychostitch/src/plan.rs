@@ -4,11 +4,22 @@ use crate::error::{Error, Result};
 use crate::geometry::{Geometry, ScanWarning, offset_pairs};
 use crate::interrupt::Interrupt;
 use crate::memory::try_zeroed_vec;
-use crate::parallel::{self, DEFAULT_MIN_PIXELS_PER_WORKER, Job, Schedule, Simd, WeightCanvas};
+use crate::parallel::{
+    self, DEFAULT_MIN_PIXELS_PER_WORKER, Job, Region, Schedule, Selection, Simd, WeightCanvas,
+};
 use crate::reference;
 use crate::sample::Sample;
 use ndarray::{Array2, ArrayView, ArrayViewMut2, Dimension};
 use std::sync::OnceLock;
+
+/// Which of PtychoPINN's two operations to compute (for streams and windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// The sum of the translated patches (`shift_and_sum`).
+    ShiftAndSum,
+    /// The sum divided by `1e-9 +` the weight canvas (`reassemble_position`).
+    ReassemblePosition,
+}
 
 /// A reassembly plan: offsets, patch size `N` and crop `M`, validated and turned into a canvas
 /// geometry once, then executed on any number of patch stacks.
@@ -155,7 +166,10 @@ impl Plan {
             &self.geometry,
             Job {
                 patches: None,
+                selection: self.everything(),
+                region: Region::whole(&self.geometry),
                 image: None,
+                clear: true,
                 weights: WeightCanvas::Compute(as_slice(&mut w)),
                 normalise: false,
             },
@@ -186,7 +200,10 @@ impl Plan {
             &self.geometry,
             Job {
                 patches: Some(patches),
+                selection: self.everything(),
+                region: Region::whole(&self.geometry),
                 image: Some(image),
+                clear: true,
                 weights: WeightCanvas::Skip,
                 normalise: false,
             },
@@ -226,7 +243,10 @@ impl Plan {
             &self.geometry,
             Job {
                 patches: Some(patches),
+                selection: self.everything(),
+                region: Region::whole(&self.geometry),
                 image: Some(image),
+                clear: true,
                 weights,
                 normalise: true,
             },
@@ -261,6 +281,14 @@ impl Plan {
         reference::weights(&self.geometry, &self.interrupt)
     }
 
+    pub(crate) fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    fn everything(&self) -> Selection<'static> {
+        Selection::Range(0, self.geometry.len())
+    }
+
     fn output_slice<'o, T: Sample>(
         &self,
         out: &'o mut ArrayViewMut2<'_, T>,
@@ -284,11 +312,17 @@ impl Plan {
 ///
 /// Zeroed by the allocator (fresh pages from the OS are already zero), not by a memset: every
 /// band clears its own rows again before accumulating, as it must for caller-supplied buffers.
-fn zeroed_canvas<T: Sample>(side: usize) -> Result<Array2<T>> {
-    let data = try_zeroed_vec::<T>(side * side, || format!("a {side}×{side} canvas"))?;
-    Array2::from_shape_vec((side, side), data).map_err(|_| Error::OutputShape {
-        expected: side,
-        found: vec![side * side],
+pub(crate) fn zeroed_canvas<T: Sample>(side: usize) -> Result<Array2<T>> {
+    zeroed_array((side, side))
+}
+
+/// A `rows×cols` array of zeros, or an out-of-memory error.
+pub(crate) fn zeroed_array<T: bytemuck::Zeroable>(shape: (usize, usize)) -> Result<Array2<T>> {
+    let (rows, cols) = shape;
+    let data = try_zeroed_vec::<T>(rows * cols, || format!("a {rows}×{cols} canvas"))?;
+    Array2::from_shape_vec(shape, data).map_err(|_| Error::OutputShape {
+        expected: rows,
+        found: vec![rows * cols],
     })
 }
 

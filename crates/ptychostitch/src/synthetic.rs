@@ -66,7 +66,7 @@ pub fn bench_grid_offsets(n: usize, rng: &mut SplitMix64) -> Array2<f64> {
 /// and imaginary parts, and their `(n, 2)` offsets. Crop with [`BENCH_CROP`].
 ///
 /// Memory for the patches is checked against the effective limit first: a scan too large for
-/// this machine is an [`Error::OutOfMemory`](crate::Error::OutOfMemory), not an abort.
+/// this machine is an [`Error::OutOfMemory`], not an abort.
 pub fn bench_grid(n: usize, seed: u64) -> Result<(Array3<Complex32>, Array2<f64>)> {
     let len = n
         .checked_mul(BENCH_PATCH * BENCH_PATCH)
