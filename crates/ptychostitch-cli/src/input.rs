@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result, bail};
 use ndarray::{Array2, ArrayD};
-use ptychostitch::Complex32;
 use ptychostitch::npy::{NpyArray, Npz, read_npy};
 use std::path::{Path, PathBuf};
 
@@ -41,10 +40,13 @@ pub struct ScanArgs {
     pub coord_scale: f64,
 }
 
-/// A loaded scan.
+/// A scan ready to stitch: patches memory-mapped where the file allows (an `.npy` file or an
+/// uncompressed `.npz` member), read into memory otherwise; offsets in memory.
 pub struct Scan {
-    /// Patches, `(n, N, N)` or `(n, N, N, 1)`, complex64, C order.
-    pub patches: ArrayD<Complex32>,
+    /// Patches, `(n, N, N)` or `(n, N, N, 1)`, any supported dtype, not yet converted.
+    pub patches: NpyArray,
+    /// What the patches are called, for messages.
+    pub patches_name: String,
     /// Offsets `(n, 2)`, `[x, y]` in pixels, after the coordinate options.
     pub offsets: Array2<f64>,
 }
@@ -84,6 +86,24 @@ impl Source {
         })
     }
 
+    /// The patch array, memory-mapped when it is stored uncompressed.
+    fn patches(&mut self, key: &str) -> Result<NpyArray> {
+        Ok(match self {
+            Source::Npz(npz) => match npz.map(key)? {
+                Some(mapped) => mapped,
+                None => npz.read(key)?,
+            },
+            Source::Dir(dir) => {
+                let file = dir.join(format!("{key}.npy"));
+                if !file.exists() {
+                    return self.read(key);
+                }
+                NpyArray::map_npy(&file)?
+            }
+            Source::Pair(p, _) => NpyArray::map_npy(p)?,
+        })
+    }
+
     fn has(&self, key: &str) -> bool {
         match self {
             Source::Npz(npz) => npz.contains(key),
@@ -111,21 +131,15 @@ fn npy_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Converts patches to complex64; a note on stderr says so once the conversion succeeded.
-fn to_patches(array: &NpyArray, key: &str) -> Result<ArrayD<Complex32>> {
-    let patches = array.to_complex32()?;
-    let dtype = array.dtype();
-    if *dtype != ptychostitch::npy::Dtype::Complex64 {
-        eprintln!("note: patches '{key}' are {dtype}; converted to complex64");
-    }
-    Ok(patches)
-}
-
 impl ScanArgs {
     /// Loads patches and offsets and applies the coordinate options.
     pub fn load(&self) -> Result<Scan> {
         let mut source = Source::open(&self.inputs)?;
-        let (patches, offsets) = if let Source::Pair(p, o) = &source {
+        let pair = match &source {
+            Source::Pair(p, o) => Some((p.clone(), o.clone())),
+            _ => None,
+        };
+        let (patches, patches_name, offsets) = if let Some((p, o)) = pair {
             let keys = [
                 ("--patches", &self.patches),
                 ("--offsets", &self.offsets),
@@ -137,14 +151,14 @@ impl ScanArgs {
                     "{flag} names an array inside an .npz file or a directory; with two .npy files (patches, then offsets) there are no keys to choose"
                 );
             }
-            let patches = to_patches(&read_npy(p)?, &p.display().to_string())?;
-            let offsets = offsets_from(read_npy(o)?.to_f64()?, &o.display().to_string())?;
-            (patches, offsets)
+            let offsets = offsets_from(read_npy(&o)?.to_f64()?, &o.display().to_string())?;
+            let name = p.display().to_string();
+            (source.patches(&name)?, name, offsets)
         } else {
             let patches_key = self.patches.as_deref().unwrap_or("Y");
             let x_key = self.x_key.as_deref().unwrap_or("xcoords");
             let y_key = self.y_key.as_deref().unwrap_or("ycoords");
-            let patches = to_patches(&source.read(patches_key)?, patches_key)?;
+            let patches = source.patches(patches_key)?;
             let offsets = match &self.offsets {
                 Some(key) => offsets_from(source.read(key)?.to_f64()?, key)?,
                 None if !source.has(x_key) && source.has("offsets") => {
@@ -158,10 +172,11 @@ impl ScanArgs {
                     xy_offsets(x, y, x_key, y_key)?
                 }
             };
-            (patches, offsets)
+            (patches, patches_key.to_string(), offsets)
         };
         Ok(Scan {
             patches,
+            patches_name,
             offsets: self.transform(offsets),
         })
     }

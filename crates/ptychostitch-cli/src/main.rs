@@ -2,6 +2,7 @@
 
 mod demo;
 mod input;
+mod make_scan;
 mod paths;
 mod picture;
 mod progress;
@@ -36,6 +37,8 @@ enum Command {
     Bench(validate::BenchArgs),
     /// Synthesise an object, scan it, cut patches, reassemble, write pictures and the error.
     Demo(demo::Args),
+    /// Write the bench-grid scan of any size to .npy files, in chunks (for large benchmarks).
+    MakeScan(make_scan::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::validate(args),
         Command::Bench(args) => validate::bench(args),
         Command::Demo(args) => demo::run(args),
+        Command::MakeScan(args) => make_scan::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,14 @@
 //! `ptychostitch reassemble`: stitch a scan from NumPy files.
 
-use crate::input::ScanArgs;
+use crate::input::{Scan, ScanArgs};
 use crate::paths::{Output, check_outputs};
 use crate::{picture, progress};
-use anyhow::{Context, Result};
-use ndarray::{Array1, Array2, arr0};
-use ptychostitch::geometry::{BYTES_PER_CANVAS_PIXEL, patch_stack};
+use anyhow::{Context, Result, bail};
+use ndarray::{Array1, Array2, Axis, arr0};
+use ptychostitch::geometry::{BYTES_PER_CANVAS_PIXEL, stack_shape};
 use ptychostitch::memory;
 use ptychostitch::npy::{NpyView, npz_fill, write_files_atomically};
-use ptychostitch::{Complex32, Plan};
+use ptychostitch::{Complex32, Operation, Plan};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -47,6 +47,11 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Patches per streamed chunk. Inputs are memory-mapped where the file allows (.npy files,
+    /// uncompressed .npz members) and stitched chunk by chunk: peak memory is the canvas plus
+    /// one chunk, whatever the number of patches. The result does not depend on it.
+    #[arg(long, default_value_t = 4096, value_name = "PATCHES")]
+    pub chunk: usize,
 }
 
 /// The result of one reassembly, as written to `.npz`.
@@ -108,38 +113,51 @@ pub fn run(args: Args) -> Result<()> {
     }
     check_outputs(&args.scan.inputs, &outputs)?;
 
-    let steps = progress::bar(3, "loading");
-    let scan = args.scan.load()?;
-    steps.inc(1);
-    steps.set_message("stitching");
-    let (_, size, _) = patch_stack(scan.patches.view())?.dim();
-    let plan = Plan::new(scan.offsets.view(), size, args.crop)?.with_threads(args.threads);
-    for warning in plan.warnings() {
-        steps.suspend(|| eprintln!("warning: {warning}"));
+    if args.chunk == 0 {
+        bail!("--chunk must be at least 1 patch");
     }
-    // Everything this command allocates from here on: image and weights, and the picture.
+    let scan = args.scan.load()?;
+    let (n, size) = stack_shape(scan.patches.shape())
+        .with_context(|| format!("patches '{}'", scan.patches_name))?;
+    let plan = Plan::new(scan.offsets.view(), size, args.crop)?.with_threads(args.threads);
+    if plan.len() != n {
+        return Err(ptychostitch::Error::CountMismatch {
+            patches: n,
+            offsets: plan.len(),
+        }
+        .into());
+    }
+    for warning in plan.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    // Everything this command allocates from here on: image and weights, one converted chunk
+    // and the picture.
     let side = plan.canvas_shape().0;
+    let chunk = args.chunk.min(n);
+    let chunk_bytes = if scan.patches.complex32_view().is_some() {
+        0.0
+    } else {
+        (chunk * size * size * std::mem::size_of::<Complex32>()) as f64
+    };
     let picture = if args.png.is_some() {
         picture::bytes_for(side)
     } else {
         0.0
     };
     memory::check_additional(
-        (side * side) as f64 * BYTES_PER_CANVAS_PIXEL + picture,
+        (side * side) as f64 * BYTES_PER_CANVAS_PIXEL + chunk_bytes + picture,
         side as f64,
     )?;
-    let compute = Instant::now();
-    let image = match args.mode {
-        Mode::ShiftAndSum => plan.shift_and_sum(scan.patches.view())?,
-        Mode::Reassemble => plan.reassemble_position(scan.patches.view())?,
+    let operation = match args.mode {
+        Mode::ShiftAndSum => Operation::ShiftAndSum,
+        Mode::Reassemble => Operation::ReassemblePosition,
     };
+    let compute = Instant::now();
+    let image = stitch_in_chunks(&plan, operation, &scan, chunk)?;
     let compute = compute.elapsed();
     drop(scan);
-    steps.inc(1);
-    steps.set_message("writing");
     let stitched = Stitched { plan, image };
     stitched.write(&output, args.png.as_deref().map(|p| (p, "")))?;
-    steps.finish_and_clear();
     let g = stitched.plan.geometry();
     println!(
         "reassembled {} patches ({n}×{n}, M={m}) onto a {s}×{s} canvas (pad {p}, centre x={cx}, y={cy}) in {:.2} ms; wrote {}{} ({:.2} s in all)",
@@ -159,6 +177,46 @@ pub fn run(args: Args) -> Result<()> {
         cy = g.center()[1],
     );
     Ok(())
+}
+
+/// Adds the patches to an accumulator `chunk` at a time: straight from the memory map where the
+/// bytes are complex64 already, converted chunk by chunk otherwise; pages of finished chunks are
+/// handed back. A progress bar in patches (rate, ETA) shows on a terminal.
+fn stitch_in_chunks(
+    plan: &Plan,
+    operation: Operation,
+    scan: &Scan,
+    chunk: usize,
+) -> Result<Array2<Complex32>> {
+    let n = plan.len();
+    let bar = progress::patches_bar(n as u64);
+    let mut acc = plan.accumulator::<Complex32>(operation)?;
+    let view = scan.patches.complex32_view();
+    let mut noted = false;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        match &view {
+            Some(all) => acc.add(start, all.slice_axis(Axis(0), (start..start + len).into()))?,
+            None => {
+                let converted = scan.patches.to_complex32_rows(start, len)?;
+                if !noted {
+                    noted = true;
+                    bar.suspend(|| {
+                        eprintln!(
+                            "note: patches '{}' are {}; converted to complex64",
+                            scan.patches_name,
+                            scan.patches.dtype()
+                        )
+                    });
+                }
+                acc.add(start, converted.view())?;
+            }
+        }
+        scan.patches.release_rows(start, len);
+        bar.inc(len as u64);
+    }
+    bar.finish_and_clear();
+    Ok(acc.finish()?)
 }
 
 fn default_output(input: &Path) -> PathBuf {

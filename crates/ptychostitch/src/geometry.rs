@@ -354,6 +354,22 @@ pub fn patch_stack<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<
     Ok(stack)
 }
 
+/// `(n, N)` of a patch stack of `shape` `(n, N, N)` or `(n, N, N, 1)`, `n ≥ 1`: the check
+/// [`patch_stack`] makes, for arrays not yet in memory.
+pub fn stack_shape(shape: &[usize]) -> Result<(usize, usize)> {
+    let square = match shape {
+        [n, r, c] | [n, r, c, 1] if r == c && *r > 0 => Some((*n, *r)),
+        _ => None,
+    };
+    match square {
+        Some((0, _)) => Err(Error::NoPatches),
+        Some(dims) => Ok(dims),
+        None => Err(Error::PatchShape {
+            shape: shape.to_vec(),
+        }),
+    }
+}
+
 /// `(n, N, N)` or `(n, N, N, 1)` patches, any `n`, as the `(n, N, N)` view.
 fn stack_view<'a, T, D: Dimension>(patches: ArrayView<'a, T, D>) -> Result<ArrayView3<'a, T>> {
     let shape = patches.shape().to_vec();

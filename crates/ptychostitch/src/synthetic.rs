@@ -77,14 +77,34 @@ pub fn bench_grid(n: usize, seed: u64) -> Result<(Array3<Complex32>, Array2<f64>
     let mut values = try_zeroed_vec::<Complex32>(len, || {
         format!("{n} patches of {BENCH_PATCH}×{BENCH_PATCH}")
     })?;
-    let mut rng = SplitMix64::new(seed);
-    let offsets = bench_grid_offsets(n, &mut rng);
-    for v in &mut values {
-        *v = Complex32::new(rng.normal() as f32, rng.normal() as f32);
-    }
+    let (offsets, mut patches) = bench_grid_stream(n, seed);
+    patches.fill(&mut values);
     let patches = Array3::from_shape_vec((n, BENCH_PATCH, BENCH_PATCH), values)
         .expect("n·N·N values for an (n, N, N) stack");
     Ok((patches, offsets))
+}
+
+/// The bench-grid scan of `n` patches as its offsets and a generator of its patch values, for
+/// scans too large to hold: [`BenchGridPatches::fill`] writes the next values (patch after patch,
+/// row-major) into any buffer, so the patches can be written to a file in chunks. The values
+/// are exactly [`bench_grid`]'s.
+pub fn bench_grid_stream(n: usize, seed: u64) -> (Array2<f64>, BenchGridPatches) {
+    let mut rng = SplitMix64::new(seed);
+    let offsets = bench_grid_offsets(n, &mut rng);
+    (offsets, BenchGridPatches(rng))
+}
+
+/// The patch values of a bench-grid scan, in order (see [`bench_grid_stream`]).
+#[derive(Debug, Clone)]
+pub struct BenchGridPatches(SplitMix64);
+
+impl BenchGridPatches {
+    /// Fills `out` with the next patch values.
+    pub fn fill(&mut self, out: &mut [Complex32]) {
+        for v in out {
+            *v = Complex32::new(self.0.normal() as f32, self.0.normal() as f32);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +124,18 @@ mod tests {
                 "n={n}: side {side}, spec says near {near}"
             );
         }
+    }
+
+    #[test]
+    fn the_stream_gives_bench_grids_values() {
+        let (patches, offsets) = bench_grid(3, 9).unwrap();
+        let (stream_offsets, mut stream) = bench_grid_stream(3, 9);
+        assert_eq!(offsets, stream_offsets);
+        let mut values = vec![Complex32::new(0.0, 0.0); 3 * BENCH_PATCH * BENCH_PATCH];
+        let (a, b) = values.split_at_mut(5000);
+        stream.fill(a);
+        stream.fill(b);
+        assert_eq!(patches.as_slice().unwrap(), &values[..]);
     }
 
     #[test]

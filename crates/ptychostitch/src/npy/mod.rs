@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
+pub mod mapped;
+
 /// Errors from reading or writing `.npy` / `.npz` files.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -177,7 +179,8 @@ impl fmt::Display for Dtype {
     }
 }
 
-/// One array as stored: header facts plus the raw data bytes.
+/// One array as stored: header facts plus the raw data bytes, read into memory or
+/// memory-mapped ([`mapped`]).
 #[derive(Debug, Clone)]
 pub struct NpyArray {
     what: String,
@@ -186,7 +189,38 @@ pub struct NpyArray {
     fortran_order: bool,
     shape: Vec<usize>,
     count: usize,
-    data: Vec<u8>,
+    data: Storage,
+}
+
+/// Where an array's data bytes live.
+#[derive(Debug, Clone)]
+enum Storage {
+    /// Read into memory.
+    Owned(Vec<u8>),
+    /// A range of a memory-mapped file.
+    Mapped(mapped::MappedBytes),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Owned(v) => v,
+            Storage::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// The facts of a `.npy` header, and how many bytes header and data take.
+struct Header {
+    dtype: Dtype,
+    big_endian: bool,
+    fortran_order: bool,
+    shape: Vec<usize>,
+    count: usize,
+    /// Bytes of the header, magic included.
+    header_bytes: usize,
+    /// Bytes of data the header declares.
+    data_bytes: usize,
 }
 
 /// The most header bytes accepted (NumPy itself writes a few hundred).
@@ -202,71 +236,8 @@ impl NpyArray {
     /// declares and no more (trailing bytes are never read, so a stream that claims a small
     /// array cannot make this read or allocate more). `what` names it in errors.
     pub fn read_from(what: &str, mut reader: impl Read) -> Result<Self, NpyError> {
-        let format = |reason: &str| NpyError::Format {
-            what: what.to_string(),
-            reason: reason.to_string(),
-        };
-        let read_err = |e: std::io::Error| format(&format!("reading: {e}"));
-        let mut preamble = [0_u8; 8];
-        read_up_to(&mut reader, &mut preamble).map_err(read_err)?;
-        if &preamble[..6] != b"\x93NUMPY" {
-            return Err(format("missing the \\x93NUMPY magic"));
-        }
-        let header_len = match preamble[6] {
-            1 => {
-                let mut b = [0_u8; 2];
-                read_exactly(&mut reader, &mut b, || format("header length is truncated"))?;
-                u16::from_le_bytes(b) as usize
-            }
-            2 | 3 => {
-                let mut b = [0_u8; 4];
-                read_exactly(&mut reader, &mut b, || format("header length is truncated"))?;
-                u32::from_le_bytes(b) as usize
-            }
-            v => return Err(format(&format!("unknown format version {v}"))),
-        };
-        if header_len > MAX_HEADER {
-            return Err(format(&format!(
-                "header of {header_len} bytes; at most {MAX_HEADER} are accepted"
-            )));
-        }
-        let mut header = vec![0_u8; header_len];
-        read_exactly(&mut reader, &mut header, || {
-            format("header runs past the end of the file")
-        })?;
-        let header = std::str::from_utf8(&header).map_err(|_| format("header is not text"))?;
-        let descr = dict_value(header, "descr")
-            .map(|v| v.trim().trim_matches(['\'', '"']).to_string())
-            .ok_or_else(|| format("header has no 'descr'"))?;
-        let fortran_order = match dict_value(header, "fortran_order").map(str::trim) {
-            Some("True") => true,
-            Some("False") => false,
-            _ => return Err(format("header has no valid 'fortran_order'")),
-        };
-        let shape_text =
-            dict_value(header, "shape").ok_or_else(|| format("header has no 'shape'"))?;
-        let shape = shape_text
-            .trim()
-            .trim_start_matches('(')
-            .trim_end_matches(')')
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim_end_matches('L').parse::<usize>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| format(&format!("bad shape {shape_text}")))?;
-        let count = shape
-            .iter()
-            .try_fold(1_usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| format("shape overflows"))?;
-        let (dtype, big_endian) = Dtype::parse(&descr);
-        // An unknown dtype has no known size: nothing is read, and converting it is an error.
-        let expected = match dtype.size() {
-            Some(size) => count
-                .checked_mul(size)
-                .ok_or_else(|| format("shape overflows"))?,
-            None => 0,
-        };
+        let header = read_header(what, &mut reader)?;
+        let expected = header.data_bytes;
         let mut data = Vec::new();
         data.try_reserve_exact(expected)
             .map_err(|_| NpyError::OutOfMemory {
@@ -276,25 +247,32 @@ impl NpyArray {
         (&mut reader)
             .take(expected as u64)
             .read_to_end(&mut data)
-            .map_err(read_err)?;
+            .map_err(|e| NpyError::Format {
+                what: what.to_string(),
+                reason: format!("reading: {e}"),
+            })?;
         if data.len() < expected {
             return Err(NpyError::Truncated {
                 what: what.to_string(),
-                shape,
-                dtype,
+                shape: header.shape,
+                dtype: header.dtype,
                 expected,
                 found: data.len(),
             });
         }
-        Ok(Self {
+        Ok(Self::from_parts(what, header, Storage::Owned(data)))
+    }
+
+    fn from_parts(what: &str, header: Header, data: Storage) -> Self {
+        Self {
             what: what.to_string(),
-            dtype,
-            big_endian,
-            fortran_order,
-            shape,
-            count,
+            dtype: header.dtype,
+            big_endian: header.big_endian,
+            fortran_order: header.fortran_order,
+            shape: header.shape,
+            count: header.count,
             data,
-        })
+        }
     }
 
     /// The element type.
@@ -319,7 +297,7 @@ impl NpyArray {
 
     fn element_bytes(&self, i: usize, size: usize) -> [u8; 8] {
         let mut b = [0_u8; 8];
-        b[..size].copy_from_slice(&self.data[i * size..(i + 1) * size]);
+        b[..size].copy_from_slice(&self.data.bytes()[i * size..(i + 1) * size]);
         if self.big_endian {
             b[..size].reverse();
         }
@@ -341,7 +319,7 @@ impl NpyArray {
                 ((raw << shift) >> shift) as f64
             }
             Dtype::UInt(n) => u64::from_le_bytes(b(n)) as f64,
-            Dtype::Bool => (self.data[i] != 0) as u8 as f64,
+            Dtype::Bool => (self.data.bytes()[i] != 0) as u8 as f64,
             _ => return None,
         })
     }
@@ -349,6 +327,18 @@ impl NpyArray {
     fn collect<T>(
         &self,
         wanted: &'static str,
+        f: impl FnMut(usize) -> Option<T>,
+    ) -> Result<ArrayD<T>, NpyError> {
+        self.collect_in(wanted, 0, self.count, self.shape.clone(), f)
+    }
+
+    /// Elements `first..first + count` (raw order), converted by `f`, as an array of `shape`.
+    fn collect_in<T>(
+        &self,
+        wanted: &'static str,
+        first: usize,
+        count: usize,
+        shape: Vec<usize>,
         mut f: impl FnMut(usize) -> Option<T>,
     ) -> Result<ArrayD<T>, NpyError> {
         let dtype_error = || NpyError::Dtype {
@@ -357,20 +347,20 @@ impl NpyArray {
             wanted,
         };
         // Checked before allocating, so an impossible conversion is reported as such.
-        if self.dtype.size().is_none() || (self.count > 0 && f(0).is_none()) {
+        if self.dtype.size().is_none() || (count > 0 && f(first).is_none()) {
             return Err(dtype_error());
         }
         let mut values = Vec::new();
         values
-            .try_reserve_exact(self.count)
+            .try_reserve_exact(count)
             .map_err(|_| NpyError::OutOfMemory {
                 what: self.what.clone(),
-                bytes: self.count as f64 * std::mem::size_of::<T>() as f64,
+                bytes: count as f64 * std::mem::size_of::<T>() as f64,
             })?;
-        for i in 0..self.count {
+        for i in first..first + count {
             values.push(f(i).ok_or_else(dtype_error)?);
         }
-        let shape = IxDyn(&self.shape);
+        let shape = IxDyn(&shape);
         let array = if self.fortran_order {
             ArrayD::from_shape_vec(shape.f(), values)
         } else {
@@ -385,9 +375,45 @@ impl NpyArray {
     /// The array as `complex64` (from complex64, complex128, or any real dtype with zero
     /// imaginary part). C order.
     pub fn to_complex32(&self) -> Result<ArrayD<Complex32>, NpyError> {
-        let array = self.collect("complex", |i| match self.dtype {
+        Ok(standard(self.collect("complex", |i| self.complex32_at(i))?))
+    }
+
+    /// Rows `start..start + len` along the first axis, as `complex64` (as
+    /// [`NpyArray::to_complex32`]): one chunk of a patch stack, converted without touching the
+    /// rest. C-order arrays only; a Fortran-order array is converted whole and sliced.
+    pub fn to_complex32_rows(
+        &self,
+        start: usize,
+        len: usize,
+    ) -> Result<ArrayD<Complex32>, NpyError> {
+        let rows = self.shape.first().copied().unwrap_or(0);
+        if start.checked_add(len).is_none_or(|end| end > rows) {
+            return Err(NpyError::Format {
+                what: self.what.clone(),
+                reason: format!(
+                    "rows {start}..{} of an array with {rows}",
+                    start.saturating_add(len)
+                ),
+            });
+        }
+        if self.fortran_order {
+            let all = self.to_complex32()?;
+            return Ok(all
+                .slice_axis(ndarray::Axis(0), (start..start + len).into())
+                .to_owned());
+        }
+        let per_row: usize = self.shape[1..].iter().product();
+        let mut shape = self.shape.clone();
+        shape[0] = len;
+        self.collect_in("complex", start * per_row, len * per_row, shape, |i| {
+            self.complex32_at(i)
+        })
+    }
+
+    fn complex32_at(&self, i: usize) -> Option<Complex32> {
+        match self.dtype {
             Dtype::Complex64 => {
-                let b = &self.data[i * 8..i * 8 + 8];
+                let b = &self.data.bytes()[i * 8..i * 8 + 8];
                 let part = |s: &[u8]| {
                     let mut w: [u8; 4] = s.try_into().unwrap_or_default();
                     if self.big_endian {
@@ -402,12 +428,11 @@ impl NpyArray {
                 Some(Complex32::new(c.re as f32, c.im as f32))
             }
             _ => self.real_at(i).map(|v| Complex32::new(v as f32, 0.0)),
-        })?;
-        Ok(standard(array))
+        }
     }
 
     fn complex128_at(&self, i: usize) -> Complex64 {
-        let b = &self.data[i * 16..i * 16 + 16];
+        let b = &self.data.bytes()[i * 16..i * 16 + 16];
         let part = |s: &[u8]| {
             let mut w: [u8; 8] = s.try_into().unwrap_or_default();
             if self.big_endian {
@@ -445,6 +470,83 @@ impl NpyArray {
             _ => Err(err()),
         }
     }
+}
+
+/// Reads and checks a `.npy` header from a stream (nothing past it).
+fn read_header(what: &str, mut reader: impl Read) -> Result<Header, NpyError> {
+    let format = |reason: &str| NpyError::Format {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    };
+    let read_err = |e: std::io::Error| format(&format!("reading: {e}"));
+    let mut preamble = [0_u8; 8];
+    read_up_to(&mut reader, &mut preamble).map_err(read_err)?;
+    if &preamble[..6] != b"\x93NUMPY" {
+        return Err(format("missing the \\x93NUMPY magic"));
+    }
+    let (header_len, prefix) = match preamble[6] {
+        1 => {
+            let mut b = [0_u8; 2];
+            read_exactly(&mut reader, &mut b, || format("header length is truncated"))?;
+            (u16::from_le_bytes(b) as usize, 10)
+        }
+        2 | 3 => {
+            let mut b = [0_u8; 4];
+            read_exactly(&mut reader, &mut b, || format("header length is truncated"))?;
+            (u32::from_le_bytes(b) as usize, 12)
+        }
+        v => return Err(format(&format!("unknown format version {v}"))),
+    };
+    if header_len > MAX_HEADER {
+        return Err(format(&format!(
+            "header of {header_len} bytes; at most {MAX_HEADER} are accepted"
+        )));
+    }
+    let mut header = vec![0_u8; header_len];
+    read_exactly(&mut reader, &mut header, || {
+        format("header runs past the end of the file")
+    })?;
+    let header = std::str::from_utf8(&header).map_err(|_| format("header is not text"))?;
+    let descr = dict_value(header, "descr")
+        .map(|v| v.trim().trim_matches(['\'', '"']).to_string())
+        .ok_or_else(|| format("header has no 'descr'"))?;
+    let fortran_order = match dict_value(header, "fortran_order").map(str::trim) {
+        Some("True") => true,
+        Some("False") => false,
+        _ => return Err(format("header has no valid 'fortran_order'")),
+    };
+    let shape_text = dict_value(header, "shape").ok_or_else(|| format("header has no 'shape'"))?;
+    let shape = shape_text
+        .trim()
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format(&format!("bad shape {shape_text}")))?;
+    let count = shape
+        .iter()
+        .try_fold(1_usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format("shape overflows"))?;
+    let (dtype, big_endian) = Dtype::parse(&descr);
+    // An unknown dtype has no known size: nothing is read, and converting it is an error.
+    let data_bytes = match dtype.size() {
+        Some(size) => count
+            .checked_mul(size)
+            .ok_or_else(|| format("shape overflows"))?,
+        None => 0,
+    };
+    Ok(Header {
+        dtype,
+        big_endian,
+        fortran_order,
+        shape,
+        count,
+        header_bytes: prefix + header_len,
+        data_bytes,
+    })
 }
 
 fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
@@ -551,24 +653,29 @@ impl Npz {
         self.keys().iter().any(|k| k == key)
     }
 
-    /// Reads the array named `key`.
+    /// Reads the array named `key` (only the bytes its header declares).
     pub fn read(&mut self, key: &str) -> Result<NpyArray, NpyError> {
         let what = format!("{}[{key}]", self.path.display());
         if !self.contains(key) {
-            return Err(NpyError::MissingKey {
-                path: self.path.clone(),
-                key: key.to_string(),
-                available: self.keys(),
-            });
+            return Err(self.missing(key));
         }
+        let path = self.path.clone();
         let entry = self
             .archive
             .by_name(&format!("{key}.npy"))
             .map_err(|e| NpyError::Archive {
-                path: self.path.clone(),
+                path,
                 reason: e.to_string(),
             })?;
         NpyArray::read_from(&what, entry)
+    }
+
+    fn missing(&self, key: &str) -> NpyError {
+        NpyError::MissingKey {
+            path: self.path.clone(),
+            key: key.to_string(),
+            available: self.keys(),
+        }
     }
 }
 
@@ -613,29 +720,7 @@ impl NpyView<'_> {
 
     /// The `.npy` header: magic, version 1.0, the dict, padded to a multiple of 64 bytes.
     fn header(&self) -> Vec<u8> {
-        let shape = match self.shape() {
-            [] => "()".to_string(),
-            [d] => format!("({d},)"),
-            dims => format!(
-                "({})",
-                dims.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        let mut header = format!(
-            "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
-            self.descr()
-        );
-        let unpadded = 10 + header.len() + 1;
-        header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-        header.push('\n');
-        let mut out = Vec::with_capacity(10 + header.len());
-        out.extend_from_slice(b"\x93NUMPY\x01\x00");
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        out
+        npy_header(self.descr(), self.shape())
     }
 
     /// Size of the whole `.npy` file in bytes.
@@ -705,6 +790,32 @@ fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     PENDING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A `.npy` version 1.0 header for C-order data of type `descr` (`"<c8"`, `"<f8"`, …) and
+/// `shape`, padded to a multiple of 64 bytes: write it, then the data, to make a `.npy` file of
+/// any size in pieces.
+pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let shape = match shape {
+        [] => "()".to_string(),
+        [d] => format!("({d},)"),
+        dims => format!(
+            "({})",
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out
 }
 
 /// Writes `path` atomically: `fill` writes into a temporary file beside it, which is renamed
