@@ -3,7 +3,7 @@
 
 use crate::paths::{Output, check_outputs};
 use crate::progress;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ptychostitch::npy::{NpyView, npy_header, write_files_atomically};
 use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid_stream};
 use ptychostitch::{Complex32, memory};
@@ -75,8 +75,7 @@ pub fn run(args: Args) -> Result<()> {
     write_files_atomically(vec![
         (&args.patches, patches),
         (&args.offsets, offsets_fill),
-    ])
-    .context("writing the scan")?;
+    ])?;
     println!(
         "wrote the bench-grid scan: {n} patches of {BENCH_PATCH}×{BENCH_PATCH} complex64 to {} ({:.1} GB) and their [x, y] offsets to {}; reassemble with: ptychostitch reassemble {} {} -M {BENCH_CROP}",
         args.patches.display(),

@@ -2,7 +2,7 @@
 //! by side, each with a colour legend labelled with its value range. Pixels no patch reaches
 //! are drawn as background (a dark checkerboard), not as zero amplitude.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ndarray::Array2;
 use ptychostitch::Complex32;
 use ptychostitch::npy::{Fill, write_files_atomically};
@@ -77,8 +77,8 @@ impl Canvas {
 
     /// Writes the picture as a PNG file, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_files_atomically(vec![(path, self.png_fill())])
-            .with_context(|| format!("writing picture {}", path.display()))
+        // The error names the file that failed.
+        Ok(write_files_atomically(vec![(path, self.png_fill())])?)
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use ndarray::{Array1, Array2, Axis, arr0};
 use ptychostitch::geometry::{BYTES_PER_CANVAS_PIXEL, stack_shape};
 use ptychostitch::memory;
-use ptychostitch::npy::{NpyView, npz_fill, write_files_atomically};
+use ptychostitch::npy::{Dtype, NpyView, npz_fill, write_files_atomically};
 use ptychostitch::{Complex32, Operation, Plan};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -88,8 +88,8 @@ impl Stitched {
         if let (Some((path, _)), Some(picture)) = (png, &picture) {
             files.push((path, picture.png_fill()));
         }
-        let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
-        write_files_atomically(files).with_context(|| format!("writing {}", names.join(" and ")))
+        // The error names the file that failed.
+        Ok(write_files_atomically(files)?)
     }
 }
 
@@ -199,7 +199,7 @@ fn stitch_in_chunks(
             Some(all) => acc.add(start, all.slice_axis(Axis(0), (start..start + len).into()))?,
             None => {
                 let converted = scan.patches.to_complex32_rows(start, len)?;
-                if !noted {
+                if !noted && *scan.patches.dtype() != Dtype::Complex64 {
                     noted = true;
                     bar.suspend(|| {
                         eprintln!(
