@@ -118,11 +118,11 @@ def _crop(M: Any) -> int:
     return int(M)
 
 
-def _warn(texts: Sequence[str]) -> None:
+def _warn(texts: Sequence[str], stacklevel: int = 6) -> None:
     """Raises each plan warning as a ScanWarning pointing at the caller of the public function
-    (warn ← compute ← _like ← _stitch ← public function ← caller)."""
+    (by default: warn ← compute ← _like ← _stitch ← public function ← caller)."""
     for text in texts:
-        warnings.warn(text, ScanWarning, stacklevel=6)
+        warnings.warn(text, ScanWarning, stacklevel=stacklevel)
 
 
 # --- TensorFlow, only when the caller's tensors are TensorFlow's ------------------------------

@@ -7,7 +7,7 @@
 use ndarray::{Array2, ArrayViewD};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn};
 use ptychostitch::geometry::patch_stack;
-use ptychostitch::{Complex32, Error, Interrupt, Plan as CorePlan, Sample};
+use ptychostitch::{Complex32, Error, Interrupt, Operation, Plan as CorePlan, Sample};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -216,6 +216,64 @@ impl Plan {
             parse_op(op)?,
             reference,
         )
+    }
+
+    /// The window `rows × cols` (half-open `(start, end)` pairs; rows are y, columns x) of
+    /// `op`'s canvas from a stack holding the patches `indices` (strictly increasing), bit for
+    /// bit the same rectangle of the full canvas. Runs with the GIL released.
+    #[pyo3(signature = (patches, indices, op, rows, cols))]
+    fn window<'py>(
+        &self,
+        py: Python<'py>,
+        patches: Patches<'py>,
+        indices: PyReadonlyArrayDyn<'py, i64>,
+        op: &str,
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let operation = match parse_op(op)? {
+            Op::ShiftAndSum => Operation::ShiftAndSum,
+            Op::Reassemble => Operation::ReassemblePosition,
+        };
+        let indices: Vec<usize> = indices
+            .as_array()
+            .iter()
+            .map(|&k| usize::try_from(k))
+            .collect::<Result<_, _>>()
+            .map_err(|_| PyValueError::new_err("window patch indices: must not be negative"))?;
+        let (rows, cols) = (rows.0..rows.1, cols.0..cols.1);
+        let err = |e| to_py(e, &self.signals);
+        Ok(match patches {
+            Patches::Complex(a) => {
+                let view = a.as_array();
+                py.detach(|| self.inner.window(operation, rows, cols, view, &indices))
+                    .map_err(err)?
+                    .into_pyarray(py)
+                    .into_any()
+            }
+            Patches::Real(a) => {
+                let view = a.as_array();
+                py.detach(|| self.inner.window(operation, rows, cols, view, &indices))
+                    .map_err(err)?
+                    .into_pyarray(py)
+                    .into_any()
+            }
+        })
+    }
+
+    /// Every patch's footprint on the canvas as an (n, 4) int64 array of half-open spans
+    /// `[row_start, row_end, col_start, col_end]`: the pixels it can change.
+    fn footprints<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i64>> {
+        let fps = self.inner.geometry().footprints();
+        let mut out = Array2::<i64>::zeros((fps.len(), 4));
+        for (row, f) in out.rows_mut().into_iter().zip(fps) {
+            let mut row = row;
+            row[0] = f.rows.start as i64;
+            row[1] = f.rows.end as i64;
+            row[2] = f.cols.start as i64;
+            row[3] = f.cols.end as i64;
+        }
+        out.into_pyarray(py)
     }
 
     /// The (S, S) float32 weight canvas (computed once, then cached).

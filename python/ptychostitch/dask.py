@@ -1,0 +1,213 @@
+"""Reassembly of patch stacks larger than one machine's memory, with Dask.
+
+::
+
+    import dask.array as da, h5py
+    import ptychostitch.dask as psd
+
+    patches = da.from_array(h5py.File("recon.h5")["Y"], chunks=(4096, -1, -1, -1))  # (n, N, N, 1)
+    canvas = psd.reassemble_position(patches, offsets, M=20, tile=1024)          # lazy (S, S, 1)
+    canvas.to_zarr("object.zarr")                                                # or .compute()
+
+``patches`` is a Dask array ``(n, N, N)`` or ``(n, N, N, 1)`` chunked along ``n`` (from h5py,
+Zarr, ``np.memmap``, anything ``dask.array.from_array`` takes); ``global_offsets`` are in memory
+in any layout the in-memory functions accept. The result is a lazy Dask array of the canvas,
+chunked in ``tile × tile`` tiles. Each tile task receives only the patch chunks whose patches
+touch the tile, and calls the native window function with the GIL released; its geometry is the
+whole scan's, so tiles computed on any worker fit together exactly. The graph holds one task per
+tile plus the patch chunks' own tasks and one for the offsets: ``O(tiles + chunks)``, never
+``tiles × chunks``. The bits equal :func:`ptychostitch.reassemble_position`'s for every tile
+size, chunking, scheduler and worker count.
+
+A batch of scans (ptycho-tomography: one canvas per angle) is a list of such arrays::
+
+    canvases = [psd.reassemble_position(p, o, M=20) for p, o in zip(stacks, offsets_per_angle)]
+    dask.compute(*canvases)          # one graph, every angle in parallel across the cluster
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Dict, List, Tuple
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from . import _crop, _offsets, _threads, _warn, _native
+
+__all__ = ["from_npy", "reassemble_position", "shift_and_sum"]
+
+# Native plans built in this process, by the token of (offsets, N, M, threads): a worker builds
+# each scan's plan once, however many tiles it computes.
+_PLANS: "OrderedDict[str, Any]" = OrderedDict()
+_PLANS_LOCK = threading.Lock()
+_PLANS_KEPT = 8
+
+
+def _plan(token: str, offsets: np.ndarray, size: int, crop: int, threads: int) -> Any:
+    with _PLANS_LOCK:
+        plan = _PLANS.get(token)
+        if plan is not None:
+            _PLANS.move_to_end(token)
+            return plan
+    plan = _native.Plan(offsets, size, crop, threads)
+    with _PLANS_LOCK:
+        _PLANS[token] = plan
+        while len(_PLANS) > _PLANS_KEPT:
+            _PLANS.popitem(last=False)
+    return plan
+
+
+def _tile(
+    token: str,
+    offsets: np.ndarray,
+    size: int,
+    crop: int,
+    threads: int,
+    op: str,
+    rows: Tuple[int, int],
+    cols: Tuple[int, int],
+    starts: List[int],
+    dtype: str,
+    *chunks: np.ndarray,
+) -> np.ndarray:
+    """One tile: the patches of `chunks` (starting at scan indices `starts`) that touch it."""
+    plan = _plan(token, offsets, size, crop, threads)
+    fp = plan.footprints()
+    selected, stacks = [], []
+    for start, chunk in zip(starts, chunks):
+        chunk = np.asarray(chunk)
+        k = np.arange(start, start + chunk.shape[0])
+        f = fp[k]
+        touch = (f[:, 0] < rows[1]) & (f[:, 1] > rows[0]) & (f[:, 2] < cols[1]) & (f[:, 3] > cols[0])
+        touch &= (f[:, 1] > f[:, 0]) & (f[:, 3] > f[:, 2])
+        if touch.any():
+            selected.append(k[touch])
+            stacks.append(chunk[touch])
+    target = np.dtype(dtype)
+    if stacks:
+        indices = np.concatenate(selected).astype(np.int64)
+        stack = np.concatenate(stacks).reshape(-1, size, size)
+        stack = stack if stack.dtype == target else stack.astype(target)
+    else:
+        indices = np.zeros(0, np.int64)
+        stack = np.zeros((0, size, size), target)
+    out = plan.window(stack, indices, op, rows, cols)
+    return out[:, :, np.newaxis]
+
+
+def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads: Any) -> da.Array:
+    if not isinstance(patches, da.Array):
+        patches = da.asarray(patches)
+    if patches.ndim not in (3, 4) or (patches.ndim == 4 and patches.shape[3] != 1):
+        raise ValueError(f"patches has shape {patches.shape}; expected (n, N, N) or (n, N, N, 1)")
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+        raise ValueError(f"tile must be a positive integer, not {tile!r}")
+    kind = patches.dtype.kind
+    if kind == "c":
+        dtype = np.dtype(np.complex64)
+    elif kind in "fiub":
+        dtype = np.dtype(np.float32)
+    else:
+        raise TypeError(f"patches has dtype {patches.dtype}; expected complex or real patches")
+    n, size = patches.shape[0], patches.shape[1]
+    crop, workers = _crop(M), _threads(threads)
+    offsets = np.ascontiguousarray(_offsets(global_offsets))
+    # The whole scan's plan: checks every argument as the in-memory functions do.
+    plan = _native.Plan(offsets, size, crop, workers)
+    _warn(plan.warnings, stacklevel=4)
+    if plan.n != n:
+        raise ValueError(f"`patches` has {n} patches but `offsets` has {plan.n} positions")
+
+    # Each chunk is cut to the kept m×m centre first (one task per chunk): tiles then move
+    # m² instead of N² values per patch. A plan for m×m patches with M = m keeps exactly those
+    # pixels and has the same canvas, shifts and footprints, so the bits do not change.
+    kept = 2 * (crop // 2)
+    c0 = size // 2 - crop // 2
+    index = (slice(None), slice(c0, c0 + kept), slice(c0, c0 + kept)) + ((0,) if patches.ndim == 4 else ())
+    centres = patches.rechunk({axis: -1 for axis in range(1, patches.ndim)})[index].astype(dtype)
+
+    side = plan.canvas_side
+    fp = plan.footprints()
+    live = (fp[:, 1] > fp[:, 0]) & (fp[:, 3] > fp[:, 2])
+    token = tokenize(offsets, kept, workers)
+    name = f"ptychostitch-{op}-{tokenize(centres, token, tile)}"
+    offsets_key = (f"ptychostitch-offsets-{token}",)
+    bounds = np.cumsum((0,) + centres.chunks[0])
+    chunk_keys = [(centres.name, c, 0, 0) for c in range(centres.numblocks[0])]
+    # Per chunk, the rows and columns its patches can change: a tile outside that skips the chunk.
+    spans = []
+    for c in range(len(chunk_keys)):
+        f = fp[bounds[c] : bounds[c + 1]][live[bounds[c] : bounds[c + 1]]]
+        spans.append(None if len(f) == 0 else (f[:, 0].min(), f[:, 1].max(), f[:, 2].min(), f[:, 3].max()))
+
+    edges = list(range(0, side, tile)) + [side]
+    layer: Dict[Any, Any] = {offsets_key: offsets}
+    for i in range(len(edges) - 1):
+        for j in range(len(edges) - 1):
+            rows, cols = (edges[i], edges[i + 1]), (edges[j], edges[j + 1])
+            used = [
+                c
+                for c, sp in enumerate(spans)
+                if sp is not None and sp[0] < rows[1] and sp[1] > rows[0] and sp[2] < cols[1] and sp[3] > cols[0]
+            ]
+            layer[(name, i, j, 0)] = (
+                _tile,
+                token,
+                offsets_key,
+                kept,
+                kept,
+                workers,
+                op,
+                rows,
+                cols,
+                [int(bounds[c]) for c in used],
+                dtype.str,
+            ) + tuple(chunk_keys[c] for c in used)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[centres])
+    tiles = tuple(edges[k + 1] - edges[k] for k in range(len(edges) - 1))
+    return da.Array(graph, name, chunks=(tiles, tiles, (1,)), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
+
+
+class _NpyFile:
+    """A `.npy` file that opens itself memory-mapped where it is read: pickles as its path, so
+    a graph built from it ships a file name to the workers, not the data."""
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        head = np.load(self.path, mmap_mode="r")
+        self.shape, self.dtype, self.ndim = head.shape, head.dtype, head.ndim
+        self._map: Any = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"path": self.path, "shape": self.shape, "dtype": self.dtype, "ndim": self.ndim}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._map = None
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if self._map is None:
+            self._map = np.load(self.path, mmap_mode="r")
+        return np.array(self._map[index])
+
+
+def from_npy(path: Any, chunk: int = 4096) -> da.Array:
+    """A Dask array of the patch stack in a `.npy` file (e.g. from ``ptychostitch make-scan``),
+    chunked along ``n`` by ``chunk`` patches; each chunk task memory-maps the file where it runs
+    (the file must be reachable from every worker: a shared or local disk)."""
+    source = _NpyFile(path)
+    return da.from_array(source, chunks=(chunk,) + tuple(source.shape[1:]), name=f"npy-{tokenize(source.path, chunk)}")
+
+
+def shift_and_sum(patches: Any, global_offsets: Any, M: int = 10, *, tile: int = 1024, threads: Any = None) -> da.Array:
+    """Lazy ``shift_and_sum`` of a Dask patch stack: ``(S, S, 1)``, chunked in tiles."""
+    return _lazy(patches, global_offsets, M, "shift_and_sum", tile, threads)
+
+
+def reassemble_position(patches: Any, global_offsets: Any, M: int = 10, *, tile: int = 1024, threads: Any = None) -> da.Array:
+    """Lazy ``reassemble_position`` of a Dask patch stack: ``(S, S, 1)``, chunked in tiles."""
+    return _lazy(patches, global_offsets, M, "reassemble_position", tile, threads)

@@ -1,0 +1,114 @@
+"""ptychostitch.dask: lazy tiled canvases from chunked patch stacks, bit-identical to the
+in-memory functions for every tile size, chunking and scheduler, on worker processes too."""
+
+import numpy as np
+import pytest
+
+import ptychostitch as ps
+
+da = pytest.importorskip("dask.array", reason="Dask is not installed (scripts/test.sh installs it)")
+psd = pytest.importorskip("ptychostitch.dask")
+
+OPS = ["shift_and_sum", "reassemble_position"]
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_golden_cases_for_every_tile_and_chunking(golden):
+    obj, off, M = golden["obj"], golden["offsets"], int(golden["M"])
+    for op in OPS:
+        expected = getattr(ps, op)(obj, off, M)
+        for tile in [1 if expected.shape[0] <= 40 else 5, 7, 31, 10_000]:
+            for chunk in [1, 13, obj.shape[0]]:
+                lazy = getattr(psd, op)(da.from_array(obj, chunks=(chunk, -1, -1, -1)), off, M, tile=tile)
+                assert lazy.shape == expected.shape and lazy.dtype == expected.dtype
+                got = lazy.compute(scheduler="threads")
+                assert same_bits(got, expected), f"{golden['name']}: {op}, tile {tile}, chunks of {chunk}"
+
+
+@pytest.fixture(scope="module")
+def big_scan(tmp_path_factory):
+    """About 20,000 patches (32×32 complex64, 160 MB) in a memory-mapped .npy file."""
+    path = tmp_path_factory.mktemp("scan") / "patches.npy"
+    n, size = 20_000, 32
+    rng = np.random.default_rng(2026)
+    stack = np.lib.format.open_memmap(path, mode="w+", dtype=np.complex64, shape=(n, size, size))
+    for start in range(0, n, 2000):
+        block = rng.standard_normal((2000, size, size, 2), dtype=np.float32)
+        stack[start : start + 2000] = block[..., 0] + 1j * block[..., 1]
+    stack.flush()
+    cols = int(np.ceil(np.sqrt(n)))
+    k = np.arange(n)
+    offsets = np.stack([(k % cols) * 2.9, (k // cols) * 2.9], axis=-1) + rng.uniform(-0.5, 0.5, (n, 2))
+    memmap = np.load(path, mmap_mode="r")
+    expected = {op: getattr(ps, op)(memmap, offsets, 16) for op in OPS}
+    return path, offsets, expected
+
+
+def test_graph_size_is_tiles_plus_chunks(big_scan):
+    path, offsets, expected = big_scan
+    patches = psd.from_npy(path, chunk=1000)
+    for tile in [64, 257, 10_000]:
+        lazy = psd.reassemble_position(patches, offsets, 16, tile=tile)
+        tiles = lazy.numblocks[0] * lazy.numblocks[1]
+        chunks = patches.numblocks[0]
+        graph = dict(lazy.__dask_graph__())
+        # Per chunk: reading and cropping (2 layers, 2 tasks each at most); per tile: one task;
+        # plus the offsets. Never tiles × chunks.
+        assert len(graph) <= tiles + 4 * chunks + 1, (len(graph), tiles, chunks)
+        assert len(graph) >= tiles + chunks
+        # Each tile task depends only on the chunks whose patches touch it.
+        tile_tasks = [v for k, v in graph.items() if isinstance(k, tuple) and k[0] == lazy.name]
+        deps = [len(t) - 11 for t in tile_tasks]  # the task's arguments after its 11 fixed ones
+        assert len(deps) == tiles
+        if tiles > 1:
+            assert max(deps) < chunks, deps
+
+
+@pytest.mark.parametrize("tile", [96, 257, 10_000])
+def test_memmap_scan_on_the_threaded_scheduler(big_scan, tile):
+    path, offsets, expected = big_scan
+    patches = da.from_array(np.load(path, mmap_mode="r"), chunks=(1500, -1, -1))
+    for op in OPS:
+        got = getattr(psd, op)(patches, offsets, 16, tile=tile).compute(scheduler="threads")
+        assert same_bits(got, expected[op]), f"{op}, tile {tile}"
+
+
+def test_two_worker_processes_give_the_same_bits(big_scan):
+    distributed = pytest.importorskip("distributed")
+    path, offsets, expected = big_scan
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        for tile in [128, 300, 10_000]:
+            for op in OPS:
+                lazy = getattr(psd, op)(psd.from_npy(path, chunk=2500), offsets, 16, tile=tile)
+                got = client.compute(lazy).result()
+                assert same_bits(got, expected[op]), f"{op}, tile {tile}"
+        # Both workers took part.
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_a_batch_of_scans_is_one_graph():
+    import dask
+
+    rng = np.random.default_rng(1)
+    stacks = [rng.standard_normal((30, 16, 16)).astype(np.complex64) for _ in range(3)]
+    offsets = [rng.uniform(-5, 5, (30, 2)) for _ in range(3)]
+    lazy = [psd.reassemble_position(da.from_array(s, chunks=(7, -1, -1)), o, 8, tile=9) for s, o in zip(stacks, offsets)]
+    for got, s, o in zip(dask.compute(*lazy), stacks, offsets):
+        assert same_bits(got, ps.reassemble_position(s, o, 8))
+
+
+def test_bad_arguments_are_reported_up_front():
+    obj = da.zeros((5, 16, 16), dtype=np.complex64, chunks=(2, -1, -1))
+    with pytest.raises(ValueError, match="5 patches but `offsets` has 4"):
+        psd.reassemble_position(obj, np.zeros((4, 2)), 8)
+    with pytest.raises(ValueError, match="`M` = 40"):
+        psd.shift_and_sum(obj, np.zeros((5, 2)), 40)
+    with pytest.raises(ValueError, match="tile"):
+        psd.shift_and_sum(obj, np.zeros((5, 2)), 8, tile=0)
+    with pytest.raises(ValueError, match=r"\(n, N, N\)"):
+        psd.shift_and_sum(da.zeros((5, 16, 16, 2), chunks=2), np.zeros((5, 2)), 8)
