@@ -46,6 +46,7 @@
 
 pub mod error;
 pub mod geometry;
+pub mod gpu;
 mod interrupt;
 pub mod kernel;
 pub mod memory;
