@@ -54,21 +54,42 @@ from __future__ import annotations
 import numbers
 import sys
 import warnings
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import _native
 
 __all__ = [
+    "GpuInfo",
     "Plan",
     "ScanWarning",
+    "gpu_available",
     "reassemble_position",
     "reassemble_position_old",
     "shift_and_sum",
     "shift_and_sum_old",
 ]
 __version__: str = _native.__version__
+
+
+class GpuInfo(NamedTuple):
+    """What :func:`gpu_available` found: a GPU's name, or why none can be used. True when one
+    can be used."""
+
+    available: bool
+    device: Optional[str]
+    reason: Optional[str]
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+def gpu_available() -> GpuInfo:
+    """Whether the CUDA backend can run here: NVIDIA driver, GPU 0 and NVRTC (loaded at run
+    time). ``GpuInfo(True, "NVIDIA H200", None)`` or ``GpuInfo(False, None, "no CUDA driver
+    (libcuda.so) on this machine")``."""
+    return GpuInfo(*_native.gpu_available())
 
 
 class ScanWarning(UserWarning):

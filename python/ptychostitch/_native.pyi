@@ -1,6 +1,6 @@
 """Type stubs for the extension module behind ``ptychostitch``."""
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -14,6 +14,8 @@ def stitch(
     reference: bool = False,
     threads: int = 0,
 ) -> Tuple[np.ndarray, List[str]]: ...
+
+def gpu_available() -> Tuple[bool, Optional[str], Optional[str]]: ...
 
 class Plan:
     def __init__(self, offsets: np.ndarray, patch_size: int, crop: int, threads: int = 0) -> None: ...

@@ -27,6 +27,7 @@ A batch of scans (ptycho-tomography: one canvas per angle) is a list of such arr
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from typing import Any, Dict, List, Tuple
@@ -173,26 +174,40 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
 
 
 class _NpyFile:
-    """A `.npy` file that opens itself memory-mapped where it is read: pickles as its path, so
-    a graph built from it ships a file name to the workers, not the data."""
+    """A `.npy` file read where it is used: pickles as its path, so a graph built from it ships a
+    file name to the workers, not the data. Row ranges are read with ``pread`` into a fresh
+    buffer (no mapping left behind, so a worker's memory holds its chunks, not the file)."""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
-        head = np.load(self.path, mmap_mode="r")
-        self.shape, self.dtype, self.ndim = head.shape, head.dtype, head.ndim
-        self._map: Any = None
-
-    def __getstate__(self) -> Dict[str, Any]:
-        return {"path": self.path, "shape": self.shape, "dtype": self.dtype, "ndim": self.ndim}
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._map = None
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self.offset = f.tell()
+        if fortran:
+            raise ValueError(f"{self.path}: Fortran-order arrays are not supported; save in C order")
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        if self._map is None:
-            self._map = np.load(self.path, mmap_mode="r")
-        return np.array(self._map[index])
+        index = index if isinstance(index, tuple) else (index,)
+        first, rest = index[0], index[1:]
+        whole = all(isinstance(r, slice) and r.indices(n) == (0, n, 1) for r, n in zip(rest, self.shape[1:]))
+        if isinstance(first, slice) and first.step in (None, 1) and whole:
+            start, stop, _ = first.indices(self.shape[0])
+            stop = max(start, stop)
+            row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+            out = np.empty((stop - start,) + self.shape[1:], dtype=self.dtype)
+            with open(self.path, "rb", buffering=0) as f:
+                view = memoryview(out.reshape(-1).view(np.uint8))
+                done = 0
+                while done < len(view):
+                    got = os.preadv(f.fileno(), [view[done:]], self.offset + start * row + done)
+                    if got == 0:
+                        raise ValueError(f"{self.path}: truncated: rows {start}..{stop} run past the end")
+                    done += got
+            return out
+        return np.array(np.load(self.path, mmap_mode="r")[index])
 
 
 def from_npy(path: Any, chunk: int = 4096) -> da.Array:

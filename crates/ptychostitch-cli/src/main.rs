@@ -1,6 +1,7 @@
 //! `ptychostitch`: PtychoPINN-exact patch reassembly from the shell.
 
 mod demo;
+mod device;
 mod input;
 mod make_scan;
 mod paths;

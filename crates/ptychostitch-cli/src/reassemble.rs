@@ -1,11 +1,12 @@
 //! `ptychostitch reassemble`: stitch a scan from NumPy files.
 
+use crate::device::{self, Device};
 use crate::input::{Scan, ScanArgs};
 use crate::paths::{Output, check_outputs};
 use crate::{picture, progress};
 use anyhow::{Context, Result, bail};
 use ndarray::{Array1, Array2, Axis, arr0};
-use ptychostitch::geometry::{BYTES_PER_CANVAS_PIXEL, stack_shape};
+use ptychostitch::geometry::{BYTES_PER_CANVAS_PIXEL, patch_stack, stack_shape};
 use ptychostitch::memory;
 use ptychostitch::npy::{Dtype, NpyView, npz_fill, write_files_atomically};
 use ptychostitch::{Complex32, Operation, Plan};
@@ -52,6 +53,9 @@ pub struct Args {
     /// one chunk, whatever the number of patches. The result does not depend on it.
     #[arg(long, default_value_t = 4096, value_name = "PATCHES")]
     pub chunk: usize,
+    /// Where to run: the CPU, or an NVIDIA GPU (the whole stack is copied to it: no streaming).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
 }
 
 /// The result of one reassembly, as written to `.npz`.
@@ -153,7 +157,14 @@ pub fn run(args: Args) -> Result<()> {
         Mode::Reassemble => Operation::ReassemblePosition,
     };
     let compute = Instant::now();
-    let image = stitch_in_chunks(&plan, operation, &scan, chunk)?;
+    let image = match args.device {
+        Device::Cpu => stitch_in_chunks(&plan, operation, &scan, chunk)?,
+        Device::Cuda => {
+            let patches = scan.patches.to_complex32()?;
+            let stack = patch_stack(patches.view())?;
+            device::stitch(&plan, operation, stack, Device::Cuda)?
+        }
+    };
     let compute = compute.elapsed();
     drop(scan);
     let stitched = Stitched { plan, image };

@@ -1,10 +1,11 @@
 //! `ptychostitch validate` and `ptychostitch bench`: the reference ("old") against the fast path
 //! ("new") on the bench-grid scan, and the fast path's throughput.
 
+use crate::device::{self, Device};
 use crate::progress;
 use anyhow::{Result, bail};
-use ptychostitch::Plan;
 use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid};
+use ptychostitch::{Operation, Plan};
 use serde_json::json;
 use std::time::Instant;
 
@@ -17,6 +18,9 @@ pub struct ValidateArgs {
     /// Worker threads for the fast path (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where the fast ("new") path runs: the CPU, or an NVIDIA GPU (against the CPU reference).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -35,6 +39,10 @@ pub struct BenchArgs {
     /// Timed runs per size (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 7)]
     pub runs: usize,
+    /// Where to run: the CPU, or an NVIDIA GPU (reports device time with the stack resident
+    /// and host-to-host time with the copies; cached plan, weights included).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -80,7 +88,12 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
                 seconds(|| {
                     let plan = Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP)?
                         .with_threads(args.threads);
-                    new = Some(plan.reassemble_position(patches.view())?);
+                    new = Some(device::stitch(
+                        &plan,
+                        Operation::ReassemblePosition,
+                        patches.view(),
+                        args.device,
+                    )?);
                     Ok(())
                 })
             })
@@ -139,6 +152,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if args.device == Device::Cuda {
+        return bench_gpu(args);
+    }
     let total = (args.sizes.len() * args.threads.len() * (args.runs + 1)) as u64;
     check_sizes(&args.sizes)?;
     let bar = progress::bar(total, "bench");
@@ -192,6 +208,46 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             println!(
                 "{n:>8} {threads:>8} {side:>7} {:>12.3} {pps:>12.3e} {ups:>16.3e}",
                 t * 1e3
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `bench --device cuda`: per size, the device-only and host-to-host medians.
+fn bench_gpu(args: BenchArgs) -> Result<()> {
+    check_sizes(&args.sizes)?;
+    let mut rows = Vec::new();
+    for &n in &args.sizes {
+        let (patches, offsets) = bench_grid(n, 1)?;
+        let plan = Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP)?;
+        let (end_to_end, resident) = device::gpu_times(
+            &plan,
+            Operation::ReassemblePosition,
+            patches.view(),
+            args.runs,
+        )?;
+        rows.push((n, plan.canvas_shape().0, resident, end_to_end));
+    }
+    if args.json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|&(n, side, resident, e2e)| {
+                json!({"size": n, "device": "cuda", "canvas": side, "device_median_s": resident, "host_to_host_median_s": e2e, "patches_per_s": n as f64 / resident})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        println!(
+            "{:>8} {:>7} {:>14} {:>16} {:>12}",
+            "Size", "Canvas", "Device (ms)", "Host→host (ms)", "Patches/s"
+        );
+        for &(n, side, resident, e2e) in &rows {
+            println!(
+                "{n:>8} {side:>7} {:>14.4} {:>16.3} {:>12.3e}",
+                resident * 1e3,
+                e2e * 1e3,
+                n as f64 / resident
             );
         }
     }

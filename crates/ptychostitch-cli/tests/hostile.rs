@@ -521,3 +521,45 @@ fn every_offset_layout_through_the_cli() {
     }
     assert!(images.windows(2).all(|w| w[0] == w[1]));
 }
+
+/// `--device cuda`: the same bits as the CPU where a GPU is found; one clear `GpuUnavailable`
+/// line and exit 1 where none is (CI).
+#[test]
+fn device_cuda_is_exact_or_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (patches, x, y) = scan(12, 16);
+    let input = dir.path().join("s.npz");
+    write_scan(&input, &patches, &x, &y);
+    let (cpu, gpu) = (dir.path().join("cpu.npz"), dir.path().join("gpu.npz"));
+    cli()
+        .arg("reassemble")
+        .arg(&input)
+        .args(["-M", "8", "-o"])
+        .arg(&cpu)
+        .assert()
+        .success();
+    let out = cli()
+        .arg("reassemble")
+        .arg(&input)
+        .args(["-M", "8", "--device", "cuda", "-o"])
+        .arg(&gpu)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        assert_eq!(bits(&read_c2(&gpu, "image")), bits(&read_c2(&cpu, "image")));
+    } else {
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            e.starts_with("error: GpuUnavailable: ") && e.trim_end().lines().count() == 1,
+            "{e}"
+        );
+        assert!(!gpu.exists());
+        for sub in [
+            &["validate", "--sizes", "50"][..],
+            &["bench", "--sizes", "50", "--runs", "1"],
+        ] {
+            let e = fails(cli().args(sub).args(["--device", "cuda"]));
+            assert!(e.starts_with("error: GpuUnavailable: "), "{e}");
+        }
+    }
+}

@@ -49,6 +49,11 @@ pub fn stitch<T: Sample, D: Dimension>(
     // (2 per patch), the tile lists (built for this geometry), `image` (S·S pixels) and
     // `weights` (S·S); the launcher runs synchronously and they outlive it.
     unsafe { ptychostitch_emulate(&args, gx, gy) };
-    debug_assert!(weights.iter().all(|w| !w.is_nan()));
+    debug_assert!(
+        weights.iter().all(|w| !w.is_nan()),
+        "{} of {} weights unwritten; grid {gx}×{gy}, side {side}, args {args:?}",
+        weights.iter().filter(|w| w.is_nan()).count(),
+        weights.len()
+    );
     Ok(image)
 }

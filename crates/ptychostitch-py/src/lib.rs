@@ -316,9 +316,29 @@ impl Plan {
     }
 }
 
+/// Whether a GPU can be used: `(True, device name, None)` or `(False, None, reason)`.
+#[pyfunction]
+fn gpu_available(py: Python<'_>) -> (bool, Option<String>, Option<String>) {
+    #[cfg(feature = "cuda")]
+    let found = py.detach(ptychostitch::gpu::cuda::available);
+    #[cfg(not(feature = "cuda"))]
+    let found: Result<String, Error> = {
+        let _ = py;
+        Err(Error::GpuUnavailable {
+            reason: "this build has no CUDA support".into(),
+        })
+    };
+    match found {
+        Ok(name) => (true, Some(name), None),
+        Err(Error::GpuUnavailable { reason }) => (false, None, Some(reason)),
+        Err(e) => (false, None, Some(e.to_string())),
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stitch, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu_available, m)?)?;
     m.add_class::<Plan>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

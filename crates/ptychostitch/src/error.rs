@@ -166,6 +166,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// No GPU can be used: no driver, no device, no NVRTC, or this build has no CUDA support.
+    #[error("GpuUnavailable: {reason}")]
+    GpuUnavailable {
+        /// Why.
+        reason: String,
+    },
+
+    /// The CUDA driver reported an error while running.
+    #[error("GPU error: {reason}")]
+    Gpu {
+        /// What the driver said.
+        reason: String,
+    },
+
     /// The run was interrupted (e.g. Ctrl-C) through the plan's interrupt check.
     #[error("interrupted")]
     Interrupted,

@@ -174,7 +174,17 @@ pub(crate) fn run<T: Sample>(
         .checked_div(min_pixels_per_worker)
         .unwrap_or(usize::MAX);
     let workers = requested.min(affordable).max(1);
-    let pieces = if workers <= 1 { 1 } else { workers * 4 };
+    // Four bands per worker for balance, but no band much shorter than a footprint: a patch
+    // that straddles bands is set up (column tables, prefetch) once per band, and a streamed
+    // chunk covers only a stripe of the canvas. (n = 100,000 in chunks of 4,096 on 2 threads:
+    // 73 ms with eight bands per stripe, against 40 ms for the one-shot call.)
+    let rows_with_work = rows_touched(geometry, selection, region);
+    let tall_enough = (rows_with_work / (2 * (geometry.kept() + 1))).max(workers);
+    let pieces = if workers <= 1 {
+        1
+    } else {
+        (workers * 4).min(tall_enough)
+    };
     let bounds = band_bounds(geometry, selection, region, pieces);
     let bands = split_bands(region.cols.len(), &bounds, job.image, job.weights);
     let avx2 = simd.uses_avx2();
@@ -213,6 +223,17 @@ pub(crate) fn run<T: Sample>(
         }
     });
     Ok(())
+}
+
+/// Rows of the region that some selected patch changes (counted once).
+fn rows_touched(geometry: &Geometry, selection: Selection<'_>, region: Region) -> usize {
+    let (lo, hi) = (0..selection.len())
+        .map(|i| clipped(geometry.footprints()[selection.get(i)], region))
+        .filter(|(rows, cols)| !rows.is_empty() && !cols.is_empty())
+        .fold((usize::MAX, 0), |(lo, hi), (rows, _)| {
+            (lo.min(rows.start), hi.max(rows.end))
+        });
+    hi.saturating_sub(lo)
 }
 
 /// A footprint clipped to a region: the rows and columns of the region it changes.

@@ -12,7 +12,8 @@
 struct ptychostitch_dim3 {
     unsigned x, y, z;
 };
-static ptychostitch_dim3 blockIdx, threadIdx;
+// One launch coordinate per thread: tests emulate launches on several threads at once.
+static thread_local ptychostitch_dim3 blockIdx, threadIdx;
 
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
