@@ -8,8 +8,13 @@ use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
 
 /// `tests/data/golden` of the repository (PtychoPINN's TensorFlow outputs; see its PROVENANCE.md).
+/// `PTYCHOSTITCH_GOLDEN` overrides it, for test binaries run from another checkout (the GPU
+/// check runs prebuilt binaries on another machine).
 pub fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden")
+    match std::env::var_os("PTYCHOSTITCH_GOLDEN") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden"),
+    }
 }
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
