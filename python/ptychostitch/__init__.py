@@ -96,19 +96,23 @@ class ScanWarning(UserWarning):
     """A scan that is legal but probably not what was meant (an outlier, positions in metres)."""
 
 
+def _compute_dtype(dtype: Any) -> np.dtype:
+    """What patches of `dtype` compute in: complex64 for complex, float32 for real ones."""
+    kind = np.dtype(dtype).kind
+    if kind == "c":
+        return np.dtype(np.complex64)
+    if kind in "fiub":
+        return np.dtype(np.float32)
+    raise TypeError(
+        f"obj_tensor has dtype {dtype}; expected complex (complex64, complex128) or real "
+        "(float16/32/64, integer, bool) patches"
+    )
+
+
 def _patches(obj_tensor: Any) -> np.ndarray:
     """The patches as native-endian complex64 or float32, converting at most once."""
     a = np.asarray(obj_tensor)
-    kind = a.dtype.kind
-    if kind == "c":
-        target = np.dtype(np.complex64)
-    elif kind in "fiub":
-        target = np.dtype(np.float32)
-    else:
-        raise TypeError(
-            f"obj_tensor has dtype {a.dtype}; expected complex (complex64, complex128) or real "
-            "(float16/32/64, integer, bool) patches"
-        )
+    target = _compute_dtype(a.dtype)
     return a if a.dtype == target else a.astype(target)
 
 

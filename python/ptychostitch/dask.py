@@ -37,7 +37,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from . import _crop, _offsets, _threads, _warn, _native
+from . import _compute_dtype, _crop, _native, _offsets, _threads, _warn
 
 __all__ = ["from_npy", "reassemble_position", "shift_and_sum"]
 
@@ -107,13 +107,7 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
         raise ValueError(f"patches has shape {patches.shape}; expected (n, N, N) or (n, N, N, 1)")
     if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
         raise ValueError(f"tile must be a positive integer, not {tile!r}")
-    kind = patches.dtype.kind
-    if kind == "c":
-        dtype = np.dtype(np.complex64)
-    elif kind in "fiub":
-        dtype = np.dtype(np.float32)
-    else:
-        raise TypeError(f"patches has dtype {patches.dtype}; expected complex or real patches")
+    dtype = _compute_dtype(patches.dtype)
     n, size = patches.shape[0], patches.shape[1]
     crop, workers = _crop(M), _threads(threads)
     offsets = np.ascontiguousarray(_offsets(global_offsets))

@@ -3,12 +3,15 @@
 //! bit. NaN values are compared by position: a GPU's NaN payloads are its own (CUDA's default
 //! NaN is 0x7fffffff), so only where NaN appears is part of the contract.
 
-use ndarray::{Array2, Array3, ArrayD, Axis, s};
-use ptychostitch::npy::Npz;
+// The library's test helpers (golden cases, seeded generators), shared by path.
+#[path = "../../ptychostitch/tests/common/mod.rs"]
+mod common;
+
+use common::{GOLDEN_CASES, golden, golden_output};
+use ndarray::{Array2, Array3, s};
 use ptychostitch::{Complex32, Operation, Plan, Sample};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::PathBuf;
 
 fn bits<T: Sample>(a: &Array2<T>) -> Vec<u32> {
     let lanes: &[f32] = ptychostitch_lanes(a);
@@ -45,40 +48,15 @@ fn check<T: Sample>(what: &str, plan: &Plan, patches: ndarray::ArrayView3<'_, T>
 
 #[test]
 fn golden_cases_are_bit_identical() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden");
-    for name in [
-        "basic4",
-        "rand50",
-        "spiral200",
-        "oddM",
-        "negbig",
-        "single",
-        "same",
-        "integer",
-        "nonfinite",
-    ] {
-        let mut npz = Npz::open(&dir.join(format!("{name}.npz"))).unwrap();
-        let obj: ArrayD<Complex32> = npz.read("obj").unwrap().to_complex32().unwrap();
-        let obj: Array3<Complex32> = obj
-            .index_axis_move(Axis(3), 0)
-            .into_dimensionality()
-            .unwrap();
-        let off = npz.read("offsets").unwrap().to_f64().unwrap();
-        let m = npz.read("M").unwrap().to_scalar_i64().unwrap();
-        let plan = Plan::new(off.view(), obj.dim().1, m).unwrap();
-        check(name, &plan, obj.view());
+    for name in GOLDEN_CASES {
+        let mut case = golden(name);
+        let plan = Plan::new(case.offsets.view(), case.obj.dim().1, case.m).unwrap();
+        check(name, &plan, case.obj.view());
         // The file's own TF arrays, to close the loop.
-        let expected = npz
-            .read("reassemble_position_old")
-            .unwrap()
-            .to_complex32()
-            .unwrap();
-        let expected: Array2<Complex32> = expected
-            .index_axis_move(Axis(2), 0)
-            .into_dimensionality()
-            .unwrap();
-        let got = ptychostitch_kernel_emu::stitch(&plan, Operation::ReassemblePosition, obj.view())
-            .unwrap();
+        let expected = golden_output(&mut case, "reassemble_position_old").unwrap();
+        let got =
+            ptychostitch_kernel_emu::stitch(&plan, Operation::ReassemblePosition, case.obj.view())
+                .unwrap();
         assert_eq!(bits(&got), bits(&expected), "{name}: kernel vs TF");
     }
 }

@@ -5,58 +5,9 @@
 
 mod common;
 
-use common::{assert_bit_identical, assert_exact_bits, golden_dir};
-use ndarray::{Array2, ArrayD, Axis, Ix2};
-use ptychostitch::npy::Npz;
+use common::{GOLDEN_CASES, assert_bit_identical, assert_exact_bits, golden, golden_output};
+use ndarray::Array2;
 use ptychostitch::{Complex32, Plan};
-
-const CASES: [&str; 9] = [
-    "basic4",
-    "rand50",
-    "spiral200",
-    "oddM",
-    "negbig",
-    "single",
-    "same",
-    "integer",
-    "nonfinite",
-];
-
-struct Case {
-    name: &'static str,
-    npz: Npz,
-    obj: ArrayD<Complex32>,
-    offsets: ArrayD<f64>,
-    m: i64,
-}
-
-fn load(name: &'static str) -> Case {
-    let path = golden_dir().join(format!("{name}.npz"));
-    let mut npz = Npz::open(&path).unwrap_or_else(|e| panic!("{e}"));
-    let obj = npz.read("obj").unwrap().to_complex32().unwrap();
-    let offsets = npz.read("offsets").unwrap().to_f64().unwrap();
-    let m = npz.read("M").unwrap().to_scalar_i64().unwrap();
-    Case {
-        name,
-        npz,
-        obj,
-        offsets,
-        m,
-    }
-}
-
-/// A `(S, S, 1)` golden output as `(S, S)`, or `None` when TF could not produce it.
-fn expected(case: &mut Case, key: &str) -> Option<Array2<Complex32>> {
-    if !case.npz.contains(key) {
-        return None;
-    }
-    let a = case.npz.read(key).unwrap().to_complex32().unwrap();
-    Some(
-        a.index_axis_move(Axis(2), 0)
-            .into_dimensionality::<Ix2>()
-            .unwrap(),
-    )
-}
 
 /// Largest difference over lanes finite in both (non-finite lanes are compared by position).
 fn max_abs_diff(a: &Array2<Complex32>, b: &Array2<Complex32>) -> f32 {
@@ -77,8 +28,8 @@ fn max_abs(a: &Array2<Complex32>) -> f32 {
 
 #[test]
 fn every_golden_case_matches_ptychopinn() {
-    for name in CASES {
-        let mut case = load(name);
+    for name in GOLDEN_CASES {
+        let mut case = golden(name);
         let plan = Plan::new(case.offsets.view(), case.obj.shape()[1], case.m).unwrap();
         let outputs = [
             (
@@ -93,7 +44,7 @@ fn every_golden_case_matches_ptychopinn() {
             ),
         ];
         for (function, reference, fast) in outputs {
-            let old = expected(&mut case, &format!("{function}_old"))
+            let old = golden_output(&mut case, &format!("{function}_old"))
                 .unwrap_or_else(|| panic!("{name}: no {function}_old"));
             // Every bit, NaN payloads included, where the CPU is TF's (x86-64); NaN positions
             // (not payloads) elsewhere.
@@ -124,7 +75,7 @@ fn every_golden_case_matches_ptychopinn() {
                     &format!("{name}: {function}, {threads} threads"),
                 );
             }
-            match expected(&mut case, function) {
+            match golden_output(&mut case, function) {
                 Some(new) => {
                     let tol = 1e-5 * max_abs(&new) + 1e-6;
                     let diff = max_abs_diff(&fast, &new);
@@ -143,8 +94,7 @@ fn every_golden_case_matches_ptychopinn() {
                 // TF's new function fails for odd M (docs/semantics.md §3); the file records its error.
                 None => assert!(
                     case.npz.contains(&format!("error_{function}")),
-                    "{}: neither {function} nor error_{function}",
-                    case.name
+                    "{name}: neither {function} nor error_{function}"
                 ),
             }
         }

@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{assert_bit_identical, golden_dir, random_patches, rng};
-use ndarray::{Array2, Array3, ArrayD, Axis};
+use common::{GOLDEN_CASES, assert_bit_identical, golden, random_patches, rng};
+use ndarray::{Array2, Array3};
 use ptychostitch::gpu::cuda;
-use ptychostitch::npy::Npz;
 use ptychostitch::{Complex32, Error, Operation, Plan};
 use rand::RngExt;
 use std::io::Write;
@@ -71,25 +70,13 @@ fn golden_cases_on_the_gpu() {
         return;
     };
     eprintln!("GPU: {name}");
-    for case in [
-        "basic4",
-        "rand50",
-        "spiral200",
-        "oddM",
-        "negbig",
-        "single",
-        "same",
-        "integer",
-        "nonfinite",
-    ] {
-        let mut npz = Npz::open(&golden_dir().join(format!("{case}.npz"))).unwrap();
-        let obj: ArrayD<Complex32> = npz.read("obj").unwrap().to_complex32().unwrap();
-        let obj: Array3<Complex32> = obj
-            .index_axis_move(Axis(3), 0)
-            .into_dimensionality()
-            .unwrap();
-        let off = npz.read("offsets").unwrap().to_f64().unwrap();
-        let m = npz.read("M").unwrap().to_scalar_i64().unwrap();
+    for case in GOLDEN_CASES {
+        let common::Golden {
+            obj,
+            offsets: off,
+            m,
+            ..
+        } = golden(case);
         check(
             &Plan::new(off.view(), obj.dim().1, m).unwrap(),
             obj.view(),

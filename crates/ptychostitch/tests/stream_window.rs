@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{assert_bit_identical, golden_dir, random_patches, rng};
-use ndarray::{Array2, Array3, ArrayD, Axis, s};
-use ptychostitch::npy::Npz;
+use common::{GOLDEN_CASES, assert_bit_identical, golden, random_patches, rng};
+use ndarray::{Array2, Array3, Axis, s};
 use ptychostitch::{Complex32, Error, Operation, Plan};
 use rand::RngExt;
 
@@ -142,33 +141,15 @@ fn windows_tile_the_canvas_exactly() {
     }
 }
 
-fn golden(name: &str) -> (Array3<Complex32>, Array2<f64>, i64) {
-    let mut npz = Npz::open(&golden_dir().join(format!("{name}.npz"))).unwrap();
-    let obj: ArrayD<Complex32> = npz.read("obj").unwrap().to_complex32().unwrap();
-    let obj = obj
-        .index_axis_move(Axis(3), 0)
-        .into_dimensionality()
-        .unwrap();
-    let off = npz.read("offsets").unwrap().to_f64().unwrap();
-    let n = off.shape()[0];
-    let off = off.into_shape_with_order((n, 2)).unwrap();
-    (obj, off, npz.read("M").unwrap().to_scalar_i64().unwrap())
-}
-
 #[test]
 fn golden_cases_stream_and_tile_exactly() {
-    for name in [
-        "basic4",
-        "rand50",
-        "spiral200",
-        "oddM",
-        "negbig",
-        "single",
-        "same",
-        "integer",
-        "nonfinite",
-    ] {
-        let (obj, off, m) = golden(name);
+    for name in GOLDEN_CASES {
+        let common::Golden {
+            obj,
+            offsets: off,
+            m,
+            ..
+        } = golden(name);
         check_stream(name, &obj, &off, m, 1);
         if name != "negbig" {
             check_windows(name, &obj, &off, m);

@@ -17,6 +17,61 @@ pub fn golden_dir() -> PathBuf {
     }
 }
 
+/// The golden cases of `tests/data/golden` (see its PROVENANCE.md).
+pub const GOLDEN_CASES: [&str; 9] = [
+    "basic4",
+    "rand50",
+    "spiral200",
+    "oddM",
+    "negbig",
+    "single",
+    "same",
+    "integer",
+    "nonfinite",
+];
+
+/// A golden case's inputs: patches `(n, N, N)`, offsets `(n, 2)`, `M`, and the open archive
+/// (for its TF outputs).
+pub struct Golden {
+    pub obj: ndarray::Array3<Complex32>,
+    pub offsets: Array2<f64>,
+    pub m: i64,
+    pub npz: ptychostitch::npy::Npz,
+}
+
+pub fn golden(name: &str) -> Golden {
+    let path = golden_dir().join(format!("{name}.npz"));
+    let mut npz = ptychostitch::npy::Npz::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let obj = npz.read("obj").unwrap().to_complex32().unwrap();
+    let obj = obj
+        .index_axis_move(ndarray::Axis(3), 0)
+        .into_dimensionality()
+        .unwrap();
+    let offsets = npz.read("offsets").unwrap().to_f64().unwrap();
+    let n = offsets.shape()[0];
+    let offsets = offsets.into_shape_with_order((n, 2)).unwrap();
+    let m = npz.read("M").unwrap().to_scalar_i64().unwrap();
+    Golden {
+        obj,
+        offsets,
+        m,
+        npz,
+    }
+}
+
+/// A golden `(S, S, 1)` output as `(S, S)`, or `None` when the file does not hold it.
+pub fn golden_output(case: &mut Golden, key: &str) -> Option<Array2<Complex32>> {
+    if !case.npz.contains(key) {
+        return None;
+    }
+    let a = case.npz.read(key).unwrap().to_complex32().unwrap();
+    Some(
+        a.index_axis_move(ndarray::Axis(2), 0)
+            .into_dimensionality()
+            .unwrap(),
+    )
+}
+
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
