@@ -33,9 +33,12 @@ values raise ``ValueError`` with a message naming the argument. The GIL is relea
 work runs; ``threads=`` bounds the worker threads (``None`` or ``0``: all cores; a non-integer
 is a ``TypeError``). Ctrl-C stops the slow ``_old`` functions within a fraction of a second.
 
-TensorFlow
-----------
-A ``tf.Tensor`` (or ``tf.Variable``) of patches gives a ``tf.Tensor`` back, so PtychoPINN code
+Array types
+-----------
+torch CPU tensors and JAX CPU arrays are read through DLPack without a copy and give the same
+type back; GPU tensors are refused with a ``TypeError`` for now (the GPU path is the CLI's
+``--device cuda`` and the Rust API). A ``tf.Tensor`` (or ``tf.Variable``) of patches gives a
+``tf.Tensor`` back, so PtychoPINN code
 that calls ``.numpy()`` on the result keeps working; anything else gives NumPy. TensorFlow is
 never imported by this package: it is used only when the input already is one of its tensors.
 Inside ``tf.function`` (graph mode) the work runs through ``tf.numpy_function`` with the known
@@ -165,12 +168,49 @@ def _symbolic(tf: Any, value: Any) -> bool:
     return isinstance(value, tf.Tensor) and bool(tf.is_symbolic_tensor(value))
 
 
+# DLPack device types whose memory the CPU can read: kDLCPU, kDLCUDAHost, kDLCUDAManaged.
+_HOST_DEVICES = (1, 3, 13)
+
+
+def _dlpack_device(value: Any) -> Optional[int]:
+    """The DLPack device type of a non-NumPy array that speaks DLPack (torch, JAX, CuPy, …)."""
+    if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack_device__"):
+        return None
+    try:
+        return int(value.__dlpack_device__()[0])
+    except Exception:  # a broken producer: treat it as array-like
+        return None
+
+
+def _to_framework(like: Any, result: np.ndarray) -> Any:
+    """`result` as the array type of `like` (zero-copy through DLPack), NumPy if unknown."""
+    root = type(like).__module__.split(".")[0]
+    if root == "torch" and "torch" in sys.modules:
+        return sys.modules["torch"].from_dlpack(result)
+    if root in ("jax", "jaxlib") and "jax" in sys.modules:
+        return sys.modules["jax"].numpy.from_dlpack(result)
+    return result
+
+
 def _like(obj: Any, inputs: Tuple[Any, ...], compute: Callable[..., np.ndarray]) -> Any:
     """Runs ``compute(*inputs)`` on NumPy arrays and returns the result in ``obj``'s array type:
-    a ``tf.Tensor`` for TF input (through ``tf.numpy_function`` in graph mode), else NumPy."""
+    a ``tf.Tensor`` for TF input (through ``tf.numpy_function`` in graph mode), a torch or JAX
+    array for theirs (read and returned through DLPack without a copy), else NumPy."""
     tf = _tf_for(*inputs)
     if tf is None:
-        return compute(*inputs)
+        devices = [_dlpack_device(v) for v in inputs]
+        if all(d is None for d in devices):
+            return compute(*inputs)
+        for v, d in zip(inputs, devices):
+            if d is not None and d not in _HOST_DEVICES:
+                raise TypeError(
+                    f"{type(v).__module__}.{type(v).__name__} lives on an accelerator (DLPack device type {d}); "
+                    "the Python functions read host memory only so far: pass a CPU copy (e.g. .cpu()), "
+                    "or stitch on the GPU with `ptychostitch reassemble --device cuda`"
+                )
+        host = tuple(np.from_dlpack(v) if d is not None else v for v, d in zip(inputs, devices))
+        result = compute(*host)
+        return _to_framework(obj, result) if devices[0] is not None else result
     if any(_symbolic(tf, v) for v in inputs):
         dtype = obj.dtype if isinstance(obj, (tf.Tensor, tf.Variable)) else tf.as_dtype(np.asarray(obj).dtype)
         out_dtype = tf.complex64 if dtype.is_complex else tf.float32
