@@ -57,16 +57,7 @@ pub fn limit() -> Limit {
 
 /// Checks that `bytes` fit in the effective limit; the error says what for and how much.
 pub fn check(bytes: f64, side: f64) -> Result<()> {
-    let limit = limit();
-    if bytes.is_finite() && bytes <= limit.bytes {
-        return Ok(());
-    }
-    Err(Error::CanvasTooLarge {
-        side,
-        needed_bytes: bytes,
-        limit_bytes: limit.bytes,
-        limit_source: limit.source,
-    })
+    check_with(bytes, side, 0.0, limit())
 }
 
 /// Checks that `bytes` more than the process uses now fit in the effective limit: resident
@@ -79,6 +70,10 @@ pub fn check_additional(bytes: f64, side: f64) -> Result<()> {
     } else {
         status_bytes("VmRSS:").unwrap_or(0.0)
     };
+    check_with(bytes, side, in_use, limit)
+}
+
+fn check_with(bytes: f64, side: f64, in_use: f64, limit: Limit) -> Result<()> {
     if bytes.is_finite() && in_use + bytes <= limit.bytes {
         return Ok(());
     }
