@@ -89,6 +89,7 @@ pub fn gpu_times(
     patches: ArrayView3<'_, Complex32>,
     _: usize,
 ) -> Result<(f64, f64)> {
+    // Without CUDA support this is the GpuUnavailable error.
     gpu_stitch(plan, operation, patches)?;
-    unreachable!("gpu_stitch fails without CUDA support")
+    Ok((f64::NAN, f64::NAN))
 }
