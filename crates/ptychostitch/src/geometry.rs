@@ -193,13 +193,24 @@ impl Geometry {
         patches: ArrayView<'a, T, D>,
     ) -> Result<ArrayView3<'a, T>> {
         let stack = patch_stack(patches)?;
-        let (n, size, _) = stack.dim();
+        let n = stack.dim().0;
         if n != self.len() {
             return Err(Error::CountMismatch {
                 patches: n,
                 offsets: self.len(),
             });
         }
+        self.check_chunk(stack)
+    }
+
+    /// Checks that a chunk of patches (any count, none included) has this geometry's patch
+    /// side and returns it as `(k, N, N)`.
+    pub fn check_chunk<'a, T, D: Dimension>(
+        &self,
+        patches: ArrayView<'a, T, D>,
+    ) -> Result<ArrayView3<'a, T>> {
+        let stack = stack_view(patches)?;
+        let size = stack.dim().1;
         if size != self.patch_size {
             return Err(Error::PatchSize {
                 expected: self.patch_size,
@@ -324,25 +335,6 @@ fn extremes(n: usize, at: &impl Fn(usize) -> f32, largest: bool) -> (usize, usiz
         }
     }
     (first, second)
-}
-
-impl Geometry {
-    /// Checks that a chunk of patches (any count, none included) has this geometry's patch
-    /// side and returns it as `(k, N, N)`.
-    pub fn check_chunk<'a, T, D: Dimension>(
-        &self,
-        patches: ArrayView<'a, T, D>,
-    ) -> Result<ArrayView3<'a, T>> {
-        let stack = stack_view(patches)?;
-        let size = stack.dim().1;
-        if size != self.patch_size {
-            return Err(Error::PatchSize {
-                expected: self.patch_size,
-                found: size,
-            });
-        }
-        Ok(stack)
-    }
 }
 
 /// Accepts `(n, N, N)` or `(n, N, N, 1)` patches, `n ≥ 1`, and returns the `(n, N, N)` view.

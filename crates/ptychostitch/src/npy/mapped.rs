@@ -12,11 +12,10 @@
 //! where the bytes allow it and converts chunk by chunk where they do not, with the header parser
 //! that the reader already uses (and that the fuzz tests cover).
 
-use super::{NpyArray, NpyError, Npz, Storage, read_header};
+use super::{NpyArray, NpyError, Npz, Storage, open_file, read_header};
 use memmap2::{Mmap, UncheckedAdvice};
 use ndarray::{ArrayViewD, IxDyn};
 use num_complex::Complex32;
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -34,25 +33,16 @@ impl MappedBytes {
     }
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> NpyError + '_ {
-    move |error| NpyError::Io {
-        path: path.to_path_buf(),
-        error,
-    }
-}
-
 /// Maps `path` read-only.
 fn map_file(path: &Path) -> Result<Arc<Mmap>, NpyError> {
-    let file = File::open(path).map_err(io(path))?;
-    if file.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(io(path)(std::io::Error::from(
-            std::io::ErrorKind::IsADirectory,
-        )));
-    }
+    let file = open_file(path)?;
     // SAFETY: the map is only ever read, through `&[u8]`. Another process that writes the file
     // while it is mapped changes the bytes under us (as it would for any reader) and one that
     // truncates it makes later reads fault; both are outside what a read-only input can promise.
-    let map = unsafe { Mmap::map(&file) }.map_err(io(path))?;
+    let map = unsafe { Mmap::map(&file) }.map_err(|error| NpyError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
     Ok(Arc::new(map))
 }
 

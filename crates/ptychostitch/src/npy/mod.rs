@@ -603,17 +603,21 @@ fn read_exactly(
 
 /// Reads a `.npy` file (only the bytes its header declares).
 pub fn read_npy(path: &Path) -> Result<NpyArray, NpyError> {
-    let file = File::open(path).map_err(|error| NpyError::Io {
+    let file = open_file(path)?;
+    NpyArray::read_from(&path.display().to_string(), std::io::BufReader::new(file))
+}
+
+/// Opens a file to read, refusing a directory (which `File::open` accepts on Linux).
+fn open_file(path: &Path) -> Result<File, NpyError> {
+    let io = |error| NpyError::Io {
         path: path.to_path_buf(),
         error,
-    })?;
+    };
+    let file = File::open(path).map_err(io)?;
     if file.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(NpyError::Io {
-            path: path.to_path_buf(),
-            error: std::io::Error::from(std::io::ErrorKind::IsADirectory),
-        });
+        return Err(io(std::io::Error::from(std::io::ErrorKind::IsADirectory)));
     }
-    NpyArray::read_from(&path.display().to_string(), std::io::BufReader::new(file))
+    Ok(file)
 }
 
 /// An open `.npz` archive.
@@ -625,10 +629,7 @@ pub struct Npz {
 impl Npz {
     /// Opens an `.npz` file (stored or deflated, as `np.savez` / `np.savez_compressed` write).
     pub fn open(path: &Path) -> Result<Self, NpyError> {
-        let file = File::open(path).map_err(|error| NpyError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let file = open_file(path)?;
         let archive = zip::ZipArchive::new(file).map_err(|e| NpyError::Archive {
             path: path.to_path_buf(),
             reason: e.to_string(),
