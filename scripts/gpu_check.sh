@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The GPU checks, in one run, on a machine with an NVIDIA GPU:
-#   1. the GPU tests (golden cases and randomised scans, bit for bit against the CPU reference);
-#   2. `validate --device cuda` (GPU against the CPU reference on the bench-grid scan);
-#   3. `bench --device cuda` at n = 10,000, 100,000 and 1,000,000 (generating the 1M scan takes
-#      about 4 minutes of one core; then device time with the stack
+#   1. the Rust GPU tests (golden cases and randomised scans bit for bit against the CPU
+#      reference; pinned staging of large host stacks; device memory, strided, on a borrowed
+#      stream);
+#   2. the Python GPU tests (python/tests/test_gpu.py: torch, CuPy and JAX arrays in CUDA
+#      memory, in place through DLPack, on the caller's stream, golden bits), with the wheel
+#      built by `prepare`;
+#   3. `validate --device cuda` (GPU against the CPU reference on the bench-grid scan);
+#   4. scripts/bench_gpu.py: torch tensor in -> torch tensor out, the kernel alone, a torch
+#      index_add_ baseline and the memory floor, n = 10,000, 100,000 and 1,000,000;
+#   5. `bench --device cuda` at n = 10,000 and 100,000 (host arrays: device time with the stack
 #      resident, host-to-host time with the copies), next to the CPU in the same run.
-# Results go to $OUT (or target/gpu-check-out).
+# Results go to $OUT (or target/gpu-check-out). About 4 minutes on an H100 (estimate).
 #
-#   scripts/gpu_check.sh prepare   # on a build machine: build the binaries into target/gpu-check
+#   scripts/gpu_check.sh prepare   # on a build machine: binaries and a CPython 3.12 wheel
+#                                  # into target/gpu-check (PYTHON_VERSION=3.11 for another)
 #   scripts/gpu_check.sh           # on the GPU machine (builds first if cargo is there and
 #                                  # target/gpu-check is missing)
 #
@@ -31,6 +38,9 @@ for line in sys.stdin:
   mkdir -p "$bin"
   cp target/release/ptychostitch "$bin/ptychostitch"
   cp "$test_bin" "$bin/gpu-tests"
+  local maturin=${MATURIN:-$(command -v maturin || echo target/test-venv/bin/maturin)}
+  rm -rf "$bin/wheels"
+  "$maturin" build --release --quiet -i "python${PYTHON_VERSION:-3.12}" -o "$bin/wheels"
   echo "prepared $bin: $(ls "$bin" | tr '\n' ' ')"
 }
 
@@ -72,8 +82,17 @@ run() { # name, command...
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; lscpu | grep 'Model name'; } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
-run gpu-tests env PTYCHOSTITCH_GOLDEN=tests/data/golden "$bin/gpu-tests" --nocapture
+run gpu-tests env PTYCHOSTITCH_GOLDEN=tests/data/golden "$bin/gpu-tests" --nocapture --test-threads 1
+site=/tmp/ptychostitch-site
+rm -rf "$site"
+if python3 -m pip install --quiet --no-index --no-deps --target "$site" "$bin"/wheels/*.whl; then
+  run python-gpu-tests env PYTHONPATH="$site" python3 -m pytest -ra -p no:cacheprovider python/tests/test_gpu.py
+  run bench-torch env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --json "$out/bench_gpu.json"
+else
+  echo "!! the wheel in $bin/wheels does not install here: Python tests and the torch benchmark skipped"
+  status=1
+fi
 run validate "$bin/ptychostitch" validate --device cuda --sizes 100,1000,10000
-run bench-gpu "$bin/ptychostitch" bench --device cuda --sizes 10000,100000,1000000 --runs 10
+run bench-gpu "$bin/ptychostitch" bench --device cuda --sizes 10000,100000 --runs 10
 run bench-cpu "$bin/ptychostitch" bench --sizes 10000,100000 --runs 5
 exit $status

@@ -36,14 +36,25 @@ is a ``TypeError``). Ctrl-C stops the slow ``_old`` functions within a fraction 
 Array types
 -----------
 torch CPU tensors and JAX CPU arrays are read through DLPack without a copy and give the same
-type back; GPU tensors are refused with a ``TypeError`` for now (the GPU path is the CLI's
-``--device cuda`` and the Rust API). A ``tf.Tensor`` (or ``tf.Variable``) of patches gives a
-``tf.Tensor`` back, so PtychoPINN code
-that calls ``.numpy()`` on the result keeps working; anything else gives NumPy. TensorFlow is
-never imported by this package: it is used only when the input already is one of its tensors.
-Inside ``tf.function`` (graph mode) the work runs through ``tf.numpy_function`` with the known
-dtype and rank ``(S, S, 1)``; it has no gradient. ``ptychostitch.ptychopinn.install()`` swaps
-these functions into ``ptycho.tf_helper``.
+type back. A ``tf.Tensor`` (or ``tf.Variable``) of patches gives a ``tf.Tensor`` back, so
+PtychoPINN code that calls ``.numpy()`` on the result keeps working; anything else gives NumPy.
+TensorFlow is never imported by this package: it is used only when the input already is one of
+its tensors. Inside ``tf.function`` (graph mode) the work runs through ``tf.numpy_function``
+with the known dtype and rank ``(S, S, 1)``; it has no gradient.
+``ptychostitch.ptychopinn.install()`` swaps these functions into ``ptycho.tf_helper``.
+
+On the GPU
+----------
+Patches in CUDA memory -- a torch CUDA tensor, a CuPy array, a JAX GPU array, an eager
+TensorFlow GPU tensor -- are stitched on their GPU, read in place through DLPack, and the result
+is the same framework's tensor on the same device, bit for bit the CPU result. torch and CuPy
+work runs on the caller's current stream and returns without waiting, like their own
+operations (the canvas is allocated by the framework); JAX and TensorFlow inputs are read on
+the legacy default stream and the call waits for the result. Other dtypes are converted on the
+device first (complex -> complex64, real -> float32). Without a usable GPU this raises
+:class:`GpuUnavailable`; :func:`gpu_available` says why. The ``_old`` reference functions run on
+the CPU only. Free functions build the GPU tables each call; a :class:`Plan` builds them once
+per device.
 
 Warnings
 --------
@@ -65,6 +76,7 @@ from . import _native
 
 __all__ = [
     "GpuInfo",
+    "GpuUnavailable",
     "Plan",
     "ScanWarning",
     "gpu_available",
@@ -74,6 +86,13 @@ __all__ = [
     "shift_and_sum_old",
 ]
 __version__: str = _native.__version__
+
+GpuUnavailable = _native.GpuUnavailable
+GpuUnavailable.__module__ = __name__
+GpuUnavailable.__doc__ = (
+    "No GPU can be used here (no NVIDIA driver, no such device, no NVRTC, or a build without CUDA); "
+    "a RuntimeError. The message says which."
+)
 
 
 class GpuInfo(NamedTuple):
@@ -170,6 +189,8 @@ def _symbolic(tf: Any, value: Any) -> bool:
 
 # DLPack device types whose memory the CPU can read: kDLCPU, kDLCUDAHost, kDLCUDAManaged.
 _HOST_DEVICES = (1, 3, 13)
+# kDLCUDA: memory the GPU path reads in place.
+_CUDA = 2
 
 
 def _dlpack_device(value: Any) -> Optional[int]:
@@ -182,35 +203,69 @@ def _dlpack_device(value: Any) -> Optional[int]:
         return None
 
 
+def _framework(value: Any) -> Optional[str]:
+    """Which framework's array `value` is: "torch", "cupy", "jax", "tensorflow" or None."""
+    root = type(value).__module__.split(".")[0]
+    if root == "jaxlib":
+        return "jax"
+    return root if root in ("torch", "cupy", "jax", "tensorflow") and root in sys.modules else None
+
+
 def _to_framework(like: Any, result: np.ndarray) -> Any:
     """`result` as the array type of `like` (zero-copy through DLPack), NumPy if unknown."""
-    root = type(like).__module__.split(".")[0]
-    if root == "torch" and "torch" in sys.modules:
+    kind = _framework(like)
+    if kind == "torch":
         return sys.modules["torch"].from_dlpack(result)
-    if root in ("jax", "jaxlib") and "jax" in sys.modules:
+    if kind == "jax":
         return sys.modules["jax"].numpy.from_dlpack(result)
     return result
 
 
-def _like(obj: Any, inputs: Tuple[Any, ...], compute: Callable[..., np.ndarray]) -> Any:
+def _host(value: Any) -> Any:
+    """`value` readable by NumPy: device arrays (offsets on a GPU) are copied to the host."""
+    device = _dlpack_device(value)
+    if device is None or device in _HOST_DEVICES:
+        return value
+    kind = _framework(value)
+    if kind == "torch":
+        return value.detach().cpu().numpy()
+    if kind == "cupy":
+        return value.get()
+    return np.asarray(value)
+
+
+def _on_tf_gpu(tf: Any, value: Any) -> bool:
+    """An eager TensorFlow tensor (or variable) held by a GPU."""
+    return isinstance(value, (tf.Tensor, tf.Variable)) and not _symbolic(tf, value) and "GPU" in (value.device or "")
+
+
+def _like(
+    obj: Any,
+    inputs: Tuple[Any, ...],
+    compute: Callable[..., np.ndarray],
+    gpu: Optional[Callable[[Any], Any]] = None,
+) -> Any:
     """Runs ``compute(*inputs)`` on NumPy arrays and returns the result in ``obj``'s array type:
     a ``tf.Tensor`` for TF input (through ``tf.numpy_function`` in graph mode), a torch or JAX
-    array for theirs (read and returned through DLPack without a copy), else NumPy."""
+    array for theirs (read and returned through DLPack without a copy), else NumPy. Patches in
+    CUDA memory go to ``gpu(obj)`` instead."""
     tf = _tf_for(*inputs)
     if tf is None:
         devices = [_dlpack_device(v) for v in inputs]
         if all(d is None for d in devices):
             return compute(*inputs)
-        for v, d in zip(inputs, devices):
-            if d is not None and d not in _HOST_DEVICES:
-                raise TypeError(
-                    f"{type(v).__module__}.{type(v).__name__} lives on an accelerator (DLPack device type {d}); "
-                    "the Python functions read host memory only so far: pass a CPU copy (e.g. .cpu()), "
-                    "or stitch on the GPU with `ptychostitch reassemble --device cuda`"
-                )
-        host = tuple(np.from_dlpack(v) if d is not None else v for v, d in zip(inputs, devices))
+        if devices[0] == _CUDA and gpu is not None:
+            return gpu(obj)
+        if devices[0] is not None and devices[0] not in _HOST_DEVICES:
+            raise TypeError(
+                f"{type(obj).__module__}.{type(obj).__name__} lives on an accelerator the GPU path does not "
+                f"read (DLPack device type {devices[0]}; CUDA is 2): pass a CPU copy"
+            )
+        host = tuple(np.from_dlpack(v) if d in _HOST_DEVICES else _host(v) for v, d in zip(inputs, devices))
         result = compute(*host)
         return _to_framework(obj, result) if devices[0] is not None else result
+    if gpu is not None and _on_tf_gpu(tf, obj):
+        return gpu(obj)
     if any(_symbolic(tf, v) for v in inputs):
         dtype = obj.dtype if isinstance(obj, (tf.Tensor, tf.Variable)) else tf.as_dtype(np.asarray(obj).dtype)
         out_dtype = tf.complex64 if dtype.is_complex else tf.float32
@@ -221,6 +276,60 @@ def _like(obj: Any, inputs: Tuple[Any, ...], compute: Callable[..., np.ndarray])
     return tf.convert_to_tensor(result) if isinstance(obj, (tf.Tensor, tf.Variable)) else result
 
 
+# --- The GPU path ---------------------------------------------------------------------------
+
+def _device_cast(obj: Any, kind: Optional[str]) -> Any:
+    """Patches in GPU memory as complex64 or float32, converted on their device if need be."""
+    if kind == "torch":
+        torch = sys.modules["torch"]
+        target = torch.complex64 if obj.is_complex() else torch.float32
+        return obj if obj.dtype == target else obj.to(target)
+    if kind == "tensorflow":
+        tf = sys.modules["tensorflow"]
+        target = tf.complex64 if obj.dtype.is_complex else tf.float32
+        obj = tf.convert_to_tensor(obj)
+        return obj if obj.dtype == target else tf.cast(obj, target)
+    if kind in ("cupy", "jax"):
+        target = _compute_dtype(obj.dtype)
+        return obj if obj.dtype == target else obj.astype(target)
+    return obj  # another DLPack producer: the native layer checks the dtype
+
+
+def _patch_side(obj: Any) -> int:
+    """N of an ``(n, N, N[, 1])`` stack (the native layer checks the whole shape)."""
+    shape = tuple(getattr(obj, "shape", ()))
+    return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else 1
+
+
+def _run_on_gpu(plan: Any, obj: Any, op: str) -> Any:
+    """Stitches patches held in CUDA memory on their GPU with the native `plan`; returns the
+    ``(S, S, 1)`` canvas as the caller's framework tensor on the same device."""
+    kind = _framework(obj)
+    obj = _device_cast(obj, kind)
+    side = plan.canvas_side
+    if kind == "torch":
+        torch = sys.modules["torch"]
+        stream = torch.cuda.current_stream(obj.device).cuda_stream
+        out = torch.empty((side, side, 1), dtype=obj.dtype, device=obj.device)
+        plan.run_cuda(obj, op, stream, out)
+        return out
+    if kind == "cupy":
+        cupy = sys.modules["cupy"]
+        with obj.device:
+            stream = cupy.cuda.get_current_stream().ptr
+            out = cupy.empty((side, side, 1), dtype=obj.dtype)
+            plan.run_cuda(obj, op, stream, out)
+        return out
+    if kind == "tensorflow":
+        tf = sys.modules["tensorflow"]
+        canvas = plan.run_cuda(tf.experimental.dlpack.to_dlpack(obj), op)
+        return tf.experimental.dlpack.from_dlpack(canvas.__dlpack__())
+    canvas = plan.run_cuda(obj, op)
+    if kind == "jax":
+        return sys.modules["jax"].dlpack.from_dlpack(canvas)
+    return canvas  # a DeviceArray: any framework imports it with from_dlpack
+
+
 def _stitch(obj_tensor: Any, global_offsets: Any, M: Any, op: str, reference: bool, threads: Any) -> Any:
     crop, workers = _crop(M), _threads(threads)
 
@@ -229,7 +338,17 @@ def _stitch(obj_tensor: Any, global_offsets: Any, M: Any, op: str, reference: bo
         _warn(texts)
         return out[:, :, np.newaxis]
 
-    return _like(obj_tensor, (obj_tensor, global_offsets), compute)
+    def gpu(obj: Any) -> Any:
+        if reference:
+            raise TypeError(
+                "the reference (_old) functions run on the CPU only: pass a host copy of the patches, "
+                "or call shift_and_sum / reassemble_position, which give the same bits on the GPU"
+            )
+        plan = _native.Plan(_offsets(_host(global_offsets)), _patch_side(obj), crop, 0)
+        _warn(plan.warnings)
+        return _run_on_gpu(plan, obj, op)
+
+    return _like(obj_tensor, (obj_tensor, global_offsets), compute, gpu)
 
 
 def shift_and_sum(obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None) -> Any:
@@ -268,7 +387,7 @@ class Plan:
     """Positions fixed, patches changing: plan once, stitch every training step.
 
     ``Plan(global_offsets, patch_size, M=10)`` validates the ``[x, y]`` offsets and computes the
-    canvas once; ``shift_and_sum(obj)`` / ``reassemble_position(obj)`` then give exactly the
+    canvas once (and, on first GPU use, uploads its tables to that GPU); ``shift_and_sum(obj)`` / ``reassemble_position(obj)`` then give exactly the
     free functions' arrays (a ``tf.Tensor`` for TF input). The weight canvas is computed on
     first use and cached.
     """
@@ -276,7 +395,7 @@ class Plan:
     __slots__ = ("_plan",)
 
     def __init__(self, global_offsets: Any, patch_size: int, M: int = 10, *, threads: Optional[int] = None) -> None:
-        self._plan = _native.Plan(_offsets(global_offsets), int(patch_size), _crop(M), _threads(threads))
+        self._plan = _native.Plan(_offsets(_host(global_offsets)), int(patch_size), _crop(M), _threads(threads))
         for text in self._plan.warnings:
             warnings.warn(text, ScanWarning, stacklevel=2)
 
@@ -308,7 +427,12 @@ class Plan:
         return self._plan.weights()[:, :, np.newaxis]
 
     def _run(self, obj: Any, op: str) -> Any:
-        return _like(obj, (obj,), lambda o: self._plan.run(_patches(o), op)[:, :, np.newaxis])
+        return _like(
+            obj,
+            (obj,),
+            lambda o: self._plan.run(_patches(o), op)[:, :, np.newaxis],
+            lambda o: _run_on_gpu(self._plan, o, op),
+        )
 
     def shift_and_sum(self, obj: Any) -> Any:
         """``shift_and_sum`` of these patches on this plan's canvas."""

@@ -36,6 +36,7 @@ pub fn stitch<T: Sample, D: Dimension>(
         Stack {
             address: stack.as_ptr() as u64,
             count: stack.dim().0,
+            size: stack.dim().1,
             strides: [strides[0] as i64, strides[1] as i64, strides[2] as i64],
             lanes: T::LANES,
         },

@@ -8,14 +8,25 @@ use ndarray::{Array2, ArrayViewD};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn};
 use ptychostitch::geometry::patch_stack;
 use ptychostitch::{Complex32, Error, Interrupt, Operation, Plan as CorePlan, Sample};
+use pyo3::create_exception;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "cuda")]
+mod gpu;
+
+create_exception!(
+    _native,
+    GpuUnavailable,
+    PyRuntimeError,
+    "No GPU can be used here: no NVIDIA driver, no such device, no NVRTC, or a build without CUDA."
+);
+
 /// Maps a library error to the precise Python exception. An interrupt re-raises what Python's
 /// signal handler raised (KeyboardInterrupt for Ctrl-C).
-fn to_py(err: Error, signals: &Signals) -> PyErr {
+pub(crate) fn to_py(err: Error, signals: &Signals) -> PyErr {
     match err {
         Error::Interrupted => signals
             .raised
@@ -24,7 +35,8 @@ fn to_py(err: Error, signals: &Signals) -> PyErr {
             .take()
             .unwrap_or_else(|| PyKeyboardInterrupt::new_err("interrupted")),
         Error::OutOfMemory { .. } => PyMemoryError::new_err(err.to_string()),
-        Error::ThreadPool { .. } => PyRuntimeError::new_err(err.to_string()),
+        Error::ThreadPool { .. } | Error::Gpu { .. } => PyRuntimeError::new_err(err.to_string()),
+        Error::GpuUnavailable { .. } => GpuUnavailable::new_err(err.to_string()),
         _ => PyValueError::new_err(err.to_string()),
     }
 }
@@ -32,7 +44,7 @@ fn to_py(err: Error, signals: &Signals) -> PyErr {
 /// Python's pending signals, checked from inside long runs (with the GIL taken back briefly at
 /// most every 20 ms), so that Ctrl-C stops the reference path within a fraction of a second.
 #[derive(Clone, Default)]
-struct Signals {
+pub(crate) struct Signals {
     raised: Arc<Mutex<Option<PyErr>>>,
 }
 
@@ -59,7 +71,7 @@ impl Signals {
 
 /// What to compute.
 #[derive(Clone, Copy)]
-enum Op {
+pub(crate) enum Op {
     ShiftAndSum,
     Reassemble,
 }
@@ -174,6 +186,8 @@ fn parse_op(op: &str) -> PyResult<Op> {
 struct Plan {
     inner: CorePlan,
     signals: Signals,
+    #[cfg(feature = "cuda")]
+    gpu_plans: gpu::GpuPlans,
 }
 
 #[pymethods]
@@ -190,6 +204,8 @@ impl Plan {
         Ok(Self {
             inner: plan_from(&offsets, patch_size, crop, threads, &signals)?,
             signals,
+            #[cfg(feature = "cuda")]
+            gpu_plans: Default::default(),
         })
     }
 
@@ -216,6 +232,36 @@ impl Plan {
             parse_op(op)?,
             reference,
         )
+    }
+
+    /// Runs the plan on the GPU for patches in GPU memory (any object with `__dlpack__`, or a
+    /// DLPack capsule): `stream` is the caller's current CUDA stream (`None`: the legacy
+    /// default stream, and the call waits); the canvas goes into `out` (a writable C-contiguous
+    /// `(S, S, 1)` or `(S, S)` tensor of the patches' dtype on the same GPU; returns `None`) or
+    /// into a new `DeviceArray` (the call waits). Raises `GpuUnavailable` without a GPU.
+    #[pyo3(signature = (patches, op, stream=None, out=None))]
+    fn run_cuda(
+        &self,
+        py: Python<'_>,
+        patches: &Bound<'_, PyAny>,
+        op: &str,
+        stream: Option<usize>,
+        out: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let op = parse_op(op)?;
+        #[cfg(feature = "cuda")]
+        {
+            let made = gpu::run(py, &self.inner, &self.gpu_plans, patches, op, stream, out)?;
+            made.map(|a| Ok(Bound::new(py, a)?.into_any().unbind()))
+                .transpose()
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (py, patches, op, stream, out);
+            Err(GpuUnavailable::new_err(
+                "GpuUnavailable: this build has no CUDA support",
+            ))
+        }
     }
 
     /// The window `rows × cols` (half-open `(start, end)` pairs; rows are y, columns x) of
@@ -340,6 +386,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stitch, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_available, m)?)?;
     m.add_class::<Plan>()?;
+    #[cfg(feature = "cuda")]
+    m.add_class::<gpu::DeviceArray>()?;
+    m.add("GpuUnavailable", m.py().get_type::<GpuUnavailable>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

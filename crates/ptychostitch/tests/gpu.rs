@@ -101,3 +101,71 @@ fn randomised_scans_on_the_gpu() {
         );
     }
 }
+
+#[test]
+fn large_host_stacks_go_through_pinned_staging() {
+    if gpu("large_host_stacks_go_through_pinned_staging").is_none() {
+        return;
+    }
+    let mut r = rng(0x57a6);
+    // 1500 patches of 64×64 complex64 = 49 MB: over the staging threshold, in several chunks
+    // of both buffers; also as a transposed (non-contiguous) view.
+    let (n, size, crop) = (1500, 64, 20);
+    assert!(n * size * size * 8 >= ptychostitch::gpu::staging::THRESHOLD_BYTES);
+    let patches = random_patches(&mut r, n, size);
+    let offsets = Array2::from_shape_fn((n, 2), |_| r.random_range(-50.0..=50.0));
+    let plan = Plan::new(offsets.view(), size, crop).unwrap();
+    let expected = plan.reassemble_position(patches.view()).unwrap();
+    let gpu = plan.gpu().unwrap();
+    let got = gpu
+        .run(Operation::ReassemblePosition, patches.view())
+        .unwrap();
+    assert_bit_identical(&got, &expected, "staged");
+    let transposed = patches.view().permuted_axes([0, 2, 1]).to_owned();
+    let back = transposed.view().permuted_axes([0, 2, 1]);
+    let got = gpu.run(Operation::ReassemblePosition, back).unwrap();
+    assert_bit_identical(&got, &expected, "staged from a strided view");
+}
+
+#[test]
+fn device_memory_strided_on_a_borrowed_stream() {
+    if gpu("device_memory_strided_on_a_borrowed_stream").is_none() {
+        return;
+    }
+    let mut r = rng(0xde5e);
+    let (n, size, crop) = (200, 32, 16);
+    let patches = random_patches(&mut r, n, size);
+    let offsets = Array2::from_shape_fn((n, 2), |_| r.random_range(-20.0..=20.0));
+    let plan = Plan::new(offsets.view(), size, crop).unwrap();
+    let gpu_plan = plan.gpu().unwrap();
+    for op in [Operation::ShiftAndSum, Operation::ReassemblePosition] {
+        let expected = match op {
+            Operation::ShiftAndSum => plan.shift_and_sum_reference(patches.view()),
+            Operation::ReassemblePosition => plan.reassemble_position_reference(patches.view()),
+        }
+        .unwrap();
+        // The stack as uploaded, and its transpose described by swapped strides.
+        let resident = gpu_plan.upload(patches.view()).unwrap();
+        let transposed = patches.view().permuted_axes([0, 2, 1]).to_owned();
+        let resident_t = gpu_plan.upload(transposed.view()).unwrap();
+        let mut swapped = resident_t.stack();
+        swapped.strides = [swapped.strides[0], swapped.strides[2], swapped.strides[1]];
+        // SAFETY: the handle 0 is the legacy default stream, always alive.
+        let stream = unsafe { gpu_plan.gpu().borrow_stream(0) };
+        for (stack, what) in [(resident.stack(), "contiguous"), (swapped, "strided")] {
+            let canvas = gpu_plan.alloc_canvas(2).unwrap();
+            // SAFETY: `stack` describes the resident stacks, alive to the end of the loop, and
+            // `canvas` is this plan's side with two lanes.
+            unsafe { gpu_plan.enqueue(&stream, op, stack, canvas.address()) }.unwrap();
+            let got = canvas.to_host::<Complex32>().unwrap();
+            assert_bit_identical(&got, &expected, &format!("{op:?}, {what}, device memory"));
+        }
+        // A stack that is not the plan's is refused before anything runs.
+        let mut wrong = resident.stack();
+        wrong.count -= 1;
+        let canvas = gpu_plan.alloc_canvas(2).unwrap();
+        // SAFETY: refused before launch: nothing is read or written.
+        let refused = unsafe { gpu_plan.enqueue(&stream, op, wrong, canvas.address()) };
+        assert!(matches!(refused, Err(Error::CountMismatch { .. })));
+    }
+}

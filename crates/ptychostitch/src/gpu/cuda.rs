@@ -1,34 +1,54 @@
 //! The CUDA driver: loads `libcuda` and NVRTC at run time (`cudarc` with dynamic loading, so no
-//! CUDA toolkit is needed to build), compiles `kernel.cu` once per process with `--fmad=false`,
-//! and runs it for a [`Plan`] on patches in host or device memory.
+//! CUDA toolkit is needed to build), compiles `kernel.cu` once per process and device with
+//! `--fmad=false`, and runs it for a [`Plan`] on patches in host or device memory.
+//!
+//! Two ways in:
+//! - host arrays ([`GpuPlan::run`], [`GpuPlan::upload`]): copied in on the device's default
+//!   stream, large stacks through pinned staging buffers ([`super::staging`]);
+//! - device memory ([`GpuPlan::enqueue`]): a patch stack described by address, shape and
+//!   strides (DLPack's description), on any stream, the caller's included
+//!   ([`Gpu::borrow_stream`]), written into a canvas the caller owns or a [`DeviceCanvas`].
 //!
 //! A machine without a driver, a GPU or NVRTC gets [`Error::GpuUnavailable`] with the reason,
 //! never a crash; nothing here is touched by the CPU paths.
 
 use super::launch::{Args, BLOCK, Stack, Tables};
+use super::staging;
 use super::tiles::TileLists;
 use super::{KERNEL_NAME, KERNEL_SOURCE};
 use crate::error::{Error, Result};
+use crate::geometry::Geometry;
 use crate::plan::{Operation, Plan};
 use crate::sample::Sample;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg, result as cu, sys,
 };
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
-use ndarray::{Array2, ArrayView, Dimension};
-use std::sync::{Arc, OnceLock};
+use ndarray::{Array2, ArrayView, ArrayView3, ArrayViewMut3, Dimension, s};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 // SAFETY: `Args` is `#[repr(C)]` plain data (integers and 64-bit addresses) laid out exactly as
 // `StitchArgs` in kernel.cu (checked by `launch::tests`); CUDA copies it by value.
 unsafe impl DeviceRepr for Args {}
 
-/// The GPU this process uses (device 0) and the compiled kernel.
+/// One GPU of this process: its primary context (the one torch, CuPy, JAX and TensorFlow use),
+/// the compiled kernel and the pinned staging buffers.
 #[derive(Debug)]
 pub struct Gpu {
     context: Arc<CudaContext>,
     function: CudaFunction,
     name: String,
+    staging: Mutex<Option<Staging>>,
+}
+
+/// Two pinned host buffers and the events that say when their last copy finished.
+#[derive(Debug)]
+struct Staging {
+    buffers: [PinnedHostSlice<f32>; 2],
+    copied: [CudaEvent; 2],
+    lanes: usize,
 }
 
 fn unavailable(reason: impl std::fmt::Display) -> Error {
@@ -44,21 +64,32 @@ fn driver(e: impl std::fmt::Display) -> Error {
 }
 
 impl Gpu {
-    /// The process's GPU, set up on first use: driver, device 0, the kernel compiled by NVRTC.
-    /// Later calls return the same (or the same error).
+    /// GPU 0, set up on first use: driver, device, the kernel compiled by NVRTC. Later calls
+    /// return the same (or the same error).
     pub fn get() -> Result<Arc<Gpu>> {
-        static GPU: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
-        GPU.get_or_init(|| {
-            Gpu::start().map(Arc::new).map_err(|e| match e {
-                Error::GpuUnavailable { reason } => reason,
-                other => other.to_string(),
-            })
-        })
-        .clone()
-        .map_err(unavailable)
+        Self::on(0)
     }
 
-    fn start() -> Result<Gpu> {
+    /// GPU `ordinal` (CUDA's numbering), set up on first use and cached like [`Gpu::get`].
+    pub fn on(ordinal: usize) -> Result<Arc<Gpu>> {
+        type Cache = Mutex<HashMap<usize, std::result::Result<Arc<Gpu>, String>>>;
+        static GPUS: OnceLock<Cache> = OnceLock::new();
+        let mut gpus = GPUS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        gpus.entry(ordinal)
+            .or_insert_with(|| {
+                Gpu::start(ordinal).map(Arc::new).map_err(|e| match e {
+                    Error::GpuUnavailable { reason } => reason,
+                    other => other.to_string(),
+                })
+            })
+            .clone()
+            .map_err(unavailable)
+    }
+
+    fn start(ordinal: usize) -> Result<Gpu> {
         // SAFETY: probing only tries to open the shared libraries by name.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(unavailable("no CUDA driver (libcuda.so) on this machine"));
@@ -73,8 +104,13 @@ impl Gpu {
         if count < 1 {
             return Err(unavailable("the CUDA driver reports no GPU"));
         }
-        let context = CudaContext::new(0).map_err(unavailable)?;
-        let name = context.name().unwrap_or_else(|_| "GPU 0".into());
+        if ordinal >= count as usize {
+            return Err(unavailable(format!(
+                "there is no GPU {ordinal}: the CUDA driver reports {count}"
+            )));
+        }
+        let context = CudaContext::new(ordinal).map_err(unavailable)?;
+        let name = context.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
         let ptx = compile_ptx_with_opts(
             KERNEL_SOURCE,
             CompileOptions {
@@ -94,12 +130,101 @@ impl Gpu {
             context,
             function,
             name,
+            staging: Mutex::new(None),
         })
     }
 
     /// The device's name (e.g. "NVIDIA H200").
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The device's CUDA ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.context.ordinal()
+    }
+
+    /// The device's legacy default stream (CUDA's stream 0).
+    pub fn default_stream(&self) -> GpuStream {
+        GpuStream {
+            stream: self.context.default_stream(),
+        }
+    }
+
+    /// A stream another library owns (torch's or CuPy's current stream), by its `CUstream`
+    /// handle; 0 is the legacy default stream.
+    ///
+    /// # Safety
+    /// `raw` must be 0 or a live stream of this device's primary context, and stay alive while
+    /// the returned value (or work queued through it) is in use.
+    pub unsafe fn borrow_stream(&self, raw: usize) -> GpuStream {
+        // SAFETY: the caller vouches for the handle, as this function's contract says.
+        let stream = unsafe { self.context.wrap_borrowed_stream(raw as sys::CUstream) };
+        GpuStream { stream }
+    }
+
+    /// Waits until every stream of the device's primary context is idle (all frameworks'
+    /// queued work included).
+    pub fn synchronize(&self) -> Result<()> {
+        self.context.synchronize().map_err(driver)
+    }
+
+    /// Copies `stack` into `device` on `stream` through the two pinned buffers: chunk `k` is
+    /// written on the CPU while chunk `k - 1` is on the bus.
+    fn stage<T: Sample>(
+        &self,
+        stream: &Arc<CudaStream>,
+        stack: ArrayView3<'_, T>,
+        device: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.context.bind_to_thread().map_err(driver)?;
+        let (count, size, _) = stack.dim();
+        let patch_lanes = size * size * T::LANES;
+        let per_buffer = staging::patches_per_buffer(patch_lanes * 4);
+        let lanes = per_buffer * patch_lanes;
+        let mut held = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_none_or(|s| s.lanes < lanes) {
+            if let Some(old) = held.take() {
+                // Copies still reading the old buffers must finish before they are freed.
+                for event in &old.copied {
+                    event.synchronize().map_err(driver)?;
+                }
+            }
+            let buffer = || {
+                // SAFETY: the buffer is only read (by copies) after it has been written below.
+                unsafe { self.context.alloc_pinned_with_flags::<f32>(lanes, 0) }.map_err(driver)
+            };
+            let event = || self.context.new_event(None).map_err(driver);
+            *held = Some(Staging {
+                buffers: [buffer()?, buffer()?],
+                copied: [event()?, event()?],
+                lanes,
+            });
+        }
+        let Some(staging) = held.as_mut() else {
+            unreachable!("the staging buffers were just set");
+        };
+        let (base, _written) = device.device_ptr_mut(stream);
+        for (k, range) in staging::chunks(count, per_buffer).enumerate() {
+            let (b, start, len) = (k % 2, range.start, range.len() * patch_lanes);
+            // The copy that last read this buffer must be done before it is overwritten.
+            staging.copied[b].synchronize().map_err(driver)?;
+            let host = staging.buffers[b].as_mut_slice().map_err(driver)?;
+            let values: &mut [T] = bytemuck::cast_slice_mut(&mut host[..len]);
+            let chunk = stack.slice(s![range, .., ..]);
+            ArrayViewMut3::from_shape(chunk.raw_dim(), values)
+                .map_err(driver)?
+                .assign(&chunk);
+            let at = base + (start * patch_lanes * 4) as u64;
+            // SAFETY: `at` lies inside `device` (patches `range` of `count`), which holds
+            // `count · patch_lanes` f32; the pinned source is not touched again until
+            // `copied[b]`, recorded right after the copy, has completed (above), and lives in
+            // `self`, which is never dropped (the GPU cache is static).
+            unsafe { cu::memcpy_htod_async(at, &host[..len], stream.cu_stream()) }
+                .map_err(driver)?;
+            staging.copied[b].record(stream).map_err(driver)?;
+        }
+        Ok(())
     }
 }
 
@@ -108,11 +233,89 @@ pub fn available() -> Result<String> {
     Gpu::get().map(|g| g.name().to_string())
 }
 
-/// A [`Plan`] on the GPU: shifts and per-tile patch lists uploaded once, reused for every
-/// patch stack.
+/// A CUDA stream work is queued on: a device's default stream or one borrowed from the caller.
+#[derive(Debug, Clone)]
+pub struct GpuStream {
+    stream: Arc<CudaStream>,
+}
+
+impl GpuStream {
+    /// The `CUstream` handle (0: the legacy default stream).
+    pub fn raw(&self) -> usize {
+        self.stream.cu_stream() as usize
+    }
+
+    /// Waits for everything queued on the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver)
+    }
+}
+
+/// Device memory for one canvas (`S·S·lanes` `f32`), owned: allocated with `cuMemAlloc` and, on
+/// drop, freed once every stream of its device is idle — it may be handed to a framework
+/// (DLPack) whose later work on it this crate cannot see.
 #[derive(Debug)]
-pub struct GpuPlan<'p> {
-    plan: &'p Plan,
+pub struct DeviceCanvas {
+    gpu: Arc<Gpu>,
+    address: u64,
+    side: usize,
+    lanes: usize,
+}
+
+impl DeviceCanvas {
+    /// Device address of pixel `(0, 0)`.
+    pub fn address(&self) -> u64 {
+        self.address
+    }
+
+    /// The canvas side `S`.
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// 1 (real) or 2 (complex) `f32` lanes per pixel.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// The GPU the canvas lives on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// Copies the canvas to the host once every stream of its device is idle (so the kernel
+    /// that wrote it, on whatever stream, has finished).
+    pub fn to_host<T: Sample>(&self) -> Result<Array2<T>> {
+        if self.lanes != T::LANES {
+            return Err(driver("the canvas holds another pixel type"));
+        }
+        self.gpu.synchronize()?;
+        let mut pixels = vec![<T as bytemuck::Zeroable>::zeroed(); self.side * self.side];
+        // SAFETY: `address` holds S·S pixels of `T::LANES` lanes (`alloc_canvas`), the same
+        // byte count as `pixels`; the device is idle, so nothing writes it meanwhile.
+        unsafe { cu::memcpy_dtoh_sync(&mut pixels[..], self.address) }.map_err(driver)?;
+        Array2::from_shape_vec((self.side, self.side), pixels).map_err(driver)
+    }
+}
+
+impl Drop for DeviceCanvas {
+    fn drop(&mut self) {
+        // Errors cannot be reported from a destructor; the driver records them for the next
+        // call. Binding the context makes this safe on any thread (DLPack deleters run anywhere).
+        let context = &self.gpu.context;
+        if context.bind_to_thread().is_ok() && context.synchronize().is_ok() {
+            // SAFETY: `address` came from `malloc_sync` in `GpuPlan::alloc_canvas`, is freed
+            // only here, and no queued work can still use it: the device is idle.
+            let _ = unsafe { cu::free_sync(self.address) };
+        }
+    }
+}
+
+/// A [`Plan`] on one GPU: shifts and per-tile patch lists uploaded once, reused for every
+/// patch stack. Owns what it needs, so it can be cached next to the plan.
+#[derive(Debug)]
+pub struct GpuPlan {
+    geometry: Arc<Geometry>,
     gpu: Arc<Gpu>,
     stream: Arc<CudaStream>,
     lists: TileLists,
@@ -122,26 +325,35 @@ pub struct GpuPlan<'p> {
 }
 
 impl Plan {
-    /// This plan on the GPU (device 0, its default stream).
-    pub fn gpu(&self) -> Result<GpuPlan<'_>> {
-        let gpu = Gpu::get()?;
+    /// This plan on GPU 0.
+    pub fn gpu(&self) -> Result<GpuPlan> {
+        self.gpu_on(0)
+    }
+
+    /// This plan on GPU `ordinal`. Builds the tile lists on the host and uploads them; the
+    /// tables are ready for any stream when this returns.
+    pub fn gpu_on(&self, ordinal: usize) -> Result<GpuPlan> {
+        let gpu = Gpu::on(ordinal)?;
         let stream = gpu.context.default_stream();
-        let lists = TileLists::new(self.geometry())?;
-        let shifts: Vec<f32> = self.geometry().shifts().iter().flatten().copied().collect();
+        let geometry = Arc::new(self.geometry().clone());
+        let lists = TileLists::new(&geometry)?;
+        let shifts: Vec<f32> = geometry.shifts().iter().flatten().copied().collect();
         let upload_i32 = |v: &[i32]| {
             // An empty list still needs a valid allocation.
             let v = if v.is_empty() { &[0][..] } else { v };
             stream.clone_htod(v).map_err(driver)
         };
-        Ok(GpuPlan {
-            plan: self,
+        let plan = GpuPlan {
             shifts: stream.clone_htod(&shifts).map_err(driver)?,
             tile_start: upload_i32(&lists.start)?,
             tile_patches: upload_i32(&lists.patches)?,
             lists,
             stream,
             gpu,
-        })
+            geometry,
+        };
+        plan.synchronize()?;
+        Ok(plan)
     }
 }
 
@@ -156,7 +368,27 @@ pub struct Resident {
     lanes: usize,
 }
 
-impl GpuPlan<'_> {
+impl Resident {
+    /// The stack's device memory, C order, as [`GpuPlan::enqueue`] takes it.
+    pub fn stack(&self) -> Stack {
+        let (n, s) = (self.size as i64, self.patches.stream());
+        let (address, _read) = self.patches.device_ptr(s);
+        Stack {
+            address,
+            count: self.count,
+            size: self.size,
+            strides: [n * n, n, 1],
+            lanes: self.lanes,
+        }
+    }
+}
+
+impl GpuPlan {
+    /// The GPU this plan lives on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
     /// `operation` of host patches (`(n, N, N)` or `(n, N, N, 1)`, any strides): copied to the
     /// GPU, stitched there, the canvas copied back. Bit-identical to the CPU reference (NaN
     /// payloads are the GPU's own).
@@ -170,19 +402,30 @@ impl GpuPlan<'_> {
         self.download(&mut resident)
     }
 
-    /// Copies a host patch stack to the GPU, with room for its canvas.
+    /// Copies a host patch stack to the GPU, with room for its canvas. Stacks of at least
+    /// [`staging::THRESHOLD_BYTES`] go through pinned staging buffers.
     pub fn upload<T: Sample, D: Dimension>(
         &self,
         patches: ArrayView<'_, T, D>,
     ) -> Result<Resident> {
-        let stack = self.plan.geometry().check_patches(patches)?;
+        let stack = self.geometry.check_patches(patches)?;
         let (count, size, _) = stack.dim();
-        let contiguous = stack.as_standard_layout();
-        let values: &[T] = contiguous.as_slice().unwrap_or_default();
-        let lanes: &[f32] = bytemuck::cast_slice(values);
-        let side = self.plan.geometry().side();
+        let total = count * size * size * T::LANES;
+        // SAFETY: every lane is written below, by one copy or by the staged copies.
+        let mut device = unsafe { self.stream.alloc::<f32>(total) }.map_err(driver)?;
+        if total * 4 < staging::THRESHOLD_BYTES {
+            let contiguous = stack.as_standard_layout();
+            let values: &[T] = contiguous.as_slice().unwrap_or_default();
+            let lanes: &[f32] = bytemuck::cast_slice(values);
+            self.stream
+                .memcpy_htod(lanes, &mut device)
+                .map_err(driver)?;
+        } else {
+            self.gpu.stage(&self.stream, stack, &mut device)?;
+        }
+        let side = self.geometry.side();
         Ok(Resident {
-            patches: self.stream.clone_htod(lanes).map_err(driver)?,
+            patches: device,
             image: self
                 .stream
                 .alloc_zeros::<f32>(side * side * T::LANES)
@@ -196,22 +439,13 @@ impl GpuPlan<'_> {
     /// Runs `operation` on a resident stack and waits for it.
     pub fn run_resident(&self, operation: Operation, resident: &mut Resident) -> Result<()> {
         {
-            let (patches_at, _read) = resident.patches.device_ptr(&self.stream);
-            let (image_at, _write) = resident.image.device_ptr(&self.stream);
-            let stack = Stack {
-                address: patches_at,
-                count: resident.count,
-                strides: [
-                    (resident.size * resident.size) as i64,
-                    resident.size as i64,
-                    1,
-                ],
-                lanes: resident.lanes,
-            };
-            // SAFETY: `patches_at` holds the count·N·N pixels `stack` describes and `image_at`
+            let stack = resident.stack();
+            let (_patches, _read) = resident.patches.device_ptr(&self.stream);
+            let (image_at, _write) = resident.image.device_ptr_mut(&self.stream);
+            // SAFETY: the stack's memory holds the count·N·N pixels `stack` describes and `image_at`
             // S·S·lanes lanes (allocated by `upload` for this plan); both live in `resident`,
             // which outlives the synchronisation below.
-            unsafe { self.launch(operation, stack, image_at, 0)? };
+            unsafe { self.launch(&self.stream, operation, stack, image_at)? };
         }
         self.synchronize()
     }
@@ -223,35 +457,86 @@ impl GpuPlan<'_> {
         }
         let host = self.stream.clone_dtoh(&resident.image).map_err(driver)?;
         let pixels: Vec<T> = bytemuck::pod_collect_to_vec(&host);
-        let side = self.plan.geometry().side();
+        let side = self.geometry.side();
         Array2::from_shape_vec((side, side), pixels).map_err(driver)
     }
 
-    /// Launches the kernel on this plan's stream for a patch stack already in device memory,
-    /// writing the `S×S` canvas (`S·S·LANES` `f32`) at `image` and, unless 0, the weights at
-    /// `weights`. Returns once queued; synchronise the stream before reading.
+    /// A canvas of this plan's side with `lanes` lanes per pixel in this GPU's memory (not
+    /// initialised: the kernel writes every pixel).
+    pub fn alloc_canvas(&self, lanes: usize) -> Result<DeviceCanvas> {
+        let side = self.geometry.side();
+        let bytes = side * side * lanes * 4;
+        self.gpu.context.bind_to_thread().map_err(driver)?;
+        // SAFETY: a plain allocation in the bound context; freed by `DeviceCanvas::drop`.
+        let address = unsafe { cu::malloc_sync(bytes) }.map_err(|e| Error::OutOfMemory {
+            bytes: bytes as f64,
+            what: format!("the canvas on {} ({e})", self.gpu.name),
+        })?;
+        Ok(DeviceCanvas {
+            gpu: Arc::clone(&self.gpu),
+            address,
+            side,
+            lanes,
+        })
+    }
+
+    /// Queues `operation` on `stream` for a patch stack already in this GPU's memory, writing
+    /// the `S×S` canvas (`S·S·lanes` `f32`, C order) at `image`. Returns once queued: work
+    /// queued later on `stream` sees the canvas; synchronise the stream to read it from the
+    /// host.
     ///
     /// # Safety
-    /// `stack` must describe device memory holding every element its address and strides
-    /// reach (`count` patches of `N×N` pixels of `lanes` `f32` each), and `image` / `weights`
-    /// device buffers of `S·S·lanes` / `S·S` `f32`, all alive until the stream is synchronised.
-    pub unsafe fn launch(
+    /// `stack` must describe memory of this plan's GPU holding every element its address and
+    /// strides reach, and `image` a buffer of `S·S·stack.lanes` `f32` there; both must stay
+    /// alive, and `image` unread and unwritten by others, until `stream` has run the kernel.
+    /// `stream` must belong to this plan's GPU.
+    pub unsafe fn enqueue(
         &self,
+        stream: &GpuStream,
         operation: Operation,
         stack: Stack,
         image: u64,
-        weights: u64,
     ) -> Result<()> {
-        let geometry = self.plan.geometry();
+        if !Arc::ptr_eq(stream.stream.context(), &self.gpu.context) {
+            return Err(driver("the stream belongs to another GPU than the plan"));
+        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.launch(&stream.stream, operation, stack, image) }
+    }
+
+    /// Launches the kernel on `stream`; the checks every entry point shares.
+    ///
+    /// # Safety
+    /// As [`GpuPlan::enqueue`].
+    unsafe fn launch(
+        &self,
+        stream: &Arc<CudaStream>,
+        operation: Operation,
+        stack: Stack,
+        image: u64,
+    ) -> Result<()> {
+        let geometry = &*self.geometry;
         if stack.count != geometry.len() {
             return Err(Error::CountMismatch {
                 patches: stack.count,
                 offsets: geometry.len(),
             });
         }
-        let (start_at, _s) = self.tile_start.device_ptr(&self.stream);
-        let (list_at, _l) = self.tile_patches.device_ptr(&self.stream);
-        let (shifts_at, _h) = self.shifts.device_ptr(&self.stream);
+        if stack.size != geometry.patch_size() {
+            return Err(Error::PatchSize {
+                expected: geometry.patch_size(),
+                found: stack.size,
+            });
+        }
+        if !matches!(stack.lanes, 1 | 2) {
+            return Err(driver(format!(
+                "{} lanes per pixel: 1 (real) or 2 (complex) expected",
+                stack.lanes
+            )));
+        }
+        let (start_at, _s) = self.tile_start.device_ptr(stream);
+        let (list_at, _l) = self.tile_patches.device_ptr(stream);
+        let (shifts_at, _h) = self.shifts.device_ptr(stream);
         let args = Args::new(
             geometry,
             &self.lists,
@@ -262,7 +547,7 @@ impl GpuPlan<'_> {
             },
             stack,
             image,
-            weights,
+            0,
             operation == Operation::ReassemblePosition,
         );
         let (gx, gy) = args.grid();
@@ -271,7 +556,7 @@ impl GpuPlan<'_> {
             block_dim: (BLOCK, BLOCK, 1),
             shared_mem_bytes: 0,
         };
-        let mut launch = self.stream.launch_builder(&self.gpu.function);
+        let mut launch = stream.launch_builder(&self.gpu.function);
         launch.arg(&args);
         // SAFETY: the kernel's one argument is `Args` by value; its addresses are valid per
         // this function's contract and the tables above, which live as long as `self`.
@@ -279,7 +564,7 @@ impl GpuPlan<'_> {
         Ok(())
     }
 
-    /// Waits for everything queued on the plan's stream.
+    /// Waits for everything queued on the plan's own (default) stream.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver)
     }

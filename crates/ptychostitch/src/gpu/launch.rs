@@ -3,7 +3,8 @@
 
 use super::TILE;
 use super::tiles::TileLists;
-use crate::geometry::Geometry;
+use crate::error::{Error, Result};
+use crate::geometry::{Geometry, stack_shape};
 
 /// `StitchArgs` of `kernel.cu`, `#[repr(C)]`: pointers as 64-bit addresses.
 #[repr(C)]
@@ -54,10 +55,80 @@ pub struct Stack {
     pub address: u64,
     /// Patches in the stack.
     pub count: usize,
+    /// Patch side `N`.
+    pub size: usize,
     /// Strides of the patch, row and column axes, in elements (may be negative).
     pub strides: [i64; 3],
     /// 1 (real) or 2 (complex).
     pub lanes: usize,
+}
+
+impl Stack {
+    /// A stack described the way DLPack (and NumPy) describe arrays: the address of element
+    /// `(0, 0, 0)`, the shape `(n, N, N)` or `(n, N, N, 1)` and the strides in elements (`None`:
+    /// C-contiguous). Checks the shape only; the caller vouches that the memory holds every
+    /// element the strides reach.
+    pub fn from_layout(
+        address: u64,
+        shape: &[i64],
+        strides: Option<&[i64]>,
+        lanes: usize,
+    ) -> Result<Self> {
+        let dims: Vec<usize> = shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::PatchShape {
+                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+            })?;
+        let (count, size) = stack_shape(&dims)?;
+        let strides = match strides {
+            Some(s) if s.len() == shape.len() => [s[0], s[1], s[2]],
+            Some(s) => {
+                return Err(Error::Gpu {
+                    reason: format!("{} strides for a {}-axis stack", s.len(), shape.len()),
+                });
+            }
+            None => {
+                let plane = (size * size) as i64;
+                [plane, size as i64, 1]
+            }
+        };
+        if address == 0 {
+            return Err(Error::Gpu {
+                reason: "the patch stack's address is null".into(),
+            });
+        }
+        Ok(Self {
+            address,
+            count,
+            size,
+            strides,
+            lanes,
+        })
+    }
+}
+
+/// Checks that an output buffer described DLPack-style (`shape`, `strides` in elements, `None`:
+/// C-contiguous) is a C-contiguous `(S, S)` or `(S, S, 1)` canvas of side `side`, as the kernel
+/// writes it.
+pub fn check_canvas_layout(shape: &[i64], strides: Option<&[i64]>, side: usize) -> Result<()> {
+    let s = side as i64;
+    let square = matches!(shape, [r, c] | [r, c, 1] if *r == s && *c == s);
+    let contiguous = match strides {
+        None => true,
+        // A length-1 axis may have any stride; a 1-pixel canvas any row stride.
+        Some([r, 1]) | Some([r, 1, _]) => *r == s || s == 1,
+        Some(_) => false,
+    };
+    if square && contiguous {
+        Ok(())
+    } else {
+        Err(Error::OutputShape {
+            expected: side,
+            found: shape.iter().map(|&d| d.max(0) as usize).collect(),
+        })
+    }
 }
 
 /// Addresses of the geometry's device (or host) copies.
@@ -123,5 +194,59 @@ mod tests {
         assert_eq!(std::mem::size_of::<Args>(), 8 + 24 + 24 + 36 + 4 + 16);
         assert_eq!(std::mem::offset_of!(Args, image), 96);
         assert_eq!(std::mem::align_of::<Args>(), 8);
+    }
+
+    #[test]
+    fn stacks_from_dlpack_layouts() {
+        let s = Stack::from_layout(64, &[5, 8, 8, 1], None, 2).unwrap();
+        assert_eq!((s.count, s.size, s.strides, s.lanes), (5, 8, [64, 8, 1], 2));
+        let s = Stack::from_layout(64, &[5, 8, 8], Some(&[1, 40, 5]), 1).unwrap();
+        assert_eq!(s.strides, [1, 40, 5]);
+        let s = Stack::from_layout(64, &[5, 8, 8, 1], Some(&[64, 8, 1, 77]), 1).unwrap();
+        assert_eq!(s.strides, [64, 8, 1]);
+        for shape in [
+            &[5, 8, 7][..],
+            &[5, 8, 8, 2],
+            &[5, 8],
+            &[5, -8, -8],
+            &[5, 0, 0],
+        ] {
+            assert!(
+                matches!(
+                    Stack::from_layout(64, shape, None, 2),
+                    Err(Error::PatchShape { .. })
+                ),
+                "{shape:?}"
+            );
+        }
+        assert!(matches!(
+            Stack::from_layout(64, &[0, 8, 8], None, 2),
+            Err(Error::NoPatches)
+        ));
+        assert!(Stack::from_layout(64, &[5, 8, 8], Some(&[64, 8]), 2).is_err());
+        assert!(Stack::from_layout(0, &[5, 8, 8], None, 2).is_err());
+    }
+
+    #[test]
+    fn canvases_must_be_c_contiguous_squares() {
+        assert!(check_canvas_layout(&[9, 9, 1], None, 9).is_ok());
+        assert!(check_canvas_layout(&[9, 9], Some(&[9, 1]), 9).is_ok());
+        assert!(check_canvas_layout(&[9, 9, 1], Some(&[9, 1, 1]), 9).is_ok());
+        assert!(check_canvas_layout(&[9, 9, 1], Some(&[9, 1, 81]), 9).is_ok());
+        for (shape, strides) in [
+            (&[9, 9, 1][..], Some(&[1, 9, 1][..])),
+            (&[9, 9], Some(&[10, 1])),
+            (&[9, 8], None),
+            (&[9, 9, 2], None),
+            (&[9, 9, 1], Some(&[18, 2, 1])),
+        ] {
+            assert!(
+                matches!(
+                    check_canvas_layout(shape, strides, 9),
+                    Err(Error::OutputShape { .. })
+                ),
+                "{shape:?} {strides:?}"
+            );
+        }
     }
 }

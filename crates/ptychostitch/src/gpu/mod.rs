@@ -13,6 +13,7 @@
 //! `cuda` feature ([`cuda`]).
 
 pub mod launch;
+pub mod staging;
 pub mod tiles;
 
 #[cfg(feature = "cuda")]

@@ -1,0 +1,173 @@
+"""The GPU path from Python.
+
+Without a GPU (CI): patches in CUDA memory -- here a stand-in that only says where it lives --
+raise ``ptychostitch.GpuUnavailable`` with the reason ``gpu_available()`` gives, before the
+producer is asked for its data; other accelerators and the CPU-only reference functions raise
+TypeError. With a GPU (scripts/gpu_check.sh): torch, CuPy and JAX arrays in CUDA memory are
+stitched in place and come back as the same framework's arrays on the same device, bit for bit
+the golden (PtychoPINN) arrays -- NaN by position, a GPU's NaN payloads are its own -- on the
+default stream and on a side stream, strided, cast, through a Plan, with offsets on the GPU.
+Every GPU test that cannot run says why (pytest -rs)."""
+
+import gc
+
+import numpy as np
+import pytest
+
+import ptychostitch as ps
+
+GPU = ps.gpu_available()
+needs_gpu = pytest.mark.skipif(not GPU, reason=f"no GPU here: {GPU.reason}")
+
+
+class OnDevice:
+    """What an array tells a DLPack consumer about where it lives, and nothing more."""
+
+    def __init__(self, device_type, shape=(3, 16, 16, 1)):
+        self.device_type, self.shape, self.read = device_type, shape, False
+
+    def __dlpack_device__(self):
+        return (self.device_type, 0)
+
+    def __dlpack__(self, **kwargs):
+        self.read = True
+        raise AssertionError("must not be read")
+
+
+@pytest.mark.skipif(bool(GPU), reason="a GPU is here: the stand-in would be read")
+def test_without_a_gpu_cuda_arrays_raise_gpu_unavailable_before_being_read():
+    off = np.zeros((3, 2))
+    for run in [
+        lambda x: ps.reassemble_position(x, off, 8),
+        lambda x: ps.shift_and_sum(x, off, 8),
+        lambda x: ps.Plan(off, 16, 8).reassemble_position(x),
+    ]:
+        x = OnDevice(2)
+        with pytest.raises(ps.GpuUnavailable) as raised:
+            run(x)
+        assert not x.read
+        assert isinstance(raised.value, RuntimeError)
+        assert str(raised.value) == f"GpuUnavailable: {GPU.reason}"
+
+
+def test_gpu_unavailable_is_a_public_runtime_error():
+    assert issubclass(ps.GpuUnavailable, RuntimeError)
+    assert "GpuUnavailable" in ps.__all__ and ps.GpuUnavailable.__module__ == "ptychostitch"
+
+
+def test_other_accelerators_are_refused_with_a_type_error():
+    x = OnDevice(10)  # ROCm
+    with pytest.raises(TypeError, match="DLPack device type 10; CUDA is 2"):
+        ps.reassemble_position(x, np.zeros((3, 2)), 8)
+    assert not x.read
+
+
+def test_the_reference_functions_refuse_gpu_arrays():
+    x = OnDevice(2)
+    for f in (ps.reassemble_position_old, ps.shift_and_sum_old):
+        with pytest.raises(TypeError, match="reference .* run on the CPU only"):
+            f(x, np.zeros((3, 2)), 8)
+    assert not x.read
+
+
+# --- With a GPU -------------------------------------------------------------------------------
+
+
+def same_bits_nan_by_position(got, expected, what):
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape and got.dtype == expected.dtype, what
+    g = got.view(np.float32 if got.dtype == np.complex64 else got.dtype).ravel()
+    e = expected.view(np.float32 if expected.dtype == np.complex64 else expected.dtype).ravel()
+    nan = np.isnan(e)
+    assert np.array_equal(np.isnan(g), nan), f"{what}: NaN positions differ"
+    assert np.array_equal(g[~nan].view(np.uint32), e[~nan].view(np.uint32)), f"{what}: bits differ"
+
+
+def torch_cuda():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    if not GPU or not torch.cuda.is_available():
+        pytest.skip(f"no GPU for torch here: {GPU.reason or 'torch.cuda.is_available() is False'}")
+    return torch
+
+
+@needs_gpu
+def test_torch_cuda_tensors_in_give_torch_cuda_tensors_out(golden):
+    torch = torch_cuda()
+    obj, off, M = golden["obj"], golden["offsets"], int(golden["M"])
+    x = torch.from_numpy(obj).cuda()
+    for name in ["shift_and_sum", "reassemble_position"]:
+        out = getattr(ps, name)(x, off, M)
+        assert isinstance(out, torch.Tensor) and out.device == x.device, name
+        same_bits_nan_by_position(out.cpu().numpy(), golden[f"{name}_old"], f"{golden['name']}: {name}")
+    # Offsets on the GPU too, and a plan reused.
+    plan = ps.Plan(torch.from_numpy(off).cuda(), obj.shape[1], M)
+    first = plan.reassemble_position(x)
+    again = plan.reassemble_position(x)
+    same_bits_nan_by_position(first.cpu().numpy(), again.cpu().numpy(), "plan repeated")
+    same_bits_nan_by_position(again.cpu().numpy(), golden["reassemble_position_old"], "plan")
+
+
+@needs_gpu
+def test_torch_on_a_side_stream_strided_and_cast():
+    torch = torch_cuda()
+    rng = np.random.default_rng(7)
+    n, N, M = 300, 32, 20
+    off = rng.uniform(-40, 40, (n, 1, 1, 2))
+    obj = (rng.standard_normal((n, N, N, 1)) + 1j * rng.standard_normal((n, N, N, 1))).astype(np.complex64)
+    expected = ps.reassemble_position(obj, off, M)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        x = torch.from_numpy(obj).cuda()
+        out = ps.reassemble_position(x, off, M)
+    side.synchronize()
+    same_bits_nan_by_position(out.cpu().numpy(), expected, "side stream")
+    # A transposed view is read through its strides.
+    t = torch.from_numpy(np.ascontiguousarray(obj.transpose(0, 2, 1, 3))).cuda().transpose(1, 2)
+    same_bits_nan_by_position(ps.reassemble_position(t, off, M).cpu().numpy(), expected, "strided")
+    # complex128 is converted on the device; real patches stay real.
+    same_bits_nan_by_position(
+        ps.reassemble_position(torch.from_numpy(obj.astype(np.complex128)).cuda(), off, M).cpu().numpy(),
+        expected,
+        "complex128",
+    )
+    real = obj.real.copy()
+    got = ps.shift_and_sum(torch.from_numpy(real).cuda(), off, M)
+    assert got.dtype == torch.float32
+    same_bits_nan_by_position(got.cpu().numpy(), ps.shift_and_sum(real, off, M), "float32")
+
+
+@needs_gpu
+def test_a_device_array_exports_to_torch_and_frees_its_memory():
+    torch = torch_cuda()
+    off = np.array([[0.0, 0.0], [3.0, 1.0]])
+    obj = np.ones((2, 16, 16), np.complex64)
+    plan = ps.Plan(off, 16, 8)
+    canvas = plan._plan.run_cuda(torch.from_numpy(obj).cuda(), "reassemble_position")
+    assert canvas.__dlpack_device__() == (2, 0) and canvas.dtype == "complex64"
+    t = torch.from_dlpack(canvas)
+    assert tuple(t.shape) == canvas.shape == plan.canvas_shape
+    same_bits_nan_by_position(t.cpu().numpy(), plan.reassemble_position(obj), "DeviceArray")
+    del t, canvas
+    gc.collect()
+
+
+@needs_gpu
+def test_cupy_arrays_in_give_cupy_arrays_out(golden):
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    obj, off, M = golden["obj"], golden["offsets"], int(golden["M"])
+    out = ps.reassemble_position(cupy.asarray(obj), off, M)
+    assert isinstance(out, cupy.ndarray)
+    same_bits_nan_by_position(out.get(), golden["reassemble_position_old"], golden["name"])
+
+
+@needs_gpu
+def test_jax_gpu_arrays_in_give_jax_arrays_out(golden):
+    jax = pytest.importorskip("jax", reason="JAX is not installed")
+    try:
+        device = jax.devices("gpu")[0]
+    except RuntimeError as e:
+        pytest.skip(f"JAX sees no GPU: {e}")
+    obj, off, M = golden["obj"], golden["offsets"], int(golden["M"])
+    out = ps.shift_and_sum(jax.device_put(obj, device), off, M)
+    assert isinstance(out, jax.Array) and device in out.devices()
+    same_bits_nan_by_position(np.asarray(out), golden["shift_and_sum_old"], golden["name"])
