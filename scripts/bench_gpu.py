@@ -124,6 +124,7 @@ class TorchIndexAdd:
         return torch.view_as_complex(canvas) if lanes == 2 else canvas[:, 0]
 
     def reassemble_position(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[..., 0] if x.dim() == 4 else x
         crop = x[:, self.c0 : self.c0 + self.m, self.c0 : self.c0 + self.m]
         image = self._splat(crop).view(self.W, self.W)[: self.S, : self.S]
         return (image / (1e-9 + self.weights))[:, :, None]

@@ -1,10 +1,29 @@
 """Type stubs for the extension module behind ``ptychostitch``."""
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
 __version__: str
+
+class GpuUnavailable(RuntimeError): ...
+
+class DeviceArray:
+    """A canvas in GPU memory; import it with any framework's ``from_dlpack``."""
+
+    def __dlpack__(
+        self,
+        *,
+        stream: Any = None,
+        max_version: Optional[Tuple[int, int]] = None,
+        dl_device: Optional[Tuple[int, int]] = None,
+        copy: Optional[bool] = None,
+    ) -> Any: ...
+    def __dlpack_device__(self) -> Tuple[int, int]: ...
+    @property
+    def shape(self) -> Tuple[int, int, int]: ...
+    @property
+    def dtype(self) -> str: ...
 
 def stitch(
     patches: np.ndarray,
@@ -20,6 +39,9 @@ def gpu_available() -> Tuple[bool, Optional[str], Optional[str]]: ...
 class Plan:
     def __init__(self, offsets: np.ndarray, patch_size: int, crop: int, threads: int = 0) -> None: ...
     def run(self, patches: np.ndarray, op: str, reference: bool = False) -> np.ndarray: ...
+    def run_cuda(
+        self, patches: Any, op: str, stream: Optional[int] = None, out: Any = None
+    ) -> Optional[DeviceArray]: ...
     def weights(self) -> np.ndarray: ...
     def window(
         self,

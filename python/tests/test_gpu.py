@@ -70,6 +70,19 @@ def test_the_reference_functions_refuse_gpu_arrays():
     assert not x.read
 
 
+def test_the_native_gpu_entry_reads_dlpack_and_refuses_host_memory():
+    """The DLPack import (dlpark) runs without a GPU: host arrays and host capsules are read far
+    enough to learn their device, then refused with a TypeError naming it."""
+    plan = ps.Plan(np.zeros((3, 2)), 16, 8)._plan
+    host = np.ones((3, 16, 16), np.complex64)
+    with pytest.raises(TypeError, match="reads CUDA device memory .* device type 1"):
+        plan.run_cuda(host, "reassemble_position")
+    with pytest.raises(TypeError, match="reads CUDA device memory .* device type 1"):
+        plan.run_cuda(host.__dlpack__(), "shift_and_sum")
+    with pytest.raises(ValueError, match="op must be"):
+        plan.run_cuda(host, "stitch")
+
+
 # --- With a GPU -------------------------------------------------------------------------------
 
 

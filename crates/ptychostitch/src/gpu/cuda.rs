@@ -51,6 +51,27 @@ struct Staging {
     lanes: usize,
 }
 
+/// Puts back the calling thread's current CUDA context when dropped: our calls bind the GPU's
+/// context, and a framework on another device of the same thread must find its own again.
+struct KeepCurrent(Option<sys::CUcontext>);
+
+impl KeepCurrent {
+    fn new() -> Self {
+        // Before the driver is initialised there is no current context to keep.
+        Self(cu::ctx::get_current().ok().flatten())
+    }
+}
+
+impl Drop for KeepCurrent {
+    fn drop(&mut self) {
+        if let Some(context) = self.0 {
+            // SAFETY: `context` was current on this thread when `new` ran; a primary context
+            // (all that frameworks use) lives until the process ends.
+            let _ = unsafe { cu::ctx::set_current(context) };
+        }
+    }
+}
+
 fn unavailable(reason: impl std::fmt::Display) -> Error {
     Error::GpuUnavailable {
         reason: reason.to_string(),
@@ -101,6 +122,7 @@ impl Gpu {
             ));
         }
         let count = CudaContext::device_count().map_err(unavailable)?;
+        let _keep = KeepCurrent::new();
         if count < 1 {
             return Err(unavailable("the CUDA driver reports no GPU"));
         }
@@ -166,6 +188,7 @@ impl Gpu {
     /// Waits until every stream of the device's primary context is idle (all frameworks'
     /// queued work included).
     pub fn synchronize(&self) -> Result<()> {
+        let _keep = KeepCurrent::new();
         self.context.synchronize().map_err(driver)
     }
 
@@ -290,6 +313,8 @@ impl DeviceCanvas {
             return Err(driver("the canvas holds another pixel type"));
         }
         self.gpu.synchronize()?;
+        let _keep = KeepCurrent::new();
+        self.gpu.context.bind_to_thread().map_err(driver)?;
         let mut pixels = vec![<T as bytemuck::Zeroable>::zeroed(); self.side * self.side];
         // SAFETY: `address` holds S·S pixels of `T::LANES` lanes (`alloc_canvas`), the same
         // byte count as `pixels`; the device is idle, so nothing writes it meanwhile.
@@ -302,6 +327,7 @@ impl Drop for DeviceCanvas {
     fn drop(&mut self) {
         // Errors cannot be reported from a destructor; the driver records them for the next
         // call. Binding the context makes this safe on any thread (DLPack deleters run anywhere).
+        let _keep = KeepCurrent::new();
         let context = &self.gpu.context;
         if context.bind_to_thread().is_ok() && context.synchronize().is_ok() {
             // SAFETY: `address` came from `malloc_sync` in `GpuPlan::alloc_canvas`, is freed
@@ -334,6 +360,7 @@ impl Plan {
     /// tables are ready for any stream when this returns.
     pub fn gpu_on(&self, ordinal: usize) -> Result<GpuPlan> {
         let gpu = Gpu::on(ordinal)?;
+        let _keep = KeepCurrent::new();
         let stream = gpu.context.default_stream();
         let geometry = Arc::new(self.geometry().clone());
         let lists = TileLists::new(&geometry)?;
@@ -466,6 +493,7 @@ impl GpuPlan {
     pub fn alloc_canvas(&self, lanes: usize) -> Result<DeviceCanvas> {
         let side = self.geometry.side();
         let bytes = side * side * lanes * 4;
+        let _keep = KeepCurrent::new();
         self.gpu.context.bind_to_thread().map_err(driver)?;
         // SAFETY: a plain allocation in the bound context; freed by `DeviceCanvas::drop`.
         let address = unsafe { cu::malloc_sync(bytes) }.map_err(|e| Error::OutOfMemory {
@@ -500,6 +528,7 @@ impl GpuPlan {
         if !Arc::ptr_eq(stream.stream.context(), &self.gpu.context) {
             return Err(driver("the stream belongs to another GPU than the plan"));
         }
+        let _keep = KeepCurrent::new();
         // SAFETY: forwarded from this function's contract.
         unsafe { self.launch(&stream.stream, operation, stack, image) }
     }
