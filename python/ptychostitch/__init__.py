@@ -251,6 +251,9 @@ def _like(
     CUDA memory go to ``gpu(obj)`` instead."""
     tf = _tf_for(*inputs)
     if tf is None:
+        # The results carry no gradient: torch tensors that require one are read detached.
+        inputs = tuple(v.detach() if _framework(v) == "torch" else v for v in inputs)
+        obj = inputs[0]  # the patches are always the first input
         devices = [_dlpack_device(v) for v in inputs]
         if all(d is None for d in devices):
             return compute(*inputs)
