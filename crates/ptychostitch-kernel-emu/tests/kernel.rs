@@ -9,6 +9,7 @@ mod common;
 
 use common::{GOLDEN_CASES, golden, golden_output};
 use ndarray::{Array2, Array3, s};
+use ptychostitch::gpu::launch::Stack;
 use ptychostitch::{Complex32, Operation, Plan, Sample};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -95,4 +96,50 @@ fn randomised_scans_are_bit_identical() {
         let strided = big.slice(s![..;2, .., ..;-1]);
         check(&format!("case {case}, strided"), &plan, strided);
     }
+}
+
+#[test]
+fn stacks_described_as_dlpack_describes_them_are_read_the_same() {
+    // What the GPU driver receives from torch: an address, a shape and strides in elements.
+    // A transposed view `(n, N, N, 1)` with strides (N·N, 1, N, any) must give the reference's
+    // bits for the patches it shows.
+    let mut r = ChaCha8Rng::seed_from_u64(0x646c_7061);
+    let (n, size, crop) = (120, 24, 16);
+    let patches = Array3::from_shape_simple_fn((n, size, size), || {
+        Complex32::new(r.random_range(-1.0..1.0), r.random_range(-1.0..1.0))
+    });
+    let offsets = Array2::from_shape_fn((n, 2), |_| r.random_range(-12.0..=12.0));
+    let plan = Plan::new(offsets.view(), size, crop).unwrap();
+    let stored = patches
+        .view()
+        .permuted_axes([0, 2, 1])
+        .as_standard_layout()
+        .into_owned();
+    let (n_, s_) = (n as i64, size as i64);
+    let stack = Stack::from_layout(
+        stored.as_ptr() as u64,
+        &[n_, s_, s_, 1],
+        Some(&[s_ * s_, 1, s_, 12345]),
+        2,
+    )
+    .unwrap();
+    for op in [Operation::ShiftAndSum, Operation::ReassemblePosition] {
+        let reference = match op {
+            Operation::ShiftAndSum => plan.shift_and_sum_reference(patches.view()),
+            Operation::ReassemblePosition => plan.reassemble_position_reference(patches.view()),
+        }
+        .unwrap();
+        // SAFETY: `stack` describes `stored` (n·N·N complex pixels, alive for the call).
+        let got: Array2<Complex32> =
+            unsafe { ptychostitch_kernel_emu::stitch_stack(&plan, op, stack) }.unwrap();
+        assert_eq!(bits(&got), bits(&reference), "{op:?}");
+    }
+    // A stack that is not the plan's is refused, not read.
+    let mut short = stack;
+    short.count -= 1;
+    // SAFETY: refused before anything is read.
+    let refused = unsafe {
+        ptychostitch_kernel_emu::stitch_stack::<Complex32>(&plan, Operation::ShiftAndSum, short)
+    };
+    assert!(refused.is_err());
 }
