@@ -12,7 +12,7 @@
 //! - an existing capsule (TensorFlow's) carries no stream: the device is synchronised first.
 //! - no `out`: the call waits for the result (the [`DeviceArray`] is complete when returned).
 
-use crate::{Op, to_py};
+use crate::to_py;
 use dlpark::ffi::{DLDataType, DLDevice, DLDeviceType};
 use dlpark::metadata::Fixed;
 use dlpark::python::consumer::stream;
@@ -92,14 +92,10 @@ pub(crate) fn run(
     plan: &CorePlan,
     plans: &GpuPlans,
     patches: &Bound<'_, PyAny>,
-    op: Op,
+    operation: Operation,
     stream: Option<usize>,
     out: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<DeviceArray>> {
-    let operation = match op {
-        Op::ShiftAndSum => Operation::ShiftAndSum,
-        Op::Reassemble => Operation::ReassemblePosition,
-    };
     let gpu_error = |e: Error| to_py(e, &Default::default());
     let request = ImportRequest::new(patches.as_borrowed())?;
     let (imported, gpu, on) = match request.device() {
@@ -153,7 +149,7 @@ pub(crate) fn run(
                     "`out` must have the patches' dtype (complex64 or float32)",
                 ));
             }
-            let side = gpu_plan_side(plan);
+            let side = plan.canvas_shape().0;
             check_canvas_layout(canvas.shape(), canvas.strides(), side).map_err(gpu_error)?;
             let image = canvas.data_ptr() as u64 + canvas.byte_offset();
             py.detach(|| {
@@ -181,10 +177,6 @@ pub(crate) fn run(
             }))
         }
     }
-}
-
-fn gpu_plan_side(plan: &CorePlan) -> usize {
-    plan.canvas_shape().0
 }
 
 /// A stitched canvas in GPU memory, `(S, S, 1)` complex64 or float32, complete when returned.

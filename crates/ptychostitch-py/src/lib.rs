@@ -69,24 +69,17 @@ impl Signals {
     }
 }
 
-/// What to compute.
-#[derive(Clone, Copy)]
-pub(crate) enum Op {
-    ShiftAndSum,
-    Reassemble,
-}
-
 fn execute<T: Sample>(
     plan: &CorePlan,
     patches: ArrayViewD<'_, T>,
-    op: Op,
+    op: Operation,
     reference: bool,
 ) -> Result<Array2<T>, Error> {
     match (op, reference) {
-        (Op::ShiftAndSum, false) => plan.shift_and_sum(patches),
-        (Op::Reassemble, false) => plan.reassemble_position(patches),
-        (Op::ShiftAndSum, true) => plan.shift_and_sum_reference(patches),
-        (Op::Reassemble, true) => plan.reassemble_position_reference(patches),
+        (Operation::ShiftAndSum, false) => plan.shift_and_sum(patches),
+        (Operation::ReassemblePosition, false) => plan.reassemble_position(patches),
+        (Operation::ShiftAndSum, true) => plan.shift_and_sum_reference(patches),
+        (Operation::ReassemblePosition, true) => plan.reassemble_position_reference(patches),
     }
 }
 
@@ -102,7 +95,7 @@ fn run<'py>(
     plan: &CorePlan,
     signals: &Signals,
     patches: Patches<'py>,
-    op: Op,
+    op: Operation,
     reference: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     Ok(match patches {
@@ -171,10 +164,10 @@ fn stitch<'py>(
     Ok((out, warning_texts(&plan)))
 }
 
-fn parse_op(op: &str) -> PyResult<Op> {
+fn parse_op(op: &str) -> PyResult<Operation> {
     match op {
-        "shift_and_sum" => Ok(Op::ShiftAndSum),
-        "reassemble_position" => Ok(Op::Reassemble),
+        "shift_and_sum" => Ok(Operation::ShiftAndSum),
+        "reassemble_position" => Ok(Operation::ReassemblePosition),
         other => Err(PyValueError::new_err(format!(
             "op must be 'shift_and_sum' or 'reassemble_position', not {other:?}"
         ))),
@@ -277,10 +270,7 @@ impl Plan {
         rows: (usize, usize),
         cols: (usize, usize),
     ) -> PyResult<Bound<'py, PyAny>> {
-        let operation = match parse_op(op)? {
-            Op::ShiftAndSum => Operation::ShiftAndSum,
-            Op::Reassemble => Operation::ReassemblePosition,
-        };
+        let operation = parse_op(op)?;
         let indices: Vec<usize> = indices
             .as_array()
             .iter()
