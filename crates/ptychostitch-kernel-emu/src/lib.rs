@@ -43,18 +43,7 @@ pub unsafe fn stitch_stack<T: Sample>(
     stack: Stack,
 ) -> Result<Array2<T>> {
     let g = plan.geometry();
-    if stack.count != g.len() {
-        return Err(Error::CountMismatch {
-            patches: stack.count,
-            offsets: g.len(),
-        });
-    }
-    if stack.size != g.patch_size() {
-        return Err(Error::PatchSize {
-            expected: g.patch_size(),
-            found: stack.size,
-        });
-    }
+    stack.check(g)?;
     if stack.lanes != T::LANES {
         return Err(Error::Gpu {
             reason: format!(

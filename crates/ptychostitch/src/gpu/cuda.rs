@@ -545,24 +545,7 @@ impl GpuPlan {
         image: u64,
     ) -> Result<()> {
         let geometry = &*self.geometry;
-        if stack.count != geometry.len() {
-            return Err(Error::CountMismatch {
-                patches: stack.count,
-                offsets: geometry.len(),
-            });
-        }
-        if stack.size != geometry.patch_size() {
-            return Err(Error::PatchSize {
-                expected: geometry.patch_size(),
-                found: stack.size,
-            });
-        }
-        if !matches!(stack.lanes, 1 | 2) {
-            return Err(driver(format!(
-                "{} lanes per pixel: 1 (real) or 2 (complex) expected",
-                stack.lanes
-            )));
-        }
+        stack.check(geometry)?;
         let (start_at, _s) = self.tile_start.device_ptr(stream);
         let (list_at, _l) = self.tile_patches.device_ptr(stream);
         let (shifts_at, _h) = self.shifts.device_ptr(stream);

@@ -107,6 +107,32 @@ impl Stack {
             lanes,
         })
     }
+
+    /// Checks that the stack is what `geometry` stitches: one patch per position, its patch
+    /// side, and 1 (real) or 2 (complex) lanes per pixel. Every launcher checks this first.
+    pub fn check(&self, geometry: &Geometry) -> Result<()> {
+        if self.count != geometry.len() {
+            return Err(Error::CountMismatch {
+                patches: self.count,
+                offsets: geometry.len(),
+            });
+        }
+        if self.size != geometry.patch_size() {
+            return Err(Error::PatchSize {
+                expected: geometry.patch_size(),
+                found: self.size,
+            });
+        }
+        if !matches!(self.lanes, 1 | 2) {
+            return Err(Error::Gpu {
+                reason: format!(
+                    "{} lanes per pixel: 1 (real) or 2 (complex) expected",
+                    self.lanes
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Checks that an output buffer described DLPack-style (`shape`, `strides` in elements, `None`:
@@ -225,6 +251,25 @@ mod tests {
         ));
         assert!(Stack::from_layout(64, &[5, 8, 8], Some(&[64, 8]), 2).is_err());
         assert!(Stack::from_layout(0, &[5, 8, 8], None, 2).is_err());
+    }
+
+    #[test]
+    fn a_stack_must_be_the_plans() {
+        let positions = [[0.0, 0.0], [1.5, -2.0], [3.0, 1.0]];
+        let geometry = Geometry::new(&positions, 8, 4).unwrap();
+        let stack = Stack::from_layout(64, &[3, 8, 8], None, 2).unwrap();
+        assert!(stack.check(&geometry).is_ok());
+        let with = |f: fn(&mut Stack)| {
+            let mut s = stack;
+            f(&mut s);
+            s.check(&geometry)
+        };
+        assert!(matches!(
+            with(|s| s.count = 2),
+            Err(Error::CountMismatch { .. })
+        ));
+        assert!(matches!(with(|s| s.size = 9), Err(Error::PatchSize { .. })));
+        assert!(matches!(with(|s| s.lanes = 3), Err(Error::Gpu { .. })));
     }
 
     #[test]
