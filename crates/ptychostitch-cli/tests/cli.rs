@@ -11,17 +11,7 @@ use std::path::Path;
 #[test]
 fn golden_cases_through_the_cli_are_exact() {
     let dir = tempfile::tempdir().unwrap();
-    for name in [
-        "basic4",
-        "rand50",
-        "spiral200",
-        "oddM",
-        "negbig",
-        "single",
-        "same",
-        "integer",
-        "nonfinite",
-    ] {
+    for name in GOLDEN_CASES {
         let m = Npz::open(&golden(name))
             .unwrap()
             .read("M")

@@ -11,8 +11,14 @@ pub fn cli() -> Command {
     Command::cargo_bin("ptychostitch").expect("binary built")
 }
 
+// The library's list of golden cases and their folder.
+#[path = "../../../ptychostitch/tests/common/cases.rs"]
+mod cases;
+#[allow(unused_imports)] // not every test binary that shares these helpers uses it
+pub use cases::GOLDEN_CASES;
+
 pub fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../tests/data/golden/{name}.npz"))
+    cases::golden_dir().join(format!("{name}.npz"))
 }
 
 pub fn read_c2(path: &Path, key: &str) -> Array2<Complex32> {

@@ -5,30 +5,10 @@ use ndarray::{Array2, Array3};
 use ptychostitch::{Complex32, Sample};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::PathBuf;
 
-/// `tests/data/golden` of the repository (PtychoPINN's TensorFlow outputs; see its PROVENANCE.md).
-/// `PTYCHOSTITCH_GOLDEN` overrides it, for test binaries run from another checkout (the GPU
-/// check runs prebuilt binaries on another machine).
-pub fn golden_dir() -> PathBuf {
-    match std::env::var_os("PTYCHOSTITCH_GOLDEN") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden"),
-    }
-}
-
-/// The golden cases of `tests/data/golden` (see its PROVENANCE.md).
-pub const GOLDEN_CASES: [&str; 9] = [
-    "basic4",
-    "rand50",
-    "spiral200",
-    "oddM",
-    "negbig",
-    "single",
-    "same",
-    "integer",
-    "nonfinite",
-];
+mod cases;
+#[allow(unused_imports)] // not every test binary that shares these helpers uses it
+pub use cases::{GOLDEN_CASES, golden_dir};
 
 /// A golden case's inputs: patches `(n, N, N)`, offsets `(n, 2)`, `M`, and the open archive
 /// (for its TF outputs).
