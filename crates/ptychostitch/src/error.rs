@@ -193,6 +193,55 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// A cotangent (the gradient flowing back into an operation) has the wrong shape.
+    #[error(
+        "`{what}` has shape {found:?}; expected {expected:?}, the shape of the operation's output"
+    )]
+    CotangentShape {
+        /// Which argument.
+        what: &'static str,
+        /// The shape the operation's output has.
+        expected: Vec<usize>,
+        /// The shape that was given.
+        found: Vec<usize>,
+    },
+
+    /// `images` for extraction are not `(B, S, S)` or `(B, S, S, 1)` with `B ≥ 1`.
+    #[error(
+        "`imgs` has shape {shape:?}; expected (B, S, S, 1) or (B, S, S): B ≥ 1 square images, one per solution region"
+    )]
+    ImageShape {
+        /// The shape that was given.
+        shape: Vec<usize>,
+    },
+
+    /// The extracted patch side does not fit the image side.
+    #[error(
+        "cannot extract {patch}×{patch} patches from {side}×{side} images: expected N < S with S - N even (PtychoPINN trims (S - N)/2 from each side; it returns an empty array for S = N and {wrong}×{wrong} patches for an odd S - N)",
+        wrong = patch + 1
+    )]
+    ExtractSize {
+        /// Image side `S`.
+        side: usize,
+        /// Patch side `N`.
+        patch: usize,
+    },
+
+    /// Extraction offsets do not give `C` positions to each image.
+    #[error(
+        "`offsets_xy` holds {offsets} positions for {images} images; expected {per_image} per image (gridsize² = {per_image}), {expected} in all"
+    )]
+    ExtractCount {
+        /// Number of images `B`.
+        images: usize,
+        /// Positions per image `C`.
+        per_image: usize,
+        /// Positions given.
+        offsets: usize,
+        /// `B·C`.
+        expected: usize,
+    },
+
     /// A worker pool with the requested number of threads could not be created.
     #[error("could not start {threads} worker threads: {reason}")]
     ThreadPool {

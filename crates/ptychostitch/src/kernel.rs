@@ -56,6 +56,60 @@ impl Weights {
     }
 }
 
+/// `∂v/∂wx` of the interpolated value `v` (one lane): `(1 - wy)·(i01 - i00) + wy·(i11 - i10)`,
+/// evaluated as `fma(wy, i11 - i10, uy·(i01 - i00))` with `uy = 1 - wy`.
+///
+/// The derivative of [`Weights::apply`] with the integer part of the sample position held
+/// constant (`docs/semantics.md` §8); the sample moves by `-1` per pixel of offset, so the
+/// offset's derivative is the negative of this.
+#[inline(always)]
+pub fn d_dwx(uy: f32, wy: f32, i00: f32, i01: f32, i10: f32, i11: f32) -> f32 {
+    wy.mul_add(i11 - i10, uy * (i01 - i00))
+}
+
+/// `∂v/∂wy` of the interpolated value (one lane): `fma(wx, i11 - i01, ux·(i10 - i00))`.
+#[inline(always)]
+pub fn d_dwy(ux: f32, wx: f32, i00: f32, i01: f32, i10: f32, i11: f32) -> f32 {
+    wx.mul_add(i11 - i01, ux * (i10 - i00))
+}
+
+/// Number of partial sums an offset gradient keeps ([`ShiftGradient`]).
+pub const SHIFT_SLOTS: usize = 8;
+
+/// The fixed-order reduction behind every offset gradient (`docs/semantics.md` §8).
+///
+/// One term per lane of every pixel a patch reaches: the cotangent times [`d_dwx`] (or
+/// [`d_dwy`]), an exact product in `f64`. The term of lane `l` of canvas column `x` goes to
+/// partial sum `(x·LANES + l) mod 8`; pixels arrive in row-major order; the eight sums are
+/// combined as `((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))`. The order depends only on canvas
+/// coordinates, so the reference, the fast path and the GPU kernel emulator reproduce each
+/// other's bits, and eight independent sums let the fast path vectorise.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ShiftGradient {
+    /// Partial sums of `cot·∂v/∂wx`.
+    pub x: [f64; SHIFT_SLOTS],
+    /// Partial sums of `cot·∂v/∂wy`.
+    pub y: [f64; SHIFT_SLOTS],
+}
+
+impl ShiftGradient {
+    /// Adds the terms of one lane: `slot = (x·LANES + lane) mod 8`.
+    #[inline(always)]
+    pub fn add(&mut self, slot: usize, cot: f32, dwx: f32, dwy: f32) {
+        let s = slot % SHIFT_SLOTS;
+        self.x[s] += cot as f64 * dwx as f64;
+        self.y[s] += cot as f64 * dwy as f64;
+    }
+
+    /// `[∂L/∂a_x, ∂L/∂a_y]`: the combined sums, negated (the sample is `x - a_x`).
+    pub fn shift_gradient(&self) -> [f64; 2] {
+        let tree = |s: &[f64; SHIFT_SLOTS]| {
+            ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+        };
+        [-tree(&self.x), -tree(&self.y)]
+    }
+}
+
 /// PtychoPINN's normalisation of a real pixel: `value / (weight + 1e-9)` in `f32`.
 #[inline(always)]
 pub fn normalise(value: f32, weight: f32) -> f32 {
@@ -77,6 +131,21 @@ pub fn normalise(value: f32, weight: f32) -> f32 {
 pub fn normalise_complex(re: f32, im: f32, weight: f32) -> (f32, f32) {
     let d = weight + 1e-9_f32;
     ((re - im * -0.0) / d, (re * -0.0 + im) / d)
+}
+
+/// The cotangent of the weight canvas at one pixel of `R = I / (1e-9 + W)`:
+/// `−(Σ_lanes G·R) / (W + 1e-9)` (`f32`, lanes summed in order from `0.0`).
+///
+/// This is the quotient rule's `−G·conj(I) / d²` written with the forward's output `R = I / d`;
+/// only its real part reaches the offsets, since the weight canvas is real.
+#[inline(always)]
+pub fn weight_cotangent(cot: &[f32], output: &[f32], weight: f32) -> f32 {
+    let d = weight + 1e-9_f32;
+    let mut dot = 0.0_f32;
+    for (c, o) in cot.iter().zip(output) {
+        dot += c * o;
+    }
+    -dot / d
 }
 
 #[cfg(test)]

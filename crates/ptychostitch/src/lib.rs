@@ -44,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+mod adjoint;
 pub mod error;
 pub mod geometry;
 pub mod gpu;
@@ -60,6 +61,7 @@ mod stream;
 pub mod synthetic;
 mod window;
 
+pub use adjoint::{Gradients, Wrt};
 pub use error::{Error, Result};
 pub use geometry::{Footprint, Geometry, ScanWarning, Span};
 pub use interrupt::Interrupt;

@@ -57,7 +57,7 @@ impl Simd {
         }
     }
 
-    fn uses_avx2(self) -> bool {
+    pub(crate) fn uses_avx2(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             static DETECTED: OnceLock<bool> = OnceLock::new();
@@ -160,20 +160,12 @@ pub(crate) fn run<T: Sample>(
         simd,
         min_pixels_per_worker,
     } = schedule;
-    let requested = if threads == 0 {
-        rayon::current_num_threads()
-    } else {
-        threads
-    };
     let (selection, region) = (job.selection, job.region);
     let Work {
         pixels: footprint_pixels,
         rows: rows_with_work,
     } = work(geometry, selection, region);
-    let affordable = footprint_pixels
-        .checked_div(min_pixels_per_worker)
-        .unwrap_or(usize::MAX);
-    let workers = requested.min(affordable).max(1);
+    let workers = workers_for(threads, min_pixels_per_worker, footprint_pixels);
     // Four bands per worker for balance, but no band much shorter than a footprint: a patch
     // that straddles bands is set up (column tables, prefetch) once per band, and a streamed
     // chunk covers only a stripe of the canvas. (n = 100,000 in chunks of 4,096 on 2 threads:
@@ -196,32 +188,64 @@ pub(crate) fn run<T: Sample>(
         normalise: job.normalise,
         avx2,
     };
-    if workers <= 1 {
-        let mut scratch = Scratch::new(geometry, T::LANES);
-        for mut band in bands {
-            context.process(&mut band, &mut scratch);
+    for_each_piece(
+        workers,
+        bands,
+        || Scratch::new(geometry, T::LANES),
+        |mut band, scratch| context.process(&mut band, scratch),
+    );
+    Ok(())
+}
+
+/// How many workers a run of `pixels` pixels of work gets: `threads` (0 = the pool's size), but
+/// none with fewer than `min_pixels_per_worker` pixels, and at least one.
+pub(crate) fn workers_for(threads: usize, min_pixels_per_worker: usize, pixels: usize) -> usize {
+    let requested = if threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        threads
+    };
+    let affordable = pixels
+        .checked_div(min_pixels_per_worker)
+        .unwrap_or(usize::MAX);
+    requested.min(affordable).max(1)
+}
+
+/// Runs `work` on every piece, each worker with its own scratch from `scratch`.
+///
+/// Exactly `workers` tasks on the caller's rayon pool (the global one unless the caller
+/// installed another), each taking pieces from a shared queue until none is left. No pool is
+/// ever created here, so any sequence of thread counts leaves no threads behind; a count above
+/// the pool's size splits the work as asked but runs at most pool-size pieces at once. Pieces
+/// own disjoint outputs, so the result never depends on which worker took which piece.
+pub(crate) fn for_each_piece<P: Send, S>(
+    workers: usize,
+    pieces: Vec<P>,
+    scratch: impl Fn() -> S + Sync,
+    work: impl Fn(P, &mut S) + Sync,
+) {
+    if workers <= 1 || pieces.len() <= 1 {
+        let mut s = scratch();
+        for piece in pieces {
+            work(piece, &mut s);
         }
-        return Ok(());
+        return;
     }
-    // Exactly `workers` tasks on the caller's rayon pool (the global one unless the caller
-    // installed another), each taking bands from a shared queue until none is left. No pool is
-    // ever created here, so any sequence of thread counts leaves no threads behind; a count above
-    // the pool's size splits the canvas as asked but runs at most pool-size bands at once.
-    let queue = Mutex::new(bands.into_iter());
-    (0..workers).into_par_iter().for_each(|_| {
-        let mut scratch = Scratch::new(geometry, T::LANES);
+    let tasks = workers.min(pieces.len());
+    let queue = Mutex::new(pieces.into_iter());
+    (0..tasks).into_par_iter().for_each(|_| {
+        let mut s = scratch();
         loop {
             let next = queue
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .next();
             match next {
-                Some(mut band) => context.process(&mut band, &mut scratch),
+                Some(piece) => work(piece, &mut s),
                 None => break,
             }
         }
     });
-    Ok(())
 }
 
 /// How much a run has to do, from the selected footprints clipped to the region.

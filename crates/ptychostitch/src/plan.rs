@@ -285,6 +285,10 @@ impl Plan {
         self.schedule
     }
 
+    pub(crate) fn interrupt(&self) -> &Interrupt {
+        &self.interrupt
+    }
+
     fn everything(&self) -> Selection<'static> {
         Selection::Range(0, self.geometry.len())
     }

@@ -1,0 +1,368 @@
+//! Gradients of the reassembly: vector–Jacobian products of `shift_and_sum` and
+//! `reassemble_position` with respect to the patches and the offsets (`docs/semantics.md` §8).
+//!
+//! The forward is `canvas = Σ_k T(a_k)·crop(patch_k)` with `T(a)` the bilinear translation and
+//! `a_k = off_k − mean(off)`. Given the cotangent `G` of the canvas (TensorFlow's and PyTorch's
+//! convention for complex values: `∂L/∂Re + i·∂L/∂Im`), this module returns
+//! - the patches' cotangent: `T(a_k)ᵀ G`, cropped back to `N×N` (zero outside the kept centre);
+//! - the offsets' cotangent: `g_k − mean_j g_j`, where `g_k = Σ G·∂(T(a_k) patch_k)/∂a_k` with the
+//!   integer part of every sample position held constant, as TensorFlow's autodiff of
+//!   PtychoPINN's code does.
+//!
+//! For `reassemble_position = I / (1e-9 + W)` the quotient rule runs through both the image `I`
+//! and the weight canvas `W`, which also moves with the offsets.
+//!
+//! Two implementations give one answer, as for the forward: [`reference`] scatters over the
+//! whole canvas, literally; [`fast`] gathers over each patch's footprint, one patch per task.
+//! Both use [`crate::kernel`]'s per-pixel arithmetic and its fixed-order
+//! [`ShiftGradient`] reduction, so their bits are equal for every input and thread count.
+
+pub(crate) mod fast;
+pub(crate) mod reference;
+
+use crate::error::{Error, Result};
+use crate::geometry::Geometry;
+use crate::kernel::{ShiftGradient, weight_cotangent};
+use crate::memory::try_zeroed_vec;
+use crate::sample::{Sample, lanes, lanes_mut};
+use ndarray::{Array2, Array3, ArrayView2};
+
+/// Which cotangents to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wrt {
+    /// The patches' (or images') cotangent.
+    pub patches: bool,
+    /// The offsets' cotangent.
+    pub offsets: bool,
+}
+
+impl Wrt {
+    /// Both cotangents.
+    pub const ALL: Wrt = Wrt {
+        patches: true,
+        offsets: true,
+    };
+    /// Only the patches' (images') cotangent.
+    pub const PATCHES: Wrt = Wrt {
+        patches: true,
+        offsets: false,
+    };
+    /// Only the offsets' cotangent.
+    pub const OFFSETS: Wrt = Wrt {
+        patches: false,
+        offsets: true,
+    };
+}
+
+/// The result of a vector–Jacobian product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradients<T> {
+    /// `(n, N, N)` cotangent of the patches (for extraction: `(B, S, S)` of the images), when
+    /// asked for.
+    pub patches: Option<Array3<T>>,
+    /// `(n, 2)` cotangent `[x, y]` of the offsets, when asked for.
+    pub offsets: Option<Array2<f64>>,
+}
+
+/// Which forward a VJP differentiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    Reference,
+    Fast,
+}
+
+/// Checks a canvas cotangent: `(S, S)`, and returns it as C-ordered lanes (copied if strided).
+pub(crate) fn canvas_lanes<T: Sample>(
+    side: usize,
+    what: &'static str,
+    cot: ArrayView2<'_, T>,
+) -> Result<Vec<f32>> {
+    if cot.dim() != (side, side) {
+        return Err(Error::CotangentShape {
+            what,
+            expected: vec![side, side],
+            found: cot.shape().to_vec(),
+        });
+    }
+    let mut out = try_zeroed_vec::<f32>(side * side * T::LANES, || {
+        format!("a {side}×{side} cotangent canvas")
+    })?;
+    match cot.as_slice() {
+        Some(s) => out.copy_from_slice(lanes(s)),
+        None => {
+            for (dst, v) in out.chunks_exact_mut(T::LANES).zip(cot.iter()) {
+                dst.copy_from_slice(lanes(std::slice::from_ref(v)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `g_k − mean_j g_j` (the derivative of the re-centring), as an `(n, 2)` array.
+///
+/// The mean is a sequential `f64` sum in patch order divided by `n`.
+pub(crate) fn centred(raw: &[[f64; 2]]) -> Array2<f64> {
+    let n = raw.len() as f64;
+    let mut sum = [0.0_f64; 2];
+    for g in raw {
+        sum[0] += g[0];
+        sum[1] += g[1];
+    }
+    let mean = [sum[0] / n, sum[1] / n];
+    let mut out = Array2::zeros((raw.len(), 2));
+    for (mut row, g) in out.rows_mut().into_iter().zip(raw) {
+        row[0] = g[0] - mean[0];
+        row[1] = g[1] - mean[1];
+    }
+    out
+}
+
+/// Per-patch raw shift gradients `[∂L/∂a_x, ∂L/∂a_y]`.
+pub(crate) fn raw_shifts(sums: &[ShiftGradient]) -> Vec<[f64; 2]> {
+    sums.iter().map(ShiftGradient::shift_gradient).collect()
+}
+
+/// The quotient rule of `R = I / (1e-9 + W)`: from the cotangent `G` of `R`, the cotangent of
+/// `I` (`G` divided as the forward divides, [`Sample::normalise`]) and, when `output` is given,
+/// of `W` (`−Σ_lanes G·R / (W + 1e-9)`, [`weight_cotangent`]).
+pub(crate) fn quotient<T: Sample>(
+    cot: &[f32],
+    weights: &[f32],
+    output: Option<&[f32]>,
+) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    let l = T::LANES;
+    let mut gi = try_zeroed_vec::<f32>(cot.len(), || "the image cotangent canvas".into())?;
+    gi.copy_from_slice(cot);
+    for (pixel, &w) in gi.chunks_exact_mut(l).zip(weights) {
+        T::normalise(pixel, w);
+    }
+    let gw = match output {
+        None => None,
+        Some(out) => {
+            let mut gw =
+                try_zeroed_vec::<f32>(weights.len(), || "the weight cotangent canvas".into())?;
+            for (((g, c), o), &w) in gw
+                .iter_mut()
+                .zip(cot.chunks_exact(l))
+                .zip(out.chunks_exact(l))
+                .zip(weights)
+            {
+                *g = weight_cotangent(c, o, w);
+            }
+            Some(gw)
+        }
+    };
+    Ok((gi, gw))
+}
+
+/// An `(n, N, N)` stack of `T` from its lanes.
+pub(crate) fn stack_from_lanes<T: Sample>(
+    shape: (usize, usize, usize),
+    values: Vec<f32>,
+) -> Array3<T> {
+    let (n, a, b) = shape;
+    let mut out = Array3::<T>::from_elem(shape, T::zeroed());
+    lanes_mut(out.as_slice_mut().expect("a fresh array is contiguous")).copy_from_slice(&values);
+    debug_assert_eq!(values.len(), n * a * b * T::LANES);
+    out
+}
+
+/// The output canvas as C-ordered lanes (copied when strided), checked against the side.
+pub(crate) fn output_lanes<T: Sample>(side: usize, out: ArrayView2<'_, T>) -> Result<Vec<f32>> {
+    canvas_lanes(side, "output", out)
+}
+
+/// Geometry accessor shared by the two paths (so that the reference never reads fast-path
+/// tables).
+pub(crate) fn crop_box(g: &Geometry) -> (usize, usize, usize) {
+    (g.pad(), g.kept(), g.crop_start())
+}
+
+use crate::plan::{Operation, Plan};
+use ndarray::{ArrayView, ArrayView3, Dimension};
+use std::borrow::Cow;
+
+impl Plan {
+    /// The vector–Jacobian product of [`Plan::shift_and_sum`]: from the `(S, S)` cotangent of
+    /// the canvas, the cotangents of the patches (`(n, N, N)`, zero outside the kept centre) and
+    /// of the offsets (`(n, 2)`, `[x, y]`), as `wrt` asks. Fast path, bit-identical to
+    /// [`Plan::shift_and_sum_vjp_reference`] for every thread count.
+    ///
+    /// ```
+    /// use ndarray::{Array2, Array3};
+    /// use ptychostitch::{Plan, Wrt};
+    ///
+    /// let offsets = Array2::from_shape_vec((2, 2), vec![0.0, 0.0, 3.5, 1.25]).unwrap();
+    /// let plan = Plan::new(offsets.view(), 32, 16).unwrap();
+    /// let patches = Array3::<f32>::ones((2, 32, 32));
+    /// let cot = Array2::<f32>::ones(plan.canvas_shape());
+    /// let grads = plan.shift_and_sum_vjp(patches.view(), cot.view(), Wrt::ALL).unwrap();
+    /// // Every kept pixel lands with total weight 1, so the sum's gradient is 1 there.
+    /// assert_eq!(grads.patches.unwrap()[[0, 16, 16]], 1.0);
+    /// // Offsets' gradients sum to zero (the mean is subtracted before translating).
+    /// let g = grads.offsets.unwrap();
+    /// assert!((g[[0, 0]] + g[[1, 0]]).abs() < 1e-9);
+    /// ```
+    pub fn shift_and_sum_vjp<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+        cotangent: ArrayView2<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        self.vjp(
+            Path::Fast,
+            Operation::ShiftAndSum,
+            patches,
+            None,
+            cotangent,
+            wrt,
+        )
+    }
+
+    /// The reference (oracle) of [`Plan::shift_and_sum_vjp`]: `O(n·S²)`, one thread.
+    pub fn shift_and_sum_vjp_reference<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+        cotangent: ArrayView2<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        self.vjp(
+            Path::Reference,
+            Operation::ShiftAndSum,
+            patches,
+            None,
+            cotangent,
+            wrt,
+        )
+    }
+
+    /// The vector–Jacobian product of [`Plan::reassemble_position`], through the quotient
+    /// `I / (1e-9 + W)` (the weights `W` move with the offsets too).
+    ///
+    /// `output` is the forward's result for these patches, which the offsets' cotangent needs;
+    /// pass it when you have it (autodiff frameworks keep it), or `None` to recompute it. The
+    /// patches' cotangent needs only the (cached) weights.
+    pub fn reassemble_position_vjp<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+        output: Option<ArrayView2<'_, T>>,
+        cotangent: ArrayView2<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        self.vjp(
+            Path::Fast,
+            Operation::ReassemblePosition,
+            patches,
+            output,
+            cotangent,
+            wrt,
+        )
+    }
+
+    /// The reference (oracle) of [`Plan::reassemble_position_vjp`].
+    pub fn reassemble_position_vjp_reference<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+        output: Option<ArrayView2<'_, T>>,
+        cotangent: ArrayView2<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        self.vjp(
+            Path::Reference,
+            Operation::ReassemblePosition,
+            patches,
+            output,
+            cotangent,
+            wrt,
+        )
+    }
+
+    fn vjp<T: Sample, D: Dimension>(
+        &self,
+        path: Path,
+        op: Operation,
+        patches: ArrayView<'_, T, D>,
+        output: Option<ArrayView2<'_, T>>,
+        cotangent: ArrayView2<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        let g = self.geometry();
+        let stack = g.check_patches(patches)?;
+        let side = g.side();
+        let cot = canvas_lanes(side, "cotangent", cotangent)?;
+        let translate = |cot: &[f32], want_patches: bool| match path {
+            Path::Reference => {
+                reference::translate_vjp(g, stack, cot, want_patches, wrt.offsets, self.interrupt())
+            }
+            Path::Fast => fast::translate_vjp(
+                g,
+                fast::Source::Patches(stack),
+                cot,
+                want_patches,
+                wrt.offsets,
+                self.schedule(),
+            ),
+        };
+        let (grads, raw) = match op {
+            Operation::ShiftAndSum => {
+                let (grads, sums) = translate(&cot, wrt.patches)?;
+                (grads, raw_shifts(&sums))
+            }
+            Operation::ReassemblePosition => {
+                let weights: Cow<'_, Array2<f32>> = match path {
+                    Path::Reference => Cow::Owned(self.weights_reference()?),
+                    Path::Fast => Cow::Borrowed(self.weights()?),
+                };
+                let weights = weights.as_slice().unwrap_or_default();
+                let output = match (wrt.offsets, output) {
+                    (false, _) => None,
+                    (true, Some(o)) => Some(output_lanes(side, o)?),
+                    (true, None) => {
+                        let fresh = match path {
+                            Path::Reference => self.reassemble_position_reference(stack)?,
+                            Path::Fast => self.reassemble_position(stack)?,
+                        };
+                        Some(output_lanes(side, fresh.view())?)
+                    }
+                };
+                let (gi, gw) = quotient::<T>(&cot, weights, output.as_deref())?;
+                let (grads, sums) = translate(&gi, wrt.patches)?;
+                let mut raw = raw_shifts(&sums);
+                if let Some(gw) = gw {
+                    let ones = self.translate_ones_vjp(path, &gw)?;
+                    for (r, o) in raw.iter_mut().zip(raw_shifts(&ones)) {
+                        r[0] += o[0];
+                        r[1] += o[1];
+                    }
+                }
+                (grads, raw)
+            }
+        };
+        let n = g.patch_size();
+        Ok(Gradients {
+            patches: grads.map(|v| stack_from_lanes::<T>((g.len(), n, n), v)),
+            offsets: wrt.offsets.then(|| centred(&raw)),
+        })
+    }
+
+    /// Offset sums of the weight canvas (patches of ones) for the cotangent `gw`.
+    fn translate_ones_vjp(&self, path: Path, gw: &[f32]) -> Result<Vec<ShiftGradient>> {
+        let g = self.geometry();
+        Ok(match path {
+            Path::Reference => {
+                let n = g.patch_size();
+                let len = g.len() * n * n;
+                let mut ones =
+                    try_zeroed_vec::<f32>(len, || format!("{len} ones of the reference gradient"))?;
+                ones.fill(1.0);
+                let ones = ArrayView3::from_shape((g.len(), n, n), &ones)
+                    .expect("n·N·N values for an (n, N, N) stack");
+                reference::translate_vjp(g, ones, gw, false, true, self.interrupt())?.1
+            }
+            Path::Fast => {
+                fast::translate_vjp::<f32>(g, fast::Source::Ones, gw, false, true, self.schedule())?
+                    .1
+            }
+        })
+    }
+}
