@@ -46,6 +46,7 @@
 
 mod adjoint;
 pub mod error;
+mod extract;
 pub mod geometry;
 pub mod gpu;
 mod interrupt;
@@ -63,6 +64,7 @@ mod window;
 
 pub use adjoint::{Gradients, Wrt};
 pub use error::{Error, Result};
+pub use extract::Extraction;
 pub use geometry::{Footprint, Geometry, ScanWarning, Span};
 pub use interrupt::Interrupt;
 pub use num_complex::Complex32;

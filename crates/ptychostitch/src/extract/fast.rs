@@ -1,0 +1,162 @@
+//! The fast extraction and its adjoint.
+//!
+//! - Forward: only the kept `N×N` window of each translated image is computed, one patch per
+//!   task, with the reference's per-pixel function: the same bits.
+//! - Images' cotangent: each image is split into row bands; a band walks its image's patches
+//!   in order and, inside each, the window's pixels in row-major order, adding each weight times
+//!   the cotangent to the image pixels of the band. Every image pixel therefore receives the
+//!   reference's terms in the reference's order; the reference's other terms (outside the
+//!   window, where the cotangent is zero) are `+0`, which leave a sum that started at `+0.0`
+//!   unchanged.
+//! - Offsets' cotangent: per patch, the reference's terms in the reference's order.
+
+use super::{Extraction, add_offset_terms, corners, image_lanes, sample_pixel};
+use crate::adjoint::Wrt;
+use crate::error::Result;
+use crate::kernel::ShiftGradient;
+use crate::memory::try_zeroed_vec;
+use crate::parallel::{Schedule, for_each_piece, workers_for};
+use crate::sample::Sample;
+use ndarray::ArrayView3;
+
+pub(crate) fn extract<T: Sample>(
+    plan: &Extraction,
+    images: ArrayView3<'_, T>,
+    schedule: Schedule,
+) -> Result<Vec<f32>> {
+    let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
+    let count = plan.shifts.len();
+    let per_patch = n * n * l;
+    let mut out = try_zeroed_vec::<f32>(count * per_patch, || "the extracted patches".into())?;
+    let workers = workers_for(
+        schedule.threads,
+        schedule.min_pixels_per_worker,
+        count * n * n,
+    );
+    // Strided images are copied once; C-ordered ones are read in place.
+    let owned: Vec<Vec<f32>> = match images.as_slice() {
+        Some(_) => Vec::new(),
+        None => (0..plan.images()).map(|b| image_lanes(images, b)).collect(),
+    };
+    let contiguous = images.as_slice().map(crate::sample::lanes);
+    let image = |b: usize| -> &[f32] {
+        match contiguous {
+            Some(all) => &all[b * s * s * l..(b + 1) * s * s * l],
+            None => &owned[b],
+        }
+    };
+    let pieces: Vec<(usize, &mut [f32])> = out.chunks_mut(per_patch).enumerate().collect();
+    for_each_piece(
+        workers,
+        pieces,
+        || (),
+        |(j, dst), _| {
+            let img = image(j / c);
+            for r in 0..n {
+                for q in 0..n {
+                    let at = (r * n + q) * l;
+                    sample_pixel(
+                        img,
+                        s,
+                        l,
+                        t + r,
+                        t + q,
+                        plan.shifts[j],
+                        &mut dst[at..at + l],
+                    );
+                }
+            }
+        },
+    );
+    Ok(out)
+}
+
+pub(crate) fn extract_vjp<T: Sample>(
+    plan: &Extraction,
+    images: ArrayView3<'_, T>,
+    cot: &[f32],
+    wrt: Wrt,
+    schedule: Schedule,
+) -> Result<(Option<Vec<f32>>, Vec<ShiftGradient>)> {
+    let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
+    let count = plan.shifts.len();
+    let b_count = plan.images();
+    let workers = workers_for(
+        schedule.threads,
+        schedule.min_pixels_per_worker,
+        count * n * n,
+    );
+    let mut grads = if wrt.patches {
+        Some(try_zeroed_vec::<f32>(b_count * s * s * l, || {
+            "the images' cotangent".into()
+        })?)
+    } else {
+        None
+    };
+    if let Some(grads) = grads.as_mut() {
+        // Bands: enough pieces for every worker, none thinner than one row.
+        let bands = (workers * 4).div_ceil(b_count).clamp(1, s);
+        let mut pieces = Vec::new();
+        for (b, image) in grads.chunks_mut(s * s * l).enumerate() {
+            let mut rest = image;
+            let mut start = 0;
+            for i in 0..bands {
+                let end = s * (i + 1) / bands;
+                let (head, tail) = rest.split_at_mut((end - start) * s * l);
+                rest = tail;
+                pieces.push((b, start, end, head));
+                start = end;
+            }
+        }
+        for_each_piece(
+            workers,
+            pieces,
+            || (),
+            |(b, top, bottom, band), _| {
+                let in_band = |y: i64| (top as i64..bottom as i64).contains(&y);
+                for j in b * c..(b + 1) * c {
+                    let shift = plan.shifts[j];
+                    for r in 0..n {
+                        let y = t + r;
+                        let y0 = crate::kernel::sample_axis(y, shift[1]).0;
+                        if !(in_band(y0) || in_band(y0 + 1)) {
+                            continue;
+                        }
+                        for q in 0..n {
+                            let x = t + q;
+                            let g = &cot[((j * n + r) * n + q) * l..][..l];
+                            for (cy, cx, weight) in corners(y, x, shift) {
+                                if in_band(cy) && (0..s as i64).contains(&cx) {
+                                    let dst = ((cy as usize - top) * s + cx as usize) * l;
+                                    for (lane, v) in g.iter().enumerate() {
+                                        band[dst + lane] += weight * v;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    }
+    let mut sums = vec![ShiftGradient::default(); count];
+    if wrt.offsets {
+        let owned: Vec<Vec<f32>> = (0..b_count).map(|b| image_lanes(images, b)).collect();
+        let pieces: Vec<(usize, &mut ShiftGradient)> = sums.iter_mut().enumerate().collect();
+        for_each_piece(
+            workers,
+            pieces,
+            || (),
+            |(j, sum), _| {
+                let image = &owned[j / c];
+                for r in 0..n {
+                    for q in 0..n {
+                        let g = &cot[((j * n + r) * n + q) * l..][..l];
+                        add_offset_terms(sum, image, s, l, (t + r, t + q), plan.shifts[j], g);
+                    }
+                }
+            },
+        );
+    }
+    Ok((grads, sums))
+}

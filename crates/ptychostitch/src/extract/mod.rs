@@ -1,0 +1,346 @@
+//! Extraction: PtychoPINN's `extract_patches_position`, the operation that cuts patches back
+//! out of an image at sub-pixel positions, and its vector–Jacobian product
+//! (`docs/semantics.md` §9).
+//!
+//! Image `b` (`S×S`) is translated by each of its `C` offsets `[x, y]` with the arithmetic of
+//! the reassembly's translation (§2 step 4: bilinear, zero outside the image; the offsets are
+//! cast to `f32`, **not** re-centred, **not** negated), and the centre `N×N` of each translated
+//! image is kept (`(S − N)/2` trimmed from each side). Output row `b·C + c` is image `b` at its
+//! `c`-th offset, PtychoPINN's flat layout.
+//!
+//! As for the reassembly, a literal [`reference`] (every translated image computed whole, then
+//! trimmed; its adjoint scattered over the whole image) is the oracle, and a [`fast`] path that
+//! computes only the kept window gives the same bits for every input and thread count.
+
+pub(crate) mod fast;
+pub(crate) mod reference;
+
+use crate::adjoint::{Gradients, Wrt, stack_from_lanes};
+use crate::error::{Error, Result};
+use crate::geometry::{offset_pairs, patch_stack};
+use crate::kernel::{ShiftGradient, Weights, sample_axis};
+use crate::parallel::{DEFAULT_MIN_PIXELS_PER_WORKER, Schedule, Simd};
+use crate::sample::{Sample, lanes};
+use ndarray::{Array2, Array3, ArrayView, ArrayView3, Dimension};
+
+/// An extraction plan: the offsets, the number of patches per image `C`, the image side `S`
+/// and the patch side `N`, validated once.
+///
+/// ```
+/// use ndarray::{Array2, Array3};
+/// use ptychostitch::Extraction;
+///
+/// // One 16×16 image, two 8×8 patches: at the centre, and shifted by x = +1 (content moves
+/// // right, so the patch's pixel (r, c) shows the image at column c + 4 − 1).
+/// let offsets = Array2::from_shape_vec((2, 2), vec![0.0, 0.0, 1.0, 0.0]).unwrap();
+/// let plan = Extraction::new(offsets.view(), 2, 16, 8).unwrap();
+/// let image = Array3::from_shape_fn((1, 16, 16), |(_, r, c)| (r * 16 + c) as f32);
+/// let patches = plan.extract(image.view()).unwrap();
+/// assert_eq!(patches.dim(), (2, 8, 8));
+/// assert_eq!(patches[[0, 0, 0]], image[[0, 4, 4]]);
+/// assert_eq!(patches[[1, 0, 1]], image[[0, 4, 4]]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Extraction {
+    per_image: usize,
+    side: usize,
+    patch: usize,
+    trim: usize,
+    shifts: Vec<[f32; 2]>,
+    schedule: Schedule,
+}
+
+impl Extraction {
+    /// Plans the extraction of one `N×N` patch per offset from `S×S` images, `C` = `per_image`
+    /// consecutive offsets per image. Offsets have `B·C` leading and two values `[x, y]` after
+    /// it (`(B·C, 2)`, `(B·C, 1, 1, 2)`, …), in PtychoPINN's flat order (row `b·C + c`).
+    pub fn new<D: Dimension>(
+        offsets: ArrayView<'_, f64, D>,
+        per_image: usize,
+        image_side: usize,
+        patch_size: usize,
+    ) -> Result<Self> {
+        let pairs = offset_pairs(offsets)?;
+        if pairs.is_empty() {
+            return Err(Error::NoPatches);
+        }
+        if patch_size == 0 || patch_size >= image_side || (image_side - patch_size) % 2 != 0 {
+            return Err(Error::ExtractSize {
+                side: image_side,
+                patch: patch_size,
+            });
+        }
+        if per_image == 0 || pairs.len() % per_image != 0 {
+            return Err(Error::ExtractCount {
+                images: pairs.len() / per_image.max(1),
+                per_image,
+                offsets: pairs.len(),
+                expected: (pairs.len() / per_image.max(1) + 1) * per_image,
+            });
+        }
+        let mut shifts = Vec::with_capacity(pairs.len());
+        for (index, &[x, y]) in pairs.iter().enumerate() {
+            let single = [x as f32, y as f32];
+            for (axis, (v, raw)) in single.iter().zip([x, y]).enumerate() {
+                if !v.is_finite() {
+                    return Err(Error::NonFiniteOffset {
+                        index,
+                        axis: ["x", "y"][axis],
+                        value: raw,
+                    });
+                }
+            }
+            shifts.push(single);
+        }
+        Ok(Self {
+            per_image,
+            side: image_side,
+            patch: patch_size,
+            trim: (image_side - patch_size) / 2,
+            shifts,
+            schedule: Schedule {
+                threads: 0,
+                simd: Simd::Auto,
+                min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
+            },
+        })
+    }
+
+    /// Splits the work for `threads` workers (0, the default: all cores). The result does not
+    /// depend on it.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.schedule.threads = threads;
+        self
+    }
+
+    /// Uses fewer workers when each would get fewer than `pixels` pixels (0: always all, as
+    /// the tests do). The result does not depend on it.
+    pub fn with_min_pixels_per_worker(mut self, pixels: usize) -> Self {
+        self.schedule.min_pixels_per_worker = pixels;
+        self
+    }
+
+    /// Number of images `B` the plan expects.
+    pub fn images(&self) -> usize {
+        self.shifts.len() / self.per_image
+    }
+
+    /// Output shape `(B·C, N, N)`.
+    pub fn output_shape(&self) -> (usize, usize, usize) {
+        (self.shifts.len(), self.patch, self.patch)
+    }
+
+    /// The offsets `[x, y]` as `f32`.
+    pub fn shifts(&self) -> &[[f32; 2]] {
+        &self.shifts
+    }
+
+    /// The patches cut from `(B, S, S)` or `(B, S, S, 1)` images: `(B·C, N, N)`. Fast path.
+    pub fn extract<T: Sample, D: Dimension>(
+        &self,
+        images: ArrayView<'_, T, D>,
+    ) -> Result<Array3<T>> {
+        let images = self.check_images(images)?;
+        let out = fast::extract(self, images, self.schedule)?;
+        Ok(stack_from_lanes(self.output_shape(), out))
+    }
+
+    /// The reference (oracle) of [`Extraction::extract`]: every image translated whole, then
+    /// trimmed.
+    pub fn extract_reference<T: Sample, D: Dimension>(
+        &self,
+        images: ArrayView<'_, T, D>,
+    ) -> Result<Array3<T>> {
+        let images = self.check_images(images)?;
+        let out = reference::extract(self, images)?;
+        Ok(stack_from_lanes(self.output_shape(), out))
+    }
+
+    /// The vector–Jacobian product of [`Extraction::extract`]: from the `(B·C, N, N)` cotangent
+    /// of the patches, the images' cotangent (`(B, S, S)`, in [`Gradients::patches`]) and the
+    /// offsets' (`(B·C, 2)`, `[x, y]`), as `wrt` asks. Fast path.
+    pub fn extract_vjp<T: Sample, D: Dimension>(
+        &self,
+        images: ArrayView<'_, T, D>,
+        cotangent: ArrayView3<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        let images = self.check_images(images)?;
+        let cot = self.cotangent_lanes(cotangent)?;
+        let (grads, sums) = fast::extract_vjp(self, images, &cot, wrt, self.schedule)?;
+        Ok(self.gradients(grads, sums, wrt))
+    }
+
+    /// The reference (oracle) of [`Extraction::extract_vjp`].
+    pub fn extract_vjp_reference<T: Sample, D: Dimension>(
+        &self,
+        images: ArrayView<'_, T, D>,
+        cotangent: ArrayView3<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        let images = self.check_images(images)?;
+        let cot = self.cotangent_lanes(cotangent)?;
+        let (grads, sums) = reference::extract_vjp(self, images, &cot, wrt)?;
+        Ok(self.gradients(grads, sums, wrt))
+    }
+
+    fn gradients<T: Sample>(
+        &self,
+        grads: Option<Vec<f32>>,
+        sums: Vec<ShiftGradient>,
+        wrt: Wrt,
+    ) -> Gradients<T> {
+        let s = self.side;
+        Gradients {
+            patches: grads.map(|v| stack_from_lanes((self.images(), s, s), v)),
+            offsets: wrt.offsets.then(|| {
+                let mut out = Array2::zeros((sums.len(), 2));
+                for (mut row, sum) in out.rows_mut().into_iter().zip(&sums) {
+                    let [gx, gy] = sum.shift_gradient();
+                    row[0] = gx;
+                    row[1] = gy;
+                }
+                out
+            }),
+        }
+    }
+
+    fn check_images<'a, T, D: Dimension>(
+        &self,
+        images: ArrayView<'a, T, D>,
+    ) -> Result<ArrayView3<'a, T>> {
+        let shape = images.shape().to_vec();
+        let stack = patch_stack(images).map_err(|_| Error::ImageShape {
+            shape: shape.clone(),
+        })?;
+        let (b, s, _) = stack.dim();
+        if s != self.side {
+            return Err(Error::ImageShape { shape });
+        }
+        if b * self.per_image != self.shifts.len() {
+            return Err(Error::ExtractCount {
+                images: b,
+                per_image: self.per_image,
+                offsets: self.shifts.len(),
+                expected: b * self.per_image,
+            });
+        }
+        Ok(stack)
+    }
+
+    fn cotangent_lanes<T: Sample>(&self, cot: ArrayView3<'_, T>) -> Result<Vec<f32>> {
+        let (n, p, _) = self.output_shape();
+        if cot.dim() != (n, p, p) {
+            return Err(Error::CotangentShape {
+                what: "cotangent",
+                expected: vec![n, p, p],
+                found: cot.shape().to_vec(),
+            });
+        }
+        Ok(match cot.as_slice() {
+            Some(s) => lanes(s).to_vec(),
+            None => cot
+                .iter()
+                .flat_map(|v| lanes(std::slice::from_ref(v)).to_vec())
+                .collect(),
+        })
+    }
+}
+
+/// One output pixel of patch `j`: image pixel `(y, x)` of the translated image, `I = 0`
+/// outside. Shared by both paths.
+#[inline(always)]
+pub(crate) fn sample_pixel(
+    image: &[f32],
+    side: usize,
+    l: usize,
+    y: usize,
+    x: usize,
+    [ax, ay]: [f32; 2],
+    out: &mut [f32],
+) {
+    let (y0, wy) = sample_axis(y, ay);
+    let (x0, wx) = sample_axis(x, ax);
+    let w = Weights::new(wx, wy);
+    for (lane, o) in out.iter_mut().enumerate() {
+        let at = |cy: i64, cx: i64| pixel(image, side, l, cy, cx, lane);
+        *o = w.apply(
+            at(y0, x0),
+            at(y0, x0 + 1),
+            at(y0 + 1, x0),
+            at(y0 + 1, x0 + 1),
+        );
+    }
+}
+
+/// Lane `lane` of image pixel `(y, x)`, zero outside the `side×side` image.
+#[inline(always)]
+pub(crate) fn pixel(image: &[f32], side: usize, l: usize, y: i64, x: i64, lane: usize) -> f32 {
+    if (0..side as i64).contains(&y) && (0..side as i64).contains(&x) {
+        image[(y as usize * side + x as usize) * l + lane]
+    } else {
+        0.0
+    }
+}
+
+/// Offset terms of output pixel `(y, x)` of a translated image into `sum`, when the pixel
+/// reads at least one image pixel. Shared by both paths.
+#[inline(always)]
+pub(crate) fn add_offset_terms(
+    sum: &mut ShiftGradient,
+    image: &[f32],
+    side: usize,
+    l: usize,
+    (y, x): (usize, usize),
+    [ax, ay]: [f32; 2],
+    cot: &[f32],
+) {
+    use crate::kernel::{d_dwx, d_dwy};
+    let (y0, wy) = sample_axis(y, ay);
+    let (x0, wx) = sample_axis(x, ax);
+    let on = |v: i64| (-1..side as i64).contains(&v);
+    if !(on(y0) && on(x0)) {
+        return;
+    }
+    for (lane, &g) in cot.iter().enumerate() {
+        let at = |cy: i64, cx: i64| pixel(image, side, l, cy, cx, lane);
+        let (i00, i01, i10, i11) = (
+            at(y0, x0),
+            at(y0, x0 + 1),
+            at(y0 + 1, x0),
+            at(y0 + 1, x0 + 1),
+        );
+        sum.add(
+            x * l + lane,
+            g,
+            d_dwx(1.0 - wy, wy, i00, i01, i10, i11),
+            d_dwy(1.0 - wx, wx, i00, i01, i10, i11),
+        );
+    }
+}
+
+/// An image of the stack as C-ordered lanes (copied when strided).
+pub(crate) fn image_lanes<T: Sample>(images: ArrayView3<'_, T>, b: usize) -> Vec<f32> {
+    let image = images.index_axis(ndarray::Axis(0), b);
+    match image.as_slice() {
+        Some(s) => lanes(s).to_vec(),
+        None => image
+            .iter()
+            .flat_map(|v| lanes(std::slice::from_ref(v)).to_vec())
+            .collect(),
+    }
+}
+
+/// The four corners `(row, column, weight)` an output pixel reads, in the order a, b, c, d.
+#[inline(always)]
+pub(crate) fn corners(y: usize, x: usize, [ax, ay]: [f32; 2]) -> [(i64, i64, f32); 4] {
+    let (y0, wy) = sample_axis(y, ay);
+    let (x0, wx) = sample_axis(x, ax);
+    let w = Weights::new(wx, wy);
+    [
+        (y0, x0, w.a),
+        (y0, x0 + 1, w.b),
+        (y0 + 1, x0, w.c),
+        (y0 + 1, x0 + 1, w.d),
+    ]
+}

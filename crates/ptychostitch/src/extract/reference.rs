@@ -1,0 +1,93 @@
+//! The reference extraction and its adjoint: the oracle.
+//!
+//! Forward: every image translated whole (every `S×S` pixel evaluated), then trimmed to its
+//! centre. Adjoint: the cotangent zero-padded back to `S×S`, and for every pixel of every
+//! translated image, in patch order and row-major order, each bilinear weight times the
+//! cotangent added to the image pixel it read. `O(B·C·S²)`, one thread, slow on purpose.
+
+use super::{Extraction, add_offset_terms, corners, image_lanes, sample_pixel};
+use crate::adjoint::Wrt;
+use crate::error::Result;
+use crate::kernel::ShiftGradient;
+use crate::memory::try_zeroed_vec;
+use crate::sample::Sample;
+use ndarray::ArrayView3;
+
+pub(crate) fn extract<T: Sample>(plan: &Extraction, images: ArrayView3<'_, T>) -> Result<Vec<f32>> {
+    let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
+    let mut out = try_zeroed_vec::<f32>(plan.shifts.len() * n * n * l, || {
+        "the extracted patches".into()
+    })?;
+    let mut whole = try_zeroed_vec::<f32>(s * s * l, || format!("a {s}×{s} translated image"))?;
+    for (j, &shift) in plan.shifts.iter().enumerate() {
+        let image = image_lanes(images, j / c);
+        for y in 0..s {
+            for x in 0..s {
+                let at = (y * s + x) * l;
+                sample_pixel(&image, s, l, y, x, shift, &mut whole[at..at + l]);
+            }
+        }
+        for r in 0..n {
+            let src = ((t + r) * s + t) * l;
+            let dst = (j * n + r) * n * l;
+            out[dst..dst + n * l].copy_from_slice(&whole[src..src + n * l]);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn extract_vjp<T: Sample>(
+    plan: &Extraction,
+    images: ArrayView3<'_, T>,
+    cot: &[f32],
+    wrt: Wrt,
+) -> Result<(Option<Vec<f32>>, Vec<ShiftGradient>)> {
+    let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
+    let mut grads = if wrt.patches {
+        Some(try_zeroed_vec::<f32>(plan.images() * s * s * l, || {
+            "the images' cotangent".into()
+        })?)
+    } else {
+        None
+    };
+    let mut sums = vec![ShiftGradient::default(); plan.shifts.len()];
+    let mut padded = try_zeroed_vec::<f32>(s * s * l, || format!("a {s}×{s} cotangent"))?;
+    for (j, &shift) in plan.shifts.iter().enumerate() {
+        let b = j / c;
+        padded.fill(0.0);
+        for r in 0..n {
+            let dst = ((t + r) * s + t) * l;
+            let src = (j * n + r) * n * l;
+            padded[dst..dst + n * l].copy_from_slice(&cot[src..src + n * l]);
+        }
+        if let Some(grads) = grads.as_mut() {
+            let image = &mut grads[b * s * s * l..(b + 1) * s * s * l];
+            for y in 0..s {
+                for x in 0..s {
+                    let g = &padded[(y * s + x) * l..(y * s + x + 1) * l];
+                    for (cy, cx, weight) in corners(y, x, shift) {
+                        if (0..s as i64).contains(&cy) && (0..s as i64).contains(&cx) {
+                            let dst = (cy as usize * s + cx as usize) * l;
+                            for (lane, v) in g.iter().enumerate() {
+                                image[dst + lane] += weight * v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if wrt.offsets {
+            let image = image_lanes(images, b);
+            for y in 0..s {
+                for x in 0..s {
+                    // Only the kept window has a cotangent; the trimmed pixels have none.
+                    if (t..t + n).contains(&y) && (t..t + n).contains(&x) {
+                        let g = &padded[(y * s + x) * l..(y * s + x + 1) * l];
+                        add_offset_terms(&mut sums[j], &image, s, l, (y, x), shift, g);
+                    }
+                }
+            }
+        }
+    }
+    Ok((grads, sums))
+}
