@@ -3,7 +3,8 @@
 #   Rust: cargo fmt --check, clippy -D warnings, cargo doc -D warnings, cargo test (library + CLI)
 #   Python: builds the extension with maturin into a fresh virtual environment with the test
 #   dependencies (numpy, pytest, tensorflow-cpu for the tf.Tensor / tf.function / installer
-#   tests, dask + distributed for ptychostitch.dask, jax[cpu] for DLPack arrays), then pytest.
+#   tests, dask + distributed for ptychostitch.dask, jax[cpu] for DLPack arrays and JAX autodiff,
+#   torch for autograd: PyPI's build, 5.3 GB with its CUDA libraries, runs on the CPU), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,6 @@ venv=target/test-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "maturin>=1.7,<2" numpy pytest tensorflow-cpu "dask[array]" distributed "jax[cpu]"
+"$venv/bin/python" -m pip install --quiet "maturin>=1.7,<2" numpy pytest tensorflow-cpu "dask[array]" distributed "jax[cpu]" torch
 "$venv/bin/python" -m pip install --quiet --no-build-isolation .
 "$venv/bin/python" -m pytest -ra python/tests

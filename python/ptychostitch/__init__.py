@@ -72,7 +72,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _native
+from . import _frameworks, _kernels, _native
 
 __all__ = [
     "GpuInfo",
@@ -84,6 +84,7 @@ __all__ = [
     "reassemble_position_old",
     "shift_and_sum",
     "shift_and_sum_old",
+    "extract_patches_position",
 ]
 __version__: str = _native.__version__
 
@@ -118,34 +119,10 @@ class ScanWarning(UserWarning):
     """A scan that is legal but probably not what was meant (an outlier, positions in metres)."""
 
 
-def _compute_dtype(dtype: Any) -> np.dtype:
-    """What patches of `dtype` compute in: complex64 for complex, float32 for real ones."""
-    kind = np.dtype(dtype).kind
-    if kind == "c":
-        return np.dtype(np.complex64)
-    if kind in "fiub":
-        return np.dtype(np.float32)
-    raise TypeError(
-        f"obj_tensor has dtype {dtype}; expected complex (complex64, complex128) or real "
-        "(float16/32/64, integer, bool) patches"
-    )
-
-
-def _patches(obj_tensor: Any) -> np.ndarray:
-    """The patches as native-endian complex64 or float32, converting at most once."""
-    a = np.asarray(obj_tensor)
-    target = _compute_dtype(a.dtype)
-    return a if a.dtype == target else a.astype(target)
-
-
-def _offsets(global_offsets: Any) -> np.ndarray:
-    """The offsets as float64 ([x, y] after the leading n axis)."""
-    a = np.asarray(global_offsets)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(
-            f"global_offsets has dtype {a.dtype}; expected real [x, y] pixel offsets (float64, float32 or int)"
-        )
-    return a.astype(np.float64, copy=False)
+# One dtype and offsets rule for every path (in-memory, Dask, autodiff): see _kernels.
+_compute_dtype = _kernels.compute_dtype
+_patches = _kernels.as_compute
+_offsets = _kernels.as_offsets
 
 
 def _threads(threads: Any) -> int:
@@ -333,8 +310,52 @@ def _run_on_gpu(plan: Any, obj: Any, op: str) -> Any:
     return canvas  # a DeviceArray: any framework imports it with from_dlpack
 
 
-def _stitch(obj_tensor: Any, global_offsets: Any, M: Any, op: str, reference: bool, threads: Any) -> Any:
+def _differentiable(
+    kernel: Any, x: Any, offsets: Any, static_shape: Any, gpu: Optional[Callable[[Any], Any]] = None
+) -> Any:
+    """Runs ``kernel`` through the autodiff of the framework ``x`` or ``offsets`` belongs to,
+    when one must differentiate it (a TF tensor, a torch tensor that requires grad, a JAX
+    tracer); returns ``NotImplemented`` otherwise."""
+    adapter = _frameworks.adapter_for(x, offsets)
+    if adapter is _frameworks.tensorflow_adapter:
+        return adapter.apply(kernel, x, offsets, static_shape(None))
+    if adapter is _frameworks.torch_adapter:
+        return adapter.apply(kernel, x, offsets, gpu)
+    if adapter is _frameworks.jax_adapter:
+        return adapter.apply(kernel, x, offsets, static_shape(adapter))
+    return NotImplemented
+
+
+def _stitch(
+    obj_tensor: Any, global_offsets: Any, M: Any, op: str, reference: bool, threads: Any, canvas_side: Any = None
+) -> Any:
     crop, workers = _crop(M), _threads(threads)
+
+    def canvas_shape(jax: Any) -> Any:
+        if jax is None:
+            return [None, None, 1]
+        if canvas_side is not None:
+            return (int(canvas_side), int(canvas_side), 1)
+        offsets = jax.concrete(global_offsets)
+        if offsets is None:
+            raise ValueError(
+                "the canvas side depends on the offsets' values, which JAX is tracing here (jit, grad or "
+                "vmap over the offsets): pass canvas_side=, e.g. Plan(offsets0, N, M).canvas_shape[0]"
+            )
+        shape = tuple(getattr(obj_tensor, "shape", ()))
+        side = _native.Plan(_offsets(offsets), _patch_side(obj_tensor), crop, workers).canvas_side
+        del shape
+        return (side, side, 1)
+
+    kernel = _kernels.Reassembly(op, crop, workers, reference, _warn_from_callback)
+    gpu_forward = None
+    if not reference:
+        def gpu_forward(obj: Any) -> Any:
+            plan = _native.Plan(_offsets(_host(global_offsets)), _patch_side(obj), crop, 0)
+            return _run_on_gpu(plan, obj, op)
+    result = _differentiable(kernel, obj_tensor, global_offsets, canvas_shape, gpu_forward)
+    if result is not NotImplemented:
+        return result
 
     def compute(obj: Any, offsets: Any) -> np.ndarray:
         out, texts = _native.stitch(_patches(obj), _offsets(offsets), crop, op, reference, workers)
@@ -354,26 +375,37 @@ def _stitch(obj_tensor: Any, global_offsets: Any, M: Any, op: str, reference: bo
     return _like(obj_tensor, (obj_tensor, global_offsets), compute, gpu)
 
 
-def shift_and_sum(obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None) -> Any:
+def shift_and_sum(
+    obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None,
+    canvas_side: Optional[int] = None,
+) -> Any:
     """Sum of the cropped patches translated by their re-centred ``[x, y]`` offsets.
 
     Drop-in for PtychoPINN's ``shift_and_sum``. Returns ``(S, S, 1)`` complex64 (float32 for
     real patches), summed in patch order, as NumPy or as a ``tf.Tensor`` for TF input.
     ``chunk_size`` is accepted for compatibility and does not change the result.
+
+    Differentiable with respect to the patches and the offsets in TensorFlow, PyTorch and JAX
+    (see the README's "Gradients"); ``canvas_side`` is for JAX tracing over the offsets.
     """
     del chunk_size
-    return _stitch(obj_tensor, global_offsets, M, "shift_and_sum", False, threads)
+    return _stitch(obj_tensor, global_offsets, M, "shift_and_sum", False, threads, canvas_side)
 
 
-def reassemble_position(obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None) -> Any:
+def reassemble_position(
+    obj_tensor: Any, global_offsets: Any, M: int = 10, chunk_size: int = 32, *, threads: Optional[int] = None,
+    canvas_side: Optional[int] = None,
+) -> Any:
     """``shift_and_sum(patches) / (1e-9 + shift_and_sum(ones))``: the stitched object image.
 
     Drop-in for PtychoPINN's ``reassemble_position``; pixels no patch reaches are exactly 0.
     Complex pixels are divided as TensorFlow's complex division does: a NaN or infinite part
     makes the other part NaN. ``chunk_size`` is accepted and does not change the result.
+    Differentiable like :func:`shift_and_sum`, through the quotient (the weights move with the
+    offsets too).
     """
     del chunk_size
-    return _stitch(obj_tensor, global_offsets, M, "reassemble_position", False, threads)
+    return _stitch(obj_tensor, global_offsets, M, "reassemble_position", False, threads, canvas_side)
 
 
 def shift_and_sum_old(obj_tensor: Any, global_offsets: Any, M: int = 10) -> Any:
@@ -384,6 +416,67 @@ def shift_and_sum_old(obj_tensor: Any, global_offsets: Any, M: int = 10) -> Any:
 def reassemble_position_old(obj_tensor: Any, global_offsets: Any, M: int = 10) -> Any:
     """The reference implementation (PtychoPINN's ``reassemble_position_old``): slow, the oracle."""
     return _stitch(obj_tensor, global_offsets, M, "reassemble_position", True, 1)
+
+
+def _warn_from_callback(texts: Sequence[str]) -> None:
+    """Scan warnings raised from inside a framework's callback (no caller frame to point at)."""
+    for text in texts:
+        warnings.warn(text, ScanWarning, stacklevel=2)
+
+
+def extract_patches_position(
+    imgs: Any, offsets_xy: Any, jitter: Any = 0.0, N: Optional[int] = None, gridsize: Optional[int] = None,
+    *, threads: Optional[int] = None,
+) -> Any:
+    """PtychoPINN's ``extract_patches_position``: patches cut from images at sub-pixel offsets.
+
+    ``imgs`` ``(B, S, S, 1)`` (one image per solution region), ``offsets_xy`` ``(B, 1, 2, C)``
+    ``[x, y]`` in PtychoPINN's channel format, ``C = gridsize**2``. Image ``b`` is translated by
+    each of its offsets (bilinear, zeros outside; the offsets are not re-centred, not negated)
+    and its centre ``N x N`` is kept: ``(B*C, N, N, 1)``, row ``b*C + c``, PtychoPINN's result
+    bit for bit. ``N`` and ``gridsize`` default to PtychoPINN's global parameters when
+    ``ptycho.params`` is loaded. Differentiable with respect to the images and the offsets in
+    TensorFlow, PyTorch and JAX. A nonzero ``jitter`` (PtychoPINN's random training
+    augmentation) is refused: add your own noise to the offsets. ``S = N`` and an odd
+    ``S - N`` (where PtychoPINN returns an empty or wrongly sized array) raise ``ValueError``.
+    """
+    if isinstance(jitter, numbers.Number):
+        if jitter != 0:
+            raise ValueError(
+                f"jitter={jitter}: PtychoPINN's random offset jitter is not implemented; add noise to offsets_xy "
+                "yourself (jitter=0 is exact)"
+            )
+    elif not (isinstance(jitter, np.ndarray) and jitter.size == 1 and float(jitter) == 0.0):
+        raise TypeError("jitter must be the number 0 (random offset jitter is not implemented)")
+    if N is None:
+        N = _kernels.ptychopinn_param("N")
+        if N is None:
+            raise TypeError("extract_patches_position needs N (PtychoPINN reads it from ptycho.params)")
+    if isinstance(N, (bool, np.bool_)) or not isinstance(N, numbers.Integral):
+        raise TypeError(f"N must be an integer, not {type(N).__name__}")
+    off_shape = tuple(int(d) for d in getattr(offsets_xy, "shape", np.shape(offsets_xy)))
+    img_shape = tuple(None if d is None else int(d) for d in getattr(imgs, "shape", np.shape(imgs)))
+    if len(off_shape) != 4 or off_shape[1:3] != (1, 2):
+        raise ValueError(f"offsets_xy has shape {off_shape}; expected (B, 1, 2, C) [x, y] in channel format")
+    if len(img_shape) != 4 or img_shape[3] != 1:
+        raise ValueError(f"imgs has shape {img_shape}; expected (B, S, S, 1)")
+    per_image = off_shape[3]
+    if gridsize is None:
+        gridsize = _kernels.ptychopinn_param("gridsize")
+    if gridsize is not None and int(gridsize) ** 2 != per_image:
+        raise ValueError(f"offsets_xy holds {per_image} offsets per image; gridsize={gridsize} needs {int(gridsize) ** 2}")
+    if img_shape[0] is not None and img_shape[0] != off_shape[0]:
+        raise ValueError(f"imgs has {img_shape[0]} images but offsets_xy has {off_shape[0]}")
+    kernel = _kernels.Extract(int(N), per_image, _threads(threads))
+
+    def out_shape(jax: Any) -> Any:
+        shape = kernel.out_shape(img_shape)
+        return list(shape) if jax is None else tuple(shape)
+
+    result = _differentiable(kernel, imgs, offsets_xy, out_shape)
+    if result is not NotImplemented:
+        return result
+    return _like(imgs, (imgs, offsets_xy), kernel.forward)
 
 
 class Plan:

@@ -8,8 +8,9 @@
     ptychostitch.ptychopinn.uninstall()    # everything back as it was
 
 ``install()`` imports ``ptycho.tf_helper`` (or the module you name) and replaces its
-``shift_and_sum``, ``reassemble_position``, ``shift_and_sum_old`` and
-``reassemble_position_old`` with ptychostitch's. The replacements keep PtychoPINN's contract:
+``shift_and_sum``, ``reassemble_position``, ``shift_and_sum_old``,
+``reassemble_position_old`` and ``extract_patches_position`` with ptychostitch's (all
+differentiable under ``tf.GradientTape``, eagerly and in ``tf.function``). The replacements keep PtychoPINN's contract:
 they return a ``tf.Tensor`` whatever they are given (PtychoPINN's callers call ``.numpy()`` on
 the result), and inside ``tf.function`` they run as a ``tf.numpy_function`` node, so PtychoPINN
 code that traces them keeps working.
@@ -41,7 +42,13 @@ import ptychostitch as _ps
 __all__ = ["install", "uninstall", "installed", "FUNCTIONS"]
 
 #: The functions that are replaced.
-FUNCTIONS = ("shift_and_sum", "reassemble_position", "shift_and_sum_old", "reassemble_position_old")
+FUNCTIONS = (
+    "shift_and_sum",
+    "reassemble_position",
+    "shift_and_sum_old",
+    "reassemble_position_old",
+    "extract_patches_position",
+)
 
 # (module, attribute name, original value), in the order they were replaced.
 _replaced: List[Tuple[Any, str, Any]] = []
@@ -53,6 +60,21 @@ def _as_tensor(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(obj_tensor: Any, global_offsets: Any, M: int = 10, *args: Any, **kwargs: Any) -> Any:
         out = fn(obj_tensor, global_offsets, M, *args, **kwargs)
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and not isinstance(out, (tf.Tensor, tf.Variable)):
+            out = tf.convert_to_tensor(out)
+        return out
+
+    wrapper.__ptychostitch__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _as_tensor_any(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (any signature) returning a ``tf.Tensor`` whatever it is given."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
         tf = sys.modules.get("tensorflow")
         if tf is not None and not isinstance(out, (tf.Tensor, tf.Variable)):
             out = tf.convert_to_tensor(out)
@@ -82,6 +104,8 @@ def install(module: str = "ptycho.tf_helper") -> None:
     if not originals:
         raise AttributeError(f"{module} has none of {', '.join(FUNCTIONS)}")
     replacements = {name: _as_tensor(getattr(_ps, name)) for name in originals}
+    if "extract_patches_position" in replacements:
+        replacements["extract_patches_position"] = _as_tensor_any(_ps.extract_patches_position)
     by_identity = {id(fn): name for name, fn in originals.items()}
     for mod in list(sys.modules.values()):
         namespace = getattr(mod, "__dict__", None)

@@ -4,12 +4,17 @@
 //! strides), the work runs with the GIL released, and results move into NumPy arrays without
 //! a copy. Dtype conversion and PtychoPINN's signatures live in `python/ptychostitch/__init__.py`.
 
-use ndarray::{Array2, ArrayViewD};
+use ndarray::{Array2, Array3, ArrayViewD, Ix2, Ix3};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn};
 use ptychostitch::geometry::patch_stack;
-use ptychostitch::{Complex32, Error, Interrupt, Operation, Plan as CorePlan, Sample};
+use ptychostitch::{
+    Complex32, Error, Extraction as CoreExtraction, Gradients, Interrupt, Operation,
+    Plan as CorePlan, Sample, Wrt,
+};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -297,6 +302,61 @@ impl Plan {
         })
     }
 
+    /// The vector–Jacobian product of `op`: from the (S, S) cotangent of the canvas, the
+    /// patches' cotangent `(n, N, N)` and the offsets' `(n, 2)` `[x, y]` (each `None` unless
+    /// asked for). `output` is the forward's result (`reassemble_position` only; recomputed
+    /// when `None`). Runs with the GIL released.
+    #[pyo3(signature = (patches, cotangent, op, output=None, wrt_patches=true, wrt_offsets=true, reference=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn vjp<'py>(
+        &self,
+        py: Python<'py>,
+        patches: Patches<'py>,
+        cotangent: Patches<'py>,
+        op: &str,
+        output: Option<Patches<'py>>,
+        wrt_patches: bool,
+        wrt_offsets: bool,
+        reference: bool,
+    ) -> PyResult<(Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>)> {
+        let op = parse_op(op)?;
+        let wrt = Wrt {
+            patches: wrt_patches,
+            offsets: wrt_offsets,
+        };
+        let plan = &self.inner;
+        let err = |e| to_py(e, &self.signals);
+        match (patches, cotangent, output) {
+            (Patches::Complex(p), Patches::Complex(c), o @ (None | Some(Patches::Complex(_)))) => {
+                let o = o.map(|o| match o {
+                    Patches::Complex(o) => o,
+                    Patches::Real(_) => unreachable!("matched complex above"),
+                });
+                let (p, c) = (p.as_array(), canvas(c.as_array())?);
+                let o = o.as_ref().map(|o| canvas(o.as_array())).transpose()?;
+                let g = py
+                    .detach(|| plan_vjp(plan, op, p, o, c, wrt, reference))
+                    .map_err(err)?;
+                Ok(gradients_to_py(py, g))
+            }
+            (Patches::Real(p), Patches::Real(c), o @ (None | Some(Patches::Real(_)))) => {
+                let o = o.map(|o| match o {
+                    Patches::Real(o) => o,
+                    Patches::Complex(_) => unreachable!("matched real above"),
+                });
+                let (p, c) = (p.as_array(), canvas(c.as_array())?);
+                let o = o.as_ref().map(|o| canvas(o.as_array())).transpose()?;
+                let g = py
+                    .detach(|| plan_vjp(plan, op, p, o, c, wrt, reference))
+                    .map_err(err)?;
+                Ok(gradients_to_py(py, g))
+            }
+            _ => Err(PyTypeError::new_err(
+                "patches, cotangent and output must all be complex64 or all float32",
+            )),
+        }
+    }
+
     /// Every patch's footprint on the canvas as an (n, 4) int64 array of half-open spans
     /// `[row_start, row_end, col_start, col_end]`: the pixels it can change.
     fn footprints<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i64>> {
@@ -352,6 +412,193 @@ impl Plan {
     }
 }
 
+/// A canvas `(S, S)` or `(S, S, 1)` as `(S, S)`.
+fn canvas<T>(a: ArrayViewD<'_, T>) -> PyResult<ndarray::ArrayView2<'_, T>> {
+    let shape = a.shape().to_vec();
+    let a = if shape.len() == 3 && shape[2] == 1 {
+        a.index_axis_move(ndarray::Axis(2), 0)
+    } else {
+        a
+    };
+    a.into_dimensionality::<Ix2>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "the cotangent/output has shape {shape:?}; expected the canvas's (S, S, 1) or (S, S)"
+        ))
+    })
+}
+
+/// `(n, …)` as `(n, A, B)` when the trailing axes are `(A, B)` or `(A, B, 1)`.
+fn stack3<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayView3<'a, T>> {
+    let shape = a.shape().to_vec();
+    let a = if shape.len() == 4 && shape[3] == 1 {
+        a.index_axis_move(ndarray::Axis(3), 0)
+    } else {
+        a
+    };
+    a.into_dimensionality::<Ix3>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} has shape {shape:?}; expected (k, A, A, 1) or (k, A, A)"
+        ))
+    })
+}
+
+fn plan_vjp<T: Sample>(
+    plan: &CorePlan,
+    op: Operation,
+    patches: ArrayViewD<'_, T>,
+    output: Option<ndarray::ArrayView2<'_, T>>,
+    cot: ndarray::ArrayView2<'_, T>,
+    wrt: Wrt,
+    reference: bool,
+) -> Result<Gradients<T>, Error> {
+    match (op, reference) {
+        (Operation::ShiftAndSum, false) => plan.shift_and_sum_vjp(patches, cot, wrt),
+        (Operation::ShiftAndSum, true) => plan.shift_and_sum_vjp_reference(patches, cot, wrt),
+        (Operation::ReassemblePosition, false) => {
+            plan.reassemble_position_vjp(patches, output, cot, wrt)
+        }
+        (Operation::ReassemblePosition, true) => {
+            plan.reassemble_position_vjp_reference(patches, output, cot, wrt)
+        }
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn gradients_to_py<'py, T: Sample + numpy::Element>(
+    py: Python<'py>,
+    g: Gradients<T>,
+) -> (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>) {
+    (
+        g.patches.map(|a: Array3<T>| a.into_pyarray(py).into_any()),
+        g.offsets.map(|a| a.into_pyarray(py)),
+    )
+}
+
+/// PtychoPINN's `extract_patches_position` as a plan: `offsets` `(B·C, 2)` `[x, y]` in its
+/// flat order, `per_image` = C, the image side S and the patch side N.
+#[pyclass(name = "Extraction", module = "ptychostitch._native", frozen)]
+struct Extraction {
+    inner: CoreExtraction,
+    signals: Signals,
+}
+
+#[pymethods]
+impl Extraction {
+    #[new]
+    #[pyo3(signature = (offsets, per_image, image_side, patch_size, threads=0))]
+    fn new(
+        offsets: PyReadonlyArrayDyn<'_, f64>,
+        per_image: usize,
+        image_side: usize,
+        patch_size: usize,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let signals = Signals::default();
+        let inner = CoreExtraction::new(offsets.as_array(), per_image, image_side, patch_size)
+            .map_err(|e| to_py(e, &signals))?
+            .with_threads(threads);
+        Ok(Self { inner, signals })
+    }
+
+    /// `(B·C, N, N)` patches from `(B, S, S[, 1])` images (fast path, or the reference).
+    #[pyo3(signature = (images, reference=false))]
+    fn extract<'py>(
+        &self,
+        py: Python<'py>,
+        images: Patches<'py>,
+        reference: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let err = |e| to_py(e, &self.signals);
+        let plan = &self.inner;
+        Ok(match images {
+            Patches::Complex(a) => {
+                let v = a.as_array();
+                py.detach(|| {
+                    if reference {
+                        plan.extract_reference(v)
+                    } else {
+                        plan.extract(v)
+                    }
+                })
+                .map_err(err)?
+                .into_pyarray(py)
+                .into_any()
+            }
+            Patches::Real(a) => {
+                let v = a.as_array();
+                py.detach(|| {
+                    if reference {
+                        plan.extract_reference(v)
+                    } else {
+                        plan.extract(v)
+                    }
+                })
+                .map_err(err)?
+                .into_pyarray(py)
+                .into_any()
+            }
+        })
+    }
+
+    /// The vector–Jacobian product: the images' cotangent `(B, S, S)` and the offsets'
+    /// `(B·C, 2)` from the patches' cotangent `(B·C, N, N[, 1])`.
+    #[pyo3(signature = (images, cotangent, wrt_images=true, wrt_offsets=true, reference=false))]
+    #[allow(clippy::type_complexity)]
+    fn vjp<'py>(
+        &self,
+        py: Python<'py>,
+        images: Patches<'py>,
+        cotangent: Patches<'py>,
+        wrt_images: bool,
+        wrt_offsets: bool,
+        reference: bool,
+    ) -> PyResult<(Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>)> {
+        let wrt = Wrt {
+            patches: wrt_images,
+            offsets: wrt_offsets,
+        };
+        let err = |e| to_py(e, &self.signals);
+        let plan = &self.inner;
+        match (images, cotangent) {
+            (Patches::Complex(i), Patches::Complex(c)) => {
+                let (i, c) = (i.as_array(), stack3(c.as_array(), "cotangent")?);
+                let g = py
+                    .detach(|| {
+                        if reference {
+                            plan.extract_vjp_reference(i, c, wrt)
+                        } else {
+                            plan.extract_vjp(i, c, wrt)
+                        }
+                    })
+                    .map_err(err)?;
+                Ok(gradients_to_py(py, g))
+            }
+            (Patches::Real(i), Patches::Real(c)) => {
+                let (i, c) = (i.as_array(), stack3(c.as_array(), "cotangent")?);
+                let g = py
+                    .detach(|| {
+                        if reference {
+                            plan.extract_vjp_reference(i, c, wrt)
+                        } else {
+                            plan.extract_vjp(i, c, wrt)
+                        }
+                    })
+                    .map_err(err)?;
+                Ok(gradients_to_py(py, g))
+            }
+            _ => Err(PyTypeError::new_err(
+                "images and cotangent must both be complex64 or both float32",
+            )),
+        }
+    }
+
+    /// Output shape `(B·C, N, N)`.
+    #[getter]
+    fn output_shape(&self) -> (usize, usize, usize) {
+        self.inner.output_shape()
+    }
+}
+
 /// Whether a GPU can be used: `(True, device name, None)` or `(False, None, reason)`.
 #[pyfunction]
 fn gpu_available(py: Python<'_>) -> (bool, Option<String>, Option<String>) {
@@ -376,6 +623,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stitch, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_available, m)?)?;
     m.add_class::<Plan>()?;
+    m.add_class::<Extraction>()?;
     #[cfg(feature = "cuda")]
     m.add_class::<gpu::DeviceArray>()?;
     m.add("GpuUnavailable", m.py().get_type::<GpuUnavailable>())?;

@@ -1,0 +1,74 @@
+"""JAX: ``jax.custom_vjp`` around ``jax.pure_callback``, under ``jit``, ``grad`` and ``vmap``.
+
+JAX's cotangents of complex values are the conjugates of TensorFlow's and PyTorch's; the
+adapter conjugates on the way in and out. The output's shape must be known when tracing: the
+canvas side depends on the offsets' values, so with traced offsets (``jit``/``grad``/``vmap``
+over them) pass ``canvas_side`` (e.g. ``Plan(offsets0, N, M).canvas_shape[0]``); a call whose
+offsets give another side raises ``ValueError``. ``vmap`` runs the callbacks once per element.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+
+def _jax() -> Any:
+    return sys.modules.get("jax")
+
+
+def wants(*values: Any) -> bool:
+    jax = _jax()
+    if jax is None:
+        return False
+    return any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+def concrete(value: Any) -> Optional[np.ndarray]:
+    """``value`` as NumPy when it is not being traced, else None."""
+    jax = _jax()
+    if jax is not None and isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value)
+
+
+def apply(kernel: Any, x: Any, offsets: Any, out_shape: Tuple[int, ...], check: Any = None) -> Any:
+    jax = _jax()
+    jnp = jax.numpy
+    x = jnp.asarray(x)
+    offsets = jnp.asarray(offsets)
+    if not jnp.issubdtype(offsets.dtype, jnp.floating):
+        offsets = offsets.astype(jnp.float32)
+    out_dtype = kernel.out_dtype(np.dtype(x.dtype))
+    out_spec = jax.ShapeDtypeStruct(out_shape, out_dtype)
+
+    def forward_host(xv: Any, ov: Any) -> np.ndarray:
+        out = kernel.forward(np.asarray(xv), np.asarray(ov))
+        if out.shape != tuple(out_shape):
+            raise ValueError(
+                f"these offsets give a {out.shape} result, not the {tuple(out_shape)} promised by canvas_side"
+            )
+        return out
+
+    def backward_host(xv: Any, ov: Any, outv: Any, cv: Any) -> Any:
+        xv, ov = np.asarray(xv), np.asarray(ov)
+        dx, doff = kernel.backward(xv, ov, np.asarray(outv), np.conj(np.asarray(cv)), True, True)
+        return np.conj(dx).astype(xv.dtype, copy=False), doff.astype(ov.dtype, copy=False)
+
+    @jax.custom_vjp
+    def op(x: Any, offsets: Any) -> Any:
+        return jax.pure_callback(forward_host, out_spec, x, offsets, vmap_method="sequential")
+
+    def fwd(x: Any, offsets: Any) -> Any:
+        out = op(x, offsets)
+        return out, (x, offsets, out)
+
+    def bwd(res: Any, cot: Any) -> Any:
+        x, offsets, out = res
+        specs = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(offsets.shape, offsets.dtype))
+        return jax.pure_callback(backward_host, specs, x, offsets, out, cot, vmap_method="sequential")
+
+    op.defvjp(fwd, bwd)
+    return op(x, offsets)

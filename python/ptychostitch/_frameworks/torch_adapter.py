@@ -1,0 +1,71 @@
+"""PyTorch: a ``torch.autograd.Function``, for CPU and CUDA tensors that require grad.
+
+The call is excluded from ``torch.compile`` graphs (``torch.compiler.disable``): compiled code
+runs around it with a clean graph break. CUDA tensors: the forward runs on the GPU path when
+one is given (``gpu``), the backward copies to the host and back (no GPU backward kernel yet).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+def wants(*values: Any) -> bool:
+    torch = _torch()
+    if torch is None or not torch.is_grad_enabled():
+        return False
+    return any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
+
+
+def _numpy(t: Any) -> np.ndarray:
+    return t.detach().resolve_conj().resolve_neg().cpu().numpy()
+
+
+_FUNCTION: Optional[Any] = None
+
+
+def _function() -> Any:
+    global _FUNCTION
+    if _FUNCTION is None:
+        torch = _torch()
+
+        class Stitch(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, kernel: Any, gpu: Any, x: Any, offsets: Any) -> Any:  # type: ignore[override]
+                if gpu is not None and x.is_cuda:
+                    out = gpu(x.detach())
+                else:
+                    out = torch.from_numpy(kernel.forward(_numpy(x), _numpy(offsets))).to(x.device)
+                ctx.kernel = kernel
+                ctx.save_for_backward(x, offsets, out)
+                return out
+
+            @staticmethod
+            def backward(ctx: Any, cot: Any) -> Any:  # type: ignore[override]
+                x, offsets, out = ctx.saved_tensors
+                want_x, want_off = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+                dx, doff = ctx.kernel.backward(_numpy(x), _numpy(offsets), _numpy(out), _numpy(cot), want_x, want_off)
+                to = lambda a, like: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(like.device)  # noqa: E731
+                return None, None, to(dx, x), to(doff, offsets)
+
+        _FUNCTION = Stitch
+    return _FUNCTION
+
+
+def apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
+    torch = _torch()
+    run = torch.compiler.disable(lambda k, g, a, b: _function().apply(k, g, a, b))
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if not isinstance(offsets, torch.Tensor):
+        offsets = torch.as_tensor(np.asarray(offsets, dtype=np.float64))
+    if x.dtype not in (torch.complex64, torch.float32, torch.complex128, torch.float64):
+        x = x.to(torch.complex64 if x.is_complex() else torch.float32)
+    return run(kernel, gpu, x, offsets)

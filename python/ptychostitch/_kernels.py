@@ -1,0 +1,148 @@
+"""Framework-neutral operations with their vector-Jacobian products, on NumPy arrays.
+
+Each kernel is what a framework adapter (``ptychostitch._frameworks.*``) needs to make an
+operation differentiable: ``forward(x, offsets)``, ``backward(x, offsets, out, cot, want_x,
+want_offsets)`` returning the cotangents of ``x`` and of the offsets in their own shapes and
+dtypes, and ``out_shape`` / ``out_dtype``. Cotangents follow TensorFlow's and PyTorch's
+convention for complex values (``dL/dRe + i dL/dIm``); the JAX adapter conjugates around them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _native
+
+
+def compute_dtype(dtype: Any, what: str = "obj_tensor") -> np.dtype:
+    """What values of `dtype` compute in: complex64 for complex, float32 for real ones."""
+    kind = np.dtype(dtype).kind
+    if kind == "c":
+        return np.dtype(np.complex64)
+    if kind in "fiub":
+        return np.dtype(np.float32)
+    raise TypeError(
+        f"{what} has dtype {dtype}; expected complex (complex64, complex128) or real "
+        "(float16/32/64, integer, bool) patches"
+    )
+
+
+def as_compute(a: Any, what: str = "obj_tensor") -> np.ndarray:
+    a = np.asarray(a)
+    target = compute_dtype(a.dtype, what)
+    return a if a.dtype == target else a.astype(target)
+
+
+def as_offsets(a: Any, what: str = "global_offsets") -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{what} has dtype {a.dtype}; expected real [x, y] pixel offsets (float64, float32 or int)")
+    return a.astype(np.float64, copy=False)
+
+
+def _like_input(grad: Optional[np.ndarray], like: np.ndarray) -> Optional[np.ndarray]:
+    """A cotangent in the shape and dtype of the input it belongs to."""
+    if grad is None:
+        return None
+    grad = grad.reshape(like.shape)
+    if like.dtype.kind in "fc" and grad.dtype != like.dtype:
+        grad = grad.astype(like.dtype)
+    return grad
+
+
+class Reassembly:
+    """``shift_and_sum`` or ``reassemble_position`` (``op``) with crop ``M``."""
+
+    def __init__(self, op: str, crop: int, threads: int, reference: bool = False, warn: Any = None) -> None:
+        self.op, self.crop, self.threads, self.reference = op, crop, threads, reference
+        self.warn = warn
+
+    def plan(self, x: np.ndarray, offsets: np.ndarray) -> Any:
+        shape = np.shape(x)
+        side = int(shape[1]) if len(shape) >= 2 else 1
+        plan = _native.Plan(as_offsets(offsets), side, self.crop, self.threads)
+        return plan
+
+    def canvas_side(self, x_shape: Tuple[int, ...], offsets: np.ndarray) -> int:
+        return self.plan(np.empty((0,) + tuple(x_shape[1:]), np.float32), offsets).canvas_side
+
+    def out_dtype(self, x_dtype: Any) -> np.dtype:
+        return compute_dtype(x_dtype)
+
+    def forward(self, x: Any, offsets: Any) -> np.ndarray:
+        x, offsets = as_compute(x), as_offsets(offsets)
+        out, texts = _native.stitch(x, offsets, self.crop, self.op, self.reference, self.threads)
+        if self.warn is not None:
+            self.warn(texts)
+        return out[:, :, np.newaxis]
+
+    def backward(
+        self, x: Any, offsets: Any, out: Any, cot: Any, want_x: bool = True, want_offsets: bool = True
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        x_in, off_in = np.asarray(x), np.asarray(offsets)
+        xc = as_compute(x_in)
+        cot = np.asarray(cot).astype(xc.dtype, copy=False)
+        out = None if out is None else np.asarray(out).astype(xc.dtype, copy=False)
+        plan = self.plan(xc, off_in)
+        dx, doff = plan.vjp(xc, cot, self.op, out, want_x, want_offsets, self.reference)
+        return _like_input(dx, x_in), _like_input(doff, off_in)
+
+
+class Extract:
+    """PtychoPINN's ``extract_patches_position``: ``(B, S, S, 1)`` images, ``(B, 1, 2, C)``
+    offsets ``[x, y]`` -> ``(B*C, N, N, 1)`` patches, row ``b*C + c``."""
+
+    def __init__(self, patch_size: int, per_image: int, threads: int) -> None:
+        self.patch_size, self.per_image, self.threads = patch_size, per_image, threads
+
+    @staticmethod
+    def flat_offsets(offsets_xy: np.ndarray) -> np.ndarray:
+        b, c = offsets_xy.shape[0], offsets_xy.shape[-1]
+        return np.ascontiguousarray(offsets_xy.reshape(b, 2, c).transpose(0, 2, 1).reshape(b * c, 2))
+
+    def plan(self, imgs: np.ndarray, offsets_xy: np.ndarray) -> Any:
+        return _native.Extraction(
+            self.flat_offsets(as_offsets(offsets_xy, "offsets_xy")), self.per_image, int(np.shape(imgs)[1]),
+            self.patch_size, self.threads,
+        )
+
+    def out_shape(self, imgs_shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        b = imgs_shape[0]
+        return (None if b is None else int(b) * self.per_image, self.patch_size, self.patch_size, 1)
+
+    def out_dtype(self, x_dtype: Any) -> np.dtype:
+        return compute_dtype(x_dtype, "imgs")
+
+    def forward(self, imgs: Any, offsets_xy: Any) -> np.ndarray:
+        imgs = as_compute(imgs, "imgs")
+        return self.plan(imgs, offsets_xy).extract(imgs)[..., np.newaxis]
+
+    def backward(
+        self, imgs: Any, offsets_xy: Any, out: Any, cot: Any, want_x: bool = True, want_offsets: bool = True
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        del out
+        x_in, off_in = np.asarray(imgs), np.asarray(offsets_xy)
+        xc = as_compute(x_in, "imgs")
+        cot = np.asarray(cot).astype(xc.dtype, copy=False)
+        dimgs, dflat = self.plan(xc, off_in).vjp(xc, cot, want_x, want_offsets)
+        doff = None
+        if dflat is not None:
+            b, c = off_in.shape[0], off_in.shape[-1]
+            doff = dflat.reshape(b, c, 2).transpose(0, 2, 1).reshape(off_in.shape)
+        return _like_input(dimgs, x_in), _like_input(doff, off_in)
+
+
+def ptychopinn_param(name: str) -> Optional[int]:
+    """PtychoPINN's global parameter ``name`` when ``ptycho.params`` is loaded (its functions
+    default ``N`` and ``gridsize`` from there)."""
+    params = sys.modules.get("ptycho.params")
+    if params is None:
+        return None
+    try:
+        value = params.get(name)
+    except Exception:
+        return None
+    return None if value is None else int(value)

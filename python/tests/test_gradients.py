@@ -1,0 +1,277 @@
+"""Gradients in every front end: TensorFlow (GradientTape, eager and tf.function), PyTorch
+(autograd, torch.compile) and JAX (grad, jit, vmap), against TensorFlow's GradientTape through
+PtychoPINN's own functions (tests/data/gradients, see its PROVENANCE.md)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ptychostitch as ps
+
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "gradients"
+REASSEMBLY = ["random", "integer", "half", "oddM", "MeqN", "wide"]
+EXTRACTION = ["extract_g2", "extract_g1_half", "extract_g3"]
+
+
+def load(name):
+    with np.load(DATA / f"{name}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def close(ours, tf_value, rel):
+    ours, tf_value = np.asarray(ours), np.asarray(tf_value)
+    assert ours.shape == tf_value.shape, (ours.shape, tf_value.shape)
+    scale = np.max(np.abs(tf_value))
+    err = np.max(np.abs(ours - tf_value))
+    assert err <= rel * scale, f"max|ours - TF| = {err:.3e}, {err / scale:.2e} of max|TF|"
+
+
+def functions(case):
+    # TF's batched functions cannot run an odd M; the files hold the _old ones only there.
+    return [f for f in ("shift_and_sum", "reassemble_position") if f"{f}_dobj" in case] or [
+        "shift_and_sum",
+        "reassemble_position",
+    ]
+
+
+def expected(case, fname):
+    key = fname if f"{fname}_dobj" in case else f"{fname}_old"
+    return case[f"{key}_dobj"], case[f"{key}_doffsets"]
+
+
+# --- TensorFlow --------------------------------------------------------------------------------
+
+
+tf = None
+
+
+def _tf():
+    global tf
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (scripts/test.sh installs it)")
+    return tf
+
+
+@pytest.mark.parametrize("name", REASSEMBLY)
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_tensorflow_gradient_tape_matches_ptychopinn(name, graph):
+    tf = _tf()
+    case = load(name)
+    M = int(case["M"])
+    for fname in functions(case):
+        fn = getattr(ps, fname)
+        obj, off = tf.Variable(case["obj"]), tf.Variable(case["offsets"])
+        w = tf.constant(case["W"])
+
+        def loss():
+            return tf.reduce_sum(tf.math.real(tf.math.conj(w) * fn(obj, off, M)))
+
+        if graph:
+            @tf.function
+            def both():
+                with tf.GradientTape() as tape:
+                    value = loss()
+                return tape.gradient(value, [obj, off])
+            dobj, doff = both()
+        else:
+            with tf.GradientTape() as tape:
+                value = loss()
+            dobj, doff = tape.gradient(value, [obj, off])
+        assert dobj.dtype == tf.complex64 and doff.dtype == tf.float64
+        want_obj, want_off = expected(case, fname)
+        close(dobj.numpy(), want_obj, 1e-6)
+        close(doff.numpy(), want_off, 2e-5)
+
+
+@pytest.mark.parametrize("name", EXTRACTION)
+def test_tensorflow_extraction_matches_ptychopinn(name):
+    tf = _tf()
+    case = load(name)
+    imgs, off = tf.Variable(case["imgs"]), tf.Variable(case["offsets_xy"])
+    N, g = int(case["N"]), int(case["gridsize"])
+    with tf.GradientTape() as tape:
+        out = ps.extract_patches_position(imgs, off, 0.0, N=N, gridsize=g)
+        value = tf.reduce_sum(tf.math.real(tf.math.conj(tf.constant(case["W"])) * out))
+    assert np.array_equal(out.numpy().view(np.uint32), case["extract_patches_position"].view(np.uint32))
+    dimgs, doff = tape.gradient(value, [imgs, off])
+    close(dimgs.numpy(), case["extract_patches_position_dimgs"], 1e-6)
+    close(doff.numpy(), case["extract_patches_position_doffsets"], 2e-5)
+
+
+def test_tensorflow_patches_only_and_constant_offsets():
+    tf = _tf()
+    case = load("random")
+    obj = tf.Variable(case["obj"])
+    with tf.GradientTape() as tape:
+        out = ps.reassemble_position(obj, case["offsets"], int(case["M"]))  # NumPy offsets: constants
+        value = tf.reduce_sum(tf.math.real(tf.math.conj(tf.constant(case["W"])) * out))
+    close(tape.gradient(value, obj).numpy(), case["reassemble_position_dobj"], 1e-6)
+
+
+def test_tensorflow_jit_compile_is_refused_clearly():
+    tf = _tf()
+    case = load("integer")
+
+    @tf.function(jit_compile=True)
+    def f(obj):
+        return ps.shift_and_sum(obj, case["offsets"], int(case["M"]))
+
+    with pytest.raises(TypeError, match="jit_compile"):
+        f(tf.constant(case["obj"]))
+
+
+def test_keras_can_train_through_reassembly():
+    """The training-loop case: a variable behind a reassembly gets a gradient an optimiser uses."""
+    tf = _tf()
+    case = load("half")
+    target = ps.reassemble_position(case["obj"], case["offsets"], int(case["M"]))
+    obj = tf.Variable(np.zeros_like(case["obj"]))
+    opt = tf.keras.optimizers.SGD(learning_rate=0.5)
+    losses = []
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            diff = ps.reassemble_position(obj, case["offsets"], int(case["M"])) - target
+            value = tf.reduce_sum(tf.math.real(diff * tf.math.conj(diff)))
+        opt.apply_gradients([(tape.gradient(value, obj), obj)])
+        losses.append(float(value))
+    assert losses[2] < losses[1] < losses[0]
+
+
+# --- PyTorch -----------------------------------------------------------------------------------
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="torch is not installed (scripts/test.sh installs the CPU build)")
+
+
+@pytest.mark.parametrize("name", REASSEMBLY)
+def test_torch_autograd_matches_ptychopinn(name):
+    torch = _torch()
+    case = load(name)
+    M = int(case["M"])
+    for fname in functions(case):
+        obj = torch.tensor(case["obj"], requires_grad=True)
+        off = torch.tensor(case["offsets"], requires_grad=True)
+        out = getattr(ps, fname)(obj, off, M)
+        assert out.requires_grad and out.dtype == torch.complex64
+        value = (torch.conj(torch.tensor(case["W"])) * out).real.sum()
+        value.backward()
+        want_obj, want_off = expected(case, fname)
+        assert off.grad.dtype == torch.float64 and off.grad.shape == off.shape
+        close(obj.grad.numpy(), want_obj, 1e-6)
+        close(off.grad.numpy(), want_off, 2e-5)
+
+
+@pytest.mark.parametrize("name", EXTRACTION)
+def test_torch_extraction_matches_ptychopinn(name):
+    torch = _torch()
+    case = load(name)
+    imgs = torch.tensor(case["imgs"], requires_grad=True)
+    off = torch.tensor(case["offsets_xy"], requires_grad=True)
+    out = ps.extract_patches_position(imgs, off, 0.0, N=int(case["N"]), gridsize=int(case["gridsize"]))
+    (torch.conj(torch.tensor(case["W"])) * out).real.sum().backward()
+    close(imgs.grad.numpy(), case["extract_patches_position_dimgs"], 1e-6)
+    close(off.grad.numpy(), case["extract_patches_position_doffsets"], 2e-5)
+
+
+def test_torch_mixed_loss_and_compile():
+    torch = _torch()
+    case = load("random")
+    M = int(case["M"])
+    obj = torch.tensor(case["obj"], requires_grad=True)
+    w = torch.tensor(case["W"])
+
+    def loss(o):
+        return (torch.conj(w) * ps.reassemble_position(o, case["offsets"], M)).real.sum() + (o.abs() ** 2).sum() * 0
+
+    loss(obj).backward()
+    eager = obj.grad.clone()
+    close(eager.numpy(), case["reassemble_position_dobj"], 1e-6)
+    obj.grad = None
+    compiled = torch.compile(loss, backend="eager")
+    compiled(obj).backward()
+    assert torch.equal(obj.grad, eager), "torch.compile around the call changes nothing"
+
+
+# --- JAX ---------------------------------------------------------------------------------------
+
+
+def _jax():
+    return pytest.importorskip("jax", reason="JAX is not installed (scripts/test.sh installs jax[cpu])")
+
+
+@pytest.mark.parametrize("name", ["random", "oddM", "wide"])
+def test_jax_grad_and_jit_match_ptychopinn(name):
+    jax = _jax()
+    jnp = jax.numpy
+    case = load(name)
+    M = int(case["M"])
+    side = case["W"].shape[0]
+    w = jnp.asarray(case["W"])
+    for fname in functions(case):
+        fn = getattr(ps, fname)
+
+        def loss(obj, off):
+            return jnp.sum(jnp.real(jnp.conj(w) * fn(obj, off, M, canvas_side=side)))
+
+        obj, off = jnp.asarray(case["obj"]), jnp.asarray(case["offsets"], dtype=jnp.float32)
+        for grad in (jax.grad(loss, argnums=(0, 1)), jax.jit(jax.grad(loss, argnums=(0, 1)))):
+            dobj, doff = grad(obj, off)
+            want_obj, want_off = expected(case, fname)
+            # JAX's cotangent of a complex input is the conjugate of TensorFlow's.
+            close(np.conj(np.asarray(dobj)), want_obj, 1e-6)
+            close(np.asarray(doff), want_off, 2e-5)
+
+
+def test_jax_vmap_over_scans_and_extraction():
+    jax = _jax()
+    jnp = jax.numpy
+    case = load("half")
+    M = int(case["M"])
+    obj = jnp.asarray(case["obj"])
+    stacked = jnp.stack([obj, 2 * obj])
+    out = jax.vmap(lambda o: ps.shift_and_sum(o, case["offsets"], M))(stacked)
+    single = ps.shift_and_sum(case["obj"], case["offsets"], M)
+    assert np.array_equal(np.asarray(out[0]), single)
+    np.testing.assert_allclose(np.asarray(out[1]), 2 * single, rtol=1e-6)
+
+    ext = load("extract_g2")
+    N, g = int(ext["N"]), int(ext["gridsize"])
+    value = lambda i, o: jnp.sum(jnp.real(jnp.conj(jnp.asarray(ext["W"])) * ps.extract_patches_position(i, o, 0.0, N, g)))  # noqa: E731
+    dimgs, doff = jax.jit(jax.grad(value, argnums=(0, 1)))(jnp.asarray(ext["imgs"]), jnp.asarray(ext["offsets_xy"], jnp.float32))
+    close(np.conj(np.asarray(dimgs)), ext["extract_patches_position_dimgs"], 1e-6)
+    close(np.asarray(doff), ext["extract_patches_position_doffsets"], 2e-5)
+
+
+def test_jax_traced_offsets_need_the_canvas_side():
+    jax = _jax()
+    case = load("random")
+    f = jax.jit(lambda o, off: ps.reassemble_position(o, off, int(case["M"])))
+    with pytest.raises(ValueError, match="canvas_side"):
+        f(case["obj"], case["offsets"])
+    wrong = jax.jit(lambda o, off: ps.reassemble_position(o, off, int(case["M"]), canvas_side=7))
+    with pytest.raises(Exception, match="canvas_side"):
+        np.asarray(wrong(case["obj"], case["offsets"]))
+
+
+# --- The drop-in itself ------------------------------------------------------------------------
+
+
+def test_extract_patches_position_numpy_and_errors():
+    case = load("extract_g1_half")
+    N = int(case["N"])
+    out = ps.extract_patches_position(case["imgs"], case["offsets_xy"], 0.0, N=N, gridsize=1)
+    assert isinstance(out, np.ndarray) and out.shape == (4, N, N, 1)
+    assert np.array_equal(out.view(np.uint32), case["extract_patches_position"].view(np.uint32))
+    with pytest.raises(ValueError, match="jitter"):
+        ps.extract_patches_position(case["imgs"], case["offsets_xy"], 0.5, N=N)
+    with pytest.raises(ValueError, match="S - N even"):
+        ps.extract_patches_position(case["imgs"], case["offsets_xy"], N=40)
+    with pytest.raises(ValueError, match="S - N even"):
+        ps.extract_patches_position(case["imgs"], case["offsets_xy"], N=31)
+    with pytest.raises(ValueError, match="gridsize"):
+        ps.extract_patches_position(case["imgs"], case["offsets_xy"], N=N, gridsize=2)
+    with pytest.raises(ValueError, match=r"\(B, 1, 2, C\)"):
+        ps.extract_patches_position(case["imgs"], case["offsets_xy"][:, 0], N=N)
+    with pytest.raises(TypeError, match="needs N"):
+        ps.extract_patches_position(case["imgs"], case["offsets_xy"])
