@@ -318,7 +318,7 @@ impl Plan {
         wrt_patches: bool,
         wrt_offsets: bool,
         reference: bool,
-    ) -> PyResult<(Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>)> {
+    ) -> PyResult<PyGradients<'py>> {
         let op = parse_op(op)?;
         let wrt = Wrt {
             patches: wrt_patches,
@@ -463,11 +463,13 @@ fn plan_vjp<T: Sample>(
     }
 }
 
-#[allow(clippy::type_complexity)]
+/// The cotangents of the patches (or images) and of the offsets, each `None` unless asked for.
+type PyGradients<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>);
+
 fn gradients_to_py<'py, T: Sample + numpy::Element>(
     py: Python<'py>,
     g: Gradients<T>,
-) -> (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>) {
+) -> PyGradients<'py> {
     (
         g.patches.map(|a: Array3<T>| a.into_pyarray(py).into_any()),
         g.offsets.map(|a| a.into_pyarray(py)),
@@ -543,7 +545,6 @@ impl Extraction {
     /// The vector–Jacobian product: the images' cotangent `(B, S, S)` and the offsets'
     /// `(B·C, 2)` from the patches' cotangent `(B·C, N, N[, 1])`.
     #[pyo3(signature = (images, cotangent, wrt_images=true, wrt_offsets=true, reference=false))]
-    #[allow(clippy::type_complexity)]
     fn vjp<'py>(
         &self,
         py: Python<'py>,
@@ -552,7 +553,7 @@ impl Extraction {
         wrt_images: bool,
         wrt_offsets: bool,
         reference: bool,
-    ) -> PyResult<(Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>)> {
+    ) -> PyResult<PyGradients<'py>> {
         let wrt = Wrt {
             patches: wrt_images,
             offsets: wrt_offsets,
