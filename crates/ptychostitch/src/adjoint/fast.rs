@@ -21,7 +21,7 @@ use crate::geometry::{Geometry, Span};
 use crate::kernel::{SHIFT_SLOTS, ShiftGradient, d_dwx, d_dwy, sample_axis};
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Schedule, for_each_piece, workers_for};
-use crate::sample::{Sample, lanes};
+use crate::sample::{Sample, lanes, lanes_mut};
 use ndarray::ArrayView3;
 
 /// What the translated patches are: the caller's stack, or the ones of the weight canvas.
@@ -40,11 +40,12 @@ pub(crate) fn translate_vjp<T: Sample>(
     want_patches: bool,
     want_offsets: bool,
     schedule: Schedule,
-) -> Result<(Option<Vec<f32>>, Vec<ShiftGradient>)> {
+) -> Result<(Option<Vec<T>>, Vec<ShiftGradient>)> {
     let (count, n, l) = (g.len(), g.patch_size(), T::LANES);
     let per_patch = n * n * l;
+    // Allocated zeroed in its final type (fresh pages: no memset, no copy afterwards).
     let mut grads = if want_patches {
-        Some(try_zeroed_vec::<f32>(count * per_patch, || {
+        Some(try_zeroed_vec::<T>(count * n * n, || {
             "the patches' cotangent".into()
         })?)
     } else {
@@ -59,7 +60,7 @@ pub(crate) fn translate_vjp<T: Sample>(
 
     // Pieces: consecutive patches with their slices of the outputs.
     let mut pieces = Vec::new();
-    let mut grad_rest = grads.as_deref_mut();
+    let mut grad_rest = grads.as_deref_mut().map(lanes_mut);
     for (i, sum_chunk) in sums.chunks_mut(chunk).enumerate() {
         let len = sum_chunk.len();
         let grad_chunk = grad_rest.take().map(|rest| {

@@ -340,7 +340,9 @@ impl Plan {
         };
         let n = g.patch_size();
         Ok(Gradients {
-            patches: grads.map(|v| stack_from_lanes::<T>((g.len(), n, n), v)),
+            patches: grads.map(|v| {
+                Array3::from_shape_vec((g.len(), n, n), v).expect("n·N·N values for an (n, N, N) stack")
+            }),
             offsets: wrt.offsets.then(|| centred(&raw)),
         })
     }

@@ -14,7 +14,7 @@ use crate::geometry::Geometry;
 use crate::interrupt::Interrupt;
 use crate::kernel::{ShiftGradient, Weights, d_dwx, d_dwy, sample_axis};
 use crate::memory::try_zeroed_vec;
-use crate::sample::{Sample, lanes};
+use crate::sample::{Sample, lanes, lanes_mut};
 use ndarray::ArrayView3;
 
 /// The adjoint of one translated patch per index: the `(n, N, N)` lanes of the patches'
@@ -27,13 +27,13 @@ pub(crate) fn translate_vjp<T: Sample>(
     want_patches: bool,
     want_offsets: bool,
     interrupt: &Interrupt,
-) -> Result<(Option<Vec<f32>>, Vec<ShiftGradient>)> {
+) -> Result<(Option<Vec<T>>, Vec<ShiftGradient>)> {
     let l = T::LANES;
     let side = g.side();
     let (p, m, c0) = crop_box(g);
     let n = g.patch_size();
     let mut grads = if want_patches {
-        Some(try_zeroed_vec::<f32>(g.len() * n * n * l, || {
+        Some(try_zeroed_vec::<T>(g.len() * n * n, || {
             "the patches' cotangent".into()
         })?)
     } else {
@@ -107,7 +107,7 @@ pub(crate) fn translate_vjp<T: Sample>(
                 }
             }
         }
-        if let Some(grads) = grads.as_mut() {
+        if let Some(grads) = grads.as_deref_mut().map(lanes_mut) {
             for r in 0..m {
                 let src = ((p + r) * side + p) * l;
                 let dst = ((k * n + c0 + r) * n + c0) * l;
