@@ -58,21 +58,6 @@ def _as_tensor(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` returning a ``tf.Tensor`` whatever it is given, as PtychoPINN's functions do."""
 
     @functools.wraps(fn)
-    def wrapper(obj_tensor: Any, global_offsets: Any, M: int = 10, *args: Any, **kwargs: Any) -> Any:
-        out = fn(obj_tensor, global_offsets, M, *args, **kwargs)
-        tf = sys.modules.get("tensorflow")
-        if tf is not None and not isinstance(out, (tf.Tensor, tf.Variable)):
-            out = tf.convert_to_tensor(out)
-        return out
-
-    wrapper.__ptychostitch__ = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-def _as_tensor_any(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` (any signature) returning a ``tf.Tensor`` whatever it is given."""
-
-    @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         out = fn(*args, **kwargs)
         tf = sys.modules.get("tensorflow")
@@ -104,8 +89,6 @@ def install(module: str = "ptycho.tf_helper") -> None:
     if not originals:
         raise AttributeError(f"{module} has none of {', '.join(FUNCTIONS)}")
     replacements = {name: _as_tensor(getattr(_ps, name)) for name in originals}
-    if "extract_patches_position" in replacements:
-        replacements["extract_patches_position"] = _as_tensor_any(_ps.extract_patches_position)
     by_identity = {id(fn): name for name, fn in originals.items()}
     for mod in list(sys.modules.values()):
         namespace = getattr(mod, "__dict__", None)
