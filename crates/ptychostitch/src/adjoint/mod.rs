@@ -341,7 +341,8 @@ impl Plan {
         let n = g.patch_size();
         Ok(Gradients {
             patches: grads.map(|v| {
-                Array3::from_shape_vec((g.len(), n, n), v).expect("n·N·N values for an (n, N, N) stack")
+                Array3::from_shape_vec((g.len(), n, n), v)
+                    .expect("n·N·N values for an (n, N, N) stack")
             }),
             offsets: wrt.offsets.then(|| centred(&raw)),
         })
