@@ -3,12 +3,15 @@
 //! passes. CI has no GPU; this is how it tests the GPU arithmetic against the reference.
 
 use ndarray::{Array2, ArrayView, Dimension};
-use ptychostitch::gpu::launch::{Args, Stack, Tables};
+use ptychostitch::gpu::launch::{Args, Stack, Tables, VjpArgs, offsets_from_sums};
 use ptychostitch::gpu::tiles::TileLists;
-use ptychostitch::{Error, Operation, Plan, Result, Sample};
+use ptychostitch::{Error, Gradients, Operation, Plan, Result, Sample, Wrt};
 
 unsafe extern "C" {
     fn ptychostitch_emulate(args: *const Args, grid_x: u32, grid_y: u32);
+    fn ptychostitch_emulate_patch_vjp(args: *const VjpArgs, grid_x: u32, grid_y: u32);
+    fn ptychostitch_emulate_shift_vjp(args: *const VjpArgs);
+    fn ptychostitch_emulate_quotient_vjp(args: *const VjpArgs, grid_x: u32, grid_y: u32);
 }
 
 /// `operation` on `patches` (`(n, N, N)` or `(n, N, N, 1)`, any strides) by the emulated kernel.
@@ -84,4 +87,92 @@ pub unsafe fn stitch_stack<T: Sample>(
         weights.len()
     );
     Ok(image)
+}
+
+/// The vector–Jacobian product of `operation` by the emulated backward kernels, composed as
+/// the GPU driver composes them: for `reassemble_position` the quotient kernel first (image and
+/// weight cotangents from `cot`, `output` and the weights), then the patch kernel on the image
+/// cotangent, the shift kernel on the patches and on the ones, and the host's re-centring.
+pub fn vjp<T: Sample>(
+    plan: &Plan,
+    operation: Operation,
+    patches: ndarray::ArrayView3<'_, T>,
+    output: ndarray::ArrayView2<'_, T>,
+    cot: ndarray::ArrayView2<'_, T>,
+    wrt: Wrt,
+) -> Result<Gradients<T>> {
+    let g = plan.geometry();
+    let stack = g.check_patches(patches)?;
+    let (side, n, l) = (g.side(), g.patch_size(), T::LANES);
+    let lanes = |a: ndarray::ArrayView2<'_, T>| -> Vec<f32> {
+        a.iter()
+            .flat_map(|v| bytemuck::cast_slice::<T, f32>(std::slice::from_ref(v)).to_vec())
+            .collect()
+    };
+    let shifts: Vec<f32> = g.shifts().iter().flatten().copied().collect();
+    let footprints = VjpArgs::footprint_table(g);
+    let strides = stack.strides();
+    let mut args = VjpArgs::new(g, l);
+    args.patches = stack.as_ptr() as u64;
+    args.stride_n = strides[0] as i64;
+    args.stride_r = strides[1] as i64;
+    args.stride_c = strides[2] as i64;
+    args.shifts = shifts.as_ptr() as u64;
+    args.footprints = footprints.as_ptr() as u64;
+    let mut cot = lanes(cot);
+    let out = lanes(output);
+    let weights = plan.weights()?.clone();
+    let mut cot_weights = vec![f32::NAN; side * side];
+    if operation == Operation::ReassemblePosition {
+        let mut cot_image = vec![f32::NAN; side * side * l];
+        let mut q = args;
+        q.cot = cot.as_ptr() as u64;
+        q.output = out.as_ptr() as u64;
+        q.weights = weights.as_ptr() as u64;
+        q.cot_image = cot_image.as_mut_ptr() as u64;
+        q.cot_weights = cot_weights.as_mut_ptr() as u64;
+        let (gx, gy) = q.canvas_grid();
+        // SAFETY: every address points into a live buffer of the size the kernel reads or
+        // writes (S·S·lanes or S·S f32); the launcher is synchronous.
+        unsafe { ptychostitch_emulate_quotient_vjp(&q, gx, gy) };
+        cot = cot_image;
+    }
+    args.cot = cot.as_ptr() as u64;
+    let mut patch_grad = vec![f32::NAN; g.len() * n * n * l];
+    if wrt.patches {
+        let mut a = args;
+        a.patch_grad = patch_grad.as_mut_ptr() as u64;
+        let (gx, gy, _) = a.patch_grid();
+        // SAFETY: as above; `patch_grad` holds n·N·N·lanes f32, the stack is `patches`' own
+        // memory with its strides, and `shifts` holds two f32 per patch.
+        unsafe { ptychostitch_emulate_patch_vjp(&a, gx, gy) };
+    }
+    let offsets = if wrt.offsets {
+        let mut image_sums = vec![f64::NAN; g.len() * 16];
+        let mut a = args;
+        a.shift_sums = image_sums.as_mut_ptr() as u64;
+        // SAFETY: as above; `image_sums` holds sixteen f64 per patch, `footprints` four i32.
+        unsafe { ptychostitch_emulate_shift_vjp(&a) };
+        let weight_sums = if operation == Operation::ReassemblePosition {
+            let mut sums = vec![f64::NAN; g.len() * 16];
+            let mut w = args;
+            w.patches = 0;
+            w.lanes = 1;
+            w.cot = cot_weights.as_ptr() as u64;
+            w.shift_sums = sums.as_mut_ptr() as u64;
+            // SAFETY: as above, with the S·S weight cotangent and patches of ones (no stack).
+            unsafe { ptychostitch_emulate_shift_vjp(&w) };
+            Some(sums)
+        } else {
+            None
+        };
+        Some(offsets_from_sums(&image_sums, weight_sums.as_deref()))
+    } else {
+        None
+    };
+    let patches = wrt.patches.then(|| {
+        let values: Vec<T> = bytemuck::cast_slice::<f32, T>(&patch_grad).to_vec();
+        ndarray::Array3::from_shape_vec((g.len(), n, n), values).expect("n·N·N values")
+    });
+    Ok(Gradients { patches, offsets })
 }

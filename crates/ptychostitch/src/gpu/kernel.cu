@@ -113,3 +113,171 @@ extern "C" __global__ void ptychostitch_stitch(const StitchArgs a) {
         a.weights[pixel] = weight;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Gradients (docs/semantics.md §8): gathers, no atomics, the CPU's order of operations.
+
+// Everything the backward kernels need, passed by value. Mirrored by `gpu::launch::VjpArgs`.
+struct VjpArgs {
+    // The translated patches (as in StitchArgs), or null: patches of ones (the weight canvas).
+    const float* patches;
+    long long stride_n;
+    long long stride_r;
+    long long stride_c;
+    const float* shifts;     // [a_x, a_y] per patch
+    const int* footprints;   // per patch: row start, row end, column start, column end
+    const float* cot;        // the canvas cotangent, side * side * lanes, C order
+    const float* output;     // reassemble_position's output (quotient kernel), side * side * lanes
+    const float* weights;    // the weight canvas (quotient kernel), side * side
+    int count;
+    int side;
+    int pad;
+    int kept;
+    int crop_start;
+    int patch_size;
+    int lanes;
+    float* patch_grad;       // count * N * N * lanes, C order, or null
+    double* shift_sums;      // count * 16: eight x sums, then eight y sums, or null
+    float* cot_image;        // quotient kernel: the image's cotangent, side * side * lanes
+    float* cot_weights;      // quotient kernel: the weight canvas's cotangent, side * side
+};
+
+// The first canvas coordinate in [0, side] whose sample floor(c - shift) is at least `target`.
+__device__ static inline int first_at_least(int target, float shift, int side) {
+    double guess = ceil((double)target + (double)shift);
+    int c = guess < 0.0 ? 0 : (guess > (double)side ? side : (int)guess);
+    while (c > 0 && (int)floorf(__fsub_rn((float)(c - 1), shift)) >= target) {
+        --c;
+    }
+    while (c < side && (int)floorf(__fsub_rn((float)c, shift)) < target) {
+        ++c;
+    }
+    return c;
+}
+
+// One thread per patch pixel (grid: ceil(N/8) x ceil(N/8) x count, 8 x 8 threads). A kept pixel
+// gathers (f_x * f_y) * G from every canvas pixel that reads it, rows then columns in increasing
+// order: the canvas coordinates whose sample's integer part is s - 1 (factor w), then s
+// (factor 1 - w). Pixels outside the kept crop get 0.
+extern "C" __global__ void ptychostitch_patch_vjp(const VjpArgs a) {
+    int c = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int r = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    int k = blockIdx.z;
+    if (c >= a.patch_size || r >= a.patch_size || k >= a.count) {
+        return;
+    }
+    long long at = (((long long)k * a.patch_size + r) * a.patch_size + c) * a.lanes;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    int qr = r - a.crop_start, qc = c - a.crop_start;
+    if (qr >= 0 && qr < a.kept && qc >= 0 && qc < a.kept) {
+        float ax = a.shifts[2 * k], ay = a.shifts[2 * k + 1];
+        int sy = a.pad + qr, sx = a.pad + qc;
+        for (int y = first_at_least(sy - 1, ay, a.side); y < a.side; ++y) {
+            float py = __fsub_rn((float)y, ay);
+            float fy0 = floorf(py);
+            int y0 = (int)fy0;
+            if (y0 > sy) {
+                break;
+            }
+            float wy = __fsub_rn(py, fy0);
+            float fy = y0 == sy - 1 ? wy : __fsub_rn(1.0f, wy);
+            for (int x = first_at_least(sx - 1, ax, a.side); x < a.side; ++x) {
+                float px = __fsub_rn((float)x, ax);
+                float fx0 = floorf(px);
+                int x0 = (int)fx0;
+                if (x0 > sx) {
+                    break;
+                }
+                float wx = __fsub_rn(px, fx0);
+                float fx = x0 == sx - 1 ? wx : __fsub_rn(1.0f, wx);
+                float w = __fmul_rn(fx, fy);
+                long long g = ((long long)y * a.side + x) * a.lanes;
+                acc0 = __fadd_rn(acc0, __fmul_rn(w, a.cot[g]));
+                if (a.lanes == 2) {
+                    acc1 = __fadd_rn(acc1, __fmul_rn(w, a.cot[g + 1]));
+                }
+            }
+        }
+    }
+    a.patch_grad[at] = acc0;
+    if (a.lanes == 2) {
+        a.patch_grad[at + 1] = acc1;
+    }
+}
+
+__device__ static inline float source(const VjpArgs& a, int k, int r, int c, int lane) {
+    if (r < 0 || r >= a.kept || c < 0 || c >= a.kept) {
+        return 0.0f;
+    }
+    if (!a.patches) {
+        return 1.0f;
+    }
+    long long at = ((long long)k * a.stride_n + (long long)(a.crop_start + r) * a.stride_r +
+                    (long long)(a.crop_start + c) * a.stride_c) * a.lanes + lane;
+    return a.patches[at];
+}
+
+// One block per patch, one thread per partial sum (grid: count, 8 threads). Thread `slot` adds,
+// in row-major order over the patch's footprint, the exact f64 products G * dv/dwx and
+// G * dv/dwy of the lanes whose (x * lanes + lane) mod 8 is `slot` (kernel::ShiftGradient).
+extern "C" __global__ void ptychostitch_shift_vjp(const VjpArgs a) {
+    int k = blockIdx.x;
+    int slot = threadIdx.x;
+    if (k >= a.count || slot >= 8) {
+        return;
+    }
+    float ax = a.shifts[2 * k], ay = a.shifts[2 * k + 1];
+    const int* f = a.footprints + 4 * k;
+    double sum_x = 0.0, sum_y = 0.0;
+    for (int y = f[0]; y < f[1]; ++y) {
+        float py = __fsub_rn((float)y, ay);
+        float fy0 = floorf(py);
+        float wy = __fsub_rn(py, fy0), uy = __fsub_rn(1.0f, wy);
+        int r = (int)fy0 - a.pad;
+        for (int x = f[2]; x < f[3]; ++x) {
+            for (int lane = 0; lane < a.lanes; ++lane) {
+                if ((x * a.lanes + lane) % 8 != slot) {
+                    continue;
+                }
+                float px = __fsub_rn((float)x, ax);
+                float fx0 = floorf(px);
+                float wx = __fsub_rn(px, fx0), ux = __fsub_rn(1.0f, wx);
+                int c = (int)fx0 - a.pad;
+                float i00 = source(a, k, r, c, lane), i01 = source(a, k, r, c + 1, lane);
+                float i10 = source(a, k, r + 1, c, lane), i11 = source(a, k, r + 1, c + 1, lane);
+                float dwx = __fmaf_rn(wy, __fsub_rn(i11, i10), __fmul_rn(uy, __fsub_rn(i01, i00)));
+                float dwy = __fmaf_rn(wx, __fsub_rn(i11, i01), __fmul_rn(ux, __fsub_rn(i10, i00)));
+                double g = (double)a.cot[((long long)y * a.side + x) * a.lanes + lane];
+                sum_x = __dadd_rn(sum_x, __dmul_rn(g, (double)dwx));
+                sum_y = __dadd_rn(sum_y, __dmul_rn(g, (double)dwy));
+            }
+        }
+    }
+    a.shift_sums[16 * (long long)k + slot] = sum_x;
+    a.shift_sums[16 * (long long)k + 8 + slot] = sum_y;
+}
+
+// The quotient rule of reassemble_position, one thread per canvas pixel (the stitch grid):
+// the image's cotangent is G divided as the forward divides; the weight canvas's is
+// -(sum over lanes of G * R) / (W + 1e-9) (kernel::weight_cotangent).
+extern "C" __global__ void ptychostitch_quotient_vjp(const VjpArgs a) {
+    int x = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int y = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    if (x >= a.side || y >= a.side) {
+        return;
+    }
+    long long pixel = (long long)y * a.side + x;
+    float d = __fadd_rn(a.weights[pixel], 1e-9f);
+    float g0 = a.cot[pixel * a.lanes], g1 = a.lanes == 2 ? a.cot[pixel * a.lanes + 1] : 0.0f;
+    float dot = __fadd_rn(0.0f, __fmul_rn(g0, a.output[pixel * a.lanes]));
+    if (a.lanes == 2) {
+        dot = __fadd_rn(dot, __fmul_rn(g1, a.output[pixel * a.lanes + 1]));
+        float re = __fsub_rn(g0, __fmul_rn(g1, -0.0f));
+        float im = __fadd_rn(__fmul_rn(g0, -0.0f), g1);
+        a.cot_image[pixel * 2] = __fdiv_rn(re, d);
+        a.cot_image[pixel * 2 + 1] = __fdiv_rn(im, d);
+    } else {
+        a.cot_image[pixel] = __fdiv_rn(g0, d);
+    }
+    a.cot_weights[pixel] = __fdiv_rn(-dot, d);
+}

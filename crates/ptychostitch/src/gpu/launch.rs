@@ -48,6 +48,114 @@ pub struct Args {
     pub weights: u64,
 }
 
+/// `VjpArgs` of `kernel.cu`, `#[repr(C)]`: the backward kernels' arguments (`docs/semantics.md`
+/// §8). Addresses are 64-bit; a 0 address is C's null.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct VjpArgs {
+    /// The translated patches' `f32` lanes, or 0 for patches of ones (the weight canvas).
+    pub patches: u64,
+    /// Stride between patches, in elements.
+    pub stride_n: i64,
+    /// Stride between patch rows, in elements.
+    pub stride_r: i64,
+    /// Stride between patch columns, in elements.
+    pub stride_c: i64,
+    /// `[a_x, a_y]` per patch, `f32`.
+    pub shifts: u64,
+    /// Per patch: row start, row end, column start, column end (`i32`) of its footprint.
+    pub footprints: u64,
+    /// The canvas cotangent, `S·S·lanes` `f32`.
+    pub cot: u64,
+    /// `reassemble_position`'s output (quotient kernel), `S·S·lanes` `f32`.
+    pub output: u64,
+    /// The weight canvas (quotient kernel), `S·S` `f32`.
+    pub weights: u64,
+    /// Patches.
+    pub count: i32,
+    /// Canvas side `S`.
+    pub side: i32,
+    /// Padding `p`.
+    pub pad: i32,
+    /// Kept side `m`.
+    pub kept: i32,
+    /// First kept row and column.
+    pub crop_start: i32,
+    /// Patch side `N`.
+    pub patch_size: i32,
+    /// 1 (real) or 2 (complex).
+    pub lanes: i32,
+    /// The patches' cotangent, `n·N·N·lanes` `f32`, or 0.
+    pub patch_grad: u64,
+    /// Per patch sixteen `f64`: the eight x partial sums, then the eight y partial sums.
+    pub shift_sums: u64,
+    /// Quotient kernel: the image's cotangent, `S·S·lanes` `f32`.
+    pub cot_image: u64,
+    /// Quotient kernel: the weight canvas's cotangent, `S·S` `f32`.
+    pub cot_weights: u64,
+}
+
+impl VjpArgs {
+    /// The geometry's fields; addresses are left 0 for the caller to fill.
+    pub fn new(geometry: &Geometry, lanes: usize) -> Self {
+        Self {
+            count: geometry.len() as i32,
+            side: geometry.side() as i32,
+            pad: geometry.pad() as i32,
+            kept: geometry.kept() as i32,
+            crop_start: geometry.crop_start() as i32,
+            patch_size: geometry.patch_size() as i32,
+            lanes: lanes as i32,
+            ..Self::default()
+        }
+    }
+
+    /// The footprints table the kernels read: four `i32` per patch.
+    pub fn footprint_table(geometry: &Geometry) -> Vec<i32> {
+        geometry
+            .footprints()
+            .iter()
+            .flat_map(|f| [f.rows.start, f.rows.end, f.cols.start, f.cols.end].map(|v| v as i32))
+            .collect()
+    }
+
+    /// Grid of the patch kernel: `ceil(N/8)²` tiles per patch, one patch per z.
+    pub fn patch_grid(&self) -> (u32, u32, u32) {
+        let t = (self.patch_size as u32).div_ceil(TILE as u32);
+        (t, t, self.count as u32)
+    }
+
+    /// Grid of the quotient kernel: the canvas in 8×8 tiles.
+    pub fn canvas_grid(&self) -> (u32, u32) {
+        let t = (self.side as u32).div_ceil(TILE as u32);
+        (t, t)
+    }
+}
+
+/// The offsets' cotangent from the shift kernel's partial sums (sixteen `f64` per patch) of the
+/// image and, for `reassemble_position`, of the weight canvas: each sum set combined as
+/// [`crate::kernel::ShiftGradient`] does, the two paths added, then re-centred.
+pub fn offsets_from_sums(image: &[f64], weights: Option<&[f64]>) -> ndarray::Array2<f64> {
+    let raw = |sums: &[f64]| -> Vec<[f64; 2]> {
+        sums.chunks_exact(16)
+            .map(|s| {
+                let mut g = crate::kernel::ShiftGradient::default();
+                g.x.copy_from_slice(&s[..8]);
+                g.y.copy_from_slice(&s[8..]);
+                g.shift_gradient()
+            })
+            .collect()
+    };
+    let mut total = raw(image);
+    if let Some(w) = weights {
+        for (t, o) in total.iter_mut().zip(raw(w)) {
+            t[0] += o[0];
+            t[1] += o[1];
+        }
+    }
+    crate::adjoint::centred(&total)
+}
+
 /// Where a patch stack lives: its first lane and its strides, in elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stack {
