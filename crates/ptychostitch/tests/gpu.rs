@@ -9,7 +9,7 @@ mod common;
 use common::{GOLDEN_CASES, assert_bit_identical, golden, random_patches, rng};
 use ndarray::{Array2, Array3};
 use ptychostitch::gpu::cuda;
-use ptychostitch::{Complex32, Error, Operation, Plan};
+use ptychostitch::{Complex32, Error, Operation, Plan, Wrt};
 use rand::RngExt;
 use std::io::Write;
 
@@ -167,5 +167,87 @@ fn device_memory_strided_on_a_borrowed_stream() {
         // SAFETY: refused before launch: nothing is read or written.
         let refused = unsafe { gpu_plan.enqueue(&stream, op, wrong, canvas.address()) };
         assert!(matches!(refused, Err(Error::CountMismatch { .. })));
+    }
+}
+
+/// The backward kernels on the GPU against the library's gradients: patches' cotangent bit for
+/// bit (NaN by position), offsets' too, and the same from run to run.
+#[test]
+fn gradients_on_the_gpu() {
+    if gpu("gradients_on_the_gpu").is_none() {
+        return;
+    }
+    let mut r = rng(404);
+    let mut cases: Vec<(String, Plan, Array3<Complex32>)> = GOLDEN_CASES
+        .iter()
+        .map(|name| {
+            let case = golden(name);
+            let plan = Plan::new(case.offsets.view(), case.obj.dim().1, case.m).unwrap();
+            (name.to_string(), plan, case.obj)
+        })
+        .collect();
+    for (n, size, crop) in [(300, 32, 20), (2000, 64, 20)] {
+        let patches = random_patches(&mut r, n, size);
+        let cols = (n as f64).sqrt().ceil() as usize;
+        let offsets = common::offsets_from(n, |k| {
+            [
+                (k % cols) as f64 * 3.7 + r.random_range(-0.5..0.5),
+                (k / cols) as f64 * 3.7 + r.random_range(-0.5..0.5),
+            ]
+        });
+        cases.push((
+            format!("grid n={n}"),
+            Plan::new(offsets.view(), size, crop).unwrap(),
+            patches,
+        ));
+    }
+    for (what, plan, patches) in cases {
+        let side = plan.canvas_shape().0;
+        let cot = Array2::from_shape_simple_fn((side, side), || {
+            Complex32::new(r.random_range(-1.0..1.0), r.random_range(-1.0..1.0))
+        });
+        let gpu = plan.gpu().unwrap();
+        for op in [Operation::ShiftAndSum, Operation::ReassemblePosition] {
+            let out = match op {
+                Operation::ShiftAndSum => plan.shift_and_sum(patches.view()).unwrap(),
+                Operation::ReassemblePosition => plan.reassemble_position(patches.view()).unwrap(),
+            };
+            let cpu = match op {
+                Operation::ShiftAndSum => {
+                    plan.shift_and_sum_vjp(patches.view(), cot.view(), Wrt::ALL)
+                }
+                Operation::ReassemblePosition => plan.reassemble_position_vjp(
+                    patches.view(),
+                    Some(out.view()),
+                    cot.view(),
+                    Wrt::ALL,
+                ),
+            }
+            .unwrap();
+            let first = gpu
+                .vjp(op, patches.view(), Some(out.view()), cot.view(), Wrt::ALL)
+                .unwrap();
+            let again = gpu
+                .vjp(op, patches.view(), None, cot.view(), Wrt::ALL)
+                .unwrap();
+            for got in [&first, &again] {
+                let (a, b) = (got.patches.as_ref().unwrap(), cpu.patches.as_ref().unwrap());
+                for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                    let same =
+                        |p: f32, q: f32| p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan());
+                    assert!(
+                        same(x.re, y.re) && same(x.im, y.im),
+                        "{what} {op:?}: patch pixel {i}: {x} vs {y}"
+                    );
+                }
+                let (a, b) = (got.offsets.as_ref().unwrap(), cpu.offsets.as_ref().unwrap());
+                for (x, y) in a.iter().zip(b.iter()) {
+                    assert!(
+                        x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                        "{what} {op:?}: {x} vs {y}"
+                    );
+                }
+            }
+        }
     }
 }

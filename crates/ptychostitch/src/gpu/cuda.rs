@@ -12,10 +12,11 @@
 //! A machine without a driver, a GPU or NVRTC gets [`Error::GpuUnavailable`] with the reason,
 //! never a crash; nothing here is touched by the CPU paths.
 
-use super::launch::{Args, BLOCK, Stack, Tables};
+use super::launch::{Args, BLOCK, Stack, Tables, VjpArgs, offsets_from_sums};
 use super::staging;
 use super::tiles::TileLists;
-use super::{KERNEL_NAME, KERNEL_SOURCE};
+use super::{KERNEL_NAME, KERNEL_SOURCE, VJP_KERNEL_NAMES};
+use crate::adjoint::{Gradients, Wrt};
 use crate::error::{Error, Result};
 use crate::geometry::Geometry;
 use crate::plan::{Operation, Plan};
@@ -33,12 +34,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 // `StitchArgs` in kernel.cu (checked by `launch::tests`); CUDA copies it by value.
 unsafe impl DeviceRepr for Args {}
 
+// SAFETY: `VjpArgs` is `#[repr(C)]` plain data laid out exactly as `VjpArgs` in kernel.cu
+// (checked by `launch::tests`); CUDA copies it by value.
+unsafe impl DeviceRepr for VjpArgs {}
+
 /// One GPU of this process: its primary context (the one torch, CuPy, JAX and TensorFlow use),
 /// the compiled kernel and the pinned staging buffers.
 #[derive(Debug)]
 pub struct Gpu {
     context: Arc<CudaContext>,
     function: CudaFunction,
+    /// The backward kernels, in the order of [`VJP_KERNEL_NAMES`].
+    vjp: [CudaFunction; 3],
     name: String,
     staging: Mutex<Option<Staging>>,
 }
@@ -148,9 +155,16 @@ impl Gpu {
         .map_err(|e| unavailable(format!("NVRTC could not compile the kernel: {e}")))?;
         let module = context.load_module(ptx).map_err(unavailable)?;
         let function = module.load_function(KERNEL_NAME).map_err(unavailable)?;
+        let load = |name: &str| module.load_function(name).map_err(unavailable);
+        let vjp = [
+            load(VJP_KERNEL_NAMES[0])?,
+            load(VJP_KERNEL_NAMES[1])?,
+            load(VJP_KERNEL_NAMES[2])?,
+        ];
         Ok(Gpu {
             context,
             function,
+            vjp,
             name,
             staging: Mutex::new(None),
         })
@@ -348,6 +362,7 @@ pub struct GpuPlan {
     shifts: CudaSlice<f32>,
     tile_start: CudaSlice<i32>,
     tile_patches: CudaSlice<i32>,
+    footprints: CudaSlice<i32>,
 }
 
 impl Plan {
@@ -374,6 +389,7 @@ impl Plan {
             shifts: stream.clone_htod(&shifts).map_err(driver)?,
             tile_start: upload_i32(&lists.start)?,
             tile_patches: upload_i32(&lists.patches)?,
+            footprints: upload_i32(&VjpArgs::footprint_table(&geometry))?,
             lists,
             stream,
             gpu,
@@ -572,6 +588,203 @@ impl GpuPlan {
         launch.arg(&args);
         // SAFETY: the kernel's one argument is `Args` by value; its addresses are valid per
         // this function's contract and the tables above, which live as long as `self`.
+        unsafe { launch.launch(config) }.map_err(driver)?;
+        Ok(())
+    }
+
+    /// The vector–Jacobian product of `operation` on the GPU, for host arrays (`output`: the
+    /// forward's result, needed for `reassemble_position`'s offsets; recomputed on the GPU when
+    /// `None`): copies in, runs the backward kernels (quotient, patch pixels, offset sums; no
+    /// atomics), copies out, re-centres the offsets on the host. Bit-identical to
+    /// [`Plan::shift_and_sum_vjp`] / [`Plan::reassemble_position_vjp`] (NaN payloads are the
+    /// GPU's own), the same from run to run.
+    pub fn vjp<T: Sample, D: Dimension>(
+        &self,
+        operation: Operation,
+        patches: ArrayView<'_, T, D>,
+        output: Option<ndarray::ArrayView2<'_, T>>,
+        cotangent: ndarray::ArrayView2<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        let g = &*self.geometry;
+        let (side, n, l) = (g.side(), g.patch_size(), T::LANES);
+        let host_lanes = |a: ndarray::ArrayView2<'_, T>, what: &'static str| -> Result<Vec<f32>> {
+            crate::adjoint::canvas_lanes(side, what, a)
+        };
+        let cot_host = host_lanes(cotangent, "cotangent")?;
+        let _keep = KeepCurrent::new();
+        let stream = &self.stream;
+        let resident = self.upload(patches)?;
+        let cot = stream.clone_htod(&cot_host).map_err(driver)?;
+        let reassemble = operation == Operation::ReassemblePosition;
+        // Weights (and, when not given, the forward's output) from the forward kernel.
+        let mut weights = stream.alloc_zeros::<f32>(side * side).map_err(driver)?;
+        let out = match output {
+            Some(o) => stream
+                .clone_htod(&host_lanes(o, "output")?)
+                .map_err(driver)?,
+            None => stream.alloc_zeros::<f32>(side * side * l).map_err(driver)?,
+        };
+        let mut out = out;
+        if reassemble {
+            let stack = resident.stack();
+            let (w_at, _w) = weights.device_ptr_mut(stream);
+            let mut scratch = stream.alloc_zeros::<f32>(side * side * l).map_err(driver)?;
+            let target = if output.is_none() {
+                &mut out
+            } else {
+                &mut scratch
+            };
+            let (image_at, _i) = target.device_ptr_mut(stream);
+            // SAFETY: the stack is `resident`'s, the canvas and weights hold S·S·lanes and S·S
+            // f32; all outlive the synchronisation at the end of this function.
+            unsafe { self.launch_with_weights(stream, stack, image_at, w_at)? };
+        }
+        let (shifts_at, _h) = self.shifts.device_ptr(stream);
+        let (fp_at, _f) = self.footprints.device_ptr(stream);
+        let stack = resident.stack();
+        let mut args = VjpArgs::new(g, l);
+        args.patches = stack.address;
+        args.stride_n = stack.strides[0];
+        args.stride_r = stack.strides[1];
+        args.stride_c = stack.strides[2];
+        args.shifts = shifts_at;
+        args.footprints = fp_at;
+        let (cot_at, _c) = cot.device_ptr(stream);
+        args.cot = cot_at;
+        let mut cot_image = stream.alloc_zeros::<f32>(side * side * l).map_err(driver)?;
+        let mut cot_weights = stream.alloc_zeros::<f32>(side * side).map_err(driver)?;
+        if reassemble {
+            let mut q = args;
+            let (o_at, _o) = out.device_ptr(stream);
+            let (w_at, _w) = weights.device_ptr(stream);
+            let (ci_at, _ci) = cot_image.device_ptr_mut(stream);
+            let (cw_at, _cw) = cot_weights.device_ptr_mut(stream);
+            (q.output, q.weights, q.cot_image, q.cot_weights) = (o_at, w_at, ci_at, cw_at);
+            let (gx, gy) = q.canvas_grid();
+            // SAFETY: every address is a live device buffer of the size the kernel reads or
+            // writes; they outlive the synchronisation below.
+            unsafe { self.launch_vjp(stream, 2, q, (gx, gy, 1), (BLOCK, BLOCK, 1))? };
+            args.cot = ci_at;
+        }
+        let mut patch_grad = if wrt.patches {
+            Some(
+                stream
+                    .alloc_zeros::<f32>(g.len() * n * n * l)
+                    .map_err(driver)?,
+            )
+        } else {
+            None
+        };
+        if let Some(buffer) = patch_grad.as_mut() {
+            let mut a = args;
+            let (at, _p) = buffer.device_ptr_mut(stream);
+            // (the guard records the kernel on the buffer for the copy back)
+            a.patch_grad = at;
+            // SAFETY: as above; `buffer` holds n·N·N·lanes f32.
+            unsafe { self.launch_vjp(stream, 0, a, a.patch_grid(), (BLOCK, BLOCK, 1))? };
+        }
+        let mut sums = Vec::new();
+        if wrt.offsets {
+            let passes: &[bool] = if reassemble { &[false, true] } else { &[false] };
+            for &ones in passes {
+                let mut buffer = stream.alloc_zeros::<f64>(g.len() * 16).map_err(driver)?;
+                let mut a = args;
+                if ones {
+                    let (cw_at, _cw) = cot_weights.device_ptr(stream);
+                    (a.patches, a.lanes, a.cot) = (0, 1, cw_at);
+                }
+                {
+                    let (at, _s) = buffer.device_ptr_mut(stream);
+                    a.shift_sums = at;
+                    // SAFETY: as above; `buffer` holds sixteen f64 per patch.
+                    unsafe { self.launch_vjp(stream, 1, a, (g.len() as u32, 1, 1), (8, 1, 1))? };
+                }
+                sums.push(buffer);
+            }
+        }
+        let patches = match patch_grad {
+            Some(buffer) => {
+                let host = stream.clone_dtoh(&buffer).map_err(driver)?;
+                let values: Vec<T> = bytemuck::pod_collect_to_vec(&host);
+                Some(ndarray::Array3::from_shape_vec((g.len(), n, n), values).map_err(driver)?)
+            }
+            None => None,
+        };
+        let offsets = if wrt.offsets {
+            let host: Vec<Vec<f64>> = sums
+                .iter()
+                .map(|b| stream.clone_dtoh(b).map_err(driver))
+                .collect::<Result<_>>()?;
+            Some(offsets_from_sums(&host[0], host.get(1).map(Vec::as_slice)))
+        } else {
+            None
+        };
+        self.synchronize()?;
+        drop(resident);
+        Ok(Gradients { patches, offsets })
+    }
+
+    /// Launches backward kernel `which` ([`VJP_KERNEL_NAMES`]) with `args` on `stream`.
+    ///
+    /// # Safety
+    /// Every address in `args` must be a live buffer of this GPU of the size the kernel reads
+    /// or writes, until `stream` has run it.
+    unsafe fn launch_vjp(
+        &self,
+        stream: &Arc<CudaStream>,
+        which: usize,
+        args: VjpArgs,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: block,
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&self.gpu.vjp[which]);
+        launch.arg(&args);
+        // SAFETY: the kernel's one argument is `VjpArgs` by value; its addresses are valid per
+        // this function's contract.
+        unsafe { launch.launch(config) }.map_err(driver)?;
+        Ok(())
+    }
+
+    /// The forward kernel (`reassemble_position`) writing the weight canvas too.
+    ///
+    /// # Safety
+    /// As [`GpuPlan::enqueue`], with `weights` a buffer of `S·S` `f32`.
+    unsafe fn launch_with_weights(
+        &self,
+        stream: &Arc<CudaStream>,
+        stack: Stack,
+        image: u64,
+        weights: u64,
+    ) -> Result<()> {
+        let geometry = &*self.geometry;
+        stack.check(geometry)?;
+        let (start_at, _s) = self.tile_start.device_ptr(stream);
+        let (list_at, _l) = self.tile_patches.device_ptr(stream);
+        let (shifts_at, _h) = self.shifts.device_ptr(stream);
+        let tables = Tables {
+            shifts: shifts_at,
+            tile_start: start_at,
+            tile_patches: list_at,
+        };
+        let args = Args::new(geometry, &self.lists, tables, stack, image, weights, true);
+        let (gx, gy) = args.grid();
+        let config = LaunchConfig {
+            grid_dim: (gx, gy, 1),
+            block_dim: (BLOCK, BLOCK, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&self.gpu.function);
+        launch.arg(&args);
+        // SAFETY: as in `launch`, with `weights` valid per this function's contract.
         unsafe { launch.launch(config) }.map_err(driver)?;
         Ok(())
     }

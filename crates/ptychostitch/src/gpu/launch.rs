@@ -328,6 +328,12 @@ mod tests {
         assert_eq!(std::mem::size_of::<Args>(), 8 + 24 + 24 + 36 + 4 + 16);
         assert_eq!(std::mem::offset_of!(Args, image), 96);
         assert_eq!(std::mem::align_of::<Args>(), 8);
+        // VjpArgs: 9·8 (addresses and strides) + 7·4 (ints) + 4 (padding) + 4·8 (outputs).
+        assert_eq!(std::mem::size_of::<VjpArgs>(), 72 + 28 + 4 + 32);
+        assert_eq!(std::mem::offset_of!(VjpArgs, count), 72);
+        assert_eq!(std::mem::offset_of!(VjpArgs, lanes), 96);
+        assert_eq!(std::mem::offset_of!(VjpArgs, patch_grad), 104);
+        assert_eq!(std::mem::offset_of!(VjpArgs, cot_weights), 128);
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub const EMULATION_HEADER: &str = include_str!("emulation.h");
 /// Name of the kernel's entry point.
 pub const KERNEL_NAME: &str = "ptychostitch_stitch";
 
+/// The backward kernels' names in [`KERNEL_SOURCE`]: patch pixels, offset sums, quotient rule.
+pub const VJP_KERNEL_NAMES: [&str; 3] = [
+    "ptychostitch_patch_vjp",
+    "ptychostitch_shift_vjp",
+    "ptychostitch_quotient_vjp",
+];
+
 /// Side of the square pixel tile one block computes (`PTYCHOSTITCH_TILE` in `kernel.cu`).
 /// Measured on an H200 with a prototype of this kernel: 8 beat 16 (0.36 vs 0.48 ms at
 /// n = 100,000) and 32 (0.73 ms).
