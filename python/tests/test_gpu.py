@@ -198,3 +198,26 @@ def test_jax_gpu_arrays_in_give_jax_arrays_out(golden):
     out = ps.shift_and_sum(jax.device_put(obj, device), off, M)
     assert isinstance(out, jax.Array) and device in out.devices()
     same_bits_nan_by_position(np.asarray(out), golden["shift_and_sum_old"], golden["name"])
+
+
+@needs_gpu
+def test_torch_cuda_autograd_matches_the_cpu():
+    """torch CUDA tensors that require grad: the forward runs on the GPU path, the backward on
+    the host; gradients equal the CPU tensors' bit for bit, on the tensors' device."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    rng = np.random.default_rng(8)
+    obj = (rng.standard_normal((40, 32, 32, 1)) + 1j * rng.standard_normal((40, 32, 32, 1))).astype(np.complex64)
+    off = rng.uniform(-10, 10, (40, 1, 1, 2))
+    grads = []
+    for device in ("cpu", "cuda"):
+        o = torch.tensor(obj, device=device, requires_grad=True)
+        f = torch.tensor(off, device=device, requires_grad=True)
+        out = ps.reassemble_position(o, f, 16)
+        assert out.device.type == device
+        (out.real * 2 + out.imag).sum().backward()
+        assert o.grad.device.type == device and f.grad.device.type == device
+        grads.append((o.grad.cpu().numpy(), f.grad.cpu().numpy()))
+    assert np.array_equal(grads[0][0].view(np.uint32), grads[1][0].view(np.uint32))
+    assert np.array_equal(grads[0][1], grads[1][1])

@@ -99,10 +99,35 @@ pub fn try_zeroed_vec<T: bytemuck::Zeroable>(
             bytes,
         });
     }
-    bytemuck::allocation::try_zeroed_vec::<T>(len).map_err(|()| Error::OutOfMemory {
+    let v = bytemuck::allocation::try_zeroed_vec::<T>(len).map_err(|()| Error::OutOfMemory {
         what: what(),
         bytes,
-    })
+    })?;
+    advise_huge_pages(v.as_ptr().cast(), len * std::mem::size_of::<T>());
+    Ok(v)
+}
+
+/// Asks Linux to back a large fresh allocation with transparent huge pages (where THP is in
+/// `madvise` mode, the common default): one fault per 2 MiB instead of per 4 KiB when it is
+/// first written. The patches' cotangent at n = 10,000 (328 MB, written sparsely) is the case
+/// this is for. Only advice: nothing changes where the kernel declines.
+fn advise_huge_pages(ptr: *const u8, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        if bytes < 16 * HUGE {
+            return;
+        }
+        let start = (ptr as usize).next_multiple_of(HUGE);
+        let end = (ptr as usize + bytes) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: `start..end` lies inside the allocation that was just made (rounded
+            // inwards to whole huge pages); MADV_HUGEPAGE changes no contents and no mapping.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, bytes);
 }
 
 /// True for a request larger than the effective limit. An allocation the kernel grants lazily

@@ -274,18 +274,32 @@ impl<T: Sample> Context<'_, '_, T> {
 
         let len = ncols * l;
         let base = (fp.cols.start * l) % SHIFT_SLOTS;
+        // Consecutive neighbours (the common case): flat loops over lanes that vectorise.
+        let first = s.cols.neighbour[0];
+        let consecutive = s.cols.neighbour.iter().enumerate().all(|(j, &c)| c == first + j);
         for (jy, y) in (fp.rows.start..fp.rows.end).enumerate() {
             let (r, uy, wy) = (s.rows.neighbour[jy], s.rows.u[jy], s.rows.w[jy]);
             let top = &s.bordered[r * row_lanes..(r + 1) * row_lanes];
             let bottom = &s.bordered[(r + 1) * row_lanes..(r + 2) * row_lanes];
-            for j in 0..ncols {
-                let c = s.cols.neighbour[j];
-                let (ux, wx) = (s.cols.u[j], s.cols.w[j]);
-                for lane in 0..l {
-                    let (i00, i01) = (top[c * l + lane], top[(c + 1) * l + lane]);
-                    let (i10, i11) = (bottom[c * l + lane], bottom[(c + 1) * l + lane]);
-                    s.dwx[j * l + lane] = d_dwx(uy, wy, i00, i01, i10, i11);
-                    s.dwy[j * l + lane] = d_dwy(ux, wx, i00, i01, i10, i11);
+            if consecutive {
+                let (t0, t1) = (&top[first * l..][..len], &top[(first + 1) * l..][..len]);
+                let (b0, b1) = (&bottom[first * l..][..len], &bottom[(first + 1) * l..][..len]);
+                let (ux, wx) = (&s.u_lanes[..len], &s.w_lanes[..len]);
+                let (dwx, dwy) = (&mut s.dwx[..len], &mut s.dwy[..len]);
+                for t in 0..len {
+                    dwx[t] = d_dwx(uy, wy, t0[t], t1[t], b0[t], b1[t]);
+                    dwy[t] = d_dwy(ux[t], wx[t], t0[t], t1[t], b0[t], b1[t]);
+                }
+            } else {
+                for j in 0..ncols {
+                    let c = s.cols.neighbour[j];
+                    let (ux, wx) = (s.cols.u[j], s.cols.w[j]);
+                    for lane in 0..l {
+                        let (i00, i01) = (top[c * l + lane], top[(c + 1) * l + lane]);
+                        let (i10, i11) = (bottom[c * l + lane], bottom[(c + 1) * l + lane]);
+                        s.dwx[j * l + lane] = d_dwx(uy, wy, i00, i01, i10, i11);
+                        s.dwy[j * l + lane] = d_dwy(ux, wx, i00, i01, i10, i11);
+                    }
                 }
             }
             let at = (y * side + fp.cols.start) * l;

@@ -1,0 +1,55 @@
+//! Timing breakdown (medians) of the gradients on the bench-grid scan, beside the time to merely
+//! write the patches' cotangent (its `(n, N, N)` shape, fresh zeroed memory, kept rows written):
+//! `cargo run --release --example gradient_timing [threads]`.
+use ndarray::Array2;
+use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid};
+use ptychostitch::{Complex32, Plan, Wrt};
+use std::time::Instant;
+
+fn median<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
+    std::hint::black_box(f());
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2] * 1e3
+}
+
+fn main() {
+    let threads: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2);
+    for n in [10_000, 100_000] {
+        let runs = if n > 10_000 { 5 } else { 11 };
+        let (patches, offsets) = bench_grid(n, 1).expect("bench-grid scan fits in memory");
+        let plan = Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP).unwrap().with_threads(threads);
+        plan.weights().unwrap();
+        let out = plan.reassemble_position(patches.view()).unwrap();
+        let cot = Array2::from_elem(plan.canvas_shape(), Complex32::new(1.0, -0.5));
+        let fwd = median(runs, || plan.reassemble_position(patches.view()).unwrap());
+        let vjp = |wrt| plan.reassemble_position_vjp(patches.view(), Some(out.view()), cot.view(), wrt).unwrap();
+        let both = median(runs, || vjp(Wrt::ALL));
+        let only_patches = median(runs, || vjp(Wrt::PATCHES));
+        let only_offsets = median(runs, || vjp(Wrt::OFFSETS));
+        // The floor of the patches' cotangent: a fresh zeroed (n, N, N) stack with its kept
+        // rows written once.
+        let (size, m, c0) = (BENCH_PATCH, 20, BENCH_PATCH / 2 - 10);
+        let write = median(runs, || {
+            let mut v = vec![Complex32::new(0.0, 0.0); 0];
+            v.resize(n * size * size, Complex32::new(0.0, 0.0));
+            for k in 0..n {
+                for r in 0..m {
+                    let at = (k * size + c0 + r) * size + c0;
+                    v[at..at + m].fill(Complex32::new(1.0, 1.0));
+                }
+            }
+            v
+        });
+        println!(
+            "n={n} threads={threads}: forward {fwd:.2} ms; backward: patches+offsets {both:.2}, patches {only_patches:.2}, offsets {only_offsets:.2}; writing the (n, N, N) cotangent alone {write:.2} (single thread)"
+        );
+        let _ = BENCH_CROP;
+    }
+}
