@@ -1,7 +1,9 @@
 """PyTorch: a ``torch.autograd.Function``, for CPU and CUDA tensors that require grad.
 
-The call is excluded from ``torch.compile`` graphs (``torch.compiler.disable``): compiled code
-runs around it with a clean graph break. CUDA tensors: the forward runs on the GPU path when
+The call is excluded from ``torch.compile`` graphs (``torch._dynamo.disable``): compiled code
+runs around it with a clean graph break. Dynamo is only used when it is already loaded (a
+``torch.compile`` is in play): importing it loads triton, whose LLVM aborts the process where
+TensorFlow is loaded too ("Option ... registered more than once"). CUDA tensors: the forward runs on the GPU path when
 one is given (``gpu``), the backward copies to the host and back (no GPU backward kernel yet).
 """
 
@@ -61,7 +63,10 @@ def _function() -> Any:
 
 def apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
     torch = _torch()
-    run = torch.compiler.disable(lambda k, g, a, b: _function().apply(k, g, a, b))
+    run = _function().apply
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        run = dynamo.disable(run)
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
     if not isinstance(offsets, torch.Tensor):
