@@ -20,16 +20,24 @@ fn median<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
 }
 
 fn main() {
-    let threads: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2);
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2);
     for n in [10_000, 100_000] {
         let runs = if n > 10_000 { 5 } else { 11 };
         let (patches, offsets) = bench_grid(n, 1).expect("bench-grid scan fits in memory");
-        let plan = Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP).unwrap().with_threads(threads);
+        let plan = Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP)
+            .unwrap()
+            .with_threads(threads);
         plan.weights().unwrap();
         let out = plan.reassemble_position(patches.view()).unwrap();
         let cot = Array2::from_elem(plan.canvas_shape(), Complex32::new(1.0, -0.5));
         let fwd = median(runs, || plan.reassemble_position(patches.view()).unwrap());
-        let vjp = |wrt| plan.reassemble_position_vjp(patches.view(), Some(out.view()), cot.view(), wrt).unwrap();
+        let vjp = |wrt| {
+            plan.reassemble_position_vjp(patches.view(), Some(out.view()), cot.view(), wrt)
+                .unwrap()
+        };
         let both = median(runs, || vjp(Wrt::ALL));
         let only_patches = median(runs, || vjp(Wrt::PATCHES));
         let only_offsets = median(runs, || vjp(Wrt::OFFSETS));

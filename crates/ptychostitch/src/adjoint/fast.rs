@@ -276,14 +276,22 @@ impl<T: Sample> Context<'_, '_, T> {
         let base = (fp.cols.start * l) % SHIFT_SLOTS;
         // Consecutive neighbours (the common case): flat loops over lanes that vectorise.
         let first = s.cols.neighbour[0];
-        let consecutive = s.cols.neighbour.iter().enumerate().all(|(j, &c)| c == first + j);
+        let consecutive = s
+            .cols
+            .neighbour
+            .iter()
+            .enumerate()
+            .all(|(j, &c)| c == first + j);
         for (jy, y) in (fp.rows.start..fp.rows.end).enumerate() {
             let (r, uy, wy) = (s.rows.neighbour[jy], s.rows.u[jy], s.rows.w[jy]);
             let top = &s.bordered[r * row_lanes..(r + 1) * row_lanes];
             let bottom = &s.bordered[(r + 1) * row_lanes..(r + 2) * row_lanes];
             if consecutive {
                 let (t0, t1) = (&top[first * l..][..len], &top[(first + 1) * l..][..len]);
-                let (b0, b1) = (&bottom[first * l..][..len], &bottom[(first + 1) * l..][..len]);
+                let (b0, b1) = (
+                    &bottom[first * l..][..len],
+                    &bottom[(first + 1) * l..][..len],
+                );
                 let (ux, wx) = (&s.u_lanes[..len], &s.w_lanes[..len]);
                 let (dwx, dwy) = (&mut s.dwx[..len], &mut s.dwy[..len]);
                 for t in 0..len {
