@@ -45,7 +45,7 @@ fn main() {
         // rows written once.
         let (size, m, c0) = (BENCH_PATCH, 20, BENCH_PATCH / 2 - 10);
         let write = median(runs, || {
-            let mut v = vec![Complex32::new(0.0, 0.0); 0];
+            let mut v: Vec<Complex32> = Vec::new();
             v.resize(n * size * size, Complex32::new(0.0, 0.0));
             for k in 0..n {
                 for r in 0..m {
