@@ -1,94 +1,212 @@
-//! Memory-mapped arrays: `.npy` files and uncompressed `.npz` members (what `np.savez` writes)
-//! read in place, so a patch stack larger than memory can be streamed chunk by chunk.
+//! Arrays read in place from their file: `.npy` files and uncompressed `.npz` members (what
+//! `np.savez` writes), so that a patch stack larger than memory can be streamed chunk by chunk.
 //!
-//! The mapping is read-only. Chunks already used are handed back to the kernel
-//! ([`NpyArray::release_rows`], `MADV_DONTNEED`), so the process's resident memory stays at about
-//! one chunk however large the file; the page cache still keeps what it likes.
+//! Nothing is memory-mapped. Each chunk is read with positional reads (`pread`) into a buffer
+//! of this process, after and before which the file's identity (size, modification time,
+//! inode) is checked. So:
+//! - a file truncated or rewritten while it is read (`np.save` over an input a pipeline still
+//!   reads) gives one error naming the file, never a `SIGBUS` (touching a mapped page past a
+//!   truncation kills the process) and never a result mixed from two versions;
+//! - an address-space limit (`ulimit -v`) smaller than the file does not matter: only one chunk
+//!   is ever in memory;
+//! - a member at any offset (`np.savez` puts data at unaligned offsets) is read into aligned
+//!   memory and used without a further conversion.
 //!
-//! Why our own reader rather than `ndarray-npy`'s `view_npy`: that view only accepts
-//! native-endian, C- or F-order arrays of exactly the element type asked for, in a whole `.npy`
-//! file. PtychoPINN's data come as `.npz` archives, patches as complex64 or complex128, from
-//! either byte order; this reader maps `.npz` members at their offset, gives a zero-copy view
-//! where the bytes allow it and converts chunk by chunk where they do not, with the header parser
-//! that the reader already uses (and that the fuzz tests cover).
+//! The copy costs one pass over the chunk's bytes, which the stitching reads anyway.
+//!
+//! Why our own reader rather than `ndarray-npy`'s: that reads only native-endian arrays of the
+//! exact element type asked for, whole, from `.npy` files. PtychoPINN's data come as `.npz`
+//! archives, patches as complex64 or complex128, from either byte order; this reader reads
+//! `.npz` members at their offset, a row range at a time, with the header parser the in-memory
+//! reader uses (and that the fuzz tests cover).
 
-use super::{NpyArray, NpyError, Npz, Storage, open_file, read_header};
-use memmap2::{Mmap, UncheckedAdvice};
-use ndarray::{ArrayViewD, IxDyn};
+use super::{Dtype, NpyArray, NpyError, Npz, Storage, open_file, read_header};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use num_complex::Complex32;
-use std::path::Path;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
-/// A byte range of a read-only memory map.
+/// A byte range of a file, and what the file was when it was opened.
 #[derive(Debug, Clone)]
-pub(super) struct MappedBytes {
-    map: Arc<Mmap>,
-    start: usize,
-    len: usize,
+pub(super) struct FileBytes {
+    file: Arc<File>,
+    path: PathBuf,
+    start: u64,
+    stamp: Stamp,
 }
 
-impl MappedBytes {
-    pub(super) fn bytes(&self) -> &[u8] {
-        &self.map[self.start..self.start + self.len]
-    }
+/// What identifies one version of a file: a truncation, an in-place rewrite or a replacement
+/// changes at least one of these.
+#[derive(Debug, Clone, PartialEq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
 }
 
-/// Maps `path` read-only.
-fn map_file(path: &Path) -> Result<Arc<Mmap>, NpyError> {
-    let file = open_file(path)?;
-    // SAFETY: the map is only ever read, through `&[u8]`. Another process that writes the file
-    // while it is mapped changes the bytes under us (as it would for any reader) and one that
-    // truncates it makes later reads fault; both are outside what a read-only input can promise.
-    let map = unsafe { Mmap::map(&file) }.map_err(|error| NpyError::Io {
+fn stamp(file: &File, path: &Path) -> Result<Stamp, NpyError> {
+    let meta = file.metadata().map_err(|error| NpyError::Io {
         path: path.to_path_buf(),
         error,
     })?;
-    Ok(Arc::new(map))
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Ok(Stamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+    })
 }
 
-/// The array whose `.npy` bytes start at `offset` of `map` and take at most `room` bytes.
-fn array_at(what: &str, map: Arc<Mmap>, offset: usize, room: usize) -> Result<NpyArray, NpyError> {
-    let bytes = &map[offset..offset + room];
-    let header = read_header(what, bytes)?;
-    let available = room.saturating_sub(header.header_bytes);
-    if available < header.data_bytes {
+/// Reads exactly `buf.len()` bytes at `offset`; `Ok(false)` when the file ends first.
+fn read_exact_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<bool> {
+    while !buf.is_empty() {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(file, buf, offset);
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(file, buf, offset);
+        match n {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// A `Read` over a file from a position, by positional reads (for the header parser).
+struct ReaderAt<'f> {
+    file: &'f File,
+    at: u64,
+}
+
+impl Read for ReaderAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl FileBytes {
+    /// Checks that the file is still the version that was opened.
+    fn check(&self, what: &str) -> Result<(), NpyError> {
+        let now = stamp(&self.file, &self.path)?;
+        if now == self.stamp {
+            return Ok(());
+        }
+        let how = if now.len < self.stamp.len {
+            format!("was truncated from {} to {} bytes", self.stamp.len, now.len)
+        } else {
+            "was rewritten".to_string()
+        };
+        Err(NpyError::Changed {
+            what: what.to_string(),
+            path: self.path.clone(),
+            how,
+        })
+    }
+
+    /// Bytes `offset..offset + buf.len()` of the range into `buf`, from an unchanged file.
+    fn read(&self, what: &str, offset: usize, buf: &mut [u8]) -> Result<(), NpyError> {
+        self.check(what)?;
+        let complete =
+            read_exact_at(&self.file, self.start + offset as u64, buf).map_err(|error| {
+                NpyError::Io {
+                    path: self.path.clone(),
+                    error,
+                }
+            })?;
+        // A change during the read shows here; a short read is a truncation the stamp shows.
+        self.check(what)?;
+        if !complete {
+            return Err(NpyError::Changed {
+                what: what.to_string(),
+                path: self.path.clone(),
+                how: "ended early".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` for positional reads.
+fn open(path: &Path) -> Result<(Arc<File>, Stamp), NpyError> {
+    let file = open_file(path)?;
+    let stamp = stamp(&file, path)?;
+    Ok((Arc::new(file), stamp))
+}
+
+/// The array whose `.npy` bytes start at `offset` of the file and take at most `room` bytes.
+fn array_at(
+    what: &str,
+    path: &Path,
+    (file, stamp): (Arc<File>, Stamp),
+    offset: u64,
+    room: u64,
+) -> Result<NpyArray, NpyError> {
+    let header = read_header(
+        what,
+        ReaderAt {
+            file: &file,
+            at: offset,
+        }
+        .take(room),
+    )?;
+    let available = room.saturating_sub(header.header_bytes as u64);
+    if available < header.data_bytes as u64 {
         return Err(NpyError::Truncated {
             what: what.to_string(),
             shape: header.shape,
             dtype: header.dtype,
             expected: header.data_bytes,
-            found: available,
+            found: available as usize,
         });
     }
-    let data = MappedBytes {
-        start: offset + header.header_bytes,
-        len: header.data_bytes,
-        map,
+    let data = FileBytes {
+        file,
+        path: path.to_path_buf(),
+        start: offset + header.header_bytes as u64,
+        stamp,
     };
-    Ok(NpyArray::from_parts(what, header, Storage::Mapped(data)))
+    Ok(NpyArray::from_parts(what, header, Storage::File(data)))
 }
 
 impl NpyArray {
-    /// Maps a `.npy` file instead of reading it: nothing is read until it is used.
+    /// Opens a `.npy` file for reading in place: only the header is read now; rows are read
+    /// when they are asked for ([`NpyArray::to_complex32_rows`]).
     pub fn map_npy(path: &Path) -> Result<Self, NpyError> {
-        let map = map_file(path)?;
-        let len = map.len();
-        array_at(&path.display().to_string(), map, 0, len)
+        let opened = open(path)?;
+        let len = opened.1.len;
+        array_at(&path.display().to_string(), path, opened, 0, len)
     }
 
-    /// True when the data are memory-mapped rather than read into memory.
+    /// True when the data stay in the file (read a chunk at a time) rather than in memory.
     pub fn is_mapped(&self) -> bool {
-        matches!(self.data, Storage::Mapped(_))
+        matches!(self.data, Storage::File(_))
     }
 
-    /// The array as a `complex64` view without a copy, where its bytes allow it: complex64,
-    /// little-endian, C order, 4-byte aligned. `None` otherwise (use
-    /// [`NpyArray::to_complex32_rows`]).
+    /// The array as a `complex64` view without a copy, for an array in memory whose bytes allow
+    /// it: complex64, little-endian, C order, 4-byte aligned. `None` otherwise (use
+    /// [`NpyArray::to_complex32_rows`]), always for arrays read in place.
     pub fn complex32_view(&self) -> Option<ArrayViewD<'_, Complex32>> {
-        if self.dtype != super::Dtype::Complex64
+        if self.dtype != Dtype::Complex64
             || self.big_endian
             || self.fortran_order
             || cfg!(target_endian = "big")
+            || self.is_mapped()
         {
             return None;
         }
@@ -96,51 +214,95 @@ impl NpyArray {
         ArrayViewD::from_shape(IxDyn(&self.shape), values).ok()
     }
 
-    /// Tells the kernel that rows `start..start + len` (first axis) of a mapped array will not
-    /// be needed again soon: their pages leave this process's resident memory (they are read
-    /// again from the file if they are). Does nothing for arrays read into memory.
+    /// Nothing to release: arrays read in place hold one chunk at a time, in the caller's
+    /// buffers. Kept so that streaming code reads the same for both kinds of array.
     pub fn release_rows(&self, start: usize, len: usize) {
-        let Storage::Mapped(m) = &self.data else {
-            return;
-        };
-        let Some(size) = self.dtype.size() else {
-            return;
-        };
-        let per_row: usize = self.shape.get(1..).map_or(1, |r| r.iter().product());
-        let row_bytes = per_row * size;
-        let first = m.start + (start * row_bytes).min(m.len);
-        let last = m.start + ((start + len) * row_bytes).min(m.len);
-        // Whole pages inside the range only: a page shared with the next chunk stays.
-        let page = page_size();
-        let (from, to) = (first.div_ceil(page) * page, last / page * page);
-        if to > from {
-            // SAFETY: the map is a read-only, file-backed mapping; MADV_DONTNEED on it drops
-            // the pages from this process, and a later read faults them back in from the file
-            // with the same contents. No reference observes a change. The range lies inside
-            // the map (`from` and `to` are within `m.start..m.start + m.len`).
-            let _ = unsafe {
-                m.map
-                    .unchecked_advise_range(UncheckedAdvice::DontNeed, from, to - from)
-            };
-        }
+        let _ = (start, len);
     }
-}
 
-fn page_size() -> usize {
-    #[cfg(unix)]
-    {
-        // SAFETY: `sysconf` only reads a configuration value.
-        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if size > 0 {
-            return size as usize;
+    /// An array read in place, with the bytes of elements `first..first + count` (raw order)
+    /// read into memory as an array of `shape`; `None` for an array already in memory.
+    pub(super) fn read_range(
+        &self,
+        wanted: &'static str,
+        first: usize,
+        count: usize,
+        shape: Vec<usize>,
+    ) -> Result<Option<NpyArray>, NpyError> {
+        let Storage::File(f) = &self.data else {
+            return Ok(None);
+        };
+        let size = self.dtype.size().ok_or_else(|| NpyError::Dtype {
+            what: self.what.clone(),
+            dtype: self.dtype.clone(),
+            wanted,
+        })?;
+        let bytes = count * size;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(bytes)
+            .map_err(|_| NpyError::OutOfMemory {
+                what: self.what.clone(),
+                bytes: bytes as f64,
+            })?;
+        buf.resize(bytes, 0);
+        f.read(&self.what, first * size, &mut buf)?;
+        Ok(Some(NpyArray {
+            what: self.what.clone(),
+            dtype: self.dtype.clone(),
+            big_endian: self.big_endian,
+            fortran_order: self.fortran_order,
+            shape,
+            count,
+            data: Storage::Owned(buf),
+        }))
+    }
+
+    /// Rows of a C-order little-endian complex64 array read in place straight into a
+    /// `complex64` array (no conversion); `None` for any other array.
+    pub(super) fn read_complex32_rows(
+        &self,
+        first: usize,
+        count: usize,
+        shape: &[usize],
+    ) -> Result<Option<ArrayD<Complex32>>, NpyError> {
+        let Storage::File(f) = &self.data else {
+            return Ok(None);
+        };
+        if self.dtype != Dtype::Complex64
+            || self.big_endian
+            || self.fortran_order
+            || cfg!(target_endian = "big")
+        {
+            return Ok(None);
+        }
+        let mut values: Vec<Complex32> = Vec::new();
+        values
+            .try_reserve_exact(count)
+            .map_err(|_| NpyError::OutOfMemory {
+                what: self.what.clone(),
+                bytes: count as f64 * 8.0,
+            })?;
+        values.resize(count, Complex32::new(0.0, 0.0));
+        f.read(&self.what, first * 8, bytemuck::cast_slice_mut(&mut values))?;
+        Ok(ArrayD::from_shape_vec(IxDyn(shape), values).ok())
+    }
+
+    /// The data bytes in memory: this array itself, or (read in place) a copy read whole.
+    pub(super) fn in_memory(
+        &self,
+        wanted: &'static str,
+    ) -> Result<std::borrow::Cow<'_, NpyArray>, NpyError> {
+        match self.read_range(wanted, 0, self.count, self.shape.clone())? {
+            Some(owned) => Ok(std::borrow::Cow::Owned(owned)),
+            None => Ok(std::borrow::Cow::Borrowed(self)),
         }
     }
-    4096
 }
 
 impl Npz {
-    /// Maps the array named `key` when it is stored uncompressed (`np.savez`); `None` when it
-    /// is compressed (`np.savez_compressed`), which only [`Npz::read`] can read.
+    /// Opens the array named `key` for reading in place when it is stored uncompressed
+    /// (`np.savez`); `None` when it is compressed (`np.savez_compressed`), which only
+    /// [`Npz::read`] can read.
     pub fn map(&mut self, key: &str) -> Result<Option<NpyArray>, NpyError> {
         let what = format!("{}[{key}]", self.path.display());
         if !self.contains(key) {
@@ -163,16 +325,16 @@ impl Npz {
                 None => return Ok(None),
             }
         };
-        let map = map_file(&self.path)?;
+        let opened = open(&self.path)?;
         let fits = start
             .checked_add(size)
-            .is_some_and(|end| end <= map.len() as u64);
+            .is_some_and(|end| end <= opened.1.len);
         if !fits {
             return Err(NpyError::Archive {
                 path: self.path.clone(),
                 reason: format!("member '{key}' runs past the end of the file"),
             });
         }
-        array_at(&what, map, start as usize, size as usize).map(Some)
+        array_at(&what, &self.path.clone(), opened, start, size).map(Some)
     }
 }

@@ -66,6 +66,19 @@ pub enum NpyError {
         /// Bytes present.
         found: usize,
     },
+    /// The file changed while it was being read (truncated, rewritten or replaced): nothing
+    /// read from it can be trusted to come from one version.
+    #[error(
+        "{what}: the file {how} while it was being read; nothing was written (read it again once it is complete)"
+    )]
+    Changed {
+        /// The file, or `file[key]`.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// What happened: "was truncated from A to B bytes", "was rewritten", "ended early".
+        how: String,
+    },
     /// The `.npz` archive is corrupt.
     #[error("{path}: not a readable .npz archive: {reason}")]
     Archive {
@@ -179,8 +192,8 @@ impl fmt::Display for Dtype {
     }
 }
 
-/// One array as stored: header facts plus the raw data bytes, read into memory or
-/// memory-mapped ([`mapped`]).
+/// One array as stored: header facts plus the raw data bytes, read into memory or left in the
+/// file and read a range at a time ([`mapped`]).
 #[derive(Debug, Clone)]
 pub struct NpyArray {
     what: String,
@@ -197,15 +210,18 @@ pub struct NpyArray {
 enum Storage {
     /// Read into memory.
     Owned(Vec<u8>),
-    /// A range of a memory-mapped file.
-    Mapped(mapped::MappedBytes),
+    /// A range of a file, read when asked for.
+    File(mapped::FileBytes),
 }
 
 impl Storage {
+    /// The bytes of data in memory. An array left in its file has none here: every public
+    /// reader brings the bytes it needs into memory first ([`NpyArray::in_memory`],
+    /// [`NpyArray::to_complex32_rows`]), and the element accessors run on that copy.
     fn bytes(&self) -> &[u8] {
         match self {
             Storage::Owned(v) => v,
-            Storage::Mapped(m) => m.bytes(),
+            Storage::File(_) => &[],
         }
     }
 }
@@ -375,7 +391,8 @@ impl NpyArray {
     /// The array as `complex64` (from complex64, complex128, or any real dtype with zero
     /// imaginary part). C order.
     pub fn to_complex32(&self) -> Result<ArrayD<Complex32>, NpyError> {
-        Ok(standard(self.collect("complex", |i| self.complex32_at(i))?))
+        let a = self.in_memory("complex")?;
+        Ok(standard(a.collect("complex", |i| a.complex32_at(i))?))
     }
 
     /// Rows `start..start + len` along the first axis, as `complex64` (as
@@ -405,9 +422,14 @@ impl NpyArray {
         let per_row: usize = self.shape[1..].iter().product();
         let mut shape = self.shape.clone();
         shape[0] = len;
-        self.collect_in("complex", start * per_row, len * per_row, shape, |i| {
-            self.complex32_at(i)
-        })
+        let (first, count) = (start * per_row, len * per_row);
+        if let Some(rows) = self.read_complex32_rows(first, count, &shape)? {
+            return Ok(rows);
+        }
+        if let Some(rows) = self.read_range("complex", first, count, shape.clone())? {
+            return rows.to_complex32();
+        }
+        self.collect_in("complex", first, count, shape, |i| self.complex32_at(i))
     }
 
     fn complex32_at(&self, i: usize) -> Option<Complex32> {
@@ -445,13 +467,15 @@ impl NpyArray {
 
     /// The array as `float64` (from any real dtype). C order.
     pub fn to_f64(&self) -> Result<ArrayD<f64>, NpyError> {
-        Ok(standard(self.collect("real numbers", |i| self.real_at(i))?))
+        let a = self.in_memory("real numbers")?;
+        Ok(standard(a.collect("real numbers", |i| a.real_at(i))?))
     }
 
     /// The array as `float32` (from any real dtype). C order.
     pub fn to_f32(&self) -> Result<ArrayD<f32>, NpyError> {
-        Ok(standard(self.collect("real numbers", |i| {
-            self.real_at(i).map(|v| v as f32)
+        let a = self.in_memory("real numbers")?;
+        Ok(standard(a.collect("real numbers", |i| {
+            a.real_at(i).map(|v| v as f32)
         })?))
     }
 
@@ -465,7 +489,7 @@ impl NpyArray {
         if self.len() != 1 {
             return Err(err());
         }
-        match self.real_at(0) {
+        match self.in_memory("one integer")?.real_at(0) {
             Some(v) if v.fract() == 0.0 => Ok(v as i64),
             _ => Err(err()),
         }
