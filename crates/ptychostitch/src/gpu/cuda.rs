@@ -488,7 +488,7 @@ impl GpuPlan {
             // SAFETY: the stack's memory holds the count·N·N pixels `stack` describes and `image_at`
             // S·S·lanes lanes (allocated by `upload` for this plan); both live in `resident`,
             // which outlives the synchronisation below.
-            unsafe { self.launch(&self.stream, operation, stack, image_at)? };
+            unsafe { self.launch(&self.stream, operation, stack, image_at, 0)? };
         }
         self.synchronize()
     }
@@ -546,19 +546,21 @@ impl GpuPlan {
         }
         let _keep = KeepCurrent::new();
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.launch(&stream.stream, operation, stack, image) }
+        unsafe { self.launch(&stream.stream, operation, stack, image, 0) }
     }
 
-    /// Launches the kernel on `stream`; the checks every entry point shares.
+    /// Launches the kernel on `stream`; the checks every entry point shares. `weights`: 0, or
+    /// a buffer of `S·S` `f32` that receives the weight canvas.
     ///
     /// # Safety
-    /// As [`GpuPlan::enqueue`].
+    /// As [`GpuPlan::enqueue`], and `weights` (when not 0) as `image`.
     unsafe fn launch(
         &self,
         stream: &Arc<CudaStream>,
         operation: Operation,
         stack: Stack,
         image: u64,
+        weights: u64,
     ) -> Result<()> {
         let geometry = &*self.geometry;
         stack.check(geometry)?;
@@ -575,7 +577,7 @@ impl GpuPlan {
             },
             stack,
             image,
-            0,
+            weights,
             operation == Operation::ReassemblePosition,
         );
         let (gx, gy) = args.grid();
@@ -638,7 +640,7 @@ impl GpuPlan {
             let (image_at, _i) = target.device_ptr_mut(stream);
             // SAFETY: the stack is `resident`'s, the canvas and weights hold S·S·lanes and S·S
             // f32; all outlive the synchronisation at the end of this function.
-            unsafe { self.launch_with_weights(stream, stack, image_at, w_at)? };
+            unsafe { self.launch(stream, Operation::ReassemblePosition, stack, image_at, w_at)? };
         }
         let (shifts_at, _h) = self.shifts.device_ptr(stream);
         let (fp_at, _f) = self.footprints.device_ptr(stream);
@@ -750,41 +752,6 @@ impl GpuPlan {
         launch.arg(&args);
         // SAFETY: the kernel's one argument is `VjpArgs` by value; its addresses are valid per
         // this function's contract.
-        unsafe { launch.launch(config) }.map_err(driver)?;
-        Ok(())
-    }
-
-    /// The forward kernel (`reassemble_position`) writing the weight canvas too.
-    ///
-    /// # Safety
-    /// As [`GpuPlan::enqueue`], with `weights` a buffer of `S·S` `f32`.
-    unsafe fn launch_with_weights(
-        &self,
-        stream: &Arc<CudaStream>,
-        stack: Stack,
-        image: u64,
-        weights: u64,
-    ) -> Result<()> {
-        let geometry = &*self.geometry;
-        stack.check(geometry)?;
-        let (start_at, _s) = self.tile_start.device_ptr(stream);
-        let (list_at, _l) = self.tile_patches.device_ptr(stream);
-        let (shifts_at, _h) = self.shifts.device_ptr(stream);
-        let tables = Tables {
-            shifts: shifts_at,
-            tile_start: start_at,
-            tile_patches: list_at,
-        };
-        let args = Args::new(geometry, &self.lists, tables, stack, image, weights, true);
-        let (gx, gy) = args.grid();
-        let config = LaunchConfig {
-            grid_dim: (gx, gy, 1),
-            block_dim: (BLOCK, BLOCK, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut launch = stream.launch_builder(&self.gpu.function);
-        launch.arg(&args);
-        // SAFETY: as in `launch`, with `weights` valid per this function's contract.
         unsafe { launch.launch(config) }.map_err(driver)?;
         Ok(())
     }
