@@ -50,7 +50,11 @@ pub fn run(args: Args) -> Result<()> {
         ],
     )?;
     let n = args.n;
-    let (offsets, mut values) = bench_grid_stream(n, args.seed);
+    // Sizes first (offsets in memory, the patches' bytes), before any file exists.
+    let (offsets, mut values) = bench_grid_stream(n, args.seed)?;
+    if n.checked_mul(BENCH_PATCH * BENCH_PATCH * 8).is_none() {
+        bail!("-n {n}: the patches would take more bytes than a file can hold");
+    }
     let per_patch = BENCH_PATCH * BENCH_PATCH;
     let mut buffer = memory::try_zeroed_vec::<Complex32>(CHUNK * per_patch, || {
         format!("{CHUNK} patches of {BENCH_PATCH}×{BENCH_PATCH}")

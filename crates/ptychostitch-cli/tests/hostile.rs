@@ -563,3 +563,25 @@ fn device_cuda_is_exact_or_one_clear_error() {
         }
     }
 }
+
+/// `make-scan` with a count no machine can hold: one `error:` line naming the size, exit 1, and
+/// no file left behind (it used to abort with "memory allocation failed", or panic).
+#[test]
+fn make_scan_refuses_impossible_sizes_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, o) = (dir.path().join("p.npy"), dir.path().join("o.npy"));
+    for n in ["1000000000000", "18446744073709551615"] {
+        let e = fails(cli().args(["make-scan", "-n", n]).arg(&p).arg(&o));
+        assert!(
+            e.starts_with("error: out of memory")
+                && e.contains(n)
+                && e.trim_end().lines().count() == 1,
+            "{n}: {e}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{n}: files left behind"
+        );
+    }
+}

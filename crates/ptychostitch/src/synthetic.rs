@@ -52,14 +52,24 @@ impl SplitMix64 {
 
 /// `[x, y]` positions of the bench-grid scan: `ceil(sqrt(n))` columns, step 3.7 px, row-major,
 /// the first `n` points, each jittered by uniform `[-0.5, 0.5)`.
-pub fn bench_grid_offsets(n: usize, rng: &mut SplitMix64) -> Array2<f64> {
+///
+/// Memory for them (16 bytes a patch) is checked first: a count too large for this machine is
+/// an [`Error::OutOfMemory`], not an abort.
+pub fn bench_grid_offsets(n: usize, rng: &mut SplitMix64) -> Result<Array2<f64>> {
     let cols = (n as f64).sqrt().ceil() as usize;
-    let mut offsets = Array2::zeros((n, 2));
+    let what = || format!("the [x, y] offsets of {n} patches");
+    let len = n.checked_mul(2).ok_or_else(|| Error::OutOfMemory {
+        what: what(),
+        bytes: n as f64 * 16.0,
+    })?;
+    let values = try_zeroed_vec::<f64>(len, what)?;
+    let mut offsets =
+        Array2::from_shape_vec((n, 2), values).expect("2·n values for an (n, 2) array");
     for k in 0..n {
         offsets[[k, 0]] = (k % cols.max(1)) as f64 * BENCH_STEP + rng.uniform() - 0.5;
         offsets[[k, 1]] = (k / cols.max(1)) as f64 * BENCH_STEP + rng.uniform() - 0.5;
     }
-    offsets
+    Ok(offsets)
 }
 
 /// The bench-grid scan of `n` patches: `(n, 64, 64)` complex patches with standard-normal real
@@ -77,7 +87,7 @@ pub fn bench_grid(n: usize, seed: u64) -> Result<(Array3<Complex32>, Array2<f64>
     let mut values = try_zeroed_vec::<Complex32>(len, || {
         format!("{n} patches of {BENCH_PATCH}×{BENCH_PATCH}")
     })?;
-    let (offsets, mut patches) = bench_grid_stream(n, seed);
+    let (offsets, mut patches) = bench_grid_stream(n, seed)?;
     patches.fill(&mut values);
     let patches = Array3::from_shape_vec((n, BENCH_PATCH, BENCH_PATCH), values)
         .expect("n·N·N values for an (n, N, N) stack");
@@ -88,10 +98,10 @@ pub fn bench_grid(n: usize, seed: u64) -> Result<(Array3<Complex32>, Array2<f64>
 /// scans too large to hold: [`BenchGridPatches::fill`] writes the next values (patch after patch,
 /// row-major) into any buffer, so the patches can be written to a file in chunks. The values
 /// are exactly [`bench_grid`]'s.
-pub fn bench_grid_stream(n: usize, seed: u64) -> (Array2<f64>, BenchGridPatches) {
+pub fn bench_grid_stream(n: usize, seed: u64) -> Result<(Array2<f64>, BenchGridPatches)> {
     let mut rng = SplitMix64::new(seed);
-    let offsets = bench_grid_offsets(n, &mut rng);
-    (offsets, BenchGridPatches(rng))
+    let offsets = bench_grid_offsets(n, &mut rng)?;
+    Ok((offsets, BenchGridPatches(rng)))
 }
 
 /// The patch values of a bench-grid scan, in order (see [`bench_grid_stream`]).
