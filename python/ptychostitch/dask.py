@@ -27,6 +27,7 @@ A batch of scans (ptycho-tomography: one canvas per angle) is a list of such arr
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections import OrderedDict
@@ -103,10 +104,14 @@ def _tile(
 def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads: Any) -> da.Array:
     if not isinstance(patches, da.Array):
         patches = da.asarray(patches)
-    if patches.ndim not in (3, 4) or (patches.ndim == 4 and patches.shape[3] != 1):
-        raise ValueError(f"patches has shape {patches.shape}; expected (n, N, N) or (n, N, N, 1)")
-    if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
-        raise ValueError(f"tile must be a positive integer, not {tile!r}")
+    shape = tuple(patches.shape)
+    square = len(shape) in (3, 4) and shape[1] == shape[2] and shape[1] > 0
+    if not square or (len(shape) == 4 and shape[3] != 1) or shape[0] == 0:
+        # The in-memory functions' message (the library's PatchShape error), at graph-build time.
+        raise ValueError(
+            f"`patches` has shape {list(shape)}; expected (n, N, N) or (n, N, N, 1) with square N×N patches"
+        )
+    tile = _positive("tile", tile)
     dtype = _compute_dtype(patches.dtype)
     n, size = patches.shape[0], patches.shape[1]
     crop, workers = _crop(M), _threads(threads)
@@ -204,10 +209,21 @@ class _NpyFile:
         return np.array(np.load(self.path, mmap_mode="r")[index])
 
 
+def _positive(name: str, value: Any) -> int:
+    """A positive integer argument (NumPy integers too): TypeError for other types, ValueError
+    for zero or less."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value}")
+    return int(value)
+
+
 def from_npy(path: Any, chunk: int = 4096) -> da.Array:
     """A Dask array of the patch stack in a `.npy` file (e.g. from ``ptychostitch make-scan``),
     chunked along ``n`` by ``chunk`` patches; each chunk task memory-maps the file where it runs
     (the file must be reachable from every worker: a shared or local disk)."""
+    chunk = _positive("chunk", chunk)
     source = _NpyFile(path)
     return da.from_array(source, chunks=(chunk,) + tuple(source.shape[1:]), name=f"npy-{tokenize(source.path, chunk)}")
 

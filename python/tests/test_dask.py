@@ -112,3 +112,32 @@ def test_bad_arguments_are_reported_up_front():
         psd.shift_and_sum(obj, np.zeros((5, 2)), 8, tile=0)
     with pytest.raises(ValueError, match=r"\(n, N, N\)"):
         psd.shift_and_sum(da.zeros((5, 16, 16, 2), chunks=2), np.zeros((5, 2)), 8)
+
+
+def test_shapes_and_arguments_are_checked_when_the_graph_is_built():
+    """Non-square patches are the in-memory functions' ValueError before anything is computed
+    (they used to give an all-zero canvas, or fail only at compute time); tile and chunk accept
+    NumPy integers and refuse zero."""
+    off = np.zeros((100, 2))
+    for shape in [(100, 32, 64), (100, 32, 24), (100, 32, 32, 2)]:
+        Y = da.zeros(shape, chunks=25, dtype=np.complex64)
+        with pytest.raises(ValueError) as lazy:
+            psd.reassemble_position(Y, off, 8)
+        with pytest.raises(ValueError) as eager:
+            ps.reassemble_position(np.zeros(shape, np.complex64), off, 8)
+        assert str(lazy.value) == str(eager.value)
+    Y = da.zeros((100, 32, 32), chunks=25, dtype=np.complex64)
+    assert psd.shift_and_sum(Y, off, 8, tile=np.int64(16)).shape[2] == 1
+    for bad, error in [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)]:
+        with pytest.raises(error, match="tile"):
+            psd.shift_and_sum(Y, off, 8, tile=bad)
+
+
+def test_from_npy_chunk_is_a_positive_integer(tmp_path):
+    path = tmp_path / "p.npy"
+    np.save(path, np.zeros((10, 8, 8), np.complex64))
+    assert psd.from_npy(str(path), chunk=np.int32(4)).chunks[0] == (4, 4, 2)
+    with pytest.raises(ValueError, match="chunk"):
+        psd.from_npy(str(path), chunk=0)
+    with pytest.raises(TypeError, match="chunk"):
+        psd.from_npy(str(path), chunk=2.0)
