@@ -15,6 +15,21 @@ pub enum Device {
     Cuda,
 }
 
+/// Checks that `device` can be used, before any input is read: without a GPU, `--device cuda`
+/// is the `GpuUnavailable` error at once rather than after loading the stack.
+pub fn check(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => Ok(ptychostitch::gpu::cuda::available().map(|_| ())?),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(ptychostitch::Error::GpuUnavailable {
+            reason: "this build has no CUDA support (build with --features cuda)".into(),
+        }
+        .into()),
+    }
+}
+
 /// `operation` of `patches` on `device`.
 pub fn stitch(
     plan: &Plan,

@@ -50,7 +50,38 @@ pub fn check_outputs(inputs: &[PathBuf], outputs: &[Output<'_>]) -> Result<()> {
             }
         }
     }
+    for out in outputs {
+        check_writable(out)?;
+    }
     Ok(())
+}
+
+/// Refuses an output whose directory cannot take a new file (missing, read-only, not a
+/// directory), before any input is read: outputs are written as a temporary file beside the
+/// target and renamed, so that is what is tried here, with a probe file removed at once.
+fn check_writable(out: &Output<'_>) -> Result<()> {
+    let dir = match out.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let probe = dir.join(format!(".ptychostitch-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => bail!(
+            "{} {}: cannot write in {}: {e}",
+            out.flag,
+            out.path.display(),
+            dir.display()
+        ),
+    }
 }
 
 /// True when `a` and `b` are, or would be, the same file: the same device and inode where both

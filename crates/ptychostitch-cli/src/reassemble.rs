@@ -120,6 +120,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.chunk == 0 {
         bail!("--chunk must be at least 1 patch");
     }
+    device::check(args.device)?;
     let scan = args.scan.load()?;
     let (n, size) = stack_shape(scan.patches.shape())
         .with_context(|| format!("patches '{}'", scan.patches_name))?;

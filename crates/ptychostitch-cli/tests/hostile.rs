@@ -585,3 +585,52 @@ fn make_scan_refuses_impossible_sizes_up_front() {
         );
     }
 }
+
+/// Checks that need no input come before reading it: an output directory that cannot take a
+/// file, and (without a GPU) `--device cuda`. The input here is garbage, so an error about it
+/// would mean it was read first.
+#[test]
+fn checks_that_need_no_input_come_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.npy");
+    std::fs::write(&garbage, b"not an array").unwrap();
+    let offsets = dir.path().join("o.npy");
+    std::fs::write(&offsets, b"nor this").unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let e = fails(
+        cli()
+            .arg("reassemble")
+            .arg(&garbage)
+            .arg(&offsets)
+            .args(["-M", "8", "-o"])
+            .arg(not_a_dir.join("out.npz")),
+    );
+    assert!(
+        e.contains("cannot write in") && !e.contains("garbage"),
+        "{e}"
+    );
+    let gpu_here = cli()
+        .args(["validate", "--sizes", "2", "--device", "cuda"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if gpu_here {
+        eprintln!("SKIPPED the --device cuda half: a GPU is here");
+        return;
+    }
+    let e = fails(
+        cli()
+            .arg("reassemble")
+            .arg(&garbage)
+            .arg(&offsets)
+            .args(["-M", "8", "--device", "cuda", "-o"])
+            .arg(dir.path().join("out.npz")),
+    );
+    assert!(
+        e.starts_with("error: GpuUnavailable: ") && !e.contains("garbage"),
+        "{e}"
+    );
+    assert_eq!(e.matches("GpuUnavailable").count(), 1, "the name once: {e}");
+}

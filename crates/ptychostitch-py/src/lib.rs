@@ -41,7 +41,8 @@ pub(crate) fn to_py(err: Error, signals: &Signals) -> PyErr {
             .unwrap_or_else(|| PyKeyboardInterrupt::new_err("interrupted")),
         Error::OutOfMemory { .. } => PyMemoryError::new_err(err.to_string()),
         Error::ThreadPool { .. } | Error::Gpu { .. } => PyRuntimeError::new_err(err.to_string()),
-        Error::GpuUnavailable { .. } => GpuUnavailable::new_err(err.to_string()),
+        // The exception's type already says GpuUnavailable: its message is the reason alone.
+        Error::GpuUnavailable { reason } => GpuUnavailable::new_err(reason),
         _ => PyValueError::new_err(err.to_string()),
     }
 }
@@ -256,9 +257,7 @@ impl Plan {
         #[cfg(not(feature = "cuda"))]
         {
             let _ = (py, patches, op, stream, out);
-            Err(GpuUnavailable::new_err(
-                "GpuUnavailable: this build has no CUDA support",
-            ))
+            Err(GpuUnavailable::new_err("this build has no CUDA support"))
         }
     }
 
