@@ -126,7 +126,7 @@ mod tests {
         // docs/semantics.md, bench-grid: canvas sides near 56, 104, 140, 190, 290, 390 px.
         for (n, near) in BENCH_SIZES.iter().zip([56, 104, 140, 190, 290, 390]) {
             let mut rng = SplitMix64::new(1);
-            let offsets = bench_grid_offsets(*n, &mut rng);
+            let offsets = bench_grid_offsets(*n, &mut rng).unwrap();
             let plan = crate::Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP).unwrap();
             let side = plan.canvas_shape().0 as i64;
             assert!(
@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn the_stream_gives_bench_grids_values() {
         let (patches, offsets) = bench_grid(3, 9).unwrap();
-        let (stream_offsets, mut stream) = bench_grid_stream(3, 9);
+        let (stream_offsets, mut stream) = bench_grid_stream(3, 9).unwrap();
         assert_eq!(offsets, stream_offsets);
         let mut values = vec![Complex32::new(0.0, 0.0); 3 * BENCH_PATCH * BENCH_PATCH];
         let (a, b) = values.split_at_mut(5000);
