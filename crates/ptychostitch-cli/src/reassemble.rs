@@ -141,6 +141,21 @@ pub fn run(args: Args) -> Result<()> {
     let chunk = args.chunk.min(n);
     let chunk_bytes = if scan.patches.complex32_view().is_some() {
         0.0
+    } else if scan.patches.is_fortran_order() {
+        // Read whole (raw bytes, then the converted stack) before streaming from memory.
+        let whole =
+            (n * size * size) as f64 * (scan.patches.dtype().size().unwrap_or(8) + 8) as f64;
+        let limit = memory::limit();
+        if whole > limit.bytes {
+            bail!(
+                "patches '{}' are in Fortran order, which is read whole: {:.1} GB, more than the {:.1} GB this process may use ({}); save them in C order to stream them (numpy: np.save(path, np.ascontiguousarray(Y)))",
+                scan.patches_name,
+                whole / 1e9,
+                limit.bytes / 1e9,
+                limit.source
+            );
+        }
+        whole
     } else {
         (chunk * size * size * std::mem::size_of::<Complex32>()) as f64
     };
@@ -203,7 +218,22 @@ fn stitch_in_chunks(
     let n = plan.len();
     let bar = progress::patches_bar(n as u64);
     let mut acc = plan.accumulator::<Complex32>(operation)?;
-    let view = scan.patches.complex32_view();
+    // Fortran-order rows are not contiguous in the file: such a stack is read and converted
+    // once, whole (it used to be re-read for every chunk: 100× slower), and streamed from memory.
+    let whole = if scan.patches.is_fortran_order() {
+        Some(scan.patches.to_complex32().with_context(|| {
+            format!(
+                "patches '{}' are in Fortran order, which is read whole; save them in C order to stream them (numpy: np.save(path, np.ascontiguousarray(Y)))",
+                scan.patches_name
+            )
+        })?)
+    } else {
+        None
+    };
+    let view = match &whole {
+        Some(all) => Some(all.view()),
+        None => scan.patches.complex32_view(),
+    };
     let mut noted = false;
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);

@@ -262,3 +262,53 @@ fn truncation_during_streaming_is_an_error_not_a_signal() {
         "no run saw the truncation: {outcomes:?}"
     );
 }
+
+/// A Fortran-order patch stack (its rows are not contiguous) is read once, whole, and gives the
+/// C-order stack's bits (it used to be re-read for every chunk).
+#[test]
+fn fortran_order_patches_give_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (patches, x, y) = scan(30, 16);
+    let c_order = dir.path().join("c.npz");
+    write_scan(&c_order, &patches, &x, &y);
+    let fortran = dir.path().join("f.npy");
+    let (n, size, _) = patches.dim();
+    let mut header =
+        format!("{{'descr': '<c8', 'fortran_order': True, 'shape': ({n}, {size}, {size}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in patches.t().iter() {
+        bytes.extend_from_slice(&v.re.to_le_bytes());
+        bytes.extend_from_slice(&v.im.to_le_bytes());
+    }
+    std::fs::write(&fortran, bytes).unwrap();
+    let offsets = dir.path().join("o.npy");
+    let xy = ndarray::Array2::from_shape_fn((n, 2), |(k, a)| if a == 0 { x[k] } else { y[k] });
+    ptychostitch::npy::write_npy(
+        &offsets,
+        &ptychostitch::npy::NpyView::Float64(xy.view().into_dyn()),
+    )
+    .unwrap();
+    let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
+    cli()
+        .arg("reassemble")
+        .arg(&c_order)
+        .args(["-M", "8", "--chunk", "4", "-o"])
+        .arg(&a)
+        .assert()
+        .success();
+    cli()
+        .arg("reassemble")
+        .arg(&fortran)
+        .arg(&offsets)
+        .args(["-M", "8", "--chunk", "4", "-o"])
+        .arg(&b)
+        .assert()
+        .success();
+    assert_eq!(bits(&read_c2(&a, "image")), bits(&read_c2(&b, "image")));
+}

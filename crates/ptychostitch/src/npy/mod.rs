@@ -296,7 +296,13 @@ impl NpyArray {
         &self.dtype
     }
 
-    /// The shape.
+    /// True for an array stored in Fortran (column-major) order: its rows are not contiguous,
+    /// so it cannot be read a chunk of rows at a time.
+    pub fn is_fortran_order(&self) -> bool {
+        self.fortran_order
+    }
+
+    /// The shape from the header.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
