@@ -40,7 +40,8 @@ type back. A ``tf.Tensor`` (or ``tf.Variable``) of patches gives a ``tf.Tensor``
 PtychoPINN code that calls ``.numpy()`` on the result keeps working; anything else gives NumPy.
 TensorFlow is never imported by this package: it is used only when the input already is one of
 its tensors. Inside ``tf.function`` (graph mode) the work runs through ``tf.numpy_function``
-with the known dtype and rank ``(S, S, 1)``; it has no gradient.
+with the known dtype and rank ``(S, S, 1)``. Gradients flow in TensorFlow, PyTorch and JAX (see
+:func:`shift_and_sum`).
 ``ptychostitch.ptychopinn.install()`` swaps these functions into ``ptycho.tf_helper``.
 
 On the GPU
@@ -228,7 +229,8 @@ def _like(
     CUDA memory go to ``gpu(obj)`` instead."""
     tf = _tf_for(*inputs)
     if tf is None:
-        # The results carry no gradient: torch tensors that require one are read detached.
+        # No autodiff wanted here (the framework adapters took those calls): read torch
+        # tensors detached.
         inputs = tuple(v.detach() if _framework(v) == "torch" else v for v in inputs)
         obj = inputs[0]  # the patches are always the first input
         devices = [_dlpack_device(v) for v in inputs]
