@@ -58,3 +58,19 @@ pub(crate) fn lanes<T: Sample>(pixels: &[T]) -> &[f32] {
 pub(crate) fn lanes_mut<T: Sample>(pixels: &mut [T]) -> &mut [f32] {
     bytemuck::cast_slice_mut(pixels)
 }
+
+/// The lanes of an array view in C order: borrowed where the view is C-contiguous, copied into
+/// a fallibly allocated buffer otherwise (`what` names it in an out-of-memory error).
+pub(crate) fn c_order_lanes<'v, T: Sample, D: ndarray::Dimension>(
+    view: ndarray::ArrayView<'v, T, D>,
+    what: impl FnOnce() -> String,
+) -> crate::Result<std::borrow::Cow<'v, [f32]>> {
+    if let Some(values) = view.to_slice() {
+        return Ok(std::borrow::Cow::Borrowed(lanes(values)));
+    }
+    let mut out = crate::memory::try_zeroed_vec::<f32>(view.len() * T::LANES, what)?;
+    for (dst, v) in out.chunks_exact_mut(T::LANES).zip(view.iter()) {
+        dst.copy_from_slice(lanes(std::slice::from_ref(v)));
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}

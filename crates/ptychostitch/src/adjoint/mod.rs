@@ -21,11 +21,11 @@ pub(crate) mod fast;
 pub(crate) mod reference;
 
 use crate::error::{Error, Result};
-use crate::geometry::Geometry;
 use crate::kernel::{ShiftGradient, weight_cotangent};
 use crate::memory::try_zeroed_vec;
-use crate::sample::{Sample, lanes, lanes_mut};
+use crate::sample::{Sample, c_order_lanes};
 use ndarray::{Array2, Array3, ArrayView2};
+use std::borrow::Cow;
 
 /// Which cotangents to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,31 +71,21 @@ pub(crate) enum Path {
     Fast,
 }
 
-/// Checks a canvas cotangent: `(S, S)`, and returns it as C-ordered lanes (copied if strided).
-pub(crate) fn canvas_lanes<T: Sample>(
+/// Checks a canvas-shaped argument (`what`: the cotangent or the forward's output) is `(S, S)`
+/// and returns its C-ordered lanes (borrowed, or copied if strided).
+pub(crate) fn canvas_lanes<'v, T: Sample>(
     side: usize,
     what: &'static str,
-    cot: ArrayView2<'_, T>,
-) -> Result<Vec<f32>> {
-    if cot.dim() != (side, side) {
+    canvas: ArrayView2<'v, T>,
+) -> Result<Cow<'v, [f32]>> {
+    if canvas.dim() != (side, side) {
         return Err(Error::CotangentShape {
             what,
             expected: vec![side, side],
-            found: cot.shape().to_vec(),
+            found: canvas.shape().to_vec(),
         });
     }
-    let mut out = try_zeroed_vec::<f32>(side * side * T::LANES, || {
-        format!("a {side}×{side} cotangent canvas")
-    })?;
-    match cot.as_slice() {
-        Some(s) => out.copy_from_slice(lanes(s)),
-        None => {
-            for (dst, v) in out.chunks_exact_mut(T::LANES).zip(cot.iter()) {
-                dst.copy_from_slice(lanes(std::slice::from_ref(v)));
-            }
-        }
-    }
-    Ok(out)
+    c_order_lanes(canvas, || format!("a {side}×{side} {what} canvas"))
 }
 
 /// `g_k − mean_j g_j` (the derivative of the re-centring), as an `(n, 2)` array.
@@ -155,32 +145,8 @@ pub(crate) fn quotient<T: Sample>(
     Ok((gi, gw))
 }
 
-/// An `(n, N, N)` stack of `T` from its lanes.
-pub(crate) fn stack_from_lanes<T: Sample>(
-    shape: (usize, usize, usize),
-    values: Vec<f32>,
-) -> Array3<T> {
-    let (n, a, b) = shape;
-    let mut out = Array3::<T>::from_elem(shape, T::zeroed());
-    lanes_mut(out.as_slice_mut().expect("a fresh array is contiguous")).copy_from_slice(&values);
-    debug_assert_eq!(values.len(), n * a * b * T::LANES);
-    out
-}
-
-/// The output canvas as C-ordered lanes (copied when strided), checked against the side.
-pub(crate) fn output_lanes<T: Sample>(side: usize, out: ArrayView2<'_, T>) -> Result<Vec<f32>> {
-    canvas_lanes(side, "output", out)
-}
-
-/// Geometry accessor shared by the two paths (so that the reference never reads fast-path
-/// tables).
-pub(crate) fn crop_box(g: &Geometry) -> (usize, usize, usize) {
-    (g.pad(), g.kept(), g.crop_start())
-}
-
 use crate::plan::{Operation, Plan};
 use ndarray::{ArrayView, ArrayView3, Dimension};
-use std::borrow::Cow;
 
 impl Plan {
     /// The vector–Jacobian product of [`Plan::shift_and_sum`]: from the `(S, S)` cotangent of
@@ -314,16 +280,17 @@ impl Plan {
                     Path::Fast => Cow::Borrowed(self.weights()?),
                 };
                 let weights = weights.as_slice().unwrap_or_default();
-                let output = match (wrt.offsets, output) {
-                    (false, _) => None,
-                    (true, Some(o)) => Some(output_lanes(side, o)?),
-                    (true, None) => {
-                        let fresh = match path {
-                            Path::Reference => self.reassemble_position_reference(stack)?,
-                            Path::Fast => self.reassemble_position(stack)?,
-                        };
-                        Some(output_lanes(side, fresh.view())?)
-                    }
+                // The forward's output is needed only for the offsets: recomputed when not given.
+                let fresh = match (wrt.offsets, output) {
+                    (true, None) => Some(match path {
+                        Path::Reference => self.reassemble_position_reference(stack)?,
+                        Path::Fast => self.reassemble_position(stack)?,
+                    }),
+                    _ => None,
+                };
+                let output = match output.or_else(|| fresh.as_ref().map(|f| f.view())) {
+                    Some(o) if wrt.offsets => Some(canvas_lanes(side, "output", o)?),
+                    _ => None,
                 };
                 let (gi, gw) = quotient::<T>(&cot, weights, output.as_deref())?;
                 let (grads, sums) = translate(&gi, wrt.patches)?;

@@ -8,7 +8,6 @@
 //! that reads the kept patch go, per lane, into [`ShiftGradient`] with the slot of their canvas
 //! column. `O(n·S²)`, one thread, slow on purpose: never optimise it.
 
-use super::crop_box;
 use crate::error::Result;
 use crate::geometry::Geometry;
 use crate::interrupt::Interrupt;
@@ -30,7 +29,7 @@ pub(crate) fn translate_vjp<T: Sample>(
 ) -> Result<(Option<Vec<T>>, Vec<ShiftGradient>)> {
     let l = T::LANES;
     let side = g.side();
-    let (p, m, c0) = crop_box(g);
+    let (p, m, c0) = (g.pad(), g.kept(), g.crop_start());
     let n = g.patch_size();
     let mut grads = if want_patches {
         Some(try_zeroed_vec::<T>(g.len() * n * n, || {

@@ -16,36 +16,29 @@ use crate::error::Result;
 use crate::kernel::ShiftGradient;
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Schedule, for_each_piece, workers_for};
-use crate::sample::Sample;
+use crate::sample::{Sample, lanes_mut};
 use ndarray::ArrayView3;
 
 pub(crate) fn extract<T: Sample>(
     plan: &Extraction,
     images: ArrayView3<'_, T>,
     schedule: Schedule,
-) -> Result<Vec<f32>> {
+) -> Result<Vec<T>> {
     let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
     let count = plan.shifts.len();
     let per_patch = n * n * l;
-    let mut out = try_zeroed_vec::<f32>(count * per_patch, || "the extracted patches".into())?;
+    let mut out = try_zeroed_vec::<T>(count * n * n, || "the extracted patches".into())?;
     let workers = workers_for(
         schedule.threads,
         schedule.min_pixels_per_worker,
         count * n * n,
     );
-    // Strided images are copied once; C-ordered ones are read in place.
-    let owned: Vec<Vec<f32>> = match images.as_slice() {
-        Some(_) => Vec::new(),
-        None => (0..plan.images()).map(|b| image_lanes(images, b)).collect(),
-    };
-    let contiguous = images.as_slice().map(crate::sample::lanes);
-    let image = |b: usize| -> &[f32] {
-        match contiguous {
-            Some(all) => &all[b * s * s * l..(b + 1) * s * s * l],
-            None => &owned[b],
-        }
-    };
-    let pieces: Vec<(usize, &mut [f32])> = out.chunks_mut(per_patch).enumerate().collect();
+    let all = image_lanes(images)?;
+    let image = |b: usize| &all[b * s * s * l..(b + 1) * s * s * l];
+    let pieces: Vec<(usize, &mut [f32])> = lanes_mut(&mut out)
+        .chunks_mut(per_patch)
+        .enumerate()
+        .collect();
     for_each_piece(
         workers,
         pieces,
@@ -77,7 +70,7 @@ pub(crate) fn extract_vjp<T: Sample>(
     cot: &[f32],
     wrt: Wrt,
     schedule: Schedule,
-) -> Result<(Option<Vec<f32>>, Vec<ShiftGradient>)> {
+) -> Result<(Option<Vec<T>>, Vec<ShiftGradient>)> {
     let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
     let count = plan.shifts.len();
     let b_count = plan.images();
@@ -87,7 +80,7 @@ pub(crate) fn extract_vjp<T: Sample>(
         count * n * n,
     );
     let mut grads = if wrt.patches {
-        Some(try_zeroed_vec::<f32>(b_count * s * s * l, || {
+        Some(try_zeroed_vec::<T>(b_count * s * s, || {
             "the images' cotangent".into()
         })?)
     } else {
@@ -97,7 +90,7 @@ pub(crate) fn extract_vjp<T: Sample>(
         // Bands: enough pieces for every worker, none thinner than one row.
         let bands = (workers * 4).div_ceil(b_count).clamp(1, s);
         let mut pieces = Vec::new();
-        for (b, image) in grads.chunks_mut(s * s * l).enumerate() {
+        for (b, image) in lanes_mut(grads).chunks_mut(s * s * l).enumerate() {
             let mut rest = image;
             let mut start = 0;
             for i in 0..bands {
@@ -141,14 +134,15 @@ pub(crate) fn extract_vjp<T: Sample>(
     }
     let mut sums = vec![ShiftGradient::default(); count];
     if wrt.offsets {
-        let owned: Vec<Vec<f32>> = (0..b_count).map(|b| image_lanes(images, b)).collect();
+        let all = image_lanes(images)?;
         let pieces: Vec<(usize, &mut ShiftGradient)> = sums.iter_mut().enumerate().collect();
         for_each_piece(
             workers,
             pieces,
             || (),
             |(j, sum), _| {
-                let image = &owned[j / c];
+                let b = j / c;
+                let image = &all[b * s * s * l..(b + 1) * s * s * l];
                 for r in 0..n {
                     for q in 0..n {
                         let g = &cot[((j * n + r) * n + q) * l..][..l];

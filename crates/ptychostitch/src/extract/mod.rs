@@ -15,13 +15,14 @@
 pub(crate) mod fast;
 pub(crate) mod reference;
 
-use crate::adjoint::{Gradients, Wrt, stack_from_lanes};
+use crate::adjoint::{Gradients, Wrt, raw_shifts};
 use crate::error::{Error, Result};
 use crate::geometry::{offset_pairs, patch_stack};
 use crate::kernel::{ShiftGradient, Weights, sample_axis};
 use crate::parallel::{DEFAULT_MIN_PIXELS_PER_WORKER, Schedule, Simd};
-use crate::sample::{Sample, lanes};
+use crate::sample::{Sample, c_order_lanes};
 use ndarray::{Array2, Array3, ArrayView, ArrayView3, Dimension};
+use std::borrow::Cow;
 
 /// An extraction plan: the offsets, the number of patches per image `C`, the image side `S`
 /// and the patch side `N`, validated once.
@@ -142,7 +143,7 @@ impl Extraction {
     ) -> Result<Array3<T>> {
         let images = self.check_images(images)?;
         let out = fast::extract(self, images, self.schedule)?;
-        Ok(stack_from_lanes(self.output_shape(), out))
+        Ok(Array3::from_shape_vec(self.output_shape(), out).expect("B·C·N·N values"))
     }
 
     /// The reference (oracle) of [`Extraction::extract`]: every image translated whole, then
@@ -153,7 +154,7 @@ impl Extraction {
     ) -> Result<Array3<T>> {
         let images = self.check_images(images)?;
         let out = reference::extract(self, images)?;
-        Ok(stack_from_lanes(self.output_shape(), out))
+        Ok(Array3::from_shape_vec(self.output_shape(), out).expect("B·C·N·N values"))
     }
 
     /// The vector–Jacobian product of [`Extraction::extract`]: from the `(B·C, N, N)` cotangent
@@ -186,22 +187,15 @@ impl Extraction {
 
     fn gradients<T: Sample>(
         &self,
-        grads: Option<Vec<f32>>,
+        grads: Option<Vec<T>>,
         sums: Vec<ShiftGradient>,
         wrt: Wrt,
     ) -> Gradients<T> {
         let s = self.side;
         Gradients {
-            patches: grads.map(|v| stack_from_lanes((self.images(), s, s), v)),
-            offsets: wrt.offsets.then(|| {
-                let mut out = Array2::zeros((sums.len(), 2));
-                for (mut row, sum) in out.rows_mut().into_iter().zip(&sums) {
-                    let [gx, gy] = sum.shift_gradient();
-                    row[0] = gx;
-                    row[1] = gy;
-                }
-                out
-            }),
+            patches: grads
+                .map(|v| Array3::from_shape_vec((self.images(), s, s), v).expect("B·S·S values")),
+            offsets: wrt.offsets.then(|| Array2::from(raw_shifts(&sums))),
         }
     }
 
@@ -228,7 +222,7 @@ impl Extraction {
         Ok(stack)
     }
 
-    fn cotangent_lanes<T: Sample>(&self, cot: ArrayView3<'_, T>) -> Result<Vec<f32>> {
+    fn cotangent_lanes<'v, T: Sample>(&self, cot: ArrayView3<'v, T>) -> Result<Cow<'v, [f32]>> {
         let (n, p, _) = self.output_shape();
         if cot.dim() != (n, p, p) {
             return Err(Error::CotangentShape {
@@ -237,14 +231,13 @@ impl Extraction {
                 found: cot.shape().to_vec(),
             });
         }
-        Ok(match cot.as_slice() {
-            Some(s) => lanes(s).to_vec(),
-            None => cot
-                .iter()
-                .flat_map(|v| lanes(std::slice::from_ref(v)).to_vec())
-                .collect(),
-        })
+        c_order_lanes(cot, || "the patches' cotangent".into())
     }
+}
+
+/// The images' C-ordered lanes, `S·S·LANES` per image (borrowed, or copied if strided).
+pub(crate) fn image_lanes<'v, T: Sample>(images: ArrayView3<'v, T>) -> Result<Cow<'v, [f32]>> {
+    c_order_lanes(images, || "a copy of the images".into())
 }
 
 /// One output pixel of patch `j`: image pixel `(y, x)` of the translated image, `I = 0`
@@ -316,18 +309,6 @@ pub(crate) fn add_offset_terms(
             d_dwx(1.0 - wy, wy, i00, i01, i10, i11),
             d_dwy(1.0 - wx, wx, i00, i01, i10, i11),
         );
-    }
-}
-
-/// An image of the stack as C-ordered lanes (copied when strided).
-pub(crate) fn image_lanes<T: Sample>(images: ArrayView3<'_, T>, b: usize) -> Vec<f32> {
-    let image = images.index_axis(ndarray::Axis(0), b);
-    match image.as_slice() {
-        Some(s) => lanes(s).to_vec(),
-        None => image
-            .iter()
-            .flat_map(|v| lanes(std::slice::from_ref(v)).to_vec())
-            .collect(),
     }
 }
 

@@ -10,21 +10,23 @@ use crate::adjoint::Wrt;
 use crate::error::Result;
 use crate::kernel::ShiftGradient;
 use crate::memory::try_zeroed_vec;
-use crate::sample::Sample;
+use crate::sample::{Sample, lanes_mut};
 use ndarray::ArrayView3;
 
-pub(crate) fn extract<T: Sample>(plan: &Extraction, images: ArrayView3<'_, T>) -> Result<Vec<f32>> {
+pub(crate) fn extract<T: Sample>(plan: &Extraction, images: ArrayView3<'_, T>) -> Result<Vec<T>> {
     let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
-    let mut out = try_zeroed_vec::<f32>(plan.shifts.len() * n * n * l, || {
-        "the extracted patches".into()
-    })?;
+    let mut patches =
+        try_zeroed_vec::<T>(plan.shifts.len() * n * n, || "the extracted patches".into())?;
+    let out = lanes_mut(&mut patches);
+    let all = image_lanes(images)?;
     let mut whole = try_zeroed_vec::<f32>(s * s * l, || format!("a {s}×{s} translated image"))?;
     for (j, &shift) in plan.shifts.iter().enumerate() {
-        let image = image_lanes(images, j / c);
+        let b = j / c;
+        let image = &all[b * s * s * l..(b + 1) * s * s * l];
         for y in 0..s {
             for x in 0..s {
                 let at = (y * s + x) * l;
-                sample_pixel(&image, s, l, y, x, shift, &mut whole[at..at + l]);
+                sample_pixel(image, s, l, y, x, shift, &mut whole[at..at + l]);
             }
         }
         for r in 0..n {
@@ -33,7 +35,7 @@ pub(crate) fn extract<T: Sample>(plan: &Extraction, images: ArrayView3<'_, T>) -
             out[dst..dst + n * l].copy_from_slice(&whole[src..src + n * l]);
         }
     }
-    Ok(out)
+    Ok(patches)
 }
 
 pub(crate) fn extract_vjp<T: Sample>(
@@ -41,15 +43,16 @@ pub(crate) fn extract_vjp<T: Sample>(
     images: ArrayView3<'_, T>,
     cot: &[f32],
     wrt: Wrt,
-) -> Result<(Option<Vec<f32>>, Vec<ShiftGradient>)> {
+) -> Result<(Option<Vec<T>>, Vec<ShiftGradient>)> {
     let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
     let mut grads = if wrt.patches {
-        Some(try_zeroed_vec::<f32>(plan.images() * s * s * l, || {
+        Some(try_zeroed_vec::<T>(plan.images() * s * s, || {
             "the images' cotangent".into()
         })?)
     } else {
         None
     };
+    let all = image_lanes(images)?;
     let mut sums = vec![ShiftGradient::default(); plan.shifts.len()];
     let mut padded = try_zeroed_vec::<f32>(s * s * l, || format!("a {s}×{s} cotangent"))?;
     for (j, &shift) in plan.shifts.iter().enumerate() {
@@ -60,8 +63,8 @@ pub(crate) fn extract_vjp<T: Sample>(
             let src = (j * n + r) * n * l;
             padded[dst..dst + n * l].copy_from_slice(&cot[src..src + n * l]);
         }
-        if let Some(grads) = grads.as_mut() {
-            let image = &mut grads[b * s * s * l..(b + 1) * s * s * l];
+        if let Some(grads) = grads.as_deref_mut() {
+            let image = &mut lanes_mut(grads)[b * s * s * l..(b + 1) * s * s * l];
             for y in 0..s {
                 for x in 0..s {
                     let g = &padded[(y * s + x) * l..(y * s + x + 1) * l];
@@ -77,13 +80,13 @@ pub(crate) fn extract_vjp<T: Sample>(
             }
         }
         if wrt.offsets {
-            let image = image_lanes(images, b);
+            let image = &all[b * s * s * l..(b + 1) * s * s * l];
             for y in 0..s {
                 for x in 0..s {
                     // Only the kept window has a cotangent; the trimmed pixels have none.
                     if (t..t + n).contains(&y) && (t..t + n).contains(&x) {
                         let g = &padded[(y * s + x) * l..(y * s + x + 1) * l];
-                        add_offset_terms(&mut sums[j], &image, s, l, (y, x), shift, g);
+                        add_offset_terms(&mut sums[j], image, s, l, (y, x), shift, g);
                     }
                 }
             }

@@ -16,7 +16,7 @@ use super::launch::{Args, BLOCK, Stack, Tables, VjpArgs, offsets_from_sums};
 use super::staging;
 use super::tiles::TileLists;
 use super::{KERNEL_NAME, KERNEL_SOURCE, VJP_KERNEL_NAMES};
-use crate::adjoint::{Gradients, Wrt};
+use crate::adjoint::{Gradients, Wrt, canvas_lanes};
 use crate::error::{Error, Result};
 use crate::geometry::Geometry;
 use crate::plan::{Operation, Plan};
@@ -610,20 +610,17 @@ impl GpuPlan {
     ) -> Result<Gradients<T>> {
         let g = &*self.geometry;
         let (side, n, l) = (g.side(), g.patch_size(), T::LANES);
-        let host_lanes = |a: ndarray::ArrayView2<'_, T>, what: &'static str| -> Result<Vec<f32>> {
-            crate::adjoint::canvas_lanes(side, what, a)
-        };
-        let cot_host = host_lanes(cotangent, "cotangent")?;
+        let cot_host = canvas_lanes(side, "cotangent", cotangent)?;
         let _keep = KeepCurrent::new();
         let stream = &self.stream;
         let resident = self.upload(patches)?;
-        let cot = stream.clone_htod(&cot_host).map_err(driver)?;
+        let cot = stream.clone_htod(&*cot_host).map_err(driver)?;
         let reassemble = operation == Operation::ReassemblePosition;
         // Weights (and, when not given, the forward's output) from the forward kernel.
         let mut weights = stream.alloc_zeros::<f32>(side * side).map_err(driver)?;
         let out = match output {
             Some(o) => stream
-                .clone_htod(&host_lanes(o, "output")?)
+                .clone_htod(&*canvas_lanes(side, "output", o)?)
                 .map_err(driver)?,
             None => stream.alloc_zeros::<f32>(side * side * l).map_err(driver)?,
         };
