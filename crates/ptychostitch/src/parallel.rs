@@ -608,7 +608,7 @@ fn prefetch_kept_rows<T: Sample>(g: &Geometry, all: &[T], k: usize, stack_len: u
 /// Copies the kept rows of the stack's patch `k` that bordered rows `first..=last` need into the
 /// bordered copy.
 #[inline(always)]
-fn copy_kept_rows<T: Sample>(
+pub(crate) fn copy_kept_rows<T: Sample>(
     g: &Geometry,
     patches: ArrayView3<'_, T>,
     contiguous: Option<&[T]>,

@@ -20,8 +20,8 @@ use crate::error::Result;
 use crate::geometry::{Geometry, Span};
 use crate::kernel::{SHIFT_SLOTS, ShiftGradient, d_dwx, d_dwy, sample_axis};
 use crate::memory::try_zeroed_vec;
-use crate::parallel::{Schedule, for_each_piece, workers_for};
-use crate::sample::{Sample, lanes, lanes_mut};
+use crate::parallel::{Schedule, copy_kept_rows, for_each_piece, workers_for};
+use crate::sample::{Sample, lanes_mut};
 use ndarray::ArrayView3;
 
 /// What the translated patches are: the caller's stack, or the ones of the weight canvas.
@@ -80,7 +80,7 @@ pub(crate) fn translate_vjp<T: Sample>(
     for_each_piece(
         workers,
         pieces,
-        || Scratch::new(g, l),
+        || Scratch::new(g, l, matches!(source, Source::Ones)),
         |(first, sum_chunk, mut grad_chunk), scratch| {
             for (i, sum) in sum_chunk.iter_mut().enumerate() {
                 let grad = grad_chunk
@@ -118,6 +118,9 @@ struct Axis {
     w: Vec<f32>,
     /// `starts[v]`: the first footprint index whose neighbour is at least `v` (`v` in `0..=m+1`).
     starts: Vec<usize>,
+    /// The first neighbour when they are consecutive (`first + j` for index `j`): always,
+    /// except where `f32` rounding skips or repeats a sample.
+    consecutive: Option<usize>,
 }
 
 impl Axis {
@@ -133,6 +136,12 @@ impl Axis {
             self.u.push(1.0 - w);
             self.w.push(w);
         }
+        self.consecutive = self.neighbour.first().copied().filter(|&first| {
+            self.neighbour
+                .iter()
+                .enumerate()
+                .all(|(j, &c)| c == first + j)
+        });
         self.starts.clear();
         let mut j = 0;
         for v in 0..=kept + 1 {
@@ -153,15 +162,23 @@ impl Axis {
 
     /// True when footprint index `j` reads neighbours `j` and `j + 1` for every `j` in `0..=m`.
     fn regular(&self, kept: usize) -> bool {
-        self.neighbour.len() == kept + 1 && self.neighbour.iter().enumerate().all(|(j, &c)| c == j)
+        self.neighbour.len() == kept + 1 && self.consecutive == Some(0)
     }
 }
 
 impl Scratch {
-    fn new(g: &Geometry, l: usize) -> Self {
+    /// Scratch for one worker; the bordered patch holds the ones of the weight canvas already
+    /// when `ones` (they never change), and its border stays zero (never written).
+    fn new(g: &Geometry, l: usize, ones: bool) -> Self {
         let width = g.kept() + 2;
+        let mut bordered = vec![0.0; width * width * l];
+        if ones {
+            for r in 1..width - 1 {
+                bordered[r * width + 1..(r + 1) * width - 1].fill(1.0);
+            }
+        }
         Self {
-            bordered: vec![0.0; width * width * l],
+            bordered,
             cols: Axis::default(),
             rows: Axis::default(),
             u_lanes: Vec::with_capacity(width * l),
@@ -242,51 +259,23 @@ impl<T: Sample> Context<'_, '_, T> {
             return sum;
         }
 
-        // The zero-bordered kept patch (bordered index i holds kept index i - 1).
+        // The zero-bordered kept patch (bordered index i holds kept index i - 1), as the
+        // forward copies it; the ones of the weight canvas are there from the start.
         let width = m + 2;
         let row_lanes = width * l;
-        match self.source {
-            Source::Patches(stack) => {
-                let (n, c0) = (g.patch_size(), g.crop_start());
-                let contiguous = stack.as_slice();
-                for r in 0..m {
-                    let dst = &mut s.bordered[(r + 1) * row_lanes + l..][..m * l];
-                    match contiguous {
-                        Some(all) => {
-                            let start = (k * n + c0 + r) * n + c0;
-                            dst.copy_from_slice(lanes(&all[start..start + m]));
-                        }
-                        None => {
-                            for (c, out) in dst.chunks_exact_mut(l).enumerate() {
-                                let v = stack[[k, c0 + r, c0 + c]];
-                                out.copy_from_slice(lanes(std::slice::from_ref(&v)));
-                            }
-                        }
-                    }
-                }
-            }
-            Source::Ones => {
-                for r in 1..=m {
-                    s.bordered[r * row_lanes + 1..r * row_lanes + 1 + m].fill(1.0);
-                }
-            }
+        if let Source::Patches(stack) = self.source {
+            copy_kept_rows(g, stack, stack.as_slice(), k, 1, m, &mut s.bordered);
         }
 
         let len = ncols * l;
         let base = (fp.cols.start * l) % SHIFT_SLOTS;
         // Consecutive neighbours (the common case): flat loops over lanes that vectorise.
-        let first = s.cols.neighbour[0];
-        let consecutive = s
-            .cols
-            .neighbour
-            .iter()
-            .enumerate()
-            .all(|(j, &c)| c == first + j);
+        let consecutive = s.cols.consecutive;
         for (jy, y) in (fp.rows.start..fp.rows.end).enumerate() {
             let (r, uy, wy) = (s.rows.neighbour[jy], s.rows.u[jy], s.rows.w[jy]);
             let top = &s.bordered[r * row_lanes..(r + 1) * row_lanes];
             let bottom = &s.bordered[(r + 1) * row_lanes..(r + 2) * row_lanes];
-            if consecutive {
+            if let Some(first) = consecutive {
                 let (t0, t1) = (&top[first * l..][..len], &top[(first + 1) * l..][..len]);
                 let (b0, b1) = (
                     &bottom[first * l..][..len],
@@ -319,8 +308,6 @@ impl<T: Sample> Context<'_, '_, T> {
                 &s.dwy[..len],
             );
         }
-        // Leave the bordered buffer's border zero for the next patch (its interior is
-        // overwritten, the border never written).
         sum
     }
 
