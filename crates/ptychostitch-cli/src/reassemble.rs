@@ -206,9 +206,9 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Adds the patches to an accumulator `chunk` at a time: straight from the memory map where the
-/// bytes are complex64 already, converted chunk by chunk otherwise; pages of finished chunks are
-/// handed back. A progress bar in patches (rate, ETA) shows on a terminal.
+/// Adds the patches to an accumulator `chunk` at a time: in place where they are in memory as
+/// complex64 already, otherwise read from the file (and converted) chunk by chunk. A progress
+/// bar in patches (rate, ETA) shows on a terminal.
 fn stitch_in_chunks(
     plan: &Plan,
     operation: Operation,
@@ -254,7 +254,6 @@ fn stitch_in_chunks(
                 acc.add(start, converted.view())?;
             }
         }
-        scan.patches.release_rows(start, len);
         bar.inc(len as u64);
     }
     bar.finish_and_clear();

@@ -202,22 +202,27 @@ impl NpyArray {
     /// it: complex64, little-endian, C order, 4-byte aligned. `None` otherwise (use
     /// [`NpyArray::to_complex32_rows`]), always for arrays read in place.
     pub fn complex32_view(&self) -> Option<ArrayViewD<'_, Complex32>> {
-        if self.dtype != Dtype::Complex64
-            || self.big_endian
-            || self.fortran_order
-            || cfg!(target_endian = "big")
-            || self.is_mapped()
-        {
+        if !self.is_native_complex64() || self.is_mapped() {
             return None;
         }
         let values: &[Complex32] = bytemuck::try_cast_slice(self.data.bytes()).ok()?;
         ArrayViewD::from_shape(IxDyn(&self.shape), values).ok()
     }
 
-    /// Nothing to release: arrays read in place hold one chunk at a time, in the caller's
-    /// buffers. Kept so that streaming code reads the same for both kinds of array.
-    pub fn release_rows(&self, start: usize, len: usize) {
-        let _ = (start, len);
+    /// Complex64 bytes as this machine reads them: little-endian, C order.
+    fn is_native_complex64(&self) -> bool {
+        self.dtype == Dtype::Complex64
+            && !self.big_endian
+            && !self.fortran_order
+            && cfg!(target_endian = "little")
+    }
+
+    /// A zeroed buffer of `len` values for this array's data, or its out-of-memory error.
+    fn buffer<T: bytemuck::Zeroable>(&self, len: usize) -> Result<Vec<T>, NpyError> {
+        bytemuck::allocation::try_zeroed_vec(len).map_err(|()| NpyError::OutOfMemory {
+            what: self.what.clone(),
+            bytes: len as f64 * std::mem::size_of::<T>() as f64,
+        })
     }
 
     /// An array read in place, with the bytes of elements `first..first + count` (raw order)
@@ -237,14 +242,7 @@ impl NpyArray {
             dtype: self.dtype.clone(),
             wanted,
         })?;
-        let bytes = count * size;
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(bytes)
-            .map_err(|_| NpyError::OutOfMemory {
-                what: self.what.clone(),
-                bytes: bytes as f64,
-            })?;
-        buf.resize(bytes, 0);
+        let mut buf = self.buffer::<u8>(count * size)?;
         f.read(&self.what, first * size, &mut buf)?;
         Ok(Some(NpyArray {
             what: self.what.clone(),
@@ -268,21 +266,10 @@ impl NpyArray {
         let Storage::File(f) = &self.data else {
             return Ok(None);
         };
-        if self.dtype != Dtype::Complex64
-            || self.big_endian
-            || self.fortran_order
-            || cfg!(target_endian = "big")
-        {
+        if !self.is_native_complex64() {
             return Ok(None);
         }
-        let mut values: Vec<Complex32> = Vec::new();
-        values
-            .try_reserve_exact(count)
-            .map_err(|_| NpyError::OutOfMemory {
-                what: self.what.clone(),
-                bytes: count as f64 * 8.0,
-            })?;
-        values.resize(count, Complex32::new(0.0, 0.0));
+        let mut values = self.buffer::<Complex32>(count)?;
         f.read(&self.what, first * 8, bytemuck::cast_slice_mut(&mut values))?;
         Ok(ArrayD::from_shape_vec(IxDyn(shape), values).ok())
     }
