@@ -344,25 +344,8 @@ def _stitch(
                 "the canvas side depends on the offsets' values, which JAX is tracing here (jit, grad or "
                 "vmap over the offsets): pass canvas_side=, e.g. Plan(offsets0, N, M).canvas_shape[0]"
             )
-        shape = tuple(getattr(obj_tensor, "shape", ()))
-        side = _native.Plan(_offsets(offsets), _patch_side(obj_tensor), crop, workers).canvas_side
-        del shape
+        side = kernel.plan(obj_tensor, offsets).canvas_side
         return (side, side, 1)
-
-    kernel = _kernels.Reassembly(op, crop, workers, reference, _warn_from_callback)
-    gpu_forward = None
-    if not reference:
-        def gpu_forward(obj: Any) -> Any:
-            plan = _native.Plan(_offsets(_host(global_offsets)), _patch_side(obj), crop, 0)
-            return _run_on_gpu(plan, obj, op)
-    result = _differentiable(kernel, obj_tensor, global_offsets, canvas_shape, gpu_forward)
-    if result is not NotImplemented:
-        return result
-
-    def compute(obj: Any, offsets: Any) -> np.ndarray:
-        out, texts = _native.stitch(_patches(obj), _offsets(offsets), crop, op, reference, workers)
-        _warn(texts)
-        return out[:, :, np.newaxis]
 
     def gpu(obj: Any) -> Any:
         if reference:
@@ -373,6 +356,17 @@ def _stitch(
         plan = _native.Plan(_offsets(_host(global_offsets)), _patch_side(obj), crop, 0)
         _warn(plan.warnings)
         return _run_on_gpu(plan, obj, op)
+
+    kernel = _kernels.Reassembly(op, crop, workers, reference, _warn_from_callback)
+    # The reference runs on the host even for CUDA tensors that require grad.
+    result = _differentiable(kernel, obj_tensor, global_offsets, canvas_shape, None if reference else gpu)
+    if result is not NotImplemented:
+        return result
+
+    def compute(obj: Any, offsets: Any) -> np.ndarray:
+        out, texts = _native.stitch(_patches(obj), _offsets(offsets), crop, op, reference, workers)
+        _warn(texts)
+        return out[:, :, np.newaxis]
 
     return _like(obj_tensor, (obj_tensor, global_offsets), compute, gpu)
 

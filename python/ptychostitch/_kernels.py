@@ -63,11 +63,7 @@ class Reassembly:
     def plan(self, x: np.ndarray, offsets: np.ndarray) -> Any:
         shape = np.shape(x)
         side = int(shape[1]) if len(shape) >= 2 else 1
-        plan = _native.Plan(as_offsets(offsets), side, self.crop, self.threads)
-        return plan
-
-    def canvas_side(self, x_shape: Tuple[int, ...], offsets: np.ndarray) -> int:
-        return self.plan(np.empty((0,) + tuple(x_shape[1:]), np.float32), offsets).canvas_side
+        return _native.Plan(as_offsets(offsets), side, self.crop, self.threads)
 
     def out_dtype(self, x_dtype: Any) -> np.dtype:
         return compute_dtype(x_dtype)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import numpy as np
 
 
 def _tf() -> Any:
@@ -55,12 +54,8 @@ def apply(kernel: Any, x: Any, offsets: Any, static_shape: Any = None) -> Any:
         out.set_shape(static_shape if static_shape is not None else [None, None, 1])
 
         def grad(cot: Any) -> Any:
-            def backward(xv: np.ndarray, ov: np.ndarray, outv: np.ndarray, cv: np.ndarray) -> Any:
-                dx, doff = kernel.backward(xv, ov, outv, cv, True, True)
-                return dx, doff
-
             dx, doff = tf.numpy_function(
-                backward, [x, offsets, out, cot], [x.dtype, offsets.dtype], stateful=False,
+                kernel.backward, [x, offsets, out, cot], [x.dtype, offsets.dtype], stateful=False,
                 name="ptychostitch_grad",
             )
             dx.set_shape(x.shape)
