@@ -1,38 +1,34 @@
-// The CUDA kernel, compiled as C++, and a launcher that runs its grid one block and one thread
-// at a time (the kernel uses no shared memory and no synchronisation, so this is exact).
+// The CUDA kernels, compiled as C++, and launchers that run their grids one block and one thread
+// at a time (the kernels use no shared memory and no synchronisation, so this is exact).
 #include "emulation.h"
 #include "kernel.cu"
 
-extern "C" void ptychostitch_emulate(const StitchArgs* args, unsigned grid_x, unsigned grid_y) {
-    for (unsigned by = 0; by < grid_y; ++by) {
-        for (unsigned bx = 0; bx < grid_x; ++bx) {
-            for (unsigned ty = 0; ty < PTYCHOSTITCH_TILE; ++ty) {
-                for (unsigned tx = 0; tx < PTYCHOSTITCH_TILE; ++tx) {
-                    blockIdx = {bx, by, 0};
-                    threadIdx = {tx, ty, 0};
-                    ptychostitch_stitch(*args);
+// Runs `kernel` over a grid of grid_x × grid_y × grid_z blocks of TILE × TILE threads.
+template <class A>
+static void run_tiles(void (*kernel)(A), const A& args, unsigned grid_x, unsigned grid_y, unsigned grid_z) {
+    for (unsigned bz = 0; bz < grid_z; ++bz) {
+        for (unsigned by = 0; by < grid_y; ++by) {
+            for (unsigned bx = 0; bx < grid_x; ++bx) {
+                for (unsigned ty = 0; ty < PTYCHOSTITCH_TILE; ++ty) {
+                    for (unsigned tx = 0; tx < PTYCHOSTITCH_TILE; ++tx) {
+                        blockIdx = {bx, by, bz};
+                        threadIdx = {tx, ty, 0};
+                        kernel(args);
+                    }
                 }
             }
         }
     }
 }
 
-// The backward kernels' grids: patch pixels (8 x 8 tiles of each patch), one block of eight
-// threads per patch, and the canvas tiles of the quotient.
+extern "C" void ptychostitch_emulate(const StitchArgs* args, unsigned grid_x, unsigned grid_y) {
+    run_tiles(ptychostitch_stitch, *args, grid_x, grid_y, 1);
+}
+
+// The backward kernels' grids: patch pixels (8 x 8 tiles of each patch, one patch per z), one
+// block of eight threads per patch, and the canvas tiles of the quotient.
 extern "C" void ptychostitch_emulate_patch_vjp(const VjpArgs* args, unsigned grid_x, unsigned grid_y) {
-    for (unsigned k = 0; k < (unsigned)args->count; ++k) {
-        for (unsigned by = 0; by < grid_y; ++by) {
-            for (unsigned bx = 0; bx < grid_x; ++bx) {
-                for (unsigned ty = 0; ty < PTYCHOSTITCH_TILE; ++ty) {
-                    for (unsigned tx = 0; tx < PTYCHOSTITCH_TILE; ++tx) {
-                        blockIdx = {bx, by, k};
-                        threadIdx = {tx, ty, 0};
-                        ptychostitch_patch_vjp(*args);
-                    }
-                }
-            }
-        }
-    }
+    run_tiles(ptychostitch_patch_vjp, *args, grid_x, grid_y, (unsigned)args->count);
 }
 
 extern "C" void ptychostitch_emulate_shift_vjp(const VjpArgs* args) {
@@ -46,15 +42,5 @@ extern "C" void ptychostitch_emulate_shift_vjp(const VjpArgs* args) {
 }
 
 extern "C" void ptychostitch_emulate_quotient_vjp(const VjpArgs* args, unsigned grid_x, unsigned grid_y) {
-    for (unsigned by = 0; by < grid_y; ++by) {
-        for (unsigned bx = 0; bx < grid_x; ++bx) {
-            for (unsigned ty = 0; ty < PTYCHOSTITCH_TILE; ++ty) {
-                for (unsigned tx = 0; tx < PTYCHOSTITCH_TILE; ++tx) {
-                    blockIdx = {bx, by, 0};
-                    threadIdx = {tx, ty, 0};
-                    ptychostitch_quotient_vjp(*args);
-                }
-            }
-        }
-    }
+    run_tiles(ptychostitch_quotient_vjp, *args, grid_x, grid_y, 1);
 }
