@@ -105,9 +105,8 @@ pub fn vjp<T: Sample>(
     let stack = g.check_patches(patches)?;
     let (side, n, l) = (g.side(), g.patch_size(), T::LANES);
     let lanes = |a: ndarray::ArrayView2<'_, T>| -> Vec<f32> {
-        a.iter()
-            .flat_map(|v| bytemuck::cast_slice::<T, f32>(std::slice::from_ref(v)).to_vec())
-            .collect()
+        let standard = a.as_standard_layout();
+        bytemuck::cast_slice::<T, f32>(standard.as_slice().expect("standard layout")).to_vec()
     };
     let shifts: Vec<f32> = g.shifts().iter().flatten().copied().collect();
     let footprints = VjpArgs::footprint_table(g);
@@ -121,7 +120,7 @@ pub fn vjp<T: Sample>(
     args.footprints = footprints.as_ptr() as u64;
     let mut cot = lanes(cot);
     let out = lanes(output);
-    let weights = plan.weights()?.clone();
+    let weights = plan.weights()?;
     let mut cot_weights = vec![f32::NAN; side * side];
     if operation == Operation::ReassemblePosition {
         let mut cot_image = vec![f32::NAN; side * side * l];
