@@ -323,32 +323,18 @@ impl Plan {
             patches: wrt_patches,
             offsets: wrt_offsets,
         };
-        let plan = &self.inner;
-        let err = |e| to_py(e, &self.signals);
+        let (plan, signals) = (&self.inner, &self.signals);
+        use Patches::{Complex, Real};
         match (patches, cotangent, output) {
-            (Patches::Complex(p), Patches::Complex(c), o @ (None | Some(Patches::Complex(_)))) => {
-                let o = o.map(|o| match o {
-                    Patches::Complex(o) => o,
-                    Patches::Real(_) => unreachable!("matched complex above"),
-                });
-                let (p, c) = (p.as_array(), canvas(c.as_array())?);
-                let o = o.as_ref().map(|o| canvas(o.as_array())).transpose()?;
-                let g = py
-                    .detach(|| plan_vjp(plan, op, p, o, c, wrt, reference))
-                    .map_err(err)?;
-                Ok(gradients_to_py(py, g))
+            (Complex(p), Complex(c), None) => {
+                plan_vjp(py, plan, signals, op, p, c, None, wrt, reference)
             }
-            (Patches::Real(p), Patches::Real(c), o @ (None | Some(Patches::Real(_)))) => {
-                let o = o.map(|o| match o {
-                    Patches::Real(o) => o,
-                    Patches::Complex(_) => unreachable!("matched real above"),
-                });
-                let (p, c) = (p.as_array(), canvas(c.as_array())?);
-                let o = o.as_ref().map(|o| canvas(o.as_array())).transpose()?;
-                let g = py
-                    .detach(|| plan_vjp(plan, op, p, o, c, wrt, reference))
-                    .map_err(err)?;
-                Ok(gradients_to_py(py, g))
+            (Complex(p), Complex(c), Some(Complex(o))) => {
+                plan_vjp(py, plan, signals, op, p, c, Some(o), wrt, reference)
+            }
+            (Real(p), Real(c), None) => plan_vjp(py, plan, signals, op, p, c, None, wrt, reference),
+            (Real(p), Real(c), Some(Real(o))) => {
+                plan_vjp(py, plan, signals, op, p, c, Some(o), wrt, reference)
             }
             _ => Err(PyTypeError::new_err(
                 "patches, cotangent and output must all be complex64 or all float32",
@@ -441,25 +427,78 @@ fn stack3<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayVie
     })
 }
 
-fn plan_vjp<T: Sample>(
+/// [`Plan`]'s VJP on arrays of one element type, with the GIL released.
+#[allow(clippy::too_many_arguments)]
+fn plan_vjp<'py, T: Sample + numpy::Element>(
+    py: Python<'py>,
     plan: &CorePlan,
+    signals: &Signals,
     op: Operation,
-    patches: ArrayViewD<'_, T>,
-    output: Option<ndarray::ArrayView2<'_, T>>,
-    cot: ndarray::ArrayView2<'_, T>,
+    patches: PyReadonlyArrayDyn<'py, T>,
+    cotangent: PyReadonlyArrayDyn<'py, T>,
+    output: Option<PyReadonlyArrayDyn<'py, T>>,
     wrt: Wrt,
     reference: bool,
-) -> Result<Gradients<T>, Error> {
-    match (op, reference) {
-        (Operation::ShiftAndSum, false) => plan.shift_and_sum_vjp(patches, cot, wrt),
-        (Operation::ShiftAndSum, true) => plan.shift_and_sum_vjp_reference(patches, cot, wrt),
-        (Operation::ReassemblePosition, false) => {
-            plan.reassemble_position_vjp(patches, output, cot, wrt)
-        }
-        (Operation::ReassemblePosition, true) => {
-            plan.reassemble_position_vjp_reference(patches, output, cot, wrt)
-        }
-    }
+) -> PyResult<PyGradients<'py>> {
+    let (p, c) = (patches.as_array(), canvas(cotangent.as_array())?);
+    let o = output.as_ref().map(|o| canvas(o.as_array())).transpose()?;
+    let g = py
+        .detach(|| match (op, reference) {
+            (Operation::ShiftAndSum, false) => plan.shift_and_sum_vjp(p, c, wrt),
+            (Operation::ShiftAndSum, true) => plan.shift_and_sum_vjp_reference(p, c, wrt),
+            (Operation::ReassemblePosition, false) => plan.reassemble_position_vjp(p, o, c, wrt),
+            (Operation::ReassemblePosition, true) => {
+                plan.reassemble_position_vjp_reference(p, o, c, wrt)
+            }
+        })
+        .map_err(|e| to_py(e, signals))?;
+    Ok(gradients_to_py(py, g))
+}
+
+/// [`Extraction`]'s forward on images of one element type, with the GIL released.
+fn extract_typed<'py, T: Sample + numpy::Element>(
+    py: Python<'py>,
+    ext: &Extraction,
+    images: PyReadonlyArrayDyn<'py, T>,
+    reference: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (plan, v) = (&ext.inner, images.as_array());
+    let out = py
+        .detach(|| {
+            if reference {
+                plan.extract_reference(v)
+            } else {
+                plan.extract(v)
+            }
+        })
+        .map_err(|e| to_py(e, &ext.signals))?;
+    Ok(out.into_pyarray(py).into_any())
+}
+
+/// [`Extraction`]'s VJP on arrays of one element type, with the GIL released.
+fn extract_vjp_typed<'py, T: Sample + numpy::Element>(
+    py: Python<'py>,
+    ext: &Extraction,
+    images: PyReadonlyArrayDyn<'py, T>,
+    cotangent: PyReadonlyArrayDyn<'py, T>,
+    wrt: Wrt,
+    reference: bool,
+) -> PyResult<PyGradients<'py>> {
+    let (plan, i, c) = (
+        &ext.inner,
+        images.as_array(),
+        stack3(cotangent.as_array(), "cotangent")?,
+    );
+    let g = py
+        .detach(|| {
+            if reference {
+                plan.extract_vjp_reference(i, c, wrt)
+            } else {
+                plan.extract_vjp(i, c, wrt)
+            }
+        })
+        .map_err(|e| to_py(e, &ext.signals))?;
+    Ok(gradients_to_py(py, g))
 }
 
 /// The cotangents of the patches (or images) and of the offsets, each `None` unless asked for.
@@ -509,36 +548,10 @@ impl Extraction {
         images: Patches<'py>,
         reference: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let err = |e| to_py(e, &self.signals);
-        let plan = &self.inner;
-        Ok(match images {
-            Patches::Complex(a) => {
-                let v = a.as_array();
-                py.detach(|| {
-                    if reference {
-                        plan.extract_reference(v)
-                    } else {
-                        plan.extract(v)
-                    }
-                })
-                .map_err(err)?
-                .into_pyarray(py)
-                .into_any()
-            }
-            Patches::Real(a) => {
-                let v = a.as_array();
-                py.detach(|| {
-                    if reference {
-                        plan.extract_reference(v)
-                    } else {
-                        plan.extract(v)
-                    }
-                })
-                .map_err(err)?
-                .into_pyarray(py)
-                .into_any()
-            }
-        })
+        match images {
+            Patches::Complex(a) => extract_typed(py, self, a, reference),
+            Patches::Real(a) => extract_typed(py, self, a, reference),
+        }
     }
 
     /// The vector–Jacobian product: the images' cotangent `(B, S, S)` and the offsets'
@@ -557,34 +570,12 @@ impl Extraction {
             patches: wrt_images,
             offsets: wrt_offsets,
         };
-        let err = |e| to_py(e, &self.signals);
-        let plan = &self.inner;
         match (images, cotangent) {
             (Patches::Complex(i), Patches::Complex(c)) => {
-                let (i, c) = (i.as_array(), stack3(c.as_array(), "cotangent")?);
-                let g = py
-                    .detach(|| {
-                        if reference {
-                            plan.extract_vjp_reference(i, c, wrt)
-                        } else {
-                            plan.extract_vjp(i, c, wrt)
-                        }
-                    })
-                    .map_err(err)?;
-                Ok(gradients_to_py(py, g))
+                extract_vjp_typed(py, self, i, c, wrt, reference)
             }
             (Patches::Real(i), Patches::Real(c)) => {
-                let (i, c) = (i.as_array(), stack3(c.as_array(), "cotangent")?);
-                let g = py
-                    .detach(|| {
-                        if reference {
-                            plan.extract_vjp_reference(i, c, wrt)
-                        } else {
-                            plan.extract_vjp(i, c, wrt)
-                        }
-                    })
-                    .map_err(err)?;
-                Ok(gradients_to_py(py, g))
+                extract_vjp_typed(py, self, i, c, wrt, reference)
             }
             _ => Err(PyTypeError::new_err(
                 "images and cotangent must both be complex64 or both float32",
