@@ -22,6 +22,28 @@ fn canvas<T: Sample>(side: usize) -> Result<Vec<T>> {
     })
 }
 
+/// Steps 1 and 3: patch `k` cropped and zero-padded by `p` on every side to the `S×S` canvas
+/// `padded` (every pixel written). Shared with the reference gradient.
+pub(crate) fn pad_patch<T: Sample>(
+    geometry: &Geometry,
+    patches: ArrayView3<'_, T>,
+    k: usize,
+    padded: &mut [T],
+) {
+    let (side, p, m, c0) = (
+        geometry.side(),
+        geometry.pad(),
+        geometry.kept(),
+        geometry.crop_start(),
+    );
+    padded.fill(T::zeroed());
+    for r in 0..m {
+        for c in 0..m {
+            padded[(p + r) * side + (p + c)] = patches[[k, c0 + r, c0 + c]];
+        }
+    }
+}
+
 /// Literal shift-and-sum of `(n, N, N)` patches on the geometry's canvas.
 pub(crate) fn shift_and_sum<T: Sample>(
     geometry: &Geometry,
@@ -33,16 +55,9 @@ pub(crate) fn shift_and_sum<T: Sample>(
     let mut sum = canvas::<T>(side)?;
     let mut padded = canvas::<T>(side)?;
     let mut translated = canvas::<T>(side)?;
-    let (p, m, c0) = (geometry.pad(), geometry.kept(), geometry.crop_start());
 
     for (k, &[ax, ay]) in geometry.shifts().iter().enumerate() {
-        // 1. crop, 3. zero-pad by p on every side.
-        padded.fill(T::zeroed());
-        for r in 0..m {
-            for c in 0..m {
-                padded[(p + r) * side + (p + c)] = patches[[k, c0 + r, c0 + c]];
-            }
-        }
+        pad_patch(geometry, patches, k, &mut padded);
         // 4. translate the whole canvas by (ax, ay), bilinear, zero fill.
         let image = lanes(&padded);
         let at = |y: i64, x: i64, lane: usize| -> f32 {

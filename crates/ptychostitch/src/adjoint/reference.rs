@@ -13,6 +13,7 @@ use crate::geometry::Geometry;
 use crate::interrupt::Interrupt;
 use crate::kernel::{ShiftGradient, Weights, d_dwx, d_dwy, sample_axis};
 use crate::memory::try_zeroed_vec;
+use crate::reference::pad_patch;
 use crate::sample::{Sample, lanes, lanes_mut};
 use ndarray::ArrayView3;
 
@@ -39,7 +40,7 @@ pub(crate) fn translate_vjp<T: Sample>(
         None
     };
     let mut sums = vec![ShiftGradient::default(); g.len()];
-    let mut padded = try_zeroed_vec::<f32>(side * side * l, || {
+    let mut padded = try_zeroed_vec::<T>(side * side, || {
         format!("a {side}×{side} canvas of the reference gradient")
     })?;
     let mut scattered = try_zeroed_vec::<f32>(side * side * l, || {
@@ -50,18 +51,12 @@ pub(crate) fn translate_vjp<T: Sample>(
 
     for (k, &[ax, ay]) in g.shifts().iter().enumerate() {
         // The patch, cropped and zero-padded to the canvas, as the forward translates it.
-        padded.fill(0.0);
-        for r in 0..m {
-            for c in 0..m {
-                let v = patches[[k, c0 + r, c0 + c]];
-                let at = ((p + r) * side + p + c) * l;
-                padded[at..at + l].copy_from_slice(lanes(std::slice::from_ref(&v)));
-            }
-        }
+        pad_patch(g, patches, k, &mut padded);
+        let padded_lanes = lanes(&padded);
         scattered.fill(0.0);
         let image = |y: i64, x: i64, lane: usize| -> f32 {
             if in_canvas(y, x) {
-                padded[(y as usize * side + x as usize) * l + lane]
+                padded_lanes[(y as usize * side + x as usize) * l + lane]
             } else {
                 0.0
             }
