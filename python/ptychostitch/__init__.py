@@ -67,6 +67,7 @@ computed as asked.
 from __future__ import annotations
 
 import numbers
+import operator
 import sys
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
@@ -126,21 +127,38 @@ _patches = _kernels.as_compute
 _offsets = _kernels.as_offsets
 
 
+def _integer(name: str, value: Any, what: str = "an integer") -> int:
+    """An integer argument: Python's and NumPy's integers (anything with ``__index__``) pass;
+    floats, bools and everything else are a TypeError naming the argument, as for every integer
+    argument of this package."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be {what}, not {type(value).__name__}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, not {type(value).__name__}") from None
+
+
+def _positive(name: str, value: Any) -> int:
+    """A positive integer argument: TypeError for other types, ValueError for zero or less."""
+    value = _integer(name, value, "a positive integer")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value}")
+    return value
+
+
 def _threads(threads: Any) -> int:
     """``None`` or ``0``: all cores; a positive integer bounds the workers."""
     if threads is None:
         return 0
-    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
-        raise TypeError(f"threads must be an integer (0 or None: all cores), not {type(threads).__name__}")
+    threads = _integer("threads", threads, "an integer (0 or None: all cores)")
     if threads < 0:
         raise ValueError(f"threads must be 0 (all cores) or a positive integer, not {threads}")
-    return int(threads)
+    return threads
 
 
 def _crop(M: Any) -> int:
-    if isinstance(M, (bool, np.bool_)) or not isinstance(M, numbers.Integral):
-        raise TypeError(f"M must be an integer, not {type(M).__name__}")
-    return int(M)
+    return _integer("M", M)
 
 
 def _warn(texts: Sequence[str], stacklevel: int = 6) -> None:
@@ -212,6 +230,20 @@ def _host(value: Any) -> Any:
     return np.asarray(value)
 
 
+def _dlpack_readable(value: Any) -> Any:
+    """`value`, with a framework's bfloat16 widened to float32 (exact) on its own device: NumPy
+    cannot import bfloat16 through DLPack."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or "bfloat16" not in str(dtype):
+        return value
+    kind = _framework(value)
+    if kind == "torch":
+        return value.float()
+    if kind in ("jax", "cupy"):
+        return value.astype("float32")
+    return value
+
+
 def _on_tf_gpu(tf: Any, value: Any) -> bool:
     """An eager TensorFlow tensor (or variable) held by a GPU."""
     return isinstance(value, (tf.Tensor, tf.Variable)) and not _symbolic(tf, value) and "GPU" in (value.device or "")
@@ -231,7 +263,7 @@ def _like(
     if tf is None:
         # No autodiff wanted here (the framework adapters took those calls): read torch
         # tensors detached.
-        inputs = tuple(v.detach() if _framework(v) == "torch" else v for v in inputs)
+        inputs = tuple(_dlpack_readable(v.detach() if _framework(v) == "torch" else v) for v in inputs)
         obj = inputs[0]  # the patches are always the first input
         devices = [_dlpack_device(v) for v in inputs]
         if all(d is None for d in devices):
@@ -337,7 +369,8 @@ def _stitch(
         if jax is None:
             return [None, None, 1]
         if canvas_side is not None:
-            return (int(canvas_side), int(canvas_side), 1)
+            side = _positive("canvas_side", canvas_side)
+            return (side, side, 1)
         offsets = jax.concrete(global_offsets)
         if offsets is None:
             raise ValueError(
@@ -448,8 +481,7 @@ def extract_patches_position(
         N = _kernels.ptychopinn_param("N")
         if N is None:
             raise TypeError("extract_patches_position needs N (PtychoPINN reads it from ptycho.params)")
-    if isinstance(N, (bool, np.bool_)) or not isinstance(N, numbers.Integral):
-        raise TypeError(f"N must be an integer, not {type(N).__name__}")
+    N = _integer("N", N)
     off_shape = tuple(int(d) for d in getattr(offsets_xy, "shape", np.shape(offsets_xy)))
     img_shape = tuple(None if d is None else int(d) for d in getattr(imgs, "shape", np.shape(imgs)))
     if len(off_shape) != 4 or off_shape[1:3] != (1, 2):
@@ -459,11 +491,11 @@ def extract_patches_position(
     per_image = off_shape[3]
     if gridsize is None:
         gridsize = _kernels.ptychopinn_param("gridsize")
-    if gridsize is not None and int(gridsize) ** 2 != per_image:
+    if gridsize is not None and _integer("gridsize", gridsize) ** 2 != per_image:
         raise ValueError(f"offsets_xy holds {per_image} offsets per image; gridsize={gridsize} needs {int(gridsize) ** 2}")
     if img_shape[0] is not None and img_shape[0] != off_shape[0]:
         raise ValueError(f"imgs has {img_shape[0]} images but offsets_xy has {off_shape[0]}")
-    kernel = _kernels.Extract(int(N), per_image, _threads(threads))
+    kernel = _kernels.Extract(N, per_image, _threads(threads))
 
     def out_shape(jax: Any) -> Any:
         shape = kernel.out_shape(img_shape)
@@ -487,7 +519,7 @@ class Plan:
     __slots__ = ("_plan",)
 
     def __init__(self, global_offsets: Any, patch_size: int, M: int = 10, *, threads: Optional[int] = None) -> None:
-        self._plan = _native.Plan(_offsets(_host(global_offsets)), int(patch_size), _crop(M), _threads(threads))
+        self._plan = _native.Plan(_offsets(_host(global_offsets)), _integer("patch_size", patch_size), _crop(M), _threads(threads))
         for text in self._plan.warnings:
             warnings.warn(text, ScanWarning, stacklevel=2)
 

@@ -17,16 +17,26 @@ import numpy as np
 from . import _native
 
 
+def is_bfloat16(dtype: Any) -> bool:
+    """ml_dtypes' ``bfloat16`` (what TensorFlow's and JAX's bfloat16 tensors read as in NumPy):
+    a real type NumPy does not know as one (kind ``V``); float32 holds all its values exactly."""
+    return np.dtype(dtype).name == "bfloat16"
+
+
+def _real(dtype: np.dtype) -> bool:
+    return dtype.kind in "fiub" or is_bfloat16(dtype)
+
+
 def compute_dtype(dtype: Any, what: str = "obj_tensor") -> np.dtype:
     """What values of `dtype` compute in: complex64 for complex, float32 for real ones."""
-    kind = np.dtype(dtype).kind
-    if kind == "c":
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
         return np.dtype(np.complex64)
-    if kind in "fiub":
+    if _real(dtype):
         return np.dtype(np.float32)
     raise TypeError(
         f"{what} has dtype {dtype}; expected complex (complex64, complex128) or real "
-        "(float16/32/64, integer, bool) patches"
+        "(bfloat16, float16/32/64, integer, bool) patches"
     )
 
 
@@ -38,8 +48,10 @@ def as_compute(a: Any, what: str = "obj_tensor") -> np.ndarray:
 
 def as_offsets(a: Any, what: str = "global_offsets") -> np.ndarray:
     a = np.asarray(a)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{what} has dtype {a.dtype}; expected real [x, y] pixel offsets (float64, float32 or int)")
+    if a.dtype.kind not in "fiu" and not is_bfloat16(a.dtype):
+        raise TypeError(
+            f"{what} has dtype {a.dtype}; expected real [x, y] pixel offsets (float64, float32, float16, bfloat16 or int)"
+        )
     return a.astype(np.float64, copy=False)
 
 
@@ -48,7 +60,7 @@ def _like_input(grad: Optional[np.ndarray], like: np.ndarray) -> Optional[np.nda
     if grad is None:
         return None
     grad = grad.reshape(like.shape)
-    if like.dtype.kind in "fc" and grad.dtype != like.dtype:
+    if (like.dtype.kind in "fc" or is_bfloat16(like.dtype)) and grad.dtype != like.dtype:
         grad = grad.astype(like.dtype)
     return grad
 

@@ -141,3 +141,30 @@ def test_from_npy_chunk_is_a_positive_integer(tmp_path):
         psd.from_npy(str(path), chunk=0)
     with pytest.raises(TypeError, match="chunk"):
         psd.from_npy(str(path), chunk=2.0)
+
+
+def test_from_npy_reads_only_the_kept_lines(big_scan, monkeypatch):
+    """Dask fuses the crop into the read: each patch's kept lines (M of its N, one contiguous
+    block) are all that is read from the file (it used to fall back to a memory map of whole
+    patches), with the same bits."""
+    path, offsets, expected = big_scan
+    read = []
+    preadv = psd.os.preadv
+
+    def counting(fd, buffers, at):
+        got = preadv(fd, buffers, at)
+        read.append(got)
+        return got
+
+    monkeypatch.setattr(psd.os, "preadv", counting)
+    monkeypatch.setattr(psd.np, "load", lambda *a, **k: pytest.fail("fell back to np.load"))
+    got = psd.reassemble_position(psd.from_npy(path, chunk=3000), offsets, 16, tile=500).compute(scheduler="threads")
+    assert same_bits(got, expected["reassemble_position"])
+    n, size = 20_000, 32
+    assert sum(read) == n * 16 * size * 8, (sum(read), n * size * size * 8)
+    # Row ranges and other indexing still work.
+    stack = psd.from_npy(path, chunk=3000)
+    monkeypatch.undo()
+    memmap = np.load(path, mmap_mode="r")
+    assert np.array_equal(stack[17:4000:3, 2:9, 5].compute(), memmap[17:4000:3, 2:9, 5])
+    assert np.array_equal(stack[5990:6010].compute(), memmap[5990:6010])

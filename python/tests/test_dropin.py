@@ -209,6 +209,31 @@ def test_type_errors_name_the_dtype():
         ps.shift_and_sum(obj, off, M=16.5)
 
 
+def test_integer_arguments_are_alike_everywhere():
+    """NumPy integers pass wherever Python's do; a float (even a whole one) or a bool is a
+    TypeError naming the argument, never silently truncated."""
+    obj, off = scan()
+    n = obj.shape[1]
+    want = ps.Plan(off, n, 16, threads=2).reassemble_position(obj)
+    plan = ps.Plan(off, np.int64(n), np.int32(16), threads=np.int64(2))
+    assert np.array_equal(plan.reassemble_position(obj), want)
+    for kwargs, name in [
+        (dict(patch_size=n + 0.7), "patch_size"),
+        (dict(patch_size=float(n)), "patch_size"),
+        (dict(M=16.0), "M"),
+        (dict(M=True), "M"),
+        (dict(threads=2.0), "threads"),
+        (dict(patch_size=np.float32(n)), "patch_size"),
+    ]:
+        args = dict(global_offsets=off, patch_size=n, M=16)
+        args.update(kwargs)
+        with pytest.raises(TypeError, match=f"^{name} must be"):
+            ps.Plan(**args)
+    assert ps.extract_patches_position(np.zeros((1, 48, 48, 1)), np.zeros((1, 1, 2, 1)), 0.0, N=np.int64(24)).shape == (1, 24, 24, 1)
+    with pytest.raises(TypeError, match="^N must be an integer"):
+        ps.extract_patches_position(np.zeros((1, 48, 48, 1)), np.zeros((1, 1, 2, 1)), 0.0, N=24.0)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

@@ -297,3 +297,65 @@ def test_extract_patches_position_numpy_and_errors():
         ps.extract_patches_position(case["imgs"], case["offsets_xy"][:, 0], N=N)
     with pytest.raises(TypeError, match="needs N"):
         ps.extract_patches_position(case["imgs"], case["offsets_xy"])
+
+
+# --- bfloat16, in every front end ----------------------------------------------------------------
+
+
+def _bf16_case():
+    """float32 patches and offsets that bfloat16 holds exactly (the low 16 bits cleared), and the
+    float32 result: widening is exact, so bfloat16 input must give these bits."""
+    rng = np.random.default_rng(16)
+    to_bf16 = lambda a: (a.astype(np.float32).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)  # noqa: E731
+    patches = to_bf16(rng.standard_normal((12, 24, 24, 1)))
+    offsets = to_bf16(rng.uniform(-6, 6, (12, 1, 1, 2)))
+    return patches, offsets, ps.reassemble_position(patches, offsets.astype(np.float64), M=16)
+
+
+def test_bfloat16_numpy_widens_exactly():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes (NumPy's bfloat16) is not installed")
+    patches, offsets, want = _bf16_case()
+    out = ps.reassemble_position(patches.astype(ml_dtypes.bfloat16), offsets.astype(ml_dtypes.bfloat16), M=16)
+    assert out.dtype == np.float32 and np.array_equal(out, want)
+
+
+def test_bfloat16_tensorflow_forward_and_gradients():
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
+    patches, offsets, want = _bf16_case()
+    x = tf.Variable(tf.cast(patches, tf.bfloat16))
+    off = tf.Variable(tf.cast(offsets, tf.bfloat16))
+    for run in (lambda a, b: ps.reassemble_position(a, b, M=16), tf.function(lambda a, b: ps.reassemble_position(a, b, M=16))):
+        with tf.GradientTape() as tape:
+            out = run(x, off)
+            loss = tf.reduce_sum(out)
+        dx, doff = tape.gradient(loss, [x, off])
+        assert out.dtype == tf.float32 and np.array_equal(out.numpy(), want)
+        assert dx.dtype == tf.bfloat16 and dx.shape == x.shape
+        assert doff.dtype == tf.bfloat16 and doff.shape == off.shape
+
+
+def test_bfloat16_torch_forward_and_gradients():
+    torch = _torch()
+    patches, offsets, want = _bf16_case()
+    x = torch.tensor(patches).to(torch.bfloat16)
+    off = torch.tensor(offsets).to(torch.bfloat16)
+    out = ps.reassemble_position(x, off, M=16)
+    assert out.dtype == torch.float32 and np.array_equal(out.numpy(), want)
+    x.requires_grad_(True)
+    off.requires_grad_(True)
+    ps.reassemble_position(x, off, M=16).sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and off.grad.dtype == torch.bfloat16
+    assert bool(torch.isfinite(off.grad.float()).all())
+    imgs = torch.zeros((1, 48, 48, 1), dtype=torch.bfloat16)
+    assert ps.extract_patches_position(imgs, torch.zeros((1, 1, 2, 1)), 0.0, N=24).dtype == torch.float32
+
+
+def test_bfloat16_jax_forward_and_gradients():
+    jax = pytest.importorskip("jax", reason="JAX is not installed")
+    jnp = jax.numpy
+    patches, offsets, want = _bf16_case()
+    x, off = jnp.asarray(patches, dtype=jnp.bfloat16), jnp.asarray(offsets, dtype=jnp.bfloat16)
+    out = ps.reassemble_position(x, off, M=16)
+    assert out.dtype == jnp.float32 and np.array_equal(np.asarray(out), want)
+    dx = jax.grad(lambda a: ps.reassemble_position(a, off, M=16).sum())(x)
+    assert dx.dtype == jnp.bfloat16 and dx.shape == x.shape

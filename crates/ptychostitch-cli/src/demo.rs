@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value = "demo-out")]
     pub out: PathBuf,
     /// Number of scan positions on the Fermat spiral.
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 800, value_parser = crate::args::count, allow_hyphen_values = true)]
     pub positions: usize,
 }
 
@@ -109,8 +109,6 @@ pub struct Outcome {
 
 /// Runs the experiment, writes pictures and arrays to `out`, returns the error.
 pub fn experiment(args: &Args) -> Result<Outcome> {
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
     let object = Array2::from_shape_fn((OBJECT, OBJECT), |(y, x)| object_at(y as f64, x as f64));
     let offsets = spiral(args.positions);
     let patches = cut_patches(&object, &offsets)?;
@@ -148,6 +146,9 @@ pub fn experiment(args: &Args) -> Result<Outcome> {
     }
     let misregistered_error = (miss2 / ref2.max(f64::MIN_POSITIVE)).sqrt();
 
+    // The folder is made only now that there is something to put in it.
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let covered = weights.mapv(|w| w > 0.0);
     picture::amplitude_phase(&truth, &covered, "OBJECT").save(&args.out.join("object.png"))?;
     let difference = &image - &truth;
@@ -186,7 +187,13 @@ pub fn experiment(args: &Args) -> Result<Outcome> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let outcome = experiment(&args)?;
+    let existed = args.out.exists();
+    let outcome = experiment(&args).inspect_err(|_| {
+        if !existed {
+            // A folder this run made and could not fill goes again (only if empty).
+            let _ = std::fs::remove_dir(&args.out);
+        }
+    })?;
     println!(
         "demo: {} patches ({PATCH}×{PATCH}, M={CROP}) cut from a {OBJECT}×{OBJECT} Siemens-star object on a Fermat spiral, reassembled in {:.2} ms",
         args.positions,
@@ -200,8 +207,13 @@ pub fn run(args: Args) -> Result<()> {
         "wrote {0}/object.png, {0}/reassembly.png, {0}/difference.png, {0}/reassembly.npz, {0}/scan.npz",
         args.out.display()
     );
+    // The command as this process was started (`target/release/ptychostitch` after `cargo run`,
+    // `ptychostitch` when installed), so the line runs as written.
+    let me = std::env::args()
+        .next()
+        .unwrap_or_else(|| "ptychostitch".into());
     println!(
-        "try: ptychostitch reassemble {}/scan.npz --png scan.png",
+        "try: {me} reassemble {}/scan.npz --png scan.png",
         args.out.display()
     );
     Ok(())

@@ -1,5 +1,6 @@
 //! `ptychostitch`: PtychoPINN-exact patch reassembly from the shell.
 
+mod args;
 mod demo;
 mod device;
 mod input;
@@ -44,6 +45,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A file-size limit (`ulimit -f`) would otherwise kill the process with SIGXFSZ in the middle
+    // of a write, leaving its temporary file; ignored, the write fails with EFBIG and the error
+    // path removes it and says so in one line (Python ignores SIGXFSZ too).
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code, at start-up
+    // before any thread of ours exists; it cannot violate memory safety.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     // Ctrl-C or SIGTERM: remove the temporary files of writes in progress (waiting for a commit
     // that has begun, so an image and its picture stay a pair), then exit. Without a handler the
     // process would die at once and leave hidden `.NAME.tmp-*` files behind.

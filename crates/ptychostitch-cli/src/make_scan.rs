@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Number of patches.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = crate::args::count, allow_hyphen_values = true)]
     pub n: usize,
     /// Output: the patches, (n, 64, 64) complex64.
     #[arg(value_name = "PATCHES.npy")]
@@ -31,9 +31,6 @@ pub struct Args {
 const CHUNK: usize = 1024;
 
 pub fn run(args: Args) -> Result<()> {
-    if args.n == 0 {
-        bail!("-n must be at least 1");
-    }
     check_outputs(
         &[],
         &[

@@ -4,7 +4,7 @@ use crate::device::{self, Device};
 use crate::input::{Scan, ScanArgs};
 use crate::paths::{Output, check_outputs};
 use crate::{picture, progress};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ndarray::{Array1, Array2, Axis, arr0};
 use ptychostitch::geometry::{BYTES_PER_CANVAS_PIXEL, patch_stack, stack_shape};
 use ptychostitch::memory;
@@ -46,12 +46,18 @@ pub struct Args {
     #[arg(long, value_name = "FILE.png")]
     pub png: Option<PathBuf>,
     /// Worker threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::args::threads, allow_hyphen_values = true)]
     pub threads: usize,
     /// Patches per streamed chunk. Inputs are memory-mapped where the file allows (.npy files,
     /// uncompressed .npz members) and stitched chunk by chunk: peak memory is the canvas plus
     /// one chunk, whatever the number of patches. The result does not depend on it.
-    #[arg(long, default_value_t = 4096, value_name = "PATCHES")]
+    #[arg(
+        long,
+        default_value_t = 4096,
+        value_name = "PATCHES",
+        value_parser = crate::args::count,
+        allow_hyphen_values = true
+    )]
     pub chunk: usize,
     /// Where to run: the CPU, or an NVIDIA GPU (the whole stack is copied to it: no streaming).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
@@ -117,9 +123,6 @@ pub fn run(args: Args) -> Result<()> {
     }
     check_outputs(&args.scan.inputs, &outputs)?;
 
-    if args.chunk == 0 {
-        bail!("--chunk must be at least 1 patch");
-    }
     device::check(args.device)?;
     let scan = args.scan.load()?;
     let (n, size) = stack_shape(scan.patches.shape())
@@ -141,23 +144,16 @@ pub fn run(args: Args) -> Result<()> {
     let chunk = args.chunk.min(n);
     let chunk_bytes = if scan.patches.complex32_view().is_some() {
         0.0
-    } else if scan.patches.is_fortran_order() {
-        // Read whole (raw bytes, then the converted stack) before streaming from memory.
-        let whole =
-            (n * size * size) as f64 * (scan.patches.dtype().size().unwrap_or(8) + 8) as f64;
-        let limit = memory::limit();
-        if whole > limit.bytes {
-            bail!(
-                "patches '{}' are in Fortran order, which is read whole: {:.1} GB, more than the {:.1} GB this process may use ({}); save them in C order to stream them (numpy: np.save(path, np.ascontiguousarray(Y)))",
-                scan.patches_name,
-                whole / 1e9,
-                limit.bytes / 1e9,
-                limit.source
-            );
-        }
-        whole
     } else {
-        (chunk * size * size * std::mem::size_of::<Complex32>()) as f64
+        // One chunk read (in its own dtype) and converted; a Fortran-order chunk is transposed
+        // once more.
+        let raw = scan.patches.dtype().size().unwrap_or(8);
+        let copies = if scan.patches.is_fortran_order() {
+            2
+        } else {
+            1
+        };
+        (chunk * size * size) as f64 * (raw + copies * std::mem::size_of::<Complex32>()) as f64
     };
     let picture = if args.png.is_some() {
         picture::bytes_for(side)
@@ -207,7 +203,8 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Adds the patches to an accumulator `chunk` at a time: in place where they are in memory as
-/// complex64 already, otherwise read from the file (and converted) chunk by chunk. A progress
+/// complex64 already, otherwise read from the file (and converted) chunk by chunk into buffers
+/// reused from chunk to chunk (Fortran-order stacks too: one read per patch pixel per chunk). A progress
 /// bar in patches (rate, ETA) shows on a terminal.
 fn stitch_in_chunks(
     plan: &Plan,
@@ -218,29 +215,15 @@ fn stitch_in_chunks(
     let n = plan.len();
     let bar = progress::patches_bar(n as u64);
     let mut acc = plan.accumulator::<Complex32>(operation)?;
-    // Fortran-order rows are not contiguous in the file: such a stack is read and converted
-    // once, whole (it used to be re-read for every chunk: 100× slower), and streamed from memory.
-    let whole = if scan.patches.is_fortran_order() {
-        Some(scan.patches.to_complex32().with_context(|| {
-            format!(
-                "patches '{}' are in Fortran order, which is read whole; save them in C order to stream them (numpy: np.save(path, np.ascontiguousarray(Y)))",
-                scan.patches_name
-            )
-        })?)
-    } else {
-        None
-    };
-    let view = match &whole {
-        Some(all) => Some(all.view()),
-        None => scan.patches.complex32_view(),
-    };
+    let view = scan.patches.complex32_view();
+    let mut reader = scan.patches.row_reader();
     let mut noted = false;
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
         match &view {
             Some(all) => acc.add(start, all.slice_axis(Axis(0), (start..start + len).into()))?,
             None => {
-                let converted = scan.patches.to_complex32_rows(start, len)?;
+                let converted = reader.rows(start, len)?;
                 if !noted && *scan.patches.dtype() != Dtype::Complex64 {
                     noted = true;
                     bar.suspend(|| {
@@ -251,7 +234,7 @@ fn stitch_in_chunks(
                         )
                     });
                 }
-                acc.add(start, converted.view())?;
+                acc.add(start, converted)?;
             }
         }
         bar.inc(len as u64);

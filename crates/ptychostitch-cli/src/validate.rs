@@ -13,10 +13,10 @@ use std::time::Instant;
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// Scan sizes (number of patches) of the bench-grid scan.
-    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000")]
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000", value_parser = crate::args::count, allow_hyphen_values = true)]
     pub sizes: Vec<usize>,
     /// Worker threads for the fast path (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::args::threads, allow_hyphen_values = true)]
     pub threads: usize,
     /// Where the fast ("new") path runs: the CPU, or an NVIDIA GPU (against the CPU reference).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
@@ -31,13 +31,13 @@ pub struct ValidateArgs {
 pub struct BenchArgs {
     /// Scan sizes (number of patches), up to 100,000 or more if memory allows
     /// (each patch of the bench-grid scan is 64×64 complex64, 32 KiB).
-    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000", value_parser = crate::args::count, allow_hyphen_values = true)]
     pub sizes: Vec<usize>,
     /// Thread counts to measure (0 = all cores).
-    #[arg(long, value_delimiter = ',', default_value = "0")]
+    #[arg(long, value_delimiter = ',', default_value = "0", value_parser = crate::args::threads, allow_hyphen_values = true)]
     pub threads: Vec<usize>,
     /// Timed runs per size (after one warm-up); the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = crate::args::count, allow_hyphen_values = true)]
     pub runs: usize,
     /// Where to run: the CPU, or an NVIDIA GPU (reports device time with the stack resident
     /// and host-to-host time with the copies; cached plan, weights included).
@@ -54,20 +54,12 @@ fn seconds(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-fn check_sizes(sizes: &[usize]) -> Result<()> {
-    if sizes.contains(&0) {
-        bail!("--sizes: every size must be at least 1");
-    }
-    Ok(())
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 pub fn validate(args: ValidateArgs) -> Result<()> {
-    check_sizes(&args.sizes)?;
     let bar = progress::bar(args.sizes.len() as u64, "validate");
     let mut rows = Vec::new();
     for &n in &args.sizes {
@@ -149,14 +141,10 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
     if args.device == Device::Cuda {
         return bench_gpu(args);
     }
     let total = (args.sizes.len() * args.threads.len() * (args.runs + 1)) as u64;
-    check_sizes(&args.sizes)?;
     let bar = progress::bar(total, "bench");
     let mut rows = Vec::new();
     for &n in &args.sizes {
@@ -216,7 +204,6 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
 /// `bench --device cuda`: per size, the device-only and host-to-host medians.
 fn bench_gpu(args: BenchArgs) -> Result<()> {
-    check_sizes(&args.sizes)?;
     let mut rows = Vec::new();
     for &n in &args.sizes {
         let (patches, offsets) = bench_grid(n, 1)?;

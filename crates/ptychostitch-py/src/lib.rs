@@ -39,7 +39,9 @@ pub(crate) fn to_py(err: Error, signals: &Signals) -> PyErr {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_else(|| PyKeyboardInterrupt::new_err("interrupted")),
-        Error::OutOfMemory { .. } => PyMemoryError::new_err(err.to_string()),
+        Error::OutOfMemory { .. } | Error::MemoryHeld { .. } => {
+            PyMemoryError::new_err(err.to_string())
+        }
         Error::ThreadPool { .. } | Error::Gpu { .. } => PyRuntimeError::new_err(err.to_string()),
         // The exception's type already says GpuUnavailable: its message is the reason alone.
         Error::GpuUnavailable { reason } => GpuUnavailable::new_err(reason),

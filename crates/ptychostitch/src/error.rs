@@ -106,6 +106,28 @@ pub enum Error {
         limit_source: &'static str,
     },
 
+    /// The canvas alone would fit, but not beside what the process already holds (an input
+    /// read whole: a compressed `.npz` member, a Fortran-order stack).
+    #[error(
+        "out of memory: the {side}×{side}-pixel canvas and its working memory need {} more, but this process already holds {} of the {} it may use ({limit_source}); inputs read whole (compressed .npz members, Fortran-order stacks) count",
+        human_bytes(*needed_bytes),
+        human_bytes(*held_bytes),
+        human_bytes(*limit_bytes),
+        side = human_count(*side)
+    )]
+    MemoryHeld {
+        /// Canvas side `S` in pixels.
+        side: f64,
+        /// Bytes still to allocate.
+        needed_bytes: f64,
+        /// Resident bytes the process holds already.
+        held_bytes: f64,
+        /// The whole limit.
+        limit_bytes: f64,
+        /// Where the limit comes from.
+        limit_source: &'static str,
+    },
+
     /// A large allocation failed.
     #[error("out of memory: could not allocate {} for {what}", human_bytes(*bytes))]
     OutOfMemory {

@@ -77,6 +77,16 @@ fn check_with(bytes: f64, side: f64, in_use: f64, limit: Limit) -> Result<()> {
     if bytes.is_finite() && in_use + bytes <= limit.bytes {
         return Ok(());
     }
+    if bytes.is_finite() && bytes <= limit.bytes {
+        // Not the canvas's fault: what the process holds already leaves too little room.
+        return Err(Error::MemoryHeld {
+            side,
+            needed_bytes: bytes,
+            held_bytes: in_use,
+            limit_bytes: limit.bytes,
+            limit_source: limit.source,
+        });
+    }
     Err(Error::CanvasTooLarge {
         side,
         needed_bytes: bytes,
@@ -111,7 +121,7 @@ pub fn try_zeroed_vec<T: bytemuck::Zeroable>(
 /// `madvise` mode, the common default): one fault per 2 MiB instead of per 4 KiB when it is
 /// first written. The patches' cotangent at n = 10,000 (328 MB, written sparsely) is the case
 /// this is for. Only advice: nothing changes where the kernel declines.
-fn advise_huge_pages(ptr: *const u8, bytes: usize) {
+pub(crate) fn advise_huge_pages(ptr: *const u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
@@ -253,6 +263,27 @@ mod tests {
         assert!(text.contains("1.000e15×1.000e15-pixel canvas"), "{text}");
         assert!(check(1024.0, 10.0).is_ok());
         assert!(check(f64::INFINITY, f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn memory_held_already_is_not_blamed_on_the_canvas() {
+        let limit = Limit {
+            bytes: 1e9,
+            source: "cgroup memory limit",
+        };
+        // A small canvas that does not fit beside 0.95 GB of input read whole.
+        let err = check_with(1e8, 1000.0, 9.5e8, limit).unwrap_err();
+        assert!(matches!(err, Error::MemoryHeld { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("out of memory: the 1000×1000-pixel canvas")
+                && text.contains("already holds 906.0 MiB of the 953.7 MiB")
+                && !text.contains("span too far"),
+            "{text}"
+        );
+        // A canvas larger than the whole limit is the offsets' doing.
+        let err = check_with(2e9, 1e5, 9.5e8, limit).unwrap_err();
+        assert!(matches!(err, Error::CanvasTooLarge { .. }), "{err}");
     }
 
     #[test]

@@ -73,4 +73,8 @@ def apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]]
         offsets = torch.as_tensor(np.asarray(offsets, dtype=np.float64))
     if x.dtype not in (torch.complex64, torch.float32, torch.complex128, torch.float64):
         x = x.to(torch.complex64 if x.is_complex() else torch.float32)
+    if offsets.dtype not in (torch.float32, torch.float64):
+        # bfloat16 and float16 widen exactly (NumPy reads no bfloat16); the gradient flows back
+        # through the cast in the offsets' own dtype.
+        offsets = offsets.to(torch.float64)
     return run(kernel, gpu, x, offsets)

@@ -34,6 +34,15 @@ pub enum NpyError {
         /// What the operating system said.
         error: std::io::Error,
     },
+    /// The path names something that is not a file on a disk (a FIFO, a device, a socket, a
+    /// directory): arrays are read at positions, which only a regular file allows.
+    #[error("{path}: not a regular file ({kind}); arrays are read from files on a disk")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// Memory for the array could not be allocated.
     #[error("{what}: out of memory: could not allocate {} for the array", crate::error::human_bytes(*bytes))]
     OutOfMemory {
@@ -296,8 +305,8 @@ impl NpyArray {
         &self.dtype
     }
 
-    /// True for an array stored in Fortran (column-major) order: its rows are not contiguous,
-    /// so it cannot be read a chunk of rows at a time.
+    /// True for an array stored in Fortran (column-major) order: its rows are not contiguous
+    /// (a chunk of rows is read as one run per trailing index).
     pub fn is_fortran_order(&self) -> bool {
         self.fortran_order
     }
@@ -403,12 +412,33 @@ impl NpyArray {
 
     /// Rows `start..start + len` along the first axis, as `complex64` (as
     /// [`NpyArray::to_complex32`]): one chunk of a patch stack, converted without touching the
-    /// rest. C-order arrays only; a Fortran-order array is converted whole and sliced.
+    /// rest. A Fortran-order array's rows are read as one run per trailing index (see
+    /// `fortran_rows`), also without touching the rest.
     pub fn to_complex32_rows(
         &self,
         start: usize,
         len: usize,
     ) -> Result<ArrayD<Complex32>, NpyError> {
+        let shape = self.rows_shape(start, len)?;
+        let per_row: usize = self.shape[1..].iter().product();
+        let (first, count) = (start * per_row, len * per_row);
+        let mut scratch = mapped::Scratch::default();
+        if self.rows_into(start, len, &mut scratch)? {
+            let mut values = scratch.out;
+            values.truncate(count);
+            return ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| NpyError::Format {
+                what: self.what.clone(),
+                reason: e.to_string(),
+            });
+        }
+        if let Some(rows) = self.read_range("complex", first, count, shape.clone())? {
+            return rows.to_complex32();
+        }
+        self.collect_in("complex", first, count, shape, |i| self.complex32_at(i))
+    }
+
+    /// The shape of rows `start..start + len`, or the error for a range past the end.
+    fn rows_shape(&self, start: usize, len: usize) -> Result<Vec<usize>, NpyError> {
         let rows = self.shape.first().copied().unwrap_or(0);
         if start.checked_add(len).is_none_or(|end| end > rows) {
             return Err(NpyError::Format {
@@ -419,23 +449,9 @@ impl NpyArray {
                 ),
             });
         }
-        if self.fortran_order {
-            let all = self.to_complex32()?;
-            return Ok(all
-                .slice_axis(ndarray::Axis(0), (start..start + len).into())
-                .to_owned());
-        }
-        let per_row: usize = self.shape[1..].iter().product();
         let mut shape = self.shape.clone();
         shape[0] = len;
-        let (first, count) = (start * per_row, len * per_row);
-        if let Some(rows) = self.read_complex32_rows(first, count, &shape)? {
-            return Ok(rows);
-        }
-        if let Some(rows) = self.read_range("complex", first, count, shape.clone())? {
-            return rows.to_complex32();
-        }
-        self.collect_in("complex", first, count, shape, |i| self.complex32_at(i))
+        Ok(shape)
     }
 
     fn complex32_at(&self, i: usize) -> Option<Complex32> {
@@ -637,17 +653,62 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, NpyError> {
     NpyArray::read_from(&path.display().to_string(), std::io::BufReader::new(file))
 }
 
-/// Opens a file to read, refusing a directory (which `File::open` accepts on Linux).
+/// Opens a file to read, refusing what is not a regular file (a directory, which `File::open`
+/// accepts on Linux; a FIFO, on which `open` would block; a device such as `/dev/null`).
 fn open_file(path: &Path) -> Result<File, NpyError> {
     let io = |error| NpyError::Io {
         path: path.to_path_buf(),
         error,
     };
-    let file = File::open(path).map_err(io)?;
-    if file.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(io(std::io::Error::from(std::io::ErrorKind::IsADirectory)));
+    let regular = |meta: &std::fs::Metadata| match file_kind(meta) {
+        None => Ok(()),
+        Some(kind) => Err(NpyError::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        }),
+    };
+    // Checked on the path first, so a FIFO is refused before `open` could wait for a writer.
+    regular(&std::fs::metadata(path).map_err(io)?)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // A path swapped for a FIFO between the check and the open must not block either
+        // (O_NONBLOCK changes nothing for a regular file).
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
     }
+    let file = options.open(path).map_err(io)?;
+    regular(&file.metadata().map_err(io)?)?;
     Ok(file)
+}
+
+/// What a path is when it is not a regular file.
+fn file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    if kind.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some("a FIFO");
+        }
+        if kind.is_char_device() {
+            return Some("a character device");
+        }
+        if kind.is_block_device() {
+            return Some("a block device");
+        }
+        if kind.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("not a file")
 }
 
 /// An open `.npz` archive.
@@ -897,6 +958,10 @@ pub fn write_files_atomically(files: Vec<(&Path, Fill<'_>)>) -> Result<(), NpyEr
         }
     }
     let mut registry = pending();
+    // Files written together are renamed under an exclusive lock on their folders, so that two
+    // processes writing the same pair cannot interleave their renames (one's image beside the
+    // other's picture): each pair lands whole, the later one last.
+    let _locks = (failure.is_none() && written.len() > 1).then(|| lock_folders(&written));
     if failure.is_none() {
         for (tmp, path) in &written {
             if let Err(error) = std::fs::rename(tmp, path) {
@@ -917,6 +982,48 @@ pub fn write_files_atomically(files: Vec<(&Path, Fill<'_>)>) -> Result<(), NpyEr
     failure.map_or(Ok(()), Err)
 }
 
+/// Exclusive advisory locks (`flock`) on the folders of `written`'s temporary files, taken in
+/// one order (so two writers cannot deadlock) and released when the handles drop. Best effort:
+/// a folder that cannot be opened or locked (a file system without `flock`) is left unlocked.
+fn lock_folders(written: &[(PathBuf, &Path)]) -> Vec<File> {
+    let mut folders: Vec<PathBuf> = written
+        .iter()
+        .filter_map(|(tmp, _)| tmp.parent())
+        .map(|d| {
+            let d = if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            };
+            d.canonicalize().unwrap_or_else(|_| d.to_path_buf())
+        })
+        .collect();
+    folders.sort();
+    folders.dedup();
+    let mut locks = Vec::with_capacity(folders.len());
+    for folder in folders {
+        let Ok(handle) = File::open(&folder) else {
+            continue;
+        };
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            loop {
+                // SAFETY: `handle` owns an open descriptor for the whole call; flock only takes
+                // a lock on it and touches no memory of ours.
+                let rc = unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX) };
+                if rc == 0
+                    || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    break;
+                }
+            }
+        }
+        locks.push(handle);
+    }
+    locks
+}
+
 /// For a signal handler that is about to end the process: waits for a commit in progress (so
 /// files written together stay together), removes every temporary file still being written, and
 /// blocks all later commits for the rest of the process's life.
@@ -934,13 +1041,24 @@ pub fn abandon_pending_writes() {
 pub fn npz_fill<'a>(arrays: &'a [(&str, NpyView<'_>)]) -> Fill<'a> {
     Box::new(move |w| {
         let mut zip = zip::ZipWriter::new(SeekableBuf(w));
-        for (name, array) in arrays {
-            let options = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored)
-                .large_file(array.npy_len() >= u32::MAX as u64);
-            zip.start_file(format!("{name}.npy"), options)
-                .map_err(std::io::Error::other)?;
-            array.write_npy_to(&mut zip)?;
+        let written = (|| {
+            for (name, array) in arrays {
+                let options = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored)
+                    .large_file(array.npy_len() >= u32::MAX as u64);
+                zip.start_file(format!("{name}.npy"), options)
+                    .map_err(std::io::Error::other)?;
+                array.write_npy_to(&mut zip)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // The temporary file is discarded. Dropping the writer would try to finish the
+            // archive on the failed file (a full disk, say) and print "ZipWriter::drop: failed
+            // to finalize archive" to stderr beside our own error line; forgetting it leaks only
+            // the entries' small metadata, once, on this error path.
+            std::mem::forget(zip);
+            return Err(e);
         }
         zip.finish().map_err(std::io::Error::other)?;
         Ok(())
@@ -1006,6 +1124,78 @@ mod tests {
         assert!(err.to_string().contains("truncated"), "{err}");
         let err = NpyArray::from_bytes("y.npy", b"hello world".to_vec()).unwrap_err();
         assert!(err.to_string().contains("not a valid .npy"), "{err}");
+    }
+
+    #[test]
+    fn fortran_order_rows_equal_the_whole_arrays_rows() {
+        // Element (i, j, k) of a 7×3×5 stack is i + 10j + 100k (+ i/4 imaginary), stored in
+        // Fortran order in three dtypes; every row range, read in memory, from the file and
+        // through one reader reused across ranges of different sizes, equals the whole array's.
+        let shape = [7_usize, 3, 5];
+        let value = |i: usize, j: usize, k: usize| {
+            Complex32::new((i + 10 * j + 100 * k) as f32, i as f32 / 4.0)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for descr in ["<c8", ">c16", "<f4"] {
+            let header =
+                format!("{{'descr': '{descr}', 'fortran_order': True, 'shape': (7, 3, 5), }}");
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(header.as_bytes());
+            for k in 0..shape[2] {
+                for j in 0..shape[1] {
+                    for i in 0..shape[0] {
+                        let v = value(i, j, k);
+                        match descr {
+                            "<c8" => {
+                                bytes.extend_from_slice(&v.re.to_le_bytes());
+                                bytes.extend_from_slice(&v.im.to_le_bytes());
+                            }
+                            ">c16" => {
+                                bytes.extend_from_slice(&(v.re as f64).to_be_bytes());
+                                bytes.extend_from_slice(&(v.im as f64).to_be_bytes());
+                            }
+                            _ => bytes.extend_from_slice(&v.re.to_le_bytes()),
+                        }
+                    }
+                }
+            }
+            let path = dir.path().join(format!("f{}.npy", &descr[1..]));
+            std::fs::write(&path, &bytes).unwrap();
+            let owned = NpyArray::from_bytes("f", bytes).unwrap();
+            let in_file = NpyArray::map_npy(&path).unwrap();
+            let whole = owned.to_complex32().unwrap();
+            for (i, j, k) in indices(shape) {
+                let want = if descr == "<f4" {
+                    Complex32::new(value(i, j, k).re, 0.0)
+                } else {
+                    value(i, j, k)
+                };
+                assert_eq!(whole[[i, j, k]], want, "{descr}");
+            }
+            let mut reader = in_file.row_reader();
+            for (start, len) in [(0, 7), (2, 3), (6, 1), (0, 1), (1, 6), (3, 0)] {
+                let want = whole.slice_axis(ndarray::Axis(0), (start..start + len).into());
+                assert_eq!(
+                    owned.to_complex32_rows(start, len).unwrap(),
+                    want,
+                    "{descr}"
+                );
+                assert_eq!(
+                    in_file.to_complex32_rows(start, len).unwrap(),
+                    want,
+                    "{descr}"
+                );
+                assert_eq!(reader.rows(start, len).unwrap(), want, "{descr}");
+            }
+            assert!(in_file.to_complex32_rows(5, 3).is_err());
+        }
+    }
+
+    fn indices(shape: [usize; 3]) -> impl Iterator<Item = (usize, usize, usize)> {
+        (0..shape[0]).flat_map(move |i| {
+            (0..shape[1]).flat_map(move |j| (0..shape[2]).map(move |k| (i, j, k)))
+        })
     }
 
     #[test]
