@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Every check and test of the project, on a fresh machine too:
 #   Rust: cargo fmt --check, clippy -D warnings, cargo doc -D warnings, cargo test (library + CLI)
-#   Python: builds the extension with maturin into a fresh virtual environment with the test
+#   The wheel users install: scripts/build_wheel.sh (abi3, manylinux_2_17, with the console command).
+#   Python: a fresh virtual environment whose PATH has no cargo, rustc or C compiler, the test
 #   dependencies (numpy, pytest, tensorflow-cpu for the tf.Tensor / tf.function / installer
 #   tests, dask + distributed for ptychostitch.dask, jax[cpu] for DLPack arrays and JAX autodiff,
-#   torch for autograd: PyPI's build, 5.3 GB with its CUDA libraries, runs on the CPU), then pytest.
+#   torch for autograd: PyPI's build, 5.3 GB with its CUDA libraries, runs on the CPU), the
+#   wheel, then pytest (the console command's tests included: python/tests/test_console.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,11 +19,34 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== cargo test"
 cargo test
 
-echo "== python: fresh virtual environment, build the extension, pytest"
+echo "== the wheel users install (scripts/build_wheel.sh)"
+bash scripts/build_wheel.sh
+wheel=$(ls target/wheels/*.whl)
+
+echo "== python: a fresh virtual environment with no Rust or C toolchain on PATH, the wheel, pytest"
 venv=target/test-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "maturin>=1.7,<2" numpy pytest tensorflow-cpu "dask[array]" distributed "jax[cpu]" torch
-"$venv/bin/python" -m pip install --quiet --no-build-isolation .
-"$venv/bin/python" -m pytest -ra python/tests
+# PATH for everything from here: the venv and a folder of basic tools, nothing that compiles.
+bare=target/bare-path
+rm -rf "$bare"
+mkdir -p "$bare"
+for tool in sh bash env uname cat ls mkdir rm grep sed head tail sleep kill date ldconfig nproc timeout true false; do
+    found=$(command -v "$tool" || true)
+    if [ -n "$found" ]; then ln -s "$found" "$bare/$tool"; fi
+done
+bare_path="$PWD/$venv/bin:$PWD/$bare"
+for tool in cargo rustc cc gcc c++ g++ clang zig; do
+    if env PATH="$bare_path" sh -c "command -v $tool" >/dev/null; then
+        echo "a toolchain is on the test PATH: $tool"
+        exit 1
+    fi
+done
+env PATH="$bare_path" python -m pip install --quiet --upgrade pip
+env PATH="$bare_path" python -m pip install --quiet numpy pytest tensorflow-cpu "dask[array]" distributed "jax[cpu]" torch
+started=$(date +%s.%N)
+env PATH="$bare_path" python -m pip install --quiet "$wheel"
+installed=$(date +%s.%N)
+echo "== installed $(basename "$wheel") ($(du -h "$wheel" | cut -f1)) in $(echo "$started $installed" | awk '{printf "%.1f", $2 - $1}') s, without cargo, rustc or a C compiler"
+echo "   tags: $(basename "$wheel" .whl | cut -d- -f3-); imported from: $(env PATH="$bare_path" python -c 'import ptychostitch; print(ptychostitch.__file__)')"
+env PATH="$bare_path" python -m pytest -ra python/tests

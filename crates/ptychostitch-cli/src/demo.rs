@@ -186,7 +186,8 @@ pub fn experiment(args: &Args) -> Result<Outcome> {
     })
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// Runs the demo; `program` is the command as it was started, for the suggested next line.
+pub fn run(args: Args, program: &str) -> Result<()> {
     let existed = args.out.exists();
     let outcome = experiment(&args).inspect_err(|_| {
         if !existed {
@@ -207,13 +208,10 @@ pub fn run(args: Args) -> Result<()> {
         "wrote {0}/object.png, {0}/reassembly.png, {0}/difference.png, {0}/reassembly.npz, {0}/scan.npz",
         args.out.display()
     );
-    // The command as this process was started (`target/release/ptychostitch` after `cargo run`,
-    // `ptychostitch` when installed), so the line runs as written.
-    let me = std::env::args()
-        .next()
-        .unwrap_or_else(|| "ptychostitch".into());
+    // The command as it was started (`target/release/ptychostitch` after `cargo run`, the
+    // console command's path when installed), so the line runs as written.
     println!(
-        "try: {me} reassemble {}/scan.npz --png scan.png",
+        "try: {program} reassemble {}/scan.npz --png scan.png",
         args.out.display()
     );
     Ok(())

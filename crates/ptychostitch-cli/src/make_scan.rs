@@ -30,7 +30,8 @@ pub struct Args {
 /// Patches generated and written per step.
 const CHUNK: usize = 1024;
 
-pub fn run(args: Args) -> Result<()> {
+/// Writes the scan; `program` is the command as it was started, for the suggested next line.
+pub fn run(args: Args, program: &str) -> Result<()> {
     check_outputs(
         &[],
         &[
@@ -78,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
         (&args.offsets, offsets_fill),
     ])?;
     println!(
-        "wrote the bench-grid scan: {n} patches of {BENCH_PATCH}×{BENCH_PATCH} complex64 to {} ({:.1} GB) and their [x, y] offsets to {}; reassemble with: ptychostitch reassemble {} {} -M {BENCH_CROP}",
+        "wrote the bench-grid scan: {n} patches of {BENCH_PATCH}×{BENCH_PATCH} complex64 to {} ({:.1} GB) and their [x, y] offsets to {}; reassemble with: {program} reassemble {} {} -M {BENCH_CROP}",
         args.patches.display(),
         (n * per_patch * 8) as f64 / 1e9,
         args.offsets.display(),

@@ -611,9 +611,19 @@ fn gpu_available(py: Python<'_>) -> (bool, Option<String>, Option<String>) {
     }
 }
 
+/// Runs the command-line tool on `argv` (`argv[0]` the program) and returns its exit status:
+/// what the wheel's `ptychostitch` console command does (`ptychostitch._cli`). It is the
+/// process's whole work: it takes over SIGINT and SIGTERM, and bad arguments or a signal end
+/// the process; not for use inside another program.
+#[pyfunction]
+fn cli(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
+    py.detach(|| ptychostitch_cli::run(argv))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stitch, m)?)?;
+    m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_available, m)?)?;
     m.add_class::<Plan>()?;
     m.add_class::<Extraction>()?;
