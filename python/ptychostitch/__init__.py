@@ -98,6 +98,30 @@ GpuUnavailable.__doc__ = (
 )
 
 
+def _nvidia_library_dirs() -> list:
+    """The ``nvidia/*/lib`` folders of this environment: where pip puts the NVRTC that torch,
+    JAX and CuPy install (``nvidia/cuda_nvrtc/lib`` for CUDA 12, ``nvidia/cu13/lib`` for 13),
+    off the loader's path. The GPU backend looks there first (found when it first starts, not
+    now: nothing is loaded at import)."""
+    import os
+
+    found = []
+    for entry in sys.path:
+        root = os.path.join(entry or ".", "nvidia")
+        try:
+            packages = sorted(os.listdir(root))
+        except OSError:
+            continue
+        for package in packages:
+            lib = os.path.join(root, package, "lib")
+            if os.path.isdir(lib) and lib not in found:
+                found.append(lib)
+    return found
+
+
+_native.add_library_dirs(_nvidia_library_dirs())
+
+
 class GpuInfo(NamedTuple):
     """What :func:`gpu_available` found: a GPU's name, or why none can be used. True when one
     can be used."""
@@ -231,12 +255,15 @@ def _host(value: Any) -> Any:
 
 
 def _dlpack_readable(value: Any) -> Any:
-    """`value`, with a framework's bfloat16 widened to float32 (exact) on its own device: NumPy
-    cannot import bfloat16 through DLPack."""
+    """`value` as NumPy can import it through DLPack: a torch tensor's lazy conjugate or negation
+    resolved, a framework's bfloat16 widened to float32 (exact) on its own device."""
+    kind = _framework(value)
+    if kind == "torch":
+        # A lazy conjugate or negation (x.conj(), -x views) is not exportable through DLPack.
+        value = value.resolve_conj().resolve_neg()
     dtype = getattr(value, "dtype", None)
     if dtype is None or "bfloat16" not in str(dtype):
         return value
-    kind = _framework(value)
     if kind == "torch":
         return value.float()
     if kind in ("jax", "cupy"):
@@ -297,6 +324,8 @@ def _device_cast(obj: Any, kind: Optional[str]) -> Any:
     if kind == "torch":
         torch = sys.modules["torch"]
         target = torch.complex64 if obj.is_complex() else torch.float32
+        # A lazy conjugate or negation (x.conj(), -x views) is not exportable through DLPack.
+        obj = obj.resolve_conj().resolve_neg()
         return obj if obj.dtype == target else obj.to(target)
     if kind == "tensorflow":
         tf = sys.modules["tensorflow"]
@@ -315,17 +344,48 @@ def _patch_side(obj: Any) -> int:
     return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else 1
 
 
+def _memory_hint(kind: Optional[str], error: BaseException) -> Optional[str]:
+    """What to say when the GPU is out of memory and the caller's framework is the likely
+    reason: TensorFlow maps nearly all of it and JAX 75% by default."""
+    text = str(error)
+    if not (isinstance(error, MemoryError) or "OUT_OF_MEMORY" in text):
+        return None
+    if kind == "tensorflow":
+        return (
+            f"{text}; TensorFlow reserves nearly all GPU memory by default: call "
+            "tf.config.experimental.set_memory_growth(gpu, True) for each GPU before TensorFlow first uses it"
+        )
+    if kind == "jax":
+        return (
+            f"{text}; JAX preallocates 75% of GPU memory by default: set XLA_PYTHON_CLIENT_PREALLOCATE=false "
+            "(or a smaller XLA_PYTHON_CLIENT_MEM_FRACTION) before JAX starts"
+        )
+    return None
+
+
 def _run_on_gpu(plan: Any, obj: Any, op: str) -> Any:
     """Stitches patches held in CUDA memory on their GPU with the native `plan`; returns the
     ``(S, S, 1)`` canvas as the caller's framework tensor on the same device."""
     kind = _framework(obj)
-    obj = _device_cast(obj, kind)
+    try:
+        return _run_on_device(plan, _device_cast(obj, kind), op, kind)
+    except (MemoryError, RuntimeError) as error:
+        hint = _memory_hint(kind, error)
+        if hint is None:
+            raise
+        raise MemoryError(hint) from error
+
+
+def _run_on_device(plan: Any, obj: Any, op: str, kind: Optional[str]) -> Any:
     side = plan.canvas_side
     if kind == "torch":
         torch = sys.modules["torch"]
-        stream = torch.cuda.current_stream(obj.device).cuda_stream
-        out = torch.empty((side, side, 1), dtype=obj.dtype, device=obj.device)
-        plan.run_cuda(obj, op, stream, out)
+        # The tensor's device current while it is exported (torch >= 2.9 refuses __dlpack__
+        # for another), the caller's restored after.
+        with torch.cuda.device(obj.device):
+            stream = torch.cuda.current_stream(obj.device).cuda_stream
+            out = torch.empty((side, side, 1), dtype=obj.dtype, device=obj.device)
+            plan.run_cuda(obj, op, stream, out)
         return out
     if kind == "cupy":
         cupy = sys.modules["cupy"]

@@ -84,6 +84,86 @@ def test_the_native_gpu_entry_reads_dlpack_and_refuses_host_memory():
         plan.run_cuda(host, "stitch")
 
 
+# --- What the review of the GPU path (issue 17) asked, checked without a GPU -----------------
+
+
+class LegacyProducer:
+    """A DLPack producer from before DLPack 1.0's keywords (torch <= 2.8, older CuPy):
+    ``__dlpack__`` takes ``stream`` only, so ``max_version=`` is a TypeError."""
+
+    def __init__(self, array):
+        self.array, self.calls = array, []
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+    def __dlpack__(self, stream=None):
+        self.calls.append(stream)
+        return self.array.__dlpack__()
+
+
+def probe():
+    if not hasattr(ps._native, "dlpack_probe"):
+        pytest.skip("built without the cuda feature")
+    return ps._native.dlpack_probe
+
+
+def test_dlpack_producers_without_max_version_are_asked_again():
+    """dlpark asks every producer for a versioned capsule (max_version=); one that refuses the
+    keyword is asked again without it, and read from its legacy capsule."""
+    a = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)[:, ::2]
+    legacy = LegacyProducer(a)
+    device_type, device_id, shape, strides = probe()(legacy)
+    assert (device_type, device_id, shape) == (1, 0, [3, 2, 5])
+    assert strides in (None, [20, 10, 1])
+    assert legacy.calls == [None]  # the second call, without max_version
+    # A modern producer (NumPy) is read at the first call.
+    assert probe()(a)[2] == [3, 2, 5]
+
+
+def test_a_producer_that_fails_otherwise_keeps_its_first_error():
+    class Broken(LegacyProducer):
+        def __dlpack__(self, stream=None, **kwargs):
+            raise TypeError("cannot export this tensor")
+
+    with pytest.raises(TypeError, match="cannot export this tensor"):
+        probe()(Broken(np.zeros(3, np.float32)))
+
+
+def test_torch_conjugate_and_negative_views_are_resolved():
+    """torch's lazy conj() and negation views refuse __dlpack__; they are resolved first (the
+    GPU path does the same on the device)."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    rng = np.random.default_rng(11)
+    obj = (rng.standard_normal((6, 16, 16)) + 1j * rng.standard_normal((6, 16, 16))).astype(np.complex64)
+    off = rng.uniform(-3, 3, (6, 2))
+    t = torch.from_numpy(obj)
+    assert t.conj().is_conj()
+    out = ps.reassemble_position(t.conj(), off, 8)
+    assert np.array_equal(out.numpy(), ps.reassemble_position(obj.conj(), off, 8))
+    neg = torch._neg_view(t) if hasattr(torch, "_neg_view") else -t
+    assert np.array_equal(ps.shift_and_sum(neg, off, 8).numpy(), ps.shift_and_sum(-obj, off, 8))
+
+
+def test_nvrtc_is_looked_for_in_this_environments_nvidia_folders(tmp_path, monkeypatch):
+    """pip's NVRTC (nvidia/cuda_nvrtc/lib, nvidia/cu13/lib) is off the loader's path: the
+    package hands those folders to the GPU backend (searched first, found when it starts)."""
+    for package in ["cuda_nvrtc", "cu13", "cublas"]:
+        (tmp_path / "nvidia" / package / "lib").mkdir(parents=True)
+    (tmp_path / "nvidia" / "no_lib").mkdir()
+    monkeypatch.setattr(ps.sys, "path", [str(tmp_path), str(tmp_path / "missing")])
+    found = ps._nvidia_library_dirs()
+    assert found == [str(tmp_path / "nvidia" / p / "lib") for p in ["cu13", "cublas", "cuda_nvrtc"]]
+
+
+def test_out_of_gpu_memory_names_the_framework_setting():
+    error = MemoryError("out of memory: could not allocate 1.0 GiB for the canvas on NVIDIA H200")
+    assert "set_memory_growth" in ps._memory_hint("tensorflow", error)
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE=false" in ps._memory_hint("jax", RuntimeError("CUDA_ERROR_OUT_OF_MEMORY"))
+    assert ps._memory_hint("torch", error) is None
+    assert ps._memory_hint("jax", RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")) is None
+
+
 # --- With a GPU -------------------------------------------------------------------------------
 
 
@@ -164,6 +244,22 @@ def test_torch_on_a_side_stream_strided_and_cast():
     got = ps.shift_and_sum(torch.from_numpy(real).cuda(), off, M)
     assert got.dtype == torch.float32
     same_bits_nan_by_position(got.cpu().numpy(), ps.shift_and_sum(real, off, M), "float32")
+
+
+@needs_gpu
+def test_a_gpu_other_than_the_current_one():
+    """The tensor's device is made current while it is exported (torch >= 2.9 refuses
+    __dlpack__ otherwise) and the caller's current device is the same afterwards."""
+    torch = torch_cuda()
+    if torch.cuda.device_count() < 2:
+        pytest.skip("one GPU here: the multi-GPU case needs two")
+    rng = np.random.default_rng(5)
+    obj = rng.standard_normal((4, 16, 16, 1)).astype(np.complex64)
+    off = rng.uniform(-3, 3, (4, 2))
+    torch.cuda.set_device(0)
+    out = ps.reassemble_position(torch.from_numpy(obj).to("cuda:1"), off, 8)
+    assert out.device == torch.device("cuda:1") and torch.cuda.current_device() == 0
+    same_bits_nan_by_position(out.cpu().numpy(), ps.reassemble_position(obj, off, 8), "cuda:1")
 
 
 @needs_gpu

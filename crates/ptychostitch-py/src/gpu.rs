@@ -15,16 +15,18 @@
 use crate::to_py;
 use dlpark::ffi::{DLDataType, DLDevice, DLDeviceType};
 use dlpark::metadata::Fixed;
+use dlpark::python::consumer::ImportedDlpack;
 use dlpark::python::consumer::stream;
 use dlpark::python::{
     DlpackExporter, DlpackStream, ExportRequest, ImportRequest, StreamArg, export_dlpack,
 };
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
 use ptychostitch::gpu::cuda::{DeviceCanvas, Gpu, GpuPlan};
-use ptychostitch::gpu::launch::{Stack, check_canvas_layout};
+use ptychostitch::gpu::launch::{Stack, check_aligned, check_canvas_layout};
 use ptychostitch::{Error, Operation, Plan as CorePlan};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,55 @@ unsafe impl DlpackStream for Consumer {
     fn as_python_arg(&self, _py: Python<'_>, _device: DLDevice) -> PyResult<StreamArg> {
         Ok(stream::cuda(self.0 as *mut c_void))
     }
+}
+
+/// Imports `object` through DLPack with `request` (made from it), the consumer stream `stream`
+/// (a raw `CUstream`; `None` for host memory). dlpark always asks `__dlpack__` for a versioned
+/// capsule (`max_version=`); producers older than DLPack 1.0's keywords (torch ≤ 2.8, older
+/// CuPy) refuse it with a TypeError, and are then asked again without it, for a legacy capsule.
+pub(crate) fn import_compat(
+    object: &Bound<'_, PyAny>,
+    request: ImportRequest<'_>,
+    stream: Option<usize>,
+) -> PyResult<ImportedDlpack> {
+    let consumer = stream.map(Consumer);
+    let first = request.import(consumer.as_ref().map(|c| c as &dyn DlpackStream), None);
+    let error = match first {
+        Ok(imported) => return Ok(imported),
+        Err(e) if e.is_instance_of::<PyTypeError>(object.py()) => e,
+        Err(e) => return Err(e),
+    };
+    let py = object.py();
+    let kwargs = PyDict::new(py);
+    if let Some(raw) = stream {
+        // DLPack's CUDA stream numbers: 1 is the legacy default stream (0 is not allowed).
+        kwargs.set_item("stream", if raw == 0 { 1 } else { raw })?;
+    }
+    let capsule = match object.call_method("__dlpack__", (), Some(&kwargs)) {
+        Ok(capsule) => capsule,
+        // Not the keyword after all: the first error says what the producer refused.
+        Err(_) => return Err(error),
+    };
+    ImportRequest::new(capsule.as_borrowed())?.import(None, None)
+}
+
+/// `(device type, device id, shape, strides)` of an imported tensor.
+type Described = (u32, i32, Vec<i64>, Option<Vec<i64>>);
+
+/// `(device type, device id, shape, strides)` of what `import_compat` reads from a host (CPU)
+/// producer: the DLPack negotiation, tested without a GPU.
+#[pyfunction]
+pub(crate) fn dlpack_probe(object: &Bound<'_, PyAny>) -> PyResult<Described> {
+    let request = ImportRequest::new(object.as_borrowed())?;
+    let imported = import_compat(object, request, None)?;
+    let tensor = imported.validate().map_err(dlpack_error)?;
+    let device = tensor.device();
+    Ok((
+        device.device_type.0,
+        device.device_id,
+        tensor.shape().to_vec(),
+        tensor.strides().map(<[i64]>::to_vec),
+    ))
 }
 
 /// The CUDA ordinal of a DLPack device, or the TypeError for any other device.
@@ -107,14 +158,14 @@ pub(crate) fn run(
                 Some(raw) => unsafe { gpu.borrow_stream(raw) },
                 None => gpu.default_stream(),
             };
-            (request.import(Some(&Consumer(on.raw())), None)?, gpu, on)
+            (import_compat(patches, request, Some(on.raw()))?, gpu, on)
         }
         // A capsule (TensorFlow's) shows its device only once consumed and negotiates nothing.
         Err(_) => {
             let imported = request.import(None, None)?;
             let device = imported.validate().map_err(dlpack_error)?.device();
             let gpu = Gpu::on(cuda_ordinal(device)?).map_err(gpu_error)?;
-            gpu.synchronize().map_err(gpu_error)?;
+            py.detach(|| gpu.synchronize()).map_err(gpu_error)?;
             let on = gpu.default_stream();
             (imported, gpu, on)
         }
@@ -139,7 +190,7 @@ pub(crate) fn run(
                     "`out` must be on the same GPU as the patches",
                 ));
             }
-            let written = request.import(Some(&Consumer(on.raw())), None)?;
+            let written = import_compat(out, request, Some(on.raw()))?;
             if written.flags().contains(DlpackFlags::READ_ONLY) {
                 return Err(PyValueError::new_err("`out` is read-only"));
             }
@@ -152,6 +203,7 @@ pub(crate) fn run(
             let side = plan.canvas_shape().0;
             check_canvas_layout(canvas.shape(), canvas.strides(), side).map_err(gpu_error)?;
             let image = canvas.data_ptr() as u64 + canvas.byte_offset();
+            check_aligned(image, "`out`").map_err(gpu_error)?;
             py.detach(|| {
                 // SAFETY: `stack` and `image` describe the imported tensors, whose producers
                 // keep them alive while `imported` / `written` are held (to the end of this
@@ -164,7 +216,7 @@ pub(crate) fn run(
             Ok(None)
         }
         None => {
-            let canvas = gpu_plan.alloc_canvas(lanes).map_err(gpu_error)?;
+            let canvas = gpu_plan.alloc_canvas(lanes, &on).map_err(gpu_error)?;
             py.detach(|| {
                 // SAFETY: `stack` describes the imported patches (alive until this function
                 // returns, after the synchronisation); `canvas` is this plan's side and lanes.

@@ -611,6 +611,13 @@ fn gpu_available(py: Python<'_>) -> (bool, Option<String>, Option<String>) {
     }
 }
 
+/// Folders to search for NVRTC before the loader's path: the Python environment's
+/// `nvidia/*/lib` (what pip installs with torch, JAX or CuPy), registered at import.
+#[pyfunction]
+fn add_library_dirs(dirs: Vec<std::path::PathBuf>) {
+    ptychostitch::gpu::libraries::add_search_dirs(dirs);
+}
+
 /// Runs the command-line tool on `argv` (`argv[0]` the program) and returns its exit status:
 /// what the wheel's `ptychostitch` console command does (`ptychostitch._cli`). It is the
 /// process's whole work: it takes over SIGINT and SIGTERM, and bad arguments or a signal end
@@ -629,6 +636,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Extraction>()?;
     #[cfg(feature = "cuda")]
     m.add_class::<gpu::DeviceArray>()?;
+    #[cfg(feature = "cuda")]
+    m.add_function(wrap_pyfunction!(gpu::dlpack_probe, m)?)?;
+    m.add_function(wrap_pyfunction!(add_library_dirs, m)?)?;
     m.add("GpuUnavailable", m.py().get_type::<GpuUnavailable>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -153,7 +153,7 @@ fn device_memory_strided_on_a_borrowed_stream() {
         // SAFETY: the handle 0 is the legacy default stream, always alive.
         let stream = unsafe { gpu_plan.gpu().borrow_stream(0) };
         for (stack, what) in [(resident.stack(), "contiguous"), (swapped, "strided")] {
-            let canvas = gpu_plan.alloc_canvas(2).unwrap();
+            let canvas = gpu_plan.alloc_canvas(2, &stream).unwrap();
             // SAFETY: `stack` describes the resident stacks, alive to the end of the loop, and
             // `canvas` is this plan's side with two lanes.
             unsafe { gpu_plan.enqueue(&stream, op, stack, canvas.address()) }.unwrap();
@@ -163,10 +163,63 @@ fn device_memory_strided_on_a_borrowed_stream() {
         // A stack that is not the plan's is refused before anything runs.
         let mut wrong = resident.stack();
         wrong.count -= 1;
-        let canvas = gpu_plan.alloc_canvas(2).unwrap();
+        let canvas = gpu_plan.alloc_canvas(2, &stream).unwrap();
         // SAFETY: refused before launch: nothing is read or written.
         let refused = unsafe { gpu_plan.enqueue(&stream, op, wrong, canvas.address()) };
         assert!(matches!(refused, Err(Error::CountMismatch { .. })));
+    }
+}
+
+/// Plans dropped right after queuing their kernel on a non-blocking stream (what the Python free
+/// functions do on torch's stream): each plan's tables are freed only after its kernel, so the
+/// next plan's tables, allocated at once, cannot overwrite them under it. Every canvas exact.
+#[test]
+fn plans_dropped_under_a_running_kernel_free_their_tables_after_it() {
+    if gpu("plans_dropped_under_a_running_kernel_free_their_tables_after_it").is_none() {
+        return;
+    }
+    let mut r = rng(0x0dd5);
+    let (n, size, crop) = (3000, 32, 16);
+    let patches = random_patches(&mut r, n, size);
+    let first = Plan::new(
+        Array2::from_shape_fn((n, 2), |_| r.random_range(-40.0..=40.0)).view(),
+        size,
+        crop,
+    )
+    .unwrap();
+    let uploader = first.gpu().unwrap();
+    let resident = uploader.upload(patches.view()).unwrap();
+    uploader.synchronize().unwrap();
+    let stream = uploader.gpu().new_stream().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..30 {
+        let offsets = Array2::from_shape_fn((n, 2), |_| r.random_range(-40.0..=40.0));
+        let plan = Plan::new(offsets.view(), size, crop).unwrap();
+        let gpu_plan = plan.gpu().unwrap();
+        let canvas = gpu_plan.alloc_canvas(2, &stream).unwrap();
+        // SAFETY: the resident stack (alive to the end of the test) is this plan's count and
+        // size; `canvas` is its side with two lanes.
+        unsafe {
+            gpu_plan.enqueue(
+                &stream,
+                Operation::ReassemblePosition,
+                resident.stack(),
+                canvas.address(),
+            )
+        }
+        .unwrap();
+        drop(gpu_plan);
+        queued.push((plan, canvas));
+    }
+    stream.synchronize().unwrap();
+    for (k, (plan, canvas)) in queued.iter().enumerate() {
+        let expected = plan.reassemble_position_reference(patches.view()).unwrap();
+        let got = canvas.to_host::<Complex32>().unwrap();
+        assert_bit_identical(
+            &got,
+            &expected,
+            &format!("plan {k}, dropped under its kernel"),
+        );
     }
 }
 

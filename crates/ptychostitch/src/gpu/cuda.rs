@@ -13,6 +13,8 @@
 //! never a crash; nothing here is touched by the CPU paths.
 
 use super::launch::{Args, BLOCK, Stack, Tables, VjpArgs, offsets_from_sums};
+use super::nvrtc::{Nvrtc, Output};
+use super::ordering::{AfterLaunch, after_launch};
 use super::staging;
 use super::tiles::TileLists;
 use super::{KERNEL_NAME, KERNEL_SOURCE, VJP_KERNEL_NAMES};
@@ -25,7 +27,7 @@ use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
     DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg, result as cu, sys,
 };
-use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+use cudarc::nvrtc::Ptx;
 use ndarray::{Array2, ArrayView, ArrayView3, ArrayViewMut3, Dimension, s};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -98,35 +100,31 @@ impl Gpu {
         Self::on(0)
     }
 
-    /// GPU `ordinal` (CUDA's numbering), set up on first use and cached like [`Gpu::get`].
+    /// GPU `ordinal` (CUDA's numbering), set up on first use. A GPU that started is kept for
+    /// the process; a failure is not (a library installed, or a framework that loaded NVRTC,
+    /// after a first failed call is found by the next).
     pub fn on(ordinal: usize) -> Result<Arc<Gpu>> {
-        type Cache = Mutex<HashMap<usize, std::result::Result<Arc<Gpu>, String>>>;
+        type Cache = Mutex<HashMap<usize, Arc<Gpu>>>;
         static GPUS: OnceLock<Cache> = OnceLock::new();
         let mut gpus = GPUS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        gpus.entry(ordinal)
-            .or_insert_with(|| {
-                Gpu::start(ordinal).map(Arc::new).map_err(|e| match e {
-                    Error::GpuUnavailable { reason } => reason,
-                    other => other.to_string(),
-                })
-            })
-            .clone()
-            .map_err(unavailable)
+        if let Some(gpu) = gpus.get(&ordinal) {
+            return Ok(Arc::clone(gpu));
+        }
+        let gpu = Arc::new(Gpu::start(ordinal).map_err(|e| match e {
+            Error::GpuUnavailable { .. } => e,
+            other => unavailable(other),
+        })?);
+        gpus.insert(ordinal, Arc::clone(&gpu));
+        Ok(gpu)
     }
 
     fn start(ordinal: usize) -> Result<Gpu> {
-        // SAFETY: probing only tries to open the shared libraries by name.
+        // SAFETY: probing only tries to open the shared library by name.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(unavailable("no CUDA driver (libcuda.so) on this machine"));
-        }
-        // SAFETY: as above.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(unavailable(
-                "no NVRTC (libnvrtc.so) on this machine: install the CUDA runtime compiler (e.g. pip install nvidia-cuda-nvrtc-cu12)",
-            ));
         }
         let count = CudaContext::device_count().map_err(unavailable)?;
         let _keep = KeepCurrent::new();
@@ -138,22 +136,24 @@ impl Gpu {
                 "there is no GPU {ordinal}: the CUDA driver reports {count}"
             )));
         }
+        let mut driver_version = 0;
+        // SAFETY: writes one integer; the driver library is loaded (checked above).
+        let _ = unsafe { sys::cuDriverGetVersion(&mut driver_version) };
+        let driver_major = (driver_version > 0).then_some(driver_version as u32 / 1000);
+        let nvrtc = Nvrtc::load(driver_major).map_err(unavailable)?;
         let context = CudaContext::new(ordinal).map_err(unavailable)?;
         let name = context.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
-        let ptx = compile_ptx_with_opts(
-            KERNEL_SOURCE,
-            CompileOptions {
-                fmad: Some(false),
-                ftz: Some(false),
-                prec_div: Some(true),
-                prec_sqrt: Some(true),
-                use_fast_math: Some(false),
-                name: Some("ptychostitch.cu".into()),
-                ..Default::default()
-            },
-        )
-        .map_err(|e| unavailable(format!("NVRTC could not compile the kernel: {e}")))?;
-        let module = context.load_module(ptx).map_err(unavailable)?;
+        let (major, minor) = context.compute_capability().map_err(unavailable)?;
+        let module = build_module(&context, &nvrtc, (major, minor)).map_err(|reason| {
+            unavailable(format!(
+                "the kernel could not be built for {name} (compute capability {major}.{minor}, driver CUDA {}.{}) with NVRTC {}.{} ({}): {reason}",
+                driver_version / 1000,
+                driver_version % 1000 / 10,
+                nvrtc.version().0,
+                nvrtc.version().1,
+                nvrtc.path().display()
+            ))
+        })?;
         let function = module.load_function(KERNEL_NAME).map_err(unavailable)?;
         let load = |name: &str| module.load_function(name).map_err(unavailable);
         let vjp = [
@@ -197,6 +197,14 @@ impl Gpu {
         // SAFETY: the caller vouches for the handle, as this function's contract says.
         let stream = unsafe { self.context.wrap_borrowed_stream(raw as sys::CUstream) };
         GpuStream { stream }
+    }
+
+    /// A new non-blocking stream of this device, owned (destroyed when the last clone drops):
+    /// a stream that, like torch's, does not wait for the legacy default stream.
+    pub fn new_stream(&self) -> Result<GpuStream> {
+        let _keep = KeepCurrent::new();
+        let stream = self.context.new_stream().map_err(driver)?;
+        Ok(GpuStream { stream })
     }
 
     /// Waits until every stream of the device's primary context is idle (all frameworks'
@@ -265,6 +273,57 @@ impl Gpu {
     }
 }
 
+/// The kernel as a module of `context`: a CUBIN for the device's architecture, loaded without
+/// the driver's JIT (so an NVRTC newer than the driver works); else PTX for the driver to
+/// compile. The error gives both reasons.
+fn build_module(
+    context: &Arc<CudaContext>,
+    nvrtc: &Nvrtc,
+    (major, minor): (i32, i32),
+) -> std::result::Result<Arc<cudarc::driver::CudaModule>, String> {
+    // The arithmetic of docs/semantics.md §2: no contraction, IEEE division and square root.
+    let options = |arch: Option<String>| -> Vec<String> {
+        let mut o: Vec<String> = [
+            "--fmad=false",
+            "--ftz=false",
+            "--prec-div=true",
+            "--prec-sqrt=true",
+        ]
+        .map(String::from)
+        .to_vec();
+        o.extend(arch);
+        o
+    };
+    let name = "ptychostitch.cu";
+    let cubin = nvrtc
+        .compile(
+            KERNEL_SOURCE,
+            name,
+            &options(Some(format!("--gpu-architecture=sm_{major}{minor}"))),
+            Output::Cubin,
+        )
+        .and_then(|image| {
+            context
+                .load_module(Ptx::from_binary(image))
+                .map_err(|e| format!("loading it: {e}"))
+        });
+    let cubin_error = match cubin {
+        Ok(module) => return Ok(module),
+        Err(e) => e,
+    };
+    let ptx = nvrtc
+        .compile(KERNEL_SOURCE, name, &options(None), Output::Ptx)
+        .and_then(|text| String::from_utf8(text).map_err(|e| e.to_string()))
+        .and_then(|text| {
+            context
+                .load_module(Ptx::from_src(text))
+                .map_err(|e| format!("loading it: {e}"))
+        });
+    ptx.map_err(|ptx_error| {
+        format!("as an sm_{major}{minor} CUBIN: {cubin_error}; as PTX: {ptx_error}")
+    })
+}
+
 /// What a GPU was found, or why none can be used: for `gpu_available()` and `--device cuda`.
 pub fn available() -> Result<String> {
     Gpu::get().map(|g| g.name().to_string())
@@ -282,21 +341,27 @@ impl GpuStream {
         self.stream.cu_stream() as usize
     }
 
-    /// Waits for everything queued on the stream.
+    /// Waits for everything queued on the stream (the caller's current context is kept).
     pub fn synchronize(&self) -> Result<()> {
+        let _keep = KeepCurrent::new();
         self.stream.synchronize().map_err(driver)
     }
 }
 
-/// Device memory for one canvas (`S·S·lanes` `f32`), owned: allocated with `cuMemAlloc` and, on
-/// drop, freed once every stream of its device is idle — it may be handed to a framework
-/// (DLPack) whose later work on it this crate cannot see.
+/// Device memory for one canvas (`S·S·lanes` `f32`), owned. Allocated stream-ordered on the
+/// stream its kernel runs on and freed stream-ordered on the legacy default stream, which
+/// follows the work of every blocking stream (torch's default stream among them): no host
+/// synchronisation, so a framework's deleter (DLPack) can drop it with the GIL held, inside a
+/// graph capture or from a callback. A framework that reads it on a non-blocking stream keeps
+/// it alive until that work is done, as for its own memory (`record_stream`). Where the device
+/// has no memory pools it is `cuMemAlloc`'d and freed after the legacy stream is idle.
 #[derive(Debug)]
 pub struct DeviceCanvas {
     gpu: Arc<Gpu>,
     address: u64,
     side: usize,
     lanes: usize,
+    pooled: bool,
 }
 
 impl DeviceCanvas {
@@ -339,14 +404,27 @@ impl DeviceCanvas {
 
 impl Drop for DeviceCanvas {
     fn drop(&mut self) {
-        // Errors cannot be reported from a destructor; the driver records them for the next
-        // call. Binding the context makes this safe on any thread (DLPack deleters run anywhere).
+        // Errors cannot be reported from a destructor and are dropped here, not left for an
+        // unrelated later call. Binding the context makes this work on any thread (DLPack
+        // deleters run anywhere).
         let _keep = KeepCurrent::new();
-        let context = &self.gpu.context;
-        if context.bind_to_thread().is_ok() && context.synchronize().is_ok() {
-            // SAFETY: `address` came from `malloc_sync` in `GpuPlan::alloc_canvas`, is freed
-            // only here, and no queued work can still use it: the device is idle.
-            let _ = unsafe { cu::free_sync(self.address) };
+        if self.gpu.context.bind_to_thread().is_err() {
+            return;
+        }
+        let legacy = std::ptr::null_mut();
+        if self.pooled {
+            // SAFETY: `address` came from `malloc_async` in `GpuPlan::alloc_canvas` and is
+            // freed only here, ordered on the legacy stream after the work of every blocking
+            // stream (see the type's documentation).
+            let _ = unsafe { cu::free_async(self.address, legacy) };
+        } else {
+            // SAFETY: waiting for the legacy stream, always alive, has no precondition.
+            let idle = unsafe { cu::stream::synchronize(legacy) }.is_ok();
+            if idle {
+                // SAFETY: `address` came from `malloc_sync` and is freed only here, once the
+                // legacy stream (and with it every blocking stream) is idle.
+                let _ = unsafe { cu::free_sync(self.address) };
+            }
         }
     }
 }
@@ -363,6 +441,9 @@ pub struct GpuPlan {
     tile_start: CudaSlice<i32>,
     tile_patches: CudaSlice<i32>,
     footprints: CudaSlice<i32>,
+    /// Recorded on a caller's stream after each launch there, for the plan's own stream (which
+    /// frees the tables above) to wait on ([`super::ordering`]).
+    used: Mutex<CudaEvent>,
 }
 
 impl Plan {
@@ -385,7 +466,12 @@ impl Plan {
             let v = if v.is_empty() { &[0][..] } else { v };
             stream.clone_htod(v).map_err(driver)
         };
+        let used = gpu
+            .context
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+            .map_err(driver)?;
         let plan = GpuPlan {
+            used: Mutex::new(used),
             shifts: stream.clone_htod(&shifts).map_err(driver)?,
             tile_start: upload_i32(&lists.start)?,
             tile_patches: upload_i32(&lists.patches)?,
@@ -504,23 +590,33 @@ impl GpuPlan {
         Array2::from_shape_vec((side, side), pixels).map_err(driver)
     }
 
-    /// A canvas of this plan's side with `lanes` lanes per pixel in this GPU's memory (not
-    /// initialised: the kernel writes every pixel).
-    pub fn alloc_canvas(&self, lanes: usize) -> Result<DeviceCanvas> {
+    /// A canvas of this plan's side with `lanes` lanes per pixel in this GPU's memory, for a
+    /// kernel queued on `stream` (allocated in that stream's order; not initialised: the kernel
+    /// writes every pixel).
+    pub fn alloc_canvas(&self, lanes: usize, stream: &GpuStream) -> Result<DeviceCanvas> {
         let side = self.geometry.side();
         let bytes = side * side * lanes * 4;
         let _keep = KeepCurrent::new();
         self.gpu.context.bind_to_thread().map_err(driver)?;
-        // SAFETY: a plain allocation in the bound context; freed by `DeviceCanvas::drop`.
-        let address = unsafe { cu::malloc_sync(bytes) }.map_err(|e| Error::OutOfMemory {
+        let pooled = self.gpu.context.has_async_alloc();
+        let out_of_memory = |e: cudarc::driver::DriverError| Error::OutOfMemory {
             bytes: bytes as f64,
             what: format!("the canvas on {} ({e})", self.gpu.name),
-        })?;
+        };
+        let address = if pooled {
+            // SAFETY: a stream-ordered allocation on a live stream of the bound context, freed
+            // by `DeviceCanvas::drop`; work queued on `stream` after this sees it.
+            unsafe { cu::malloc_async(stream.stream.cu_stream(), bytes) }.map_err(out_of_memory)?
+        } else {
+            // SAFETY: a plain allocation in the bound context; freed by `DeviceCanvas::drop`.
+            unsafe { cu::malloc_sync(bytes) }.map_err(out_of_memory)?
+        };
         Ok(DeviceCanvas {
             gpu: Arc::clone(&self.gpu),
             address,
             side,
             lanes,
+            pooled,
         })
     }
 
@@ -591,6 +687,22 @@ impl GpuPlan {
         // SAFETY: the kernel's one argument is `Args` by value; its addresses are valid per
         // this function's contract and the tables above, which live as long as `self`.
         unsafe { launch.launch(config) }.map_err(driver)?;
+        self.order_after(stream)
+    }
+
+    /// After a launch on `stream`: the plan's own stream, which frees the tables when the plan
+    /// is dropped, waits for it, so that they are never freed (and reused) under a kernel still
+    /// reading them on a caller's stream.
+    fn order_after(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        let (owner, used) = (
+            self.stream.cu_stream() as usize,
+            stream.cu_stream() as usize,
+        );
+        if after_launch(owner, used) == AfterLaunch::OwnerWaits {
+            let event = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            event.record(stream).map_err(driver)?;
+            self.stream.wait(&event).map_err(driver)?;
+        }
         Ok(())
     }
 
@@ -753,8 +865,10 @@ impl GpuPlan {
         Ok(())
     }
 
-    /// Waits for everything queued on the plan's own (default) stream.
+    /// Waits for everything queued on the plan's own (default) stream (the caller's current
+    /// context is kept).
     pub fn synchronize(&self) -> Result<()> {
+        let _keep = KeepCurrent::new();
         self.stream.synchronize().map_err(driver)
     }
 }

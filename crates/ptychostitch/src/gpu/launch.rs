@@ -207,6 +207,7 @@ impl Stack {
                 reason: "the patch stack's address is null".into(),
             });
         }
+        check_aligned(address, "the patch stack")?;
         Ok(Self {
             address,
             count,
@@ -263,6 +264,20 @@ pub fn check_canvas_layout(shape: &[i64], strides: Option<&[i64]>, side: usize) 
             found: shape.iter().map(|&d| d.max(0) as usize).collect(),
         })
     }
+}
+
+/// Refuses a device address the kernel cannot read `f32` lanes at: one not a multiple of 4
+/// bytes (a DLPack view at an odd byte offset) would stop the GPU with a sticky
+/// `CUDA_ERROR_MISALIGNED_ADDRESS`, which also ends the framework's context.
+pub fn check_aligned(address: u64, what: &str) -> Result<()> {
+    if address % 4 == 0 {
+        return Ok(());
+    }
+    Err(Error::Gpu {
+        reason: format!(
+            "{what} starts at {address:#x}, which is not a multiple of 4 bytes: the kernel reads float32 lanes; pass a copy (e.g. .clone() / .copy())"
+        ),
+    })
 }
 
 /// Addresses of the geometry's device (or host) copies.
@@ -365,6 +380,18 @@ mod tests {
         ));
         assert!(Stack::from_layout(64, &[5, 8, 8], Some(&[64, 8]), 2).is_err());
         assert!(Stack::from_layout(0, &[5, 8, 8], None, 2).is_err());
+        // Not 4-byte aligned: refused before anything could launch.
+        for address in [65, 66, 67] {
+            let e = Stack::from_layout(address, &[5, 8, 8], None, 2).unwrap_err();
+            assert!(e.to_string().contains("not a multiple of 4 bytes"), "{e}");
+        }
+        assert!(check_aligned(68, "`out`").is_ok());
+        assert!(
+            check_aligned(70, "`out`")
+                .unwrap_err()
+                .to_string()
+                .contains("`out` starts at 0x46,")
+        );
     }
 
     #[test]

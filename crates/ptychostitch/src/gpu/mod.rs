@@ -7,17 +7,21 @@
 //! `docs/semantics.md` §2 with correctly rounded intrinsics.
 //!
 //! What is here is always compiled and tested, GPU or not: the kernel source, its launch
-//! arguments ([`launch::Args`], the same bytes on a GPU and in the CPU emulation) and the tile
-//! lists. The `ptychostitch-kernel-emu` crate compiles the *same* kernel source as C++ and runs
+//! arguments ([`launch::Args`], the same bytes on a GPU and in the CPU emulation), the tile
+//! lists, where NVRTC is looked for ([`libraries`]) and how streams are ordered ([`ordering`]). The `ptychostitch-kernel-emu` crate compiles the *same* kernel source as C++ and runs
 //! it on the CPU in the normal test suite. The driver that loads CUDA at run time is behind the
 //! `cuda` feature ([`cuda`]).
 
 pub mod launch;
+pub mod libraries;
+pub mod ordering;
 pub mod staging;
 pub mod tiles;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+mod nvrtc;
 
 /// The CUDA source of the kernel.
 pub const KERNEL_SOURCE: &str = include_str!("kernel.cu");
