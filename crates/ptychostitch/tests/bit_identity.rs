@@ -175,6 +175,48 @@ fn rounding_edge_shifts_take_the_gather_path() {
     check("rounding edge", &random_patches(&mut r, 4, 12), &offsets, 8);
 }
 
+/// A footprint's columns share one fraction `wx` when `x - a` is exact in `f32` (the bench
+/// grid: every patch), and the fast path then computes each row's weights once; positions with
+/// many fraction bits far from the origin make `x - a` round, and the fraction differs from
+/// column to column. Both kinds are here (checked), and both give the reference's bits.
+#[test]
+fn uniform_and_varying_column_fractions() {
+    let mut r = rng(0x0f4a);
+    // A scan a few pixels wide: the canvas's padding is small, so a patch's shift `a` is small
+    // beside the columns `x` it covers, and with many fraction bits `x - a` rounds; quarter
+    // pixels keep it exact.
+    let offsets = offsets_from(60, |k| {
+        if k % 2 == 0 {
+            [(k % 7) as f64 * 0.25, (k % 5) as f64 * 0.5]
+        } else {
+            [
+                uniform(&mut r, -1.0, 1.0) * std::f64::consts::PI,
+                uniform(&mut r, -1.0, 1.0) * std::f64::consts::E,
+            ]
+        }
+    });
+    let plan = Plan::new(offsets.view(), 16, 10).unwrap();
+    let g = plan.geometry();
+    let (mut same, mut varying) = (0, 0);
+    for (f, s) in g.footprints().iter().zip(g.shifts()) {
+        let fractions: Vec<u32> = (f.cols.start..f.cols.end)
+            .map(|x| sample_axis(x, s[0]).1.to_bits())
+            .collect();
+        if fractions.windows(2).all(|w| w[0] == w[1]) {
+            same += 1;
+        } else {
+            varying += 1;
+        }
+    }
+    assert!(same > 0 && varying > 0, "{same} uniform, {varying} varying");
+    check(
+        "uniform and varying fractions",
+        &random_patches(&mut r, 60, 16),
+        &offsets,
+        10,
+    );
+}
+
 #[test]
 fn thousands_of_patches_on_a_jittered_grid() {
     let mut r = rng(2024);
