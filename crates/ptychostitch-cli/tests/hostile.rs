@@ -649,6 +649,20 @@ fn constant_scan(path: &Path, value: Complex32, step: f64) {
     write_scan(path, &patches, &x, &y);
 }
 
+/// `reassemble INPUT -M 8 -o NPZ --png PNG`, its output silenced.
+fn writer(input: &Path, npz: &Path, png: &Path) -> Process {
+    let mut command = Process::new(bin());
+    command
+        .arg("reassemble")
+        .arg(input)
+        .args(["-M", "8", "-o"])
+        .arg(npz)
+        .arg("--png")
+        .arg(png)
+        .stdout(std::process::Stdio::null());
+    command
+}
+
 /// Two processes writing the same `-o`/`--png` pair: whichever finishes last, the image and the
 /// picture come from one run (they could interleave their renames and mix: 6 runs of 60).
 #[test]
@@ -664,15 +678,7 @@ fn two_writers_leave_a_matching_pair() {
         .map(|(i, input)| {
             let png = dir.path().join(format!("alone{i}.png"));
             let npz = dir.path().join(format!("alone{i}.npz"));
-            cli()
-                .arg("reassemble")
-                .arg(input)
-                .args(["-M", "8", "-o"])
-                .arg(&npz)
-                .arg("--png")
-                .arg(&png)
-                .assert()
-                .success();
+            assert!(writer(input, &npz, &png).status().unwrap().success());
             std::fs::read(&png).unwrap()
         })
         .collect();
@@ -681,18 +687,7 @@ fn two_writers_leave_a_matching_pair() {
     for round in 0..30 {
         let children: Vec<_> = inputs
             .iter()
-            .map(|input| {
-                Process::new(bin())
-                    .arg("reassemble")
-                    .arg(input)
-                    .args(["-M", "8", "-o"])
-                    .arg(&npz)
-                    .arg("--png")
-                    .arg(&png)
-                    .stdout(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|input| writer(input, &npz, &png).spawn().unwrap())
             .collect();
         for mut child in children {
             assert!(child.wait().unwrap().success());

@@ -3,24 +3,10 @@
 //! and image, what the drop-in call does) on the bench-grid scan, 1 and 2 threads.
 //!
 //! `cargo run --release --example floor -- 10000 100000`: one JSON line per size and threads.
+mod common;
+use common::median_ms;
 use ptychostitch::Plan;
 use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid};
-use std::time::Instant;
-
-/// Median of `runs` timings, in ms (two warm-up runs first).
-fn median<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
-    std::hint::black_box(f());
-    std::hint::black_box(f());
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(f());
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2] * 1e3
-}
 
 fn main() {
     let sizes: Vec<usize> = std::env::args()
@@ -42,9 +28,9 @@ fn main() {
                     .with_threads(threads)
             };
             let reused = plan();
-            let shift_and_sum = median(runs, || reused.shift_and_sum(patches.view()).unwrap());
-            let one_shot = median(runs, || plan().reassemble_position(patches.view()).unwrap());
-            let plan_weights = median(runs, || plan().weights().map(|w| w.len()).unwrap());
+            let shift_and_sum = median_ms(runs, || reused.shift_and_sum(patches.view()).unwrap());
+            let one_shot = median_ms(runs, || plan().reassemble_position(patches.view()).unwrap());
+            let plan_weights = median_ms(runs, || plan().weights().map(|w| w.len()).unwrap());
             println!(
                 "{{\"n\": {n}, \"threads\": {threads}, \"shift_and_sum_ms\": {shift_and_sum:.3}, \"reassemble_one_shot_ms\": {one_shot:.3}, \"plan_and_weights_ms\": {plan_weights:.3}}}"
             );

@@ -1,22 +1,10 @@
 //! Timing breakdown (medians) of the gradients of `reassemble_position` on the bench-grid scan:
 //! `cargo run --release --example gradient_timing [threads]`.
+mod common;
+use common::median_ms;
 use ndarray::Array2;
 use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid};
 use ptychostitch::{Complex32, Plan, Wrt};
-use std::time::Instant;
-
-fn median<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
-    std::hint::black_box(f());
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(f());
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2] * 1e3
-}
 
 fn main() {
     let threads: usize = std::env::args()
@@ -32,14 +20,14 @@ fn main() {
         plan.weights().unwrap();
         let out = plan.reassemble_position(patches.view()).unwrap();
         let cot = Array2::from_elem(plan.canvas_shape(), Complex32::new(1.0, -0.5));
-        let fwd = median(runs, || plan.reassemble_position(patches.view()).unwrap());
+        let fwd = median_ms(runs, || plan.reassemble_position(patches.view()).unwrap());
         let vjp = |wrt| {
             plan.reassemble_position_vjp(patches.view(), Some(out.view()), cot.view(), wrt)
                 .unwrap()
         };
-        let both = median(runs, || vjp(Wrt::ALL));
-        let only_patches = median(runs, || vjp(Wrt::PATCHES));
-        let only_offsets = median(runs, || vjp(Wrt::OFFSETS));
+        let both = median_ms(runs, || vjp(Wrt::ALL));
+        let only_patches = median_ms(runs, || vjp(Wrt::PATCHES));
+        let only_offsets = median_ms(runs, || vjp(Wrt::OFFSETS));
         println!(
             "n={n} threads={threads}: forward {fwd:.2} ms; backward: patches+offsets {both:.2}, patches {only_patches:.2}, offsets {only_offsets:.2}"
         );

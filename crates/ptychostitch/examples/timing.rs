@@ -1,22 +1,9 @@
 //! Quick timing breakdown (medians) of the fast path on the bench-grid scan:
 //! `cargo run --release --example timing`.
+mod common;
+use common::median_ms;
 use ptychostitch::Plan;
 use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid};
-use std::time::Instant;
-
-/// Median of `runs` timings, in ms (one warm-up run first).
-fn best<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
-    std::hint::black_box(f());
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(f());
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2] * 1e3
-}
 
 fn main() {
     for n in [1000, 10000] {
@@ -27,13 +14,13 @@ fn main() {
                     .unwrap()
                     .with_threads(threads)
             };
-            let build = best(30, plan);
-            let weights = best(30, || plan().weights().map(|w| w.len()).unwrap());
+            let build = median_ms(30, plan);
+            let weights = median_ms(30, || plan().weights().map(|w| w.len()).unwrap());
             let cached = plan();
             cached.weights().unwrap();
-            let ss = best(30, || cached.shift_and_sum(patches.view()).unwrap());
-            let rp_cached = best(30, || cached.reassemble_position(patches.view()).unwrap());
-            let rp_fresh = best(30, || plan().reassemble_position(patches.view()).unwrap());
+            let ss = median_ms(30, || cached.shift_and_sum(patches.view()).unwrap());
+            let rp_cached = median_ms(30, || cached.reassemble_position(patches.view()).unwrap());
+            let rp_fresh = median_ms(30, || plan().reassemble_position(patches.view()).unwrap());
             println!(
                 "n={n} threads={threads}: plan {build:.3} ms, plan+weights {weights:.3}, shift_and_sum {ss:.3}, reassemble(cached w) {rp_cached:.3}, plan+reassemble {rp_fresh:.3}"
             );

@@ -121,28 +121,9 @@ impl FileBytes {
 
     /// Bytes `offset..offset + buf.len()` of the range into `buf`, from an unchanged file.
     fn read(&self, what: &str, offset: usize, buf: &mut [u8]) -> Result<(), NpyError> {
-        self.check(what)?;
-        let complete =
-            read_exact_at(&self.file, self.start + offset as u64, buf).map_err(|error| {
-                NpyError::Io {
-                    path: self.path.clone(),
-                    error,
-                }
-            })?;
-        // A change during the read shows here; a short read is a truncation the stamp shows.
-        self.check(what)?;
-        if !complete {
-            return Err(NpyError::Changed {
-                what: what.to_string(),
-                path: self.path.clone(),
-                how: "ended early".into(),
-            });
-        }
-        Ok(())
+        self.read_runs(what, std::iter::once(offset), buf.len(), buf)
     }
-}
 
-impl FileBytes {
     /// Runs of `run` bytes each, starting at `starts` (offsets in the range), one after another
     /// into `buf`, from a file unchanged over the whole read (checked before and after, not
     /// between runs: a change shows in the stamp afterwards just the same).
