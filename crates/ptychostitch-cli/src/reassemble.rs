@@ -216,7 +216,13 @@ fn stitch_in_chunks(
     let bar = progress::patches_bar(n as u64);
     let mut acc = plan.accumulator::<Complex32>(operation)?;
     let view = scan.patches.complex32_view();
-    let mut reader = scan.patches.row_reader();
+    // The kernels read only the kept rows of each patch: only those are read from the file
+    // (M/N of its bytes, one read per patch).
+    let g = plan.geometry();
+    let mut reader = scan
+        .patches
+        .row_reader()
+        .keeping_lines(g.crop_start()..g.crop_start() + g.kept());
     let mut noted = false;
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);

@@ -121,21 +121,19 @@ impl FileBytes {
 
     /// Bytes `offset..offset + buf.len()` of the range into `buf`, from an unchanged file.
     fn read(&self, what: &str, offset: usize, buf: &mut [u8]) -> Result<(), NpyError> {
-        self.read_runs(what, std::iter::once(offset), buf.len(), buf)
+        self.read_pieces(what, std::iter::once((offset, buf)))
     }
 
-    /// Runs of `run` bytes each, starting at `starts` (offsets in the range), one after another
-    /// into `buf`, from a file unchanged over the whole read (checked before and after, not
-    /// between runs: a change shows in the stamp afterwards just the same).
-    fn read_runs(
+    /// Each `(offset, buffer)` piece filled from that offset of the range, from a file unchanged
+    /// over the whole read (checked before and after, not between pieces: a change shows in the
+    /// stamp afterwards just the same).
+    fn read_pieces<'b>(
         &self,
         what: &str,
-        starts: impl Iterator<Item = usize>,
-        run: usize,
-        buf: &mut [u8],
+        pieces: impl Iterator<Item = (usize, &'b mut [u8])>,
     ) -> Result<(), NpyError> {
         self.check(what)?;
-        for (at, piece) in starts.zip(buf.chunks_mut(run.max(1))) {
+        for (at, piece) in pieces {
             let complete =
                 read_exact_at(&self.file, self.start + at as u64, piece).map_err(|error| {
                     NpyError::Io {
@@ -267,7 +265,10 @@ impl NpyArray {
         let runs = (0..per_row).map(|t| (start + rows * fortran_index(t, trailing)) * size);
         let fill = |bytes: &mut [u8]| -> Result<(), NpyError> {
             match &self.data {
-                Storage::File(f) => f.read_runs(&self.what, runs.clone(), len * size, bytes),
+                Storage::File(f) => f.read_pieces(
+                    &self.what,
+                    runs.clone().zip(bytes.chunks_mut((len * size).max(1))),
+                ),
                 Storage::Owned(all) => {
                     for (at, piece) in runs.clone().zip(bytes.chunks_mut((len * size).max(1))) {
                         piece.copy_from_slice(&all[at..at + piece.len()]);
@@ -336,11 +337,16 @@ impl NpyArray {
     /// where this array has a direct path: a C-order little-endian complex64 array read in
     /// place (read straight into the values), or any Fortran-order array. `Ok(false)` for the
     /// others (converted by [`NpyArray::to_complex32_rows`]).
+    ///
+    /// `lines`: read only these lines (second-axis indices) of each row, one positional read per
+    /// row, where the array is read in place as C-order complex64; the other lines keep
+    /// whatever the buffer held (zeros, or lines no one reads).
     pub(super) fn rows_into(
         &self,
         start: usize,
         len: usize,
         scratch: &mut Scratch,
+        lines: Option<std::ops::Range<usize>>,
     ) -> Result<bool, NpyError> {
         if self.fortran_order {
             self.fortran_rows(start, len, scratch)?;
@@ -354,11 +360,46 @@ impl NpyArray {
         }
         let per_row: usize = self.shape[1..].iter().product();
         let out = self.grown(&mut scratch.out, len * per_row)?;
-        f.read(
-            &self.what,
-            start * per_row * 8,
-            bytemuck::cast_slice_mut(out),
-        )?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+        match lines.filter(|l| self.shape.len() >= 2 && l.end <= self.shape[1] && !l.is_empty()) {
+            Some(lines) if lines.len() < self.shape[1] => {
+                let line = per_row / self.shape[1] * 8;
+                let row = per_row * 8;
+                // Many reads in flight (a disk serves concurrent reads faster than one after
+                // another): the patches split among up to 16 threads of this call.
+                const READERS: usize = 16;
+                let per = len.div_ceil(READERS).max(1);
+                let results: Vec<Result<(), NpyError>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = bytes
+                        .chunks_mut(row * per)
+                        .enumerate()
+                        .map(|(g, group)| {
+                            let (lines, what) = (lines.clone(), &self.what);
+                            scope.spawn(move || {
+                                let pieces = group.chunks_mut(row).enumerate().map(|(k, patch)| {
+                                    let kept = &mut patch[lines.start * line..lines.end * line];
+                                    ((start + g * per + k) * row + lines.start * line, kept)
+                                });
+                                f.read_pieces(what, pieces)
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(NpyError::Io {
+                                    path: f.path.clone(),
+                                    error: std::io::Error::other("a reader thread failed"),
+                                })
+                            })
+                        })
+                        .collect()
+                });
+                results.into_iter().collect::<Result<(), _>>()?;
+            }
+            _ => f.read(&self.what, start * per_row * 8, bytes)?,
+        }
         Ok(true)
     }
 
@@ -384,6 +425,7 @@ impl NpyArray {
             array: self,
             scratch: Scratch::default(),
             converted: None,
+            lines: None,
         }
     }
 
@@ -454,9 +496,20 @@ pub struct RowReader<'a> {
     array: &'a NpyArray,
     scratch: Scratch,
     converted: Option<ArrayD<Complex32>>,
+    lines: Option<std::ops::Range<usize>>,
 }
 
 impl RowReader<'_> {
+    /// Reads only `lines` (indices along the second axis: the rows of a patch that the crop
+    /// keeps) of each patch, where the stack is read in place as C-order complex64: one read
+    /// of `lines.len()` contiguous lines per patch instead of the whole patch. The other lines
+    /// of the returned rows are then not the file's (zeros or stale lines): give this only to
+    /// code that reads no other line, as the stitching kernels, which read the kept rows alone.
+    pub fn keeping_lines(mut self, lines: std::ops::Range<usize>) -> Self {
+        self.lines = Some(lines);
+        self
+    }
+
     /// Rows `start..start + len` along the first axis, as [`NpyArray::to_complex32_rows`]
     /// gives them, valid until the next call.
     pub fn rows(
@@ -465,7 +518,10 @@ impl RowReader<'_> {
         len: usize,
     ) -> Result<ArrayViewD<'_, Complex32>, NpyError> {
         let shape = self.array.rows_shape(start, len)?;
-        if self.array.rows_into(start, len, &mut self.scratch)? {
+        if self
+            .array
+            .rows_into(start, len, &mut self.scratch, self.lines.clone())?
+        {
             let count = shape.iter().product();
             return ArrayViewD::from_shape(IxDyn(&shape), &self.scratch.out[..count]).map_err(
                 |e| NpyError::Format {

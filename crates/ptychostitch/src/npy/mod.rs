@@ -423,7 +423,7 @@ impl NpyArray {
         let per_row: usize = self.shape[1..].iter().product();
         let (first, count) = (start * per_row, len * per_row);
         let mut scratch = mapped::Scratch::default();
-        if self.rows_into(start, len, &mut scratch)? {
+        if self.rows_into(start, len, &mut scratch, None)? {
             let mut values = scratch.out;
             values.truncate(count);
             return ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| NpyError::Format {
@@ -1189,6 +1189,36 @@ mod tests {
                 assert_eq!(reader.rows(start, len).unwrap(), want, "{descr}");
             }
             assert!(in_file.to_complex32_rows(5, 3).is_err());
+        }
+    }
+
+    /// A reader keeping lines 2..5 of each 7×6 row reads those lines as the file has them and
+    /// leaves the others zero, over chunks of several sizes (the buffer reused), and equals a
+    /// whole read on the kept lines.
+    #[test]
+    fn kept_lines_are_the_files_and_only_they_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.npy");
+        let stack = ndarray::Array3::from_shape_fn((40, 7, 6), |(k, r, c)| {
+            Complex32::new((k * 100 + r * 10 + c) as f32, -(k as f32))
+        });
+        write_npy(&path, &NpyView::Complex64(stack.view().into_dyn())).unwrap();
+        let array = NpyArray::map_npy(&path).unwrap();
+        let mut reader = array.row_reader().keeping_lines(2..5);
+        for (start, len) in [(0, 40), (3, 17), (39, 1), (20, 20)] {
+            let rows = reader.rows(start, len).unwrap();
+            for ((k, r, c), v) in rows
+                .into_dimensionality::<ndarray::Ix3>()
+                .unwrap()
+                .indexed_iter()
+            {
+                let want = if (2..5).contains(&r) {
+                    stack[[start + k, r, c]]
+                } else {
+                    Complex32::new(0.0, 0.0)
+                };
+                assert_eq!(*v, want, "rows {start}+{len}: ({k}, {r}, {c})");
+            }
         }
     }
 
