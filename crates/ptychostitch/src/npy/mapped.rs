@@ -64,18 +64,12 @@ fn stamp(file: &File, path: &Path) -> Result<Stamp, NpyError> {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`; `Ok(false)` when the file ends first.
-fn read_exact_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<bool> {
+fn read_exact_at(file: &File, offset: u64, mut buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut reader = ReaderAt { file, at: offset };
     while !buf.is_empty() {
-        #[cfg(unix)]
-        let n = std::os::unix::fs::FileExt::read_at(file, buf, offset);
-        #[cfg(windows)]
-        let n = std::os::windows::fs::FileExt::seek_read(file, buf, offset);
-        match n {
+        match reader.read(buf) {
             Ok(0) => return Ok(false),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
+            Ok(n) => buf = &mut buf[n..],
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -152,6 +146,36 @@ impl FileBytes {
         }
         self.check(what)
     }
+
+    /// [`FileBytes::read_pieces`] with up to `readers` reads in flight: the pieces split into
+    /// that many consecutive groups, each read on a thread of its own (a disk serves
+    /// concurrent reads faster than one after another).
+    fn read_pieces_concurrently(
+        &self,
+        what: &str,
+        mut pieces: Vec<(usize, &mut [u8])>,
+        readers: usize,
+    ) -> Result<(), NpyError> {
+        let per = pieces.len().div_ceil(readers.max(1)).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = pieces
+                .chunks_mut(per)
+                .map(|group| {
+                    scope.spawn(move || {
+                        self.read_pieces(what, group.iter_mut().map(|(at, b)| (*at, &mut **b)))
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(NpyError::Io {
+                        path: self.path.clone(),
+                        error: std::io::Error::other("a reader thread failed"),
+                    })
+                })
+            })
+        })
+    }
 }
 
 /// Opens `path` for positional reads.
@@ -223,10 +247,21 @@ impl NpyArray {
 
     /// Complex64 bytes as this machine reads them: little-endian, C order.
     fn is_native_complex64(&self) -> bool {
-        self.dtype == Dtype::Complex64
-            && !self.big_endian
-            && !self.fortran_order
-            && cfg!(target_endian = "little")
+        self.has_native_complex64_values() && !self.fortran_order
+    }
+
+    /// Complex64 values as this machine reads them (little-endian), in either order.
+    fn has_native_complex64_values(&self) -> bool {
+        self.dtype == Dtype::Complex64 && !self.big_endian && cfg!(target_endian = "little")
+    }
+
+    /// Bytes per element, or the error for a dtype that is not `wanted`.
+    fn element_size(&self, wanted: &'static str) -> Result<usize, NpyError> {
+        self.dtype.size().ok_or_else(|| NpyError::Dtype {
+            what: self.what.clone(),
+            dtype: self.dtype.clone(),
+            wanted,
+        })
     }
 
     /// A zeroed buffer of `len` values for this array's data, or its out-of-memory error.
@@ -257,29 +292,21 @@ impl NpyArray {
         let trailing = &self.shape[1..];
         let per_row: usize = trailing.iter().product();
         let count = len * per_row;
-        let size = self.dtype.size().ok_or_else(|| NpyError::Dtype {
-            what: self.what.clone(),
-            dtype: self.dtype.clone(),
-            wanted: "complex",
-        })?;
-        let runs = (0..per_row).map(|t| (start + rows * fortran_index(t, trailing)) * size);
+        let size = self.element_size("complex")?;
         let fill = |bytes: &mut [u8]| -> Result<(), NpyError> {
+            let runs = (0..per_row).map(|t| (start + rows * fortran_index(t, trailing)) * size);
+            let pieces = runs.zip(bytes.chunks_mut((len * size).max(1)));
             match &self.data {
-                Storage::File(f) => f.read_pieces(
-                    &self.what,
-                    runs.clone().zip(bytes.chunks_mut((len * size).max(1))),
-                ),
+                Storage::File(f) => f.read_pieces(&self.what, pieces),
                 Storage::Owned(all) => {
-                    for (at, piece) in runs.clone().zip(bytes.chunks_mut((len * size).max(1))) {
+                    for (at, piece) in pieces {
                         piece.copy_from_slice(&all[at..at + piece.len()]);
                     }
                     Ok(())
                 }
             }
         };
-        let native =
-            self.dtype == Dtype::Complex64 && !self.big_endian && cfg!(target_endian = "little");
-        if native {
+        if self.has_native_complex64_values() {
             // Read straight into aligned values: no conversion.
             fill(bytemuck::cast_slice_mut(
                 self.grown(&mut scratch.block, count)?,
@@ -315,11 +342,7 @@ impl NpyArray {
         let Storage::File(f) = &self.data else {
             return Ok(None);
         };
-        let size = self.dtype.size().ok_or_else(|| NpyError::Dtype {
-            what: self.what.clone(),
-            dtype: self.dtype.clone(),
-            wanted,
-        })?;
+        let size = self.element_size(wanted)?;
         let mut buf = self.buffer::<u8>(count * size)?;
         f.read(&self.what, first * size, &mut buf)?;
         Ok(Some(NpyArray {
@@ -365,38 +388,17 @@ impl NpyArray {
             Some(lines) if lines.len() < self.shape[1] => {
                 let line = per_row / self.shape[1] * 8;
                 let row = per_row * 8;
-                // Many reads in flight (a disk serves concurrent reads faster than one after
-                // another): the patches split among up to 16 threads of this call.
-                const READERS: usize = 16;
-                let per = len.div_ceil(READERS).max(1);
-                let results: Vec<Result<(), NpyError>> = std::thread::scope(|scope| {
-                    let handles: Vec<_> = bytes
-                        .chunks_mut(row * per)
-                        .enumerate()
-                        .map(|(g, group)| {
-                            let (lines, what) = (lines.clone(), &self.what);
-                            scope.spawn(move || {
-                                let pieces = group.chunks_mut(row).enumerate().map(|(k, patch)| {
-                                    let kept = &mut patch[lines.start * line..lines.end * line];
-                                    ((start + g * per + k) * row + lines.start * line, kept)
-                                });
-                                f.read_pieces(what, pieces)
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                Err(NpyError::Io {
-                                    path: f.path.clone(),
-                                    error: std::io::Error::other("a reader thread failed"),
-                                })
-                            })
-                        })
-                        .collect()
-                });
-                results.into_iter().collect::<Result<(), _>>()?;
+                let pieces = bytes
+                    .chunks_mut(row)
+                    .enumerate()
+                    .map(|(k, patch)| {
+                        let kept = &mut patch[lines.start * line..lines.end * line];
+                        ((start + k) * row + lines.start * line, kept)
+                    })
+                    .collect();
+                // Sixteen reads in flight: one after another was slower from a cold cache
+                // (100,000 patches: 8.6-10.0 s against 2.9-3.9 s).
+                f.read_pieces_concurrently(&self.what, pieces, 16)?;
             }
             _ => f.read(&self.what, start * per_row * 8, bytes)?,
         }
