@@ -5,7 +5,7 @@ use crate::input::{Scan, ScanArgs};
 use crate::paths::{Output, check_outputs};
 use crate::{picture, progress};
 use anyhow::{Context, Result};
-use ndarray::{Array1, Array2, Axis, arr0};
+use ndarray::{Array1, Array2, arr0};
 use ptychostitch::geometry::{BYTES_PER_CANVAS_PIXEL, patch_stack, stack_shape};
 use ptychostitch::memory;
 use ptychostitch::npy::{Dtype, NpyView, npz_fill, write_files_atomically};
@@ -48,9 +48,10 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0, value_parser = crate::args::threads, allow_hyphen_values = true)]
     pub threads: usize,
-    /// Patches per streamed chunk. Inputs are memory-mapped where the file allows (.npy files,
-    /// uncompressed .npz members) and stitched chunk by chunk: peak memory is the canvas plus
-    /// one chunk, whatever the number of patches. The result does not depend on it.
+    /// Patches per streamed chunk. Inputs are read in place where the file allows (.npy files,
+    /// uncompressed .npz members), a chunk at a time, and stitched chunk by chunk: peak memory
+    /// is the canvas plus one chunk, whatever the number of patches. The result does not depend
+    /// on it.
     #[arg(
         long,
         default_value_t = 4096,
@@ -215,7 +216,6 @@ fn stitch_in_chunks(
     let n = plan.len();
     let bar = progress::patches_bar(n as u64);
     let mut acc = plan.accumulator::<Complex32>(operation)?;
-    let view = scan.patches.complex32_view();
     // The kernels read only the kept rows of each patch: only those are read from the file
     // (M/N of its bytes, one read per patch).
     let g = plan.geometry();
@@ -226,23 +226,18 @@ fn stitch_in_chunks(
     let mut noted = false;
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
-        match &view {
-            Some(all) => acc.add(start, all.slice_axis(Axis(0), (start..start + len).into()))?,
-            None => {
-                let converted = reader.rows(start, len)?;
-                if !noted && *scan.patches.dtype() != Dtype::Complex64 {
-                    noted = true;
-                    bar.suspend(|| {
-                        eprintln!(
-                            "note: patches '{}' are {}; converted to complex64",
-                            scan.patches_name,
-                            scan.patches.dtype()
-                        )
-                    });
-                }
-                acc.add(start, converted)?;
-            }
+        let rows = reader.rows(start, len)?;
+        if !noted && *scan.patches.dtype() != Dtype::Complex64 {
+            noted = true;
+            bar.suspend(|| {
+                eprintln!(
+                    "note: patches '{}' are {}; converted to complex64",
+                    scan.patches_name,
+                    scan.patches.dtype()
+                )
+            });
         }
+        acc.add(start, rows)?;
         bar.inc(len as u64);
     }
     bar.finish_and_clear();

@@ -513,13 +513,17 @@ impl RowReader<'_> {
     }
 
     /// Rows `start..start + len` along the first axis, as [`NpyArray::to_complex32_rows`]
-    /// gives them, valid until the next call.
+    /// gives them, valid until the next call: a view of the array itself where it is in memory
+    /// as complex64 already ([`NpyArray::complex32_view`]), else read into the reader's buffers.
     pub fn rows(
         &mut self,
         start: usize,
         len: usize,
     ) -> Result<ArrayViewD<'_, Complex32>, NpyError> {
         let shape = self.array.rows_shape(start, len)?;
+        if let Some(all) = self.array.complex32_view() {
+            return Ok(all.slice_axis_move(ndarray::Axis(0), (start..start + len).into()));
+        }
         if self
             .array
             .rows_into(start, len, &mut self.scratch, self.lines.clone())?
