@@ -324,8 +324,7 @@ def _device_cast(obj: Any, kind: Optional[str]) -> Any:
     if kind == "torch":
         torch = sys.modules["torch"]
         target = torch.complex64 if obj.is_complex() else torch.float32
-        # A lazy conjugate or negation (x.conj(), -x views) is not exportable through DLPack.
-        obj = obj.resolve_conj().resolve_neg()
+        obj = _dlpack_readable(obj)  # lazy conjugate / negation views resolved
         return obj if obj.dtype == target else obj.to(target)
     if kind == "tensorflow":
         tf = sys.modules["tensorflow"]
