@@ -27,9 +27,7 @@ fn temporaries(dir: &Path) -> Vec<String> {
 
 fn npy_with_descr(path: &Path, descr: &str) {
     let header = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (2, 4, 4), }}");
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+    let mut bytes = npy_prefix(&header);
     bytes.extend_from_slice(&[0; 256]);
     std::fs::write(path, bytes).unwrap();
 }
@@ -355,9 +353,7 @@ fn float16_integer_and_bool_patches_are_converted() {
     ] {
         let header =
             format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (5, 16, 16), }}");
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
+        let mut bytes = npy_prefix(&header);
         for &v in real.iter() {
             bytes.extend(encode(v));
         }

@@ -301,9 +301,7 @@ fn fortran_order_patches_give_the_same_bits() {
             header.push(' ');
         }
         header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
+        let mut bytes = npy_prefix(&header);
         for v in patches.t().iter() {
             if descr == "<c8" {
                 bytes.extend_from_slice(&v.re.to_le_bytes());

@@ -87,3 +87,12 @@ pub fn xy(x: &Array1<f64>, y: &Array1<f64>) -> Array2<f64> {
         .as_standard_layout()
         .into_owned()
 }
+
+/// The first bytes of a version-1.0 `.npy` file: the magic, the header's length and `header`
+/// (a Python dict literal, taken as given: no padding added).
+pub fn npy_prefix(header: &str) -> Vec<u8> {
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes
+}
