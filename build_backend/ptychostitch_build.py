@@ -1,7 +1,7 @@
 """The build backend of a source install (``pip install .`` or the sdist): maturin's, after a
 check of what a build from source needs, said before anything is compiled.
 
-A source build needs Rust >= 1.85 (cargo; maturin fetches a toolchain when cargo is missing)
+A source build needs Rust >= 1.89 (cargo; maturin fetches a toolchain when cargo is missing)
 and a C compiler and linker (``cc``), which Rust's build scripts link with. Without them,
 cargo's own failure comes deep in a long log ("linker `cc` not found"); this says it first, in
 one line, with the way around it: the prebuilt wheel needs neither.
@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 
-RUST = (1, 85)
+RUST = (1, 89)
 
 
 def missing() -> list:

@@ -3,10 +3,10 @@
 #   - one portable wheel: abi3 (CPython 3.9 and later), manylinux_2_17 x86_64 (glibc 2.17 and
 #     later: RHEL/CentOS 7+, Debian 8+, Ubuntu 14.04+), carrying the library, the GPU path (the
 #     CUDA driver and NVRTC are found at run time) and the `ptychostitch` console command;
-#   - the sdist, for `pip install` from source where no wheel fits (needs Rust >= 1.85).
+#   - the sdist, for `pip install` from source where no wheel fits (needs Rust >= 1.89).
 # No Docker: maturin links with zig (the `ziglang` package from PyPI) against glibc 2.17's
 # symbols, and checks the result against the manylinux policy before it writes the wheel.
-# Needs: python3 (>= 3.9) with venv, a Rust toolchain (>= 1.85) with cargo, network to PyPI.
+# Needs: python3 (>= 3.9) with venv, a Rust toolchain (>= 1.89) with cargo, network to PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

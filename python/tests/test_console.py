@@ -108,7 +108,7 @@ def test_a_signal_stops_it_cleanly(sig, tmp_path):
 
 def test_a_source_build_says_what_it_needs_first(monkeypatch, capsys):
     """The sdist's backend (build_backend/): without a C compiler, or with a Rust older than
-    1.85, one line says so before maturin starts (cargo's own failure is deep in a long log)."""
+    1.89, one line says so before maturin starts (cargo's own failure is deep in a long log)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build_backend"))
     try:
         import ptychostitch_build as backend
@@ -119,13 +119,13 @@ def test_a_source_build_says_what_it_needs_first(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         backend.build_wheel("/nonexistent")
     err = capsys.readouterr().err
-    assert err.startswith("error: building ptychostitch from source needs Rust >= 1.85 and a C compiler")
+    assert err.startswith("error: building ptychostitch from source needs Rust >= 1.89 and a C compiler")
     assert "no C compiler" in err and "prebuilt wheel" in err
     monkeypatch.setattr(backend.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(backend.os.path, "exists", lambda p: True)
     monkeypatch.setattr(
         backend.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout="rustc 1.80.1 (3f5fd8dd4 2024-08-06)\n")
     )
-    assert backend.missing() == ["rustc 1.80.1 (3f5fd8dd4 2024-08-06) is older than 1.85 (rustup update)"]
+    assert backend.missing() == ["rustc 1.80.1 (3f5fd8dd4 2024-08-06) is older than 1.89 (rustup update)"]
     monkeypatch.setattr(backend.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout="rustc 1.95.0\n"))
     assert backend.missing() == []

@@ -22,7 +22,7 @@ fn one_shot(plan: &Plan, op: Operation, patches: &Array3<Complex32>) -> Array2<C
 fn chunkings(n: usize, r: &mut impl RngExt) -> Vec<Vec<usize>> {
     let fixed = |len: usize| {
         let mut v = vec![len; n / len];
-        if n % len > 0 {
+        if !n.is_multiple_of(len) {
             v.push(n % len);
         }
         v

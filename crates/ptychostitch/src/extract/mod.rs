@@ -65,7 +65,10 @@ impl Extraction {
         if pairs.is_empty() {
             return Err(Error::NoPatches);
         }
-        if patch_size == 0 || patch_size >= image_side || (image_side - patch_size) % 2 != 0 {
+        if patch_size == 0
+            || patch_size >= image_side
+            || !(image_side - patch_size).is_multiple_of(2)
+        {
             return Err(Error::ExtractSize {
                 side: image_side,
                 patch: patch_size,

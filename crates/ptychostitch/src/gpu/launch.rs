@@ -270,7 +270,7 @@ pub fn check_canvas_layout(shape: &[i64], strides: Option<&[i64]>, side: usize) 
 /// bytes (a DLPack view at an odd byte offset) would stop the GPU with a sticky
 /// `CUDA_ERROR_MISALIGNED_ADDRESS`, which also ends the framework's context.
 pub fn check_aligned(address: u64, what: &str) -> Result<()> {
-    if address % 4 == 0 {
+    if address.is_multiple_of(4) {
         return Ok(());
     }
     Err(Error::Gpu {
