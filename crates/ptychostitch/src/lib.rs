@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 mod adjoint;
+mod direct;
 pub mod error;
 mod extract;
 pub mod geometry;

@@ -5,14 +5,18 @@
 //!    padding, so the reference adds exactly `+0.0` there; and an `f32` sum that starts at `+0.0`
 //!    is never `-0.0`, so skipping that addition leaves every bit unchanged.
 //! 2. Inside the footprint each pixel is computed with [`crate::kernel`]'s expression from the
-//!    same sample positions and the same four neighbours (read from a zero-bordered copy of the
-//!    kept patch, which holds exactly the values the padded canvas holds there).
+//!    same sample positions and the same four neighbours: read from a zero-bordered copy of the
+//!    kept patch, which holds exactly the values the padded canvas holds there, or, in the
+//!    direct kernel ([`crate::direct`], AVX2 and AVX-512), with masked loads that give the
+//!    border's `+0.0` in the lanes whose neighbour lies outside the crop.
 //! 3. Threads own disjoint row bands of the canvas and walk the patches in index order, so
 //!    every pixel receives its patches in index order whatever the band layout.
 //!
 //! Memory beyond the outputs is one scratch set per worker: a `(m+2)²` copy of the patch being
-//! placed, the ones patch for the weights and per-column tables, i.e. `O(threads·m²)`.
+//! placed (or the direct kernel's `m²` one), the ones patch for the weights and per-column
+//! tables, i.e. `O(threads·m²)`.
 
+use crate::direct::{self, Blocks, Columns, Crop, Isa, Placement};
 use crate::error::Result;
 use crate::geometry::{Geometry, Span};
 use crate::kernel::{Weights, sample_axis};
@@ -40,35 +44,61 @@ pub(crate) struct Schedule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Simd {
-    /// Detect the CPU once and use the widest supported kernel (AVX2 + FMA on x86-64).
+    /// Detect the CPU once and use the widest supported kernel: AVX-512 where the CPU has it,
+    /// else AVX2 + FMA, else the portable kernel.
     #[default]
     Auto,
+    /// AVX2 + FMA even where AVX-512 is available (the portable kernel where AVX2 is not).
+    /// Same bits; for comparing and testing the kernels on one machine.
+    Avx2,
     /// The portable kernel only (what a CPU without AVX2/FMA runs). Same bits, slower.
     Portable,
 }
 
+/// The kernel a run uses, resolved from [`Simd`] and the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// AVX-512F (with AVX2 and FMA): the direct kernel, 16 lanes.
+    Avx512,
+    /// AVX2 + FMA: the direct kernel, 8 lanes.
+    Avx2,
+    /// No intrinsics: the bordered path, vectorised by the compiler where it can.
+    Portable,
+}
+
 impl Simd {
-    /// The kernel that will actually run on this CPU: `"avx2+fma"` or `"portable"`.
+    /// The kernel that will actually run on this CPU: `"avx512"`, `"avx2+fma"` or `"portable"`.
     pub fn resolved(self) -> &'static str {
-        if self.uses_avx2() {
-            "avx2+fma"
-        } else {
-            "portable"
+        match self.kernel() {
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx2 => "avx2+fma",
+            Kernel::Portable => "portable",
         }
     }
 
+    /// Whether AVX2 + FMA code may run (the gradients' kernels have no AVX-512 version).
     pub(crate) fn uses_avx2(self) -> bool {
+        self.kernel() != Kernel::Portable
+    }
+
+    pub(crate) fn kernel(self) -> Kernel {
         #[cfg(target_arch = "x86_64")]
         {
-            static DETECTED: OnceLock<bool> = OnceLock::new();
-            self == Simd::Auto
-                && *DETECTED.get_or_init(|| {
-                    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-                })
+            static DETECTED: OnceLock<(bool, bool)> = OnceLock::new();
+            let (avx2, avx512) = *DETECTED.get_or_init(|| {
+                let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+                (avx2, avx2 && is_x86_feature_detected!("avx512f"))
+            });
+            match self {
+                Simd::Auto if avx512 => Kernel::Avx512,
+                Simd::Auto | Simd::Avx2 if avx2 => Kernel::Avx2,
+                _ => Kernel::Portable,
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            false
+            let _ = self;
+            Kernel::Portable
         }
     }
 }
@@ -178,7 +208,7 @@ pub(crate) fn run<T: Sample>(
     };
     let bounds = band_bounds(geometry, selection, region, pieces);
     let bands = split_bands(region.cols.len(), &bounds, job.image, job.weights);
-    let avx2 = simd.uses_avx2();
+    let kernel = simd.kernel();
     let context = Context {
         geometry,
         patches: job.patches,
@@ -186,7 +216,7 @@ pub(crate) fn run<T: Sample>(
         region,
         clear: job.clear,
         normalise: job.normalise,
-        avx2,
+        kernel,
     };
     for_each_piece(
         workers,
@@ -466,35 +496,50 @@ struct Context<'g, 'p, 's, T> {
     region: Region,
     clear: bool,
     normalise: bool,
-    avx2: bool,
+    kernel: Kernel,
 }
 
 impl<T: Sample> Context<'_, '_, '_, T> {
     fn process(&self, band: &mut Band<'_, T>, scratch: &mut Scratch) {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: `avx2` is only true when `Simd::uses_avx2` found AVX2 and FMA on this CPU
-            // with `is_x86_feature_detected!`.
-            unsafe { self.process_avx2(band, scratch) };
-            return;
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::kernel` resolves to AVX-512 only where `is_x86_feature_detected!`
+            // found AVX-512F, AVX2 and FMA on this CPU.
+            Kernel::Avx512 => unsafe { self.process_avx512(band, scratch) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::kernel` resolves to AVX2 only where it found AVX2 and FMA.
+            Kernel::Avx2 => unsafe { self.process_avx2(band, scratch) },
+            _ => self.process_portable(band, scratch),
         }
-        self.process_portable(band, scratch);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn process_avx512(&self, band: &mut Band<'_, T>, scratch: &mut Scratch) {
+        // SAFETY: this function runs only where the CPU has AVX-512F (`process`).
+        unsafe { self.band::<crate::direct::Avx512>(band, scratch, true) };
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn process_avx2(&self, band: &mut Band<'_, T>, scratch: &mut Scratch) {
-        self.band(band, scratch);
+        // SAFETY: this function runs only where the CPU has AVX2 and FMA (`process`).
+        unsafe { self.band::<crate::direct::Avx2>(band, scratch, true) };
     }
 
     fn process_portable(&self, band: &mut Band<'_, T>, scratch: &mut Scratch) {
-        self.band(band, scratch);
+        // SAFETY: `direct` is false, so no instruction of `Scalar` runs (it needs none anyway).
+        unsafe { self.band::<crate::direct::Scalar>(band, scratch, false) };
     }
 
     /// One band of the outputs: clear (one-shot runs), add the selected patches in index order,
-    /// normalise (`reassemble_position`).
+    /// normalise (`reassemble_position`). With `direct`, patches with regular columns take the
+    /// direct kernel ([`crate::direct`]) in `I`'s instruction set; the rest, the bordered copy.
+    ///
+    /// # Safety
+    /// With `direct`, the CPU supports `I`.
     #[inline(always)]
-    fn band(&self, band: &mut Band<'_, T>, scratch: &mut Scratch) {
+    unsafe fn band<I: Isa>(&self, band: &mut Band<'_, T>, scratch: &mut Scratch, direct: bool) {
         let g = self.geometry;
         let (pad, kept) = (g.pad(), g.kept());
         let (left, out_width) = (self.region.cols.start, self.region.cols.len());
@@ -512,6 +557,13 @@ impl<T: Sample> Context<'_, '_, '_, T> {
         let patches = self.patches.as_ref().filter(|_| image.is_some());
         let contiguous = patches.and_then(|p| p.as_slice());
         let stack_len = self.selection.len();
+        let mut blocks = Blocks::<I>::new();
+        let crop = Crop {
+            size: g.patch_size(),
+            kept,
+            start: g.crop_start(),
+        };
+        let patch_lanes = crop.size * crop.size * lanes_per_pixel;
 
         for local in 0..stack_len {
             let k = self.selection.get(local);
@@ -522,10 +574,66 @@ impl<T: Sample> Context<'_, '_, '_, T> {
             if rows.is_empty() || cols.is_empty() {
                 continue;
             }
+            let regular = scratch.columns(cols, ax, pad, lanes_per_pixel);
+            if let Some(first) = regular.filter(|_| direct)
+                && (image.is_none() || contiguous.is_some())
+            {
+                let patch = |i: usize| {
+                    contiguous
+                        .filter(|_| i < stack_len)
+                        .map(|all| &lanes(all)[i * patch_lanes..(i + 1) * patch_lanes])
+                };
+                let columns = if scratch.uniform {
+                    Columns::Uniform {
+                        ux: scratch.ux[0],
+                        wx: scratch.wx[0],
+                    }
+                } else {
+                    let per_lane = lanes_per_pixel > 1;
+                    Columns::Tables {
+                        ux: &scratch.ux,
+                        wx: &scratch.wx,
+                        ux_lanes: if per_lane {
+                            &scratch.ux_lanes
+                        } else {
+                            &scratch.ux
+                        },
+                        wx_lanes: if per_lane {
+                            &scratch.wx_lanes
+                        } else {
+                            &scratch.wx
+                        },
+                    }
+                };
+                let placement = Placement {
+                    patch: patch(local),
+                    next: patch(local + 1),
+                    crop,
+                    columns,
+                    first,
+                    rows,
+                    shift_y: ay,
+                    pad,
+                    cols: Span {
+                        start: cols.start - left,
+                        end: cols.end - left,
+                    },
+                    band_top: band.rows.start,
+                    width: out_width,
+                    image: image.as_deref_mut(),
+                    weights: match &mut band.weights {
+                        WeightCanvas::Compute(w) => Some(&mut **w),
+                        _ => None,
+                    },
+                };
+                // SAFETY: `direct` is set only where the CPU supports `I` (this function's
+                // contract).
+                unsafe { direct::place::<I>(placement, lanes_per_pixel, &mut blocks) };
+                continue;
+            }
             if let Some(all) = contiguous {
                 prefetch_kept_rows(g, all, local + 1, stack_len);
             }
-            let regular = scratch.columns(cols, ax, pad, lanes_per_pixel);
             let first_row = bordered_row(rows.start, ay, pad);
             let last_row = bordered_row(rows.end - 1, ay, pad);
             if let Some(p) = patches {

@@ -115,7 +115,7 @@ impl Plan {
         self.schedule.threads
     }
 
-    /// The kernel that runs: `"avx2+fma"` or `"portable"`.
+    /// The kernel that runs: `"avx512"`, `"avx2+fma"` or `"portable"`.
     pub fn kernel(&self) -> &'static str {
         self.schedule.simd.resolved()
     }

@@ -10,7 +10,7 @@ use ptychostitch::{Complex32, Plan, Simd};
 use rand::RngExt;
 
 const THREADS: [usize; 3] = [1, 2, 7];
-const KERNELS: [Simd; 2] = [Simd::Auto, Simd::Portable];
+const KERNELS: [Simd; 3] = [Simd::Auto, Simd::Avx2, Simd::Portable];
 
 /// Checks shift_and_sum, reassemble_position and the weights of every fast configuration
 /// against the reference, writing into buffers pre-filled with garbage.

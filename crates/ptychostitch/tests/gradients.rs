@@ -12,7 +12,7 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 const THREADS: [usize; 3] = [1, 2, 7];
-const KERNELS: [Simd; 2] = [Simd::Auto, Simd::Portable];
+const KERNELS: [Simd; 3] = [Simd::Auto, Simd::Avx2, Simd::Portable];
 
 fn lanes<T: Sample>(values: &[T]) -> Vec<u32> {
     let flat: &[f32] = bytemuck::cast_slice(values);
