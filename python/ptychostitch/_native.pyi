@@ -57,6 +57,14 @@ class Plan:
         rows: Tuple[int, int],
         cols: Tuple[int, int],
     ) -> np.ndarray: ...
+    def window_runs(
+        self,
+        chunks: List[np.ndarray],
+        starts: List[int],
+        op: str,
+        rows: Tuple[int, int],
+        cols: Tuple[int, int],
+    ) -> np.ndarray: ...
     def footprints(self) -> np.ndarray: ...
     @property
     def warnings(self) -> List[str]: ...

@@ -303,6 +303,58 @@ impl Plan {
         })
     }
 
+    /// The window `rows × cols` of `op`'s canvas from runs of consecutive patches as they lie:
+    /// `chunks[i]` holds patches `starts[i]..starts[i] + len` (scan order, no overlap; all
+    /// complex64 or all float32), together every patch that touches the window. Bit for bit
+    /// the same rectangle of the full canvas; no patch is copied. Runs with the GIL released.
+    #[pyo3(signature = (chunks, starts, op, rows, cols))]
+    fn window_runs<'py>(
+        &self,
+        py: Python<'py>,
+        chunks: Vec<Patches<'py>>,
+        starts: Vec<usize>,
+        op: &str,
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let operation = parse_op(op)?;
+        if chunks.len() != starts.len() {
+            return Err(PyValueError::new_err(format!(
+                "window_runs: {} chunks but {} starts",
+                chunks.len(),
+                starts.len()
+            )));
+        }
+        let (rows, cols) = (rows.0..rows.1, cols.0..cols.1);
+        let err = |e| to_py(e, &self.signals);
+        let mut complex = Vec::new();
+        let mut real = Vec::new();
+        for chunk in &chunks {
+            match chunk {
+                Patches::Complex(a) => complex.push(a.as_array()),
+                Patches::Real(a) => real.push(a.as_array()),
+            }
+        }
+        if !complex.is_empty() && !real.is_empty() {
+            return Err(PyTypeError::new_err(
+                "window_runs: chunks must all be complex64 or all float32",
+            ));
+        }
+        Ok(if real.is_empty() {
+            let runs: Vec<_> = starts.into_iter().zip(complex).collect();
+            py.detach(|| self.inner.window_runs(operation, rows, cols, &runs))
+                .map_err(err)?
+                .into_pyarray(py)
+                .into_any()
+        } else {
+            let runs: Vec<_> = starts.into_iter().zip(real).collect();
+            py.detach(|| self.inner.window_runs(operation, rows, cols, &runs))
+                .map_err(err)?
+                .into_pyarray(py)
+                .into_any()
+        })
+    }
+
     /// The vector–Jacobian product of `op`: from the (S, S) cotangent of the canvas, the
     /// patches' cotangent `(n, N, N)` and the offsets' `(n, 2)` `[x, y]` (each `None` unless
     /// asked for). `output` is the forward's result (`reassemble_position` only; recomputed

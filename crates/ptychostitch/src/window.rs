@@ -81,6 +81,107 @@ impl Plan {
         Ok(image)
     }
 
+    /// [`Plan::window`] from patches given as runs of consecutive scan indices, read where they
+    /// lie: `runs[i] = (start, stack)` holds patches `start..start + len` (`len` = the stack's
+    /// first axis). Runs are in scan order and do not overlap; together they must hold every
+    /// patch that touches the window ([`Plan::window_patches`]), and may hold others. No patch
+    /// is copied to gather the touching ones (the Dask front end passes its chunks as they are).
+    /// Equal, bit for bit, to the same rectangle of the full canvas: the runs are added in scan
+    /// order, and the weights, which need no patch values, come from the touching patches.
+    pub fn window_runs<T: Sample, D: Dimension>(
+        &self,
+        operation: Operation,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        runs: &[(usize, ArrayView<'_, T, D>)],
+    ) -> Result<Array2<T>> {
+        let region = self.region(rows.clone(), cols.clone())?;
+        let n = self.len();
+        let mut stacks = Vec::with_capacity(runs.len());
+        let mut end = 0;
+        for (i, (start, patches)) in runs.iter().enumerate() {
+            let stack = self.geometry().check_chunk(patches.view())?;
+            let len = stack.dim().0;
+            if i > 0 && *start < end {
+                return Err(Error::WindowIndices {
+                    reason: format!(
+                        "runs must be in scan order without overlap; run {i} starts at {start}, \
+                         before the previous one ends ({end})"
+                    ),
+                });
+            }
+            if start + len > n {
+                return Err(Error::WindowIndices {
+                    reason: format!(
+                        "run {i} holds patches {start}..{}; the plan has {n} patches",
+                        start + len
+                    ),
+                });
+            }
+            end = start + len;
+            stacks.push((*start, stack));
+        }
+        let needed = self.window_patches(rows, cols)?;
+        let mut run = stacks.iter().peekable();
+        for &k in &needed {
+            while run.next_if(|(start, s)| start + s.dim().0 <= k).is_some() {}
+            if run.peek().is_none_or(|(start, _)| *start > k) {
+                return Err(Error::WindowIndices {
+                    reason: format!("patch {k} touches the window but is in no run"),
+                });
+            }
+        }
+        let shape = (region.rows.len(), region.cols.len());
+        let mut image = crate::plan::zeroed_array::<T>(shape)?;
+        let pixels = image.as_slice_mut().unwrap_or_default();
+        for (start, stack) in &stacks {
+            parallel::run(
+                self.geometry(),
+                Job {
+                    patches: Some(*stack),
+                    selection: Selection::Range(*start, start + stack.dim().0),
+                    region,
+                    image: Some(&mut *pixels),
+                    clear: false,
+                    weights: WeightCanvas::Skip,
+                    normalise: false,
+                },
+                self.schedule(),
+            )?;
+        }
+        if operation == Operation::ReassemblePosition {
+            let mut weights = crate::plan::zeroed_array::<f32>(shape)?;
+            let weights = weights.as_slice_mut().unwrap_or_default();
+            parallel::run::<T>(
+                self.geometry(),
+                Job {
+                    patches: None,
+                    selection: Selection::Indices(&needed),
+                    region,
+                    image: None,
+                    clear: true,
+                    weights: WeightCanvas::Compute(&mut *weights),
+                    normalise: false,
+                },
+                self.schedule(),
+            )?;
+            parallel::run::<T>(
+                self.geometry(),
+                Job {
+                    patches: None,
+                    selection: Selection::Range(0, 0),
+                    region,
+                    image: Some(pixels),
+                    clear: false,
+                    weights: WeightCanvas::Given(weights),
+                    normalise: true,
+                },
+                self.schedule(),
+            )?;
+        }
+        Ok(image)
+    }
+
     fn region(&self, rows: Range<usize>, cols: Range<usize>) -> Result<Region> {
         let side = self.geometry().side();
         if rows.start >= rows.end || cols.start >= cols.end || rows.end > side || cols.end > side {

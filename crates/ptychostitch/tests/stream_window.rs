@@ -91,7 +91,34 @@ fn check_windows(label: &str, patches: &Array3<Complex32>, offsets: &Array2<f64>
                     let w = plan
                         .window(op, rows.clone(), cols.clone(), stack.view(), &indices)
                         .unwrap();
-                    tiled.slice_mut(s![rows, cols]).assign(&w);
+                    tiled.slice_mut(s![rows.clone(), cols.clone()]).assign(&w);
+                    // The same window from runs of the scan as they lie: fixed-length chunks
+                    // that touch it, and the chunks clipped to the first and last touching patch.
+                    let n = patches.dim().0;
+                    for len in [1, 5, n] {
+                        let mut runs = Vec::new();
+                        for start in (0..n).step_by(len) {
+                            let end = (start + len).min(n);
+                            let touching: Vec<usize> = indices
+                                .iter()
+                                .copied()
+                                .filter(|k| (start..end).contains(k))
+                                .collect();
+                            let (Some(&a), Some(&b)) = (touching.first(), touching.last()) else {
+                                continue;
+                            };
+                            let (a, b) = if len == 5 { (a, b + 1) } else { (start, end) };
+                            runs.push((a, patches.slice(s![a..b, .., ..])));
+                        }
+                        let from_runs = plan
+                            .window_runs(op, rows.clone(), cols.clone(), &runs)
+                            .unwrap();
+                        assert_bit_identical(
+                            &from_runs,
+                            &w,
+                            &format!("{label}: {op:?}, tile {rows:?}×{cols:?}, runs of {len}"),
+                        );
+                    }
                 }
             }
             assert_bit_identical(
@@ -271,4 +298,47 @@ fn streams_and_windows_refuse_misuse() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("strictly increasing"), "{err}");
+
+    let window = |runs: &[(usize, ndarray::ArrayView3<'_, Complex32>)]| {
+        plan.window_runs(Operation::ReassemblePosition, 0..side, 0..side, runs)
+            .unwrap_err()
+            .to_string()
+    };
+    let (head, tail) = (
+        patches.slice(s![..6, .., ..]),
+        patches.slice(s![6.., .., ..]),
+    );
+    let err = window(&[(0, head), (5, tail)]);
+    assert!(
+        err.contains("run 1 starts at 5, before the previous one ends (6)"),
+        "{err}"
+    );
+    let err = window(&[(0, head), (6, tail), (10, patches.slice(s![..1, .., ..]))]);
+    assert!(
+        err.contains("run 2 holds patches 10..11; the plan has 10"),
+        "{err}"
+    );
+    let err = window(&[(0, head), (7, patches.slice(s![7.., .., ..]))]);
+    assert!(
+        err.contains("patch 6 touches the window but is in no run"),
+        "{err}"
+    );
+    let err = window(&[(1, patches.slice(s![1.., .., ..]))]);
+    assert!(
+        err.contains("patch 0 touches the window but is in no run"),
+        "{err}"
+    );
+    let whole = plan
+        .window_runs(
+            Operation::ReassemblePosition,
+            0..side,
+            0..side,
+            &[(0, head), (6, tail)],
+        )
+        .unwrap();
+    assert_bit_identical(
+        &whole,
+        &plan.reassemble_position(patches.view()).unwrap(),
+        "two runs",
+    );
 }
