@@ -13,8 +13,12 @@
 Zarr, ``np.memmap``, anything ``dask.array.from_array`` takes); ``global_offsets`` are in memory
 in any layout the in-memory functions accept. The result is a lazy Dask array of the canvas,
 chunked in ``tile × tile`` tiles. Each tile task receives only the patch chunks whose patches
-touch the tile, and calls the native window function with the GIL released; its geometry is the
-whole scan's, so tiles computed on any worker fit together exactly. The graph holds one task per
+touch the tile and passes them, as they are, to the native window function (GIL released),
+which adds them in scan order; its geometry is the whole scan's, so tiles computed on any worker
+fit together exactly. Chunks are first cut to the kept ``M×M`` centres (less to move between
+workers, and a file is read only where its kept lines lie), except where they are already
+NumPy arrays in the graph (``da.from_array`` of an in-memory stack): tiles then read the kept
+rows in place, as the in-memory function does. The graph holds one task per
 tile plus the patch chunks' own tasks and one for the offsets: ``O(tiles + chunks)``, never
 ``tiles × chunks``. The bits equal :func:`ptychostitch.reassemble_position`'s for every tile
 size, chunking, scheduler and worker count.
@@ -35,6 +39,7 @@ from typing import Any, Dict, List, Tuple
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _compute_dtype, _crop, _native, _offsets, _positive, _threads, _warn
@@ -75,29 +80,27 @@ def _tile(
     dtype: str,
     *chunks: np.ndarray,
 ) -> np.ndarray:
-    """One tile: the patches of `chunks` (starting at scan indices `starts`) that touch it."""
+    """One tile from the chunks whose patches can touch it (chunk `i` holds the patches from scan
+    index `starts[i]`), passed to the native window as they are: no patch is gathered or copied."""
     plan = _plan(token, offsets, size, crop, threads)
-    fp = plan.footprints()
-    selected, stacks = [], []
-    for start, chunk in zip(starts, chunks):
-        chunk = np.asarray(chunk)
-        k = np.arange(start, start + chunk.shape[0])
-        f = fp[k]
-        touch = (f[:, 0] < rows[1]) & (f[:, 1] > rows[0]) & (f[:, 2] < cols[1]) & (f[:, 3] > cols[0])
-        touch &= (f[:, 1] > f[:, 0]) & (f[:, 3] > f[:, 2])
-        if touch.any():
-            selected.append(k[touch])
-            stacks.append(chunk[touch])
     target = np.dtype(dtype)
-    if stacks:
-        indices = np.concatenate(selected).astype(np.int64)
-        stack = np.concatenate(stacks).reshape(-1, size, size)
-        stack = stack if stack.dtype == target else stack.astype(target)
-    else:
-        indices = np.zeros(0, np.int64)
-        stack = np.zeros((0, size, size), target)
-    out = plan.window(stack, indices, op, rows, cols)
+    runs = [np.asarray(chunk).reshape(-1, size, size) for chunk in chunks]
+    runs = [run if run.dtype == target else run.astype(target) for run in runs]
+    out = plan.window_runs(runs, [int(s) for s in starts], op, rows, cols)
     return out[:, :, np.newaxis]
+
+
+def _in_memory(patches: da.Array) -> bool:
+    """True when every chunk of `patches` is a NumPy array held in its graph, as
+    ``da.from_array(numpy_array)`` makes them: C-contiguous chunks a tile can read in place."""
+    layer = patches.__dask_graph__().layers.get(patches.name)
+    if layer is None:
+        return False
+    try:
+        chunks = [layer[key] for key in flatten(patches.__dask_keys__())]
+    except KeyError:
+        return False
+    return all(isinstance(c, np.ndarray) and c.flags.c_contiguous for c in chunks)
 
 
 def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads: Any) -> da.Array:
@@ -121,22 +124,29 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
     if plan.n != n:
         raise ValueError(f"`patches` has {n} patches but `offsets` has {plan.n} positions")
 
-    # Each chunk is cut to the kept m×m centre first (one task per chunk): tiles then move
-    # m² instead of N² values per patch. A plan for m×m patches with M = m keeps exactly those
-    # pixels and has the same canvas, shifts and footprints, so the bits do not change.
     kept = 2 * (crop // 2)
-    c0 = size // 2 - crop // 2
-    index = (slice(None), slice(c0, c0 + kept), slice(c0, c0 + kept)) + ((0,) if patches.ndim == 4 else ())
-    centres = patches.rechunk({axis: -1 for axis in range(1, patches.ndim)})[index].astype(dtype)
+    if _in_memory(patches) and patches.dtype == dtype:
+        # Chunks already in memory (`da.from_array` of a NumPy array): tiles read the kept rows
+        # where they lie, as the in-memory call does; cutting the centres first would only copy.
+        centres, tile_size, tile_crop = patches, size, crop
+    else:
+        # Each chunk is cut to the kept m×m centre first (one task per chunk): tiles then move
+        # m² instead of N² values per patch (and a file is read only where its kept lines are).
+        # A plan for m×m patches with M = m keeps exactly those pixels and has the same canvas,
+        # shifts and footprints, so the bits do not change.
+        c0 = size // 2 - crop // 2
+        index = (slice(None), slice(c0, c0 + kept), slice(c0, c0 + kept)) + ((0,) if patches.ndim == 4 else ())
+        centres = patches.rechunk({axis: -1 for axis in range(1, patches.ndim)})[index].astype(dtype)
+        tile_size, tile_crop = kept, kept
 
     side = plan.canvas_side
     fp = plan.footprints()
     live = (fp[:, 1] > fp[:, 0]) & (fp[:, 3] > fp[:, 2])
-    token = tokenize(offsets, kept, workers)
+    token = tokenize(offsets, tile_size, tile_crop, workers)
     name = f"ptychostitch-{op}-{tokenize(centres, token, tile)}"
     offsets_key = (f"ptychostitch-offsets-{token}",)
     bounds = np.cumsum((0,) + centres.chunks[0])
-    chunk_keys = [(centres.name, c, 0, 0) for c in range(centres.numblocks[0])]
+    chunk_keys = [(centres.name, c) + (0,) * (centres.ndim - 1) for c in range(centres.numblocks[0])]
     # Per chunk, the rows and columns its patches can change: a tile outside that skips the chunk.
     spans = []
     for c in range(len(chunk_keys)):
@@ -157,8 +167,8 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
                 _tile,
                 token,
                 offsets_key,
-                kept,
-                kept,
+                tile_size,
+                tile_crop,
                 workers,
                 op,
                 rows,

@@ -167,3 +167,31 @@ def test_from_npy_reads_the_fused_crop_through_a_map(big_scan, monkeypatch):
     memmap = np.load(path, mmap_mode="r")
     assert np.array_equal(stack[17:4000:3, 2:9, 5].compute(), memmap[17:4000:3, 2:9, 5])
     assert np.array_equal(stack[5990:6010].compute(), memmap[5990:6010])
+
+
+def test_in_memory_chunks_are_read_in_place_and_others_cropped_first():
+    """Chunks already in memory go to the tiles as they are (no crop task, no copy); a stack that
+    needs a dtype conversion is cropped first. Same bits either way, and the native window over
+    runs refuses runs out of order."""
+    rng = np.random.default_rng(15)
+    n, size = 300, 24
+    stack = (rng.standard_normal((n, size, size)) + 1j * rng.standard_normal((n, size, size))).astype(np.complex64)
+    offsets = rng.uniform(-40, 40, (n, 2))
+    expected = ps.reassemble_position(stack, offsets, 10)
+    for source, cropped in [(stack, False), (stack.astype(np.complex128), True)]:
+        arr = da.from_array(source, chunks=(64, -1, -1))
+        assert psd._in_memory(arr)
+        lazy = psd.reassemble_position(arr, offsets, 10, tile=17)
+        layers = set(lazy.__dask_graph__().layers)
+        assert any(name.startswith(("getitem", "astype")) for name in layers) == cropped, layers
+        assert same_bits(lazy.compute(scheduler="threads"), expected)
+    # Chunks computed by a task (not held in the graph) are cropped first.
+    arr = da.from_array(stack, chunks=(64, -1, -1)) * 1
+    assert not psd._in_memory(arr)
+    assert same_bits(psd.reassemble_position(arr, offsets, 10, tile=17).compute(scheduler="threads"), expected)
+    plan = ps._native.Plan(np.ascontiguousarray(offsets), size, 10, 1)
+    side = plan.canvas_side
+    with pytest.raises(ValueError, match="before the previous one ends"):
+        plan.window_runs([stack[:100], stack[50:]], [0, 50], "shift_and_sum", (0, side), (0, side))
+    with pytest.raises(TypeError, match="must all be complex64 or all float32"):
+        plan.window_runs([stack[:100], stack[100:].real.copy()], [0, 100], "shift_and_sum", (0, side), (0, side))
