@@ -453,18 +453,6 @@ impl Scratch {
         self.col.clear();
         self.ux.clear();
         self.wx.clear();
-        if exact_differences(cols, shift) {
-            // Every `x - shift` is exact, so `floor` steps by one per column and every fraction
-            // is the same exact value `frac(-shift)` rounded the same way: the loop below would
-            // find the columns consecutive and uniform. Its first entries are all that is read.
-            let (x0, wx) = sample_axis(cols.start, shift);
-            let first = (x0 + 1 - pad as i64) as usize;
-            self.col.push(first);
-            self.ux.push(1.0 - wx);
-            self.wx.push(wx);
-            self.uniform = true;
-            return Some(first);
-        }
         for x in cols.start..cols.end {
             let (x0, wx) = sample_axis(x, shift);
             // x0 ∈ [p-1, p+m-1] inside the footprint, so this index is in 0..=m.
@@ -498,34 +486,6 @@ impl Scratch {
             .all(|(j, &c)| c == first + j)
             .then_some(first)
     }
-}
-
-/// True when `x as f32 - shift` is exact in `f32` for every column `x` of `cols` (not empty).
-///
-/// `shift` is a multiple of its unit in the last place `u`, and a whole `x` is a multiple of 1,
-/// so where `u <= 1` the exact difference is a multiple of `u`; it is representable when its
-/// magnitude is below `2^24·u`. It is monotone in `x`, so the end columns bound it. (A zero
-/// shift leaves `x` itself, exact below `2^24`.) Subnormal and non-finite shifts, `u > 1` and
-/// columns beyond `2^24` give `false`, and the caller builds its tables column by column.
-#[inline(always)]
-fn exact_differences(cols: Span, shift: f32) -> bool {
-    const EXACT: f64 = (1_u32 << 24) as f64;
-    let (first, last) = (cols.start as f64, cols.end as f64 - 1.0);
-    if cols.is_empty() || last >= EXACT {
-        return false;
-    }
-    if shift == 0.0 {
-        return true;
-    }
-    let exponent = (shift.to_bits() >> 23) & 0xff;
-    if exponent == 0 || exponent == 0xff {
-        return false;
-    }
-    let ulp = 2_f64.powi(exponent as i32 - 127 - 23);
-    let widest = (first - shift as f64)
-        .abs()
-        .max((last - shift as f64).abs());
-    ulp <= 1.0 && widest < EXACT * ulp
 }
 
 /// What every band of one run shares.
@@ -905,48 +865,6 @@ fn row_gather<const L: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exact_differences_agree_with_the_column_loop() {
-        // Where the fast test says "exact", every column's fraction has the first one's bits and
-        // the columns are consecutive; and it says so for the bench grid's large shifts.
-        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        let mut exact = 0;
-        for case in 0..20_000 {
-            let magnitude = [0.3, 3.0, 40.0, 700.0, 5e4, 3e6, 3e7][case % 7];
-            let shift = ((next() % 2_000_001) as f64 / 1e6 - 1.0) as f32 * magnitude;
-            let shift = if case % 11 == 0 { shift.round() } else { shift };
-            let start = (next() % 4096) as usize;
-            let cols = Span {
-                start,
-                end: start + 1 + (next() % 70) as usize,
-            };
-            if !exact_differences(cols, shift) {
-                continue;
-            }
-            exact += 1;
-            let (c0, w0) = sample_axis(cols.start, shift);
-            for (j, x) in (cols.start..cols.end).enumerate() {
-                let (c, w) = sample_axis(x, shift);
-                assert_eq!(
-                    (c, w.to_bits()),
-                    (c0 + j as i64, w0.to_bits()),
-                    "{shift} {x}"
-                );
-            }
-        }
-        assert!(exact > 5_000, "{exact}");
-        assert!(exact_differences(Span { start: 40, end: 61 }, -1234.37));
-        assert!(!exact_differences(Span { start: 40, end: 61 }, 0.1));
-        assert!(exact_differences(Span { start: 40, end: 61 }, 0.0));
-        assert!(!exact_differences(Span { start: 40, end: 40 }, 2.0));
-    }
 
     #[test]
     fn band_bounds_cover_canvas_in_order() {
