@@ -1,16 +1,24 @@
-"""ptychostitch.dask on LocalCluster(n_workers=2, processes=True) against the in-memory function,
-one process, one run each (medians where repeated):
+"""ptychostitch.dask against the in-memory function and the streaming CLI, in one process, medians
+of --repeat runs:
 
-    python scripts/bench_dask.py PATCHES.npy OFFSETS.npy [--tile 1024] [--chunk 4096] [--in-memory]
+    python scripts/bench_dask.py PATCHES.npy OFFSETS.npy [--tile 512] [--chunk 4096] [--in-memory] [--cli BIN]
 
-Make the files with `ptychostitch make-scan -n N PATCHES.npy OFFSETS.npy`. With --in-memory the
-stack is also loaded and stitched in memory (it must fit), for the throughput ratio. Prints
-JSON: times, patches/s, ratio, and each worker's peak RSS (getrusage in the worker).
+- from_npy on LocalCluster(n_workers=2, processes=True), always;
+- with --in-memory: the stack loaded and stitched in memory (it must fit), and the same stack as
+  ``da.from_array(stack, chunks=(chunk, -1, -1))`` on the threaded scheduler (graph built and
+  computed; the Dask array itself is made once, outside the timing: making it hashes the data);
+- with --cli BIN: ``BIN reassemble PATCHES.npy OFFSETS.npy --mode reassemble`` (the streaming CLI),
+  alternating with the cluster runs so that both see the same page-cache state.
+
+Make the files with `ptychostitch make-scan -n N PATCHES.npy OFFSETS.npy`. Prints JSON: times,
+patches/s, ratios, bit identity, and each worker's peak RSS (getrusage in the worker).
 """
 
 import argparse
 import json
 import resource
+import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -27,10 +35,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("patches")
     ap.add_argument("offsets")
-    ap.add_argument("--tile", type=int, default=1024)
+    ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--chunk", type=int, default=4096)
     ap.add_argument("--in-memory", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cli", help="the ptychostitch binary, to time the streaming CLI on the same file")
     args = ap.parse_args()
     from distributed import Client, LocalCluster
 
@@ -48,15 +57,38 @@ def main():
             expected = ps.reassemble_position(stack, offsets, 20)
             times.append(time.perf_counter() - t)
         out["in_memory_compute_s"] = sorted(times)[len(times) // 2]
-        del stack
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        import dask.array as da
+
+        arr = da.from_array(stack, chunks=(args.chunk, -1, -1))
         times = []
         for _ in range(args.repeat):
-            lazy = psd.reassemble_position(psd.from_npy(args.patches, chunk=args.chunk), offsets, 20, tile=args.tile)
             t = time.perf_counter()
+            got = psd.reassemble_position(arr, offsets, 20, tile=args.tile).compute(scheduler="threads")
+            times.append(time.perf_counter() - t)
+        out["dask_threaded_in_memory_s"] = sorted(times)[len(times) // 2]
+        out["dask_threaded_in_memory_ratio"] = out["in_memory_compute_s"] / out["dask_threaded_in_memory_s"]
+        out["dask_threaded_in_memory_bit_identical"] = bool(np.array_equal(got.view(np.uint32), expected.view(np.uint32)))
+        del stack, arr
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        times, cli_times = [], []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            lazy = psd.reassemble_position(psd.from_npy(args.patches, chunk=args.chunk), offsets, 20, tile=args.tile)
             got = client.compute(lazy).result()
             times.append(time.perf_counter() - t)
+            if args.cli:
+                with tempfile.TemporaryDirectory() as tmp:
+                    t = time.perf_counter()
+                    subprocess.run(
+                        [args.cli, "reassemble", args.patches, args.offsets, "-M", "20", "--mode", "reassemble", "-o", f"{tmp}/r.npz"],
+                        check=True,
+                        stdout=subprocess.DEVNULL,
+                    )
+                    cli_times.append(time.perf_counter() - t)
         out["dask_s"] = sorted(times)[len(times) // 2]
+        if cli_times:
+            out["cli_streaming_s"] = sorted(cli_times)[len(cli_times) // 2]
+            out["dask_over_cli"] = out["dask_s"] / out["cli_streaming_s"]
         out["dask_tasks"] = len(lazy.__dask_graph__())
         out["worker_peak_rss_mib"] = sorted(client.run(peak_rss_mib).values())
     out["dask_patches_per_s"] = n / out["dask_s"]

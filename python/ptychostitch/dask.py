@@ -6,7 +6,7 @@
     import ptychostitch.dask as psd
 
     patches = da.from_array(h5py.File("recon.h5")["Y"], chunks=(4096, -1, -1, -1))  # (n, N, N, 1)
-    canvas = psd.reassemble_position(patches, offsets, M=20, tile=1024)          # lazy (S, S, 1)
+    canvas = psd.reassemble_position(patches, offsets, M=20, tile=512)           # lazy (S, S, 1)
     canvas.to_zarr("object.zarr")                                                # or .compute()
 
 ``patches`` is a Dask array ``(n, N, N)`` or ``(n, N, N, 1)`` chunked along ``n`` (from h5py,
@@ -90,6 +90,39 @@ def _tile(
     return out[:, :, np.newaxis]
 
 
+# The `.npy` files behind `from_npy` arrays, by array name: a graph over such an array reads the
+# file in its tile tasks (see `_tile_from_npy`).
+_NPY_ARRAYS: "Dict[str, _NpyFile]" = {}
+
+
+def _tile_from_npy(
+    token: str,
+    offsets: np.ndarray,
+    source: "_NpyFile",
+    size: int,
+    crop: int,
+    threads: int,
+    op: str,
+    rows: Tuple[int, int],
+    cols: Tuple[int, int],
+    dtype: str,
+) -> np.ndarray:
+    """One tile read straight from the file: the kept crops of just the patches that touch it,
+    through a memory map (only the pages with kept lines are touched), stitched with a plan for
+    the crops. No patch moves between workers: each tile reads what it needs where it runs."""
+    kept = 2 * (crop // 2)
+    plan = _plan(token, offsets, kept, kept, threads)
+    fp = plan.footprints()
+    touch = (fp[:, 0] < rows[1]) & (fp[:, 1] > rows[0]) & (fp[:, 2] < cols[1]) & (fp[:, 3] > cols[0])
+    touch &= (fp[:, 1] > fp[:, 0]) & (fp[:, 3] > fp[:, 2])
+    indices = np.flatnonzero(touch).astype(np.int64)
+    c0 = size // 2 - crop // 2
+    index = (indices, slice(c0, c0 + kept), slice(c0, c0 + kept)) + ((0,) if source.ndim == 4 else ())
+    stack = np.ascontiguousarray(np.load(source.path, mmap_mode="r")[index], dtype=np.dtype(dtype))
+    out = plan.window(stack, indices, op, rows, cols)
+    return out[:, :, np.newaxis]
+
+
 def _in_memory(patches: da.Array) -> bool:
     """True when every chunk of `patches` is a NumPy array held in its graph, as
     ``da.from_array(numpy_array)`` makes them: C-contiguous chunks a tile can read in place."""
@@ -125,6 +158,9 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
         raise ValueError(f"`patches` has {n} patches but `offsets` has {plan.n} positions")
 
     kept = 2 * (crop // 2)
+    source = _NPY_ARRAYS.get(patches.name)
+    if source is not None:
+        return _lazy_from_npy(source, plan, offsets, size, crop, workers, op, tile, dtype)
     if _in_memory(patches) and patches.dtype == dtype:
         # Chunks already in memory (`da.from_array` of a NumPy array): tiles read the kept rows
         # where they lie, as the in-memory call does; cutting the centres first would only copy.
@@ -181,6 +217,41 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
     return da.Array(graph, name, chunks=(tiles, tiles, (1,)), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
 
 
+def _lazy_from_npy(
+    source: "_NpyFile", plan: Any, offsets: np.ndarray, size: int, crop: int, workers: int, op: str, tile: int, dtype: np.dtype
+) -> da.Array:
+    """The graph over a `from_npy` array: one task per tile, each reading its patches' kept crops
+    from the file itself (`_tile_from_npy`), plus the offsets. Cutting the centres in chunk tasks
+    and sending them to the tiles instead moved about half of them between worker processes:
+    1.4 s against 0.47 s for the streaming CLI at n = 100,000, warm cache, 2 workers."""
+    kept = 2 * (crop // 2)
+    side = plan.canvas_side
+    token = tokenize(offsets, kept, kept, workers)
+    name = f"ptychostitch-{op}-{tokenize(source.path, source.shape, token, tile, size, crop)}"
+    offsets_key = (f"ptychostitch-offsets-{token}",)
+    edges = list(range(0, side, tile)) + [side]
+    layer: Dict[Any, Any] = {offsets_key: offsets}
+    for i in range(len(edges) - 1):
+        for j in range(len(edges) - 1):
+            rows, cols = (edges[i], edges[i + 1]), (edges[j], edges[j + 1])
+            layer[(name, i, j, 0)] = (
+                _tile_from_npy,
+                token,
+                offsets_key,
+                source,
+                size,
+                crop,
+                workers,
+                op,
+                rows,
+                cols,
+                dtype.str,
+            )
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+    tiles = tuple(edges[k + 1] - edges[k] for k in range(len(edges) - 1))
+    return da.Array(graph, name, chunks=(tiles, tiles, (1,)), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
+
+
 class _NpyFile:
     """A `.npy` file read where it is used: pickles as its path, so a graph built from it ships a
     file name to the workers, not the data. Whole row ranges are read with ``pread`` into a fresh
@@ -229,14 +300,16 @@ def from_npy(path: Any, chunk: int = 4096) -> da.Array:
     runs (the file must be reachable from every worker: a shared or local disk)."""
     chunk = _positive("chunk", chunk)
     source = _NpyFile(path)
-    return da.from_array(source, chunks=(chunk,) + tuple(source.shape[1:]), name=f"npy-{tokenize(source.path, chunk)}")
+    array = da.from_array(source, chunks=(chunk,) + tuple(source.shape[1:]), name=f"npy-{tokenize(source.path, chunk)}")
+    _NPY_ARRAYS[array.name] = source
+    return array
 
 
-def shift_and_sum(patches: Any, global_offsets: Any, M: int = 10, *, tile: int = 1024, threads: Any = None) -> da.Array:
+def shift_and_sum(patches: Any, global_offsets: Any, M: int = 10, *, tile: int = 512, threads: Any = None) -> da.Array:
     """Lazy ``shift_and_sum`` of a Dask patch stack: ``(S, S, 1)``, chunked in tiles."""
     return _lazy(patches, global_offsets, M, "shift_and_sum", tile, threads)
 
 
-def reassemble_position(patches: Any, global_offsets: Any, M: int = 10, *, tile: int = 1024, threads: Any = None) -> da.Array:
+def reassemble_position(patches: Any, global_offsets: Any, M: int = 10, *, tile: int = 512, threads: Any = None) -> da.Array:
     """Lazy ``reassemble_position`` of a Dask patch stack: ``(S, S, 1)``, chunked in tiles."""
     return _lazy(patches, global_offsets, M, "reassemble_position", tile, threads)
