@@ -107,7 +107,8 @@ impl Simd {
 pub(crate) enum WeightCanvas<'a> {
     /// Not needed.
     Skip,
-    /// Compute it into this `S×S` buffer.
+    /// Compute it into this buffer (of the region): add the selected patches' weights, after
+    /// zeroing it if the job clears.
     Compute(&'a mut [f32]),
     /// Already known (a plan's cache); only read, for normalisation.
     Given(&'a [f32]),
@@ -171,7 +172,8 @@ pub(crate) struct Job<'a, 'p, 's, T> {
     pub region: Region,
     /// The region's image (C order): the selected patches are added to it.
     pub image: Option<&'a mut [T]>,
-    /// Zero the image first (a one-shot run); a streaming run adds to what is there.
+    /// Zero the image and a computed weight canvas first (a one-shot run); a streaming run, or
+    /// a window built from several runs, adds to what is there.
     pub clear: bool,
     /// The weight canvas (of the region).
     pub weights: WeightCanvas<'a>,
@@ -551,7 +553,9 @@ impl<T: Sample> Context<'_, '_, '_, T> {
         if let Some(img) = image.as_deref_mut().filter(|_| self.clear) {
             img.fill(0.0);
         }
-        if let WeightCanvas::Compute(w) = &mut band.weights {
+        if let WeightCanvas::Compute(w) = &mut band.weights
+            && self.clear
+        {
             w.fill(0.0);
         }
         let patches = self.patches.as_ref().filter(|_| image.is_some());

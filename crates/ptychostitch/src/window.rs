@@ -87,7 +87,7 @@ impl Plan {
     /// patch that touches the window ([`Plan::window_patches`]), and may hold others. No patch
     /// is copied to gather the touching ones (the Dask front end passes its chunks as they are).
     /// Equal, bit for bit, to the same rectangle of the full canvas: the runs are added in scan
-    /// order, and the weights, which need no patch values, come from the touching patches.
+    /// order, the image and the weights in one pass per run.
     pub fn window_runs<T: Sample, D: Dimension>(
         &self,
         operation: Operation,
@@ -134,7 +134,17 @@ impl Plan {
         let shape = (region.rows.len(), region.cols.len());
         let mut image = crate::plan::zeroed_array::<T>(shape)?;
         let pixels = image.as_slice_mut().unwrap_or_default();
-        for (start, stack) in &stacks {
+        let normalise = operation == Operation::ReassemblePosition;
+        let mut weight_canvas = match normalise {
+            true => Some(crate::plan::zeroed_array::<f32>(shape)?),
+            false => None,
+        };
+        let mut weights = weight_canvas.as_mut().and_then(|w| w.as_slice_mut());
+        // The runs in scan order, each adding its patches to the image and (in the same pass)
+        // their weights; the last run also normalises. Patches that miss the window change
+        // nothing, so the sums are the one-shot canvas's, added in the same order.
+        let last = stacks.len().saturating_sub(1);
+        for (i, (start, stack)) in stacks.iter().enumerate() {
             parallel::run(
                 self.geometry(),
                 Job {
@@ -143,42 +153,16 @@ impl Plan {
                     region,
                     image: Some(&mut *pixels),
                     clear: false,
-                    weights: WeightCanvas::Skip,
-                    normalise: false,
+                    weights: match weights.as_deref_mut() {
+                        Some(w) => WeightCanvas::Compute(w),
+                        None => WeightCanvas::Skip,
+                    },
+                    normalise: normalise && i == last,
                 },
                 self.schedule(),
             )?;
         }
-        if operation == Operation::ReassemblePosition {
-            let mut weights = crate::plan::zeroed_array::<f32>(shape)?;
-            let weights = weights.as_slice_mut().unwrap_or_default();
-            parallel::run::<T>(
-                self.geometry(),
-                Job {
-                    patches: None,
-                    selection: Selection::Indices(&needed),
-                    region,
-                    image: None,
-                    clear: true,
-                    weights: WeightCanvas::Compute(&mut *weights),
-                    normalise: false,
-                },
-                self.schedule(),
-            )?;
-            parallel::run::<T>(
-                self.geometry(),
-                Job {
-                    patches: None,
-                    selection: Selection::Range(0, 0),
-                    region,
-                    image: Some(pixels),
-                    clear: false,
-                    weights: WeightCanvas::Given(weights),
-                    normalise: true,
-                },
-                self.schedule(),
-            )?;
-        }
+        // No run at all: the window is zeros, which normalising leaves exactly as they are.
         Ok(image)
     }
 
