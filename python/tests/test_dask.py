@@ -203,3 +203,18 @@ def test_in_memory_chunks_are_read_in_place_and_others_cropped_first():
         plan.window_runs([stack[:100], stack[50:]], [0, 50], "shift_and_sum", (0, side), (0, side))
     with pytest.raises(TypeError, match="must all be complex64 or all float32"):
         plan.window_runs([stack[:100], stack[100:].real.copy()], [0, 100], "shift_and_sum", (0, side), (0, side))
+
+
+def test_from_npy_in_another_dtype_and_four_dimensions(tmp_path):
+    """A file in complex128 with a trailing axis: the tiles gather and convert the touching
+    patches' kept crops (the map cannot be used as it is); the bits are the in-memory call's."""
+    rng = np.random.default_rng(28)
+    n, size = 400, 20
+    stack = (rng.standard_normal((n, size, size, 1)) + 1j * rng.standard_normal((n, size, size, 1))).astype(np.complex128)
+    offsets = rng.uniform(-30, 30, (n, 2))
+    np.save(tmp_path / "p.npy", stack)
+    for op in OPS:
+        expected = getattr(ps, op)(stack, offsets, 12)
+        for tile in [9, 64]:
+            got = getattr(psd, op)(psd.from_npy(tmp_path / "p.npy", chunk=70), offsets, 12, tile=tile).compute(scheduler="threads")
+            assert same_bits(got, expected), (op, tile)
