@@ -196,7 +196,7 @@ pub(crate) struct Crop {
 impl Crop {
     /// The kept lanes of kept row `q` of a patch (its `N·N·L` lanes).
     #[inline(always)]
-    fn row(self, patch: &[f32], q: usize, lanes: usize) -> &[f32] {
+    pub(crate) fn row(self, patch: &[f32], q: usize, lanes: usize) -> &[f32] {
         let start = ((self.start + q) * self.size + self.start) * lanes;
         &patch[start..start + self.kept * lanes]
     }
@@ -212,27 +212,45 @@ impl Crop {
 /// in while this one is computed.
 const PREFETCH_ROWS_PER_ROW: usize = 2;
 
-/// Asks the CPU to start loading these lanes into L1 (a hint: it never faults).
+/// The cache a prefetch fills.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cache {
+    /// L1 (`_MM_HINT_T0`): the direct kernel's choice ([`PREFETCH_ROWS_PER_ROW`]).
+    L1,
+    /// L2 (`_MM_HINT_T2`): the bordered path's choice (`parallel::prefetch_kept_rows`).
+    L2,
+}
+
+/// Asks the CPU to start loading every cache line of these lanes into `cache` (a hint: it never
+/// faults).
 #[inline(always)]
-fn prefetch(row: &[f32]) {
+pub(crate) fn prefetch(row: &[f32], cache: Cache) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T2, _mm_prefetch};
+        let hint = |address: *const i8| {
+            // SAFETY: a prefetch only hints and reads nothing into Rust's view of memory; the
+            // addresses below lie inside `row` anyway.
+            unsafe {
+                match cache {
+                    Cache::L1 => _mm_prefetch::<_MM_HINT_T0>(address),
+                    Cache::L2 => _mm_prefetch::<_MM_HINT_T2>(address),
+                }
+            }
+        };
         let (first, bytes) = (row.as_ptr().cast::<i8>(), std::mem::size_of_val(row));
         let mut offset = 0;
         while offset < bytes {
-            // SAFETY: the address lies inside `row`; a prefetch only hints and reads nothing
-            // into Rust's view of memory.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(offset)) };
+            hint(first.wrapping_add(offset));
             offset += 64;
         }
         if bytes > 0 {
-            // SAFETY: as above: the row's last byte (its line may not start inside the row).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(bytes - 1)) };
+            // The row's last byte: its line may not start inside the row.
+            hint(first.wrapping_add(bytes - 1));
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
+    let _ = (row, cache);
 }
 
 /// One patch to add to a band of the outputs.
@@ -329,7 +347,7 @@ pub(crate) unsafe fn place<I: Isa>(p: Placement<'_, '_>, lanes: usize, scratch: 
             (upper(rows.end - 1) + 2).min(m as i64),
         );
         let copy = scratch.copy_for(m, stride);
-        for q in from.max(0) as usize..to.max(from) as usize {
+        for q in from as usize..to.max(from) as usize {
             let dst = &mut copy[Blocks::<I>::PAD + q * stride..][..stride];
             // SAFETY: the caller's CPU supports `I`.
             unsafe { copy_row::<I>(dst, crop.row(patch, q, lanes)) };
@@ -341,7 +359,7 @@ pub(crate) unsafe fn place<I: Isa>(p: Placement<'_, '_>, lanes: usize, scratch: 
         if let Some(next) = next {
             let end = (prefetched + PREFETCH_ROWS_PER_ROW).min(m);
             for q in prefetched..end {
-                prefetch(crop.row(next, q, lanes));
+                prefetch(crop.row(next, q, lanes), Cache::L1);
             }
             prefetched = end;
         }
@@ -393,7 +411,7 @@ pub(crate) unsafe fn place<I: Isa>(p: Placement<'_, '_>, lanes: usize, scratch: 
     }
     if let Some(next) = next {
         for q in prefetched..m {
-            prefetch(crop.row(next, q, lanes));
+            prefetch(crop.row(next, q, lanes), Cache::L1);
         }
     }
 }
@@ -445,12 +463,13 @@ unsafe fn row<I: Isa>(
         let dangling = std::ptr::NonNull::<f32>::dangling().as_ptr().cast_const();
         let (uy_v, wy_v) = (I::splat(uy), I::splat(wy));
         let zero = I::splat(0.0);
+        // The uniform case's four weights, the same for every block (unused with tables).
         let uniform = match fractions {
             Fractions::Uniform(ux, wx) => {
                 let w = crate::kernel::Weights::from_factors(ux, wx, uy, wy);
-                Some([I::splat(w.a), I::splat(w.b), I::splat(w.c), I::splat(w.d)])
+                [I::splat(w.a), I::splat(w.b), I::splat(w.c), I::splat(w.d)]
             }
-            Fractions::Tables(..) => None,
+            Fractions::Tables(..) => [zero; 4],
         };
         let pointer = |row: Option<&[f32]>| row.map_or((dangling, false), |r| (r.as_ptr(), true));
         let (top, bottom) = match rows {
@@ -489,9 +508,9 @@ unsafe fn row<I: Isa>(
                 let [i10, i11] = pair(bottom, l_bottom, r_bottom);
                 [i00, i01, i10, i11]
             };
-            let [a, bw, c, d] = match (uniform, fractions) {
-                (Some(w), _) => w,
-                (None, Fractions::Tables(ux, wx)) => {
+            let [a, bw, c, d] = match fractions {
+                Fractions::Uniform(..) => uniform,
+                Fractions::Tables(ux, wx) => {
                     let ux = I::load(b.out, ux.as_ptr().wrapping_add(b.at));
                     let wx = I::load(b.out, wx.as_ptr().wrapping_add(b.at));
                     [
@@ -501,7 +520,6 @@ unsafe fn row<I: Isa>(
                         I::mul(wx, wy_v),
                     ]
                 }
-                (None, Fractions::Uniform(..)) => unreachable!("uniform fractions set `uniform`"),
             };
             // fma(d, i11, fma(c, i10, fma(a, i00, b·i01))), as `Weights::apply`.
             let v = I::fmadd(d, i11, I::fmadd(c, i10, I::fmadd(a, i00, I::mul(bw, i01))));

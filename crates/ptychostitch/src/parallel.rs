@@ -16,7 +16,7 @@
 //! placed (or the direct kernel's `m²` one), the ones patch for the weights and per-column
 //! tables, i.e. `O(threads·m²)`.
 
-use crate::direct::{self, Blocks, Columns, Crop, Isa, Placement};
+use crate::direct::{self, Blocks, Cache, Columns, Crop, Isa, Placement};
 use crate::error::Result;
 use crate::geometry::{Geometry, Span};
 use crate::kernel::{Weights, sample_axis};
@@ -441,6 +441,17 @@ impl Scratch {
         }
     }
 
+    /// The column tables with an entry per lane: `ux_lanes`/`wx_lanes`, or `ux`/`wx` themselves
+    /// when a pixel is one lane.
+    #[inline(always)]
+    fn lane_tables(&self, lanes_per_pixel: usize) -> (&[f32], &[f32]) {
+        if lanes_per_pixel == 1 {
+            (&self.ux, &self.wx)
+        } else {
+            (&self.ux_lanes, &self.wx_lanes)
+        }
+    }
+
     /// Fills the column tables for a footprint; returns the first column's index when the
     /// columns are consecutive (always, except where `f32` rounding skips or repeats a sample).
     /// Inlined so that its `floor` compiles to one instruction in the AVX2 kernel.
@@ -593,20 +604,12 @@ impl<T: Sample> Context<'_, '_, '_, T> {
                         wx: scratch.wx[0],
                     }
                 } else {
-                    let per_lane = lanes_per_pixel > 1;
+                    let (ux_lanes, wx_lanes) = scratch.lane_tables(lanes_per_pixel);
                     Columns::Tables {
                         ux: &scratch.ux,
                         wx: &scratch.wx,
-                        ux_lanes: if per_lane {
-                            &scratch.ux_lanes
-                        } else {
-                            &scratch.ux
-                        },
-                        wx_lanes: if per_lane {
-                            &scratch.wx_lanes
-                        } else {
-                            &scratch.wx
-                        },
+                        ux_lanes,
+                        wx_lanes,
                     }
                 };
                 let placement = Placement {
@@ -636,7 +639,7 @@ impl<T: Sample> Context<'_, '_, '_, T> {
                 continue;
             }
             if let Some(all) = contiguous {
-                prefetch_kept_rows(g, all, local + 1, stack_len);
+                prefetch_kept_rows(crop, all, local + 1, stack_len);
             }
             let first_row = bordered_row(rows.start, ay, pad);
             let last_row = bordered_row(rows.end - 1, ay, pad);
@@ -704,30 +707,15 @@ fn bordered_row(y: usize, shift: f32, pad: usize) -> usize {
 /// the prefetches then compete with the kernel's own loads for L1 fill buffers), 4.5 ms into L2
 /// (T2); one or two patches ahead made no difference.
 #[inline(always)]
-fn prefetch_kept_rows<T: Sample>(g: &Geometry, all: &[T], k: usize, stack_len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T2, _mm_prefetch};
-        let (n, m, c0) = (g.patch_size(), g.kept(), g.crop_start());
-        if k >= stack_len {
-            return;
-        }
-        let row_bytes = m * std::mem::size_of::<T>();
-        for r in 0..m {
-            let start = (k * n + c0 + r) * n + c0;
-            let row = all[start..start + m].as_ptr().cast::<i8>();
-            let mut offset = 0;
-            while offset < row_bytes + 63 {
-                // SAFETY: `row.wrapping_add(offset)` stays within (or one cache line past) a
-                // row of `all`; a prefetch is only a hint and never faults or reads into Rust's
-                // view of memory, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T2>(row.wrapping_add(offset.min(row_bytes - 1))) };
-                offset += 64;
-            }
-        }
+fn prefetch_kept_rows<T: Sample>(crop: Crop, all: &[T], k: usize, stack_len: usize) {
+    if k >= stack_len {
+        return;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (g, all, k, stack_len);
+    let patch_lanes = crop.size * crop.size * T::LANES;
+    let patch = &lanes(all)[k * patch_lanes..(k + 1) * patch_lanes];
+    for q in 0..crop.kept {
+        direct::prefetch(crop.row(patch, q, T::LANES), Cache::L2);
+    }
 }
 
 /// Copies the kept rows of the stack's patch `k` that bordered rows `first..=last` need into the
@@ -799,11 +787,7 @@ fn place_row<const L: usize>(
             row_uniform::<L>(out, &top[c * L..], &bottom[c * L..], w)
         }
         Some(c) => {
-            let (ux, wx) = if L == 1 {
-                (&scratch.ux, &scratch.wx)
-            } else {
-                (&scratch.ux_lanes, &scratch.wx_lanes)
-            };
+            let (ux, wx) = scratch.lane_tables(L);
             row_regular::<L>(out, &top[c * L..], &bottom[c * L..], ux, wx, uy, wy)
         }
         None => row_gather::<L>(out, top, bottom, scratch, uy, wy),
