@@ -60,11 +60,15 @@ def _plan(token: str, offsets: np.ndarray, size: int, crop: int, threads: int) -
             _PLANS.move_to_end(token)
             return plan
     plan = _native.Plan(offsets, size, crop, threads)
+    _keep_plan(token, plan)
+    return plan
+
+
+def _keep_plan(token: str, plan: Any) -> None:
     with _PLANS_LOCK:
         _PLANS[token] = plan
         while len(_PLANS) > _PLANS_KEPT:
             _PLANS.popitem(last=False)
-    return plan
 
 
 def _tile(
@@ -185,10 +189,7 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
     kept = 2 * (crop // 2)
     if one_each and workers == 1:
         # Tiles on this process (the threaded scheduler) reuse this plan, not build another.
-        with _PLANS_LOCK:
-            _PLANS[tokenize(offsets, size, crop, workers)] = plan
-            while len(_PLANS) > _PLANS_KEPT:
-                _PLANS.popitem(last=False)
+        _keep_plan(tokenize(offsets, size, crop, workers), plan)
     source = _NPY_ARRAYS.get(patches.name)
     if source is not None:
         return _lazy_from_npy(source, plan, offsets, size, crop, workers, op, tile, dtype)
@@ -206,7 +207,6 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
         centres = patches.rechunk({axis: -1 for axis in range(1, patches.ndim)})[index].astype(dtype)
         tile_size, tile_crop = kept, kept
 
-    side = plan.canvas_side
     fp = plan.footprints()
     live = (fp[:, 1] > fp[:, 0]) & (fp[:, 3] > fp[:, 2])
     token = tokenize(offsets, tile_size, tile_crop, workers)
@@ -220,30 +220,26 @@ def _lazy(patches: Any, global_offsets: Any, M: Any, op: str, tile: int, threads
         f = fp[bounds[c] : bounds[c + 1]][live[bounds[c] : bounds[c + 1]]]
         spans.append(None if len(f) == 0 else (f[:, 0].min(), f[:, 1].max(), f[:, 2].min(), f[:, 3].max()))
 
+    def task(rows: Tuple[int, int], cols: Tuple[int, int]) -> tuple:
+        used = [
+            c
+            for c, sp in enumerate(spans)
+            if sp is not None and sp[0] < rows[1] and sp[1] > rows[0] and sp[2] < cols[1] and sp[3] > cols[0]
+        ]
+        fixed = (_tile, token, offsets_key, tile_size, tile_crop, workers, op, rows, cols, [int(bounds[c]) for c in used], dtype.str)
+        return fixed + tuple(chunk_keys[c] for c in used)
+
+    return _tiled(name, plan.canvas_side, tile, dtype, {offsets_key: offsets}, [centres], task)
+
+
+def _tiled(name: str, side: int, tile: int, dtype: np.dtype, layer: Dict[Any, Any], dependencies: List[Any], task: Any) -> da.Array:
+    """The lazy `(side, side, 1)` canvas in `tile × tile` tiles: `task(rows, cols)` is each tile's
+    task, added to `layer` (which holds what the tasks share) under the name `name`."""
     edges = list(range(0, side, tile)) + [side]
-    layer: Dict[Any, Any] = {offsets_key: offsets}
     for i in range(len(edges) - 1):
         for j in range(len(edges) - 1):
-            rows, cols = (edges[i], edges[i + 1]), (edges[j], edges[j + 1])
-            used = [
-                c
-                for c, sp in enumerate(spans)
-                if sp is not None and sp[0] < rows[1] and sp[1] > rows[0] and sp[2] < cols[1] and sp[3] > cols[0]
-            ]
-            layer[(name, i, j, 0)] = (
-                _tile,
-                token,
-                offsets_key,
-                tile_size,
-                tile_crop,
-                workers,
-                op,
-                rows,
-                cols,
-                [int(bounds[c]) for c in used],
-                dtype.str,
-            ) + tuple(chunk_keys[c] for c in used)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[centres])
+            layer[(name, i, j, 0)] = task((edges[i], edges[i + 1]), (edges[j], edges[j + 1]))
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
     tiles = tuple(edges[k + 1] - edges[k] for k in range(len(edges) - 1))
     return da.Array(graph, name, chunks=(tiles, tiles, (1,)), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
 
@@ -255,42 +251,22 @@ def _lazy_from_npy(
     from the file itself (`_tile_from_npy`), plus the offsets. Cutting the centres in chunk tasks
     and sending them to the tiles instead moved about half of them between worker processes:
     1.4 s against 0.47 s for the streaming CLI at n = 100,000, warm cache, 2 workers."""
-    side = plan.canvas_side
     token = tokenize(offsets, size, crop, workers)
     name = f"ptychostitch-{op}-{tokenize(source.path, source.shape, token, tile, size, crop)}"
     offsets_key = (f"ptychostitch-offsets-{token}",)
-    edges = list(range(0, side, tile)) + [side]
-    layer: Dict[Any, Any] = {offsets_key: offsets}
-    for i in range(len(edges) - 1):
-        for j in range(len(edges) - 1):
-            rows, cols = (edges[i], edges[i + 1]), (edges[j], edges[j + 1])
-            layer[(name, i, j, 0)] = (
-                _tile_from_npy,
-                token,
-                offsets_key,
-                source,
-                size,
-                crop,
-                workers,
-                op,
-                rows,
-                cols,
-                dtype.str,
-            )
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
-    tiles = tuple(edges[k + 1] - edges[k] for k in range(len(edges) - 1))
-    return da.Array(graph, name, chunks=(tiles, tiles, (1,)), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
+
+    def task(rows: Tuple[int, int], cols: Tuple[int, int]) -> tuple:
+        return (_tile_from_npy, token, offsets_key, source, size, crop, workers, op, rows, cols, dtype.str)
+
+    return _tiled(name, plan.canvas_side, tile, dtype, {offsets_key: offsets}, [], task)
 
 
 class _NpyFile:
     """A `.npy` file read where it is used: pickles as its path, so a graph built from it ships a
     file name to the workers, not the data. Whole row ranges are read with ``pread`` into a fresh
-    buffer. Dask fuses the crop into the read (``x[rows, a:b, c:d]``, seen in the tests): that
-    goes through a memory map of the file, copying out only the kept crop, so only the pages
-    holding kept lines are touched (the kernel's readahead may read more). Measured at n =
-    100,000 from a warm page cache, a ``pread`` per patch of only its kept lines took twice as
-    long (0.46-0.57 s against 0.22-0.23 s for the whole graph: a Python call per patch), so the
-    map stays; reading kept lines natively is issue 15's."""
+    buffer; any other index goes through a memory map of the file (a fused crop copies out only
+    the kept lines). Reassembly does not index it: its tiles read the file themselves
+    (`_tile_from_npy`)."""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
