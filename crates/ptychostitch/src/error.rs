@@ -264,6 +264,39 @@ pub enum Error {
         expected: usize,
     },
 
+    /// A region is smaller than its patches.
+    #[error(
+        "cannot reassemble {patch}×{patch} patches onto {side}×{side} regions: expected 1 <= N <= P (the padded size) and P >= 2"
+    )]
+    RegionSize {
+        /// Region side `P`.
+        side: usize,
+        /// Patch side `N`.
+        patch: usize,
+    },
+
+    /// The positions do not split evenly over the samples.
+    #[error(
+        "`positions` holds {positions} [x, y] pairs for {samples} samples; expected C per sample, B·C in all"
+    )]
+    RegionCount {
+        /// Number of samples `B`.
+        samples: usize,
+        /// Positions given.
+        positions: usize,
+    },
+
+    /// A region-reassembly argument has the wrong shape.
+    #[error("`{what}` has shape {found:?}; expected {expected}")]
+    RegionShape {
+        /// Which argument.
+        what: &'static str,
+        /// The shapes it may have.
+        expected: String,
+        /// The shape that was given.
+        found: Vec<usize>,
+    },
+
     /// A worker pool with the requested number of threads could not be created.
     #[error("could not start {threads} worker threads: {reason}")]
     ThreadPool {

@@ -83,29 +83,7 @@ impl Geometry {
         let kept = 2 * half;
         let crop_start = patch_size / 2 - half;
 
-        let mut single = Vec::with_capacity(positions.len());
-        for (index, &[x, y]) in positions.iter().enumerate() {
-            single.push([to_finite_f32(x, index, "x")?, to_finite_f32(y, index, "y")?]);
-        }
-        const AXES: [&str; 2] = ["x", "y"];
-
-        // Centre of mass as PtychoPINN's TensorFlow computes it on CPU: a sequential f32 sum in
-        // patch order, then one f32 division.
-        let n = single.len() as f32;
-        let mut sum = [0.0_f32; 2];
-        for (index, p) in single.iter().enumerate() {
-            for axis in 0..2 {
-                sum[axis] += p[axis];
-                if !sum[axis].is_finite() {
-                    return Err(Error::CenterOverflow {
-                        index,
-                        axis: AXES[axis],
-                        value: positions[index][axis],
-                    });
-                }
-            }
-        }
-        let center = [sum[0] / n, sum[1] / n];
+        let (single, center) = centre_of_mass(positions)?;
 
         let shifts: Vec<[f32; 2]> = single
             .iter()
@@ -404,7 +382,34 @@ pub fn offset_pairs<D: Dimension>(offsets: ArrayView<'_, f64, D>) -> Result<Vec<
     Ok(pairs)
 }
 
-fn to_finite_f32(value: f64, index: usize, axis: &'static str) -> Result<f32> {
+/// The positions as finite `f32` and their centre of mass as PtychoPINN's TensorFlow computes
+/// it on CPU (`tf.reduce_mean` of the `f32` positions): a sequential `f32` sum in patch order,
+/// then one `f32` division. Errors name the first non-finite position or the first partial
+/// sum that overflows.
+pub(crate) fn centre_of_mass(positions: &[[f64; 2]]) -> Result<(Vec<[f32; 2]>, [f32; 2])> {
+    const AXES: [&str; 2] = ["x", "y"];
+    let mut single = Vec::with_capacity(positions.len());
+    for (index, &[x, y]) in positions.iter().enumerate() {
+        single.push([to_finite_f32(x, index, "x")?, to_finite_f32(y, index, "y")?]);
+    }
+    let n = single.len() as f32;
+    let mut sum = [0.0_f32; 2];
+    for (index, p) in single.iter().enumerate() {
+        for axis in 0..2 {
+            sum[axis] += p[axis];
+            if !sum[axis].is_finite() {
+                return Err(Error::CenterOverflow {
+                    index,
+                    axis: AXES[axis],
+                    value: positions[index][axis],
+                });
+            }
+        }
+    }
+    Ok((single, [sum[0] / n, sum[1] / n]))
+}
+
+pub(crate) fn to_finite_f32(value: f64, index: usize, axis: &'static str) -> Result<f32> {
     let single = value as f32;
     if single.is_finite() {
         Ok(single)

@@ -54,6 +54,146 @@ impl Weights {
         self.d
             .mul_add(i11, self.c.mul_add(i10, self.a.mul_add(i00, self.b * i01)))
     }
+
+    /// PyTorch's CPU `grid_sample` order: `fma(d, i11, fma(c, i10, fma(b, i01, a·i00)))`.
+    #[inline(always)]
+    pub fn apply_torch(self, i00: f32, i01: f32, i10: f32, i11: f32) -> f32 {
+        self.d
+            .mul_add(i11, self.c.mul_add(i10, self.b.mul_add(i01, self.a * i00)))
+    }
+}
+
+/// Whose translation arithmetic a bilinear sample follows: where an output pixel samples the
+/// source, and how the four neighbours are combined. Both give the same value up to `f32`
+/// rounding; each gives its framework's bits (`docs/semantics.md` §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Convention {
+    /// PtychoPINN's TensorFlow `Translation` (`translate_xla`): the sample is
+    /// `s = coord as f32 − shift` ([`sample_axis`]) and the neighbours are combined by
+    /// [`Weights::apply`].
+    #[default]
+    TensorFlow,
+    /// PtychoPINN's torch `Translation` (`affine_grid` + `grid_sample(align_corners=True)`,
+    /// as PyTorch computes them on CPU): the sample is
+    /// `s = (lin(coord) + (−shift)·nf + 1)·((side − 1)/2)` with `lin` torch's
+    /// `linspace(−1, 1, side)` and `nf = 2/(side − 1)` rounded to `f32`, and the neighbours are
+    /// combined by [`Weights::apply_torch`].
+    Torch,
+}
+
+impl Convention {
+    /// `(floor(s), s − floor(s))` of the sample of output coordinate `coord` for a source of
+    /// `side` pixels whose content is moved by `shift` pixels (`side ≥ 2` for [`Convention::Torch`]).
+    #[inline(always)]
+    pub fn sample_axis(self, coord: usize, shift: f32, side: usize) -> (i64, f32) {
+        match self {
+            Convention::TensorFlow => sample_axis(coord, shift),
+            Convention::Torch => {
+                let last = (side - 1) as f32;
+                // torch.linspace(-1, 1, side) on CPU: a fused multiply-add from the nearer end.
+                let step = 2.0_f32 / last;
+                let base = if coord < side / 2 {
+                    step.mul_add(coord as f32, -1.0)
+                } else {
+                    (-step).mul_add((side - 1 - coord) as f32, 1.0)
+                };
+                let nf = (2.0_f64 / (side - 1) as f64) as f32;
+                let grid = base + (-shift) * nf;
+                let s = (grid + 1.0) * (last / 2.0);
+                let floor = s.floor();
+                (floor as i64, s - floor)
+            }
+        }
+    }
+
+    /// One interpolated lane from the four neighbours, in this convention's order.
+    #[inline(always)]
+    pub fn apply(self, w: Weights, i00: f32, i01: f32, i10: f32, i11: f32) -> f32 {
+        match self {
+            Convention::TensorFlow => w.apply(i00, i01, i10, i11),
+            Convention::Torch => w.apply_torch(i00, i01, i10, i11),
+        }
+    }
+}
+
+/// The denominator of a normalised reassembly, `g(Σ w)` (`docs/semantics.md` §10).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Denominator {
+    /// `Σ w + ε` (PtychoPINN's TensorFlow `mk_norm`: `ε = 0.001`).
+    Add(f32),
+    /// `max(Σ w, ε)` (torch's `clamp(min=ε)`; NaN stays NaN).
+    Clamp(f32),
+}
+
+impl Denominator {
+    /// `g(den)`.
+    #[inline(always)]
+    pub fn apply(self, den: f32) -> f32 {
+        match self {
+            Denominator::Add(eps) => den + eps,
+            Denominator::Clamp(eps) => {
+                if den < eps {
+                    eps
+                } else {
+                    den
+                }
+            }
+        }
+    }
+
+    /// `g'(den)`: 1, or 0 where the clamp holds (torch passes the gradient where `den ≥ ε`).
+    #[inline(always)]
+    pub fn slope(self, den: f32) -> f32 {
+        match self {
+            Denominator::Add(_) => 1.0,
+            Denominator::Clamp(eps) => {
+                if den >= eps {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// One normalised pixel of a region: `out = num·k / g(den)` per lane, where `k` is `Some(1.0)`
+/// or `Some(0.0)` when a support mask is applied (torch multiplies by its boolean mask first)
+/// and `None` when not (TensorFlow divides directly).
+#[inline(always)]
+pub fn region_normalise(num: &[f32], den: f32, keep: Option<f32>, g: Denominator, out: &mut [f32]) {
+    let d = g.apply(den);
+    for (o, &v) in out.iter_mut().zip(num) {
+        *o = match keep {
+            Some(k) => (v * k) / d,
+            None => v / d,
+        };
+    }
+}
+
+/// The quotient rule of [`region_normalise`]: from the cotangent `cot` and the output `out` of
+/// one pixel, the numerator's cotangent into `dnum` (`G/g`, times `k` where a mask is applied)
+/// and the returned denominator's cotangent `−(Σ_lanes G·R)/g · g'(den)` (lanes summed in order
+/// from `0.0`).
+#[inline(always)]
+pub fn region_cotangent(
+    cot: &[f32],
+    out: &[f32],
+    den: f32,
+    keep: Option<f32>,
+    g: Denominator,
+    dnum: &mut [f32],
+) -> f32 {
+    let d = g.apply(den);
+    let mut dot = 0.0_f32;
+    for ((dn, &c), &o) in dnum.iter_mut().zip(cot).zip(out) {
+        *dn = match keep {
+            Some(k) => (c / d) * k,
+            None => c / d,
+        };
+        dot += c * o;
+    }
+    (-dot / d) * g.slope(den)
 }
 
 /// `∂v/∂wx` of the interpolated value `v` (one lane): `(1 - wy)·(i01 - i00) + wy·(i11 - i10)`,
@@ -99,6 +239,17 @@ impl ShiftGradient {
         let s = slot % SHIFT_SLOTS;
         self.x[s] += cot as f64 * dwx as f64;
         self.y[s] += cot as f64 * dwy as f64;
+    }
+
+    /// The two sets of partial sums added slot by slot (`self`'s first): one gradient from the
+    /// terms of two sources that move together (a patch and its weight).
+    pub fn merged(&self, other: &ShiftGradient) -> ShiftGradient {
+        let mut out = *self;
+        for s in 0..SHIFT_SLOTS {
+            out.x[s] += other.x[s];
+            out.y[s] += other.y[s];
+        }
+        out
     }
 
     /// `[∂L/∂a_x, ∂L/∂a_y]`: the combined sums, negated (the sample is `x - a_x`).

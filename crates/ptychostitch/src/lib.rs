@@ -58,6 +58,7 @@ pub mod npy;
 mod parallel;
 mod plan;
 mod reference;
+pub mod region;
 mod sample;
 mod stream;
 pub mod synthetic;

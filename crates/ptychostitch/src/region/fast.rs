@@ -1,0 +1,356 @@
+//! The fast region reassembly and its adjoint: only each patch's footprint, samples in
+//! parallel.
+//!
+//! A translated patch changes only the region pixels whose bilinear corners touch it: a
+//! footprint of about `(N+1)²` pixels, found per axis from the sample positions (`O(P)` per
+//! patch). Each worker takes whole samples: their regions, and their patches' cotangents, are
+//! disjoint, so no sum crosses a worker and the bits never depend on the thread count. Within a
+//! sample, channels are added in order and pixels visited in row-major order, as the reference
+//! does, with [`crate::kernel`]'s arithmetic.
+
+use super::{Inputs, RawGradients, Region, RegionWrt, WeightLanes, threshold_value};
+use crate::error::Result;
+use crate::kernel::{
+    Convention, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent, region_normalise,
+};
+use crate::memory::try_zeroed_vec;
+use crate::parallel::{for_each_piece, workers_for};
+use crate::region::Numerator;
+use crate::sample::{Sample, lanes_mut};
+
+/// The region coordinates of one axis whose sample touches the patch, in increasing order:
+/// `(coordinate, first patch index, fraction)`; the patch index is `floor(s) − origin`, in
+/// `−1 ..= N − 1`.
+fn footprint(
+    conv: Convention,
+    shift: f32,
+    side: usize,
+    origin: usize,
+    n: usize,
+) -> Vec<(usize, i64, f32)> {
+    let mut out = Vec::with_capacity(n + 2);
+    for coord in 0..side {
+        let (s0, frac) = conv.sample_axis(coord, shift, side);
+        let k = s0 - origin as i64;
+        if (-1..n as i64).contains(&k) {
+            out.push((coord, k, frac));
+        }
+    }
+    out
+}
+
+/// The four corners `(k, k+1) × (m, m+1)` of lane `lane` of an `n×n` patch, zero outside.
+#[inline(always)]
+fn corners(patch: &[f32], n: usize, l: usize, ky: i64, kx: i64, lane: usize) -> [f32; 4] {
+    let at = |y: i64, x: i64| {
+        if (0..n as i64).contains(&y) && (0..n as i64).contains(&x) {
+            patch[(y as usize * n + x as usize) * l + lane]
+        } else {
+            0.0
+        }
+    };
+    [
+        at(ky, kx),
+        at(ky, kx + 1),
+        at(ky + 1, kx),
+        at(ky + 1, kx + 1),
+    ]
+}
+
+/// Adds `w·value` to the four corners of lane `lane` that lie in the `n×n` patch.
+#[inline(always)]
+fn scatter(
+    patch: &mut [f32],
+    n: usize,
+    l: usize,
+    (ky, kx): (i64, i64),
+    lane: usize,
+    w: Weights,
+    value: f32,
+) {
+    let mut add = |y: i64, x: i64, v: f32| {
+        if (0..n as i64).contains(&y) && (0..n as i64).contains(&x) {
+            patch[(y as usize * n + x as usize) * l + lane] += v;
+        }
+    };
+    add(ky, kx, w.a * value);
+    add(ky, kx + 1, w.b * value);
+    add(ky + 1, kx, w.c * value);
+    add(ky + 1, kx + 1, w.d * value);
+}
+
+/// Adds sample `b`'s channels onto its numerator (`P²·l` lanes) and denominator (`P²`).
+fn accumulate(
+    plan: &Region,
+    inputs: &Inputs<'_>,
+    l: usize,
+    b: usize,
+    num: Option<&mut [f32]>,
+    den: &mut [f32],
+) {
+    let (cs, n, p, q) = (plan.channels, plan.patch, plan.side, plan.origin);
+    let conv = plan.options.convention;
+    let mut num = num;
+    for c in 0..cs {
+        let j = b * cs + c;
+        let [tx, ty] = plan.shifts[j];
+        let patch = &inputs.patches[j * n * n * l..(j + 1) * n * n * l];
+        let k = inputs.weights.index(b, c, cs);
+        let weight = &inputs.weights.values[k * n * n..(k + 1) * n * n];
+        let cols = footprint(conv, tx, p, q, n);
+        for (y, ky, wy) in footprint(conv, ty, p, q, n) {
+            for &(x, kx, wx) in &cols {
+                let w = Weights::new(wx, wy);
+                let [a, bb, cc, d] = corners(weight, n, 1, ky, kx, 0);
+                let v = conv.apply(w, a, bb, cc, d);
+                let at = y * p + x;
+                if let Some(num) = num.as_deref_mut() {
+                    for lane in 0..l {
+                        let [a, bb, cc, d] = corners(patch, n, l, ky, kx, lane);
+                        let u = conv.apply(w, a, bb, cc, d);
+                        num[at * l + lane] += match plan.options.numerator {
+                            Numerator::Sum => u,
+                            Numerator::Weighted => u * v,
+                        };
+                    }
+                }
+                den[at] += v;
+            }
+        }
+    }
+}
+
+fn workers(plan: &Region) -> usize {
+    let n1 = plan.patch + 1;
+    workers_for(
+        plan.threads,
+        plan.min_pixels_per_worker,
+        plan.samples * plan.channels * n1 * n1,
+    )
+}
+
+/// Every region's denominator `Σ_c v_c`, `(B, P, P)`.
+pub(crate) fn denominators(plan: &Region, weights: &WeightLanes<'_>) -> Result<Vec<f32>> {
+    let p2 = plan.side * plan.side;
+    let mut den = try_zeroed_vec::<f32>(plan.samples * p2, || "the regions' weights".into())?;
+    let inputs = Inputs {
+        patches: std::borrow::Cow::Borrowed(&[]),
+        weights: WeightLanes {
+            values: std::borrow::Cow::Borrowed(&weights.values),
+            per_sample: weights.per_sample,
+            per_channel: weights.per_channel,
+        },
+    };
+    let pieces: Vec<_> = den.chunks_mut(p2).enumerate().collect();
+    for_each_piece(
+        workers(plan),
+        pieces,
+        || (),
+        |(b, den), _| {
+            accumulate(plan, &inputs, 1, b, None, den);
+        },
+    );
+    Ok(den)
+}
+
+/// The numerators into `out` and the denominators, `(B, P, P)`.
+fn sums<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<(Vec<T>, Vec<f32>)> {
+    let (l, p2) = (T::LANES, plan.side * plan.side);
+    let mut out = try_zeroed_vec::<T>(plan.samples * p2, || "the regions".into())?;
+    let mut den = try_zeroed_vec::<f32>(plan.samples * p2, || "the regions' weights".into())?;
+    let pieces: Vec<_> = lanes_mut(&mut out)
+        .chunks_mut(p2 * l)
+        .zip(den.chunks_mut(p2))
+        .enumerate()
+        .collect();
+    for_each_piece(
+        workers(plan),
+        pieces,
+        || (),
+        |(b, (num, den)), _| {
+            accumulate(plan, inputs, l, b, Some(num), den);
+        },
+    );
+    Ok((out, den))
+}
+
+fn keep(plan: &Region, den: f32, limit: f32) -> Option<f32> {
+    plan.options
+        .support
+        .map(|_| if den > limit { 1.0 } else { 0.0 })
+}
+
+/// Divides the numerators in `values` by the denominators, in place.
+fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f32) {
+    let mut num = [0.0_f32; 2];
+    for (px, &d) in values.chunks_exact_mut(l).zip(den) {
+        num[..l].copy_from_slice(px);
+        region_normalise(
+            &num[..l],
+            d,
+            keep(plan, d, limit),
+            plan.options.denominator,
+            px,
+        );
+    }
+}
+
+pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<Vec<T>> {
+    let (mut out, den) = sums::<T>(plan, inputs)?;
+    let limit = plan
+        .options
+        .support
+        .map_or(0.0, |t| threshold_value(t, &den));
+    normalise(plan, lanes_mut(&mut out), &den, T::LANES, limit);
+    Ok(out)
+}
+
+/// One sample's share of the cotangents.
+struct Piece<'a> {
+    b: usize,
+    dpatches: Option<&'a mut [f32]>,
+    dweights: Option<&'a mut [f32]>,
+    sums: &'a mut [ShiftGradient],
+}
+
+pub(crate) fn vjp<T: Sample>(
+    plan: &Region,
+    inputs: &Inputs<'_>,
+    cot: &[f32],
+    wrt: RegionWrt,
+) -> Result<RawGradients<T>> {
+    let (bs, cs, n, p, q, l) = (
+        plan.samples,
+        plan.channels,
+        plan.patch,
+        plan.side,
+        plan.origin,
+        T::LANES,
+    );
+    let conv = plan.options.convention;
+    let g = plan.options.denominator;
+    let (mut regions, den) = sums::<T>(plan, inputs)?;
+    let limit = plan
+        .options
+        .support
+        .map_or(0.0, |t| threshold_value(t, &den));
+    normalise(plan, lanes_mut(&mut regions), &den, l, limit);
+    let r = lanes_mut(&mut regions);
+
+    let nn = n * n;
+    let mut dpatches = if wrt.patches {
+        Some(try_zeroed_vec::<T>(bs * cs * nn, || {
+            "the patches' cotangent".into()
+        })?)
+    } else {
+        None
+    };
+    let mut dweights = if wrt.weights {
+        Some(try_zeroed_vec::<f32>(bs * cs * nn, || {
+            "the weights' cotangent".into()
+        })?)
+    } else {
+        None
+    };
+    let mut sums = vec![ShiftGradient::default(); bs * cs];
+    let mut dp_chunks = dpatches
+        .as_deref_mut()
+        .map(|d| lanes_mut(d).chunks_mut(cs * nn * l));
+    let mut dw_chunks = dweights.as_deref_mut().map(|d| d.chunks_mut(cs * nn));
+    let pieces: Vec<Piece<'_>> = sums
+        .chunks_mut(cs)
+        .enumerate()
+        .map(|(b, sums)| Piece {
+            b,
+            dpatches: dp_chunks.as_mut().and_then(|it| it.next()),
+            dweights: dw_chunks.as_mut().and_then(|it| it.next()),
+            sums,
+        })
+        .collect();
+    let scratch = || (vec![0.0_f32; p * p * l], vec![0.0_f32; p * p]);
+    for_each_piece(workers(plan), pieces, scratch, |piece, (dnum, dden)| {
+        let b = piece.b;
+        let base = b * p * p;
+        // The quotient rule for every pixel of this sample's region.
+        for at in 0..p * p {
+            let i = base + at;
+            dden[at] = region_cotangent(
+                &cot[i * l..(i + 1) * l],
+                &r[i * l..(i + 1) * l],
+                den[i],
+                keep(plan, den[i], limit),
+                g,
+                &mut dnum[at * l..(at + 1) * l],
+            );
+        }
+        let mut dpatches = piece.dpatches;
+        let mut dweights = piece.dweights;
+        for c in 0..cs {
+            let j = b * cs + c;
+            let [tx, ty] = plan.shifts[j];
+            let patch = &inputs.patches[j * nn * l..(j + 1) * nn * l];
+            let k = inputs.weights.index(b, c, cs);
+            let weight = &inputs.weights.values[k * nn..(k + 1) * nn];
+            let (mut su, mut sv) = (ShiftGradient::default(), ShiftGradient::default());
+            let cols = footprint(conv, tx, p, q, n);
+            for (y, ky, wy) in footprint(conv, ty, p, q, n) {
+                for &(x, kx, wx) in &cols {
+                    let at = y * p + x;
+                    let w = Weights::new(wx, wy);
+                    let wc = corners(weight, n, 1, ky, kx, 0);
+                    let v = conv.apply(w, wc[0], wc[1], wc[2], wc[3]);
+                    let dn = &dnum[at * l..(at + 1) * l];
+                    let mut dv = dden[at];
+                    if plan.options.numerator == Numerator::Weighted {
+                        let mut s = 0.0_f32;
+                        for (lane, &d) in dn.iter().enumerate() {
+                            let ic = corners(patch, n, l, ky, kx, lane);
+                            s += d * conv.apply(w, ic[0], ic[1], ic[2], ic[3]);
+                        }
+                        dv = dden[at] + s;
+                    }
+                    for (lane, &d) in dn.iter().enumerate() {
+                        let du = match plan.options.numerator {
+                            Numerator::Sum => d,
+                            Numerator::Weighted => d * v,
+                        };
+                        if let Some(dp) = dpatches.as_deref_mut() {
+                            scatter(
+                                &mut dp[c * nn * l..(c + 1) * nn * l],
+                                n,
+                                l,
+                                (ky, kx),
+                                lane,
+                                w,
+                                du,
+                            );
+                        }
+                        let [i00, i01, i10, i11] = corners(patch, n, l, ky, kx, lane);
+                        su.add(
+                            x * l + lane,
+                            du,
+                            d_dwx(1.0 - wy, wy, i00, i01, i10, i11),
+                            d_dwy(1.0 - wx, wx, i00, i01, i10, i11),
+                        );
+                    }
+                    if let Some(dw) = dweights.as_deref_mut() {
+                        scatter(&mut dw[c * nn..(c + 1) * nn], n, 1, (ky, kx), 0, w, dv);
+                    }
+                    let [i00, i01, i10, i11] = wc;
+                    sv.add(
+                        x,
+                        dv,
+                        d_dwx(1.0 - wy, wy, i00, i01, i10, i11),
+                        d_dwy(1.0 - wx, wx, i00, i01, i10, i11),
+                    );
+                }
+            }
+            piece.sums[c] = su.merged(&sv);
+        }
+    });
+    Ok(RawGradients {
+        patches: dpatches,
+        sums,
+        weights: dweights,
+    })
+}
