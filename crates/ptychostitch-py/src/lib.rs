@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "cuda")]
 mod gpu;
+mod region;
 
 create_exception!(
     _native,
@@ -93,7 +94,7 @@ fn execute<T: Sample>(
 
 /// Patches of either supported element type, borrowed from NumPy.
 #[derive(FromPyObject)]
-enum Patches<'py> {
+pub(crate) enum Patches<'py> {
     Complex(PyReadonlyArrayDyn<'py, Complex32>),
     Real(PyReadonlyArrayDyn<'py, f32>),
 }
@@ -686,6 +687,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gpu_available, m)?)?;
     m.add_class::<Plan>()?;
     m.add_class::<Extraction>()?;
+    m.add_class::<region::Region>()?;
     #[cfg(feature = "cuda")]
     m.add_class::<gpu::DeviceArray>()?;
     #[cfg(feature = "cuda")]

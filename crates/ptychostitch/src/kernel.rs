@@ -123,6 +123,9 @@ pub enum Denominator {
     Add(f32),
     /// `max(Σ w, ε)` (torch's `clamp(min=ε)`; NaN stays NaN).
     Clamp(f32),
+    /// `1`: no division, the plain sum of the translated patches (PtychoPINN's position
+    /// reassemblers, `fn_reassemble_real`). Dividing by `1` is exact.
+    One,
 }
 
 impl Denominator {
@@ -138,6 +141,7 @@ impl Denominator {
                     den
                 }
             }
+            Denominator::One => 1.0,
         }
     }
 
@@ -153,6 +157,7 @@ impl Denominator {
                     0.0
                 }
             }
+            Denominator::One => 0.0,
         }
     }
 }

@@ -32,6 +32,13 @@ fn options() -> Vec<RegionOptions> {
         denominator: Denominator::Add(1e-9),
         support: None,
     });
+    all.push(RegionOptions {
+        convention: Convention::Torch,
+        recentre: true,
+        numerator: Numerator::Sum,
+        denominator: Denominator::One,
+        support: None,
+    });
     all
 }
 
@@ -225,10 +232,16 @@ fn position_and_weight_cotangents_match_finite_differences() {
         .into_iter()
         .filter(|o| o.denominator != Denominator::Add(1e-9));
     for opts in smooth {
-        // Positions away from integers, so a small step keeps every floor.
-        let pos = Array2::from_shape_fn((b * c, 2), |_| {
+        // Positions away from integers, so a small step keeps every floor; in ± pairs, so their
+        // mean is exactly zero and re-centring keeps them away from integers too.
+        let mut pos = Array2::from_shape_fn((b * c, 2), |_| {
             r.random_range(-3..3) as f64 + r.random_range(0.3..0.7)
         });
+        for k in (1..b * c).step_by(2) {
+            for axis in 0..2 {
+                pos[[k, axis]] = -pos[[k - 1, axis]];
+            }
+        }
         let w = Array4::from_shape_fn((b, c, n, n), |_| r.random_range(0.5..1.5));
         // A smooth patch, so the bilinear kinks stay small against the step.
         let x = Array4::from_shape_fn((b, c, n, n), |(_, _, i, j)| {

@@ -20,8 +20,8 @@
 //! of all `B·C` positions when [`RegionOptions::recentre`] is set (TensorFlow) and zero
 //! otherwise (torch). The arithmetic of one sample is [`Convention`]'s.
 //!
-//! As everywhere in the crate, a literal [`reference`] (each patch padded to the whole region
-//! and translated whole) is the oracle and a [`fast`] path (only each patch's `(N+1)²`
+//! As everywhere in the crate, a literal `reference` (each patch padded to the whole region
+//! and translated whole) is the oracle and a `fast` path (only each patch's `(N+1)²`
 //! footprint, samples in parallel) gives the same bits for every input and thread count; they
 //! share only [`crate::kernel`]'s per-pixel arithmetic. Memory stays `O(B·P² + B·C·N²)`: no
 //! `B·C·P²` buffer exists on the fast path.

@@ -1,0 +1,241 @@
+//! `_native.Region`: the training-path operator (`ptychostitch::region`) for Python.
+//!
+//! Layouts, dtypes and PtychoPINN's signatures live in `python/ptychostitch/_region.py`; this is
+//! the thin wrapper: views in, the GIL released, arrays out without a copy.
+
+use crate::{Patches, Signals, to_py};
+use ndarray::{ArrayViewD, Ix3, Ix4};
+use numpy::{IntoPyArray, PyArray2, PyArray3, PyArray4, PyReadonlyArrayDyn};
+use ptychostitch::Sample;
+use ptychostitch::region::{
+    Convention, Denominator, Numerator, Region as CoreRegion, RegionOptions, RegionWrt, Threshold,
+};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+fn view4<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayView4<'a, T>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix4>().map_err(|_| {
+        PyValueError::new_err(format!("{what} has shape {shape:?}; expected four axes"))
+    })
+}
+
+fn view3<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayView3<'a, T>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix3>().map_err(|_| {
+        PyValueError::new_err(format!("{what} has shape {shape:?}; expected (B, P, P)"))
+    })
+}
+
+fn threshold(kind: &str, value: f32) -> PyResult<Threshold> {
+    match kind {
+        "above" => Ok(Threshold::Above(value)),
+        "above_max_fraction" => Ok(Threshold::AboveMaxFraction(value)),
+        _ => Err(PyValueError::new_err(format!(
+            "support must be 'above' or 'above_max_fraction', not {kind:?}"
+        ))),
+    }
+}
+
+/// The cotangents of the patches, the positions and the weights, each `None` unless asked for.
+type PyRegionGradients<'py> = (
+    Option<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyArray2<f64>>>,
+    Option<Bound<'py, PyArray4<f32>>>,
+);
+
+/// A region-reassembly plan: `positions` `(B·C, 2)` `[x, y]`, `samples` B, the patch side N,
+/// the region side P, and the options (see `ptychostitch.region_reassemble`).
+#[pyclass(name = "Region", module = "ptychostitch._native", frozen)]
+pub(crate) struct Region {
+    inner: CoreRegion,
+    signals: Signals,
+}
+
+#[pymethods]
+impl Region {
+    #[new]
+    #[pyo3(signature = (positions, samples, patch_size, side, convention, recentre, numerator, denominator, epsilon, support=None, threshold_value=0.0, threads=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        positions: PyReadonlyArrayDyn<'_, f64>,
+        samples: usize,
+        patch_size: usize,
+        side: usize,
+        convention: &str,
+        recentre: bool,
+        numerator: &str,
+        denominator: &str,
+        epsilon: f32,
+        support: Option<&str>,
+        threshold_value: f32,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let convention = match convention {
+            "tf" => Convention::TensorFlow,
+            "torch" => Convention::Torch,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "convention must be 'tf' or 'torch', not {convention:?}"
+                )));
+            }
+        };
+        let numerator = match numerator {
+            "sum" => Numerator::Sum,
+            "weighted" => Numerator::Weighted,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "numerator must be 'sum' or 'weighted', not {numerator:?}"
+                )));
+            }
+        };
+        let denominator = match denominator {
+            "add" => Denominator::Add(epsilon),
+            "clamp" => Denominator::Clamp(epsilon),
+            "one" => Denominator::One,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "denominator must be 'add', 'clamp' or 'one', not {denominator:?}"
+                )));
+            }
+        };
+        let support = support.map(|k| threshold(k, threshold_value)).transpose()?;
+        let options = RegionOptions {
+            convention,
+            recentre,
+            numerator,
+            denominator,
+            support,
+        };
+        let signals = Signals::default();
+        let inner = CoreRegion::new(positions.as_array(), samples, patch_size, side, options)
+            .map_err(|e| to_py(e, &signals))?
+            .with_threads(threads);
+        Ok(Self { inner, signals })
+    }
+
+    /// `(B, P, P)` regions from `(B, C, N, N)` patches and `(1|B, 1|C, N, N)` float32 weights.
+    #[pyo3(signature = (patches, weights, reference=false))]
+    fn reassemble<'py>(
+        &self,
+        py: Python<'py>,
+        patches: Patches<'py>,
+        weights: PyReadonlyArrayDyn<'py, f32>,
+        reference: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match patches {
+            Patches::Complex(a) => self.reassemble_typed(py, a, weights, reference),
+            Patches::Real(a) => self.reassemble_typed(py, a, weights, reference),
+        }
+    }
+
+    /// The boolean support mask `Σ w > threshold`, `(B, P, P)`.
+    fn support<'py>(
+        &self,
+        py: Python<'py>,
+        weights: PyReadonlyArrayDyn<'py, f32>,
+        kind: &str,
+        value: f32,
+    ) -> PyResult<Bound<'py, PyArray3<bool>>> {
+        let t = threshold(kind, value)?;
+        let w = view4(weights.as_array(), "weights")?;
+        let mask = py
+            .detach(|| self.inner.support(w, t))
+            .map_err(|e| to_py(e, &self.signals))?;
+        Ok(mask.into_pyarray(py))
+    }
+
+    /// The VJP: the cotangents of the patches `(B, C, N, N)`, the positions `(B·C, 2)` and the
+    /// weights (their shape), each computed only when asked for.
+    #[pyo3(signature = (patches, weights, cotangent, wrt_patches=true, wrt_positions=true, wrt_weights=false, reference=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn vjp<'py>(
+        &self,
+        py: Python<'py>,
+        patches: Patches<'py>,
+        weights: PyReadonlyArrayDyn<'py, f32>,
+        cotangent: Patches<'py>,
+        wrt_patches: bool,
+        wrt_positions: bool,
+        wrt_weights: bool,
+        reference: bool,
+    ) -> PyResult<PyRegionGradients<'py>> {
+        let wrt = RegionWrt {
+            patches: wrt_patches,
+            positions: wrt_positions,
+            weights: wrt_weights,
+        };
+        match (patches, cotangent) {
+            (Patches::Complex(p), Patches::Complex(c)) => {
+                self.vjp_typed(py, p, weights, c, wrt, reference)
+            }
+            (Patches::Real(p), Patches::Real(c)) => {
+                self.vjp_typed(py, p, weights, c, wrt, reference)
+            }
+            _ => Err(PyTypeError::new_err(
+                "patches and cotangent must both be complex64 or both float32",
+            )),
+        }
+    }
+
+    /// `(B, C, P)`: samples, patches per sample, region side.
+    #[getter]
+    fn shape(&self) -> (usize, usize, usize) {
+        (
+            self.inner.samples(),
+            self.inner.channels(),
+            self.inner.side(),
+        )
+    }
+}
+
+impl Region {
+    fn reassemble_typed<'py, T: Sample + numpy::Element>(
+        &self,
+        py: Python<'py>,
+        patches: PyReadonlyArrayDyn<'py, T>,
+        weights: PyReadonlyArrayDyn<'py, f32>,
+        reference: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let p = view4(patches.as_array(), "patches")?;
+        let w = view4(weights.as_array(), "weights")?;
+        let out = py
+            .detach(|| {
+                if reference {
+                    self.inner.reassemble_reference(p, w)
+                } else {
+                    self.inner.reassemble(p, w)
+                }
+            })
+            .map_err(|e| to_py(e, &self.signals))?;
+        Ok(out.into_pyarray(py).into_any())
+    }
+
+    fn vjp_typed<'py, T: Sample + numpy::Element>(
+        &self,
+        py: Python<'py>,
+        patches: PyReadonlyArrayDyn<'py, T>,
+        weights: PyReadonlyArrayDyn<'py, f32>,
+        cotangent: PyReadonlyArrayDyn<'py, T>,
+        wrt: RegionWrt,
+        reference: bool,
+    ) -> PyResult<PyRegionGradients<'py>> {
+        let p = view4(patches.as_array(), "patches")?;
+        let w = view4(weights.as_array(), "weights")?;
+        let c = view3(cotangent.as_array(), "cotangent")?;
+        let g = py
+            .detach(|| {
+                if reference {
+                    self.inner.vjp_reference(p, w, c, wrt)
+                } else {
+                    self.inner.vjp(p, w, c, wrt)
+                }
+            })
+            .map_err(|e| to_py(e, &self.signals))?;
+        Ok((
+            g.patches.map(|a| a.into_pyarray(py).into_any()),
+            g.positions.map(|a| a.into_pyarray(py)),
+            g.weights.map(|a| a.into_pyarray(py)),
+        ))
+    }
+}
