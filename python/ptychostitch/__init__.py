@@ -74,7 +74,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _frameworks, _kernels, _native
+from . import _frameworks, _kernels, _native, _region
 
 __all__ = [
     "GpuInfo",
@@ -87,6 +87,8 @@ __all__ = [
     "shift_and_sum",
     "shift_and_sum_old",
     "extract_patches_position",
+    "reassemble_regions",
+    "extract_regions",
 ]
 __version__: str = _native.__version__
 
@@ -564,6 +566,97 @@ def extract_patches_position(
     if result is not NotImplemented:
         return result
     return _like(imgs, (imgs, offsets_xy), kernel.forward)
+
+
+def _region_apply(kernel: Any, patches: Any, positions: Any) -> Any:
+    """Runs a region kernel through the autodiff of the caller's framework: TensorFlow for any TF
+    tensor (eager on any device, or symbolic), torch for any torch tensor (CPU or CUDA, through
+    the host), JAX for tracers; anything else (NumPy, concrete JAX arrays) through ``_like``."""
+    shape = tuple(getattr(patches, "shape", np.shape(patches)))
+    shape = tuple(None if d is None else int(d) for d in shape)
+    if _tf_for(patches, positions) is not None:
+        return _frameworks.tensorflow_adapter.apply(kernel, patches, positions, list(kernel.out_shape(shape)))
+    if "torch" in (_framework(patches), _framework(positions)):
+        return _frameworks.torch_adapter.apply(kernel, patches, positions)
+    if _frameworks.jax_adapter.wants(patches, positions):
+        return _frameworks.jax_adapter.apply(kernel, patches, positions, kernel.out_shape(shape))
+    return _like(patches, (patches, positions), kernel.forward)
+
+
+def reassemble_regions(
+    patches: Any,
+    positions: Any,
+    padded_size: int,
+    *,
+    layout: str = "tf",
+    weights: Any = "center",
+    convention: Optional[str] = None,
+    recentre: Optional[bool] = None,
+    numerator: str = "sum",
+    denominator: str = "add",
+    epsilon: float = 1e-3,
+    support: Optional[Tuple[str, float]] = None,
+    threads: Optional[int] = None,
+    reference: bool = False,
+) -> Any:
+    """The training-path reassembly: one ``P×P`` region per sample, normalised by a weight.
+
+    For sample ``b`` and region pixel ``p``, with ``u_c = T(x_bc)`` the ``c``-th patch
+    zero-padded to ``P×P`` and translated by minus its position, and ``v_c = T(w_bc)`` its weight
+    translated the same way::
+
+        num = Σ_c u_c            (numerator="sum", TensorFlow)   or   Σ_c u_c·v_c  ("weighted", torch)
+        den = Σ_c v_c
+        out = num·[den > t] / g(den),   g = den + ε ("add") | max(den, ε) ("clamp") | 1 ("one")
+
+    ``layout="tf"``: patches ``(B, N, N, C)``, positions ``(B, 1, 2, C)`` ``[x, y]`` → ``(B, P, P, 1)``
+    (PtychoPINN's ``ReassemblePatchesLayer``, its default: re-centred positions, centre-mask
+    weights, ``ε = 0.001``). ``layout="torch"``: ``(B, C, N, N)`` and ``(B, C, 1, 2)`` →
+    ``(B, P, P)``. ``convention`` (``"tf"`` or ``"torch"``: whose translation arithmetic)
+    defaults to the layout; ``recentre`` (subtract the float32 mean of all ``B·C`` positions)
+    defaults to ``True`` for TF and ``False`` for torch. ``weights``: ``"center"`` (ones on the
+    central ``N/2 × N/2``), ``"ones"``, or a real array ``(N, N)``, ``(B, N, N)`` or
+    ``(1|B, 1|C, N, N)`` such as ``abs(probe)**2``. ``support``: ``("above", t)`` or
+    ``("above_max_fraction", f)`` multiplies the numerator by the mask ``den > t`` (``f·max den``).
+
+    Differentiable with respect to the patches and the positions in TensorFlow (eager,
+    ``tf.function``, Keras), PyTorch and JAX; the weights are constants. Memory is
+    ``O(B·P² + B·C·N²)``; the result does not depend on ``threads``. ``reference=True`` runs the
+    slow literal oracle (same bits).
+    """
+    side = _positive("padded_size", padded_size)
+    convention = layout if convention is None else convention
+    if convention not in ("tf", "torch"):
+        raise ValueError(f"convention must be 'tf' or 'torch', not {convention!r}")
+    kernel = _region.RegionKernel(
+        layout, side, weights,
+        convention=convention,
+        recentre=(layout == "tf") if recentre is None else bool(recentre),
+        numerator=numerator, denominator=denominator, epsilon=epsilon, support=support,
+        threads=_threads(threads), reference=bool(reference),
+    )
+    kernel.dims(tuple(getattr(patches, "shape", np.shape(patches))))  # a clear error for a wrong rank
+    return _region_apply(kernel, patches, positions)
+
+
+def extract_regions(
+    regions: Any, positions: Any, N: int, *, convention: str = "torch", threads: Optional[int] = None
+) -> Any:
+    """The patches cut back out of each sample's region (torch layout): region ``b``
+    (``(B, 1, P, P)`` or ``(B, P, P)``) translated by each of its positions ``(B, C, 1, 2)``
+    ``[x, y]`` (not negated, not re-centred; content moves by ``+position``) and cropped to its
+    centre ``N×N`` (``(P − N)/2`` trimmed from each side, ``P − N`` even): ``(B, C, N, N)``,
+    ``ptycho_torch.helper.extract_channels_from_region``. ``convention="tf"`` uses TensorFlow's
+    arithmetic (the same as :func:`extract_patches_position`). Differentiable with respect to the
+    regions and the positions in TensorFlow, PyTorch and JAX.
+    """
+    if convention not in ("tf", "torch"):
+        raise ValueError(f"convention must be 'tf' or 'torch', not {convention!r}")
+    shape = tuple(getattr(positions, "shape", np.shape(positions)))
+    if len(shape) < 3 or shape[-1] != 2:
+        raise ValueError(f"positions have shape {shape}; expected (B, C, 1, 2) or (B, C, 2) [x, y]")
+    kernel = _region.ExtractKernel(_positive("N", N), int(shape[1]), convention, _threads(threads))
+    return _region_apply(kernel, regions, positions)
 
 
 class Plan:

@@ -580,18 +580,26 @@ struct Extraction {
 #[pymethods]
 impl Extraction {
     #[new]
-    #[pyo3(signature = (offsets, per_image, image_side, patch_size, threads=0))]
+    #[pyo3(signature = (offsets, per_image, image_side, patch_size, threads=0, convention="tf"))]
     fn new(
         offsets: PyReadonlyArrayDyn<'_, f64>,
         per_image: usize,
         image_side: usize,
         patch_size: usize,
         threads: usize,
+        convention: &str,
     ) -> PyResult<Self> {
         let signals = Signals::default();
-        let inner = CoreExtraction::new(offsets.as_array(), per_image, image_side, patch_size)
-            .map_err(|e| to_py(e, &signals))?
-            .with_threads(threads);
+        let convention = region::convention(convention)?;
+        let inner = CoreExtraction::new_in(
+            convention,
+            offsets.as_array(),
+            per_image,
+            image_side,
+            patch_size,
+        )
+        .map_err(|e| to_py(e, &signals))?
+        .with_threads(threads);
         Ok(Self { inner, signals })
     }
 

@@ -27,6 +27,17 @@ fn view3<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayView
     })
 }
 
+/// `"tf"` or `"torch"`: whose translation arithmetic.
+pub(crate) fn convention(name: &str) -> PyResult<Convention> {
+    match name {
+        "tf" => Ok(Convention::TensorFlow),
+        "torch" => Ok(Convention::Torch),
+        _ => Err(PyValueError::new_err(format!(
+            "convention must be 'tf' or 'torch', not {name:?}"
+        ))),
+    }
+}
+
 fn threshold(kind: &str, value: f32) -> PyResult<Threshold> {
     match kind {
         "above" => Ok(Threshold::Above(value)),
@@ -71,15 +82,7 @@ impl Region {
         threshold_value: f32,
         threads: usize,
     ) -> PyResult<Self> {
-        let convention = match convention {
-            "tf" => Convention::TensorFlow,
-            "torch" => Convention::Torch,
-            _ => {
-                return Err(PyValueError::new_err(format!(
-                    "convention must be 'tf' or 'torch', not {convention:?}"
-                )));
-            }
-        };
+        let convention = self::convention(convention)?;
         let numerator = match numerator {
             "sum" => Numerator::Sum,
             "weighted" => Numerator::Weighted,

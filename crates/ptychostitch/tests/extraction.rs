@@ -6,6 +6,7 @@ mod common;
 
 use common::{offsets_from, random_patches, rng};
 use ndarray::{Array2, Array3};
+use ptychostitch::kernel::Convention;
 use ptychostitch::{Complex32, Error, Extraction, Gradients, Wrt};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -41,7 +42,14 @@ fn random_cot(r: &mut ChaCha8Rng, shape: (usize, usize, usize)) -> Array3<Comple
 
 #[test]
 fn fast_equals_reference() {
+    for convention in [Convention::TensorFlow, Convention::Torch] {
+        fast_equals_reference_in(convention);
+    }
+}
+
+fn fast_equals_reference_in(convention: Convention) {
     let mut r = rng(0xe7);
+    let equal_sides_allowed = convention == Convention::Torch;
     // (B, C, S, N, offset spread): offsets reaching past the image edge included.
     for (i, (b, c, s, n, spread)) in [
         (1, 1, 10, 8, 0.5),
@@ -49,10 +57,19 @@ fn fast_equals_reference() {
         (3, 9, 20, 8, 9.0),
         (1, 40, 40, 16, 14.0),
         (4, 1, 12, 2, 3.0),
+        (2, 3, 12, 12, 2.5),
     ]
     .into_iter()
     .enumerate()
     {
+        if s == n && !equal_sides_allowed {
+            // TensorFlow's extraction needs N < S (tested with the other errors).
+            assert!(
+                Extraction::new_in(convention, Array2::<f64>::zeros((b * c, 2)).view(), c, s, n)
+                    .is_err()
+            );
+            continue;
+        }
         let images = random_patches(&mut r, b, s);
         let offsets = offsets_from(b * c, |_| {
             [
@@ -60,18 +77,18 @@ fn fast_equals_reference() {
                 r.random_range(-spread..spread),
             ]
         });
-        let plan = Extraction::new(offsets.view(), c, s, n).unwrap();
+        let plan = Extraction::new_in(convention, offsets.view(), c, s, n).unwrap();
         let cot = random_cot(&mut r, plan.output_shape());
         let fwd = plan.extract_reference(images.view()).unwrap();
         let vjp = plan
             .extract_vjp_reference(images.view(), cot.view(), Wrt::ALL)
             .unwrap();
         for threads in [1, 2, 7] {
-            let fast = Extraction::new(offsets.view(), c, s, n)
+            let fast = Extraction::new_in(convention, offsets.view(), c, s, n)
                 .unwrap()
                 .with_threads(threads)
                 .with_min_pixels_per_worker(0);
-            let what = format!("case {i}, threads={threads}");
+            let what = format!("{convention:?}, case {i}, threads={threads}");
             assert_eq!(
                 bits(&fast.extract(images.view()).unwrap()),
                 bits(&fwd),

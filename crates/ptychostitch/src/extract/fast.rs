@@ -49,6 +49,7 @@ pub(crate) fn extract<T: Sample>(
                 for q in 0..n {
                     let at = (r * n + q) * l;
                     sample_pixel(
+                        plan.convention,
                         img,
                         s,
                         l,
@@ -111,14 +112,14 @@ pub(crate) fn extract_vjp<T: Sample>(
                     let shift = plan.shifts[j];
                     for r in 0..n {
                         let y = t + r;
-                        let y0 = crate::kernel::sample_axis(y, shift[1]).0;
+                        let y0 = plan.convention.sample_axis(y, shift[1], s).0;
                         if !(in_band(y0) || in_band(y0 + 1)) {
                             continue;
                         }
                         for q in 0..n {
                             let x = t + q;
                             let g = &cot[((j * n + r) * n + q) * l..][..l];
-                            for (cy, cx, weight) in corners(y, x, shift) {
+                            for (cy, cx, weight) in corners(plan.convention, s, y, x, shift) {
                                 if in_band(cy) && (0..s as i64).contains(&cx) {
                                     let dst = ((cy as usize - top) * s + cx as usize) * l;
                                     for (lane, v) in g.iter().enumerate() {
@@ -146,7 +147,16 @@ pub(crate) fn extract_vjp<T: Sample>(
                 for r in 0..n {
                     for q in 0..n {
                         let g = &cot[((j * n + r) * n + q) * l..][..l];
-                        add_offset_terms(sum, image, s, l, (t + r, t + q), plan.shifts[j], g);
+                        add_offset_terms(
+                            plan.convention,
+                            sum,
+                            image,
+                            s,
+                            l,
+                            (t + r, t + q),
+                            plan.shifts[j],
+                            g,
+                        );
                     }
                 }
             },

@@ -18,7 +18,7 @@ pub(crate) mod reference;
 use crate::adjoint::{Gradients, Wrt, raw_shifts};
 use crate::error::{Error, Result};
 use crate::geometry::{offset_pairs, patch_stack};
-use crate::kernel::{ShiftGradient, Weights, sample_axis};
+use crate::kernel::{Convention, ShiftGradient, Weights};
 use crate::parallel::{DEFAULT_MIN_PIXELS_PER_WORKER, Schedule, Simd};
 use crate::sample::{Sample, c_order_lanes};
 use ndarray::{Array2, Array3, ArrayView, ArrayView3, Dimension};
@@ -48,6 +48,7 @@ pub struct Extraction {
     patch: usize,
     trim: usize,
     shifts: Vec<[f32; 2]>,
+    convention: Convention,
     schedule: Schedule,
 }
 
@@ -61,14 +62,35 @@ impl Extraction {
         image_side: usize,
         patch_size: usize,
     ) -> Result<Self> {
+        Self::new_in(
+            Convention::TensorFlow,
+            offsets,
+            per_image,
+            image_side,
+            patch_size,
+        )
+    }
+
+    /// [`Extraction::new`] with `convention`'s translation arithmetic:
+    /// [`Convention::TensorFlow`] (PtychoPINN's `extract_patches_position`, which needs `N < S`)
+    /// or [`Convention::Torch`] (its torch `extract_channels_from_region`, where `N = S` keeps
+    /// the whole translated region).
+    pub fn new_in<D: Dimension>(
+        convention: Convention,
+        offsets: ArrayView<'_, f64, D>,
+        per_image: usize,
+        image_side: usize,
+        patch_size: usize,
+    ) -> Result<Self> {
         let pairs = offset_pairs(offsets)?;
         if pairs.is_empty() {
             return Err(Error::NoPatches);
         }
-        if patch_size == 0
-            || patch_size >= image_side
-            || !(image_side - patch_size).is_multiple_of(2)
-        {
+        let too_large = match convention {
+            Convention::TensorFlow => patch_size >= image_side,
+            Convention::Torch => patch_size > image_side || image_side < 2,
+        };
+        if patch_size == 0 || too_large || !(image_side - patch_size).is_multiple_of(2) {
             return Err(Error::ExtractSize {
                 side: image_side,
                 patch: patch_size,
@@ -102,6 +124,7 @@ impl Extraction {
             patch: patch_size,
             trim: (image_side - patch_size) / 2,
             shifts,
+            convention,
             schedule: Schedule {
                 threads: 0,
                 simd: Simd::Auto,
@@ -246,7 +269,9 @@ pub(crate) fn image_lanes<'v, T: Sample>(images: ArrayView3<'v, T>) -> Result<Co
 /// One output pixel of patch `j`: image pixel `(y, x)` of the translated image, `I = 0`
 /// outside. Shared by both paths.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sample_pixel(
+    conv: Convention,
     image: &[f32],
     side: usize,
     l: usize,
@@ -255,12 +280,13 @@ pub(crate) fn sample_pixel(
     [ax, ay]: [f32; 2],
     out: &mut [f32],
 ) {
-    let (y0, wy) = sample_axis(y, ay);
-    let (x0, wx) = sample_axis(x, ax);
+    let (y0, wy) = conv.sample_axis(y, ay, side);
+    let (x0, wx) = conv.sample_axis(x, ax, side);
     let w = Weights::new(wx, wy);
     for (lane, o) in out.iter_mut().enumerate() {
         let at = |cy: i64, cx: i64| pixel(image, side, l, cy, cx, lane);
-        *o = w.apply(
+        *o = conv.apply(
+            w,
             at(y0, x0),
             at(y0, x0 + 1),
             at(y0 + 1, x0),
@@ -282,7 +308,9 @@ pub(crate) fn pixel(image: &[f32], side: usize, l: usize, y: i64, x: i64, lane: 
 /// Offset terms of output pixel `(y, x)` of a translated image into `sum`, when the pixel
 /// reads at least one image pixel. Shared by both paths.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn add_offset_terms(
+    conv: Convention,
     sum: &mut ShiftGradient,
     image: &[f32],
     side: usize,
@@ -292,8 +320,8 @@ pub(crate) fn add_offset_terms(
     cot: &[f32],
 ) {
     use crate::kernel::{d_dwx, d_dwy};
-    let (y0, wy) = sample_axis(y, ay);
-    let (x0, wx) = sample_axis(x, ax);
+    let (y0, wy) = conv.sample_axis(y, ay, side);
+    let (x0, wx) = conv.sample_axis(x, ax, side);
     let on = |v: i64| (-1..side as i64).contains(&v);
     if !(on(y0) && on(x0)) {
         return;
@@ -317,9 +345,15 @@ pub(crate) fn add_offset_terms(
 
 /// The four corners `(row, column, weight)` an output pixel reads, in the order a, b, c, d.
 #[inline(always)]
-pub(crate) fn corners(y: usize, x: usize, [ax, ay]: [f32; 2]) -> [(i64, i64, f32); 4] {
-    let (y0, wy) = sample_axis(y, ay);
-    let (x0, wx) = sample_axis(x, ax);
+pub(crate) fn corners(
+    conv: Convention,
+    side: usize,
+    y: usize,
+    x: usize,
+    [ax, ay]: [f32; 2],
+) -> [(i64, i64, f32); 4] {
+    let (y0, wy) = conv.sample_axis(y, ay, side);
+    let (x0, wx) = conv.sample_axis(x, ax, side);
     let w = Weights::new(wx, wy);
     [
         (y0, x0, w.a),

@@ -26,7 +26,16 @@ pub(crate) fn extract<T: Sample>(plan: &Extraction, images: ArrayView3<'_, T>) -
         for y in 0..s {
             for x in 0..s {
                 let at = (y * s + x) * l;
-                sample_pixel(image, s, l, y, x, shift, &mut whole[at..at + l]);
+                sample_pixel(
+                    plan.convention,
+                    image,
+                    s,
+                    l,
+                    y,
+                    x,
+                    shift,
+                    &mut whole[at..at + l],
+                );
             }
         }
         for r in 0..n {
@@ -68,7 +77,7 @@ pub(crate) fn extract_vjp<T: Sample>(
             for y in 0..s {
                 for x in 0..s {
                     let g = &padded[(y * s + x) * l..(y * s + x + 1) * l];
-                    for (cy, cx, weight) in corners(y, x, shift) {
+                    for (cy, cx, weight) in corners(plan.convention, s, y, x, shift) {
                         if (0..s as i64).contains(&cy) && (0..s as i64).contains(&cx) {
                             let dst = (cy as usize * s + cx as usize) * l;
                             for (lane, v) in g.iter().enumerate() {
@@ -86,7 +95,16 @@ pub(crate) fn extract_vjp<T: Sample>(
                     // Only the kept window has a cotangent; the trimmed pixels have none.
                     if (t..t + n).contains(&y) && (t..t + n).contains(&x) {
                         let g = &padded[(y * s + x) * l..(y * s + x + 1) * l];
-                        add_offset_terms(&mut sums[j], image, s, l, (y, x), shift, g);
+                        add_offset_terms(
+                            plan.convention,
+                            &mut sums[j],
+                            image,
+                            s,
+                            l,
+                            (y, x),
+                            shift,
+                            g,
+                        );
                     }
                 }
             }

@@ -1,0 +1,223 @@
+"""The training-path operator as a framework-neutral kernel: batched region reassembly (one
+canvas per sample) in PtychoPINN's two layouts, with its vector-Jacobian product.
+
+``RegionKernel`` has what a framework adapter (``ptychostitch._frameworks``) needs:
+``forward(patches, positions)``, ``backward(patches, positions, out, cot, want_x, want_pos)``
+returning the cotangents in the inputs' shapes and dtypes, ``out_dtype`` and ``out_shape``.
+The weights (a centre mask, ones, ``|probe|²``, a user array) are constants of the kernel.
+
+Layouts:
+
+* ``"tf"``: patches ``(B, N, N, C)``, positions ``(B, 1, 2, C)`` ``[x, y]``, regions
+  ``(B, P, P, 1)`` (PtychoPINN's ``ReassemblePatchesLayer``);
+* ``"torch"``: patches ``(B, C, N, N)``, positions ``(B, C, 1, 2)`` (or ``(B, C, 2)``),
+  regions ``(B, P, P)`` (``ptycho_torch.helper``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _native
+from ._kernels import _like_input, as_compute, as_offsets, compute_dtype
+
+LAYOUTS = ("tf", "torch")
+
+
+def center_mask(n: int) -> np.ndarray:
+    """PtychoPINN's centre mask: ones on the central ``N/2 × N/2`` (from ``N/4``), ``(1, 1, N, N)``."""
+    mask = np.zeros((1, 1, n, n), np.float32)
+    mask[..., n // 4 : n // 4 + n // 2, n // 4 : n // 4 + n // 2] = 1.0
+    return mask
+
+
+def weights_array(weights: Any, n: int) -> np.ndarray:
+    """``"center"``, ``"ones"`` or an array: ``(N, N)``, ``(B, N, N)`` (per sample) or
+    ``(1|B, 1|C, N, N)``, as float32 ``(1|B, 1|C, N, N)``."""
+    if isinstance(weights, str):
+        if weights == "center":
+            return center_mask(n)
+        if weights == "ones":
+            return np.ones((1, 1, n, n), np.float32)
+        raise ValueError(f"weights must be 'center', 'ones' or an array, not {weights!r}")
+    w = np.asarray(weights)
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"weights have dtype {w.dtype}; expected real weights (e.g. abs(probe)**2)")
+    w = w.astype(np.float32, copy=False)
+    if w.ndim == 2:
+        w = w[np.newaxis, np.newaxis]
+    elif w.ndim == 3:
+        w = w[:, np.newaxis]
+    if w.ndim != 4 or w.shape[-2:] != (n, n):
+        raise ValueError(
+            f"weights have shape {np.shape(weights)}; expected ({n}, {n}), (B, {n}, {n}) or (1|B, 1|C, {n}, {n})"
+        )
+    return np.ascontiguousarray(w)
+
+
+class RegionKernel:
+    """One region reassembly: layout, region side ``P``, weights and the normalisation."""
+
+    def __init__(
+        self,
+        layout: str,
+        side: int,
+        weights: Any,
+        *,
+        convention: str,
+        recentre: bool,
+        numerator: str,
+        denominator: str,
+        epsilon: float,
+        support: Optional[Tuple[str, float]],
+        threads: int,
+        reference: bool = False,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be 'tf' or 'torch', not {layout!r}")
+        self.layout, self.side, self.weights = layout, side, weights
+        self.options = dict(
+            convention=convention, recentre=recentre, numerator=numerator, denominator=denominator,
+            epsilon=float(epsilon), support=None if support is None else support[0],
+            threshold_value=0.0 if support is None else float(support[1]), threads=threads,
+        )
+        self.reference = reference
+
+    # --- layouts ------------------------------------------------------------------------------
+
+    def dims(self, patches_shape: Tuple[Any, ...]) -> Tuple[Any, Any, Any]:
+        """``(B, C, N)`` of a patches shape in this layout."""
+        if len(patches_shape) != 4:
+            expected = "(B, N, N, C)" if self.layout == "tf" else "(B, C, N, N)"
+            raise ValueError(f"patches have shape {tuple(patches_shape)}; expected {expected}")
+        if self.layout == "tf":
+            b, n, m, c = patches_shape
+        else:
+            b, c, n, m = patches_shape
+        if n is not None and m is not None and int(n) != int(m):
+            raise ValueError(f"patches have shape {tuple(patches_shape)}: the patches must be square")
+        return b, c, n
+
+    def bcnn(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self.layout == "tf" else x)
+
+    def from_bcnn(self, dx: np.ndarray) -> np.ndarray:
+        return dx.transpose(0, 2, 3, 1) if self.layout == "tf" else dx
+
+    def pairs(self, positions: np.ndarray, b: int, c: int) -> np.ndarray:
+        """``(B·C, 2)`` ``[x, y]`` in sample-major order."""
+        p = as_offsets(positions, "positions")
+        if self.layout == "tf":
+            if p.shape != (b, 1, 2, c):
+                raise ValueError(f"positions have shape {p.shape}; expected ({b}, 1, 2, {c}) [x, y] in channel format")
+            return np.ascontiguousarray(p.reshape(b, 2, c).transpose(0, 2, 1).reshape(b * c, 2))
+        if p.size != b * c * 2 or p.shape[:2] != (b, c) or p.shape[-1] != 2:
+            raise ValueError(f"positions have shape {p.shape}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]")
+        return np.ascontiguousarray(p.reshape(b * c, 2))
+
+    def from_pairs(self, d: np.ndarray, like: np.ndarray) -> np.ndarray:
+        b = like.shape[0]
+        if self.layout == "tf":
+            c = like.shape[-1]
+            return d.reshape(b, c, 2).transpose(0, 2, 1).reshape(like.shape)
+        return d.reshape(like.shape)
+
+    # --- the kernel ---------------------------------------------------------------------------
+
+    def plan(self, shape: Tuple[int, ...], positions: Any) -> Any:
+        """The native plan for patches of ``shape`` (this layout) at ``positions``."""
+        b, c, n = (int(v) for v in self.dims(shape))
+        return _native.Region(self.pairs(np.asarray(positions), b, c), b, n, self.side, **self.options)
+
+    def weight_array(self, n: int) -> np.ndarray:
+        return weights_array(self.weights, n)
+
+    def out_shape(self, patches_shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        b = self.dims(patches_shape)[0]
+        b = None if b is None else int(b)
+        return (b, self.side, self.side, 1) if self.layout == "tf" else (b, self.side, self.side)
+
+    def out_dtype(self, x_dtype: Any) -> np.dtype:
+        return compute_dtype(x_dtype, "patches")
+
+    def forward(self, x: Any, positions: Any) -> np.ndarray:
+        x = np.asarray(x)
+        xc = self.bcnn(as_compute(x, "patches"))
+        out = self.plan(x.shape, positions).reassemble(xc, self.weight_array(xc.shape[-1]), self.reference)
+        return out[..., np.newaxis] if self.layout == "tf" else out
+
+    def support(self, x: Any, positions: Any, kind: str, value: float) -> np.ndarray:
+        """The boolean support mask ``Σ w > threshold``, ``(B, P, P)``."""
+        n = int(self.dims(np.shape(x))[2])
+        return self.plan(np.shape(x), positions).support(self.weight_array(n), kind, float(value))
+
+    def backward(
+        self, x: Any, positions: Any, out: Any, cot: Any, want_x: bool = True, want_pos: bool = True
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        del out
+        x_in, p_in = np.asarray(x), np.asarray(positions)
+        xc = self.bcnn(as_compute(x_in, "patches"))
+        cot = np.asarray(cot).astype(xc.dtype, copy=False)
+        if self.layout == "tf":
+            cot = cot.reshape(cot.shape[:3])
+        plan = self.plan(x_in.shape, p_in)
+        dx, dpos, _ = plan.vjp(
+            xc, self.weight_array(xc.shape[-1]), np.ascontiguousarray(cot), want_x, want_pos, False, self.reference
+        )
+        dx = None if dx is None else self.from_bcnn(dx)
+        dpos = None if dpos is None else self.from_pairs(dpos, p_in)
+        return _like_input(dx, x_in), _like_input(dpos, p_in)
+
+
+class ExtractKernel:
+    """The inverse of a torch-layout region reassembly: each sample's region ``(B, 1, P, P)``
+    (or ``(B, P, P)``) translated by each of its ``C`` positions ``(B, C, 1, 2)`` ``[x, y]`` (not
+    negated, not re-centred) and cropped to its centre ``N×N``: ``(B, C, N, N)``
+    (``ptycho_torch.helper.extract_channels_from_region``)."""
+
+    def __init__(self, patch_size: int, channels: int, convention: str, threads: int) -> None:
+        self.patch_size, self.channels, self.convention, self.threads = patch_size, channels, convention, threads
+
+    def _images(self, regions: np.ndarray) -> np.ndarray:
+        if regions.ndim == 4 and regions.shape[1] == 1:
+            regions = regions[:, 0]
+        if regions.ndim != 3 or regions.shape[1] != regions.shape[2]:
+            raise ValueError(f"regions have shape {regions.shape}; expected (B, 1, P, P) or (B, P, P)")
+        return regions
+
+    def plan(self, images: np.ndarray, positions: Any) -> Any:
+        b, c = images.shape[0], self.channels
+        p = as_offsets(positions, "positions")
+        if p.size != b * c * 2 or p.shape[:2] != (b, c) or p.shape[-1] != 2:
+            raise ValueError(f"positions have shape {p.shape}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]")
+        return _native.Extraction(
+            np.ascontiguousarray(p.reshape(b * c, 2)), c, images.shape[-1], self.patch_size, self.threads,
+            self.convention,
+        )
+
+    def out_shape(self, regions_shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        b = regions_shape[0]
+        return (None if b is None else int(b), self.channels, self.patch_size, self.patch_size)
+
+    def out_dtype(self, x_dtype: Any) -> np.dtype:
+        return compute_dtype(x_dtype, "regions")
+
+    def forward(self, regions: Any, positions: Any) -> np.ndarray:
+        images = self._images(as_compute(regions, "regions"))
+        out = self.plan(images, positions).extract(images)
+        return out.reshape(images.shape[0], self.channels, self.patch_size, self.patch_size)
+
+    def backward(
+        self, regions: Any, positions: Any, out: Any, cot: Any, want_x: bool = True, want_pos: bool = True
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        del out
+        r_in, p_in = np.asarray(regions), np.asarray(positions)
+        images = self._images(as_compute(r_in, "regions"))
+        n = self.patch_size
+        cot = np.ascontiguousarray(np.asarray(cot).astype(images.dtype, copy=False).reshape(-1, n, n))
+        dimg, dflat = self.plan(images, p_in).vjp(images, cot, want_x, want_pos)
+        dimg = None if dimg is None else dimg.reshape(r_in.shape)
+        dflat = None if dflat is None else dflat.reshape(p_in.shape)
+        return _like_input(dimg, r_in), _like_input(dflat, p_in)
