@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import sys
 from typing import Any, Callable, Dict, List, Tuple
 
 import ptychostitch as _ps
 
-__all__ = ["install", "uninstall", "installed", "FUNCTIONS"]
+__all__ = ["install", "uninstall", "installed", "FUNCTIONS", "TRAINING_FUNCTIONS", "TORCH_FUNCTIONS", "RegionReassembler"]
 
 #: The functions that are replaced.
 FUNCTIONS = (
@@ -121,11 +122,150 @@ def _reassemble_patches(original: Callable[..., Any]) -> Callable[..., Any]:
     return reassemble_patches
 
 
-_TRAINING = {
+def _torch_module() -> Any:
+    return sys.modules["torch"]
+
+
+def _torch_padded_size(data_config: Any, model_config: Any) -> int:
+    return int(importlib.import_module("ptycho_torch.helper").get_padded_size(data_config, model_config))
+
+
+def _mask_like(mask: Any, like: Any) -> Any:
+    return _torch_module().from_numpy(mask).to(like.device)
+
+
+def _region_kernel(P: int, weights: Any, **options: Any) -> Any:
+    """The torch-layout kernel the helpers' replacements use (for the support mask)."""
+    from . import _region
+
+    settings = dict(convention="torch", recentre=False, numerator="weighted", denominator="add", epsilon=1e-3,
+                    support=None, threads=0)
+    settings.update(options)
+    return _region.RegionKernel("torch", P, weights, **settings)
+
+
+def _torch_reassemble(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def reassemble_patches_position_real(inputs: Any, offsets_xy: Any, data_config: Any, model_config: Any,
+                                         agg: bool = True, padded_size: Any = None, crop_size: Any = None,
+                                         **kwargs: Any) -> Any:
+        B, C_in, N, _ = inputs.shape
+        if not agg or C_in != model_config.C_forward or not inputs.is_complex():
+            return original(inputs, offsets_xy, data_config, model_config, agg=agg, padded_size=padded_size,
+                            crop_size=crop_size, **kwargs)
+        if crop_size is not None:
+            # The crop path: centre crop, positions re-centred, Σ u / (Σ ones + 1e-9); the mask is returned, not applied.
+            if crop_size <= 0 or crop_size > N:
+                raise ValueError(f"crop_size must be in (0, {N}], got {crop_size}")
+            start = N // 2 - crop_size // 2
+            patches = inputs[..., start:start + crop_size, start:start + crop_size]
+            if padded_size is None:
+                flat = offsets_xy.detach().reshape(-1, 2)
+                pad = math.ceil(float((flat - flat.mean(dim=0, keepdim=True)).abs().max().item()))
+                padded_size = crop_size + 2 * (pad + pad % 2)
+            P = int(padded_size)
+            options = dict(recentre=True, numerator="sum", epsilon=1e-9)
+            out = _ps.reassemble_regions(patches, offsets_xy, P, layout="torch", weights="ones", **options)
+            mask = _region_kernel(P, "ones", **options).support(patches.detach().cpu().numpy(),
+                                                                 offsets_xy.detach().cpu().numpy(), "above", 1e-6)
+            return out, _mask_like(mask, inputs), P
+        P = int(padded_size) if padded_size is not None else _torch_padded_size(data_config, model_config)
+        # The centre-mask path: (Σ u·v)·[Σ v > 1e-6] / (Σ v + 0.001), positions as given.
+        support = ("above", 1e-6)
+        out = _ps.reassemble_regions(inputs, offsets_xy, P, layout="torch", weights="center", numerator="weighted",
+                                     support=support)
+        mask = _region_kernel(P, "center").support(inputs.detach().cpu().numpy(), offsets_xy.detach().cpu().numpy(),
+                                                   *support)
+        return out, _mask_like(mask, inputs), P
+
+    reassemble_patches_position_real.__ptychostitch__ = True  # type: ignore[attr-defined]
+    return reassemble_patches_position_real
+
+
+def _probe_weights(probe: Any, B: int, C: int, N: int) -> Any:
+    """``|P|²`` as ``(1|B, 1|C, N, N)`` float32, from the helper's probe layouts: ``(N, N)``,
+    ``(B, N, N)`` or modes ``(B|1, C|1, modes, N, N)`` (summed over the modes)."""
+    import numpy as np
+
+    p = probe.detach().cpu().numpy()
+    if p.ndim == 5:
+        if p.shape[0] not in (1, B) or p.shape[1] not in (1, C) or p.shape[-2:] != (N, N):
+            raise ValueError(f"Probe shape {tuple(p.shape)} cannot broadcast to object axes ({B}, {C}) and ({N}, {N})")
+        return (np.abs(p) ** 2).sum(axis=2).astype(np.float32)
+    if p.ndim == 2:
+        return (np.abs(p) ** 2).astype(np.float32)[None, None]
+    if p.ndim == 3:
+        return (np.abs(p) ** 2).astype(np.float32)[:, None]
+    raise ValueError(
+        f"Unsupported probe shape {tuple(p.shape)} for probe-weighted reassembly. Accepted layouts: modes "
+        "(B, C, P, N, N) or plain (N, N) / batch-broadcast (B, N, N)."
+    )
+
+
+def _torch_reassemble_probe(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def reassemble_patches_position_real_probe(inputs: Any, offsets_xy: Any, data_config: Any, model_config: Any,
+                                               probe: Any = None, use_probe_weights: bool = True, agg: bool = True,
+                                               padded_size: Any = None, **kwargs: Any) -> Any:
+        torch = _torch_module()
+        B, C_in, N, _ = inputs.shape
+        probe_needs_grad = probe is not None and probe.requires_grad and torch.is_grad_enabled()
+        if not agg or C_in != model_config.C_forward or not inputs.is_complex() or (use_probe_weights and probe_needs_grad):
+            # A probe that is being learnt needs the weights' gradient in autograd, which the
+            # replacement does not wire yet: PtychoPINN's own function runs (never a gradient dropped).
+            return original(inputs, offsets_xy, data_config, model_config, probe=probe,
+                            use_probe_weights=use_probe_weights, agg=agg, padded_size=padded_size, **kwargs)
+        P = int(padded_size) if padded_size is not None else _torch_padded_size(data_config, model_config)
+        if use_probe_weights:
+            if probe is None:
+                raise ValueError("Probe must be provided if use_probe_weights is True")
+            weights, support = _probe_weights(probe, B, C_in, N), ("above_max_fraction", 1e-6)
+        else:
+            weights, support = "center", ("above", 1e-6)
+        options = dict(numerator="weighted", denominator="clamp", epsilon=1e-12)
+        out = _ps.reassemble_regions(inputs, offsets_xy, P, layout="torch", weights=weights, support=support, **options)
+        mask = _region_kernel(P, weights, **options).support(inputs.detach().cpu().numpy(),
+                                                             offsets_xy.detach().cpu().numpy(), *support)
+        return out, _mask_like(mask, inputs), P
+
+    reassemble_patches_position_real_probe.__ptychostitch__ = True  # type: ignore[attr-defined]
+    return reassemble_patches_position_real_probe
+
+
+def _torch_extract(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def extract_channels_from_region(inputs: Any, offsets_xy: Any, data_config: Any, model_config: Any,
+                                     jitter_amt: float = 0.0) -> Any:
+        M = _torch_padded_size(data_config, model_config)
+        if jitter_amt > 0 or inputs.dim() != 4 or inputs.shape[1] != 1 or inputs.shape[-1] != M \
+                or (M - data_config.N) % 2 or not inputs.is_complex():
+            return original(inputs, offsets_xy, data_config, model_config, jitter_amt)
+        return _ps.extract_regions(inputs, offsets_xy, data_config.N)
+
+    extract_channels_from_region.__ptychostitch__ = True  # type: ignore[attr-defined]
+    return extract_channels_from_region
+
+
+#: The functions of ``ptycho_torch.helper`` that are replaced.
+TORCH_FUNCTIONS = (
+    "reassemble_patches_position_real",
+    "reassemble_patches_position_real_probe",
+    "extract_channels_from_region",
+)
+
+# Each replaceable name and what makes its replacement from the original.
+_FACTORIES: Dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    **{name: (lambda name: lambda original: _as_tensor(getattr(_ps, name)))(name) for name in FUNCTIONS},
     "mk_reassemble_position_batched_real": _reassembler_factory,
     "mk_reassemble_position_real": _reassembler_factory,
     "reassemble_patches": _reassemble_patches,
+    "reassemble_patches_position_real": _torch_reassemble,
+    "reassemble_patches_position_real_probe": _torch_reassemble_probe,
+    "extract_channels_from_region": _torch_extract,
 }
+
+# The modules installed, in order.
+_modules: List[str] = []
 
 # (module, attribute name, original value), in the order they were replaced.
 _replaced: List[Tuple[Any, str, Any]] = []
@@ -136,40 +276,33 @@ def _as_tensor(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        out = fn(*args, **kwargs)
-        tf = sys.modules.get("tensorflow")
-        if tf is not None and not isinstance(out, (tf.Tensor, tf.Variable)):
-            out = tf.convert_to_tensor(out)
-        return out
+        return _tensor(fn(*args, **kwargs))
 
     wrapper.__ptychostitch__ = True  # type: ignore[attr-defined]
     return wrapper
 
 
-def installed() -> bool:
-    """True while the replacements are in place."""
-    return bool(_replaced)
+def installed(module: Any = None) -> bool:
+    """True while replacements are in place (in ``module``, when named)."""
+    return bool(_replaced) if module is None else module in _modules
 
 
 def install(module: str = "ptycho.tf_helper") -> None:
-    """Replaces the four reassembly functions of ``module`` (and every loaded alias of them).
+    """Replaces ``module``'s reassembly functions (and every loaded alias of them).
 
-    Installing twice is a no-op; ``uninstall()`` undoes it.
+    ``"ptycho.tf_helper"`` (the default): the inference functions (``FUNCTIONS``) and the
+    training path's (``TRAINING_FUNCTIONS``); ``"ptycho_torch.helper"``: ``TORCH_FUNCTIONS``.
+    Installing a module twice is a no-op; ``uninstall()`` undoes every module.
     """
-    if _replaced:
+    if module in _modules:
         return
     target = importlib.import_module(module)
-    originals: Dict[str, Any] = {}
-    for name in FUNCTIONS + TRAINING_FUNCTIONS:
-        if hasattr(target, name):
-            originals[name] = getattr(target, name)
+    originals: Dict[str, Any] = {name: getattr(target, name) for name in _FACTORIES if hasattr(target, name)}
     if not originals:
-        raise AttributeError(f"{module} has none of {', '.join(FUNCTIONS + TRAINING_FUNCTIONS)}")
-    replacements = {
-        name: _TRAINING[name](fn) if name in _TRAINING else _as_tensor(getattr(_ps, name))
-        for name, fn in originals.items()
-    }
+        raise AttributeError(f"{module} has none of {', '.join(_FACTORIES)}")
+    replacements = {name: _FACTORIES[name](fn) for name, fn in originals.items()}
     by_identity = {id(fn): name for name, fn in originals.items()}
+    found = []
     for mod in list(sys.modules.values()):
         namespace = getattr(mod, "__dict__", None)
         if not isinstance(namespace, dict) or mod is _ps:
@@ -177,12 +310,17 @@ def install(module: str = "ptycho.tf_helper") -> None:
         for attr, value in list(namespace.items()):
             name = by_identity.get(id(value))
             if name is not None and value is originals[name]:
-                _replaced.append((mod, attr, value))
-                setattr(mod, attr, replacements[name])
+                found.append((mod, attr, value, replacements[name]))
+    # Every target found first, then all replaced: an error while scanning leaves nothing half-done.
+    for mod, attr, value, replacement in found:
+        _replaced.append((mod, attr, value))
+        setattr(mod, attr, replacement)
+    _modules.append(module)
 
 
 def uninstall() -> None:
-    """Puts every replaced function back."""
+    """Puts every replaced function back, in every installed module."""
     while _replaced:
         mod, attr, original = _replaced.pop()
         setattr(mod, attr, original)
+    _modules.clear()

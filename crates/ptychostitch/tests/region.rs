@@ -353,3 +353,41 @@ fn uncovered_pixels_are_zero_and_equal_patches_average_to_themselves() {
         "{centre}"
     );
 }
+
+#[test]
+fn the_support_mask_is_the_denominator_above_its_threshold() {
+    let mut r = rng(3);
+    let (b, c, n, p) = (2, 4, 8, 14);
+    let pos = positions(&mut r, b * c, 3.0);
+    let plan = Region::new(pos.view(), b, n, p, RegionOptions::torch_center_mask()).unwrap();
+    let w = center_mask(n);
+    // The denominator is the plain sum of the translated weights: reassembling the weights as
+    // patches with Σ u and no division gives it.
+    let sum = Region::new(
+        pos.view(),
+        b,
+        n,
+        p,
+        RegionOptions {
+            numerator: Numerator::Sum,
+            denominator: Denominator::One,
+            support: None,
+            ..RegionOptions::torch_center_mask()
+        },
+    )
+    .unwrap();
+    let as_patches = Array4::from_shape_fn((b, c, n, n), |(_, _, i, j)| w[[0, 0, i, j]]);
+    let den = sum.reassemble(as_patches.view(), w.view()).unwrap();
+    for (threshold, limit) in [
+        (Threshold::Above(0.5), 0.5_f32),
+        (
+            Threshold::AboveMaxFraction(0.5),
+            0.5 * den.iter().fold(0.0_f32, |m, &v| m.max(v)),
+        ),
+    ] {
+        let mask = plan.support(w.view(), threshold).unwrap();
+        assert_eq!(mask.dim(), (b, p, p));
+        assert!(mask.iter().zip(den.iter()).all(|(&m, &d)| m == (d > limit)));
+        assert!(mask.iter().any(|&m| m) && mask.iter().any(|&m| !m));
+    }
+}

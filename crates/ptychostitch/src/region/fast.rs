@@ -94,7 +94,11 @@ fn accumulate(
     for c in 0..cs {
         let j = b * cs + c;
         let [tx, ty] = plan.shifts[j];
-        let patch = &inputs.patches[j * n * n * l..(j + 1) * n * n * l];
+        // No patches are read for the denominators alone.
+        let patch = inputs
+            .patches
+            .get(j * n * n * l..(j + 1) * n * n * l)
+            .unwrap_or(&[]);
         let k = inputs.weights.index(b, c, cs);
         let weight = &inputs.weights.values[k * n * n..(k + 1) * n * n];
         let cols = footprint(conv, tx, p, q, n);
