@@ -625,6 +625,8 @@ def reassemble_regions(
     slow literal oracle (same bits).
     """
     side = _positive("padded_size", padded_size)
+    if layout not in _region.LAYOUTS:
+        raise ValueError(f"layout must be 'tf' or 'torch', not {layout!r}")
     convention = layout if convention is None else convention
     if convention not in ("tf", "torch"):
         raise ValueError(f"convention must be 'tf' or 'torch', not {convention!r}")

@@ -12,6 +12,12 @@ from typing import Any
 
 
 
+SECOND_ORDER = (
+    "ptychostitch's gradient is not differentiable again: a second derivative (nested "
+    "GradientTape, Hessian-vector product, gradient penalty) through it is not supported"
+)
+
+
 def _tf() -> Any:
     return sys.modules.get("tensorflow")
 
@@ -53,14 +59,22 @@ def apply(kernel: Any, x: Any, offsets: Any, static_shape: Any = None) -> Any:
         out = tf.numpy_function(kernel.forward, [x, offsets], out_dtype, stateful=False, name="ptychostitch")
         out.set_shape(static_shape if static_shape is not None else [None, None, 1])
 
-        def grad(cot: Any) -> Any:
+        @tf.custom_gradient
+        def backward(cot: Any) -> Any:
             dx, doff = tf.numpy_function(
                 kernel.backward, [x, offsets, out, cot], [x.dtype, offsets.dtype], stateful=False,
                 name="ptychostitch_grad",
             )
             dx.set_shape(x.shape)
             doff.set_shape(offsets.shape)
-            return dx, doff
+
+            def second(*unused: Any) -> Any:
+                raise NotImplementedError(SECOND_ORDER)
+
+            return (dx, doff), second
+
+        def grad(cot: Any) -> Any:
+            return backward(cot)
 
         return out, grad
 

@@ -5,6 +5,12 @@ runs around it with a clean graph break. Dynamo is only used when it is already 
 ``torch.compile`` is in play): importing it loads triton, whose LLVM aborts the process where
 TensorFlow is loaded too ("Option ... registered more than once"). CUDA tensors: the forward runs on the GPU path when
 one is given (``gpu``), the backward copies to the host and back (no GPU backward kernel yet).
+
+The backward is not differentiable again. Where it runs with ``create_graph=True`` its results
+carry a node that raises ``RuntimeError`` the moment a second derivative reaches it (a
+Hessian-vector product, a gradient penalty), instead of silently dropping this operation's
+term. (torch's own ``once_differentiable`` does not raise there: in torch 2.15 the second
+derivative silently lacks the term, measured.)
 """
 
 from __future__ import annotations
@@ -31,6 +37,32 @@ def _numpy(t: Any) -> np.ndarray:
 
 
 _FUNCTION: Optional[Any] = None
+_REFUSAL: Optional[Any] = None
+
+SECOND_ORDER = (
+    "ptychostitch's gradient is not differentiable again: a second derivative (create_graph=True "
+    "then another grad: a Hessian-vector product, a gradient penalty) through it is not supported"
+)
+
+
+def _refusal() -> Any:
+    """Passes gradients' values through and raises when they are differentiated."""
+    global _REFUSAL
+    if _REFUSAL is None:
+        torch = _torch()
+
+        class RefuseSecondOrder(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, cot: Any, *values: Any) -> Any:  # type: ignore[override]
+                del ctx, cot
+                return tuple(None if v is None else v.clone() for v in values)
+
+            @staticmethod
+            def backward(ctx: Any, *grads: Any) -> Any:  # type: ignore[override]
+                raise RuntimeError(SECOND_ORDER)
+
+        _REFUSAL = RefuseSecondOrder
+    return _REFUSAL
 
 
 def _function() -> Any:
@@ -55,7 +87,10 @@ def _function() -> Any:
                 want_x, want_off = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
                 dx, doff = ctx.kernel.backward(_numpy(x), _numpy(offsets), _numpy(out), _numpy(cot), want_x, want_off)
                 to = lambda a, like: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(like.device)  # noqa: E731
-                return None, None, to(dx, x), to(doff, offsets)
+                dx, doff = to(dx, x), to(doff, offsets)
+                if torch.is_grad_enabled() and cot.requires_grad:
+                    dx, doff = _refusal().apply(cot, dx, doff)
+                return None, None, dx, doff
 
         _FUNCTION = Stitch
     return _FUNCTION
