@@ -10,10 +10,10 @@
 //!   unchanged.
 //! - Offsets' cotangent: per patch, the reference's terms in the reference's order.
 
-use super::{Extraction, add_offset_terms, corners, image_lanes, sample_pixel};
+use super::{Extraction, add_offset_terms, corners, image_lanes, pixel};
 use crate::adjoint::Wrt;
 use crate::error::Result;
-use crate::kernel::ShiftGradient;
+use crate::kernel::{ShiftGradient, Weights};
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Schedule, for_each_piece, workers_for};
 use crate::sample::{Sample, lanes_mut};
@@ -39,25 +39,32 @@ pub(crate) fn extract<T: Sample>(
         .chunks_mut(per_patch)
         .enumerate()
         .collect();
+    let conv = plan.convention;
     for_each_piece(
         workers,
         pieces,
         || (),
         |(j, dst), _| {
             let img = image(j / c);
+            let [ax, ay] = plan.shifts[j];
+            // The sample of each kept row and column, once per patch (the reference computes them
+            // per pixel with the same function: the same values).
+            let cols: Vec<(i64, f32)> = (0..n).map(|q| conv.sample_axis(t + q, ax, s)).collect();
             for r in 0..n {
-                for q in 0..n {
+                let (y0, wy) = conv.sample_axis(t + r, ay, s);
+                for (q, &(x0, wx)) in cols.iter().enumerate() {
+                    let w = Weights::new(wx, wy);
                     let at = (r * n + q) * l;
-                    sample_pixel(
-                        plan.convention,
-                        img,
-                        s,
-                        l,
-                        t + r,
-                        t + q,
-                        plan.shifts[j],
-                        &mut dst[at..at + l],
-                    );
+                    for (lane, o) in dst[at..at + l].iter_mut().enumerate() {
+                        let px = |cy: i64, cx: i64| pixel(img, s, l, cy, cx, lane);
+                        *o = conv.apply(
+                            w,
+                            px(y0, x0),
+                            px(y0, x0 + 1),
+                            px(y0 + 1, x0),
+                            px(y0 + 1, x0 + 1),
+                        );
+                    }
                 }
             }
         },

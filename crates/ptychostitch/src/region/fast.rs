@@ -42,6 +42,12 @@ fn footprint(
 /// The four corners `(k, k+1) × (m, m+1)` of lane `lane` of an `n×n` patch, zero outside.
 #[inline(always)]
 fn corners(patch: &[f32], n: usize, l: usize, ky: i64, kx: i64, lane: usize) -> [f32; 4] {
+    if ky >= 0 && kx >= 0 && (ky as usize) + 1 < n && (kx as usize) + 1 < n {
+        // Inside: the four corners without a bounds test each.
+        let at = (ky as usize * n + kx as usize) * l + lane;
+        let below = at + n * l;
+        return [patch[at], patch[at + l], patch[below], patch[below + l]];
+    }
     let at = |y: i64, x: i64| {
         if (0..n as i64).contains(&y) && (0..n as i64).contains(&x) {
             patch[(y as usize * n + x as usize) * l + lane]
@@ -68,6 +74,15 @@ fn scatter(
     w: Weights,
     value: f32,
 ) {
+    if ky >= 0 && kx >= 0 && (ky as usize) + 1 < n && (kx as usize) + 1 < n {
+        let at = (ky as usize * n + kx as usize) * l + lane;
+        let below = at + n * l;
+        patch[at] += w.a * value;
+        patch[at + l] += w.b * value;
+        patch[below] += w.c * value;
+        patch[below + l] += w.d * value;
+        return;
+    }
     let mut add = |y: i64, x: i64, v: f32| {
         if (0..n as i64).contains(&y) && (0..n as i64).contains(&x) {
             patch[(y as usize * n + x as usize) * l + lane] += v;
@@ -88,34 +103,58 @@ fn accumulate(
     num: Option<&mut [f32]>,
     den: &mut [f32],
 ) {
+    // One instance per lane count and convention, so the lane loop unrolls and the
+    // convention's branch leaves the inner loop.
+    match (l, plan.options.convention) {
+        (1, Convention::TensorFlow) => accumulate_in::<1, false>(plan, inputs, b, num, den),
+        (1, Convention::Torch) => accumulate_in::<1, true>(plan, inputs, b, num, den),
+        (_, Convention::TensorFlow) => accumulate_in::<2, false>(plan, inputs, b, num, den),
+        (_, Convention::Torch) => accumulate_in::<2, true>(plan, inputs, b, num, den),
+    }
+}
+
+/// [`Convention::apply`] with the convention known when compiling.
+#[inline(always)]
+fn combine<const TORCH: bool>(w: Weights, [a, b, c, d]: [f32; 4]) -> f32 {
+    if TORCH {
+        w.apply_torch(a, b, c, d)
+    } else {
+        w.apply(a, b, c, d)
+    }
+}
+
+fn accumulate_in<const L: usize, const TORCH: bool>(
+    plan: &Region,
+    inputs: &Inputs<'_>,
+    b: usize,
+    mut num: Option<&mut [f32]>,
+    den: &mut [f32],
+) {
     let (cs, n, p, q) = (plan.channels, plan.patch, plan.side, plan.origin);
     let conv = plan.options.convention;
-    let mut num = num;
+    let weighted = plan.options.numerator == Numerator::Weighted;
     for c in 0..cs {
         let j = b * cs + c;
         let [tx, ty] = plan.shifts[j];
         // No patches are read for the denominators alone.
         let patch = inputs
             .patches
-            .get(j * n * n * l..(j + 1) * n * n * l)
+            .get(j * n * n * L..(j + 1) * n * n * L)
             .unwrap_or(&[]);
         let k = inputs.weights.index(b, c, cs);
         let weight = &inputs.weights.values[k * n * n..(k + 1) * n * n];
         let cols = footprint(conv, tx, p, q, n);
         for (y, ky, wy) in footprint(conv, ty, p, q, n) {
+            let row = y * p;
             for &(x, kx, wx) in &cols {
                 let w = Weights::new(wx, wy);
-                let [a, bb, cc, d] = corners(weight, n, 1, ky, kx, 0);
-                let v = conv.apply(w, a, bb, cc, d);
-                let at = y * p + x;
+                let v = combine::<TORCH>(w, corners(weight, n, 1, ky, kx, 0));
+                let at = row + x;
                 if let Some(num) = num.as_deref_mut() {
-                    for lane in 0..l {
-                        let [a, bb, cc, d] = corners(patch, n, l, ky, kx, lane);
-                        let u = conv.apply(w, a, bb, cc, d);
-                        num[at * l + lane] += match plan.options.numerator {
-                            Numerator::Sum => u,
-                            Numerator::Weighted => u * v,
-                        };
+                    let dst = &mut num[at * L..at * L + L];
+                    for (lane, o) in dst.iter_mut().enumerate() {
+                        let u = combine::<TORCH>(w, corners(patch, n, L, ky, kx, lane));
+                        *o += if weighted { u * v } else { u };
                     }
                 }
                 den[at] += v;
@@ -223,14 +262,7 @@ pub(crate) fn vjp<T: Sample>(
     cot: &[f32],
     wrt: RegionWrt,
 ) -> Result<RawGradients<T>> {
-    let (bs, cs, n, p, q, l) = (
-        plan.samples,
-        plan.channels,
-        plan.patch,
-        plan.side,
-        plan.origin,
-        T::LANES,
-    );
+    let (bs, cs, n, p, l) = (plan.samples, plan.channels, plan.patch, plan.side, T::LANES);
     let conv = plan.options.convention;
     let g = plan.options.denominator;
     let (mut regions, den) = sums::<T>(plan, inputs)?;
@@ -287,59 +319,94 @@ pub(crate) fn vjp<T: Sample>(
                 &mut dnum[at * l..(at + 1) * l],
             );
         }
-        let mut dpatches = piece.dpatches;
-        let mut dweights = piece.dweights;
-        for c in 0..cs {
-            let j = b * cs + c;
-            let [tx, ty] = plan.shifts[j];
-            let patch = &inputs.patches[j * nn * l..(j + 1) * nn * l];
-            let k = inputs.weights.index(b, c, cs);
-            let weight = &inputs.weights.values[k * nn..(k + 1) * nn];
-            let (mut su, mut sv) = (ShiftGradient::default(), ShiftGradient::default());
-            let cols = footprint(conv, tx, p, q, n);
-            for (y, ky, wy) in footprint(conv, ty, p, q, n) {
-                for &(x, kx, wx) in &cols {
-                    let at = y * p + x;
-                    let w = Weights::new(wx, wy);
-                    let wc = corners(weight, n, 1, ky, kx, 0);
-                    let v = conv.apply(w, wc[0], wc[1], wc[2], wc[3]);
-                    let dn = &dnum[at * l..(at + 1) * l];
-                    let mut dv = dden[at];
-                    if plan.options.numerator == Numerator::Weighted {
-                        let mut s = 0.0_f32;
-                        for (lane, &d) in dn.iter().enumerate() {
-                            let ic = corners(patch, n, l, ky, kx, lane);
-                            s += d * conv.apply(w, ic[0], ic[1], ic[2], ic[3]);
-                        }
-                        dv = dden[at] + s;
-                    }
+        let (dnum, dden) = (&dnum[..], &dden[..]);
+        match (l, conv) {
+            (1, Convention::TensorFlow) => {
+                sample_vjp::<1, false>(plan, inputs, piece, dnum, dden, wrt)
+            }
+            (1, Convention::Torch) => sample_vjp::<1, true>(plan, inputs, piece, dnum, dden, wrt),
+            (_, Convention::TensorFlow) => {
+                sample_vjp::<2, false>(plan, inputs, piece, dnum, dden, wrt)
+            }
+            (_, Convention::Torch) => sample_vjp::<2, true>(plan, inputs, piece, dnum, dden, wrt),
+        }
+    });
+    Ok(RawGradients {
+        patches: dpatches,
+        sums,
+        weights: dweights,
+    })
+}
+
+/// One sample's cotangents from its numerator's (`dnum`, `P²·L` lanes) and denominator's
+/// (`dden`): per channel, the footprint in row-major order.
+fn sample_vjp<const L: usize, const TORCH: bool>(
+    plan: &Region,
+    inputs: &Inputs<'_>,
+    piece: Piece<'_>,
+    dnum: &[f32],
+    dden: &[f32],
+    wrt: RegionWrt,
+) {
+    let (cs, n, p, q) = (plan.channels, plan.patch, plan.side, plan.origin);
+    let nn = n * n;
+    let conv = plan.options.convention;
+    let weighted = plan.options.numerator == Numerator::Weighted;
+    let b = piece.b;
+    let mut dpatches = piece.dpatches;
+    let mut dweights = piece.dweights;
+    for c in 0..cs {
+        let j = b * cs + c;
+        let [tx, ty] = plan.shifts[j];
+        let patch = &inputs.patches[j * nn * L..(j + 1) * nn * L];
+        let k = inputs.weights.index(b, c, cs);
+        let weight = &inputs.weights.values[k * nn..(k + 1) * nn];
+        let (mut su, mut sv) = (ShiftGradient::default(), ShiftGradient::default());
+        let mut dp = dpatches
+            .as_deref_mut()
+            .map(|d| &mut d[c * nn * L..(c + 1) * nn * L]);
+        let mut dw = dweights
+            .as_deref_mut()
+            .map(|d| &mut d[c * nn..(c + 1) * nn]);
+        let cols = footprint(conv, tx, p, q, n);
+        for (y, ky, wy) in footprint(conv, ty, p, q, n) {
+            for &(x, kx, wx) in &cols {
+                let at = y * p + x;
+                let w = Weights::new(wx, wy);
+                let wc = corners(weight, n, 1, ky, kx, 0);
+                let v = combine::<TORCH>(w, wc);
+                let dn = &dnum[at * L..at * L + L];
+                let mut ic = [[0.0_f32; 4]; L];
+                for (lane, corner) in ic.iter_mut().enumerate() {
+                    *corner = corners(patch, n, L, ky, kx, lane);
+                }
+                let mut dv = dden[at];
+                if weighted {
+                    let mut s = 0.0_f32;
                     for (lane, &d) in dn.iter().enumerate() {
-                        let du = match plan.options.numerator {
-                            Numerator::Sum => d,
-                            Numerator::Weighted => d * v,
-                        };
-                        if let Some(dp) = dpatches.as_deref_mut() {
-                            scatter(
-                                &mut dp[c * nn * l..(c + 1) * nn * l],
-                                n,
-                                l,
-                                (ky, kx),
-                                lane,
-                                w,
-                                du,
-                            );
-                        }
-                        let [i00, i01, i10, i11] = corners(patch, n, l, ky, kx, lane);
+                        s += d * combine::<TORCH>(w, ic[lane]);
+                    }
+                    dv = dden[at] + s;
+                }
+                for (lane, &d) in dn.iter().enumerate() {
+                    let du = if weighted { d * v } else { d };
+                    if let Some(dp) = dp.as_deref_mut() {
+                        scatter(dp, n, L, (ky, kx), lane, w, du);
+                    }
+                    if wrt.positions {
+                        let [i00, i01, i10, i11] = ic[lane];
                         su.add(
-                            x * l + lane,
+                            x * L + lane,
                             du,
                             d_dwx(1.0 - wy, wy, i00, i01, i10, i11),
                             d_dwy(1.0 - wx, wx, i00, i01, i10, i11),
                         );
                     }
-                    if let Some(dw) = dweights.as_deref_mut() {
-                        scatter(&mut dw[c * nn..(c + 1) * nn], n, 1, (ky, kx), 0, w, dv);
-                    }
+                }
+                if let Some(dw) = dw.as_deref_mut() {
+                    scatter(dw, n, 1, (ky, kx), 0, w, dv);
+                }
+                if wrt.positions {
                     let [i00, i01, i10, i11] = wc;
                     sv.add(
                         x,
@@ -349,12 +416,7 @@ pub(crate) fn vjp<T: Sample>(
                     );
                 }
             }
-            piece.sums[c] = su.merged(&sv);
         }
-    });
-    Ok(RawGradients {
-        patches: dpatches,
-        sums,
-        weights: dweights,
-    })
+        piece.sums[c] = su.merged(&sv);
+    }
 }
