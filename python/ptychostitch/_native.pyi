@@ -80,3 +80,37 @@ class Plan:
     def n(self) -> int: ...
     @property
     def kernel(self) -> str: ...
+
+class Extraction:
+    """PtychoPINN's ``extract_patches_position`` (``convention="tf"``) or torch's
+    ``extract_channels_from_region`` (``"torch"``) as a plan: ``offsets`` ``(B·C, 2)`` ``[x, y]``."""
+
+    def __init__(
+        self, offsets: np.ndarray, per_image: int, image_side: int, patch_size: int, threads: int = 0,
+        convention: str = "tf",
+    ) -> None: ...
+    def extract(self, images: np.ndarray, reference: bool = False) -> np.ndarray: ...
+    def vjp(
+        self, images: np.ndarray, cotangent: np.ndarray, wrt_images: bool = True, wrt_offsets: bool = True,
+        reference: bool = False,
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]: ...
+    @property
+    def output_shape(self) -> Tuple[int, int, int]: ...
+
+class Region:
+    """The training-path reassembly (``ptychostitch::region``): ``positions`` ``(B·C, 2)``,
+    ``samples`` B, patch side N, region side P; see ``ptychostitch.reassemble_regions``."""
+
+    def __init__(
+        self, positions: np.ndarray, samples: int, patch_size: int, side: int, convention: str, recentre: bool,
+        numerator: str, denominator: str, epsilon: float, support: Optional[str] = None,
+        threshold_value: float = 0.0, threads: int = 0,
+    ) -> None: ...
+    def reassemble(self, patches: np.ndarray, weights: np.ndarray, reference: bool = False) -> np.ndarray: ...
+    def support(self, weights: np.ndarray, kind: str, value: float) -> np.ndarray: ...
+    def vjp(
+        self, patches: np.ndarray, weights: np.ndarray, cotangent: np.ndarray, wrt_patches: bool = True,
+        wrt_positions: bool = True, wrt_weights: bool = False, reference: bool = False,
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]: ...
+    @property
+    def shape(self) -> Tuple[int, int, int]: ...

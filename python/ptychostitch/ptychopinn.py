@@ -10,7 +10,13 @@
 ``install()`` imports ``ptycho.tf_helper`` (or the module you name) and replaces its
 ``shift_and_sum``, ``reassemble_position``, ``shift_and_sum_old``,
 ``reassemble_position_old`` and ``extract_patches_position`` with ptychostitch's (all
-differentiable under ``tf.GradientTape``, eagerly and in ``tf.function``). The replacements keep PtychoPINN's contract:
+differentiable under ``tf.GradientTape``, eagerly and in ``tf.function``), and the training
+path's ``mk_reassemble_position_batched_real``, ``mk_reassemble_position_real`` and
+``reassemble_patches`` (what ``ReassemblePatchesLayer`` calls: one region per sample at every
+batch size, where PtychoPINN's own sums the whole batch onto one canvas from ``B·C ≥ 64`` on).
+``install("ptycho_torch.helper")`` replaces ``reassemble_patches_position_real``,
+``reassemble_patches_position_real_probe`` and ``extract_channels_from_region`` (same signatures
+and return values; a probe that requires grad keeps PtychoPINN's own function). The replacements keep PtychoPINN's contract:
 they return a ``tf.Tensor`` whatever they are given (PtychoPINN's callers call ``.numpy()`` on
 the result), and inside ``tf.function`` they run as a ``tf.numpy_function`` node, so PtychoPINN
 code that traces them keeps working.
