@@ -667,13 +667,22 @@ class Plan:
     ``Plan(global_offsets, patch_size, M=10)`` validates the ``[x, y]`` offsets and computes the
     canvas once (and, on first GPU use, uploads its tables to that GPU); ``shift_and_sum(obj)`` / ``reassemble_position(obj)`` then give exactly the
     free functions' arrays (a ``tf.Tensor`` for TF input). The weight canvas is computed on
-    first use and cached.
+    first use and cached. The methods are differentiable with respect to the patches, like the
+    free functions; the offsets are constants of the plan (offsets that require a gradient are
+    refused: call the free functions for that).
     """
 
-    __slots__ = ("_plan",)
+    __slots__ = ("_plan", "_offsets", "_crop", "_threads")
 
     def __init__(self, global_offsets: Any, patch_size: int, M: int = 10, *, threads: Optional[int] = None) -> None:
-        self._plan = _native.Plan(_offsets(_host(global_offsets)), _integer("patch_size", patch_size), _crop(M), _threads(threads))
+        if _frameworks.torch_adapter.wants(global_offsets) or _frameworks.jax_adapter.wants(global_offsets):
+            raise TypeError(
+                "a Plan fixes its offsets, so it cannot give their gradient: pass them detached (or as NumPy), "
+                "or call reassemble_position / shift_and_sum for gradients with respect to the offsets"
+            )
+        self._offsets = _offsets(_host(global_offsets))
+        self._crop, self._threads = _crop(M), _threads(threads)
+        self._plan = _native.Plan(self._offsets, _integer("patch_size", patch_size), self._crop, self._threads)
         for text in self._plan.warnings:
             warnings.warn(text, ScanWarning, stacklevel=2)
 
@@ -705,6 +714,10 @@ class Plan:
         return self._plan.weights()[:, :, np.newaxis]
 
     def _run(self, obj: Any, op: str) -> Any:
+        if _frameworks.adapter_for(obj) is not None:
+            # A gradient is wanted (a TF tensor, a torch tensor that requires grad, a JAX tracer):
+            # the free function's differentiable path with this plan's offsets as constants.
+            return _stitch(obj, self._offsets, self._crop, op, False, self._threads, self._plan.canvas_side)
         return _like(
             obj,
             (obj,),

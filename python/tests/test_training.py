@@ -402,3 +402,45 @@ def test_ptychopinn_tf_model_trains_at_batch_16_once_installed():
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "step 1: loss" in run.stdout
+
+
+# --- gradients never silently lost (Plan methods, torch.func) ---------------------------------
+
+
+def test_plan_methods_carry_the_patches_gradient():
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(4)
+    obj = (rng.standard_normal((12, 16, 16)) + 1j * rng.standard_normal((12, 16, 16))).astype(np.complex64)
+    off = rng.uniform(-5, 5, (12, 2))
+    plan = ps.Plan(off, 16, 8)
+    for op in ("shift_and_sum", "reassemble_position"):
+        x = torch.tensor(obj, requires_grad=True)
+        (getattr(plan, op)(x).abs() ** 2).sum().backward()
+        y = torch.tensor(obj, requires_grad=True)
+        (getattr(ps, op)(y, off, M=8).abs() ** 2).sum().backward()
+        assert x.grad is not None and torch.equal(x.grad, y.grad), op
+        grads = []
+        for call in (getattr(plan, op), lambda v: getattr(ps, op)(v, off, M=8)):
+            v = tf.Variable(obj)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.abs(call(v)) ** 2)
+            grads.append(tape.gradient(loss, v))
+        assert grads[0] is not None and np.array_equal(grads[0].numpy(), grads[1].numpy()), op
+    # Without a gradient wanted, the plan's own path: the same bits as before.
+    assert same_bits(plan.reassemble_position(obj), ps.reassemble_position(obj, off, M=8))
+    with pytest.raises(TypeError, match="fixes its offsets"):
+        ps.Plan(torch.tensor(off, requires_grad=True), 16, 8)
+
+
+def test_torch_func_transforms_are_refused_in_one_line():
+    torch = pytest.importorskip("torch")
+    f = load("torch_g1_b3")
+    x, pos, P = torch.tensor(f["patches"]), torch.tensor(f["positions"]), int(f["P"])
+
+    def loss(x):
+        return ps.reassemble_regions(x, pos, P, layout="torch").abs().sum()
+
+    for transform in (torch.func.grad, torch.func.vmap):
+        with pytest.raises(TypeError, match="does not support torch.func transforms"):
+            transform(loss)(x.real if transform is torch.func.grad else torch.stack([x, x]))

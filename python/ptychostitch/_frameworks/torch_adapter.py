@@ -96,8 +96,23 @@ def _function() -> Any:
     return _FUNCTION
 
 
+def _functorch_wrapped(value: Any) -> bool:
+    """A tensor inside a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, …)."""
+    try:
+        from torch._C import _functorch
+    except ImportError:  # a torch without functorch: no such tensors
+        return False
+    return isinstance(value, _torch().Tensor) and bool(_functorch.is_functorch_wrapped_tensor(value))
+
+
 def apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
     torch = _torch()
+    if _functorch_wrapped(x) or _functorch_wrapped(offsets):
+        raise TypeError(
+            "ptychostitch runs its kernels on host arrays and does not support torch.func transforms "
+            "(vmap, grad, jacrev, functional_call): use torch.autograd (loss.backward(), torch.autograd.grad) "
+            "and a Python loop for batches"
+        )
     run = _function().apply
     dynamo = sys.modules.get("torch._dynamo")
     if dynamo is not None:
