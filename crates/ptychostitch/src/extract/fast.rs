@@ -15,7 +15,7 @@ use crate::adjoint::Wrt;
 use crate::error::Result;
 use crate::kernel::{ShiftGradient, Weights};
 use crate::memory::try_zeroed_vec;
-use crate::parallel::{Schedule, for_each_piece, workers_for};
+use crate::parallel::{Schedule, Simd, for_each_piece, workers_for};
 use crate::sample::{Sample, lanes_mut};
 use ndarray::ArrayView3;
 
@@ -24,7 +24,7 @@ pub(crate) fn extract<T: Sample>(
     images: ArrayView3<'_, T>,
     schedule: Schedule,
 ) -> Result<Vec<T>> {
-    let (l, s, n, t, c) = (T::LANES, plan.side, plan.patch, plan.trim, plan.per_image);
+    let (l, s, n, c) = (T::LANES, plan.side, plan.patch, plan.per_image);
     let count = plan.shifts.len();
     let per_patch = n * n * l;
     let mut out = try_zeroed_vec::<T>(count * n * n, || "the extracted patches".into())?;
@@ -39,34 +39,14 @@ pub(crate) fn extract<T: Sample>(
         .chunks_mut(per_patch)
         .enumerate()
         .collect();
-    let conv = plan.convention;
     for_each_piece(
         workers,
         pieces,
         || (),
         |(j, dst), _| {
-            let img = image(j / c);
-            let [ax, ay] = plan.shifts[j];
-            // The sample of each kept row and column, once per patch (the reference computes them
-            // per pixel with the same function: the same values).
-            let cols: Vec<(i64, f32)> = (0..n).map(|q| conv.sample_axis(t + q, ax, s)).collect();
-            for r in 0..n {
-                let (y0, wy) = conv.sample_axis(t + r, ay, s);
-                for (q, &(x0, wx)) in cols.iter().enumerate() {
-                    let w = Weights::new(wx, wy);
-                    let at = (r * n + q) * l;
-                    for (lane, o) in dst[at..at + l].iter_mut().enumerate() {
-                        let px = |cy: i64, cx: i64| pixel(img, s, l, cy, cx, lane);
-                        *o = conv.apply(
-                            w,
-                            px(y0, x0),
-                            px(y0, x0 + 1),
-                            px(y0 + 1, x0),
-                            px(y0 + 1, x0 + 1),
-                        );
-                    }
-                }
-            }
+            with_fma(schedule.simd, |fma| {
+                patch_forward(plan, image(j / c), j, dst, fma)
+            })
         },
     );
     Ok(out)
@@ -149,25 +129,132 @@ pub(crate) fn extract_vjp<T: Sample>(
             pieces,
             || (),
             |(j, sum), _| {
-                let b = j / c;
-                let image = &all[b * s * s * l..(b + 1) * s * s * l];
-                for r in 0..n {
-                    for q in 0..n {
-                        let g = &cot[((j * n + r) * n + q) * l..][..l];
-                        add_offset_terms(
-                            plan.convention,
-                            sum,
-                            image,
-                            s,
-                            l,
-                            (t + r, t + q),
-                            plan.shifts[j],
-                            g,
-                        );
-                    }
-                }
+                let image = &all[(j / c) * s * s * l..(j / c + 1) * s * s * l];
+                with_fma(schedule.simd, |fma| {
+                    patch_offsets(
+                        plan,
+                        image,
+                        j,
+                        &cot[j * n * n * l..(j + 1) * n * n * l],
+                        sum,
+                        fma,
+                    )
+                });
             },
         );
     }
     Ok((grads, sums))
+}
+
+/// Whether to run the AVX2 + FMA instances: every `mul_add` one instruction instead of a call to
+/// `fmaf`, the same correctly rounded result.
+fn with_fma<R>(simd: Simd, work: impl FnOnce(bool) -> R) -> R {
+    work(cfg!(target_arch = "x86_64") && simd.uses_avx2())
+}
+
+/// Patch `j` of the image `img`: the kept window of the translated image.
+fn patch_forward(plan: &Extraction, img: &[f32], j: usize, dst: &mut [f32], fma: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if fma {
+        // SAFETY: `fma` is true only where `Simd::uses_avx2` found AVX2 and FMA on this CPU with
+        // `is_x86_feature_detected!`.
+        return unsafe { patch_forward_fma(plan, img, j, dst) };
+    }
+    let _ = fma;
+    patch_forward_body(plan, img, j, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn patch_forward_fma(plan: &Extraction, img: &[f32], j: usize, dst: &mut [f32]) {
+    patch_forward_body(plan, img, j, dst)
+}
+
+#[inline(always)]
+fn patch_forward_body(plan: &Extraction, img: &[f32], j: usize, dst: &mut [f32]) {
+    let (s, n, t, l) = (
+        plan.side,
+        plan.patch,
+        plan.trim,
+        dst.len() / (plan.patch * plan.patch),
+    );
+    let conv = plan.convention;
+    let [ax, ay] = plan.shifts[j];
+    // The sample of each kept row and column, once per patch (the reference computes them per
+    // pixel with the same function: the same values).
+    let cols: Vec<(i64, f32)> = (0..n).map(|q| conv.sample_axis(t + q, ax, s)).collect();
+    for r in 0..n {
+        let (y0, wy) = conv.sample_axis(t + r, ay, s);
+        for (q, &(x0, wx)) in cols.iter().enumerate() {
+            let w = Weights::new(wx, wy);
+            let at = (r * n + q) * l;
+            for (lane, o) in dst[at..at + l].iter_mut().enumerate() {
+                let px = |cy: i64, cx: i64| pixel(img, s, l, cy, cx, lane);
+                *o = conv.apply(
+                    w,
+                    px(y0, x0),
+                    px(y0, x0 + 1),
+                    px(y0 + 1, x0),
+                    px(y0 + 1, x0 + 1),
+                );
+            }
+        }
+    }
+}
+
+/// Patch `j`'s offset terms over its kept window, in the reference's order.
+fn patch_offsets(
+    plan: &Extraction,
+    image: &[f32],
+    j: usize,
+    cot: &[f32],
+    sum: &mut ShiftGradient,
+    fma: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fma {
+        // SAFETY: as in `patch_forward`.
+        return unsafe { patch_offsets_fma(plan, image, j, cot, sum) };
+    }
+    let _ = fma;
+    patch_offsets_body(plan, image, j, cot, sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn patch_offsets_fma(
+    plan: &Extraction,
+    image: &[f32],
+    j: usize,
+    cot: &[f32],
+    sum: &mut ShiftGradient,
+) {
+    patch_offsets_body(plan, image, j, cot, sum)
+}
+
+#[inline(always)]
+fn patch_offsets_body(
+    plan: &Extraction,
+    image: &[f32],
+    j: usize,
+    cot: &[f32],
+    sum: &mut ShiftGradient,
+) {
+    let (s, n, t) = (plan.side, plan.patch, plan.trim);
+    let l = cot.len() / (n * n);
+    for r in 0..n {
+        for q in 0..n {
+            let g = &cot[(r * n + q) * l..][..l];
+            add_offset_terms(
+                plan.convention,
+                sum,
+                image,
+                s,
+                l,
+                (t + r, t + q),
+                plan.shifts[j],
+                g,
+            );
+        }
+    }
 }

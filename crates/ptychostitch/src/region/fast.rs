@@ -14,9 +14,52 @@ use crate::kernel::{
     Convention, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent, region_normalise,
 };
 use crate::memory::try_zeroed_vec;
-use crate::parallel::{for_each_piece, workers_for};
+use crate::parallel::{Simd, for_each_piece, workers_for};
 use crate::region::Numerator;
 use crate::sample::{Sample, lanes_mut};
+
+/// Whether the hot loops may run their AVX2 + FMA instances (every `mul_add` one instruction
+/// instead of a call to `fmaf`; the same correctly rounded result either way).
+fn fma_available() -> bool {
+    cfg!(target_arch = "x86_64") && Simd::Auto.uses_avx2()
+}
+
+/// `$name` compiled for AVX2 + FMA: the same body as `$body` (inlined), so the same bits.
+macro_rules! fma_instance {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $name<const L: usize, const TORCH: bool>($($arg: $ty),*) {
+            $body::<L, TORCH>($($arg),*)
+        }
+    };
+}
+
+/// Runs `$body::<L, TORCH>` (or its FMA instance `$fma` where the CPU has AVX2 and FMA).
+macro_rules! dispatch {
+    ($body:ident, $fma:ident, $l:expr, $conv:expr, ($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if fma_available() {
+            // SAFETY: `fma_available` is true only where `is_x86_feature_detected!` found AVX2
+            // and FMA on this CPU (`Simd::uses_avx2`).
+            unsafe {
+                match ($l, $conv) {
+                    (1, Convention::TensorFlow) => $fma::<1, false>($($arg),*),
+                    (1, Convention::Torch) => $fma::<1, true>($($arg),*),
+                    (_, Convention::TensorFlow) => $fma::<2, false>($($arg),*),
+                    (_, Convention::Torch) => $fma::<2, true>($($arg),*),
+                }
+            }
+            return;
+        }
+        match ($l, $conv) {
+            (1, Convention::TensorFlow) => $body::<1, false>($($arg),*),
+            (1, Convention::Torch) => $body::<1, true>($($arg),*),
+            (_, Convention::TensorFlow) => $body::<2, false>($($arg),*),
+            (_, Convention::Torch) => $body::<2, true>($($arg),*),
+        }
+    }};
+}
 
 /// The region coordinates of one axis whose sample touches the patch, in increasing order:
 /// `(coordinate, first patch index, fraction)`; the patch index is `floor(s) − origin`, in
@@ -105,13 +148,17 @@ fn accumulate(
 ) {
     // One instance per lane count and convention, so the lane loop unrolls and the
     // convention's branch leaves the inner loop.
-    match (l, plan.options.convention) {
-        (1, Convention::TensorFlow) => accumulate_in::<1, false>(plan, inputs, b, num, den),
-        (1, Convention::Torch) => accumulate_in::<1, true>(plan, inputs, b, num, den),
-        (_, Convention::TensorFlow) => accumulate_in::<2, false>(plan, inputs, b, num, den),
-        (_, Convention::Torch) => accumulate_in::<2, true>(plan, inputs, b, num, den),
-    }
+    dispatch!(
+        accumulate_in,
+        accumulate_fma,
+        l,
+        plan.options.convention,
+        (plan, inputs, b, num, den)
+    )
 }
+
+fma_instance!(accumulate_fma, accumulate_in, (plan: &Region, inputs: &Inputs<'_>, b: usize, num: Option<&mut [f32]>, den: &mut [f32]));
+fma_instance!(sample_vjp_fma, sample_vjp, (plan: &Region, inputs: &Inputs<'_>, piece: Piece<'_>, dnum: &[f32], dden: &[f32], wrt: RegionWrt));
 
 /// [`Convention::apply`] with the convention known when compiling.
 #[inline(always)]
@@ -123,6 +170,7 @@ fn combine<const TORCH: bool>(w: Weights, [a, b, c, d]: [f32; 4]) -> f32 {
     }
 }
 
+#[inline(always)]
 fn accumulate_in<const L: usize, const TORCH: bool>(
     plan: &Region,
     inputs: &Inputs<'_>,
@@ -320,16 +368,7 @@ pub(crate) fn vjp<T: Sample>(
             );
         }
         let (dnum, dden) = (&dnum[..], &dden[..]);
-        match (l, conv) {
-            (1, Convention::TensorFlow) => {
-                sample_vjp::<1, false>(plan, inputs, piece, dnum, dden, wrt)
-            }
-            (1, Convention::Torch) => sample_vjp::<1, true>(plan, inputs, piece, dnum, dden, wrt),
-            (_, Convention::TensorFlow) => {
-                sample_vjp::<2, false>(plan, inputs, piece, dnum, dden, wrt)
-            }
-            (_, Convention::Torch) => sample_vjp::<2, true>(plan, inputs, piece, dnum, dden, wrt),
-        }
+        sample_vjp_dispatch(l, conv, (plan, inputs, piece, dnum, dden, wrt));
     });
     Ok(RawGradients {
         patches: dpatches,
@@ -338,8 +377,30 @@ pub(crate) fn vjp<T: Sample>(
     })
 }
 
+fn sample_vjp_dispatch(
+    l: usize,
+    conv: Convention,
+    (plan, inputs, piece, dnum, dden, wrt): (
+        &Region,
+        &Inputs<'_>,
+        Piece<'_>,
+        &[f32],
+        &[f32],
+        RegionWrt,
+    ),
+) {
+    dispatch!(
+        sample_vjp,
+        sample_vjp_fma,
+        l,
+        conv,
+        (plan, inputs, piece, dnum, dden, wrt)
+    )
+}
+
 /// One sample's cotangents from its numerator's (`dnum`, `P²·L` lanes) and denominator's
 /// (`dden`): per channel, the footprint in row-major order.
+#[inline(always)]
 fn sample_vjp<const L: usize, const TORCH: bool>(
     plan: &Region,
     inputs: &Inputs<'_>,
