@@ -6,10 +6,10 @@
 use crate::{Patches, Signals, to_py};
 use ndarray::{ArrayViewD, Ix3, Ix4};
 use numpy::{IntoPyArray, PyArray2, PyArray3, PyArray4, PyReadonlyArrayDyn};
-use ptychostitch::Sample;
 use ptychostitch::region::{
     Convention, Denominator, Numerator, Region as CoreRegion, RegionOptions, RegionWrt, Threshold,
 };
+use ptychostitch::{Implementation, Sample};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -193,6 +193,19 @@ impl Region {
 }
 
 impl Region {
+    /// The plan, or its reference (the oracle) when `reference`.
+    fn plan(&self, reference: bool) -> std::borrow::Cow<'_, CoreRegion> {
+        if reference {
+            std::borrow::Cow::Owned(
+                self.inner
+                    .clone()
+                    .with_implementation(Implementation::Reference),
+            )
+        } else {
+            std::borrow::Cow::Borrowed(&self.inner)
+        }
+    }
+
     fn reassemble_typed<'py, T: Sample + numpy::Element>(
         &self,
         py: Python<'py>,
@@ -203,13 +216,7 @@ impl Region {
         let p = view4(patches.as_array(), "patches")?;
         let w = view4(weights.as_array(), "weights")?;
         let out = py
-            .detach(|| {
-                if reference {
-                    self.inner.reassemble_reference(p, w)
-                } else {
-                    self.inner.reassemble(p, w)
-                }
-            })
+            .detach(|| self.plan(reference).reassemble(p, w))
             .map_err(|e| to_py(e, &self.signals))?;
         Ok(out.into_pyarray(py).into_any())
     }
@@ -227,13 +234,7 @@ impl Region {
         let w = view4(weights.as_array(), "weights")?;
         let c = view3(cotangent.as_array(), "cotangent")?;
         let g = py
-            .detach(|| {
-                if reference {
-                    self.inner.vjp_reference(p, w, c, wrt)
-                } else {
-                    self.inner.vjp(p, w, c, wrt)
-                }
-            })
+            .detach(|| self.plan(reference).vjp(p, w, c, wrt))
             .map_err(|e| to_py(e, &self.signals))?;
         Ok((
             g.patches.map(|a| a.into_pyarray(py).into_any()),

@@ -162,6 +162,13 @@ impl Denominator {
     }
 }
 
+/// The support mask's factor for a pixel whose denominator is `den`: `Some(1.0)` above `limit`,
+/// `Some(0.0)` at or below it (NaN included), `None` where no mask is applied.
+#[inline(always)]
+pub fn support_factor(applied: bool, den: f32, limit: f32) -> Option<f32> {
+    applied.then_some(if den > limit { 1.0 } else { 0.0 })
+}
+
 /// One normalised pixel of a region: `out = num·k / g(den)` per lane, where `k` is `Some(1.0)`
 /// or `Some(0.0)` when a support mask is applied (torch multiplies by its boolean mask first)
 /// and `None` when not (TensorFlow divides directly).

@@ -76,6 +76,17 @@ pub use sample::Sample;
 pub use stream::Accumulator;
 
 use geometry::{offset_pairs, patch_stack};
+
+/// Which of an operation's two implementations runs (RustFFT keeps its naive DFT behind the
+/// same trait as its fast algorithms; this is our one selector). They give the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Implementation {
+    /// The fast path (parallel, footprints only).
+    #[default]
+    Fast,
+    /// The reference: literal, one thread, slow on purpose; the oracle.
+    Reference,
+}
 use ndarray::{Array2, ArrayView, Dimension};
 
 fn plan_for<T, D1: Dimension, D2: Dimension>(

@@ -12,6 +12,7 @@ use super::{Inputs, RawGradients, Region, RegionWrt, WeightLanes, threshold_valu
 use crate::error::Result;
 use crate::kernel::{
     Convention, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent, region_normalise,
+    support_factor,
 };
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Simd, for_each_piece, workers_for};
@@ -265,12 +266,6 @@ fn sums<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<(Vec<T>, Vec<f3
     Ok((out, den))
 }
 
-fn keep(plan: &Region, den: f32, limit: f32) -> Option<f32> {
-    plan.options
-        .support
-        .map(|_| if den > limit { 1.0 } else { 0.0 })
-}
-
 /// Divides the numerators in `values` by the denominators, in place.
 fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f32) {
     let mut num = [0.0_f32; 2];
@@ -279,7 +274,7 @@ fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f3
         region_normalise(
             &num[..l],
             d,
-            keep(plan, d, limit),
+            support_factor(plan.options.support.is_some(), d, limit),
             plan.options.denominator,
             px,
         );
@@ -362,7 +357,7 @@ pub(crate) fn vjp<T: Sample>(
                 &cot[i * l..(i + 1) * l],
                 &r[i * l..(i + 1) * l],
                 den[i],
-                keep(plan, den[i], limit),
+                support_factor(plan.options.support.is_some(), den[i], limit),
                 g,
                 &mut dnum[at * l..(at + 1) * l],
             );

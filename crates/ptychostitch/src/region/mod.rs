@@ -29,6 +29,7 @@
 pub(crate) mod fast;
 pub(crate) mod reference;
 
+use crate::Implementation;
 use crate::adjoint::centred;
 use crate::error::{Error, Result};
 use crate::geometry::{centre_of_mass, offset_pairs};
@@ -163,6 +164,7 @@ pub struct Region {
     shifts: Vec<[f32; 2]>,
     threads: usize,
     min_pixels_per_worker: usize,
+    implementation: Implementation,
 }
 
 impl Region {
@@ -210,6 +212,7 @@ impl Region {
             shifts,
             threads: 0,
             min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
+            implementation: Implementation::Fast,
         })
     }
 
@@ -224,6 +227,13 @@ impl Region {
     /// all, as the tests do). The result does not depend on it.
     pub fn with_min_pixels_per_worker(mut self, pixels: usize) -> Self {
         self.min_pixels_per_worker = pixels;
+        self
+    }
+
+    /// Runs `implementation`: the fast path (the default) or the reference, the oracle (same
+    /// bits).
+    pub fn with_implementation(mut self, implementation: Implementation) -> Self {
+        self.implementation = implementation;
         self
     }
 
@@ -257,25 +267,17 @@ impl Region {
         &self.shifts
     }
 
-    /// The `(B, P, P)` regions. Fast path.
+    /// The `(B, P, P)` regions.
     pub fn reassemble<T: Sample>(
         &self,
         patches: ArrayView4<'_, T>,
         weights: ArrayView4<'_, f32>,
     ) -> Result<Array3<T>> {
         let inputs = self.inputs(patches, weights)?;
-        let out = fast::reassemble(self, &inputs)?;
-        Ok(self.regions(out))
-    }
-
-    /// The reference (oracle) of [`Region::reassemble`].
-    pub fn reassemble_reference<T: Sample>(
-        &self,
-        patches: ArrayView4<'_, T>,
-        weights: ArrayView4<'_, f32>,
-    ) -> Result<Array3<T>> {
-        let inputs = self.inputs(patches, weights)?;
-        let out = reference::reassemble(self, &inputs)?;
+        let out = match self.implementation {
+            Implementation::Fast => fast::reassemble(self, &inputs)?,
+            Implementation::Reference => reference::reassemble(self, &inputs)?,
+        };
         Ok(self.regions(out))
     }
 
@@ -297,7 +299,7 @@ impl Region {
     }
 
     /// The vector–Jacobian product of [`Region::reassemble`]: from the `(B, P, P)` cotangent of
-    /// the regions, the cotangents `wrt` asks for. Fast path.
+    /// the regions, the cotangents `wrt` asks for.
     pub fn vjp<T: Sample>(
         &self,
         patches: ArrayView4<'_, T>,
@@ -307,21 +309,10 @@ impl Region {
     ) -> Result<RegionGradients<T>> {
         let inputs = self.inputs(patches, weights)?;
         let cot = self.cotangent(cotangent)?;
-        let raw = fast::vjp(self, &inputs, &cot, wrt)?;
-        self.gradients(raw, &inputs, wrt)
-    }
-
-    /// The reference (oracle) of [`Region::vjp`].
-    pub fn vjp_reference<T: Sample>(
-        &self,
-        patches: ArrayView4<'_, T>,
-        weights: ArrayView4<'_, f32>,
-        cotangent: ArrayView3<'_, T>,
-        wrt: RegionWrt,
-    ) -> Result<RegionGradients<T>> {
-        let inputs = self.inputs(patches, weights)?;
-        let cot = self.cotangent(cotangent)?;
-        let raw = reference::vjp(self, &inputs, &cot, wrt)?;
+        let raw = match self.implementation {
+            Implementation::Fast => fast::vjp(self, &inputs, &cot, wrt)?,
+            Implementation::Reference => reference::vjp(self, &inputs, &cot, wrt)?,
+        };
         self.gradients(raw, &inputs, wrt)
     }
 

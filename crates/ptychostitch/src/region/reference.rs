@@ -10,6 +10,7 @@ use super::{Inputs, RawGradients, Region, RegionWrt, threshold_value};
 use crate::error::Result;
 use crate::kernel::{
     Convention, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent, region_normalise,
+    support_factor,
 };
 use crate::memory::try_zeroed_vec;
 use crate::region::Numerator;
@@ -138,13 +139,6 @@ fn sums<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<(Vec<T>, Vec<f3
     Ok((num, den))
 }
 
-/// The mask factor of pixel `den` under the plan's support option.
-fn keep(plan: &Region, den: f32, limit: f32) -> Option<f32> {
-    plan.options
-        .support
-        .map(|_| if den > limit { 1.0 } else { 0.0 })
-}
-
 pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<Vec<T>> {
     let (mut out, den) = sums::<T>(plan, inputs)?;
     let limit = plan
@@ -158,7 +152,7 @@ pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Resul
         region_normalise(
             &num,
             d,
-            keep(plan, d, limit),
+            support_factor(plan.options.support.is_some(), d, limit),
             plan.options.denominator,
             &mut values[at * l..(at + 1) * l],
         );
@@ -198,7 +192,7 @@ pub(crate) fn vjp<T: Sample>(
             region_normalise(
                 &num,
                 d,
-                keep(plan, d, limit),
+                support_factor(plan.options.support.is_some(), d, limit),
                 g,
                 &mut values[at * l..(at + 1) * l],
             );
@@ -247,7 +241,7 @@ pub(crate) fn vjp<T: Sample>(
                         &cot[at * l..(at + 1) * l],
                         &r[at * l..(at + 1) * l],
                         den[at],
-                        keep(plan, den[at], limit),
+                        support_factor(plan.options.support.is_some(), den[at], limit),
                         g,
                         &mut dnum,
                     );
