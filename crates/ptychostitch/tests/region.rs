@@ -10,7 +10,7 @@ use ndarray::{Array2, Array3, Array4, s};
 use ptychostitch::region::{
     Convention, Denominator, Numerator, Region, RegionOptions, RegionWrt, Threshold,
 };
-use ptychostitch::{Complex32, Implementation, Sample};
+use ptychostitch::{Complex32, Implementation, Sample, Simd};
 use rand::RngExt;
 
 fn options() -> Vec<RegionOptions> {
@@ -96,10 +96,17 @@ fn check_case<T: Sample>(
     let g_ref = oracle(plan)
         .vjp(patches.view(), weights.view(), cot.view(), RegionWrt::ALL)
         .unwrap();
-    for threads in [1, 2, 7] {
+    // 1, 2 and 7 threads, and the portable instance beside the FMA one.
+    for (threads, simd) in [
+        (1, Simd::Auto),
+        (2, Simd::Auto),
+        (7, Simd::Auto),
+        (2, Simd::Portable),
+    ] {
         let fast = plan
             .clone()
             .with_threads(threads)
+            .with_simd(simd)
             .with_min_pixels_per_worker(0);
         let got = fast.reassemble(patches.view(), weights.view()).unwrap();
         assert_same(

@@ -15,14 +15,14 @@ use crate::kernel::{
     support_factor,
 };
 use crate::memory::try_zeroed_vec;
-use crate::parallel::{Simd, for_each_piece, workers_for};
+use crate::parallel::{for_each_piece, workers_for};
 use crate::region::Numerator;
 use crate::sample::{Sample, lanes_mut};
 
 /// Whether the hot loops may run their AVX2 + FMA instances (every `mul_add` one instruction
 /// instead of a call to `fmaf`; the same correctly rounded result either way).
-fn fma_available() -> bool {
-    cfg!(target_arch = "x86_64") && Simd::Auto.uses_avx2()
+fn fma_available(plan: &Region) -> bool {
+    cfg!(target_arch = "x86_64") && plan.simd.uses_avx2()
 }
 
 /// `$name` compiled for AVX2 + FMA: the same body as `$body` (inlined), so the same bits.
@@ -38,9 +38,9 @@ macro_rules! fma_instance {
 
 /// Runs `$body::<L, TORCH>` (or its FMA instance `$fma` where the CPU has AVX2 and FMA).
 macro_rules! dispatch {
-    ($body:ident, $fma:ident, $l:expr, $conv:expr, ($($arg:expr),*)) => {{
+    ($body:ident, $fma:ident, $plan:expr, $l:expr, $conv:expr, ($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
-        if fma_available() {
+        if fma_available($plan) {
             // SAFETY: `fma_available` is true only where `is_x86_feature_detected!` found AVX2
             // and FMA on this CPU (`Simd::uses_avx2`).
             unsafe {
@@ -152,6 +152,7 @@ fn accumulate(
     dispatch!(
         accumulate_in,
         accumulate_fma,
+        plan,
         l,
         plan.options.convention,
         (plan, inputs, b, num, den)
@@ -387,6 +388,7 @@ fn sample_vjp_dispatch(
     dispatch!(
         sample_vjp,
         sample_vjp_fma,
+        plan,
         l,
         conv,
         (plan, inputs, piece, dnum, dden, wrt)

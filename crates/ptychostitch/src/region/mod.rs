@@ -36,7 +36,7 @@ use crate::geometry::{centre_of_mass, offset_pairs};
 use crate::kernel::ShiftGradient;
 pub use crate::kernel::{Convention, Denominator};
 use crate::memory;
-use crate::parallel::DEFAULT_MIN_PIXELS_PER_WORKER;
+use crate::parallel::{DEFAULT_MIN_PIXELS_PER_WORKER, Simd};
 use crate::sample::{Sample, c_order_lanes};
 use ndarray::{Array2, Array3, Array4, ArrayView, ArrayView3, ArrayView4, Dimension};
 use std::borrow::Cow;
@@ -165,6 +165,7 @@ pub struct Region {
     threads: usize,
     min_pixels_per_worker: usize,
     implementation: Implementation,
+    simd: Simd,
 }
 
 impl Region {
@@ -213,6 +214,7 @@ impl Region {
             threads: 0,
             min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
             implementation: Implementation::Fast,
+            simd: Simd::Auto,
         })
     }
 
@@ -234,6 +236,13 @@ impl Region {
     /// bits).
     pub fn with_implementation(mut self, implementation: Implementation) -> Self {
         self.implementation = implementation;
+        self
+    }
+
+    /// Which instruction set the fast path may use ([`Simd::Portable`]: no FMA instructions,
+    /// each `mul_add` a call; the same bits).
+    pub fn with_simd(mut self, simd: Simd) -> Self {
+        self.simd = simd;
         self
     }
 
