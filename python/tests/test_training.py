@@ -444,3 +444,46 @@ def test_torch_func_transforms_are_refused_in_one_line():
     for transform in (torch.func.grad, torch.func.vmap):
         with pytest.raises(TypeError, match="does not support torch.func transforms"):
             transform(loss)(x.real if transform is torch.func.grad else torch.stack([x, x]))
+
+
+@needs_ptychopinn
+def test_ptychopinn_torch_helpers_at_their_real_call_sites(monkeypatch):
+    """PtychoPINN's own ptycho_torch.helper, installed: values, masks and autograd gradients."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(ROOT)
+    import ptychostitch.ptychopinn as installer
+    from ptycho_torch import helper
+    from ptycho_torch.config_params import DataConfig, ModelConfig
+
+    originals = {name: getattr(helper, name) for name in installer.TORCH_FUNCTIONS}
+    installer.install("ptycho_torch.helper")
+    try:
+        for name, distance in [("torch_g2_b4", 6.0), ("torch_g1_b3", 3.0), ("torch_g3_b2", 5.0)]:
+            f = load(name)
+            gs, N = int(f["gridsize"]), int(f["N"])
+            data = DataConfig(N=N, C=gs * gs, grid_size=(gs, gs), max_neighbor_distance=distance)
+            model = ModelConfig(C_model=gs * gs, C_forward=gs * gs)
+            x = torch.tensor(f["patches"], requires_grad=True)
+            pos = torch.tensor(f["positions"], requires_grad=True)
+            y, mask, size = helper.reassemble_patches_position_real(x, pos, data, model, padded_size=int(f["P"]))
+            loss = torch.sum(torch.real(torch.conj(torch.from_numpy(f["W_center"])) * y))
+            dx, dpos = torch.autograd.grad(loss, [x, pos])
+            assert rel(y.detach().numpy(), f["center"]) < 1e-5 and np.array_equal(mask.numpy(), f["center_mask"])
+            assert rel(dx.numpy(), f["center_d_patches"]) < 1e-4 and rel(dpos.numpy(), f["center_d_positions"]) < 1e-4
+            region = torch.tensor(f["region"])
+            assert same_bits(helper.extract_channels_from_region(region, pos, data, model).detach().numpy(), f["extract"])
+    finally:
+        installer.uninstall()
+    assert {name: getattr(helper, name) for name in installer.TORCH_FUNCTIONS} == originals
+
+
+@needs_ptychopinn
+def test_ptychopinn_torch_forward_model_trains_the_same_once_installed():
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_ptychopinn_torch.py"
+    losses = []
+    for flag in ([], ["--install"]):
+        run = subprocess.run([sys.executable, str(script), ROOT, "--steps", "3", *flag], capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        losses.append([line.split()[3] for line in run.stdout.splitlines() if line.startswith("step")])
+    assert losses[0] == losses[1]  # to the six digits printed
