@@ -247,3 +247,70 @@ fn float16_and_integer_patches_convert() {
         vec![1.0, -2.0, f32::INFINITY]
     );
 }
+
+/// A data byte of a member changed after its CRC-32 was written: NumPy refuses the member, and
+/// so does every way we read it (in memory, in place, stored or deflated).
+#[test]
+fn corrupted_npz_members_fail_their_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Array3::from_shape_fn((3, 8, 8), |(i, j, k)| {
+        Complex32::new((i * 64 + j * 8 + k) as f32, 1.0)
+    });
+    // Stored (as ptychostitch and np.savez write).
+    let stored = dir.path().join("stored.npz");
+    write_npz(&stored, &[("Y", NpyView::Complex64(c.view().into_dyn()))]).unwrap();
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let needle = bytemuck::cast_slice::<Complex32, u8>(&[Complex32::new(100.0, 1.0)]).to_vec();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the value is stored");
+    bytes[at] ^= 0x40; // 100.0 → another finite value: a silent change without the check
+    let bad = dir.path().join("bad_stored.npz");
+    std::fs::write(&bad, &bytes).unwrap();
+    let err = Npz::open(&bad).unwrap().read("Y").unwrap_err().to_string();
+    assert!(err.contains("member 'Y' is corrupt"), "{err}");
+    let err = Npz::open(&bad).unwrap().map("Y").unwrap_err().to_string();
+    assert!(
+        err.contains("member 'Y' is corrupt") && err.contains("CRC-32"),
+        "{err}"
+    );
+    // The intact file reads both ways.
+    assert!(Npz::open(&stored).unwrap().read("Y").is_ok());
+    assert!(Npz::open(&stored).unwrap().map("Y").unwrap().is_some());
+
+    // Deflated (np.savez_compressed): a changed byte breaks the stream or the CRC, never silently.
+    let deflated = dir.path().join("deflated.npz");
+    {
+        let mut npy = Vec::new();
+        NpyView::Complex64(c.view().into_dyn())
+            .write_npy_to(&mut npy)
+            .unwrap();
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&deflated).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("Y.npy", options).unwrap();
+        zip.write_all(&npy).unwrap();
+        zip.finish().unwrap();
+    }
+    let valid = std::fs::read(&deflated).unwrap();
+    let mut rejected = 0;
+    for offset in 60..valid.len().min(400) {
+        let mut bytes = valid.clone();
+        bytes[offset] ^= 0x01;
+        std::fs::write(&bad, &bytes).unwrap();
+        let Ok(mut npz) = Npz::open(&bad) else {
+            rejected += 1;
+            continue;
+        };
+        match npz.read("Y") {
+            Err(_) => rejected += 1,
+            Ok(a) => assert_eq!(
+                a.to_complex32().unwrap(),
+                c.clone().into_dyn(),
+                "byte {offset}: a silent change"
+            ),
+        }
+    }
+    assert!(rejected > 0);
+}

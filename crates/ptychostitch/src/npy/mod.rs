@@ -752,14 +752,21 @@ impl Npz {
             return Err(self.missing(key));
         }
         let path = self.path.clone();
-        let entry = self
-            .archive
-            .by_name(&format!("{key}.npy"))
-            .map_err(|e| NpyError::Archive {
-                path,
-                reason: e.to_string(),
-            })?;
-        NpyArray::read_from(&what, entry)
+        let mut entry =
+            self.archive
+                .by_name(&format!("{key}.npy"))
+                .map_err(|e| NpyError::Archive {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+        let array = NpyArray::read_from(&what, &mut entry)?;
+        // The member read to its end: the zip reader checks its CRC-32 there (NumPy refuses a
+        // member whose bytes do not match it, and so do we).
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| NpyError::Archive {
+            path,
+            reason: format!("member '{key}' is corrupt: {e}"),
+        })?;
+        Ok(array)
     }
 
     fn missing(&self, key: &str) -> NpyError {
