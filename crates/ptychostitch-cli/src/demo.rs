@@ -195,24 +195,26 @@ pub fn run(args: Args, program: &str) -> Result<()> {
             let _ = std::fs::remove_dir(&args.out);
         }
     })?;
-    println!(
+    out!(
         "demo: {} patches ({PATCH}×{PATCH}, M={CROP}) cut from a {OBJECT}×{OBJECT} Siemens-star object on a Fermat spiral, reassembled in {:.2} ms",
         args.positions,
         outcome.seconds * 1e3
-    );
-    println!(
+    )?;
+    out!(
         "relative RMS error over the scanned interior ({} px): {:.2e} (bilinear cut + bilinear shift; bound 2e-2; a one-pixel misregistration would give {:.2e})",
-        outcome.interior_pixels, outcome.relative_rms_error, outcome.misregistered_error
-    );
-    println!(
+        outcome.interior_pixels,
+        outcome.relative_rms_error,
+        outcome.misregistered_error
+    )?;
+    out!(
         "wrote {0}/object.png, {0}/reassembly.png, {0}/difference.png, {0}/reassembly.npz, {0}/scan.npz",
         args.out.display()
-    );
+    )?;
     // The command as it was started (`target/release/ptychostitch` after `cargo run`, the
     // console command's path when installed), so the line runs as written.
-    println!(
+    out!(
         "try: {program} reassemble {}/scan.npz --png scan.png",
         args.out.display()
-    );
+    )?;
     Ok(())
 }

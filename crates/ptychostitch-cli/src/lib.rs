@@ -5,6 +5,27 @@
 //! so the two behave the same in every respect: subcommands, messages, exit codes, progress
 //! bar, signals.
 
+/// `println!` that returns the write's error instead of panicking: a closed pipe
+/// (`validate … | head -1`) or a full device ends the command through its error path.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::StdoutError)
+    }};
+}
+
+/// A write to standard output that failed.
+#[derive(Debug)]
+pub(crate) struct StdoutError(pub(crate) std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing to standard output: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutError {}
+
 mod args;
 mod demo;
 mod device;
@@ -95,6 +116,14 @@ where
     };
     match result {
         Ok(()) => 0,
+        // The reader went away (`| head -1`): end quietly, with the status a shell reports for a
+        // Unix tool that SIGPIPE ended (128 + 13).
+        Err(e)
+            if e.downcast_ref::<StdoutError>()
+                .is_some_and(|w| w.0.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            141
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             1

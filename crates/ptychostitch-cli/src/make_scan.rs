@@ -78,13 +78,13 @@ pub fn run(args: Args, program: &str) -> Result<()> {
         (&args.patches, patches),
         (&args.offsets, offsets_fill),
     ])?;
-    println!(
+    out!(
         "wrote the bench-grid scan: {n} patches of {BENCH_PATCH}×{BENCH_PATCH} complex64 to {} ({:.1} GB) and their [x, y] offsets to {}; reassemble with: {program} reassemble {} {} -M {BENCH_CROP}",
         args.patches.display(),
         (n * per_patch * 8) as f64 / 1e9,
         args.offsets.display(),
         args.patches.display(),
         args.offsets.display(),
-    );
+    )?;
     Ok(())
 }

@@ -183,7 +183,7 @@ pub fn run(args: Args) -> Result<()> {
     let stitched = Stitched { plan, image };
     stitched.write(&output, args.png.as_deref().map(|p| (p, "")))?;
     let g = stitched.plan.geometry();
-    println!(
+    out!(
         "reassembled {} patches ({n}×{n}, M={m}) onto a {s}×{s} canvas (pad {p}, centre x={cx}, y={cy}) in {:.2} ms; wrote {}{} ({:.2} s in all)",
         g.len(),
         compute.as_secs_f64() * 1e3,
@@ -199,7 +199,7 @@ pub fn run(args: Args) -> Result<()> {
         p = g.pad(),
         cx = g.center()[0],
         cy = g.center()[1],
-    );
+    )?;
     Ok(())
 }
 

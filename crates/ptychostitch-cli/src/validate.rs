@@ -113,17 +113,21 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
                 json!({"size": n, "old_s": old, "new_s": new, "speedup": old / new, "max_abs_diff": diff, "bit_identical": identical})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        out!("{}", serde_json::to_string_pretty(&items)?)?;
     } else {
-        println!(
+        out!(
             "{:>8} {:>10} {:>10} {:>10} {:>11}",
-            "Size", "Old (s)", "New (s)", "Speedup", "Max |diff|"
-        );
+            "Size",
+            "Old (s)",
+            "New (s)",
+            "Speedup",
+            "Max |diff|"
+        )?;
         for &(n, old, new, diff, _) in &rows {
-            println!(
+            out!(
                 "{n:>8} {old:>10.3} {new:>10.5} {:>9.0}x {diff:>11.2e}",
                 old / new
-            );
+            )?;
         }
     }
     let bad: Vec<String> = rows
@@ -186,17 +190,22 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 json!({"size": n, "threads": threads, "canvas": side, "median_s": t, "patches_per_s": pps, "pixel_updates_per_s": ups})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        out!("{}", serde_json::to_string_pretty(&items)?)?;
     } else {
-        println!(
+        out!(
             "{:>8} {:>8} {:>7} {:>12} {:>12} {:>16}",
-            "Size", "Threads", "Canvas", "Median (ms)", "Patches/s", "Pixel updates/s"
-        );
+            "Size",
+            "Threads",
+            "Canvas",
+            "Median (ms)",
+            "Patches/s",
+            "Pixel updates/s"
+        )?;
         for &(n, threads, side, t, pps, ups) in &rows {
-            println!(
+            out!(
                 "{n:>8} {threads:>8} {side:>7} {:>12.3} {pps:>12.3e} {ups:>16.3e}",
                 t * 1e3
-            );
+            )?;
         }
     }
     Ok(())
@@ -225,19 +234,23 @@ fn bench_gpu(args: BenchArgs) -> Result<()> {
                 json!({"size": n, "device": "cuda", "canvas": side, "resident_launch_sync_median_s": resident, "host_to_host_median_s": e2e, "patches_per_s": n as f64 / resident})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        out!("{}", serde_json::to_string_pretty(&items)?)?;
     } else {
-        println!(
+        out!(
             "{:>8} {:>7} {:>14} {:>16} {:>12}",
-            "Size", "Canvas", "Resident (ms)", "Host→host (ms)", "Patches/s"
-        );
+            "Size",
+            "Canvas",
+            "Resident (ms)",
+            "Host→host (ms)",
+            "Patches/s"
+        )?;
         for &(n, side, resident, e2e) in &rows {
-            println!(
+            out!(
                 "{n:>8} {side:>7} {:>14.4} {:>16.3} {:>12.3e}",
                 resident * 1e3,
                 e2e * 1e3,
                 n as f64 / resident
-            );
+            )?;
         }
     }
     Ok(())

@@ -809,3 +809,42 @@ fn numeric_options_say_what_they_want() {
     assert!(!out.status.success());
     assert!(!folder.exists(), "demo left an empty folder");
 }
+
+/// Round 4, item 6: standard output that cannot be written is never a panic. A reader that went
+/// away ends the command quietly (status 141, as SIGPIPE would); a full device is one error line.
+#[test]
+fn standard_output_that_fails_is_not_a_panic() {
+    use std::process::Stdio;
+    // A pipe whose reading end is closed before the command writes.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Process::new(bin())
+        .args(["validate", "--sizes", "20"])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "a closed pipe ends quietly: {stderr}");
+    // A full device.
+    if Path::new("/dev/full").exists() {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Process::new(bin())
+            .args(["validate", "--sizes", "20"])
+            .stdout(Stdio::from(full))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: writing to standard output:"),
+            "{stderr}"
+        );
+    }
+}
