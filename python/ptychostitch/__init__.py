@@ -165,11 +165,18 @@ def _integer(name: str, value: Any, what: str = "an integer") -> int:
         raise TypeError(f"{name} must be {what}, not {type(value).__name__}") from None
 
 
+# The largest size or count an argument may name: far beyond any memory, inside every native
+# integer type, so an out-of-range value is a ValueError naming the argument, never PyO3's
+# OverflowError.
+_LARGEST = 2**62
+
+
 def _positive(name: str, value: Any) -> int:
-    """A positive integer argument: TypeError for other types, ValueError for zero or less."""
+    """A positive integer argument: TypeError for other types, ValueError for zero or less (or
+    beyond any size)."""
     value = _integer(name, value, "a positive integer")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value}")
+    if not 1 <= value <= _LARGEST:
+        raise ValueError(f"{name} must be a positive integer (at most 2**62), not {value}")
     return value
 
 
@@ -178,13 +185,16 @@ def _threads(threads: Any) -> int:
     if threads is None:
         return 0
     threads = _integer("threads", threads, "an integer (0 or None: all cores)")
-    if threads < 0:
+    if not 0 <= threads <= _LARGEST:
         raise ValueError(f"threads must be 0 (all cores) or a positive integer, not {threads}")
     return threads
 
 
 def _crop(M: Any) -> int:
-    return _integer("M", M)
+    M = _integer("M", M)
+    if not -(2**63) <= M < 2**63:
+        raise ValueError(f"`M` = {M} is out of range; expected 2 <= M <= N")
+    return M
 
 
 def _warn(texts: Sequence[str], stacklevel: int = 6) -> None:
@@ -542,7 +552,7 @@ def extract_patches_position(
         N = _kernels.ptychopinn_param("N")
         if N is None:
             raise TypeError("extract_patches_position needs N (PtychoPINN reads it from ptycho.params)")
-    N = _integer("N", N)
+    N = _positive("N", N)
     off_shape = tuple(int(d) for d in getattr(offsets_xy, "shape", np.shape(offsets_xy)))
     img_shape = tuple(None if d is None else int(d) for d in getattr(imgs, "shape", np.shape(imgs)))
     if len(off_shape) != 4 or off_shape[1:3] != (1, 2):
@@ -682,7 +692,7 @@ class Plan:
             )
         self._offsets = _offsets(_host(global_offsets))
         self._crop, self._threads = _crop(M), _threads(threads)
-        self._plan = _native.Plan(self._offsets, _integer("patch_size", patch_size), self._crop, self._threads)
+        self._plan = _native.Plan(self._offsets, _positive("patch_size", patch_size), self._crop, self._threads)
         for text in self._plan.warnings:
             warnings.warn(text, ScanWarning, stacklevel=2)
 

@@ -487,3 +487,19 @@ def test_ptychopinn_torch_forward_model_trains_the_same_once_installed():
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         losses.append([line.split()[3] for line in run.stdout.splitlines() if line.startswith("step")])
     assert losses[0] == losses[1]  # to the six digits printed
+
+
+def test_out_of_range_integers_name_their_argument():
+    """Round 4, item 8: never PyO3's OverflowError without the argument's name."""
+    off = np.zeros((3, 2))
+    obj = np.zeros((3, 8, 8), np.complex64)
+    cases = [
+        (lambda: ps.Plan(off, -1, 20), "patch_size"),
+        (lambda: ps.reassemble_position(obj, off, 4, threads=2**64), "threads"),
+        (lambda: ps.reassemble_position(obj, off, M=2**63), "`M`"),
+        (lambda: ps.extract_patches_position(np.zeros((1, 16, 16, 1)), np.zeros((1, 1, 2, 1)), 0.0, N=-2), "N"),
+        (lambda: ps.reassemble_regions(np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 1, 2)), 2**70, layout="torch"), "padded_size"),
+    ]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=f"^{name}"):
+            call()

@@ -125,8 +125,22 @@ where
             141
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
             1
         }
     }
+}
+
+/// An error message as one line: control characters (a newline or an escape sequence in a file
+/// name) written as Rust escapes, so the message can neither split the line nor drive the terminal.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

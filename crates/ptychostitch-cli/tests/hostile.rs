@@ -848,3 +848,21 @@ fn standard_output_that_fails_is_not_a_panic() {
         );
     }
 }
+
+/// Round 4, item 8: a path with a newline or an escape character stays one error line, with the
+/// control characters escaped.
+#[test]
+fn control_characters_in_paths_are_escaped_in_the_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad\nname\u{1b}[31m.npz");
+    let out = Process::new(bin())
+        .args(["reassemble"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("bad\\nname\\u{1b}[31m.npz"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'));
+}
