@@ -10,7 +10,7 @@ use crate::reassemble::Stitched;
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2, Array3};
 use ptychostitch::memory::try_zeroed_vec;
-use ptychostitch::npy::{NpyView, write_npz};
+use ptychostitch::npy::{NpyView, npz_fill};
 use ptychostitch::{Complex32, Plan};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -150,32 +150,37 @@ pub fn experiment(args: &Args) -> Result<Outcome> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let covered = weights.mapv(|w| w > 0.0);
-    picture::amplitude_phase(&truth, &covered, "OBJECT").save(&args.out.join("object.png"))?;
+    let object_picture = picture::amplitude_phase(&truth, &covered, "OBJECT");
     let difference = &image - &truth;
-    picture::amplitude_phase(&difference, &covered, "DIFFERENCE")
-        .save(&args.out.join("difference.png"))?;
+    let difference_picture = picture::amplitude_phase(&difference, &covered, "DIFFERENCE");
     let stitched = Stitched { plan, image };
-    stitched.write(
-        &args.out.join("reassembly.npz"),
-        Some((&args.out.join("reassembly.png"), "REASSEMBLY")),
-    )?;
     // The scan in PtychoPINN's layout, ready for `ptychostitch reassemble`.
     let (x, y) = (offsets.column(0).to_owned(), offsets.column(1).to_owned());
-    write_npz(
-        &args.out.join("scan.npz"),
-        &[
-            ("Y", NpyView::Complex64(patches.view().into_dyn())),
-            ("xcoords", NpyView::Float64(x.view().into_dyn())),
-            ("ycoords", NpyView::Float64(y.view().into_dyn())),
-            ("objectGuess", NpyView::Complex64(object.view().into_dyn())),
-            (
-                "truth_on_canvas",
-                NpyView::Complex64(truth.view().into_dyn()),
-            ),
-            (
-                "positions",
-                NpyView::Float64(Array1::from(vec![args.positions as f64]).view().into_dyn()),
-            ),
+    let positions = Array1::from(vec![args.positions as f64]);
+    let scan = [
+        ("Y", NpyView::Complex64(patches.view().into_dyn())),
+        ("xcoords", NpyView::Float64(x.view().into_dyn())),
+        ("ycoords", NpyView::Float64(y.view().into_dyn())),
+        ("objectGuess", NpyView::Complex64(object.view().into_dyn())),
+        (
+            "truth_on_canvas",
+            NpyView::Complex64(truth.view().into_dyn()),
+        ),
+        ("positions", NpyView::Float64(positions.view().into_dyn())),
+    ];
+    let (object_png, difference_png, scan_npz) = (
+        args.out.join("object.png"),
+        args.out.join("difference.png"),
+        args.out.join("scan.npz"),
+    );
+    // All five files replaced together, or none of them.
+    stitched.write_with(
+        &args.out.join("reassembly.npz"),
+        Some((&args.out.join("reassembly.png"), "REASSEMBLY")),
+        vec![
+            (&object_png, object_picture.png_fill()),
+            (&difference_png, difference_picture.png_fill()),
+            (&scan_npz, npz_fill(&scan)),
         ],
     )?;
     Ok(Outcome {

@@ -2,11 +2,9 @@
 //! by side, each with a colour legend labelled with its value range. Pixels no patch reaches
 //! are drawn as background (a dark checkerboard), not as zero amplitude.
 
-use anyhow::Result;
 use ndarray::Array2;
 use ptychostitch::Complex32;
-use ptychostitch::npy::{Fill, write_files_atomically};
-use std::path::Path;
+use ptychostitch::npy::Fill;
 
 const BACKGROUND: [[u8; 3]; 2] = [[40, 44, 52], [52, 56, 66]];
 const PAPER: [u8; 3] = [255, 255, 255];
@@ -73,12 +71,6 @@ impl Canvas {
                 .map_err(std::io::Error::other)?;
             writer.finish().map_err(std::io::Error::other)
         })
-    }
-
-    /// Writes the picture as a PNG file, atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        // The error names the file that failed.
-        Ok(write_files_atomically(vec![(path, self.png_fill())])?)
     }
 }
 

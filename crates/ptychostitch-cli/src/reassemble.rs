@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ndarray::{Array1, Array2, arr0};
 use ptychostitch::geometry::{BYTES_PER_CANVAS_PIXEL, patch_stack, stack_shape};
 use ptychostitch::memory;
-use ptychostitch::npy::{Dtype, NpyView, npz_fill, write_files_atomically};
+use ptychostitch::npy::{Dtype, Fill, NpyView, npz_fill, write_files_atomically};
 use ptychostitch::{Complex32, Operation, Plan};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -75,6 +75,16 @@ impl Stitched {
     /// Writes image, weights and geometry to `npz` and, when asked, the amplitude/phase picture
     /// to `png`: both replaced together or not at all.
     pub fn write(&self, npz: &Path, png: Option<(&Path, &str)>) -> Result<()> {
+        self.write_with(npz, png, Vec::new())
+    }
+
+    /// [`Stitched::write`] together with `others`: every file replaced together or none.
+    pub fn write_with<'a>(
+        &'a self,
+        npz: &'a Path,
+        png: Option<(&'a Path, &str)>,
+        others: Vec<(&'a Path, Fill<'a>)>,
+    ) -> Result<()> {
         let weights = self.plan.weights()?;
         let g = self.plan.geometry();
         let center = Array1::from(vec![g.center()[0] as f64, g.center()[1] as f64]);
@@ -99,6 +109,7 @@ impl Stitched {
         if let (Some((path, _)), Some(picture)) = (png, &picture) {
             files.push((path, picture.png_fill()));
         }
+        files.extend(others);
         // The error names the file that failed.
         Ok(write_files_atomically(files)?)
     }

@@ -866,3 +866,57 @@ fn control_characters_in_paths_are_escaped_in_the_error_line() {
     assert!(stderr.contains("bad\\nname\\u{1b}[31m.npz"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'));
 }
+
+/// Round 4, item 10: `demo` replaces its five files together or not at all. A run that fails
+/// on its last and largest file (`scan.npz`, past a file-size limit) leaves every earlier
+/// file as the previous run wrote it, and no temporary file.
+#[test]
+fn demo_replaces_its_files_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let first = Process::new(bin())
+        .args(["demo", "--positions", "200", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let names = [
+        "object.png",
+        "difference.png",
+        "reassembly.png",
+        "reassembly.npz",
+        "scan.npz",
+    ];
+    let before: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(out.join(n)).unwrap())
+        .collect();
+    // Another scan (more positions): every file would change; scan.npz (about 6.6 MB) cannot
+    // be written under a 1 MiB limit, the others could.
+    let second = Process::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 1024 && exec \"$0\" \"$@\"")
+        .arg(bin())
+        .args(["demo", "--positions", "400", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("scan.npz") && stderr.contains("File too large"),
+        "{stderr}"
+    );
+    for (name, old) in names.iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read(out.join(name)).unwrap(),
+            old,
+            "{name} was replaced alone"
+        );
+    }
+    assert!(temporaries(&out).is_empty());
+}
