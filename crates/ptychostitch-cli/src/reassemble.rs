@@ -255,10 +255,36 @@ fn stitch_in_chunks(
     Ok(acc.finish()?)
 }
 
+/// `STEM_reassembled.npz` in the working folder, the stem's bytes kept as they are (a name that
+/// is not UTF-8 gives its own output name, never another input's).
 fn default_output(input: &Path) -> PathBuf {
-    let stem = input
+    let mut name = input
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
+        .map(std::ffi::OsStr::to_os_string)
         .unwrap_or_else(|| "scan".into());
-    PathBuf::from(format!("{stem}_reassembled.npz"))
+    name.push("_reassembled.npz");
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_output;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn default_output_names_keep_the_stem() {
+        assert_eq!(
+            default_output(Path::new("dir/scan.npz")),
+            PathBuf::from("scan_reassembled.npz")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            // Two stems that differ only in bytes that are not UTF-8 (both read as U+FFFD).
+            let a = default_output(Path::new(std::ffi::OsStr::from_bytes(b"x\xff.npz")));
+            let b = default_output(Path::new(std::ffi::OsStr::from_bytes(b"x\xfe.npz")));
+            assert_ne!(a, b);
+            assert_eq!(a.as_os_str().as_bytes(), b"x\xff_reassembled.npz");
+        }
+    }
 }
