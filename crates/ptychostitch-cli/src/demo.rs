@@ -7,7 +7,7 @@
 
 use crate::picture;
 use crate::reassemble::Stitched;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ndarray::{Array1, Array2, Array3};
 use ptychostitch::memory::try_zeroed_vec;
 use ptychostitch::npy::{NpyView, npz_fill};
@@ -109,6 +109,19 @@ pub struct Outcome {
 
 /// Runs the experiment, writes pictures and arrays to `out`, returns the error.
 pub fn experiment(args: &Args) -> Result<Outcome> {
+    // The patches (complex64), their positions and the scan file's copy of both: refused in one
+    // line before anything is allocated when they cannot fit.
+    let bytes = args.positions as f64 * ((PATCH * PATCH * 8 + 16) * 2) as f64;
+    let limit = ptychostitch::memory::limit();
+    if bytes > limit.bytes {
+        bail!(
+            "--positions {}: the demo's patches would need {}, more than the {} ({}) allows",
+            args.positions,
+            ptychostitch::error::human_bytes(bytes),
+            ptychostitch::error::human_bytes(limit.bytes),
+            limit.source
+        );
+    }
     let object = Array2::from_shape_fn((OBJECT, OBJECT), |(y, x)| object_at(y as f64, x as f64));
     let offsets = spiral(args.positions);
     let patches = cut_patches(&object, &offsets)?;

@@ -155,7 +155,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bar.set_message(format!("n={n}"));
         let (patches, offsets) = bench_grid(n, 1)?;
         for &threads in &args.threads {
-            let mut times = Vec::with_capacity(args.runs);
+            let mut times: Vec<f64> =
+                ptychostitch::memory::try_with_capacity(args.runs + 1, || {
+                    format!("the times of {} runs", args.runs)
+                })?;
             let mut side = 0;
             let mut kept = 0;
             for run in 0..=args.runs {

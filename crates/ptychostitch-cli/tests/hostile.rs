@@ -920,3 +920,37 @@ fn demo_replaces_its_files_together_or_not_at_all() {
     }
     assert!(temporaries(&out).is_empty());
 }
+
+/// Round 4, item 5: counts that scale an allocation beyond memory are one error line, not an
+/// allocation abort.
+#[test]
+fn huge_counts_are_errors_not_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("huge");
+    for (args, says) in [
+        (
+            vec!["bench", "--runs", "100000000000"],
+            "could not allocate",
+        ),
+        (
+            vec![
+                "demo",
+                "--positions",
+                "10000000000",
+                "--out",
+                out_dir.to_str().unwrap(),
+            ],
+            "--positions 10000000000",
+        ),
+    ] {
+        let out = Process::new(bin()).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+    assert!(!out_dir.exists());
+}

@@ -85,10 +85,9 @@ impl Geometry {
 
         let (single, center) = centre_of_mass(positions)?;
 
-        let shifts: Vec<[f32; 2]> = single
-            .iter()
-            .map(|p| [p[0] - center[0], p[1] - center[1]])
-            .collect();
+        let mut shifts: Vec<[f32; 2]> =
+            memory::try_with_capacity(single.len(), || "the patches' shifts".into())?;
+        shifts.extend(single.iter().map(|p| [p[0] - center[0], p[1] - center[1]]));
         let max_abs = shifts
             .iter()
             .flat_map(|s| [s[0].abs(), s[1].abs()])
@@ -96,7 +95,9 @@ impl Geometry {
 
         let pad = checked_pad(max_abs, kept)?;
         let side = kept + 2 * pad;
-        let footprints = footprints(&shifts, pad, kept, side);
+        let mut footprints =
+            memory::try_with_capacity(shifts.len(), || "the patches' footprints".into())?;
+        fill_footprints(&shifts, pad, kept, side, &mut footprints);
         Ok(Self {
             patch_size,
             crop,
@@ -367,11 +368,12 @@ pub fn offset_pairs<D: Dimension>(offsets: ArrayView<'_, f64, D>) -> Result<Vec<
     if shape.len() < 2 || shape[1..].iter().product::<usize>() != 2 {
         return Err(Error::OffsetShape { shape });
     }
+    let mut pairs = memory::try_with_capacity(shape[0], || "the offsets".into())?;
     if let Some(flat) = offsets.as_slice() {
-        return Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect());
+        pairs.extend(flat.chunks_exact(2).map(|p| [p[0], p[1]]));
+        return Ok(pairs);
     }
     let flat = offsets.into_dyn();
-    let mut pairs = Vec::with_capacity(shape[0]);
     for row in flat.outer_iter() {
         let mut it = row.iter();
         // The shape check above guarantees exactly two values per row.
@@ -388,7 +390,7 @@ pub fn offset_pairs<D: Dimension>(offsets: ArrayView<'_, f64, D>) -> Result<Vec<
 /// sum that overflows.
 pub(crate) fn centre_of_mass(positions: &[[f64; 2]]) -> Result<(Vec<[f32; 2]>, [f32; 2])> {
     const AXES: [&str; 2] = ["x", "y"];
-    let mut single = Vec::with_capacity(positions.len());
+    let mut single = memory::try_with_capacity(positions.len(), || "the offsets as f32".into())?;
     for (index, &[x, y]) in positions.iter().enumerate() {
         single.push([to_finite_f32(x, index, "x")?, to_finite_f32(y, index, "y")?]);
     }
@@ -434,19 +436,31 @@ pub const BYTES_PER_CANVAS_PIXEL: f64 = 12.0;
 /// `floor` is one instruction instead of a call into libm; the results are the same either way.
 /// (With the contiguous-offsets fast path and the memory limit read once, plan building at
 /// n = 10,000 went from 0.75 ms to 0.25 ms.)
-fn footprints(shifts: &[[f32; 2]], pad: usize, kept: usize, side: usize) -> Vec<Footprint> {
+fn fill_footprints(
+    shifts: &[[f32; 2]],
+    pad: usize,
+    kept: usize,
+    side: usize,
+    out: &mut Vec<Footprint>,
+) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("sse4.1") {
         // SAFETY: the CPU supports SSE4.1, checked on the line above.
-        return unsafe { footprints_sse41(shifts, pad, kept, side) };
+        return unsafe { footprints_sse41(shifts, pad, kept, side, out) };
     }
-    footprints_portable(shifts, pad, kept, side)
+    footprints_portable(shifts, pad, kept, side, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.1")]
-fn footprints_sse41(shifts: &[[f32; 2]], pad: usize, kept: usize, side: usize) -> Vec<Footprint> {
-    footprints_portable(shifts, pad, kept, side)
+fn footprints_sse41(
+    shifts: &[[f32; 2]],
+    pad: usize,
+    kept: usize,
+    side: usize,
+    out: &mut Vec<Footprint>,
+) {
+    footprints_portable(shifts, pad, kept, side, out)
 }
 
 /// A plain loop, not an iterator chain: closures would be compiled outside the SSE4.1 context.
@@ -456,15 +470,15 @@ fn footprints_portable(
     pad: usize,
     kept: usize,
     side: usize,
-) -> Vec<Footprint> {
-    let mut out = Vec::with_capacity(shifts.len());
+    out: &mut Vec<Footprint>,
+) {
+    // `out` has room for every shift (reserved fallibly by the caller): no allocation here.
     for &[ax, ay] in shifts {
         out.push(Footprint {
             rows: axis_span(ay, pad, kept, side),
             cols: axis_span(ax, pad, kept, side),
         });
     }
-    out
 }
 
 /// Canvas coordinates along one axis whose sample `floor(c - shift)` lies in `p-1 ..= p+m-1`,

@@ -160,6 +160,17 @@ pub fn try_with_capacity<T>(len: usize, what: impl FnOnce() -> String) -> Result
     Ok(v)
 }
 
+/// A vector of `len` copies of `value`, or [`Error::OutOfMemory`] naming `what`.
+pub fn try_filled_vec<T: Clone>(
+    len: usize,
+    value: T,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(len, what)?;
+    v.resize(len, value);
+    Ok(v)
+}
+
 #[cfg(target_os = "linux")]
 fn physical_memory() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -51,7 +51,9 @@ pub(crate) fn translate_vjp<T: Sample>(
     } else {
         None
     };
-    let mut sums = vec![ShiftGradient::default(); count];
+    let mut sums = crate::memory::try_filled_vec(count, ShiftGradient::default(), || {
+        "the offsets' gradients".into()
+    })?;
     let pixels = count * (g.kept() + 1) * (g.kept() + 1);
     let workers = workers_for(schedule.threads, schedule.min_pixels_per_worker, pixels);
     let chunk = count

@@ -39,7 +39,9 @@ pub(crate) fn translate_vjp<T: Sample>(
     } else {
         None
     };
-    let mut sums = vec![ShiftGradient::default(); g.len()];
+    let mut sums = crate::memory::try_filled_vec(g.len(), ShiftGradient::default(), || {
+        "the offsets' gradients".into()
+    })?;
     let mut padded = try_zeroed_vec::<T>(side * side, || {
         format!("a {side}×{side} canvas of the reference gradient")
     })?;

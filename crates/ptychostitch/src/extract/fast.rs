@@ -120,7 +120,9 @@ pub(crate) fn extract_vjp<T: Sample>(
             },
         );
     }
-    let mut sums = vec![ShiftGradient::default(); count];
+    let mut sums = crate::memory::try_filled_vec(count, ShiftGradient::default(), || {
+        "the offsets' gradients".into()
+    })?;
     if wrt.offsets {
         let all = image_lanes(images)?;
         let pieces: Vec<(usize, &mut ShiftGradient)> = sums.iter_mut().enumerate().collect();

@@ -104,7 +104,8 @@ impl Extraction {
                 expected: (pairs.len() / per_image.max(1) + 1) * per_image,
             });
         }
-        let mut shifts = Vec::with_capacity(pairs.len());
+        let mut shifts =
+            crate::memory::try_with_capacity(pairs.len(), || "the offsets as f32".into())?;
         for (index, &[x, y]) in pairs.iter().enumerate() {
             let single = [x as f32, y as f32];
             for (axis, (v, raw)) in single.iter().zip([x, y]).enumerate() {

@@ -62,7 +62,10 @@ pub(crate) fn extract_vjp<T: Sample>(
         None
     };
     let all = image_lanes(images)?;
-    let mut sums = vec![ShiftGradient::default(); plan.shifts.len()];
+    let mut sums =
+        crate::memory::try_filled_vec(plan.shifts.len(), ShiftGradient::default(), || {
+            "the offsets' gradients".into()
+        })?;
     let mut padded = try_zeroed_vec::<f32>(s * s * l, || format!("a {s}×{s} cotangent"))?;
     for (j, &shift) in plan.shifts.iter().enumerate() {
         let b = j / c;

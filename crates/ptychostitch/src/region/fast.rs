@@ -332,7 +332,9 @@ pub(crate) fn vjp<T: Sample>(
     } else {
         None
     };
-    let mut sums = vec![ShiftGradient::default(); bs * cs];
+    let mut sums = crate::memory::try_filled_vec(bs * cs, ShiftGradient::default(), || {
+        "the positions' gradients".into()
+    })?;
     let mut dp_chunks = dpatches
         .as_deref_mut()
         .map(|d| lanes_mut(d).chunks_mut(cs * nn * l));

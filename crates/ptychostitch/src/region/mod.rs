@@ -196,10 +196,12 @@ impl Region {
         let (single, centre) = centre_of_mass(&pairs)?;
         let centre = if options.recentre { centre } else { [0.0, 0.0] };
         // t = −(pos − centre): content moves by minus the position (an exact negation).
-        let shifts = single
-            .iter()
-            .map(|p| [-(p[0] - centre[0]), -(p[1] - centre[1])])
-            .collect();
+        let mut shifts = memory::try_with_capacity(single.len(), || "the translations".into())?;
+        shifts.extend(
+            single
+                .iter()
+                .map(|p| [-(p[0] - centre[0]), -(p[1] - centre[1])]),
+        );
         let lanes = 2.0; // complex, the larger case
         let bytes = samples as f64 * (side * side) as f64 * 4.0 * (lanes + 1.0);
         memory::check(bytes, side as f64)?;

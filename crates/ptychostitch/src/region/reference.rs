@@ -214,7 +214,9 @@ pub(crate) fn vjp<T: Sample>(
     } else {
         None
     };
-    let mut sums_out = vec![ShiftGradient::default(); bs * cs];
+    let mut sums_out = crate::memory::try_filled_vec(bs * cs, ShiftGradient::default(), || {
+        "the positions' gradients".into()
+    })?;
     let mut image = Padded::new(p, l)?;
     let mut weight = Padded::new(p, 1)?;
     let mut gimage = Padded::new(p, l)?;

@@ -1,0 +1,43 @@
+"""Hardening, round 4: allocations that scale with an input fail as MemoryError under an
+address-space limit, never as an allocation abort (SIGABRT)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import resource, sys, numpy as np
+    import ptychostitch as ps
+    n, extra, what = int(sys.argv[1]), int(sys.argv[2]) << 20, sys.argv[3]
+    off = np.random.default_rng(0).uniform(-100, 100, (n, 2))
+    obj = np.zeros((n, 2, 2), np.complex64)
+    size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra, size + extra))
+    try:
+        if what == "plan":
+            ps.Plan(off, 2, 2)
+        else:
+            ps.reassemble_position(obj, off, 2)
+        print("ok")
+    except MemoryError as e:
+        print("MemoryError", e)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status (Linux)")
+@pytest.mark.parametrize("what", ["plan", "reassemble"])
+def test_millions_of_offsets_under_an_address_space_limit(what):
+    seen = set()
+    for extra_mib in (16, 40, 70, 100, 400):
+        run = subprocess.run([sys.executable, "-c", SCRIPT, "2000000", str(extra_mib), what],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, f"{extra_mib} MiB: status {run.returncode}: {run.stderr[-500:]}"
+        assert "memory allocation" not in run.stderr, run.stderr[-500:]
+        line = run.stdout.strip().splitlines()[-1]
+        assert line == "ok" or line.startswith("MemoryError out of memory"), line
+        seen.add(line.split()[0])
+    assert seen == {"ok", "MemoryError"}, seen
