@@ -49,6 +49,8 @@ pub struct Scan {
     pub patches_name: String,
     /// Offsets `(n, 2)`, `[x, y]` in pixels, after the coordinate options.
     pub offsets: Array2<f64>,
+    /// What the coordinate options did that was probably not meant (for `warning:` lines).
+    pub warnings: Vec<String>,
 }
 
 /// Reads named arrays from whichever input form was given.
@@ -174,10 +176,21 @@ impl ScanArgs {
             };
             (patches, patches_key.to_string(), offsets)
         };
+        let distinct = distinct_f32(&offsets);
+        let offsets = self.transform(offsets);
+        let mut warnings = Vec::new();
+        if distinct && !distinct_f32(&offsets) {
+            warnings.push(format!(
+                "--coord-scale {:?} puts all {} positions on one point (they differ before it): every patch lands on the same pixels; the scale should turn positions into pixels (for metres: pixels per metre)",
+                self.coord_scale,
+                offsets.nrows()
+            ));
+        }
         Ok(Scan {
             patches,
             patches_name,
-            offsets: self.transform(offsets),
+            offsets,
+            warnings,
         })
     }
 
@@ -200,11 +213,25 @@ impl ScanArgs {
     }
 }
 
+/// True when the positions, as the library reads them (`f32`), are not all the same.
+fn distinct_f32(offsets: &Array2<f64>) -> bool {
+    let mut rows = offsets.rows().into_iter();
+    let Some(first) = rows.next() else {
+        return false;
+    };
+    let key = |r: ndarray::ArrayView1<'_, f64>| [r[0] as f32, r[1] as f32];
+    let first = key(first);
+    rows.any(|r| key(r) != first)
+}
+
 /// Offsets in any layout the library accepts (n leading, two values [x, y] after it) as `(n, 2)`.
 fn offsets_from(array: ArrayD<f64>, key: &str) -> Result<Array2<f64>> {
     let pairs = ptychostitch::geometry::offset_pairs(array.view())
         .with_context(|| format!("offsets '{key}'"))?;
-    let flat: Vec<f64> = pairs.iter().flatten().copied().collect();
+    let mut flat: Vec<f64> = ptychostitch::memory::try_with_capacity(pairs.len() * 2, || {
+        format!("the offsets '{key}'")
+    })?;
+    flat.extend(pairs.iter().flatten());
     Ok(Array2::from_shape_vec((pairs.len(), 2), flat)?)
 }
 
@@ -216,7 +243,10 @@ fn xy_offsets(x: ArrayD<f64>, y: ArrayD<f64>, x_key: &str, y_key: &str) -> Resul
             y.shape()
         );
     }
-    let mut offsets = Array2::zeros((x.len(), 2));
+    let zeros = ptychostitch::memory::try_zeroed_vec::<f64>(x.len() * 2, || {
+        format!("the positions '{x_key}' and '{y_key}'")
+    })?;
+    let mut offsets = Array2::from_shape_vec((x.len(), 2), zeros)?;
     for (k, (xv, yv)) in x.iter().zip(&y).enumerate() {
         offsets[[k, 0]] = *xv;
         offsets[[k, 1]] = *yv;

@@ -147,6 +147,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         .into());
     }
+    for warning in &scan.warnings {
+        eprintln!("warning: {warning}");
+    }
     for warning in plan.warnings() {
         eprintln!("warning: {warning}");
     }

@@ -954,3 +954,34 @@ fn huge_counts_are_errors_not_aborts() {
     }
     assert!(!out_dir.exists());
 }
+
+/// Round 4, item 11: a --coord-scale that puts every position on one point says so.
+#[test]
+fn a_coord_scale_that_collapses_the_scan_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("scan.npz");
+    constant_scan(&input, Complex32::new(1.0, 0.5), 3.0);
+    for (scale, shown, warns) in [
+        ("0", "0.0", true),
+        ("1e-300", "1e-300", true),
+        ("1", "1.0", false),
+        ("0.5", "0.5", false),
+    ] {
+        let out = Process::new(bin())
+            .current_dir(dir.path())
+            .arg("reassemble")
+            .arg(&input)
+            .args(["-M", "8", "--coord-scale", scale, "-o", "out.npz"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{scale}: {stderr}");
+        assert_eq!(
+            stderr.contains(&format!(
+                "warning: --coord-scale {shown} puts all 36 positions on one point"
+            )),
+            warns,
+            "{scale}: {stderr}"
+        );
+    }
+}
