@@ -62,9 +62,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn validate(args: ValidateArgs) -> Result<()> {
     let bar = progress::bar(args.sizes.len() as u64, "validate");
     let mut rows = Vec::new();
+    // The reference's speed, in canvas-pixel updates a second: a cautious guess until the first
+    // size has measured it.
+    let mut rate = 2e8_f64;
     for &n in &args.sizes {
         bar.set_message(format!("n={n}"));
         let (patches, offsets) = bench_grid(n, 1)?;
+        // The reference translates every patch over the whole canvas: O(n·S²), which grows fast.
+        let side = Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP)?.canvas_shape().0 as f64;
+        let updates = n as f64 * side * side;
+        let estimate = updates / rate;
+        if estimate > 10.0 {
+            let text = format!(
+                "note: n={n}: the reference (O(n·S²), one thread) will take about {} on this machine",
+                human_seconds(estimate)
+            );
+            bar.suspend(|| eprintln!("{text}"));
+        }
         let mut old = None;
         let old_s = seconds(|| {
             old = Some(ptychostitch::reassemble_position_reference(
@@ -74,6 +88,7 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
             )?);
             Ok(())
         })?;
+        rate = updates / old_s.max(1e-9);
         let mut new = None;
         let new_times = (0..5)
             .map(|_| {
@@ -257,4 +272,15 @@ fn bench_gpu(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `seconds` as `42 s`, `7.5 min` or `3.2 h`.
+fn human_seconds(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 7200.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
 }
