@@ -310,10 +310,14 @@ def install(module: str = "ptycho.tf_helper") -> None:
     by_identity = {id(fn): name for name, fn in originals.items()}
     found = []
     for mod in list(sys.modules.values()):
-        namespace = getattr(mod, "__dict__", None)
-        if not isinstance(namespace, dict) or mod is _ps:
+        try:
+            namespace = getattr(mod, "__dict__", None)
+            if not isinstance(namespace, dict) or mod is _ps:
+                continue
+            items = list(namespace.items())
+        except Exception:  # a module that will not show its namespace holds no alias we can rebind
             continue
-        for attr, value in list(namespace.items()):
+        for attr, value in items:
             name = by_identity.get(id(value))
             if name is not None and value is originals[name]:
                 found.append((mod, attr, value, replacements[name]))

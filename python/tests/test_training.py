@@ -503,3 +503,32 @@ def test_out_of_range_integers_name_their_argument():
     for call, name in cases:
         with pytest.raises(ValueError, match=f"^{name}"):
             call()
+
+
+def test_install_skips_modules_that_refuse_to_be_read_and_installs_module_by_module(stand_in):
+    """Round 4, item 11: install("other") then install() installs both; a module whose namespace
+    raises while install() scans sys.modules is skipped, not a half-done install."""
+    import types
+
+    import ptychostitch.ptychopinn as installer
+
+    class Hostile(types.ModuleType):
+        def __getattribute__(self, name):
+            if name == "__dict__":
+                raise RuntimeError("no namespace for you")
+            return super().__getattribute__(name)
+
+    sys.modules["hostile_module"] = Hostile("hostile_module")
+    try:
+        installer.install("ptycho_torch.helper")
+        assert installer.installed("ptycho_torch.helper") and not installer.installed("ptycho.tf_helper")
+        installer.install()
+        assert installer.installed("ptycho.tf_helper")
+        from ptycho import tf_helper
+
+        assert getattr(tf_helper.reassemble_patches, "__ptychostitch__", False)
+        installer.uninstall()
+        assert not installer.installed()
+        assert not getattr(tf_helper.reassemble_patches, "__ptychostitch__", False)
+    finally:
+        del sys.modules["hostile_module"]
