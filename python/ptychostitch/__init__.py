@@ -552,7 +552,9 @@ def extract_patches_position(
         N = _kernels.ptychopinn_param("N")
         if N is None:
             raise TypeError("extract_patches_position needs N (PtychoPINN reads it from ptycho.params)")
-    N = _positive("N", N)
+    N = _integer("N", N)
+    if not 1 <= N <= _LARGEST:
+        raise ValueError(f"N must be a positive integer (at most 2**62), not {N}")
     off_shape = tuple(int(d) for d in getattr(offsets_xy, "shape", np.shape(offsets_xy)))
     img_shape = tuple(None if d is None else int(d) for d in getattr(imgs, "shape", np.shape(imgs)))
     if len(off_shape) != 4 or off_shape[1:3] != (1, 2):
@@ -608,6 +610,7 @@ def reassemble_regions(
     support: Optional[Tuple[str, float]] = None,
     threads: Optional[int] = None,
     reference: bool = False,
+    scale: Optional[float] = None,
 ) -> Any:
     """The training-path reassembly: one ``P×P`` region per sample, normalised by a weight.
 
@@ -618,6 +621,7 @@ def reassemble_regions(
         num = Σ_c u_c            (numerator="sum", TensorFlow)   or   Σ_c u_c·v_c  ("weighted", torch)
         den = Σ_c v_c
         out = num·[den > t] / g(den),   g = den + ε ("add") | max(den, ε) ("clamp") | 1 ("one")
+                                         | s·den + ε ("affine") | s·den + ε·max(den) ("regularised")
 
     ``layout="tf"``: patches ``(B, N, N, C)``, positions ``(B, 1, 2, C)`` ``[x, y]`` → ``(B, P, P, 1)``
     (PtychoPINN's ``ReassemblePatchesLayer``, its default: re-centred positions, centre-mask
@@ -628,6 +632,9 @@ def reassemble_regions(
     central ``N/2 × N/2``), ``"ones"``, or a real array ``(N, N)``, ``(B, N, N)`` or
     ``(1|B, 1|C, N, N)`` such as ``abs(probe)**2``. ``support``: ``("above", t)`` or
     ``("above_max_fraction", f)`` multiplies the numerator by the mask ``den > t`` (``f·max den``).
+    ``denominator="regularised"`` with ``epsilon=α`` is the iterative codes' ``(1−α)·Σw + α·max Σw``
+    (``scale`` defaults to ``1 − α``; ``scale=1, epsilon=δ`` gives PtychoShelves' ``Σw + δ·max``),
+    the maximum taken over every sample's region; its gradient reaches the maximum's pixel.
 
     Differentiable with respect to the patches and the positions in TensorFlow (eager,
     ``tf.function``, Keras), PyTorch and JAX; the weights are constants. Memory is
@@ -646,6 +653,7 @@ def reassemble_regions(
         recentre=(layout == "tf") if recentre is None else bool(recentre),
         numerator=numerator, denominator=denominator, epsilon=epsilon, support=support,
         threads=_threads(threads), reference=bool(reference),
+        scale=(1.0 - float(epsilon) if denominator == "regularised" else 1.0) if scale is None else float(scale),
     )
     kernel.dims(tuple(getattr(patches, "shape", np.shape(patches))))  # a clear error for a wrong rank
     return _region_apply(kernel, patches, positions)

@@ -74,6 +74,7 @@ class RegionKernel:
         support: Optional[Tuple[str, float]],
         threads: int,
         reference: bool = False,
+        scale: float = 1.0,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be 'tf' or 'torch', not {layout!r}")
@@ -82,6 +83,7 @@ class RegionKernel:
             convention=convention, recentre=recentre, numerator=numerator, denominator=denominator,
             epsilon=float(epsilon), support=None if support is None else support[0],
             threshold_value=0.0 if support is None else float(support[1]), threads=threads,
+            scale=float(scale),
         )
         self.reference = reference
 

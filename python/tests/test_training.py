@@ -532,3 +532,38 @@ def test_install_skips_modules_that_refuse_to_be_read_and_installs_module_by_mod
         assert not getattr(tf_helper.reassemble_patches, "__ptychostitch__", False)
     finally:
         del sys.modules["hostile_module"]
+
+
+def test_regularised_denominator_matches_its_formula_and_finite_differences():
+    """(1−α)·Σw + α·max Σw (tike, PtyLab): the values by the formula from the plain sums, the
+    weights' gradient (through the maximum too) by central differences."""
+    from ptychostitch import _native
+
+    rng = np.random.default_rng(8)
+    b, c, n, P, alpha = 2, 4, 12, 20, 0.2
+    x = (rng.standard_normal((b, c, n, n)) + 1j * rng.standard_normal((b, c, n, n))).astype(np.complex64)
+    pos = rng.uniform(-3, 3, (b, c, 1, 2)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, (n, n)).astype(np.float32)
+    out = ps.reassemble_regions(x, pos, P, layout="torch", weights=w, numerator="weighted",
+                                denominator="regularised", epsilon=alpha)
+    num = ps.reassemble_regions(x, pos, P, layout="torch", weights=w, numerator="weighted", denominator="one")
+    den = ps.reassemble_regions(np.broadcast_to(w, x.shape).astype(np.float32), pos, P, layout="torch",
+                                weights=np.ones((n, n)), numerator="sum", denominator="one")
+    g = np.float32(1 - alpha) * den + np.float32(alpha) * den.max()
+    assert rel(out, num / g) < 1e-6
+    plan = _native.Region(pos.reshape(-1, 2).astype(np.float64), b, n, P, "torch", False, "weighted",
+                          "regularised", alpha, None, 0.0, 0, 1 - alpha)
+    cot = rng.standard_normal((b, P, P)).astype(np.float32)
+    xr = x.real.copy()
+    _, _, dw = plan.vjp(xr, w[None, None], cot, False, False, True)
+
+    def loss(weights):
+        return float(np.sum(plan.reassemble(xr, weights[None, None]).astype(np.float64) * cot))
+
+    for (i, j) in [(5, 5), (2, 9), (7, 1)]:
+        e = 1e-2
+        plus, minus = w.copy(), w.copy()
+        plus[i, j] += e
+        minus[i, j] -= e
+        fd = (loss(plus) - loss(minus)) / (2 * e)
+        assert abs(fd - dw[0, 0, i, j]) <= 2e-2 * np.abs(dw).max(), (i, j, fd, dw[0, 0, i, j])

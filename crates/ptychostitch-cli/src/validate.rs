@@ -69,7 +69,9 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         bar.set_message(format!("n={n}"));
         let (patches, offsets) = bench_grid(n, 1)?;
         // The reference translates every patch over the whole canvas: O(n·S²), which grows fast.
-        let side = Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP)?.canvas_shape().0 as f64;
+        let side = Plan::new(offsets.view(), BENCH_PATCH, BENCH_CROP)?
+            .canvas_shape()
+            .0 as f64;
         let updates = n as f64 * side * side;
         let estimate = updates / rate;
         if estimate > 10.0 {

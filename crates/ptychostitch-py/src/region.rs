@@ -66,7 +66,7 @@ pub(crate) struct Region {
 #[pymethods]
 impl Region {
     #[new]
-    #[pyo3(signature = (positions, samples, patch_size, side, convention, recentre, numerator, denominator, epsilon, support=None, threshold_value=0.0, threads=0))]
+    #[pyo3(signature = (positions, samples, patch_size, side, convention, recentre, numerator, denominator, epsilon, support=None, threshold_value=0.0, threads=0, scale=1.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         positions: PyReadonlyArrayDyn<'_, f64>,
@@ -81,6 +81,7 @@ impl Region {
         support: Option<&str>,
         threshold_value: f32,
         threads: usize,
+        scale: f32,
     ) -> PyResult<Self> {
         let convention = self::convention(convention)?;
         let numerator = match numerator {
@@ -96,9 +97,17 @@ impl Region {
             "add" => Denominator::Add(epsilon),
             "clamp" => Denominator::Clamp(epsilon),
             "one" => Denominator::One,
+            "affine" => Denominator::Affine {
+                scale,
+                offset: epsilon,
+            },
+            "regularised" => Denominator::Regularised {
+                scale,
+                max_fraction: epsilon,
+            },
             _ => {
                 return Err(PyValueError::new_err(format!(
-                    "denominator must be 'add', 'clamp' or 'one', not {denominator:?}"
+                    "denominator must be 'add', 'clamp', 'one', 'affine' or 'regularised', not {denominator:?}"
                 )));
             }
         };

@@ -126,6 +126,24 @@ pub enum Denominator {
     /// `1`: no division, the plain sum of the translated patches (PtychoPINN's position
     /// reassemblers, `fn_reassemble_real`). Dividing by `1` is exact.
     One,
+    /// `scale·Σ w + offset` (two products' sum in `f32`; `scale = 1` gives [`Denominator::Add`]'s
+    /// bits).
+    Affine {
+        /// Factor of `Σ w`.
+        scale: f32,
+        /// Added constant.
+        offset: f32,
+    },
+    /// `scale·Σ w + max_fraction·max(Σ w)`, the maximum over every sample's region: the
+    /// iterative codes' regularised object update, `(1−α)·Σ|P|² + α·max` (tike, PtyLab:
+    /// `scale = 1 − α`, `max_fraction = α`) or `Σ + δ·max` (PtychoShelves). Its gradient
+    /// reaches the maximum's pixel too (the first, in sample-major row-major order).
+    Regularised {
+        /// Factor of `Σ w`.
+        scale: f32,
+        /// Factor of the maximum.
+        max_fraction: f32,
+    },
 }
 
 impl Denominator {
@@ -142,6 +160,9 @@ impl Denominator {
                 }
             }
             Denominator::One => 1.0,
+            Denominator::Affine { scale, offset } => scale * den + offset,
+            // Resolved against the maximum before it is applied (`Region` does).
+            Denominator::Regularised { scale, .. } => scale * den,
         }
     }
 
@@ -158,6 +179,22 @@ impl Denominator {
                 }
             }
             Denominator::One => 0.0,
+            Denominator::Affine { scale, .. } | Denominator::Regularised { scale, .. } => scale,
+        }
+    }
+
+    /// For [`Denominator::Regularised`]: the [`Denominator::Affine`] it is at maximum `max`.
+    /// Every other form is returned as it is.
+    pub fn at_max(self, max: f32) -> Denominator {
+        match self {
+            Denominator::Regularised {
+                scale,
+                max_fraction,
+            } => Denominator::Affine {
+                scale,
+                offset: max_fraction * max,
+            },
+            other => other,
         }
     }
 }
@@ -197,15 +234,25 @@ pub fn region_cotangent(
     dnum: &mut [f32],
 ) -> f32 {
     let d = g.apply(den);
-    let mut dot = 0.0_f32;
-    for ((dn, &c), &o) in dnum.iter_mut().zip(cot).zip(out) {
+    for (dn, &c) in dnum.iter_mut().zip(cot) {
         *dn = match keep {
             Some(k) => (c / d) * k,
             None => c / d,
         };
+    }
+    region_g_cotangent(cot, out, den, g) * g.slope(den)
+}
+
+/// The cotangent of one pixel's denominator value `g(den)`: `−(Σ_lanes G·R)/g` (lanes summed in
+/// order from `0.0`). [`region_cotangent`] is this times `g'(den)`.
+#[inline(always)]
+pub fn region_g_cotangent(cot: &[f32], out: &[f32], den: f32, g: Denominator) -> f32 {
+    let d = g.apply(den);
+    let mut dot = 0.0_f32;
+    for (&c, &o) in cot.iter().zip(out) {
         dot += c * o;
     }
-    (-dot / d) * g.slope(den)
+    -dot / d
 }
 
 /// `∂v/∂wx` of the interpolated value `v` (one lane): `(1 - wy)·(i01 - i00) + wy·(i11 - i10)`,

@@ -39,6 +39,26 @@ fn options() -> Vec<RegionOptions> {
         denominator: Denominator::One,
         support: None,
     });
+    all.push(RegionOptions {
+        convention: Convention::Torch,
+        recentre: false,
+        numerator: Numerator::Weighted,
+        denominator: Denominator::Regularised {
+            scale: 0.9,
+            max_fraction: 0.1,
+        },
+        support: None,
+    });
+    all.push(RegionOptions {
+        convention: Convention::TensorFlow,
+        recentre: true,
+        numerator: Numerator::Weighted,
+        denominator: Denominator::Affine {
+            scale: 1.0,
+            offset: 0.05,
+        },
+        support: None,
+    });
     all
 }
 

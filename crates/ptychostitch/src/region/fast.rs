@@ -8,11 +8,13 @@
 //! sample, channels are added in order and pixels visited in row-major order, as the reference
 //! does, with [`crate::kernel`]'s arithmetic.
 
-use super::{Inputs, RawGradients, Region, RegionWrt, WeightLanes, threshold_value};
+use super::{
+    Inputs, RawGradients, Region, RegionWrt, WeightLanes, max_cotangent, resolved, threshold_value,
+};
 use crate::error::Result;
 use crate::kernel::{
-    Convention, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent, region_normalise,
-    support_factor,
+    Convention, Denominator, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent,
+    region_normalise, support_factor,
 };
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{for_each_piece, workers_for};
@@ -268,7 +270,7 @@ fn sums<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<(Vec<T>, Vec<f3
 }
 
 /// Divides the numerators in `values` by the denominators, in place.
-fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f32) {
+fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f32, g: Denominator) {
     let mut num = [0.0_f32; 2];
     for (px, &d) in values.chunks_exact_mut(l).zip(den) {
         num[..l].copy_from_slice(px);
@@ -276,7 +278,7 @@ fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f3
             &num[..l],
             d,
             support_factor(plan.options.support.is_some(), d, limit),
-            plan.options.denominator,
+            g,
             px,
         );
     }
@@ -288,7 +290,8 @@ pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Resul
         .options
         .support
         .map_or(0.0, |t| threshold_value(t, &den));
-    normalise(plan, lanes_mut(&mut out), &den, T::LANES, limit);
+    let (g, _) = resolved(plan.options.denominator, &den);
+    normalise(plan, lanes_mut(&mut out), &den, T::LANES, limit, g);
     Ok(out)
 }
 
@@ -308,14 +311,16 @@ pub(crate) fn vjp<T: Sample>(
 ) -> Result<RawGradients<T>> {
     let (bs, cs, n, p, l) = (plan.samples, plan.channels, plan.patch, plan.side, T::LANES);
     let conv = plan.options.convention;
-    let g = plan.options.denominator;
     let (mut regions, den) = sums::<T>(plan, inputs)?;
     let limit = plan
         .options
         .support
         .map_or(0.0, |t| threshold_value(t, &den));
-    normalise(plan, lanes_mut(&mut regions), &den, l, limit);
+    let (g, argmax) = resolved(plan.options.denominator, &den);
+    normalise(plan, lanes_mut(&mut regions), &den, l, limit, g);
     let r = lanes_mut(&mut regions);
+    // What the maximum's own change adds at its pixel (the regularised form only).
+    let at_max = argmax.map(|i| (i, max_cotangent(plan, g, cot, r, &den, l)));
 
     let nn = n * n;
     let mut dpatches = if wrt.patches {
@@ -364,6 +369,9 @@ pub(crate) fn vjp<T: Sample>(
                 g,
                 &mut dnum[at * l..(at + 1) * l],
             );
+        }
+        if let Some((i, extra)) = at_max.filter(|&(i, _)| (base..base + p * p).contains(&i)) {
+            dden[i - base] += extra;
         }
         let (dnum, dden) = (&dnum[..], &dden[..]);
         sample_vjp_dispatch(l, conv, (plan, inputs, piece, dnum, dden, wrt));

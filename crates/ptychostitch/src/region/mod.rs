@@ -496,3 +496,43 @@ pub(crate) fn threshold_value(threshold: Threshold, den: &[f32]) -> f32 {
         }
     }
 }
+
+/// The denominator at these regions' maximum, and where the maximum lies (its first index, in
+/// sample-major row-major order) when the form depends on it ([`Denominator::Regularised`]).
+pub(crate) fn resolved(g: Denominator, den: &[f32]) -> (Denominator, Option<usize>) {
+    let Denominator::Regularised { .. } = g else {
+        return (g, None);
+    };
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in den.iter().enumerate() {
+        if v.is_nan() {
+            return (g.at_max(v), Some(i));
+        }
+        if best.is_none_or(|(_, m)| v > m) {
+            best = Some((i, v));
+        }
+    }
+    let (at, max) = best.unwrap_or((0, 0.0));
+    (g.at_max(max), Some(at))
+}
+
+/// For [`Denominator::Regularised`]: the cotangent its maximum adds at the maximum's pixel,
+/// `max_fraction·Σ_p ∂L/∂g_p` (the sum in `f64`, pixel order, then rounded to `f32`).
+pub(crate) fn max_cotangent(
+    plan: &Region,
+    g: Denominator,
+    cot: &[f32],
+    out: &[f32],
+    den: &[f32],
+    lanes: usize,
+) -> f32 {
+    let Denominator::Regularised { max_fraction, .. } = plan.options.denominator else {
+        return 0.0;
+    };
+    let mut total = 0.0_f64;
+    for (p, &d) in den.iter().enumerate() {
+        let at = p * lanes..(p + 1) * lanes;
+        total += crate::kernel::region_g_cotangent(&cot[at.clone()], &out[at], d, g) as f64;
+    }
+    max_fraction * total as f32
+}

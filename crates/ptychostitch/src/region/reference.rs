@@ -6,7 +6,7 @@
 //! crops it. `O(B·C·P²)`, one thread, slow on purpose; it shares only [`crate::kernel`] with
 //! the fast path.
 
-use super::{Inputs, RawGradients, Region, RegionWrt, threshold_value};
+use super::{Inputs, RawGradients, Region, RegionWrt, max_cotangent, resolved, threshold_value};
 use crate::error::Result;
 use crate::kernel::{
     Convention, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent, region_normalise,
@@ -145,6 +145,7 @@ pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Resul
         .options
         .support
         .map_or(0.0, |t| threshold_value(t, &den));
+    let (g, _) = resolved(plan.options.denominator, &den);
     let l = T::LANES;
     let values = lanes_mut(&mut out);
     for (at, &d) in den.iter().enumerate() {
@@ -153,7 +154,7 @@ pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Resul
             &num,
             d,
             support_factor(plan.options.support.is_some(), d, limit),
-            plan.options.denominator,
+            g,
             &mut values[at * l..(at + 1) * l],
         );
     }
@@ -175,15 +176,12 @@ pub(crate) fn vjp<T: Sample>(
         T::LANES,
     );
     let conv = plan.options.convention;
-    let g = plan.options.denominator;
-    let (out, den) = {
-        let (num, den) = sums::<T>(plan, inputs)?;
-        (num, den)
-    };
+    let (out, den) = sums::<T>(plan, inputs)?;
     let limit = plan
         .options
         .support
         .map_or(0.0, |t| threshold_value(t, &den));
+    let (g, argmax) = resolved(plan.options.denominator, &den);
     let mut regions = out;
     {
         let values = lanes_mut(&mut regions);
@@ -199,6 +197,8 @@ pub(crate) fn vjp<T: Sample>(
         }
     }
     let r = lanes_mut(&mut regions);
+    // What the maximum's own change adds at its pixel (the regularised form only).
+    let at_max = argmax.map(|i| (i, max_cotangent(plan, g, cot, r, &den, l)));
 
     let mut dpatches = if wrt.patches {
         Some(try_zeroed_vec::<T>(bs * cs * n * n, || {
@@ -239,7 +239,7 @@ pub(crate) fn vjp<T: Sample>(
                     let w = Weights::new(wx, wy);
                     let wc = weight.corners(y0, x0, 0);
                     let v = conv.apply(w, wc[0], wc[1], wc[2], wc[3]);
-                    let dden = region_cotangent(
+                    let mut dden = region_cotangent(
                         &cot[at * l..(at + 1) * l],
                         &r[at * l..(at + 1) * l],
                         den[at],
@@ -247,6 +247,9 @@ pub(crate) fn vjp<T: Sample>(
                         g,
                         &mut dnum,
                     );
+                    if let Some((_, extra)) = at_max.filter(|&(i, _)| i == at) {
+                        dden += extra;
+                    }
                     let mut dv = dden;
                     if plan.options.numerator == Numerator::Weighted {
                         let mut s = 0.0_f32;
