@@ -637,7 +637,10 @@ def reassemble_regions(
     the maximum taken over every sample's region; its gradient reaches the maximum's pixel.
 
     Differentiable with respect to the patches and the positions in TensorFlow (eager,
-    ``tf.function``, Keras), PyTorch and JAX; the weights are constants. Memory is
+    ``tf.function``, Keras), PyTorch and JAX; with respect to the weights too where they are a
+    torch tensor that requires grad (``abs(probe)**2`` of a probe being learnt). TensorFlow
+    variables and JAX tracers as weights are refused (their gradient is not wired yet); other
+    weights are constants. Memory is
     ``O(B·P² + B·C·N²)``; the result does not depend on ``threads``. ``reference=True`` runs the
     slow literal oracle (same bits).
     """
@@ -656,6 +659,17 @@ def reassemble_regions(
         scale=(1.0 - float(epsilon) if denominator == "regularised" else 1.0) if scale is None else float(scale),
     )
     kernel.dims(tuple(getattr(patches, "shape", np.shape(patches))))  # a clear error for a wrong rank
+    if not isinstance(weights, str) and not isinstance(weights, np.ndarray):
+        if _frameworks.torch_adapter.wants(weights):
+            # A learnt weight (a probe): its gradient through the weights' cotangent.
+            return _frameworks.torch_adapter.apply_weighted(kernel, patches, positions, weights)
+        tf = _tf_for(weights)
+        if (tf is not None and isinstance(weights, tf.Variable)) or _frameworks.jax_adapter.wants(weights):
+            raise TypeError(
+                "weights that are being differentiated are supported with torch tensors only (requires_grad); "
+                "pass TensorFlow or JAX weights as constants (NumPy), or compute them in torch"
+            )
+        kernel.weights = _host(weights.detach() if _framework(weights) == "torch" else weights)
     return _region_apply(kernel, patches, positions)
 
 

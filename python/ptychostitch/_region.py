@@ -145,9 +145,13 @@ class RegionKernel:
         return compute_dtype(x_dtype, "patches")
 
     def forward(self, x: Any, positions: Any) -> np.ndarray:
+        return self.forward_weighted(x, positions, self.weights)
+
+    def forward_weighted(self, x: Any, positions: Any, weights: Any) -> np.ndarray:
+        """The regions with these ``weights`` (the kernel's own are ignored)."""
         x = np.asarray(x)
         xc = self.bcnn(as_compute(x, "patches"))
-        out = self.plan(x.shape, positions).reassemble(xc, self.weight_array(xc.shape[-1]), self.reference)
+        out = self.plan(x.shape, positions).reassemble(xc, weights_array(weights, xc.shape[-1]), self.reference)
         return out[..., np.newaxis] if self.layout == "tf" else out
 
     def support(self, x: Any, positions: Any, kind: str, value: float) -> np.ndarray:
@@ -158,19 +162,28 @@ class RegionKernel:
     def backward(
         self, x: Any, positions: Any, out: Any, cot: Any, want_x: bool = True, want_pos: bool = True
     ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        del out
+        dx, dpos, _ = self.backward_weighted(x, positions, self.weights, cot, want_x, want_pos, False)
+        return dx, dpos
+
+    def backward_weighted(
+        self, x: Any, positions: Any, weights: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+        """The cotangents of the patches, the positions and (``want_w``) the weights, each in its
+        input's shape and dtype."""
         x_in, p_in = np.asarray(x), np.asarray(positions)
         xc = self.bcnn(as_compute(x_in, "patches"))
         cot = np.asarray(cot).astype(xc.dtype, copy=False)
         if self.layout == "tf":
             cot = cot.reshape(cot.shape[:3])
         plan = self.plan(x_in.shape, p_in)
-        dx, dpos, _ = plan.vjp(
-            xc, self.weight_array(xc.shape[-1]), np.ascontiguousarray(cot), want_x, want_pos, False, self.reference
-        )
+        w = weights_array(weights, xc.shape[-1])
+        dx, dpos, dw = plan.vjp(xc, w, np.ascontiguousarray(cot), want_x, want_pos, want_w, self.reference)
         dx = None if dx is None else self.from_bcnn(dx)
         dpos = None if dpos is None else self.from_pairs(dpos, p_in)
-        return _like_input(dx, x_in), _like_input(dpos, p_in)
+        if dw is not None and not isinstance(weights, str):
+            w_in = np.asarray(weights)
+            dw = dw.reshape(w_in.shape).astype(w_in.dtype if w_in.dtype.kind == "f" else np.float32, copy=False)
+        return _like_input(dx, x_in), _like_input(dpos, p_in), dw
 
 
 class ExtractKernel:

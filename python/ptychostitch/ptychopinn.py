@@ -16,7 +16,7 @@ path's ``mk_reassemble_position_batched_real``, ``mk_reassemble_position_real`` 
 batch size, where PtychoPINN's own sums the whole batch onto one canvas from ``B·C ≥ 64`` on).
 ``install("ptycho_torch.helper")`` replaces ``reassemble_patches_position_real``,
 ``reassemble_patches_position_real_probe`` and ``extract_channels_from_region`` (same signatures
-and return values; a probe that requires grad keeps PtychoPINN's own function). The replacements keep PtychoPINN's contract:
+and return values; a probe that requires grad gets its gradient through ``|P|²``). The replacements keep PtychoPINN's contract:
 they return a ``tf.Tensor`` whatever they are given (PtychoPINN's callers call ``.numpy()`` on
 the result), and inside ``tf.function`` they run as a ``tf.numpy_function`` node, so PtychoPINN
 code that traces them keeps working.
@@ -189,21 +189,19 @@ def _torch_reassemble(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _probe_weights(probe: Any, B: int, C: int, N: int) -> Any:
-    """``|P|²`` as ``(1|B, 1|C, N, N)`` float32, from the helper's probe layouts: ``(N, N)``,
-    ``(B, N, N)`` or modes ``(B|1, C|1, modes, N, N)`` (summed over the modes)."""
-    import numpy as np
-
-    p = probe.detach().cpu().numpy()
-    if p.ndim == 5:
-        if p.shape[0] not in (1, B) or p.shape[1] not in (1, C) or p.shape[-2:] != (N, N):
-            raise ValueError(f"Probe shape {tuple(p.shape)} cannot broadcast to object axes ({B}, {C}) and ({N}, {N})")
-        return (np.abs(p) ** 2).sum(axis=2).astype(np.float32)
-    if p.ndim == 2:
-        return (np.abs(p) ** 2).astype(np.float32)[None, None]
-    if p.ndim == 3:
-        return (np.abs(p) ** 2).astype(np.float32)[:, None]
+    """``|P|²`` as a torch tensor of shape ``(N, N)``, ``(B, N, N)`` or ``(B|1, C|1, N, N)``,
+    from the helper's probe layouts: ``(N, N)``, ``(B, N, N)`` or modes ``(B|1, C|1, modes, N, N)``
+    (summed over the modes). Computed in torch, so a probe being learnt gets its gradient."""
+    if probe.ndim == 5:
+        if probe.shape[0] not in (1, B) or probe.shape[1] not in (1, C) or tuple(probe.shape[-2:]) != (N, N):
+            raise ValueError(
+                f"Probe batch/channel axes {tuple(probe.shape[:2])} cannot broadcast to object axes ({B}, {C})"
+            )
+        return (probe.abs() ** 2).sum(dim=2).float()
+    if probe.ndim in (2, 3):
+        return (probe.abs() ** 2).float()
     raise ValueError(
-        f"Unsupported probe shape {tuple(p.shape)} for probe-weighted reassembly. Accepted layouts: modes "
+        f"Unsupported probe shape {tuple(probe.shape)} for probe-weighted reassembly. Accepted layouts: modes "
         "(B, C, P, N, N) or plain (N, N) / batch-broadcast (B, N, N)."
     )
 
@@ -213,12 +211,8 @@ def _torch_reassemble_probe(original: Callable[..., Any]) -> Callable[..., Any]:
     def reassemble_patches_position_real_probe(inputs: Any, offsets_xy: Any, data_config: Any, model_config: Any,
                                                probe: Any = None, use_probe_weights: bool = True, agg: bool = True,
                                                padded_size: Any = None, **kwargs: Any) -> Any:
-        torch = _torch_module()
         B, C_in, N, _ = inputs.shape
-        probe_needs_grad = probe is not None and probe.requires_grad and torch.is_grad_enabled()
-        if not agg or C_in != model_config.C_forward or not inputs.is_complex() or (use_probe_weights and probe_needs_grad):
-            # A probe that is being learnt needs the weights' gradient in autograd, which the
-            # replacement does not wire yet: PtychoPINN's own function runs (never a gradient dropped).
+        if not agg or C_in != model_config.C_forward or not inputs.is_complex():
             return original(inputs, offsets_xy, data_config, model_config, probe=probe,
                             use_probe_weights=use_probe_weights, agg=agg, padded_size=padded_size, **kwargs)
         P = int(padded_size) if padded_size is not None else _torch_padded_size(data_config, model_config)
@@ -230,8 +224,9 @@ def _torch_reassemble_probe(original: Callable[..., Any]) -> Callable[..., Any]:
             weights, support = "center", ("above", 1e-6)
         options = dict(numerator="weighted", denominator="clamp", epsilon=1e-12)
         out = _ps.reassemble_regions(inputs, offsets_xy, P, layout="torch", weights=weights, support=support, **options)
-        mask = _region_kernel(P, weights, **options).support(inputs.detach().cpu().numpy(),
-                                                             offsets_xy.detach().cpu().numpy(), *support)
+        constant = weights if isinstance(weights, str) else weights.detach().cpu().numpy()
+        mask = _region_kernel(P, constant, **options).support(inputs.detach().cpu().numpy(),
+                                                              offsets_xy.detach().cpu().numpy(), *support)
         return out, _mask_like(mask, inputs), P
 
     reassemble_patches_position_real_probe.__ptychostitch__ = True  # type: ignore[attr-defined]

@@ -253,6 +253,9 @@ def test_bad_arguments_say_what_is_wrong():
         ps.reassemble_regions(x, pos, float(P), layout="torch")
     with pytest.raises(ValueError, match="denominator must be"):
         ps.reassemble_regions(x, pos, P, layout="torch", denominator="mean")
+    tf = pytest.importorskip("tensorflow")
+    with pytest.raises(TypeError, match="torch tensors only"):
+        ps.reassemble_regions(x, pos, P, layout="torch", weights=tf.Variable(np.ones((32, 32), np.float32)))
 
 
 # --- the drop-ins at stand-ins of PtychoPINN's modules ----------------------------------------
@@ -379,9 +382,14 @@ def test_torch_training_dropin(stand_in):
         assert rel(out.numpy(), f["probe_out"]) < 1e-6 and np.array_equal(mask.numpy(), f["probe_mask"])
         region = torch.tensor(f["region"])
         assert same_bits(helper.extract_channels_from_region(region, pos, data, model).numpy(), f["extract"])
-    # A probe being learnt: PtychoPINN's own function runs (its gradient is not dropped).
-    with pytest.raises(RuntimeError, match="original reassemble_patches_position_real_probe"):
-        helper.reassemble_patches_position_real_probe(x, pos, data, model, probe=torch.tensor(f["probe"], requires_grad=True))
+    # A probe being learnt: its gradient through |P|², as torch's autograd of PtychoPINN's helper.
+    probe = torch.tensor(f["probe"], requires_grad=True)
+    xg, pg = torch.tensor(f["patches"], requires_grad=True), torch.tensor(f["positions"], requires_grad=True)
+    out, _, _ = helper.reassemble_patches_position_real_probe(xg, pg, data, model, probe=probe)
+    loss = torch.sum(torch.real(torch.conj(torch.from_numpy(f["W_probe"])) * out))
+    dx, dpos, dprobe = torch.autograd.grad(loss, [xg, pg, probe])
+    assert rel(dprobe.numpy(), f["probe_d_probe"]) < 1e-4
+    assert rel(dx.numpy(), f["probe_d_patches"]) < 1e-4 and rel(dpos.numpy(), f["probe_d_positions"]) < 1e-4
     installer.uninstall()
     with pytest.raises(RuntimeError, match="original extract_channels_from_region"):
         helper.extract_channels_from_region(region, pos, data, model)

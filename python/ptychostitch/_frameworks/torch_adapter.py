@@ -96,6 +96,59 @@ def _function() -> Any:
     return _FUNCTION
 
 
+_WEIGHTED: Optional[Any] = None
+
+
+def _weighted_function() -> Any:
+    """A region reassembly whose weights are a third differentiable input (a probe being learnt:
+    ``w = |P|²`` computed in torch, its gradient through the weights' cotangent)."""
+    global _WEIGHTED
+    if _WEIGHTED is None:
+        torch = _torch()
+
+        class WeightedStitch(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:  # type: ignore[override]
+                out = torch.from_numpy(kernel.forward_weighted(_numpy(x), _numpy(offsets), _numpy(weights)))
+                ctx.kernel = kernel
+                ctx.save_for_backward(x, offsets, weights)
+                return out.to(x.device)
+
+            @staticmethod
+            def backward(ctx: Any, cot: Any) -> Any:  # type: ignore[override]
+                x, offsets, weights = ctx.saved_tensors
+                want = ctx.needs_input_grad[1:4]
+                grads = ctx.kernel.backward_weighted(
+                    _numpy(x), _numpy(offsets), _numpy(weights), _numpy(cot), *want
+                )
+                grads = tuple(
+                    None if g is None else torch.from_numpy(np.ascontiguousarray(g)).to(like.device)
+                    for g, like in zip(grads, (x, offsets, weights))
+                )
+                if torch.is_grad_enabled() and cot.requires_grad:
+                    grads = _refusal().apply(cot, *grads)
+                return (None, *grads)
+
+        _WEIGHTED = WeightedStitch
+    return _WEIGHTED
+
+
+def apply_weighted(kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:
+    """Like :func:`apply`, with the weights a differentiable torch tensor."""
+    torch = _torch()
+    run = _weighted_function().apply
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        run = dynamo.disable(run)
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if not isinstance(offsets, torch.Tensor):
+        offsets = torch.as_tensor(np.asarray(offsets, dtype=np.float64))
+    if weights.dtype not in (torch.float32, torch.float64):
+        weights = weights.to(torch.float32)
+    return run(kernel, x, offsets, weights)
+
+
 def _functorch_wrapped(value: Any) -> bool:
     """A tensor inside a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, …)."""
     try:
