@@ -309,7 +309,7 @@ pub(crate) fn vjp<T: Sample>(
     cot: &[f32],
     wrt: RegionWrt,
 ) -> Result<RawGradients<T>> {
-    let (bs, cs, n, p, l) = (plan.samples, plan.channels, plan.patch, plan.side, T::LANES);
+    let (cs, n, p, l) = (plan.channels, plan.patch, plan.side, T::LANES);
     let conv = plan.options.convention;
     let (mut regions, den) = sums::<T>(plan, inputs)?;
     let limit = plan
@@ -323,23 +323,11 @@ pub(crate) fn vjp<T: Sample>(
     let at_max = argmax.map(|i| (i, max_cotangent(plan, g, cot, r, &den, l)));
 
     let nn = n * n;
-    let mut dpatches = if wrt.patches {
-        Some(try_zeroed_vec::<T>(bs * cs * nn, || {
-            "the patches' cotangent".into()
-        })?)
-    } else {
-        None
-    };
-    let mut dweights = if wrt.weights {
-        Some(try_zeroed_vec::<f32>(bs * cs * nn, || {
-            "the weights' cotangent".into()
-        })?)
-    } else {
-        None
-    };
-    let mut sums = crate::memory::try_filled_vec(bs * cs, ShiftGradient::default(), || {
-        "the positions' gradients".into()
-    })?;
+    let RawGradients {
+        patches: mut dpatches,
+        mut sums,
+        weights: mut dweights,
+    } = RawGradients::<T>::zeroed(plan, wrt)?;
     let mut dp_chunks = dpatches
         .as_deref_mut()
         .map(|d| lanes_mut(d).chunks_mut(cs * nn * l));

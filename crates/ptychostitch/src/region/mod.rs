@@ -448,6 +448,32 @@ pub(crate) struct RawGradients<T> {
     pub weights: Option<Vec<f32>>,
 }
 
+impl<T: Sample> RawGradients<T> {
+    /// Zeroed buffers for what `wrt` asks (patches `B·C·N²`, per-patch weights `B·C·N²`) and one
+    /// empty offset-gradient reduction per patch, each allocated fallibly.
+    pub(crate) fn zeroed(plan: &Region, wrt: RegionWrt) -> Result<Self> {
+        let count = plan.samples * plan.channels;
+        let nn = plan.patch * plan.patch;
+        Ok(Self {
+            patches: match wrt.patches {
+                true => Some(memory::try_zeroed_vec(count * nn, || {
+                    "the patches' cotangent".into()
+                })?),
+                false => None,
+            },
+            sums: memory::try_filled_vec(count, ShiftGradient::default(), || {
+                "the positions' gradients".into()
+            })?,
+            weights: match wrt.weights {
+                true => Some(memory::try_zeroed_vec(count * nn, || {
+                    "the weights' cotangent".into()
+                })?),
+                false => None,
+            },
+        })
+    }
+}
+
 /// Sums the per-patch weight cotangents over the axes the weights are broadcast along, patch
 /// order (`b` major, `c` minor), from `+0.0`.
 fn fold_weights(

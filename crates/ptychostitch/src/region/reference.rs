@@ -200,23 +200,11 @@ pub(crate) fn vjp<T: Sample>(
     // What the maximum's own change adds at its pixel (the regularised form only).
     let at_max = argmax.map(|i| (i, max_cotangent(plan, g, cot, r, &den, l)));
 
-    let mut dpatches = if wrt.patches {
-        Some(try_zeroed_vec::<T>(bs * cs * n * n, || {
-            "the patches' cotangent".into()
-        })?)
-    } else {
-        None
-    };
-    let mut dweights = if wrt.weights {
-        Some(try_zeroed_vec::<f32>(bs * cs * n * n, || {
-            "the weights' cotangent".into()
-        })?)
-    } else {
-        None
-    };
-    let mut sums_out = crate::memory::try_filled_vec(bs * cs, ShiftGradient::default(), || {
-        "the positions' gradients".into()
-    })?;
+    let RawGradients {
+        patches: mut dpatches,
+        sums: mut sums_out,
+        weights: mut dweights,
+    } = RawGradients::<T>::zeroed(plan, wrt)?;
     let mut image = Padded::new(p, l)?;
     let mut weight = Padded::new(p, 1)?;
     let mut gimage = Padded::new(p, l)?;
