@@ -66,9 +66,26 @@ computed as asked.
 
 from __future__ import annotations
 
+import sys
+
+# The wheel's console command (``ptychostitch._cli``) imports this package first: a Ctrl-C while
+# NumPy and the extension load would print a KeyboardInterrupt traceback. For that command only,
+# Ctrl-C during the import ends it with the binary's one line (the handler is put back below).
+_console = bool(sys.argv) and str(sys.argv[0]).replace("\\", "/").rsplit("/", 1)[-1] in ("ptychostitch", "ptychostitch.exe")
+if _console:
+    import signal as _signal
+
+    def _interrupted_while_starting(signum: int, frame: object) -> None:
+        sys.stderr.write("error: interrupted; no output was changed that was not complete\n")
+        sys.stderr.flush()
+        import os as _os
+
+        _os._exit(130)
+
+    _previous_sigint = _signal.signal(_signal.SIGINT, _interrupted_while_starting)
+
 import numbers
 import operator
-import sys
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
@@ -771,3 +788,7 @@ class Plan:
     def __repr__(self) -> str:
         side = self._plan.canvas_side
         return f"Plan(n={self._plan.n}, patch_size={self.patch_size}, canvas=({side}, {side}, 1), pad={self.pad})"
+
+
+if _console:
+    _signal.signal(_signal.SIGINT, _previous_sigint)

@@ -41,3 +41,38 @@ def test_millions_of_offsets_under_an_address_space_limit(what):
         assert line == "ok" or line.startswith("MemoryError out of memory"), line
         seen.add(line.split()[0])
     assert seen == {"ok", "MemoryError"}, seen
+
+
+INTERRUPTED_IMPORT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    sys.argv[0] = sys.argv[1]
+
+    class InterruptOnce:
+        # Ctrl-C arrives while the package is importing its extension module.
+        def find_spec(self, name, path=None, target=None):
+            if name == "ptychostitch._native":
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)
+            return None
+
+    sys.meta_path.insert(0, InterruptOnce())
+    import ptychostitch
+    print("imported")
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_the_console_command_imports_is_one_line():
+    """Round 4, item 7: the console command (argv[0] ``…/ptychostitch``) interrupted while the
+    package imports ends with the binary's one line and status 130, no traceback; a library user
+    still gets Python's KeyboardInterrupt."""
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT, "/usr/local/bin/ptychostitch"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr == "error: interrupted; no output was changed that was not complete\n", run.stderr
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT, "my_script.py"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr
