@@ -32,7 +32,9 @@ A batch of scans (ptycho-tomography: one canvas per angle) is a list of such arr
 from __future__ import annotations
 
 import os
+import stat
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from typing import Any, Dict, List, Tuple
 
@@ -115,10 +117,13 @@ def _tile_from_npy(
     last that touch it, as a memory map of the file handed to the native window function, which
     reads only the kept lines of the touching patches (only their pages are faulted in). No patch
     moves between workers, and none is copied. A file in another dtype than the computation's
-    has the touching patches' kept crops gathered and converted instead."""
+    has the touching patches' kept crops read by position and converted instead. The file is
+    checked against the one the graph was built from before and after (`_NpyFile.check`): a file
+    rewritten or replaced under the computation is an error naming it, never a mixed canvas."""
     target = np.dtype(dtype)
-    stack = np.load(source.path, mmap_mode="r")
-    if stack.dtype == target and stack.flags.c_contiguous:
+    source.check()
+    if source.dtype == target:
+        stack = np.load(source.path, mmap_mode="r")
         plan = _plan(token, offsets, size, crop, threads)
         indices = _touching(plan, rows, cols)
         runs, starts = [], []
@@ -126,13 +131,14 @@ def _tile_from_npy(
             first, end = int(indices[0]), int(indices[-1]) + 1
             runs, starts = [stack[first:end].reshape(-1, size, size)], [first]
         out = plan.window_runs(runs, starts, op, rows, cols)
+        del runs, stack
+        source.check()
         return out[:, :, np.newaxis]
     kept = 2 * (crop // 2)
     plan = _plan(tokenize(token, "crops"), offsets, kept, kept, threads)
     indices = _touching(plan, rows, cols)
     c0 = size // 2 - crop // 2
-    index = (indices, slice(c0, c0 + kept), slice(c0, c0 + kept)) + ((0,) if source.ndim == 4 else ())
-    crops = np.ascontiguousarray(stack[index], dtype=target)
+    crops = source.kept_crops(indices, c0, kept, target)
     out = plan.window(crops, indices, op, rows, cols)
     return out[:, :, np.newaxis]
 
@@ -262,42 +268,97 @@ def _lazy_from_npy(
 
 
 class _NpyFile:
-    """A `.npy` file read where it is used: pickles as its path, so a graph built from it ships a
-    file name to the workers, not the data. Whole row ranges are read with ``pread`` into a fresh
-    buffer; any other index goes through a memory map of the file (a fused crop copies out only
-    the kept lines). Reassembly does not index it: its tiles read the file themselves
-    (`_tile_from_npy`)."""
+    """A `.npy` file read where it is used: pickles as its path and the file's identity (size,
+    modification time, inode) when the graph was built, so a graph ships a file name to the
+    workers, not the data. Chunks are read with positional reads; reassembly tiles map the file
+    (the fastest way to read only the kept lines). Every read is checked against that identity
+    before and after: a file rewritten or replaced under the computation is an error naming it.
+    (A file truncated *while* a tile's map is being read can still end that worker with SIGBUS:
+    the streaming CLI, which never maps, is the way for files that may change.)"""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
+        if not stat.S_ISREG(os.stat(self.path).st_mode):
+            raise ValueError(f"{self.path}: not a regular file (a FIFO or a device cannot be read by position)")
         with open(self.path, "rb") as f:
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(f)
             self.offset = f.tell()
+            self.stamp = self._stamp(os.fstat(f.fileno()))
         if fortran:
             raise ValueError(f"{self.path}: Fortran-order arrays are not supported; save in C order")
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if self.offset + self.shape[0] * self.row_bytes > self.stamp[0]:
+            raise ValueError(f"{self.path}: truncated: its header declares more data than the file holds")
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> Tuple[int, int, int]:
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def check(self, fd: Any = None) -> None:
+        """The file (and the open descriptor ``fd``, when given) is still the one the graph was
+        built from (same size, modification time and inode), else a ValueError naming it."""
+        try:
+            now = self._stamp(os.stat(self.path))
+        except OSError:
+            now = None
+        if now != self.stamp or (fd is not None and self._stamp(os.fstat(fd)) != self.stamp):
+            raise ValueError(
+                f"{self.path} changed while the computation read it (its size, modification time or inode "
+                "differ from when the graph was built): recompute on the new file"
+            )
+
+    def _read(self, fd: int, view: memoryview, at: int) -> None:
+        done = 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], at + done)
+            if got == 0:
+                raise ValueError(f"{self.path}: truncated while the computation read it")
+            done += got
+
+    def _pieces(self, pieces: List[Tuple[memoryview, int]]) -> None:
+        """Reads each ``(buffer, offset)`` piece, 16 in flight, checking the file around them."""
+        with open(self.path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            self.check(fd)
+            if len(pieces) < 32:
+                for view, at in pieces:
+                    self._read(fd, view, at)
+            else:
+                with ThreadPoolExecutor(16) as pool:
+                    list(pool.map(lambda piece: self._read(fd, *piece), pieces))
+            self.check(fd)
+
+    def kept_crops(self, indices: np.ndarray, c0: int, kept: int, target: np.dtype) -> np.ndarray:
+        """The ``kept × kept`` centres (from row and column ``c0``) of the patches ``indices``,
+        as ``target``: one read of the kept rows (whole lines) per patch."""
+        side = self.shape[1]
+        line = self.row_bytes // side
+        lines = np.empty((len(indices), kept) + tuple(self.shape[2:]), dtype=self.dtype)
+        flat = lines.reshape(len(indices), kept * line // self.dtype.itemsize).view(np.uint8)
+        self._pieces([
+            (memoryview(flat[j]), self.offset + int(i) * self.row_bytes + c0 * line) for j, i in enumerate(indices)
+        ])
+        crops = lines[:, :, c0 : c0 + kept]
+        if self.ndim == 4:
+            crops = crops[..., 0]
+        return np.ascontiguousarray(crops, dtype=target)
 
     def __getitem__(self, index: Any) -> np.ndarray:
         index = index if isinstance(index, tuple) else (index,)
         first, rest = index[0], index[1:]
-        whole = all(isinstance(r, slice) and r.indices(n) == (0, n, 1) for r, n in zip(rest, self.shape[1:]))
-        if isinstance(first, slice) and first.step in (None, 1) and whole:
-            start, stop, _ = first.indices(self.shape[0])
-            stop = max(start, stop)
-            row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-            out = np.empty((stop - start,) + self.shape[1:], dtype=self.dtype)
-            with open(self.path, "rb", buffering=0) as f:
-                view = memoryview(out.reshape(-1).view(np.uint8))
-                done = 0
-                while done < len(view):
-                    got = os.preadv(f.fileno(), [view[done:]], self.offset + start * row + done)
-                    if got == 0:
-                        raise ValueError(f"{self.path}: truncated: rows {start}..{stop} run past the end")
-                    done += got
-            return out
-        return np.array(np.load(self.path, mmap_mode="r")[index])
+        rows = np.arange(self.shape[0])[first]
+        picked = np.atleast_1d(rows)
+        out = np.empty((len(picked),) + self.shape[1:], dtype=self.dtype)
+        flat = out.reshape(len(picked), self.row_bytes // self.dtype.itemsize).view(np.uint8)
+        if len(picked) and np.all(np.diff(picked) == 1):  # a run of rows: one read
+            self._pieces([(memoryview(flat.reshape(-1)), self.offset + int(picked[0]) * self.row_bytes)])
+        else:
+            self._pieces([(memoryview(flat[j]), self.offset + int(i) * self.row_bytes) for j, i in enumerate(picked)])
+        out = out if np.ndim(rows) else out[0]
+        return out[(slice(None),) + rest] if np.ndim(rows) else out[rest]
 
 
 def from_npy(path: Any, chunk: int = 4096) -> da.Array:

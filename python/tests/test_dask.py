@@ -1,6 +1,9 @@
 """ptychostitch.dask: lazy tiled canvases from chunked patch stacks, bit-identical to the
 in-memory functions for every tile size, chunking and scheduler, on worker processes too."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -218,3 +221,45 @@ def test_from_npy_in_another_dtype_and_four_dimensions(tmp_path):
         for tile in [9, 64]:
             got = getattr(psd, op)(psd.from_npy(tmp_path / "p.npy", chunk=70), offsets, 12, tile=tile).compute(scheduler="threads")
             assert same_bits(got, expected), (op, tile)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_a_file_that_changes_under_the_graph_is_an_error_naming_it(tmp_path, scheduler):
+    """Round 4, item 4: truncated, rewritten in place or replaced (renamed over) after the graph
+    was built: an error naming the file, never a signal and never a canvas mixed from two files."""
+    rng = np.random.default_rng(41)
+    n, size = 300, 16
+    offsets = rng.uniform(-25, 25, (n, 2))
+    path = tmp_path / "p.npy"
+
+    def fresh(seed):
+        np.save(path, rng.standard_normal((n, size, size)).astype(np.complex64) * seed)
+
+    changes = {
+        "truncated": lambda: os.truncate(path, os.path.getsize(path) // 2),
+        "rewritten": lambda: fresh(2.0),
+        "replaced": lambda: (np.save(tmp_path / "new.npy", np.ones((n, size, size), np.complex64)),
+                             os.replace(tmp_path / "new.npy", path)),
+    }
+    for what, change in changes.items():
+        fresh(1.0)
+        lazy = psd.reassemble_position(psd.from_npy(path, chunk=64), offsets, 8, tile=16)
+        time.sleep(0.01)  # a rewrite within the same clock tick still changes the inode or size
+        change()
+        with pytest.raises(ValueError, match=f"{path}.*(changed while|truncated)"):
+            lazy.compute(scheduler=scheduler)
+        # The chunks of the array itself (from_npy outside reassembly) check the same way.
+        fresh(1.0)
+        chunked = psd.from_npy(path, chunk=64)
+        change()
+        with pytest.raises(ValueError, match=str(path)):
+            chunked.sum().compute(scheduler=scheduler)
+
+
+def test_a_fifo_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "p.npy"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="not a regular file"):
+        psd.from_npy(fifo)
+    assert time.monotonic() - started < 5
