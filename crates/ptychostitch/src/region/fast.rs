@@ -8,9 +8,7 @@
 //! sample, channels are added in order and pixels visited in row-major order, as the reference
 //! does, with [`crate::kernel`]'s arithmetic.
 
-use super::{
-    Inputs, RawGradients, Region, RegionWrt, WeightLanes, max_cotangent, resolved, threshold_value,
-};
+use super::{Inputs, Normalisation, RawGradients, Region, RegionWrt, WeightLanes, max_cotangent};
 use crate::error::Result;
 use crate::kernel::{
     Convention, Denominator, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent,
@@ -286,11 +284,7 @@ fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f3
 
 pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<Vec<T>> {
     let (mut out, den) = sums::<T>(plan, inputs)?;
-    let limit = plan
-        .options
-        .support
-        .map_or(0.0, |t| threshold_value(t, &den));
-    let (g, _) = resolved(plan.options.denominator, &den);
+    let Normalisation { limit, g, .. } = Normalisation::of(plan, &den);
     normalise(plan, lanes_mut(&mut out), &den, T::LANES, limit, g);
     Ok(out)
 }
@@ -312,11 +306,7 @@ pub(crate) fn vjp<T: Sample>(
     let (cs, n, p, l) = (plan.channels, plan.patch, plan.side, T::LANES);
     let conv = plan.options.convention;
     let (mut regions, den) = sums::<T>(plan, inputs)?;
-    let limit = plan
-        .options
-        .support
-        .map_or(0.0, |t| threshold_value(t, &den));
-    let (g, argmax) = resolved(plan.options.denominator, &den);
+    let Normalisation { limit, g, argmax } = Normalisation::of(plan, &den);
     normalise(plan, lanes_mut(&mut regions), &den, l, limit, g);
     let r = lanes_mut(&mut regions);
     // What the maximum's own change adds at its pixel (the regularised form only).

@@ -523,6 +523,26 @@ pub(crate) fn threshold_value(threshold: Threshold, den: &[f32]) -> f32 {
     }
 }
 
+/// What the normalisation of these regions needs from all of them at once: the support mask's
+/// threshold, the denominator (at the regions' maximum, for the regularised form) and where that
+/// maximum lies.
+pub(crate) struct Normalisation {
+    pub limit: f32,
+    pub g: Denominator,
+    pub argmax: Option<usize>,
+}
+
+impl Normalisation {
+    pub(crate) fn of(plan: &Region, den: &[f32]) -> Self {
+        let limit = plan
+            .options
+            .support
+            .map_or(0.0, |t| threshold_value(t, den));
+        let (g, argmax) = resolved(plan.options.denominator, den);
+        Self { limit, g, argmax }
+    }
+}
+
 /// The denominator at these regions' maximum, and where the maximum lies (its first index, in
 /// sample-major row-major order) when the form depends on it ([`Denominator::Regularised`]).
 pub(crate) fn resolved(g: Denominator, den: &[f32]) -> (Denominator, Option<usize>) {

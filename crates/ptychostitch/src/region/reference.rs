@@ -6,7 +6,7 @@
 //! crops it. `O(B·C·P²)`, one thread, slow on purpose; it shares only [`crate::kernel`] with
 //! the fast path.
 
-use super::{Inputs, RawGradients, Region, RegionWrt, max_cotangent, resolved, threshold_value};
+use super::{Inputs, Normalisation, RawGradients, Region, RegionWrt, max_cotangent};
 use crate::error::Result;
 use crate::kernel::{
     Convention, ShiftGradient, Weights, d_dwx, d_dwy, region_cotangent, region_normalise,
@@ -141,11 +141,7 @@ fn sums<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<(Vec<T>, Vec<f3
 
 pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<Vec<T>> {
     let (mut out, den) = sums::<T>(plan, inputs)?;
-    let limit = plan
-        .options
-        .support
-        .map_or(0.0, |t| threshold_value(t, &den));
-    let (g, _) = resolved(plan.options.denominator, &den);
+    let Normalisation { limit, g, .. } = Normalisation::of(plan, &den);
     let l = T::LANES;
     let values = lanes_mut(&mut out);
     for (at, &d) in den.iter().enumerate() {
@@ -177,11 +173,7 @@ pub(crate) fn vjp<T: Sample>(
     );
     let conv = plan.options.convention;
     let (out, den) = sums::<T>(plan, inputs)?;
-    let limit = plan
-        .options
-        .support
-        .map_or(0.0, |t| threshold_value(t, &den));
-    let (g, argmax) = resolved(plan.options.denominator, &den);
+    let Normalisation { limit, g, argmax } = Normalisation::of(plan, &den);
     let mut regions = out;
     {
         let values = lanes_mut(&mut regions);
