@@ -139,9 +139,14 @@ fn sums<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<(Vec<T>, Vec<f3
     Ok((num, den))
 }
 
-pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<Vec<T>> {
+/// The regions (numerators divided as the options say), the denominators, and the
+/// normalisation's whole-batch facts.
+fn normalised<T: Sample>(
+    plan: &Region,
+    inputs: &Inputs<'_>,
+) -> Result<(Vec<T>, Vec<f32>, Normalisation)> {
     let (mut out, den) = sums::<T>(plan, inputs)?;
-    let Normalisation { limit, g, .. } = Normalisation::of(plan, &den);
+    let norm = Normalisation::of(plan, &den);
     let l = T::LANES;
     let values = lanes_mut(&mut out);
     for (at, &d) in den.iter().enumerate() {
@@ -149,12 +154,16 @@ pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Resul
         region_normalise(
             &num,
             d,
-            support_factor(plan.options.support.is_some(), d, limit),
-            g,
+            support_factor(plan.options.support.is_some(), d, norm.limit),
+            norm.g,
             &mut values[at * l..(at + 1) * l],
         );
     }
-    Ok(out)
+    Ok((out, den, norm))
+}
+
+pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<Vec<T>> {
+    Ok(normalised::<T>(plan, inputs)?.0)
 }
 
 pub(crate) fn vjp<T: Sample>(
@@ -172,22 +181,7 @@ pub(crate) fn vjp<T: Sample>(
         T::LANES,
     );
     let conv = plan.options.convention;
-    let (out, den) = sums::<T>(plan, inputs)?;
-    let Normalisation { limit, g, argmax } = Normalisation::of(plan, &den);
-    let mut regions = out;
-    {
-        let values = lanes_mut(&mut regions);
-        for (at, &d) in den.iter().enumerate() {
-            let num: Vec<f32> = values[at * l..(at + 1) * l].to_vec();
-            region_normalise(
-                &num,
-                d,
-                support_factor(plan.options.support.is_some(), d, limit),
-                g,
-                &mut values[at * l..(at + 1) * l],
-            );
-        }
-    }
+    let (mut regions, den, Normalisation { limit, g, argmax }) = normalised::<T>(plan, inputs)?;
     let r = lanes_mut(&mut regions);
     // What the maximum's own change adds at its pixel (the regularised form only).
     let at_max = argmax.map(|i| (i, max_cotangent(plan, g, cot, r, &den, l)));
