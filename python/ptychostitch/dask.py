@@ -113,33 +113,20 @@ def _tile_from_npy(
     cols: Tuple[int, int],
     dtype: str,
 ) -> np.ndarray:
-    """One tile read straight from the file, where it runs: the patches from the first to the
-    last that touch it, as a memory map of the file handed to the native window function, which
-    reads only the kept lines of the touching patches (only their pages are faulted in). No patch
-    moves between workers, and none is copied. A file in another dtype than the computation's
-    has the touching patches' kept crops read by position and converted instead. The file is
-    checked against the one the graph was built from before and after (`_NpyFile.check`): a file
-    rewritten or replaced under the computation is an error naming it, never a mixed canvas."""
-    target = np.dtype(dtype)
-    source.check()
-    if source.dtype == target:
-        stack = np.load(source.path, mmap_mode="r")
-        plan = _plan(token, offsets, size, crop, threads)
-        indices = _touching(plan, rows, cols)
-        runs, starts = [], []
-        if len(indices):
-            first, end = int(indices[0]), int(indices[-1]) + 1
-            runs, starts = [stack[first:end].reshape(-1, size, size)], [first]
-        out = plan.window_runs(runs, starts, op, rows, cols)
-        del runs, stack
-        source.check()
-        return out[:, :, np.newaxis]
+    """One tile read straight from the file, where it runs: the kept ``m×m`` crops of the
+    patches that touch it, read by position by the native reader (one read of the kept lines per
+    patch, sixteen in flight, GIL released), stitched by a plan for ``m×m`` patches with
+    ``M = m``, which keeps exactly those pixels and has the same canvas, shifts and footprints:
+    the bits do not change. No patch moves between workers. The reader checks the file against
+    the one the graph was built from, and the tile checks it again after: a file truncated,
+    rewritten or replaced under the computation is an error naming it, never a signal and
+    never a mixed canvas."""
     kept = 2 * (crop // 2)
     plan = _plan(tokenize(token, "crops"), offsets, kept, kept, threads)
     indices = _touching(plan, rows, cols)
-    c0 = size // 2 - crop // 2
-    crops = source.kept_crops(indices, c0, kept, target)
+    crops = source.kept_crops(indices, size // 2 - crop // 2, kept, np.dtype(dtype))
     out = plan.window(crops, indices, op, rows, cols)
+    source.check()
     return out[:, :, np.newaxis]
 
 
@@ -270,11 +257,10 @@ def _lazy_from_npy(
 class _NpyFile:
     """A `.npy` file read where it is used: pickles as its path and the file's identity (size,
     modification time, inode) when the graph was built, so a graph ships a file name to the
-    workers, not the data. Chunks are read with positional reads; reassembly tiles map the file
-    (the fastest way to read only the kept lines). Every read is checked against that identity
-    before and after: a file rewritten or replaced under the computation is an error naming it.
-    (A file truncated *while* a tile's map is being read can still end that worker with SIGBUS:
-    the streaming CLI, which never maps, is the way for files that may change.)"""
+    workers, not the data. Nothing is mapped: chunks are read with positional reads, and
+    reassembly tiles read their patches' kept crops with the native positional reader. Every
+    read is checked against that identity before and after: a file truncated, rewritten or
+    replaced under the computation is an error naming it, never a signal."""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
@@ -333,15 +319,11 @@ class _NpyFile:
 
     def kept_crops(self, indices: np.ndarray, c0: int, kept: int, target: np.dtype) -> np.ndarray:
         """The ``kept × kept`` centres (from row and column ``c0``) of the patches ``indices``,
-        as ``target``: one read of the kept rows (whole lines) per patch."""
-        side = self.shape[1]
-        line = self.row_bytes // side
-        lines = np.empty((len(indices), kept) + tuple(self.shape[2:]), dtype=self.dtype)
-        flat = lines.reshape(len(indices), kept * line // self.dtype.itemsize).view(np.uint8)
-        self._pieces([
-            (memoryview(flat[j]), self.offset + int(i) * self.row_bytes + c0 * line) for j, i in enumerate(indices)
-        ])
-        crops = lines[:, :, c0 : c0 + kept]
+        as ``target``, read by the native reader from this version of the file."""
+        pixel = self.shape[3:]
+        crops = np.empty((len(indices), kept, kept) + tuple(pixel), dtype=self.dtype)
+        raw = crops.reshape(-1).view(np.uint8)
+        _native.read_npy_crops(self.path, self.stamp, np.ascontiguousarray(indices, np.int64), c0, kept, raw)
         if self.ndim == 4:
             crops = crops[..., 0]
         return np.ascontiguousarray(crops, dtype=target)

@@ -2,6 +2,8 @@
 in-memory functions for every tile size, chunking and scheduler, on worker processes too."""
 
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -154,7 +156,7 @@ def test_from_npy_chunk_is_a_positive_integer(tmp_path):
 
 def test_from_npy_tiles_read_the_file_themselves(big_scan, monkeypatch):
     """What README says `from_npy` does: each tile task reads the kept crops of the patches that
-    touch it from the file, through a memory map (no chunk task, nothing sent between tasks), and
+    touch it from the file, by position (no chunk task, nothing sent between tasks), and
     the bits are the in-memory call's. Indexing the array itself works as NumPy's."""
     path, offsets, expected = big_scan
     asked = []
@@ -254,6 +256,43 @@ def test_a_file_that_changes_under_the_graph_is_an_error_naming_it(tmp_path, sch
         change()
         with pytest.raises(ValueError, match=str(path)):
             chunked.sum().compute(scheduler=scheduler)
+
+
+def test_a_file_truncated_during_the_reads_is_an_error_never_a_signal(tmp_path):
+    """Round 4, item 4: the tiles read by position, never through a map, so a file truncated
+    while they read it is a ValueError naming it (a mapped read past the truncation would end the
+    process with SIGBUS). Run in a child process, whose death by a signal the test would see;
+    each round truncates the file at a random moment during a threaded compute, and every round
+    either raises the error or (truncated too late to matter) returns the untouched canvas."""
+    script = f"""
+import os, random, threading, time
+import numpy as np
+import ptychostitch as ps, ptychostitch.dask as psd
+rng = np.random.default_rng(3)
+n, size = 60_000, 32
+path = {str(tmp_path / "p.npy")!r}
+stack = (rng.standard_normal((n, size, size)) + 1j).astype(np.complex64)
+offsets = rng.uniform(-300, 300, (n, 2))
+expected = ps.reassemble_position(stack, offsets, 12)
+errors = 0
+for round in range(6):
+    np.save(path, stack)
+    lazy = psd.reassemble_position(psd.from_npy(path, chunk=8192), offsets, 12, tile=64)
+    delay = random.uniform(0.0, 0.15)
+    cut = threading.Timer(delay, lambda: os.truncate(path, 4096 * (1 + round)))
+    cut.start()
+    try:
+        got = lazy.compute(scheduler="threads")
+        assert np.array_equal(got.view(np.uint8), expected.view(np.uint8)), "a canvas from a truncated file"
+    except ValueError as e:
+        assert path in str(e), e
+        errors += 1
+    cut.join()
+print("errors", errors)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert int(run.stdout.split()[-1]) >= 1, run.stdout
 
 
 def test_a_fifo_is_refused_at_once(tmp_path):

@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod files;
 #[cfg(feature = "cuda")]
 mod gpu;
 mod region;
@@ -701,6 +702,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     #[cfg(feature = "cuda")]
     m.add_function(wrap_pyfunction!(gpu::dlpack_probe, m)?)?;
     m.add_function(wrap_pyfunction!(add_library_dirs, m)?)?;
+    m.add_function(wrap_pyfunction!(files::read_npy_crops, m)?)?;
     m.add("GpuUnavailable", m.py().get_type::<GpuUnavailable>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -47,6 +47,34 @@ struct Stamp {
     inode: u64,
 }
 
+impl Stamp {
+    fn identity(&self) -> FileIdentity {
+        let modified_ns = self
+            .modified
+            .map(|t| match t.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(after) => after.as_nanos() as i128,
+                Err(before) => -(before.duration().as_nanos() as i128),
+            });
+        FileIdentity {
+            len: self.len,
+            modified_ns,
+            inode: self.inode,
+        }
+    }
+}
+
+/// One version of a file as `os.stat` tells it apart: size, modification time (nanoseconds
+/// since the epoch, `st_mtime_ns`; `None` where the system keeps none) and inode (`st_ino`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// Size in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since 1970-01-01 UTC.
+    pub modified_ns: Option<i128>,
+    /// Inode number (0 where the system has none).
+    pub inode: u64,
+}
+
 fn stamp(file: &File, path: &Path) -> Result<Stamp, NpyError> {
     let meta = file.metadata().map_err(|error| NpyError::Io {
         path: path.to_path_buf(),
@@ -128,23 +156,31 @@ impl FileBytes {
     ) -> Result<(), NpyError> {
         self.check(what)?;
         for (at, piece) in pieces {
-            let complete =
-                read_exact_at(&self.file, self.start + at as u64, piece).map_err(|error| {
-                    NpyError::Io {
-                        path: self.path.clone(),
-                        error,
-                    }
-                })?;
-            if !complete {
-                self.check(what)?;
-                return Err(NpyError::Changed {
-                    what: what.to_string(),
-                    path: self.path.clone(),
-                    how: "ended early".into(),
-                });
-            }
+            self.read_unchecked(what, at, piece)?;
         }
         self.check(what)
+    }
+
+    /// Bytes `at..at + piece.len()` of the range into `piece`, the file's identity not checked
+    /// around it (the caller checks before and after its reads); a file that ends first is
+    /// [`NpyError::Changed`].
+    fn read_unchecked(&self, what: &str, at: usize, piece: &mut [u8]) -> Result<(), NpyError> {
+        let complete =
+            read_exact_at(&self.file, self.start + at as u64, piece).map_err(|error| {
+                NpyError::Io {
+                    path: self.path.clone(),
+                    error,
+                }
+            })?;
+        if !complete {
+            self.check(what)?;
+            return Err(NpyError::Changed {
+                what: what.to_string(),
+                path: self.path.clone(),
+                how: "ended early".into(),
+            });
+        }
+        Ok(())
     }
 
     /// [`FileBytes::read_pieces`] with up to `readers` reads in flight: the pieces split into
@@ -429,6 +465,125 @@ impl NpyArray {
             converted: None,
             lines: None,
         }
+    }
+
+    /// The identity of the version of the file this array is read from, as it was when it was
+    /// opened (`None` for an array in memory): compare it with one recorded earlier to know that
+    /// the file is still the same version.
+    pub fn file_identity(&self) -> Option<FileIdentity> {
+        match &self.data {
+            Storage::File(f) => Some(f.stamp.identity()),
+            Storage::Owned(_) => None,
+        }
+    }
+
+    /// The `kept × kept` crops at line and column `start` of the patches `indices` of a C-order
+    /// patch stack `(n, N, N, …)`, as raw bytes in the file's dtype and byte order, into `out`
+    /// (`indices.len() · kept² · pixel` bytes, a pixel being the trailing axes' elements): one
+    /// positional read of the `kept` consecutive lines per patch, sixteen in flight, a batch of
+    /// patches at a time; only those lines are read. A file that changes (truncated, rewritten)
+    /// during the reads is [`NpyError::Changed`], never a signal.
+    ///
+    /// This is how a Dask tile reads the patches it needs (`ptychostitch.dask.from_npy`):
+    /// mapping the file instead is as fast, but a truncation while the map is read kills the
+    /// process with `SIGBUS`.
+    pub fn read_crops(
+        &self,
+        indices: &[usize],
+        start: usize,
+        kept: usize,
+        out: &mut [u8],
+    ) -> Result<(), NpyError> {
+        let format = |reason: String| NpyError::Format {
+            what: self.what.clone(),
+            reason,
+        };
+        if self.fortran_order || self.shape.len() < 3 {
+            return Err(format(format!(
+                "crops are read from C-order stacks of patches (n, N, N, ...); this is {:?}{}",
+                self.shape,
+                if self.fortran_order {
+                    " in Fortran order"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let size = self.element_size("a patch stack")?;
+        let pixel = self.shape[3..].iter().product::<usize>() * size;
+        let line = self.shape[2] * pixel;
+        let row = self.shape[1] * line;
+        let end = start.checked_add(kept);
+        if end.is_none_or(|end| end > self.shape[1] || end > self.shape[2]) {
+            return Err(format(format!(
+                "a {kept}×{kept} crop from line {start} does not fit {}×{} patches",
+                self.shape[1], self.shape[2]
+            )));
+        }
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.shape[0]) {
+            return Err(format(format!(
+                "patch {bad} asked for; the stack has {}",
+                self.shape[0]
+            )));
+        }
+        let crop = kept * pixel;
+        if out.len() != indices.len() * kept * crop {
+            return Err(format(format!(
+                "the output holds {} bytes; {} crops of {kept}×{kept} need {}",
+                out.len(),
+                indices.len(),
+                indices.len() * kept * crop
+            )));
+        }
+        if kept == 0 || indices.is_empty() {
+            return Ok(());
+        }
+        // Sixteen readers, each with its share of the patches and of `out`: a patch's kept lines
+        // are read into the reader's own small buffer (cache-resident) and their columns cut
+        // out from there at once.
+        let lines = kept * line;
+        let at = |i: usize| i * row + start * line;
+        let cut = |from: &[u8], to: &mut [u8]| {
+            for (from, to) in from.chunks(line).zip(to.chunks_mut(crop)) {
+                to.copy_from_slice(&from[start * pixel..start * pixel + crop]);
+            }
+        };
+        match &self.data {
+            Storage::File(f) => {
+                let readers = if indices.len() < 32 { 1 } else { 16 };
+                let per = indices.len().div_ceil(readers);
+                let groups = indices.chunks(per).zip(out.chunks_mut(per * kept * crop));
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = groups
+                        .map(|(patches, out)| {
+                            scope.spawn(move || -> Result<(), NpyError> {
+                                let mut buf = self.buffer::<u8>(lines)?;
+                                f.check(&self.what)?;
+                                for (&i, out) in patches.iter().zip(out.chunks_mut(kept * crop)) {
+                                    f.read_unchecked(&self.what, at(i), &mut buf)?;
+                                    cut(&buf, out);
+                                }
+                                f.check(&self.what)
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().try_for_each(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(NpyError::Io {
+                                path: f.path.clone(),
+                                error: std::io::Error::other("a reader thread failed"),
+                            })
+                        })
+                    })
+                })?;
+            }
+            Storage::Owned(all) => {
+                for (&i, out) in indices.iter().zip(out.chunks_mut(kept * crop)) {
+                    cut(&all[at(i)..at(i) + lines], out);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The data bytes in memory: this array itself, or (read in place) a copy read whole.

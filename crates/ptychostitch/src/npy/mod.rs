@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
 pub mod mapped;
+pub use mapped::FileIdentity;
 
 /// Errors from reading or writing `.npy` / `.npz` files.
 #[derive(Debug, Error)]
@@ -1227,6 +1228,60 @@ mod tests {
                 assert_eq!(*v, want, "rows {start}+{len}: ({k}, {r}, {c})");
             }
         }
+    }
+
+    /// Crops read from a file (by position, in batches, concurrently) are the stack's own
+    /// crops, equal to the same crops of the array read into memory, for any index order and
+    /// repeats, crops at every offset; a file truncated after it was opened is `Changed`; bad
+    /// requests are errors, never panics.
+    #[test]
+    fn crops_are_the_files_and_a_truncation_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.npy");
+        let stack = ndarray::Array3::from_shape_fn((300, 9, 8), |(k, r, c)| {
+            Complex32::new((k * 100 + r * 10 + c) as f32, -(k as f32))
+        });
+        write_npy(&path, &NpyView::Complex64(stack.view().into_dyn())).unwrap();
+        let in_file = NpyArray::map_npy(&path).unwrap();
+        let in_memory = read_npy(&path).unwrap();
+        let id = in_file.file_identity().unwrap();
+        assert_eq!(id.len, std::fs::metadata(&path).unwrap().len());
+        assert!(in_memory.file_identity().is_none());
+        let picked: Vec<usize> = (0..200)
+            .map(|j| (j * 37 + 5) % 300)
+            .chain([299, 0, 0])
+            .collect();
+        for (start, kept) in [(0, 8), (2, 5), (3, 1), (0, 0)] {
+            let mut got = vec![0_u8; picked.len() * kept * kept * 8];
+            in_file.read_crops(&picked, start, kept, &mut got).unwrap();
+            let mut from_memory = vec![1_u8; got.len()];
+            in_memory
+                .read_crops(&picked, start, kept, &mut from_memory)
+                .unwrap();
+            assert_eq!(got, from_memory);
+            let values: Vec<Complex32> = got.chunks(8).map(bytemuck::pod_read_unaligned).collect();
+            for (j, &i) in picked.iter().enumerate() {
+                for r in 0..kept {
+                    for c in 0..kept {
+                        let v = values[(j * kept + r) * kept + c];
+                        assert_eq!(v, stack[[i, start + r, start + c]], "{i} {r} {c}");
+                    }
+                }
+            }
+        }
+        let mut out = vec![0_u8; 8];
+        for (picked, start, kept) in [(vec![300], 0, 1), (vec![0], 8, 2), (vec![0, 1], 0, 1)] {
+            assert!(matches!(
+                in_file.read_crops(&picked, start, kept, &mut out),
+                Err(NpyError::Format { .. })
+            ));
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(id.len / 2).unwrap();
+        let mut out = vec![0_u8; 300 * 4 * 8];
+        let all: Vec<usize> = (0..300).collect();
+        let err = in_file.read_crops(&all, 0, 2, &mut out).unwrap_err();
+        assert!(matches!(err, NpyError::Changed { .. }), "{err}");
     }
 
     fn indices(shape: [usize; 3]) -> impl Iterator<Item = (usize, usize, usize)> {
