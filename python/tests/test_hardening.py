@@ -76,3 +76,24 @@ def test_ctrl_c_while_the_console_command_imports_is_one_line():
     run = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT, "my_script.py"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr
+
+
+def test_a_sub_pixel_scan_warns_with_python_advice():
+    """Issue 26: the Python warning for positions that span less than a pixel (metres passed as
+    pixels) gives advice a Python caller can follow, not the CLI's --coord-scale flag."""
+    import warnings
+
+    import numpy as np
+
+    import ptychostitch as ps
+
+    rng = np.random.default_rng(5)
+    offsets = rng.uniform(-1e-6, 1e-6, (10, 2))
+    patches = np.ones((10, 16, 16), np.complex64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ps.reassemble_position(patches, offsets, 8)
+    texts = [str(w.message) for w in caught if issubclass(w.category, ps.ScanWarning)]
+    assert len(texts) == 1, texts
+    assert "divide positions in metres by the pixel size" in texts[0]
+    assert "--" not in texts[0]

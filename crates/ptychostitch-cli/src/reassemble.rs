@@ -22,19 +22,19 @@ pub enum Mode {
     Reassemble,
 }
 
+/// `-M` when it is not given: what PtychoPINN's call sites pass (`reassemble_position(..., M=20)`).
+pub const DEFAULT_CROP: i64 = 20;
+
 /// Arguments of `reassemble`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub scan: ScanArgs,
     /// Crop: keep the centre M×M of each patch (an odd M keeps M-1, as PtychoPINN does).
-    #[arg(
-        short = 'M',
-        long = "crop",
-        default_value_t = 20,
-        allow_negative_numbers = true
-    )]
-    pub crop: i64,
+    /// Default 20, what PtychoPINN's call sites pass (its functions' own default, and the
+    /// Python package's, is 10); the output line says which M was used.
+    #[arg(short = 'M', long = "crop", allow_negative_numbers = true)]
+    pub crop: Option<i64>,
     /// What to compute.
     #[arg(long, value_enum, default_value_t = Mode::Reassemble)]
     pub mode: Mode,
@@ -139,7 +139,8 @@ pub fn run(args: Args) -> Result<()> {
     let scan = args.scan.load()?;
     let (n, size) = stack_shape(scan.patches.shape())
         .with_context(|| format!("patches '{}'", scan.patches_name))?;
-    let plan = Plan::new(scan.offsets.view(), size, args.crop)?.with_threads(args.threads);
+    let plan = Plan::new(scan.offsets.view(), size, args.crop.unwrap_or(DEFAULT_CROP))?
+        .with_threads(args.threads);
     if plan.len() != n {
         return Err(ptychostitch::Error::CountMismatch {
             patches: n,
@@ -151,7 +152,11 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("warning: {warning}");
     }
     for warning in plan.warnings() {
-        eprintln!("warning: {warning}");
+        let advice = match warning {
+            ptychostitch::ScanWarning::SubPixelSpan { .. } => "; --coord-scale multiplies them",
+            _ => "",
+        };
+        eprintln!("warning: {warning}{advice}");
     }
     // Everything this command allocates from here on: image and weights, one converted chunk
     // and the picture.
@@ -198,7 +203,7 @@ pub fn run(args: Args) -> Result<()> {
     stitched.write(&output, args.png.as_deref().map(|p| (p, "")))?;
     let g = stitched.plan.geometry();
     out!(
-        "reassembled {} patches ({n}×{n}, M={m}) onto a {s}×{s} canvas (pad {p}, centre x={cx}, y={cy}) in {:.2} ms; wrote {}{} ({:.2} s in all)",
+        "reassembled {} patches ({n}×{n}, M={m}{default}) onto a {s}×{s} canvas (pad {p}, centre x={cx}, y={cy}) in {:.2} ms; wrote {}{} ({:.2} s in all)",
         g.len(),
         compute.as_secs_f64() * 1e3,
         output.display(),
@@ -209,6 +214,11 @@ pub fn run(args: Args) -> Result<()> {
         started.elapsed().as_secs_f64(),
         n = g.patch_size(),
         m = g.crop(),
+        default = if args.crop.is_none() {
+            ", the default: -M sets it"
+        } else {
+            ""
+        },
         s = g.side(),
         p = g.pad(),
         cx = g.center()[0],

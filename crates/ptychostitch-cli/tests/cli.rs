@@ -73,6 +73,23 @@ fn ptychopinn_layout_file_with_png() {
         .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert!(stdout.contains("reassembled 12 patches"), "{stdout}");
+    assert!(
+        stdout.contains("M=16)"),
+        "an explicit -M is reported as given: {stdout}"
+    );
+    // Without -M: the default (PtychoPINN's call sites' 20, not its signature's 10) is said.
+    let default = cli()
+        .arg("reassemble")
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("default.npz"))
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&default.get_output().stdout).to_string();
+    assert!(
+        stdout.contains("M=20, the default: -M sets it)"),
+        "{stdout}"
+    );
 
     let plan = Plan::new(xy(&x, &y).view(), 32, 16).unwrap();
     let expected = plan.reassemble_position(patches.view()).unwrap();

@@ -242,7 +242,7 @@ impl std::fmt::Display for ScanWarning {
             ),
             ScanWarning::SubPixelSpan { n, span } => write!(
                 f,
-                "all {n} positions lie within {span} pixels of each other; offsets are [x, y] in pixels (positions in metres need a scale factor, e.g. --coord-scale)"
+                "all {n} positions lie within {span} pixels of each other; offsets are [x, y] in pixels (divide positions in metres by the pixel size first)"
             ),
         }
     }

@@ -120,7 +120,11 @@ fn an_outlier_and_a_sub_pixel_scan_are_warned_about() {
         ),
         "{warnings:?}"
     );
-    assert!(warnings[0].to_string().contains("--coord-scale"));
+    assert!(
+        warnings[0]
+            .to_string()
+            .contains("divide positions in metres by the pixel size")
+    );
 }
 
 #[test]
