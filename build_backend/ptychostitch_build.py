@@ -1,10 +1,15 @@
 """The build backend of a source install (``pip install .`` or the sdist): maturin's, after a
-check of what a build from source needs, said before anything is compiled.
+check of what a build from source needs, said before anything is fetched or compiled.
 
-A source build needs Rust >= 1.89 (cargo; maturin fetches a toolchain when cargo is missing)
-and a C compiler and linker (``cc``), which Rust's build scripts link with. Without them,
-cargo's own failure comes deep in a long log ("linker `cc` not found"); this says it first, in
-one line, with the way around it: the prebuilt wheel needs neither.
+A source build needs Rust >= 1.89 (cargo and rustc) and a C compiler and linker (``cc``), which
+Rust's build scripts link with. Without them, maturin's hooks would try to download a Rust
+toolchain (offline: a long traceback ending in an SSL error) and cargo's own failure comes deep
+in a long log ("linker `cc` not found"); this says it first, in one line, with the way around
+it: the prebuilt wheel needs neither.
+
+That is why ``pyproject.toml`` requires nothing for the build: maturin itself is asked for by
+``get_requires_for_build_*`` once the check has passed, so a machine without Rust (with or
+without a network) gets the line before pip installs or downloads anything.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import subprocess
 import sys
 
 RUST = (1, 89)
+MATURIN = "maturin>=1.7,<2"
 
 
 def missing() -> list:
@@ -24,6 +30,8 @@ def missing() -> list:
     compiler = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
     if compiler is None or (os.path.sep in compiler and not os.path.exists(compiler)):
         lacks.append("no C compiler (cc, gcc or clang)")
+    if shutil.which("cargo") is None or shutil.which("rustc") is None:
+        lacks.insert(0, "no Rust toolchain (cargo and rustc on PATH; https://rustup.rs installs them)")
     rustc = shutil.which("rustc")
     if rustc is not None:
         try:
@@ -41,8 +49,9 @@ def check() -> None:
     if lacks:
         sys.stderr.write(
             f"error: building ptychostitch from source needs Rust >= {RUST[0]}.{RUST[1]} and a C compiler "
-            f"and linker; here: {'; '.join(lacks)}. The prebuilt wheel needs neither: pip install "
-            "ptychostitch-<version>-cp39-abi3-manylinux_2_17_x86_64.whl (scripts/build_wheel.sh makes it)\n"
+            f"and linker; here: {'; '.join(lacks)}. The prebuilt wheels need neither (Linux x86_64 and "
+            "aarch64, musllinux x86_64, macOS: pip install ptychostitch picks one; scripts/build_wheel.sh "
+            "makes the Linux x86_64 wheel)\n"
         )
         raise SystemExit(1)
 
@@ -68,20 +77,24 @@ def build_sdist(sdist_directory, config_settings=None):
 
 
 def get_requires_for_build_wheel(config_settings=None):
-    return _maturin().get_requires_for_build_wheel(config_settings)
+    check()
+    return [MATURIN]
 
 
 def get_requires_for_build_editable(config_settings=None):
-    return _maturin().get_requires_for_build_editable(config_settings)
+    check()
+    return [MATURIN]
 
 
 def get_requires_for_build_sdist(config_settings=None):
-    return _maturin().get_requires_for_build_sdist(config_settings)
+    return [MATURIN]
 
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    check()
     return _maturin().prepare_metadata_for_build_wheel(metadata_directory, config_settings)
 
 
 def prepare_metadata_for_build_editable(metadata_directory, config_settings=None):
+    check()
     return _maturin().prepare_metadata_for_build_editable(metadata_directory, config_settings)

@@ -4,6 +4,7 @@ meets it: the demo, a golden case bit for bit, a bad input, a bad argument and C
 the binary's messages and exit statuses and never a Python traceback."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,39 @@ def test_a_source_build_says_what_it_needs_first(monkeypatch, capsys):
     assert backend.missing() == ["rustc 1.80.1 (3f5fd8dd4 2024-08-06) is older than 1.89 (rustup update)"]
     monkeypatch.setattr(backend.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout="rustc 1.95.0\n"))
     assert backend.missing() == []
+
+
+def _sdist() -> Path:
+    found = sorted((Path(__file__).resolve().parents[2] / "target" / "wheels").glob("ptychostitch-*.tar.gz"))
+    if not found:
+        pytest.skip("no sdist in target/wheels: scripts/build_wheel.sh makes it (scripts/test.sh runs it first)")
+    return found[-1]
+
+
+@pytest.mark.parametrize("index", ["offline", "default index"])
+def test_the_sdist_without_rust_says_so_in_one_line(tmp_path, index):
+    """Issue 26: pip on the sdist, with no cargo or rustc on PATH and no ~/.cargo or ~/.rustup,
+    offline or not: one line says what a source build needs, before anything is downloaded (no
+    attempt to fetch a Rust toolchain, no traceback)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": os.path.dirname(sys.executable),
+        "HOME": str(home),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_CACHE_DIR": "1",
+    }
+    for tool in ("cargo", "rustc"):
+        assert shutil.which(tool, path=env["PATH"]) is None, f"{tool} is on the test's PATH"
+    args = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "out"), str(_sdist())]
+    if index == "offline":
+        args.insert(4, "--no-index")
+    run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    text = run.stdout + run.stderr
+    assert run.returncode != 0, text
+    lines = [line for line in text.splitlines() if "building ptychostitch from source needs" in line]
+    assert len(lines) == 1, text
+    assert "no Rust toolchain" in lines[0] and "prebuilt wheel" in lines[0], lines[0]
+    for sign in ("Traceback", "rustup-init", "puccinialin", "SSL", "maturin"):
+        assert sign not in text, (sign, text)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
