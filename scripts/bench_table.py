@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Print the README's benchmark table from criterion's results (target/criterion).
+"""Print the benchmark table of docs/performance.md from criterion's results (target/criterion).
 
 Run `cargo bench -p ptychostitch --bench reassemble` first. Medians, in one run.
 """

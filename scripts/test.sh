@@ -2,11 +2,14 @@
 # Every check and test of the project, on a fresh machine too:
 #   Rust: cargo fmt --check, clippy -D warnings, cargo doc -D warnings, cargo test (library + CLI)
 #   The wheel users install: scripts/build_wheel.sh (abi3, manylinux_2_17, with the console command).
+#   The release workflow: scripts/lint_workflows.sh (actionlint where installable, GitHub's
+#   workflow schema, zizmor).
 #   Python: a fresh virtual environment whose PATH has no cargo, rustc or C compiler, the test
 #   dependencies (numpy, pytest, tensorflow-cpu for the tf.Tensor / tf.function / installer
 #   tests, dask + distributed for ptychostitch.dask, jax[cpu] for DLPack arrays and JAX autodiff,
 #   torch for autograd: PyPI's build, 5.3 GB with its CUDA libraries, runs on the CPU), the
-#   wheel, then pytest (the console command's tests included: python/tests/test_console.py).
+#   wheel, the release workflow's wheel check (scripts/test_wheel.sh), then pytest (the console
+#   command's tests, the sdist without Rust, and every example of README.md and docs/ included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,9 @@ echo "== the wheel users install (scripts/build_wheel.sh)"
 bash scripts/build_wheel.sh
 wheel=$(ls target/wheels/*.whl)
 
+echo "== the release workflow (scripts/lint_workflows.sh)"
+bash scripts/lint_workflows.sh
+
 echo "== python: a fresh virtual environment with no Rust or C toolchain on PATH, the wheel, pytest"
 venv=target/test-venv
 rm -rf "$venv"
@@ -31,7 +37,7 @@ python3 -m venv "$venv"
 bare=target/bare-path
 rm -rf "$bare"
 mkdir -p "$bare"
-for tool in sh bash env uname cat ls mkdir rm grep sed head tail sleep kill date ldconfig nproc timeout true false; do
+for tool in sh bash env uname cat ls mkdir rm grep sed head tail sleep kill date ldconfig nproc timeout true false dirname mktemp; do
     found=$(command -v "$tool" || true)
     if [ -n "$found" ]; then ln -s "$found" "$bare/$tool"; fi
 done
@@ -49,4 +55,6 @@ env PATH="$bare_path" python -m pip install --quiet "$wheel"
 installed=$(date +%s.%N)
 echo "== installed $(basename "$wheel") ($(du -h "$wheel" | cut -f1)) in $(echo "$started $installed" | awk '{printf "%.1f", $2 - $1}') s, without cargo, rustc or a C compiler"
 echo "   tags: $(basename "$wheel" .whl | cut -d- -f3-); imported from: $(env PATH="$bare_path" python -c 'import ptychostitch; print(ptychostitch.__file__)')"
+echo "== the release workflow's wheel check (scripts/test_wheel.sh)"
+env PATH="$bare_path" bash scripts/test_wheel.sh
 env PATH="$bare_path" python -m pytest -ra python/tests

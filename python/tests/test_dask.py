@@ -155,7 +155,7 @@ def test_from_npy_chunk_is_a_positive_integer(tmp_path):
 
 
 def test_from_npy_tiles_read_the_file_themselves(big_scan, monkeypatch):
-    """What README says `from_npy` does: each tile task reads the kept crops of the patches that
+    """What docs/large-data.md says `from_npy` does: each tile task reads the kept crops of the patches that
     touch it from the file, by position (no chunk task, nothing sent between tasks), and
     the bits are the in-memory call's. Indexing the array itself works as NumPy's."""
     path, offsets, expected = big_scan

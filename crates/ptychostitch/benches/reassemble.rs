@@ -5,7 +5,7 @@
 //! - `reassemble_position/plan_reuse/N`: a plan with its weight canvas cached (training loop).
 //! - `reassemble_position/reference/N`: the oracle, for N ≤ 2,000.
 //!
-//! `python3 scripts/bench_table.py` turns the results into the README's table.
+//! `python3 scripts/bench_table.py` turns the results into the table of docs/performance.md.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ptychostitch::Plan;

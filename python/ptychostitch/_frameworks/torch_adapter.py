@@ -4,7 +4,8 @@ The call is excluded from ``torch.compile`` graphs (``torch._dynamo.disable``): 
 runs around it with a clean graph break. Dynamo is only used when it is already loaded (a
 ``torch.compile`` is in play): importing it loads triton, whose LLVM aborts the process where
 TensorFlow is loaded too ("Option ... registered more than once"). CUDA tensors: the forward runs on the GPU path when
-one is given (``gpu``), the backward copies to the host and back (no GPU backward kernel yet).
+one is given (``gpu``), the backward copies to the host and back: the GPU backward kernels exist
+(``GpuPlan::vjp`` in Rust runs them for host arrays) but are not yet wired to device tensors.
 
 The backward is not differentiable again. Where it runs with ``create_graph=True`` its results
 carry a node that raises ``RuntimeError`` the moment a second derivative reaches it (a
