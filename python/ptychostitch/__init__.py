@@ -214,156 +214,35 @@ def _crop(M: Any) -> int:
     return M
 
 
-def _warn(texts: Sequence[str], stacklevel: int = 6) -> None:
-    """Raises each plan warning as a ScanWarning pointing at the caller of the public function
-    (by default: warn ← compute ← _like ← _stitch ← public function ← caller)."""
+def _warn(texts: Sequence[str], stacklevel: int = 2) -> None:
+    """Raises each plan warning as a ScanWarning, ``stacklevel`` frames up (to point at the
+    caller of the public function)."""
     for text in texts:
         warnings.warn(text, ScanWarning, stacklevel=stacklevel)
 
 
-# --- TensorFlow, only when the caller's tensors are TensorFlow's ------------------------------
+# --- Running an operation: the one way, through the framework backends -----------------------
 
-def _tf_for(*values: Any) -> Any:
-    """TensorFlow, when one of ``values`` is a TF tensor or variable (never imports it)."""
-    tf = sys.modules.get("tensorflow")
-    if tf is None:
-        return None
-    kinds = (tf.Tensor, tf.Variable)
-    return tf if any(isinstance(v, kinds) for v in values) else None
-
-
-def _symbolic(tf: Any, value: Any) -> bool:
-    return isinstance(value, tf.Tensor) and bool(tf.is_symbolic_tensor(value))
-
-
-# DLPack device types whose memory the CPU can read: kDLCPU, kDLCUDAHost, kDLCUDAManaged.
-_HOST_DEVICES = (1, 3, 13)
-# kDLCUDA: memory the GPU path reads in place.
-_CUDA = 2
-
-
-def _dlpack_device(value: Any) -> Optional[int]:
-    """The DLPack device type of a non-NumPy array that speaks DLPack (torch, JAX, CuPy, …)."""
-    if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack_device__"):
-        return None
-    try:
-        return int(value.__dlpack_device__()[0])
-    except Exception:  # a broken producer: treat it as array-like
-        return None
-
-
-def _framework(value: Any) -> Optional[str]:
-    """Which framework's array `value` is: "torch", "cupy", "jax", "tensorflow" or None."""
-    root = type(value).__module__.split(".")[0]
-    if root == "jaxlib":
-        return "jax"
-    return root if root in ("torch", "cupy", "jax", "tensorflow") and root in sys.modules else None
-
-
-def _to_framework(like: Any, result: np.ndarray) -> Any:
-    """`result` as the array type of `like` (zero-copy through DLPack), NumPy if unknown."""
-    kind = _framework(like)
-    if kind == "torch":
-        return sys.modules["torch"].from_dlpack(result)
-    if kind == "jax":
-        return sys.modules["jax"].numpy.from_dlpack(result)
-    return result
+def _call(kernel: Any, inputs: Tuple[Any, ...], compute: Optional[Callable[..., np.ndarray]] = None,
+          gpu: Optional[Callable[[Any], Any]] = None) -> Any:
+    """Runs the operation ``kernel`` (``_kernels``, ``_region``) on ``inputs`` (patches first,
+    then positions): through the autodiff of the framework that must differentiate it (a TF
+    tensor, a torch tensor that requires grad, a JAX tracer), else on NumPy views of the inputs
+    with the result in the patches' array type. ``compute`` replaces ``kernel.forward`` there
+    (warnings pointed at the caller); ``gpu`` is the operation's device path for patches in
+    CUDA memory (without one they go through the host and back to their device)."""
+    backend = _frameworks.autodiff_for(*inputs)
+    if backend is not None:
+        return backend.apply(kernel, *inputs, gpu=gpu)
+    return _frameworks.host_for(*inputs).run(kernel.forward if compute is None else compute, inputs, gpu)
 
 
 def _host(value: Any) -> Any:
     """`value` readable by NumPy: device arrays (offsets on a GPU) are copied to the host."""
-    device = _dlpack_device(value)
-    if device is None or device in _HOST_DEVICES:
+    device = _frameworks.dlpack_device(value)
+    if device is None or device in _frameworks.HOST_DEVICES:
         return value
-    kind = _framework(value)
-    if kind == "torch":
-        return value.detach().cpu().numpy()
-    if kind == "cupy":
-        return value.get()
-    return np.asarray(value)
-
-
-def _dlpack_readable(value: Any) -> Any:
-    """`value` as NumPy can import it through DLPack: a torch tensor's lazy conjugate or negation
-    resolved, a framework's bfloat16 widened to float32 (exact) on its own device."""
-    kind = _framework(value)
-    if kind == "torch":
-        # A lazy conjugate or negation (x.conj(), -x views) is not exportable through DLPack.
-        value = value.resolve_conj().resolve_neg()
-    dtype = getattr(value, "dtype", None)
-    if dtype is None or "bfloat16" not in str(dtype):
-        return value
-    if kind == "torch":
-        return value.float()
-    if kind in ("jax", "cupy"):
-        return value.astype("float32")
-    return value
-
-
-def _on_tf_gpu(tf: Any, value: Any) -> bool:
-    """An eager TensorFlow tensor (or variable) held by a GPU."""
-    return isinstance(value, (tf.Tensor, tf.Variable)) and not _symbolic(tf, value) and "GPU" in (value.device or "")
-
-
-def _like(
-    obj: Any,
-    inputs: Tuple[Any, ...],
-    compute: Callable[..., np.ndarray],
-    gpu: Optional[Callable[[Any], Any]] = None,
-) -> Any:
-    """Runs ``compute(*inputs)`` on NumPy arrays and returns the result in ``obj``'s array type:
-    a ``tf.Tensor`` for TF input (through ``tf.numpy_function`` in graph mode), a torch or JAX
-    array for theirs (read and returned through DLPack without a copy), else NumPy. Patches in
-    CUDA memory go to ``gpu(obj)`` instead."""
-    tf = _tf_for(*inputs)
-    if tf is None:
-        # No autodiff wanted here (the framework adapters took those calls): read torch
-        # tensors detached.
-        inputs = tuple(_dlpack_readable(v.detach() if _framework(v) == "torch" else v) for v in inputs)
-        obj = inputs[0]  # the patches are always the first input
-        devices = [_dlpack_device(v) for v in inputs]
-        if all(d is None for d in devices):
-            return compute(*inputs)
-        if devices[0] == _CUDA and gpu is not None:
-            return gpu(obj)
-        if devices[0] is not None and devices[0] not in _HOST_DEVICES:
-            raise TypeError(
-                f"{type(obj).__module__}.{type(obj).__name__} lives on an accelerator the GPU path does not "
-                f"read (DLPack device type {devices[0]}; CUDA is 2): pass a CPU copy"
-            )
-        host = tuple(np.from_dlpack(v) if d in _HOST_DEVICES else _host(v) for v, d in zip(inputs, devices))
-        result = compute(*host)
-        return _to_framework(obj, result) if devices[0] is not None else result
-    if gpu is not None and _on_tf_gpu(tf, obj):
-        return gpu(obj)
-    if any(_symbolic(tf, v) for v in inputs):
-        dtype = obj.dtype if isinstance(obj, (tf.Tensor, tf.Variable)) else tf.as_dtype(np.asarray(obj).dtype)
-        out_dtype = tf.complex64 if dtype.is_complex else tf.float32
-        out = tf.numpy_function(compute, list(inputs), out_dtype, stateful=False, name="ptychostitch")
-        out.set_shape([None, None, 1])
-        return out
-    result = compute(*inputs)
-    return tf.convert_to_tensor(result) if isinstance(obj, (tf.Tensor, tf.Variable)) else result
-
-
-# --- The GPU path ---------------------------------------------------------------------------
-
-def _device_cast(obj: Any, kind: Optional[str]) -> Any:
-    """Patches in GPU memory as complex64 or float32, converted on their device if need be."""
-    if kind == "torch":
-        torch = sys.modules["torch"]
-        target = torch.complex64 if obj.is_complex() else torch.float32
-        obj = _dlpack_readable(obj)  # lazy conjugate / negation views resolved
-        return obj if obj.dtype == target else obj.to(target)
-    if kind == "tensorflow":
-        tf = sys.modules["tensorflow"]
-        target = tf.complex64 if obj.dtype.is_complex else tf.float32
-        obj = tf.convert_to_tensor(obj)
-        return obj if obj.dtype == target else tf.cast(obj, target)
-    if kind in ("cupy", "jax"):
-        target = _compute_dtype(obj.dtype)
-        return obj if obj.dtype == target else obj.astype(target)
-    return obj  # another DLPack producer: the native layer checks the dtype
+    return _frameworks.backend_of(value).to_host(value)
 
 
 def _patch_side(obj: Any) -> int:
@@ -372,101 +251,24 @@ def _patch_side(obj: Any) -> int:
     return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else 1
 
 
-def _memory_hint(kind: Optional[str], error: BaseException) -> Optional[str]:
-    """What to say when the GPU is out of memory and the caller's framework is the likely
-    reason: TensorFlow maps nearly all of it and JAX 75% by default."""
-    text = str(error)
-    if not (isinstance(error, MemoryError) or "OUT_OF_MEMORY" in text):
-        return None
-    if kind == "tensorflow":
-        return (
-            f"{text}; TensorFlow reserves nearly all GPU memory by default: call "
-            "tf.config.experimental.set_memory_growth(gpu, True) for each GPU before TensorFlow first uses it"
-        )
-    if kind == "jax":
-        return (
-            f"{text}; JAX preallocates 75% of GPU memory by default: set XLA_PYTHON_CLIENT_PREALLOCATE=false "
-            "(or a smaller XLA_PYTHON_CLIENT_MEM_FRACTION) before JAX starts"
-        )
-    return None
-
-
 def _run_on_gpu(plan: Any, obj: Any, op: str) -> Any:
     """Stitches patches held in CUDA memory on their GPU with the native `plan`; returns the
     ``(S, S, 1)`` canvas as the caller's framework tensor on the same device."""
-    kind = _framework(obj)
+    backend = _frameworks.backend_of(obj)
     try:
-        return _run_on_device(plan, _device_cast(obj, kind), op, kind)
+        return backend.run_on_device(plan, backend.device_cast(obj), op)
     except (MemoryError, RuntimeError) as error:
-        hint = _memory_hint(kind, error)
+        hint = backend.memory_hint(error)
         if hint is None:
             raise
         raise MemoryError(hint) from error
-
-
-def _run_on_device(plan: Any, obj: Any, op: str, kind: Optional[str]) -> Any:
-    side = plan.canvas_side
-    if kind == "torch":
-        torch = sys.modules["torch"]
-        # The tensor's device current while it is exported (torch >= 2.9 refuses __dlpack__
-        # for another), the caller's restored after.
-        with torch.cuda.device(obj.device):
-            stream = torch.cuda.current_stream(obj.device).cuda_stream
-            out = torch.empty((side, side, 1), dtype=obj.dtype, device=obj.device)
-            plan.run_cuda(obj, op, stream, out)
-        return out
-    if kind == "cupy":
-        cupy = sys.modules["cupy"]
-        with obj.device:
-            stream = cupy.cuda.get_current_stream().ptr
-            out = cupy.empty((side, side, 1), dtype=obj.dtype)
-            plan.run_cuda(obj, op, stream, out)
-        return out
-    if kind == "tensorflow":
-        tf = sys.modules["tensorflow"]
-        canvas = plan.run_cuda(tf.experimental.dlpack.to_dlpack(obj), op)
-        return tf.experimental.dlpack.from_dlpack(canvas.__dlpack__())
-    canvas = plan.run_cuda(obj, op)
-    if kind == "jax":
-        return sys.modules["jax"].dlpack.from_dlpack(canvas)
-    return canvas  # a DeviceArray: any framework imports it with from_dlpack
-
-
-def _differentiable(
-    kernel: Any, x: Any, offsets: Any, static_shape: Any, gpu: Optional[Callable[[Any], Any]] = None
-) -> Any:
-    """Runs ``kernel`` through the autodiff of the framework ``x`` or ``offsets`` belongs to,
-    when one must differentiate it (a TF tensor, a torch tensor that requires grad, a JAX
-    tracer); returns ``NotImplemented`` otherwise."""
-    adapter = _frameworks.adapter_for(x, offsets)
-    if adapter is _frameworks.tensorflow_adapter:
-        return adapter.apply(kernel, x, offsets, static_shape(None))
-    if adapter is _frameworks.torch_adapter:
-        return adapter.apply(kernel, x, offsets, gpu)
-    if adapter is _frameworks.jax_adapter:
-        return adapter.apply(kernel, x, offsets, static_shape(adapter))
-    return NotImplemented
 
 
 def _stitch(
     obj_tensor: Any, global_offsets: Any, M: Any, op: str, reference: bool, threads: Any, canvas_side: Any = None
 ) -> Any:
     crop, workers = _crop(M), _threads(threads)
-
-    def canvas_shape(jax: Any) -> Any:
-        if jax is None:
-            return [None, None, 1]
-        if canvas_side is not None:
-            side = _positive("canvas_side", canvas_side)
-            return (side, side, 1)
-        offsets = jax.concrete(global_offsets)
-        if offsets is None:
-            raise ValueError(
-                "the canvas side depends on the offsets' values, which JAX is tracing here (jit, grad or "
-                "vmap over the offsets): pass canvas_side=, e.g. Plan(offsets0, N, M).canvas_shape[0]"
-            )
-        side = kernel.plan(obj_tensor, offsets).canvas_side
-        return (side, side, 1)
+    side = None if canvas_side is None else _positive("canvas_side", canvas_side)
 
     def gpu(obj: Any) -> Any:
         if reference:
@@ -475,21 +277,16 @@ def _stitch(
                 "or call shift_and_sum / reassemble_position, which give the same bits on the GPU"
             )
         plan = _native.Plan(_offsets(_host(global_offsets)), _patch_side(obj), crop, 0)
-        _warn(plan.warnings)
+        _warn(plan.warnings, stacklevel=7)
         return _run_on_gpu(plan, obj, op)
-
-    kernel = _kernels.Reassembly(op, crop, workers, reference, _warn_from_callback)
-    # The reference runs on the host even for CUDA tensors that require grad.
-    result = _differentiable(kernel, obj_tensor, global_offsets, canvas_shape, None if reference else gpu)
-    if result is not NotImplemented:
-        return result
 
     def compute(obj: Any, offsets: Any) -> np.ndarray:
         out, texts = _native.stitch(_patches(obj), _offsets(offsets), crop, op, reference, workers)
-        _warn(texts)
+        _warn(texts, stacklevel=7)  # _warn ← compute ← run ← _call ← _stitch ← public ← caller
         return out[:, :, np.newaxis]
 
-    return _like(obj_tensor, (obj_tensor, global_offsets), compute, gpu)
+    kernel = _kernels.Reassembly(op, crop, workers, reference, _warn_from_callback, side)
+    return _call(kernel, (obj_tensor, global_offsets), compute, gpu)
 
 
 def shift_and_sum(
@@ -585,31 +382,7 @@ def extract_patches_position(
         raise ValueError(f"offsets_xy holds {per_image} offsets per image; gridsize={gridsize} needs {int(gridsize) ** 2}")
     if img_shape[0] is not None and img_shape[0] != off_shape[0]:
         raise ValueError(f"imgs has {img_shape[0]} images but offsets_xy has {off_shape[0]}")
-    kernel = _kernels.Extract(N, per_image, _threads(threads))
-
-    def out_shape(jax: Any) -> Any:
-        shape = kernel.out_shape(img_shape)
-        return list(shape) if jax is None else tuple(shape)
-
-    result = _differentiable(kernel, imgs, offsets_xy, out_shape)
-    if result is not NotImplemented:
-        return result
-    return _like(imgs, (imgs, offsets_xy), kernel.forward)
-
-
-def _region_apply(kernel: Any, patches: Any, positions: Any) -> Any:
-    """Runs a region kernel through the autodiff of the caller's framework: TensorFlow for any TF
-    tensor (eager on any device, or symbolic), torch for any torch tensor (CPU or CUDA, through
-    the host), JAX for tracers; anything else (NumPy, concrete JAX arrays) through ``_like``."""
-    shape = tuple(getattr(patches, "shape", np.shape(patches)))
-    shape = tuple(None if d is None else int(d) for d in shape)
-    if _tf_for(patches, positions) is not None:
-        return _frameworks.tensorflow_adapter.apply(kernel, patches, positions, list(kernel.out_shape(shape)))
-    if "torch" in (_framework(patches), _framework(positions)):
-        return _frameworks.torch_adapter.apply(kernel, patches, positions)
-    if _frameworks.jax_adapter.wants(patches, positions):
-        return _frameworks.jax_adapter.apply(kernel, patches, positions, kernel.out_shape(shape))
-    return _like(patches, (patches, positions), kernel.forward)
+    return _call(_kernels.Extract(N, per_image, _threads(threads)), (imgs, offsets_xy))
 
 
 def reassemble_regions(
@@ -677,17 +450,17 @@ def reassemble_regions(
     )
     kernel.dims(tuple(getattr(patches, "shape", np.shape(patches))))  # a clear error for a wrong rank
     if not isinstance(weights, str) and not isinstance(weights, np.ndarray):
-        if _frameworks.torch_adapter.wants(weights):
-            # A learnt weight (a probe): its gradient through the weights' cotangent.
-            return _frameworks.torch_adapter.apply_weighted(kernel, patches, positions, weights)
-        tf = _tf_for(weights)
-        if (tf is not None and isinstance(weights, tf.Variable)) or _frameworks.jax_adapter.wants(weights):
+        owner = _frameworks.backend_of(weights)
+        if owner.learnt(weights):
+            if owner.apply_weighted is not None:
+                # A learnt weight (a probe): its gradient through the weights' cotangent.
+                return owner.apply_weighted(kernel, patches, positions, weights)
             raise TypeError(
-                "weights that are being differentiated are supported with torch tensors only (requires_grad); "
-                "pass TensorFlow or JAX weights as constants (NumPy), or compute them in torch"
+                f"weights that are being differentiated are supported with torch tensors only (requires_grad); "
+                f"pass {owner.name} weights as constants (NumPy), or compute them in torch"
             )
-        kernel.weights = _host(weights.detach() if _framework(weights) == "torch" else weights)
-    return _region_apply(kernel, patches, positions)
+        kernel.weights = _host(owner.readable(weights))
+    return _call(kernel, (patches, positions))
 
 
 def extract_regions(
@@ -707,7 +480,7 @@ def extract_regions(
     if len(shape) < 3 or shape[-1] != 2:
         raise ValueError(f"positions have shape {shape}; expected (B, C, 1, 2) or (B, C, 2) [x, y]")
     kernel = _region.ExtractKernel(_positive("N", N), int(shape[1]), convention, _threads(threads))
-    return _region_apply(kernel, regions, positions)
+    return _call(kernel, (regions, positions))
 
 
 class Plan:
@@ -724,7 +497,7 @@ class Plan:
     __slots__ = ("_plan", "_offsets", "_crop", "_threads")
 
     def __init__(self, global_offsets: Any, patch_size: int, M: int = 10, *, threads: Optional[int] = None) -> None:
-        if _frameworks.torch_adapter.wants(global_offsets) or _frameworks.jax_adapter.wants(global_offsets):
+        if _frameworks.autodiff_for(global_offsets) not in (None, _frameworks.TENSORFLOW):
             raise TypeError(
                 "a Plan fixes its offsets, so it cannot give their gradient: pass them detached (or as NumPy), "
                 "or call reassemble_position / shift_and_sum for gradients with respect to the offsets"
@@ -763,14 +536,11 @@ class Plan:
         return self._plan.weights()[:, :, np.newaxis]
 
     def _run(self, obj: Any, op: str) -> Any:
-        if _frameworks.adapter_for(obj) is not None:
-            # A gradient is wanted (a TF tensor, a torch tensor that requires grad, a JAX tracer):
-            # the free function's differentiable path with this plan's offsets as constants.
-            return _stitch(obj, self._offsets, self._crop, op, False, self._threads, self._plan.canvas_side)
-        return _like(
-            obj,
-            (obj,),
-            lambda o: self._plan.run(_patches(o), op)[:, :, np.newaxis],
+        kernel = _kernels.Reassembly(op, self._crop, self._threads, canvas_side=self._plan.canvas_side)
+        return _call(
+            kernel,
+            (obj, self._offsets),
+            lambda o, _: self._plan.run(_patches(o), op)[:, :, np.newaxis],
             lambda o: _run_on_gpu(self._plan, o, op),
         )
 

@@ -1,10 +1,14 @@
 """Framework-neutral operations with their vector-Jacobian products, on NumPy arrays.
 
-Each kernel is what a framework adapter (``ptychostitch._frameworks.*``) needs to make an
-operation differentiable: ``forward(x, offsets)``, ``backward(x, offsets, out, cot, want_x,
+Each kernel declares one operation, once, for every framework and device
+(``ptychostitch._call`` runs it; the backends in ``ptychostitch._frameworks`` make it
+differentiable): ``forward(x, offsets)``; ``backward(x, offsets, out, cot, want_x,
 want_offsets)`` returning the cotangents of ``x`` and of the offsets in their own shapes and
-dtypes, and ``out_shape`` / ``out_dtype``. Cotangents follow TensorFlow's and PyTorch's
-convention for complex values (``dL/dRe + i dL/dIm``); the JAX adapter conjugates around them.
+dtypes; ``out_dtype(x_dtype)``; ``out_shape(x_shape, offsets, exact=False)`` (``offsets`` NumPy
+or None where traced; unknown sizes None unless ``exact``, where a shape that cannot be known
+raises ``ValueError``). Region kernels are in ``ptychostitch._region``. Cotangents follow
+TensorFlow's and PyTorch's convention for complex values (``dL/dRe + i dL/dIm``); the JAX
+backend conjugates around them.
 """
 
 from __future__ import annotations
@@ -68,14 +72,31 @@ def _like_input(grad: Optional[np.ndarray], like: np.ndarray) -> Optional[np.nda
 class Reassembly:
     """``shift_and_sum`` or ``reassemble_position`` (``op``) with crop ``M``."""
 
-    def __init__(self, op: str, crop: int, threads: int, reference: bool = False, warn: Any = None) -> None:
+    def __init__(
+        self, op: str, crop: int, threads: int, reference: bool = False, warn: Any = None,
+        canvas_side: Optional[int] = None,
+    ) -> None:
         self.op, self.crop, self.threads, self.reference = op, crop, threads, reference
-        self.warn = warn
+        self.warn, self.canvas_side = warn, canvas_side
 
-    def plan(self, x: np.ndarray, offsets: np.ndarray) -> Any:
-        shape = np.shape(x)
-        side = int(shape[1]) if len(shape) >= 2 else 1
+    def plan(self, x: Any, offsets: np.ndarray) -> Any:
+        shape = x if isinstance(x, tuple) else np.shape(x)
+        side = int(shape[1]) if len(shape) >= 2 and shape[1] is not None else 1
         return _native.Plan(as_offsets(offsets), side, self.crop, self.threads)
+
+    def out_shape(self, x_shape: Tuple[Any, ...], offsets: Optional[np.ndarray], exact: bool = False) -> Tuple[Any, ...]:
+        """``(S, S, 1)``: ``S`` from ``canvas_side`` or the offsets' values."""
+        if not exact:
+            return (None, None, 1)
+        if self.canvas_side is not None:
+            return (self.canvas_side, self.canvas_side, 1)
+        if offsets is None:
+            raise ValueError(
+                "the canvas side depends on the offsets' values, which JAX is tracing here (jit, grad or "
+                "vmap over the offsets): pass canvas_side=, e.g. Plan(offsets0, N, M).canvas_shape[0]"
+            )
+        side = self.plan(x_shape, offsets).canvas_side
+        return (side, side, 1)
 
     def out_dtype(self, x_dtype: Any) -> np.dtype:
         return compute_dtype(x_dtype)
@@ -117,7 +138,7 @@ class Extract:
             self.patch_size, self.threads,
         )
 
-    def out_shape(self, imgs_shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    def out_shape(self, imgs_shape: Tuple[Any, ...], offsets: Any = None, exact: bool = False) -> Tuple[Any, ...]:
         b = imgs_shape[0]
         return (None if b is None else int(b) * self.per_image, self.patch_size, self.patch_size, 1)
 

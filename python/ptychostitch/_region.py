@@ -136,7 +136,7 @@ class RegionKernel:
     def weight_array(self, n: int) -> np.ndarray:
         return weights_array(self.weights, n)
 
-    def out_shape(self, patches_shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    def out_shape(self, patches_shape: Tuple[Any, ...], positions: Any = None, exact: bool = False) -> Tuple[Any, ...]:
         b = self.dims(patches_shape)[0]
         b = None if b is None else int(b)
         return (b, self.side, self.side, 1) if self.layout == "tf" else (b, self.side, self.side)
@@ -212,7 +212,7 @@ class ExtractKernel:
             self.convention,
         )
 
-    def out_shape(self, regions_shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    def out_shape(self, regions_shape: Tuple[Any, ...], positions: Any = None, exact: bool = False) -> Tuple[Any, ...]:
         b = regions_shape[0]
         return (None if b is None else int(b), self.channels, self.patch_size, self.patch_size)
 

@@ -166,3 +166,30 @@ def test_the_sdist_without_rust_says_so_in_one_line(tmp_path, index):
     for sign in ("Traceback", "rustup-init", "puccinialin", "SSL", "maturin"):
         assert sign not in text, (sign, text)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_the_native_stubs_name_everything_the_extension_has():
+    """Issue 22: `_native.pyi` says what the extension module holds: every public function,
+    class and method of `ptychostitch._native` is in the stub, and nothing the stub names is
+    missing from the module (CUDA-only names may be absent from a build without CUDA)."""
+    import ast
+
+    from ptychostitch import _native
+
+    tree = ast.parse((Path(ps.__file__).parent / "_native.pyi").read_text())
+    stub = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            stub[node.name] = None
+        elif isinstance(node, ast.ClassDef):
+            stub[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+    public = {name: obj for name, obj in vars(_native).items() if not name.startswith("_")}
+    for name, obj in public.items():
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            continue
+        assert name in stub, f"_native.{name} is not in _native.pyi"
+        if isinstance(obj, type):
+            methods = {m for m in vars(obj) if not m.startswith("_")}
+            assert methods == stub[name], (name, methods ^ stub[name])
+    cuda_only = {"DeviceArray", "dlpack_probe"}
+    assert set(stub) - set(public) <= cuda_only, set(stub) - set(public)

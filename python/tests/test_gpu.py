@@ -158,10 +158,12 @@ def test_nvrtc_is_looked_for_in_this_environments_nvidia_folders(tmp_path, monke
 
 def test_out_of_gpu_memory_names_the_framework_setting():
     error = MemoryError("out of memory: could not allocate 1.0 GiB for the canvas on NVIDIA H200")
-    assert "set_memory_growth" in ps._memory_hint("tensorflow", error)
-    assert "XLA_PYTHON_CLIENT_PREALLOCATE=false" in ps._memory_hint("jax", RuntimeError("CUDA_ERROR_OUT_OF_MEMORY"))
-    assert ps._memory_hint("torch", error) is None
-    assert ps._memory_hint("jax", RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")) is None
+    from ptychostitch import _frameworks as fw
+
+    assert "set_memory_growth" in fw.TENSORFLOW.memory_hint(error)
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE=false" in fw.JAX.memory_hint(RuntimeError("CUDA_ERROR_OUT_OF_MEMORY"))
+    assert fw.TORCH.memory_hint(error) is None
+    assert fw.JAX.memory_hint(RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")) is None
 
 
 # --- With a GPU -------------------------------------------------------------------------------

@@ -1,23 +1,44 @@
-"""One small adapter per framework that makes a kernel (``ptychostitch._kernels``)
-differentiable in that framework's autodiff.
+"""One backend per framework (``base.Backend`` and its subclasses): everything that names a
+framework lives in its backend, and ``ptychostitch._call`` runs every operation through them.
 
-Every adapter module has ``wants(*values) -> bool`` (is this call for me?) and
-``apply(kernel, x, offsets, **options)`` (run the kernel, return the framework's array with a
-gradient attached). :func:`adapter_for` picks the first that wants a call.
+- :func:`autodiff_for` picks the backend whose autodiff must differentiate a call (a TF tensor,
+  a torch tensor that requires grad, a JAX tracer);
+- :func:`host_for` picks the backend that runs a call without autodiff (TensorFlow where any
+  input is a TF tensor, else the patches' framework, else NumPy's).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from . import jax_adapter, tensorflow_adapter, torch_adapter
+from . import cupy_backend, jax_adapter, tensorflow_adapter, torch_adapter
+from .base import CUDA, HOST_DEVICES, Backend, dlpack_device
 
-ADAPTERS = (tensorflow_adapter, torch_adapter, jax_adapter)
+NUMPY = Backend()
+BACKENDS = (tensorflow_adapter.BACKEND, torch_adapter.BACKEND, jax_adapter.BACKEND, cupy_backend.BACKEND)
+TENSORFLOW, TORCH, JAX, CUPY = BACKENDS
+
+__all__ = ["BACKENDS", "CUDA", "HOST_DEVICES", "NUMPY", "Backend", "autodiff_for", "backend_of", "dlpack_device", "host_for"]
 
 
-def adapter_for(*values: Any) -> Optional[Any]:
-    """The adapter whose framework must differentiate a call on ``values``, or None."""
-    for adapter in ADAPTERS:
-        if adapter.wants(*values):
-            return adapter
+def backend_of(value: Any) -> Backend:
+    """The backend of ``value``'s framework (NumPy's for anything else)."""
+    for backend in BACKENDS:
+        if backend.owns(value):
+            return backend
+    return NUMPY
+
+
+def autodiff_for(*values: Any) -> Optional[Backend]:
+    """The backend whose autodiff must differentiate a call on ``values``, or None."""
+    for backend in BACKENDS:
+        if backend.wants(*values):
+            return backend
     return None
+
+
+def host_for(*values: Any) -> Backend:
+    """The backend that runs a call on ``values`` without autodiff."""
+    if any(TENSORFLOW.owns(v) for v in values):
+        return TENSORFLOW
+    return backend_of(values[0])

@@ -10,16 +10,18 @@ offsets give another side raises ``ValueError``. ``vmap`` runs the callbacks onc
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
+
+from .base import Backend
 
 
 def _jax() -> Any:
     return sys.modules.get("jax")
 
 
-def wants(*values: Any) -> bool:
+def _wants(*values: Any) -> bool:
     jax = _jax()
     if jax is None:
         return False
@@ -34,9 +36,10 @@ def concrete(value: Any) -> Optional[np.ndarray]:
     return np.asarray(value)
 
 
-def apply(kernel: Any, x: Any, offsets: Any, out_shape: Tuple[int, ...], check: Any = None) -> Any:
+def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
     jax = _jax()
     jnp = jax.numpy
+    out_shape = tuple(kernel.out_shape(tuple(np.shape(x)), concrete(offsets), exact=True))
     x = jnp.asarray(x)
     offsets = jnp.asarray(offsets)
     if not jnp.issubdtype(offsets.dtype, jnp.floating):
@@ -72,3 +75,53 @@ def apply(kernel: Any, x: Any, offsets: Any, out_shape: Tuple[int, ...], check: 
 
     op.defvjp(fwd, bwd)
     return op(x, offsets)
+
+
+class JaxBackend(Backend):
+    """JAX arrays: ``custom_vjp`` for tracers, DLPack for concrete arrays."""
+
+    name = "jax"
+
+    def owns(self, value: Any) -> bool:
+        return type(value).__module__.split(".")[0] in ("jax", "jaxlib") and _jax() is not None
+
+    def wants(self, *values: Any) -> bool:
+        return _wants(*values)
+
+    def apply(self, kernel: Any, x: Any, offsets: Any, gpu: Optional[Any] = None) -> Any:
+        return _apply(kernel, x, offsets)
+
+    def learnt(self, value: Any) -> bool:
+        return _wants(value)
+
+    def readable(self, value: Any) -> Any:
+        return value.astype("float32") if "bfloat16" in str(getattr(value, "dtype", "")) else value
+
+    def from_host(self, result: np.ndarray, like: Any) -> Any:
+        jax = _jax()
+        out = jax.numpy.from_dlpack(result)
+        devices = list(getattr(like, "devices", lambda: [])())
+        if devices and devices[0].platform != "cpu":
+            out = jax.device_put(out, devices[0])
+        return out
+
+    def device_cast(self, obj: Any) -> Any:
+        from .._kernels import compute_dtype
+
+        target = compute_dtype(obj.dtype)
+        return obj if obj.dtype == target else obj.astype(target)
+
+    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
+        return _jax().dlpack.from_dlpack(plan.run_cuda(obj, op))
+
+    def memory_hint(self, error: BaseException) -> Optional[str]:
+        text = str(error)
+        if not (isinstance(error, MemoryError) or "OUT_OF_MEMORY" in text):
+            return None
+        return (
+            f"{text}; JAX preallocates 75% of GPU memory by default: set XLA_PYTHON_CLIENT_PREALLOCATE=false "
+            "(or a smaller XLA_PYTHON_CLIENT_MEM_FRACTION) before JAX starts"
+        )
+
+
+BACKEND = JaxBackend()

@@ -8,8 +8,11 @@ a clear ``TypeError`` instead of XLA's error about an unsupported ``PyFunc``.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+
+from .base import Backend
 
 
 SECOND_ORDER = (
@@ -22,14 +25,40 @@ def _tf() -> Any:
     return sys.modules.get("tensorflow")
 
 
-def wants(*values: Any) -> bool:
+def _is_tf(tf: Any, value: Any) -> bool:
+    return isinstance(value, (tf.Tensor, tf.Variable))
+
+
+def _symbolic(tf: Any, value: Any) -> bool:
+    return isinstance(value, tf.Tensor) and bool(tf.is_symbolic_tensor(value))
+
+
+def on_gpu(value: Any) -> bool:
+    """An eager TensorFlow tensor (or variable) held by a GPU."""
     tf = _tf()
-    if tf is None:
+    return _is_tf(tf, value) and not _symbolic(tf, value) and "GPU" in (value.device or "")
+
+
+def recording() -> bool:
+    """A ``GradientTape`` or ``ForwardAccumulator`` could record an operation now (True where
+    TensorFlow's internals do not say: a gradient is never dropped for speed)."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:
+        return True
+    try:
+        return bool(record.could_possibly_record())
+    except Exception:
+        return True
+
+
+def _wants(*values: Any) -> bool:
+    """Any TF tensor: through ``tf.custom_gradient``, except eager GPU patches when nothing
+    records gradients (those run on the device path, which has no TF gradient)."""
+    tf = _tf()
+    if tf is None or not any(_is_tf(tf, v) for v in values):
         return False
-    return any(isinstance(v, (tf.Tensor, tf.Variable)) for v in values) and not any(
-        isinstance(v, (tf.Tensor, tf.Variable)) and not tf.is_symbolic_tensor(v) and "GPU" in (v.device or "")
-        for v in values[:1]
-    )
+    return not (on_gpu(values[0]) and not recording())
 
 
 def _refuse_xla(tf: Any) -> None:
@@ -45,9 +74,10 @@ def _refuse_xla(tf: Any) -> None:
         )
 
 
-def apply(kernel: Any, x: Any, offsets: Any, static_shape: Any = None) -> Any:
+def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
     tf = _tf()
     _refuse_xla(tf)
+    static_shape = list(kernel.out_shape(tuple(None if d is None else int(d) for d in x.shape), None))
     x = tf.convert_to_tensor(x)
     offsets = tf.convert_to_tensor(offsets)
     if not offsets.dtype.is_floating:
@@ -57,7 +87,7 @@ def apply(kernel: Any, x: Any, offsets: Any, static_shape: Any = None) -> Any:
     @tf.custom_gradient
     def op(x: Any, offsets: Any) -> Any:
         out = tf.numpy_function(kernel.forward, [x, offsets], out_dtype, stateful=False, name="ptychostitch")
-        out.set_shape(static_shape if static_shape is not None else [None, None, 1])
+        out.set_shape(static_shape)
 
         @tf.custom_gradient
         def backward(cot: Any) -> Any:
@@ -79,3 +109,58 @@ def apply(kernel: Any, x: Any, offsets: Any, static_shape: Any = None) -> Any:
         return out, grad
 
     return op(x, offsets)
+
+
+class TensorFlowBackend(Backend):
+    """TensorFlow tensors and variables: ``tf.custom_gradient``, ``tf.numpy_function`` in graphs."""
+
+    name = "tensorflow"
+
+    def owns(self, value: Any) -> bool:
+        tf = _tf()
+        return tf is not None and _is_tf(tf, value)
+
+    def wants(self, *values: Any) -> bool:
+        return _wants(*values)
+
+    def apply(self, kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
+        return _apply(kernel, x, offsets)
+
+    def learnt(self, value: Any) -> bool:
+        return isinstance(value, _tf().Variable)
+
+    def run(self, compute: Callable[..., np.ndarray], inputs: Sequence[Any], gpu: Optional[Callable[[Any], Any]]) -> Any:
+        """Eager GPU patches on the device path; otherwise computed on the host and returned as a
+        ``tf.Tensor`` (a tensor in, a tensor out: PtychoPINN code calls ``.numpy()`` on it)."""
+        tf = _tf()
+        obj = inputs[0]
+        if gpu is not None and on_gpu(obj):
+            return gpu(obj)
+        result = compute(*[v.numpy() if _is_tf(tf, v) else v for v in inputs])
+        return tf.convert_to_tensor(result) if _is_tf(tf, obj) else result
+
+    def to_host(self, value: Any) -> Any:
+        return np.asarray(value)
+
+    def device_cast(self, obj: Any) -> Any:
+        tf = _tf()
+        target = tf.complex64 if obj.dtype.is_complex else tf.float32
+        obj = tf.convert_to_tensor(obj)
+        return obj if obj.dtype == target else tf.cast(obj, target)
+
+    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
+        tf = _tf()
+        canvas = plan.run_cuda(tf.experimental.dlpack.to_dlpack(obj), op)
+        return tf.experimental.dlpack.from_dlpack(canvas.__dlpack__())
+
+    def memory_hint(self, error: BaseException) -> Optional[str]:
+        text = str(error)
+        if not (isinstance(error, MemoryError) or "OUT_OF_MEMORY" in text):
+            return None
+        return (
+            f"{text}; TensorFlow reserves nearly all GPU memory by default: call "
+            "tf.config.experimental.set_memory_growth(gpu, True) for each GPU before TensorFlow first uses it"
+        )
+
+
+BACKEND = TensorFlowBackend()

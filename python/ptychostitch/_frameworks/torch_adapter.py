@@ -21,12 +21,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .base import Backend
+
 
 def _torch() -> Any:
     return sys.modules.get("torch")
 
 
-def wants(*values: Any) -> bool:
+def _wants(*values: Any) -> bool:
     torch = _torch()
     if torch is None or not torch.is_grad_enabled():
         return False
@@ -134,8 +136,8 @@ def _weighted_function() -> Any:
     return _WEIGHTED
 
 
-def apply_weighted(kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:
-    """Like :func:`apply`, with the weights a differentiable torch tensor."""
+def _apply_weighted(kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:
+    """Like :func:`_apply`, with the weights a differentiable torch tensor."""
     torch = _torch()
     run = _weighted_function().apply
     dynamo = sys.modules.get("torch._dynamo")
@@ -150,6 +152,15 @@ def apply_weighted(kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:
     return run(kernel, x, offsets, weights)
 
 
+def _refuse_functorch(*values: Any) -> None:
+    if any(_functorch_wrapped(v) for v in values):
+        raise TypeError(
+            "ptychostitch runs its kernels on host arrays and does not support torch.func transforms "
+            "(vmap, grad, jacrev, functional_call): use torch.autograd (loss.backward(), torch.autograd.grad) "
+            "and a Python loop for batches"
+        )
+
+
 def _functorch_wrapped(value: Any) -> bool:
     """A tensor inside a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, …)."""
     try:
@@ -159,14 +170,9 @@ def _functorch_wrapped(value: Any) -> bool:
     return isinstance(value, _torch().Tensor) and bool(_functorch.is_functorch_wrapped_tensor(value))
 
 
-def apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
+def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
     torch = _torch()
-    if _functorch_wrapped(x) or _functorch_wrapped(offsets):
-        raise TypeError(
-            "ptychostitch runs its kernels on host arrays and does not support torch.func transforms "
-            "(vmap, grad, jacrev, functional_call): use torch.autograd (loss.backward(), torch.autograd.grad) "
-            "and a Python loop for batches"
-        )
+    _refuse_functorch(x, offsets)
     run = _function().apply
     dynamo = sys.modules.get("torch._dynamo")
     if dynamo is not None:
@@ -182,3 +188,59 @@ def apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]]
         # through the cast in the offsets' own dtype.
         offsets = offsets.to(torch.float64)
     return run(kernel, gpu, x, offsets)
+
+
+class TorchBackend(Backend):
+    """torch tensors: autograd, DLPack, the caller's CUDA stream and allocator."""
+
+    name = "torch"
+
+    def owns(self, value: Any) -> bool:
+        return type(value).__module__.split(".")[0] == "torch" and _torch() is not None
+
+    def wants(self, *values: Any) -> bool:
+        return _wants(*values)
+
+    def apply(self, kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
+        return _apply(kernel, x, offsets, gpu)
+
+    def learnt(self, value: Any) -> bool:
+        return _wants(value)
+
+    def apply_weighted(self, kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:  # type: ignore[override]
+        """A region reassembly differentiable with respect to its weights too."""
+        return _apply_weighted(kernel, x, offsets, weights)
+
+    def readable(self, value: Any) -> Any:
+        # Detached (no autodiff wanted here); a lazy conjugate or negation (x.conj(), -x views)
+        # is not exportable through DLPack; NumPy reads no bfloat16 (float32 holds it exactly).
+        _refuse_functorch(value)
+        value = value.detach().resolve_conj().resolve_neg()
+        return value.float() if value.dtype == _torch().bfloat16 else value
+
+    def to_host(self, value: Any) -> Any:
+        return value.detach().cpu().numpy()
+
+    def from_host(self, result: np.ndarray, like: Any) -> Any:
+        out = _torch().from_dlpack(result)
+        return out if like.device.type == "cpu" else out.to(like.device)
+
+    def device_cast(self, obj: Any) -> Any:
+        torch = _torch()
+        target = torch.complex64 if obj.is_complex() else torch.float32
+        obj = self.readable(obj)
+        return obj if obj.dtype == target else obj.to(target)
+
+    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
+        torch = _torch()
+        side = plan.canvas_side
+        # The tensor's device current while it is exported (torch >= 2.9 refuses __dlpack__
+        # for another), the caller's restored after.
+        with torch.cuda.device(obj.device):
+            stream = torch.cuda.current_stream(obj.device).cuda_stream
+            out = torch.empty((side, side, 1), dtype=obj.dtype, device=obj.device)
+            plan.run_cuda(obj, op, stream, out)
+        return out
+
+
+BACKEND = TorchBackend()

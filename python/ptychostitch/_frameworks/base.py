@@ -1,0 +1,105 @@
+"""What every framework backend does, and what a plain array (NumPy, or any DLPack producer
+this package has no backend for) gets.
+
+A backend answers, for arrays of its framework: is this value mine (``owns``), must a call on
+these values be differentiated (``wants``), how NumPy reads it (``readable``, ``to_host``), how
+a NumPy result goes back (``from_host``), how it runs on its GPU (``device_cast``,
+``run_on_device``, ``memory_hint``), and how an operation becomes differentiable (``apply``).
+Everything that names a framework lives in its backend; ``ptychostitch._call`` is the one place
+that runs an operation, through these methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+# DLPack device types whose memory the CPU can read: kDLCPU, kDLCUDAHost, kDLCUDAManaged.
+HOST_DEVICES = (1, 3, 13)
+# kDLCUDA: memory the GPU path reads in place.
+CUDA = 2
+
+
+def dlpack_device(value: Any) -> Optional[int]:
+    """The DLPack device type of a non-NumPy array that speaks DLPack (torch, JAX, CuPy, …)."""
+    if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack_device__"):
+        return None
+    try:
+        return int(value.__dlpack_device__()[0])
+    except Exception:  # a broken producer: treat it as array-like
+        return None
+
+
+class Backend:
+    """NumPy and other array-likes; the defaults every framework backend starts from."""
+
+    name = "numpy"
+
+    def owns(self, value: Any) -> bool:
+        """``value`` is one of this framework's arrays."""
+        return False
+
+    def wants(self, *values: Any) -> bool:
+        """A call on ``values`` must go through this framework's autodiff (``apply``)."""
+        return False
+
+    def apply(self, kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
+        """``kernel`` on ``(x, offsets)`` as a differentiable operation of this framework."""
+        raise NotImplementedError(f"{self.name} has no autodiff")
+
+    def learnt(self, value: Any) -> bool:
+        """``value`` is being differentiated (a parameter whose gradient is wanted)."""
+        return False
+
+    #: ``apply_weighted(kernel, x, positions, weights)``: a region reassembly differentiable with
+    #: respect to its weights too, where the framework has it (torch), else None.
+    apply_weighted: Optional[Callable[..., Any]] = None
+
+    def readable(self, value: Any) -> Any:
+        """``value`` as NumPy can import it through DLPack (no autodiff wanted here)."""
+        return value
+
+    def to_host(self, value: Any) -> Any:
+        """``value`` (in device memory) copied to a NumPy array."""
+        return np.asarray(value)
+
+    def from_host(self, result: np.ndarray, like: Any) -> Any:
+        """A NumPy ``result`` as ``like``'s array type, on ``like``'s device."""
+        return result
+
+    def device_cast(self, obj: Any) -> Any:
+        """Patches in GPU memory as complex64 or float32 (the native layer checks the dtype)."""
+        return obj
+
+    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
+        """The ``(S, S, 1)`` canvas of ``obj`` (in GPU memory) by the native ``plan``: a
+        ``DeviceArray``, which any framework imports with ``from_dlpack``."""
+        return plan.run_cuda(obj, op)
+
+    def memory_hint(self, error: BaseException) -> Optional[str]:
+        """What to add to an out-of-GPU-memory error this framework is the likely cause of."""
+        return None
+
+    def run(self, compute: Callable[..., np.ndarray], inputs: Sequence[Any], gpu: Optional[Callable[[Any], Any]]) -> Any:
+        """``compute`` on NumPy views of ``inputs`` (the first one the patches), the result in
+        the patches' array type; patches in CUDA memory go to ``gpu`` where the operation has a
+        device path, else through the host and back to their device."""
+        from . import backend_of
+
+        owners = [backend_of(v) for v in inputs]
+        inputs = tuple(b.readable(v) for b, v in zip(owners, inputs))
+        devices = [dlpack_device(v) for v in inputs]
+        obj = inputs[0]
+        if all(d is None for d in devices):
+            return compute(*inputs)
+        if devices[0] == CUDA and gpu is not None:
+            return gpu(obj)
+        if devices[0] is not None and devices[0] not in HOST_DEVICES and devices[0] != CUDA:
+            raise TypeError(
+                f"{type(obj).__module__}.{type(obj).__name__} lives on an accelerator the GPU path does not "
+                f"read (DLPack device type {devices[0]}; CUDA is 2): pass a CPU copy"
+            )
+        host = tuple(np.from_dlpack(v) if d in HOST_DEVICES else b.to_host(v) for b, v, d in zip(owners, inputs, devices))
+        result = compute(*host)
+        return owners[0].from_host(result, obj) if devices[0] is not None else result

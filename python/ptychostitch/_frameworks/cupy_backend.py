@@ -1,0 +1,49 @@
+"""CuPy arrays: no autodiff; on the GPU path, the caller's current stream and CuPy's allocator."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from .base import Backend
+
+
+def _cupy() -> Any:
+    return sys.modules.get("cupy")
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+
+    def owns(self, value: Any) -> bool:
+        return type(value).__module__.split(".")[0] == "cupy" and _cupy() is not None
+
+    def readable(self, value: Any) -> Any:
+        return value.astype("float32") if "bfloat16" in str(getattr(value, "dtype", "")) else value
+
+    def to_host(self, value: Any) -> Any:
+        return value.get()
+
+    def from_host(self, result: np.ndarray, like: Any) -> Any:
+        with like.device:
+            return _cupy().asarray(result)
+
+    def device_cast(self, obj: Any) -> Any:
+        from .._kernels import compute_dtype
+
+        target = compute_dtype(obj.dtype)
+        return obj if obj.dtype == target else obj.astype(target)
+
+    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
+        cupy = _cupy()
+        side = plan.canvas_side
+        with obj.device:
+            stream = cupy.cuda.get_current_stream().ptr
+            out = cupy.empty((side, side, 1), dtype=obj.dtype)
+            plan.run_cuda(obj, op, stream, out)
+        return out
+
+
+BACKEND = CupyBackend()
