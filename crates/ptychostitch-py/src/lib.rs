@@ -8,8 +8,8 @@ use ndarray::{Array2, Array3, ArrayViewD, Ix2, Ix3};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn};
 use ptychostitch::geometry::patch_stack;
 use ptychostitch::{
-    Complex32, Error, Extraction as CoreExtraction, Gradients, Interrupt, Operation,
-    Plan as CorePlan, Sample, Wrt,
+    Complex32, Error, Extraction as CoreExtraction, Gradients, Implementation, Interrupt,
+    Operation, Plan as CorePlan, Sample, Wrt,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -18,6 +18,32 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// `$body` with `$a` bound to the array `$patches` holds, whichever element type
+/// ([`Patches::Complex`] or [`Patches::Real`]): the one place the two arms are written.
+macro_rules! with_sample {
+    ($patches:expr, |$a:ident| $body:expr) => {
+        match $patches {
+            $crate::Patches::Complex($a) => $body,
+            $crate::Patches::Real($a) => $body,
+        }
+    };
+}
+
+/// `$body` with `$a`, `$b` bound to two arrays of one element type; arrays of two types are
+/// a `TypeError` saying `$what` must agree.
+macro_rules! with_sample_pair {
+    ($first:expr, $second:expr, |$a:ident, $b:ident| $body:expr, $what:expr) => {
+        match ($first, $second) {
+            ($crate::Patches::Complex($a), $crate::Patches::Complex($b)) => $body,
+            ($crate::Patches::Real($a), $crate::Patches::Real($b)) => $body,
+            _ => Err(pyo3::exceptions::PyTypeError::new_err(concat!(
+                $what,
+                " must both be complex64 or both float32"
+            ))),
+        }
+    };
+}
 
 mod files;
 #[cfg(feature = "cuda")]
@@ -79,17 +105,12 @@ impl Signals {
     }
 }
 
-fn execute<T: Sample>(
-    plan: &CorePlan,
-    patches: ArrayViewD<'_, T>,
-    op: Operation,
-    reference: bool,
-) -> Result<Array2<T>, Error> {
-    match (op, reference) {
-        (Operation::ShiftAndSum, false) => plan.shift_and_sum(patches),
-        (Operation::ReassemblePosition, false) => plan.reassemble_position(patches),
-        (Operation::ShiftAndSum, true) => plan.shift_and_sum_reference(patches),
-        (Operation::ReassemblePosition, true) => plan.reassemble_position_reference(patches),
+/// The implementation a binding's `reference` flag asks for.
+pub(crate) fn implementation(reference: bool) -> Implementation {
+    if reference {
+        Implementation::Reference
+    } else {
+        Implementation::Fast
     }
 }
 
@@ -108,30 +129,19 @@ fn run<'py>(
     op: Operation,
     reference: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match patches {
-        Patches::Complex(a) => {
-            let view = a.as_array();
-            let out = py
-                .detach(|| execute(plan, view, op, reference))
-                .map_err(|e| to_py(e, signals))?;
-            out.into_pyarray(py).into_any()
-        }
-        Patches::Real(a) => {
-            let view = a.as_array();
-            let out = py
-                .detach(|| execute(plan, view, op, reference))
-                .map_err(|e| to_py(e, signals))?;
-            out.into_pyarray(py).into_any()
-        }
+    let how = implementation(reference);
+    with_sample!(patches, |a| {
+        let view = a.as_array();
+        let out = py
+            .detach(|| plan.run(op, how, view))
+            .map_err(|e| to_py(e, signals))?;
+        Ok(out.into_pyarray(py).into_any())
     })
 }
 
 /// The patch side `N`, after checking the stack is `(n, N, N)` or `(n, N, N, 1)`.
 fn patch_size(patches: &Patches<'_>) -> PyResult<usize> {
-    let dims = match patches {
-        Patches::Complex(a) => patch_stack(a.as_array()).map(|s| s.dim()),
-        Patches::Real(a) => patch_stack(a.as_array()).map(|s| s.dim()),
-    };
+    let dims = with_sample!(patches, |a| patch_stack(a.as_array()).map(|s| s.dim()));
     dims.map(|(_, n, _)| n)
         .map_err(|e| to_py(e, &Signals::default()))
 }
@@ -287,21 +297,13 @@ impl Plan {
             .map_err(|_| PyValueError::new_err("window patch indices: must not be negative"))?;
         let (rows, cols) = (rows.0..rows.1, cols.0..cols.1);
         let err = |e| to_py(e, &self.signals);
-        Ok(match patches {
-            Patches::Complex(a) => {
-                let view = a.as_array();
-                py.detach(|| self.inner.window(operation, rows, cols, view, &indices))
-                    .map_err(err)?
-                    .into_pyarray(py)
-                    .into_any()
-            }
-            Patches::Real(a) => {
-                let view = a.as_array();
-                py.detach(|| self.inner.window(operation, rows, cols, view, &indices))
-                    .map_err(err)?
-                    .into_pyarray(py)
-                    .into_any()
-            }
+        with_sample!(patches, |a| {
+            let view = a.as_array();
+            Ok(py
+                .detach(|| self.inner.window(operation, rows, cols, view, &indices))
+                .map_err(err)?
+                .into_pyarray(py)
+                .into_any())
         })
     }
 
@@ -498,15 +500,9 @@ fn plan_vjp<'py, T: Sample + numpy::Element>(
 ) -> PyResult<PyGradients<'py>> {
     let (p, c) = (patches.as_array(), canvas(cotangent.as_array())?);
     let o = output.as_ref().map(|o| canvas(o.as_array())).transpose()?;
+    let how = implementation(reference);
     let g = py
-        .detach(|| match (op, reference) {
-            (Operation::ShiftAndSum, false) => plan.shift_and_sum_vjp(p, c, wrt),
-            (Operation::ShiftAndSum, true) => plan.shift_and_sum_vjp_reference(p, c, wrt),
-            (Operation::ReassemblePosition, false) => plan.reassemble_position_vjp(p, o, c, wrt),
-            (Operation::ReassemblePosition, true) => {
-                plan.reassemble_position_vjp_reference(p, o, c, wrt)
-            }
-        })
+        .detach(|| plan.vjp(op, how, p, o, c, wrt))
         .map_err(|e| to_py(e, signals))?;
     Ok(gradients_to_py(py, g))
 }
@@ -519,14 +515,9 @@ fn extract_typed<'py, T: Sample + numpy::Element>(
     reference: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (plan, v) = (&ext.inner, images.as_array());
+    let how = implementation(reference);
     let out = py
-        .detach(|| {
-            if reference {
-                plan.extract_reference(v)
-            } else {
-                plan.extract(v)
-            }
-        })
+        .detach(|| plan.run(how, v))
         .map_err(|e| to_py(e, &ext.signals))?;
     Ok(out.into_pyarray(py).into_any())
 }
@@ -545,14 +536,9 @@ fn extract_vjp_typed<'py, T: Sample + numpy::Element>(
         images.as_array(),
         stack3(cotangent.as_array(), "cotangent")?,
     );
+    let how = implementation(reference);
     let g = py
-        .detach(|| {
-            if reference {
-                plan.extract_vjp_reference(i, c, wrt)
-            } else {
-                plan.extract_vjp(i, c, wrt)
-            }
-        })
+        .detach(|| plan.vjp(how, i, c, wrt))
         .map_err(|e| to_py(e, &ext.signals))?;
     Ok(gradients_to_py(py, g))
 }
@@ -612,10 +598,7 @@ impl Extraction {
         images: Patches<'py>,
         reference: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match images {
-            Patches::Complex(a) => extract_typed(py, self, a, reference),
-            Patches::Real(a) => extract_typed(py, self, a, reference),
-        }
+        with_sample!(images, |a| extract_typed(py, self, a, reference))
     }
 
     /// The vector–Jacobian product: the images' cotangent `(B, S, S)` and the offsets'
@@ -634,17 +617,12 @@ impl Extraction {
             patches: wrt_images,
             offsets: wrt_offsets,
         };
-        match (images, cotangent) {
-            (Patches::Complex(i), Patches::Complex(c)) => {
-                extract_vjp_typed(py, self, i, c, wrt, reference)
-            }
-            (Patches::Real(i), Patches::Real(c)) => {
-                extract_vjp_typed(py, self, i, c, wrt, reference)
-            }
-            _ => Err(PyTypeError::new_err(
-                "images and cotangent must both be complex64 or both float32",
-            )),
-        }
+        with_sample_pair!(
+            images,
+            cotangent,
+            |i, c| extract_vjp_typed(py, self, i, c, wrt, reference),
+            "images and cotangent"
+        )
     }
 
     /// Output shape `(B·C, N, N)`.

@@ -10,7 +10,7 @@ use ptychostitch::region::{
     Convention, Denominator, Numerator, Region as CoreRegion, RegionOptions, RegionWrt, Threshold,
 };
 use ptychostitch::{Implementation, Sample};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 fn view4<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayView4<'a, T>> {
@@ -135,10 +135,8 @@ impl Region {
         weights: PyReadonlyArrayDyn<'py, f32>,
         reference: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match patches {
-            Patches::Complex(a) => self.reassemble_typed(py, a, weights, reference),
-            Patches::Real(a) => self.reassemble_typed(py, a, weights, reference),
-        }
+        with_sample!(patches, |a| self
+            .reassemble_typed(py, a, weights, reference))
     }
 
     /// The boolean support mask `Σ w > threshold`, `(B, P, P)`.
@@ -177,17 +175,12 @@ impl Region {
             positions: wrt_positions,
             weights: wrt_weights,
         };
-        match (patches, cotangent) {
-            (Patches::Complex(p), Patches::Complex(c)) => {
-                self.vjp_typed(py, p, weights, c, wrt, reference)
-            }
-            (Patches::Real(p), Patches::Real(c)) => {
-                self.vjp_typed(py, p, weights, c, wrt, reference)
-            }
-            _ => Err(PyTypeError::new_err(
-                "patches and cotangent must both be complex64 or both float32",
-            )),
-        }
+        with_sample_pair!(
+            patches,
+            cotangent,
+            |p, c| self.vjp_typed(py, p, weights, c, wrt, reference),
+            "patches and cotangent"
+        )
     }
 
     /// `(B, C, P)`: samples, patches per sample, region side.

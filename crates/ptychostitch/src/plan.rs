@@ -1,5 +1,6 @@
 //! [`Plan`]: the geometry of a scan, built once, executed on many patch stacks.
 
+use crate::Implementation;
 use crate::error::{Error, Result};
 use crate::geometry::{Geometry, ScanWarning, offset_pairs};
 use crate::interrupt::Interrupt;
@@ -274,6 +275,28 @@ impl Plan {
     ) -> Result<Array2<T>> {
         let patches = self.geometry.check_patches(patches)?;
         reference::reassemble_position(&self.geometry, patches, &self.interrupt)
+    }
+
+    /// `op` by `implementation`: the one entry the front ends dispatch through (the named
+    /// methods are this with fixed arguments).
+    pub fn run<T: Sample, D: Dimension>(
+        &self,
+        op: Operation,
+        implementation: Implementation,
+        patches: ArrayView<'_, T, D>,
+    ) -> Result<Array2<T>> {
+        match (op, implementation) {
+            (Operation::ShiftAndSum, Implementation::Fast) => self.shift_and_sum(patches),
+            (Operation::ReassemblePosition, Implementation::Fast) => {
+                self.reassemble_position(patches)
+            }
+            (Operation::ShiftAndSum, Implementation::Reference) => {
+                self.shift_and_sum_reference(patches)
+            }
+            (Operation::ReassemblePosition, Implementation::Reference) => {
+                self.reassemble_position_reference(patches)
+            }
+        }
     }
 
     /// The reference (oracle) weight canvas.

@@ -64,13 +64,6 @@ pub struct Gradients<T> {
     pub offsets: Option<Array2<f64>>,
 }
 
-/// Which forward a VJP differentiates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Path {
-    Reference,
-    Fast,
-}
-
 /// Checks a canvas-shaped argument (`what`: the cotangent or the forward's output) is `(S, S)`
 /// and returns its C-ordered lanes (borrowed, or copied if strided).
 pub(crate) fn canvas_lanes<'v, T: Sample>(
@@ -145,6 +138,7 @@ pub(crate) fn quotient<T: Sample>(
     Ok((gi, gw))
 }
 
+use crate::Implementation;
 use crate::plan::{Operation, Plan};
 use ndarray::{ArrayView, ArrayView3, Dimension};
 
@@ -176,8 +170,8 @@ impl Plan {
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
         self.vjp(
-            Path::Fast,
             Operation::ShiftAndSum,
+            Implementation::Fast,
             patches,
             None,
             cotangent,
@@ -193,8 +187,8 @@ impl Plan {
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
         self.vjp(
-            Path::Reference,
             Operation::ShiftAndSum,
+            Implementation::Reference,
             patches,
             None,
             cotangent,
@@ -216,8 +210,8 @@ impl Plan {
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
         self.vjp(
-            Path::Fast,
             Operation::ReassemblePosition,
+            Implementation::Fast,
             patches,
             output,
             cotangent,
@@ -234,8 +228,8 @@ impl Plan {
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
         self.vjp(
-            Path::Reference,
             Operation::ReassemblePosition,
+            Implementation::Reference,
             patches,
             output,
             cotangent,
@@ -243,10 +237,13 @@ impl Plan {
         )
     }
 
-    fn vjp<T: Sample, D: Dimension>(
+    /// The vector–Jacobian product of `op` by `implementation`: the one entry the front ends
+    /// dispatch through (the named methods above are this with fixed arguments). `output` is
+    /// used by [`Operation::ReassemblePosition`] only (see [`Plan::reassemble_position_vjp`]).
+    pub fn vjp<T: Sample, D: Dimension>(
         &self,
-        path: Path,
         op: Operation,
+        path: Implementation,
         patches: ArrayView<'_, T, D>,
         output: Option<ArrayView2<'_, T>>,
         cotangent: ArrayView2<'_, T>,
@@ -257,10 +254,10 @@ impl Plan {
         let side = g.side();
         let cot = canvas_lanes(side, "cotangent", cotangent)?;
         let translate = |cot: &[f32], want_patches: bool| match path {
-            Path::Reference => {
+            Implementation::Reference => {
                 reference::translate_vjp(g, stack, cot, want_patches, wrt.offsets, self.interrupt())
             }
-            Path::Fast => fast::translate_vjp(
+            Implementation::Fast => fast::translate_vjp(
                 g,
                 fast::Source::Patches(stack),
                 cot,
@@ -276,15 +273,15 @@ impl Plan {
             }
             Operation::ReassemblePosition => {
                 let weights: Cow<'_, Array2<f32>> = match path {
-                    Path::Reference => Cow::Owned(self.weights_reference()?),
-                    Path::Fast => Cow::Borrowed(self.weights()?),
+                    Implementation::Reference => Cow::Owned(self.weights_reference()?),
+                    Implementation::Fast => Cow::Borrowed(self.weights()?),
                 };
                 let weights = weights.as_slice().unwrap_or_default();
                 // The forward's output is needed only for the offsets: recomputed when not given.
                 let fresh = match (wrt.offsets, output) {
                     (true, None) => Some(match path {
-                        Path::Reference => self.reassemble_position_reference(stack)?,
-                        Path::Fast => self.reassemble_position(stack)?,
+                        Implementation::Reference => self.reassemble_position_reference(stack)?,
+                        Implementation::Fast => self.reassemble_position(stack)?,
                     }),
                     _ => None,
                 };
@@ -316,10 +313,10 @@ impl Plan {
     }
 
     /// Offset sums of the weight canvas (patches of ones) for the cotangent `gw`.
-    fn translate_ones_vjp(&self, path: Path, gw: &[f32]) -> Result<Vec<ShiftGradient>> {
+    fn translate_ones_vjp(&self, path: Implementation, gw: &[f32]) -> Result<Vec<ShiftGradient>> {
         let g = self.geometry();
         Ok(match path {
-            Path::Reference => {
+            Implementation::Reference => {
                 let n = g.patch_size();
                 let len = g.len() * n * n;
                 let mut ones =
@@ -329,7 +326,7 @@ impl Plan {
                     .expect("n·N·N values for an (n, N, N) stack");
                 reference::translate_vjp(g, ones, gw, false, true, self.interrupt())?.1
             }
-            Path::Fast => {
+            Implementation::Fast => {
                 fast::translate_vjp::<f32>(g, fast::Source::Ones, gw, false, true, self.schedule())?
                     .1
             }

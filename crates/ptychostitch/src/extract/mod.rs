@@ -15,6 +15,7 @@
 pub(crate) mod fast;
 pub(crate) mod reference;
 
+use crate::Implementation;
 use crate::adjoint::{Gradients, Wrt, raw_shifts};
 use crate::error::{Error, Result};
 use crate::geometry::{offset_pairs, patch_stack};
@@ -182,6 +183,32 @@ impl Extraction {
         let images = self.check_images(images)?;
         let out = reference::extract(self, images)?;
         Ok(Array3::from_shape_vec(self.output_shape(), out).expect("B·C·N·N values"))
+    }
+
+    /// The extraction by `implementation`: the one entry the front ends dispatch through.
+    pub fn run<T: Sample, D: Dimension>(
+        &self,
+        implementation: Implementation,
+        images: ArrayView<'_, T, D>,
+    ) -> Result<Array3<T>> {
+        match implementation {
+            Implementation::Fast => self.extract(images),
+            Implementation::Reference => self.extract_reference(images),
+        }
+    }
+
+    /// The VJP by `implementation`: the one entry the front ends dispatch through.
+    pub fn vjp<T: Sample, D: Dimension>(
+        &self,
+        implementation: Implementation,
+        images: ArrayView<'_, T, D>,
+        cotangent: ArrayView3<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        match implementation {
+            Implementation::Fast => self.extract_vjp(images, cotangent, wrt),
+            Implementation::Reference => self.extract_vjp_reference(images, cotangent, wrt),
+        }
     }
 
     /// The vector–Jacobian product of [`Extraction::extract`]: from the `(B·C, N, N)` cotangent
