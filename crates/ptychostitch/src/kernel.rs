@@ -358,6 +358,104 @@ pub fn weight_cotangent(cot: &[f32], output: &[f32], weight: f32) -> f32 {
     -dot / d
 }
 
+// --- Extraction: sampling a translated image (PtychoPINN's `extract_patches_position`) -------
+
+/// One output pixel of patch `j`: image pixel `(y, x)` of the translated image, `I = 0`
+/// outside. Extraction's arithmetic, shared by its reference and fast path.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sample_pixel(
+    conv: Convention,
+    image: &[f32],
+    side: usize,
+    l: usize,
+    y: usize,
+    x: usize,
+    [ax, ay]: [f32; 2],
+    out: &mut [f32],
+) {
+    let (y0, wy) = conv.sample_axis(y, ay, side);
+    let (x0, wx) = conv.sample_axis(x, ax, side);
+    let w = Weights::new(wx, wy);
+    for (lane, o) in out.iter_mut().enumerate() {
+        let at = |cy: i64, cx: i64| pixel(image, side, l, cy, cx, lane);
+        *o = conv.apply(
+            w,
+            at(y0, x0),
+            at(y0, x0 + 1),
+            at(y0 + 1, x0),
+            at(y0 + 1, x0 + 1),
+        );
+    }
+}
+
+/// Lane `lane` of image pixel `(y, x)`, zero outside the `side×side` image.
+#[inline(always)]
+pub(crate) fn pixel(image: &[f32], side: usize, l: usize, y: i64, x: i64, lane: usize) -> f32 {
+    if (0..side as i64).contains(&y) && (0..side as i64).contains(&x) {
+        image[(y as usize * side + x as usize) * l + lane]
+    } else {
+        0.0
+    }
+}
+
+/// Offset terms of output pixel `(y, x)` of a translated image into `sum`, when the pixel
+/// reads at least one image pixel. Extraction's arithmetic, shared by its reference and fast path.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_offset_terms(
+    conv: Convention,
+    sum: &mut ShiftGradient,
+    image: &[f32],
+    side: usize,
+    l: usize,
+    (y, x): (usize, usize),
+    [ax, ay]: [f32; 2],
+    cot: &[f32],
+) {
+    let (y0, wy) = conv.sample_axis(y, ay, side);
+    let (x0, wx) = conv.sample_axis(x, ax, side);
+    let on = |v: i64| (-1..side as i64).contains(&v);
+    if !(on(y0) && on(x0)) {
+        return;
+    }
+    for (lane, &g) in cot.iter().enumerate() {
+        let at = |cy: i64, cx: i64| pixel(image, side, l, cy, cx, lane);
+        let (i00, i01, i10, i11) = (
+            at(y0, x0),
+            at(y0, x0 + 1),
+            at(y0 + 1, x0),
+            at(y0 + 1, x0 + 1),
+        );
+        sum.add(
+            x * l + lane,
+            g,
+            d_dwx(1.0 - wy, wy, i00, i01, i10, i11),
+            d_dwy(1.0 - wx, wx, i00, i01, i10, i11),
+        );
+    }
+}
+
+/// The four corners `(row, column, weight)` an output pixel reads, in the order a, b, c, d.
+#[inline(always)]
+pub(crate) fn corners(
+    conv: Convention,
+    side: usize,
+    y: usize,
+    x: usize,
+    [ax, ay]: [f32; 2],
+) -> [(i64, i64, f32); 4] {
+    let (y0, wy) = conv.sample_axis(y, ay, side);
+    let (x0, wx) = conv.sample_axis(x, ax, side);
+    let w = Weights::new(wx, wy);
+    [
+        (y0, x0, w.a),
+        (y0, x0 + 1, w.b),
+        (y0 + 1, x0, w.c),
+        (y0 + 1, x0 + 1, w.d),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,10 +10,11 @@
 //!   unchanged.
 //! - Offsets' cotangent: per patch, the reference's terms in the reference's order.
 
-use super::{Extraction, add_offset_terms, corners, image_lanes, pixel};
+use super::{Extraction, image_lanes};
 use crate::adjoint::Wrt;
 use crate::error::Result;
 use crate::kernel::{ShiftGradient, Weights};
+use crate::kernel::{add_offset_terms, corners, pixel};
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Schedule, Simd, for_each_piece, workers_for};
 use crate::sample::{Sample, lanes_mut};

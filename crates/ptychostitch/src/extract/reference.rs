@@ -3,12 +3,14 @@
 //! Forward: every image translated whole (every `S×S` pixel evaluated), then trimmed to its
 //! centre. Adjoint: the cotangent zero-padded back to `S×S`, and for every pixel of every
 //! translated image, in patch order and row-major order, each bilinear weight times the
-//! cotangent added to the image pixel it read. `O(B·C·S²)`, one thread, slow on purpose.
+//! cotangent added to the image pixel it read. `O(B·C·S²)`, one thread, slow on purpose. It
+//! shares only [`crate::kernel`] with the fast path.
 
-use super::{Extraction, add_offset_terms, corners, image_lanes, sample_pixel};
+use super::{Extraction, image_lanes};
 use crate::adjoint::Wrt;
 use crate::error::Result;
 use crate::kernel::ShiftGradient;
+use crate::kernel::{add_offset_terms, corners, sample_pixel};
 use crate::memory::try_zeroed_vec;
 use crate::sample::{Sample, lanes_mut};
 use ndarray::ArrayView3;
