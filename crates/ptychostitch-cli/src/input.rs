@@ -91,7 +91,7 @@ impl Source {
     /// The patch array, memory-mapped when it is stored uncompressed.
     fn patches(&mut self, key: &str) -> Result<NpyArray> {
         Ok(match self {
-            Source::Npz(npz) => match npz.map(key)? {
+            Source::Npz(npz) => match npz.open_in_place(key)? {
                 Some(mapped) => mapped,
                 None => npz.read(key)?,
             },
@@ -100,9 +100,9 @@ impl Source {
                 if !file.exists() {
                     return self.read(key);
                 }
-                NpyArray::map_npy(&file)?
+                NpyArray::open_in_place(&file)?
             }
-            Source::Pair(p, _) => NpyArray::map_npy(p)?,
+            Source::Pair(p, _) => NpyArray::open_in_place(p)?,
         })
     }
 

@@ -98,7 +98,7 @@ where
     // that has begun, so an image and its picture stay a pair), then exit. Without a handler the
     // process would die at once and leave hidden `.NAME.tmp-*` files behind.
     let handler = ctrlc::set_handler(|| {
-        ptychostitch::npy::abandon_pending_writes();
+        ptychostitch::atomic::abandon_pending_writes();
         eprintln!("error: interrupted; no output was changed that was not complete");
         std::process::exit(130);
     });

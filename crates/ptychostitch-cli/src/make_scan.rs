@@ -4,7 +4,8 @@
 use crate::paths::{Output, check_outputs};
 use crate::progress;
 use anyhow::{Result, bail};
-use ptychostitch::npy::{NpyView, npy_header, write_files_atomically};
+use ptychostitch::atomic::write_files_atomically;
+use ptychostitch::npy::{NpyView, npy_header};
 use ptychostitch::synthetic::{BENCH_CROP, BENCH_PATCH, bench_grid_stream};
 use ptychostitch::{Complex32, memory};
 use std::io::Write;

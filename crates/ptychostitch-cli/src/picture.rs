@@ -4,7 +4,7 @@
 
 use ndarray::Array2;
 use ptychostitch::Complex32;
-use ptychostitch::npy::Fill;
+use ptychostitch::atomic::Fill;
 
 const BACKGROUND: [[u8; 3]; 2] = [[40, 44, 52], [52, 56, 66]];
 const PAPER: [u8; 3] = [255, 255, 255];
@@ -59,7 +59,7 @@ impl Canvas {
         }
     }
 
-    /// The PNG encoder of this picture, for [`ptychostitch::npy::write_files_atomically`].
+    /// The PNG encoder of this picture, for [`ptychostitch::atomic::write_files_atomically`].
     pub fn png_fill(&self) -> Fill<'_> {
         Box::new(move |w| {
             let mut encoder = png::Encoder::new(w, self.width as u32, self.height as u32);

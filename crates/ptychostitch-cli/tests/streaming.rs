@@ -105,10 +105,10 @@ fn npz_members_are_mapped_when_stored_and_read_when_compressed() {
     write_scan(&stored, &patches, &x, &y);
     let mapped = Npz::open(&stored)
         .unwrap()
-        .map("Y")
+        .open_in_place("Y")
         .unwrap()
         .expect("stored members map");
-    assert!(mapped.is_mapped());
+    assert!(mapped.is_in_file());
     let view = mapped.to_complex32().unwrap();
     assert_eq!(view.shape(), &[9, 16, 16]);
     assert_eq!(
@@ -142,7 +142,13 @@ fn npz_members_are_mapped_when_stored_and_read_when_compressed() {
         }
         zip.finish().unwrap();
     }
-    assert!(Npz::open(&compressed).unwrap().map("Y").unwrap().is_none());
+    assert!(
+        Npz::open(&compressed)
+            .unwrap()
+            .open_in_place("Y")
+            .unwrap()
+            .is_none()
+    );
     let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
     for (input, out) in [(&stored, &a), (&compressed, &b)] {
         cli()
@@ -160,8 +166,8 @@ fn npz_members_are_mapped_when_stored_and_read_when_compressed() {
         &ptychostitch::npy::NpyView::Complex64(patches.view().into_dyn()),
     )
     .unwrap();
-    let m = NpyArray::map_npy(&npy).unwrap();
-    assert!(m.is_mapped());
+    let m = NpyArray::open_in_place(&npy).unwrap();
+    assert!(m.is_in_file());
     assert!(
         m.complex32_view().is_none(),
         "arrays left in the file are read a chunk at a time"
@@ -187,7 +193,7 @@ fn files_that_change_while_read_are_errors() {
         .unwrap()
     };
     write();
-    let m = NpyArray::map_npy(&npy).unwrap();
+    let m = NpyArray::open_in_place(&npy).unwrap();
     assert!(m.to_complex32_rows(0, 10).is_ok());
     let file = std::fs::OpenOptions::new().write(true).open(&npy).unwrap();
     file.set_len(4000).unwrap();
@@ -198,7 +204,7 @@ fn files_that_change_while_read_are_errors() {
     );
     // Rewritten in place at the same size (np.save over the input): a new modification time.
     write();
-    let m = NpyArray::map_npy(&npy).unwrap();
+    let m = NpyArray::open_in_place(&npy).unwrap();
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
     let file = std::fs::OpenOptions::new().write(true).open(&npy).unwrap();
     file.set_modified(later).unwrap();

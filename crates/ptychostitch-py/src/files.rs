@@ -34,7 +34,7 @@ pub(crate) fn read_npy_crops(
         .as_slice_mut()
         .map_err(|_| PyValueError::new_err("`out` must be C-contiguous"))?;
     let read = py.detach(|| -> Result<bool, NpyError> {
-        let array = NpyArray::map_npy(&path)?;
+        let array = NpyArray::open_in_place(&path)?;
         let now = array.file_identity();
         let same = now.is_some_and(|now| {
             (now.len, now.modified_ns, now.inode)

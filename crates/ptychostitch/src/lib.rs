@@ -45,6 +45,8 @@
 #![warn(missing_docs)]
 
 mod adjoint;
+#[cfg(feature = "npy")]
+pub mod atomic;
 mod direct;
 pub mod error;
 mod extract;

@@ -270,14 +270,24 @@ fn corrupted_npz_members_fail_their_crc() {
     std::fs::write(&bad, &bytes).unwrap();
     let err = Npz::open(&bad).unwrap().read("Y").unwrap_err().to_string();
     assert!(err.contains("member 'Y' is corrupt"), "{err}");
-    let err = Npz::open(&bad).unwrap().map("Y").unwrap_err().to_string();
+    let err = Npz::open(&bad)
+        .unwrap()
+        .open_in_place("Y")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("member 'Y' is corrupt") && err.contains("CRC-32"),
         "{err}"
     );
     // The intact file reads both ways.
     assert!(Npz::open(&stored).unwrap().read("Y").is_ok());
-    assert!(Npz::open(&stored).unwrap().map("Y").unwrap().is_some());
+    assert!(
+        Npz::open(&stored)
+            .unwrap()
+            .open_in_place("Y")
+            .unwrap()
+            .is_some()
+    );
 
     // Deflated (np.savez_compressed): a changed byte breaks the stream or the CRC, never silently.
     let deflated = dir.path().join("deflated.npz");

@@ -259,14 +259,14 @@ fn array_at(
 impl NpyArray {
     /// Opens a `.npy` file for reading in place: only the header is read now; rows are read
     /// when they are asked for ([`NpyArray::to_complex32_rows`]).
-    pub fn map_npy(path: &Path) -> Result<Self, NpyError> {
+    pub fn open_in_place(path: &Path) -> Result<Self, NpyError> {
         let opened = open(path)?;
         let len = opened.1.len;
         array_at(&path.display().to_string(), path, opened, 0, len)
     }
 
     /// True when the data stay in the file (read a chunk at a time) rather than in memory.
-    pub fn is_mapped(&self) -> bool {
+    pub fn is_in_file(&self) -> bool {
         matches!(self.data, Storage::File(_))
     }
 
@@ -274,7 +274,7 @@ impl NpyArray {
     /// it: complex64, little-endian, C order, 4-byte aligned. `None` otherwise (use
     /// [`NpyArray::to_complex32_rows`]), always for arrays read in place.
     pub fn complex32_view(&self) -> Option<ArrayViewD<'_, Complex32>> {
-        if !self.is_native_complex64() || self.is_mapped() {
+        if !self.is_native_complex64() || self.is_in_file() {
             return None;
         }
         let values: &[Complex32] = bytemuck::try_cast_slice(self.data.bytes()).ok()?;
@@ -602,7 +602,7 @@ impl Npz {
     /// Opens the array named `key` for reading in place when it is stored uncompressed
     /// (`np.savez`); `None` when it is compressed (`np.savez_compressed`), which only
     /// [`Npz::read`] can read.
-    pub fn map(&mut self, key: &str) -> Result<Option<NpyArray>, NpyError> {
+    pub fn open_in_place(&mut self, key: &str) -> Result<Option<NpyArray>, NpyError> {
         let what = format!("{}[{key}]", self.path.display());
         if !self.contains(key) {
             return Err(self.missing(key));
