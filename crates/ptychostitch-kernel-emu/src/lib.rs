@@ -3,6 +3,7 @@
 //! passes. CI has no GPU; this is how it tests the GPU arithmetic against the reference.
 
 use ndarray::{Array2, ArrayView, Dimension};
+use ptychostitch::gpu::SHIFT_SUMS_PER_PATCH;
 use ptychostitch::gpu::launch::{Args, Stack, Tables, VjpArgs, offsets_from_sums};
 use ptychostitch::gpu::tiles::TileLists;
 use ptychostitch::{Error, Gradients, Operation, Plan, Result, Sample, Wrt};
@@ -147,13 +148,13 @@ pub fn vjp<T: Sample>(
         unsafe { ptychostitch_emulate_patch_vjp(&a, gx, gy) };
     }
     let offsets = if wrt.offsets {
-        let mut image_sums = vec![f64::NAN; g.len() * 16];
+        let mut image_sums = vec![f64::NAN; g.len() * SHIFT_SUMS_PER_PATCH];
         let mut a = args;
         a.shift_sums = image_sums.as_mut_ptr() as u64;
-        // SAFETY: as above; `image_sums` holds sixteen f64 per patch, `footprints` four i32.
+        // SAFETY: as above; `image_sums` holds SHIFT_SUMS_PER_PATCH f64 per patch, `footprints` four i32.
         unsafe { ptychostitch_emulate_shift_vjp(&a) };
         let weight_sums = if operation == Operation::ReassemblePosition {
-            let mut sums = vec![f64::NAN; g.len() * 16];
+            let mut sums = vec![f64::NAN; g.len() * SHIFT_SUMS_PER_PATCH];
             let mut w = args;
             w.patches = 0;
             w.lanes = 1;

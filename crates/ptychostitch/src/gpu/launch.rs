@@ -132,12 +132,13 @@ impl VjpArgs {
     }
 }
 
-/// The offsets' cotangent from the shift kernel's partial sums (sixteen `f64` per patch) of the
+/// The offsets' cotangent from the shift kernel's partial sums ([`super::SHIFT_SUMS_PER_PATCH`]
+/// `f64` per patch) of the
 /// image and, for `reassemble_position`, of the weight canvas: each sum set combined as
 /// [`crate::kernel::ShiftGradient`] does, the two paths added, then re-centred.
 pub fn offsets_from_sums(image: &[f64], weights: Option<&[f64]>) -> ndarray::Array2<f64> {
     let raw = |sums: &[f64]| -> Vec<[f64; 2]> {
-        sums.chunks_exact(16)
+        sums.chunks_exact(super::SHIFT_SUMS_PER_PATCH)
             .map(|s| {
                 let mut g = crate::kernel::ShiftGradient::default();
                 g.x.copy_from_slice(&s[..8]);

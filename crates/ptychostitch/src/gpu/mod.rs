@@ -32,12 +32,35 @@ pub const EMULATION_HEADER: &str = include_str!("emulation.h");
 /// Name of the kernel's entry point.
 pub const KERNEL_NAME: &str = "ptychostitch_stitch";
 
-/// The backward kernels' names in [`KERNEL_SOURCE`]: patch pixels, offset sums, quotient rule.
-pub const VJP_KERNEL_NAMES: [&str; 3] = [
-    "ptychostitch_patch_vjp",
-    "ptychostitch_shift_vjp",
-    "ptychostitch_quotient_vjp",
-];
+/// The backward kernels of [`KERNEL_SOURCE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VjpKernel {
+    /// The patches' cotangent: one thread per patch pixel, gathering from the canvas pixels
+    /// that read it.
+    Patches = 0,
+    /// The offsets' partial sums: one block per patch, [`SHIFT_SUMS_PER_PATCH`] `f64` each.
+    Shifts = 1,
+    /// The quotient rule of `reassemble_position`: one thread per canvas pixel.
+    Quotient = 2,
+}
+
+impl VjpKernel {
+    /// Every backward kernel, in the order a loaded module holds them.
+    pub const ALL: [VjpKernel; 3] = [VjpKernel::Patches, VjpKernel::Shifts, VjpKernel::Quotient];
+
+    /// The kernel's entry point in [`KERNEL_SOURCE`].
+    pub fn name(self) -> &'static str {
+        match self {
+            VjpKernel::Patches => "ptychostitch_patch_vjp",
+            VjpKernel::Shifts => "ptychostitch_shift_vjp",
+            VjpKernel::Quotient => "ptychostitch_quotient_vjp",
+        }
+    }
+}
+
+/// Partial sums of the offsets' cotangent per patch that the shift kernel writes: eight for x,
+/// then eight for y (the lanes of [`crate::kernel::ShiftGradient`]).
+pub const SHIFT_SUMS_PER_PATCH: usize = 16;
 
 /// Side of the square pixel tile one block computes (`PTYCHOSTITCH_TILE` in `kernel.cu`).
 /// Measured on an H200 with a prototype of this kernel: 8 beat 16 (0.36 vs 0.48 ms at

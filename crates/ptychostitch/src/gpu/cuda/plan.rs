@@ -1,0 +1,289 @@
+//! A plan on one GPU: its tables uploaded once; the forward kernel on host or device stacks.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// A [`Plan`] on one GPU: shifts and per-tile patch lists uploaded once, reused for every
+/// patch stack. Owns what it needs, so it can be cached next to the plan.
+#[derive(Debug)]
+pub struct GpuPlan {
+    pub(super) geometry: Arc<Geometry>,
+    pub(super) gpu: Arc<Gpu>,
+    pub(super) stream: Arc<CudaStream>,
+    pub(super) lists: TileLists,
+    pub(super) shifts: CudaSlice<f32>,
+    pub(super) tile_start: CudaSlice<i32>,
+    pub(super) tile_patches: CudaSlice<i32>,
+    pub(super) footprints: CudaSlice<i32>,
+    /// Recorded on a caller's stream after each launch there, for the plan's own stream (which
+    /// frees the tables above) to wait on ([`super::ordering`]).
+    pub(super) used: Mutex<CudaEvent>,
+}
+
+impl Plan {
+    /// This plan on GPU 0.
+    pub fn gpu(&self) -> Result<GpuPlan> {
+        self.gpu_on(0)
+    }
+
+    /// This plan on GPU `ordinal`. Builds the tile lists on the host and uploads them; the
+    /// tables are ready for any stream when this returns.
+    pub fn gpu_on(&self, ordinal: usize) -> Result<GpuPlan> {
+        let gpu = Gpu::on(ordinal)?;
+        let _keep = KeepCurrent::new();
+        let stream = gpu.context.default_stream();
+        let geometry = Arc::new(self.geometry().clone());
+        let lists = TileLists::new(&geometry)?;
+        let shifts: Vec<f32> = geometry.shifts().iter().flatten().copied().collect();
+        let upload_i32 = |v: &[i32]| {
+            // An empty list still needs a valid allocation.
+            let v = if v.is_empty() { &[0][..] } else { v };
+            stream.clone_htod(v).map_err(driver)
+        };
+        let used = gpu
+            .context
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+            .map_err(driver)?;
+        let plan = GpuPlan {
+            used: Mutex::new(used),
+            shifts: stream.clone_htod(&shifts).map_err(driver)?,
+            tile_start: upload_i32(&lists.start)?,
+            tile_patches: upload_i32(&lists.patches)?,
+            footprints: upload_i32(&VjpArgs::footprint_table(&geometry))?,
+            lists,
+            stream,
+            gpu,
+            geometry,
+        };
+        plan.synchronize()?;
+        Ok(plan)
+    }
+}
+
+/// A patch stack and its canvas in device memory, for repeated runs (benchmarks, training
+/// loops whose patches stay on the GPU).
+#[derive(Debug)]
+pub struct Resident {
+    pub(super) patches: CudaSlice<f32>,
+    pub(super) image: CudaSlice<f32>,
+    pub(super) count: usize,
+    pub(super) size: usize,
+    pub(super) lanes: usize,
+}
+
+impl Resident {
+    /// The stack's device memory, C order, as [`GpuPlan::enqueue`] takes it.
+    pub fn stack(&self) -> Stack {
+        let (n, s) = (self.size as i64, self.patches.stream());
+        let (address, _read) = self.patches.device_ptr(s);
+        Stack {
+            address,
+            count: self.count,
+            size: self.size,
+            strides: [n * n, n, 1],
+            lanes: self.lanes,
+        }
+    }
+}
+
+impl GpuPlan {
+    /// The GPU this plan lives on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// `operation` of host patches (`(n, N, N)` or `(n, N, N, 1)`, any strides): copied to the
+    /// GPU, stitched there, the canvas copied back. Bit-identical to the CPU reference (NaN
+    /// payloads are the GPU's own).
+    pub fn run<T: Sample, D: Dimension>(
+        &self,
+        operation: Operation,
+        patches: ArrayView<'_, T, D>,
+    ) -> Result<Array2<T>> {
+        let mut resident = self.upload(patches)?;
+        self.run_resident(operation, &mut resident)?;
+        self.download(&mut resident)
+    }
+
+    /// Copies a host patch stack to the GPU, with room for its canvas. Stacks of at least
+    /// [`staging::THRESHOLD_BYTES`] go through pinned staging buffers.
+    pub fn upload<T: Sample, D: Dimension>(
+        &self,
+        patches: ArrayView<'_, T, D>,
+    ) -> Result<Resident> {
+        let stack = self.geometry.check_patches(patches)?;
+        let (count, size, _) = stack.dim();
+        let total = count * size * size * T::LANES;
+        // SAFETY: every lane is written below, by one copy or by the staged copies.
+        let mut device = unsafe { self.stream.alloc::<f32>(total) }.map_err(driver)?;
+        if total * 4 < staging::THRESHOLD_BYTES {
+            let contiguous = stack.as_standard_layout();
+            let values: &[T] = contiguous.as_slice().unwrap_or_default();
+            let lanes: &[f32] = bytemuck::cast_slice(values);
+            self.stream
+                .memcpy_htod(lanes, &mut device)
+                .map_err(driver)?;
+        } else {
+            self.gpu.stage(&self.stream, stack, &mut device)?;
+        }
+        let side = self.geometry.side();
+        Ok(Resident {
+            patches: device,
+            image: self
+                .stream
+                .alloc_zeros::<f32>(side * side * T::LANES)
+                .map_err(driver)?,
+            count,
+            size,
+            lanes: T::LANES,
+        })
+    }
+
+    /// Runs `operation` on a resident stack and waits for it.
+    pub fn run_resident(&self, operation: Operation, resident: &mut Resident) -> Result<()> {
+        {
+            let stack = resident.stack();
+            let (_patches, _read) = resident.patches.device_ptr(&self.stream);
+            let (image_at, _write) = resident.image.device_ptr_mut(&self.stream);
+            // SAFETY: the stack's memory holds the count·N·N pixels `stack` describes and `image_at`
+            // S·S·lanes lanes (allocated by `upload` for this plan); both live in `resident`,
+            // which outlives the synchronisation below.
+            unsafe { self.launch(&self.stream, operation, stack, image_at, 0)? };
+        }
+        self.synchronize()
+    }
+
+    /// Copies a resident stack's canvas back to the host.
+    pub fn download<T: Sample>(&self, resident: &mut Resident) -> Result<Array2<T>> {
+        if resident.lanes != T::LANES {
+            return Err(driver("the resident canvas holds another pixel type"));
+        }
+        let host = self.stream.clone_dtoh(&resident.image).map_err(driver)?;
+        let pixels: Vec<T> = bytemuck::pod_collect_to_vec(&host);
+        let side = self.geometry.side();
+        Array2::from_shape_vec((side, side), pixels).map_err(driver)
+    }
+
+    /// A canvas of this plan's side with `lanes` lanes per pixel in this GPU's memory, for a
+    /// kernel queued on `stream` (allocated in that stream's order; not initialised: the kernel
+    /// writes every pixel).
+    pub fn alloc_canvas(&self, lanes: usize, stream: &GpuStream) -> Result<DeviceCanvas> {
+        let side = self.geometry.side();
+        let bytes = side * side * lanes * 4;
+        let _keep = KeepCurrent::new();
+        self.gpu.context.bind_to_thread().map_err(driver)?;
+        let pooled = self.gpu.context.has_async_alloc();
+        let out_of_memory = |e: cudarc::driver::DriverError| Error::OutOfMemory {
+            bytes: bytes as f64,
+            what: format!("the canvas on {} ({e})", self.gpu.name),
+        };
+        let address = if pooled {
+            // SAFETY: a stream-ordered allocation on a live stream of the bound context, freed
+            // by `DeviceCanvas::drop`; work queued on `stream` after this sees it.
+            unsafe { cu::malloc_async(stream.stream.cu_stream(), bytes) }.map_err(out_of_memory)?
+        } else {
+            // SAFETY: a plain allocation in the bound context; freed by `DeviceCanvas::drop`.
+            unsafe { cu::malloc_sync(bytes) }.map_err(out_of_memory)?
+        };
+        Ok(DeviceCanvas {
+            gpu: Arc::clone(&self.gpu),
+            address,
+            side,
+            lanes,
+            pooled,
+        })
+    }
+
+    /// Queues `operation` on `stream` for a patch stack already in this GPU's memory, writing
+    /// the `S×S` canvas (`S·S·lanes` `f32`, C order) at `image`. Returns once queued: work
+    /// queued later on `stream` sees the canvas; synchronise the stream to read it from the
+    /// host.
+    ///
+    /// # Safety
+    /// `stack` must describe memory of this plan's GPU holding every element its address and
+    /// strides reach, and `image` a buffer of `S·S·stack.lanes` `f32` there; both must stay
+    /// alive, and `image` unread and unwritten by others, until `stream` has run the kernel.
+    /// `stream` must belong to this plan's GPU.
+    pub unsafe fn enqueue(
+        &self,
+        stream: &GpuStream,
+        operation: Operation,
+        stack: Stack,
+        image: u64,
+    ) -> Result<()> {
+        if !Arc::ptr_eq(stream.stream.context(), &self.gpu.context) {
+            return Err(driver("the stream belongs to another GPU than the plan"));
+        }
+        let _keep = KeepCurrent::new();
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.launch(&stream.stream, operation, stack, image, 0) }
+    }
+
+    /// Launches the kernel on `stream`; the checks every entry point shares. `weights`: 0, or
+    /// a buffer of `S·S` `f32` that receives the weight canvas.
+    ///
+    /// # Safety
+    /// As [`GpuPlan::enqueue`], and `weights` (when not 0) as `image`.
+    pub(super) unsafe fn launch(
+        &self,
+        stream: &Arc<CudaStream>,
+        operation: Operation,
+        stack: Stack,
+        image: u64,
+        weights: u64,
+    ) -> Result<()> {
+        let geometry = &*self.geometry;
+        stack.check(geometry)?;
+        let (start_at, _s) = self.tile_start.device_ptr(stream);
+        let (list_at, _l) = self.tile_patches.device_ptr(stream);
+        let (shifts_at, _h) = self.shifts.device_ptr(stream);
+        let args = Args::new(
+            geometry,
+            &self.lists,
+            Tables {
+                shifts: shifts_at,
+                tile_start: start_at,
+                tile_patches: list_at,
+            },
+            stack,
+            image,
+            weights,
+            operation == Operation::ReassemblePosition,
+        );
+        let (gx, gy) = args.grid();
+        let config = LaunchConfig {
+            grid_dim: (gx, gy, 1),
+            block_dim: (BLOCK, BLOCK, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&self.gpu.function);
+        launch.arg(&args);
+        // SAFETY: the kernel's one argument is `Args` by value; its addresses are valid per
+        // this function's contract and the tables above, which live as long as `self`.
+        unsafe { launch.launch(config) }.map_err(driver)?;
+        self.order_after(stream)
+    }
+
+    /// After a launch on `stream`: the plan's own stream, which frees the tables when the plan
+    /// is dropped, waits for it, so that they are never freed (and reused) under a kernel still
+    /// reading them on a caller's stream.
+    pub(super) fn order_after(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        let (owner, used) = (
+            self.stream.cu_stream() as usize,
+            stream.cu_stream() as usize,
+        );
+        if after_launch(owner, used) == AfterLaunch::OwnerWaits {
+            let event = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            event.record(stream).map_err(driver)?;
+            self.stream.wait(&event).map_err(driver)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for everything queued on the plan's own (default) stream (the caller's current
+    /// context is kept).
+    pub fn synchronize(&self) -> Result<()> {
+        let _keep = KeepCurrent::new();
+        self.stream.synchronize().map_err(driver)
+    }
+}
