@@ -45,9 +45,11 @@ macro_rules! with_sample_pair {
     };
 }
 
+mod extraction;
 mod files;
 #[cfg(feature = "cuda")]
 mod gpu;
+mod plan;
 mod region;
 
 create_exception!(
@@ -121,342 +123,8 @@ pub(crate) enum Patches<'py> {
     Real(PyReadonlyArrayDyn<'py, f32>),
 }
 
-fn run<'py>(
-    py: Python<'py>,
-    plan: &CorePlan,
-    signals: &Signals,
-    patches: Patches<'py>,
-    op: Operation,
-    reference: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let how = implementation(reference);
-    with_sample!(patches, |a| {
-        let view = a.as_array();
-        let out = py
-            .detach(|| plan.run(op, how, view))
-            .map_err(|e| to_py(e, signals))?;
-        Ok(out.into_pyarray(py).into_any())
-    })
-}
-
-/// The patch side `N`, after checking the stack is `(n, N, N)` or `(n, N, N, 1)`.
-fn patch_size(patches: &Patches<'_>) -> PyResult<usize> {
-    let dims = with_sample!(patches, |a| patch_stack(a.as_array()).map(|s| s.dim()));
-    dims.map(|(_, n, _)| n)
-        .map_err(|e| to_py(e, &Signals::default()))
-}
-
-fn plan_from(
-    offsets: &PyReadonlyArrayDyn<'_, f64>,
-    patch_size: usize,
-    crop: i64,
-    threads: usize,
-    signals: &Signals,
-) -> PyResult<CorePlan> {
-    Ok(CorePlan::new(offsets.as_array(), patch_size, crop)
-        .map_err(|e| to_py(e, signals))?
-        .with_threads(threads)
-        .with_interrupt(signals.interrupt()))
-}
-
-fn warning_texts(plan: &CorePlan) -> Vec<String> {
-    plan.warnings().iter().map(ToString::to_string).collect()
-}
-
-/// One-shot stitching: builds a plan and runs it. `op` is "shift_and_sum" or
-/// "reassemble_position"; `reference` selects the oracle. Returns the (S, S) array and the
-/// plan's warnings (text).
-#[pyfunction]
-#[pyo3(signature = (patches, offsets, crop, op, reference=false, threads=0))]
-fn stitch<'py>(
-    py: Python<'py>,
-    patches: Patches<'py>,
-    offsets: PyReadonlyArrayDyn<'py, f64>,
-    crop: i64,
-    op: &str,
-    reference: bool,
-    threads: usize,
-) -> PyResult<(Bound<'py, PyAny>, Vec<String>)> {
-    let op = parse_op(op)?;
-    let signals = Signals::default();
-    let plan = plan_from(&offsets, patch_size(&patches)?, crop, threads, &signals)?;
-    let out = run(py, &plan, &signals, patches, op, reference)?;
-    Ok((out, warning_texts(&plan)))
-}
-
-fn parse_op(op: &str) -> PyResult<Operation> {
-    match op {
-        "shift_and_sum" => Ok(Operation::ShiftAndSum),
-        "reassemble_position" => Ok(Operation::ReassemblePosition),
-        other => Err(PyValueError::new_err(format!(
-            "op must be 'shift_and_sum' or 'reassemble_position', not {other:?}"
-        ))),
-    }
-}
-
-/// A reassembly plan: positions fixed, patches changing (see `ptychostitch.Plan`).
-#[pyclass(name = "Plan", module = "ptychostitch._native", frozen)]
-struct Plan {
-    inner: CorePlan,
-    signals: Signals,
-    #[cfg(feature = "cuda")]
-    gpu_plans: gpu::GpuPlans,
-}
-
-#[pymethods]
-impl Plan {
-    #[new]
-    #[pyo3(signature = (offsets, patch_size, crop, threads=0))]
-    fn new(
-        offsets: PyReadonlyArrayDyn<'_, f64>,
-        patch_size: usize,
-        crop: i64,
-        threads: usize,
-    ) -> PyResult<Self> {
-        let signals = Signals::default();
-        Ok(Self {
-            inner: plan_from(&offsets, patch_size, crop, threads, &signals)?,
-            signals,
-            #[cfg(feature = "cuda")]
-            gpu_plans: Default::default(),
-        })
-    }
-
-    /// Warnings about the scan (text): an outlier that inflates the canvas, sub-pixel spans.
-    #[getter]
-    fn warnings(&self) -> Vec<String> {
-        warning_texts(&self.inner)
-    }
-
-    /// Runs the plan: `op` as in `stitch`.
-    #[pyo3(signature = (patches, op, reference=false))]
-    fn run<'py>(
-        &self,
-        py: Python<'py>,
-        patches: Patches<'py>,
-        op: &str,
-        reference: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        run(
-            py,
-            &self.inner,
-            &self.signals,
-            patches,
-            parse_op(op)?,
-            reference,
-        )
-    }
-
-    /// Runs the plan on the GPU for patches in GPU memory (any object with `__dlpack__`, or a
-    /// DLPack capsule): `stream` is the caller's current CUDA stream (`None`: the legacy
-    /// default stream, and the call waits); the canvas goes into `out` (a writable C-contiguous
-    /// `(S, S, 1)` or `(S, S)` tensor of the patches' dtype on the same GPU; returns `None`) or
-    /// into a new `DeviceArray` (the call waits). Raises `GpuUnavailable` without a GPU.
-    #[pyo3(signature = (patches, op, stream=None, out=None))]
-    fn run_cuda(
-        &self,
-        py: Python<'_>,
-        patches: &Bound<'_, PyAny>,
-        op: &str,
-        stream: Option<usize>,
-        out: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Option<Py<PyAny>>> {
-        let op = parse_op(op)?;
-        #[cfg(feature = "cuda")]
-        {
-            let made = gpu::run(py, &self.inner, &self.gpu_plans, patches, op, stream, out)?;
-            made.map(|a| Ok(Bound::new(py, a)?.into_any().unbind()))
-                .transpose()
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (py, patches, op, stream, out);
-            Err(GpuUnavailable::new_err("this build has no CUDA support"))
-        }
-    }
-
-    /// The window `rows × cols` (half-open `(start, end)` pairs; rows are y, columns x) of
-    /// `op`'s canvas from a stack holding the patches `indices` (strictly increasing), bit for
-    /// bit the same rectangle of the full canvas. Runs with the GIL released.
-    #[pyo3(signature = (patches, indices, op, rows, cols))]
-    fn window<'py>(
-        &self,
-        py: Python<'py>,
-        patches: Patches<'py>,
-        indices: PyReadonlyArrayDyn<'py, i64>,
-        op: &str,
-        rows: (usize, usize),
-        cols: (usize, usize),
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let operation = parse_op(op)?;
-        let indices: Vec<usize> = indices
-            .as_array()
-            .iter()
-            .map(|&k| usize::try_from(k))
-            .collect::<Result<_, _>>()
-            .map_err(|_| PyValueError::new_err("window patch indices: must not be negative"))?;
-        let (rows, cols) = (rows.0..rows.1, cols.0..cols.1);
-        let err = |e| to_py(e, &self.signals);
-        with_sample!(patches, |a| {
-            let view = a.as_array();
-            Ok(py
-                .detach(|| self.inner.window(operation, rows, cols, view, &indices))
-                .map_err(err)?
-                .into_pyarray(py)
-                .into_any())
-        })
-    }
-
-    /// The window `rows × cols` of `op`'s canvas from runs of consecutive patches as they lie:
-    /// `chunks[i]` holds patches `starts[i]..starts[i] + len` (scan order, no overlap; all
-    /// complex64 or all float32), together every patch that touches the window. Bit for bit
-    /// the same rectangle of the full canvas; no patch is copied. Runs with the GIL released.
-    #[pyo3(signature = (chunks, starts, op, rows, cols))]
-    fn window_runs<'py>(
-        &self,
-        py: Python<'py>,
-        chunks: Vec<Patches<'py>>,
-        starts: Vec<usize>,
-        op: &str,
-        rows: (usize, usize),
-        cols: (usize, usize),
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let operation = parse_op(op)?;
-        if chunks.len() != starts.len() {
-            return Err(PyValueError::new_err(format!(
-                "window_runs: {} chunks but {} starts",
-                chunks.len(),
-                starts.len()
-            )));
-        }
-        let (rows, cols) = (rows.0..rows.1, cols.0..cols.1);
-        let err = |e| to_py(e, &self.signals);
-        let mut complex = Vec::new();
-        let mut real = Vec::new();
-        for chunk in &chunks {
-            match chunk {
-                Patches::Complex(a) => complex.push(a.as_array()),
-                Patches::Real(a) => real.push(a.as_array()),
-            }
-        }
-        if !complex.is_empty() && !real.is_empty() {
-            return Err(PyTypeError::new_err(
-                "window_runs: chunks must all be complex64 or all float32",
-            ));
-        }
-        Ok(if real.is_empty() {
-            let runs: Vec<_> = starts.into_iter().zip(complex).collect();
-            py.detach(|| self.inner.window_runs(operation, rows, cols, &runs))
-                .map_err(err)?
-                .into_pyarray(py)
-                .into_any()
-        } else {
-            let runs: Vec<_> = starts.into_iter().zip(real).collect();
-            py.detach(|| self.inner.window_runs(operation, rows, cols, &runs))
-                .map_err(err)?
-                .into_pyarray(py)
-                .into_any()
-        })
-    }
-
-    /// The vector–Jacobian product of `op`: from the (S, S) cotangent of the canvas, the
-    /// patches' cotangent `(n, N, N)` and the offsets' `(n, 2)` `[x, y]` (each `None` unless
-    /// asked for). `output` is the forward's result (`reassemble_position` only; recomputed
-    /// when `None`). Runs with the GIL released.
-    #[pyo3(signature = (patches, cotangent, op, output=None, wrt_patches=true, wrt_offsets=true, reference=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn vjp<'py>(
-        &self,
-        py: Python<'py>,
-        patches: Patches<'py>,
-        cotangent: Patches<'py>,
-        op: &str,
-        output: Option<Patches<'py>>,
-        wrt_patches: bool,
-        wrt_offsets: bool,
-        reference: bool,
-    ) -> PyResult<PyGradients<'py>> {
-        let op = parse_op(op)?;
-        let wrt = Wrt {
-            patches: wrt_patches,
-            offsets: wrt_offsets,
-        };
-        let (plan, signals) = (&self.inner, &self.signals);
-        use Patches::{Complex, Real};
-        match (patches, cotangent, output) {
-            (Complex(p), Complex(c), None) => {
-                plan_vjp(py, plan, signals, op, p, c, None, wrt, reference)
-            }
-            (Complex(p), Complex(c), Some(Complex(o))) => {
-                plan_vjp(py, plan, signals, op, p, c, Some(o), wrt, reference)
-            }
-            (Real(p), Real(c), None) => plan_vjp(py, plan, signals, op, p, c, None, wrt, reference),
-            (Real(p), Real(c), Some(Real(o))) => {
-                plan_vjp(py, plan, signals, op, p, c, Some(o), wrt, reference)
-            }
-            _ => Err(PyTypeError::new_err(
-                "patches, cotangent and output must all be complex64 or all float32",
-            )),
-        }
-    }
-
-    /// Every patch's footprint on the canvas as an (n, 4) int64 array of half-open spans
-    /// `[row_start, row_end, col_start, col_end]`: the pixels it can change.
-    fn footprints<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i64>> {
-        let fps = self.inner.geometry().footprints();
-        let mut out = Array2::<i64>::zeros((fps.len(), 4));
-        for (row, f) in out.rows_mut().into_iter().zip(fps) {
-            let mut row = row;
-            row[0] = f.rows.start as i64;
-            row[1] = f.rows.end as i64;
-            row[2] = f.cols.start as i64;
-            row[3] = f.cols.end as i64;
-        }
-        out.into_pyarray(py)
-    }
-
-    /// The (S, S) float32 weight canvas (computed once, then cached).
-    fn weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let w = py
-            .detach(|| self.inner.weights().cloned())
-            .map_err(|e| to_py(e, &self.signals))?;
-        Ok(w.into_pyarray(py))
-    }
-
-    #[getter]
-    fn canvas_side(&self) -> usize {
-        self.inner.canvas_shape().0
-    }
-
-    #[getter]
-    fn pad(&self) -> usize {
-        self.inner.pad()
-    }
-
-    #[getter]
-    fn center(&self) -> (f32, f32) {
-        let [x, y] = self.inner.center();
-        (x, y)
-    }
-
-    #[getter]
-    fn patch_size(&self) -> usize {
-        self.inner.patch_size()
-    }
-
-    #[getter]
-    fn n(&self) -> usize {
-        self.inner.len()
-    }
-
-    #[getter]
-    fn kernel(&self) -> &'static str {
-        self.inner.kernel()
-    }
-}
-
 /// A canvas `(S, S)` or `(S, S, 1)` as `(S, S)`.
-fn canvas<T>(a: ArrayViewD<'_, T>) -> PyResult<ndarray::ArrayView2<'_, T>> {
+pub(crate) fn canvas<T>(a: ArrayViewD<'_, T>) -> PyResult<ndarray::ArrayView2<'_, T>> {
     let shape = a.shape().to_vec();
     let a = if shape.len() == 3 && shape[2] == 1 {
         a.index_axis_move(ndarray::Axis(2), 0)
@@ -471,7 +139,10 @@ fn canvas<T>(a: ArrayViewD<'_, T>) -> PyResult<ndarray::ArrayView2<'_, T>> {
 }
 
 /// `(n, …)` as `(n, A, B)` when the trailing axes are `(A, B)` or `(A, B, 1)`.
-fn stack3<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayView3<'a, T>> {
+pub(crate) fn stack3<'a, T>(
+    a: ArrayViewD<'a, T>,
+    what: &str,
+) -> PyResult<ndarray::ArrayView3<'a, T>> {
     let shape = a.shape().to_vec();
     let a = if shape.len() == 4 && shape[3] == 1 {
         a.index_axis_move(ndarray::Axis(3), 0)
@@ -485,68 +156,10 @@ fn stack3<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayVie
     })
 }
 
-/// [`Plan`]'s VJP on arrays of one element type, with the GIL released.
-#[allow(clippy::too_many_arguments)]
-fn plan_vjp<'py, T: Sample + numpy::Element>(
-    py: Python<'py>,
-    plan: &CorePlan,
-    signals: &Signals,
-    op: Operation,
-    patches: PyReadonlyArrayDyn<'py, T>,
-    cotangent: PyReadonlyArrayDyn<'py, T>,
-    output: Option<PyReadonlyArrayDyn<'py, T>>,
-    wrt: Wrt,
-    reference: bool,
-) -> PyResult<PyGradients<'py>> {
-    let (p, c) = (patches.as_array(), canvas(cotangent.as_array())?);
-    let o = output.as_ref().map(|o| canvas(o.as_array())).transpose()?;
-    let how = implementation(reference);
-    let g = py
-        .detach(|| plan.vjp(op, how, p, o, c, wrt))
-        .map_err(|e| to_py(e, signals))?;
-    Ok(gradients_to_py(py, g))
-}
-
-/// [`Extraction`]'s forward on images of one element type, with the GIL released.
-fn extract_typed<'py, T: Sample + numpy::Element>(
-    py: Python<'py>,
-    ext: &Extraction,
-    images: PyReadonlyArrayDyn<'py, T>,
-    reference: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let (plan, v) = (&ext.inner, images.as_array());
-    let how = implementation(reference);
-    let out = py
-        .detach(|| plan.run(how, v))
-        .map_err(|e| to_py(e, &ext.signals))?;
-    Ok(out.into_pyarray(py).into_any())
-}
-
-/// [`Extraction`]'s VJP on arrays of one element type, with the GIL released.
-fn extract_vjp_typed<'py, T: Sample + numpy::Element>(
-    py: Python<'py>,
-    ext: &Extraction,
-    images: PyReadonlyArrayDyn<'py, T>,
-    cotangent: PyReadonlyArrayDyn<'py, T>,
-    wrt: Wrt,
-    reference: bool,
-) -> PyResult<PyGradients<'py>> {
-    let (plan, i, c) = (
-        &ext.inner,
-        images.as_array(),
-        stack3(cotangent.as_array(), "cotangent")?,
-    );
-    let how = implementation(reference);
-    let g = py
-        .detach(|| plan.vjp(how, i, c, wrt))
-        .map_err(|e| to_py(e, &ext.signals))?;
-    Ok(gradients_to_py(py, g))
-}
-
 /// The cotangents of the patches (or images) and of the offsets, each `None` unless asked for.
-type PyGradients<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>);
+pub(crate) type PyGradients<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyArray2<f64>>>);
 
-fn gradients_to_py<'py, T: Sample + numpy::Element>(
+pub(crate) fn gradients_to_py<'py, T: Sample + numpy::Element>(
     py: Python<'py>,
     g: Gradients<T>,
 ) -> PyGradients<'py> {
@@ -554,82 +167,6 @@ fn gradients_to_py<'py, T: Sample + numpy::Element>(
         g.patches.map(|a: Array3<T>| a.into_pyarray(py).into_any()),
         g.offsets.map(|a| a.into_pyarray(py)),
     )
-}
-
-/// PtychoPINN's `extract_patches_position` as a plan: `offsets` `(B·C, 2)` `[x, y]` in its
-/// flat order, `per_image` = C, the image side S and the patch side N.
-#[pyclass(name = "Extraction", module = "ptychostitch._native", frozen)]
-struct Extraction {
-    inner: CoreExtraction,
-    signals: Signals,
-}
-
-#[pymethods]
-impl Extraction {
-    #[new]
-    #[pyo3(signature = (offsets, per_image, image_side, patch_size, threads=0, convention="tf"))]
-    fn new(
-        offsets: PyReadonlyArrayDyn<'_, f64>,
-        per_image: usize,
-        image_side: usize,
-        patch_size: usize,
-        threads: usize,
-        convention: &str,
-    ) -> PyResult<Self> {
-        let signals = Signals::default();
-        let convention = region::convention(convention)?;
-        let inner = CoreExtraction::new_in(
-            convention,
-            offsets.as_array(),
-            per_image,
-            image_side,
-            patch_size,
-        )
-        .map_err(|e| to_py(e, &signals))?
-        .with_threads(threads);
-        Ok(Self { inner, signals })
-    }
-
-    /// `(B·C, N, N)` patches from `(B, S, S[, 1])` images (fast path, or the reference).
-    #[pyo3(signature = (images, reference=false))]
-    fn extract<'py>(
-        &self,
-        py: Python<'py>,
-        images: Patches<'py>,
-        reference: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        with_sample!(images, |a| extract_typed(py, self, a, reference))
-    }
-
-    /// The vector–Jacobian product: the images' cotangent `(B, S, S)` and the offsets'
-    /// `(B·C, 2)` from the patches' cotangent `(B·C, N, N[, 1])`.
-    #[pyo3(signature = (images, cotangent, wrt_images=true, wrt_offsets=true, reference=false))]
-    fn vjp<'py>(
-        &self,
-        py: Python<'py>,
-        images: Patches<'py>,
-        cotangent: Patches<'py>,
-        wrt_images: bool,
-        wrt_offsets: bool,
-        reference: bool,
-    ) -> PyResult<PyGradients<'py>> {
-        let wrt = Wrt {
-            patches: wrt_images,
-            offsets: wrt_offsets,
-        };
-        with_sample_pair!(
-            images,
-            cotangent,
-            |i, c| extract_vjp_typed(py, self, i, c, wrt, reference),
-            "images and cotangent"
-        )
-    }
-
-    /// Output shape `(B·C, N, N)`.
-    #[getter]
-    fn output_shape(&self) -> (usize, usize, usize) {
-        self.inner.output_shape()
-    }
 }
 
 /// Whether a GPU can be used: `(True, device name, None)` or `(False, None, reason)`.
@@ -669,11 +206,11 @@ fn cli(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(stitch, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::stitch, m)?)?;
     m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_available, m)?)?;
-    m.add_class::<Plan>()?;
-    m.add_class::<Extraction>()?;
+    m.add_class::<plan::Plan>()?;
+    m.add_class::<extraction::Extraction>()?;
     m.add_class::<region::Region>()?;
     #[cfg(feature = "cuda")]
     m.add_class::<gpu::DeviceArray>()?;

@@ -1,0 +1,117 @@
+//! `Extraction`: PtychoPINN's `extract_patches_position` (or torch's
+//! `extract_channels_from_region`) as a plan, and its VJP.
+
+#[allow(unused_imports)]
+use crate::*;
+
+/// [`Extraction`]'s forward on images of one element type, with the GIL released.
+fn extract_typed<'py, T: Sample + numpy::Element>(
+    py: Python<'py>,
+    ext: &Extraction,
+    images: PyReadonlyArrayDyn<'py, T>,
+    reference: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (plan, v) = (&ext.inner, images.as_array());
+    let how = implementation(reference);
+    let out = py
+        .detach(|| plan.run(how, v))
+        .map_err(|e| to_py(e, &ext.signals))?;
+    Ok(out.into_pyarray(py).into_any())
+}
+
+/// [`Extraction`]'s VJP on arrays of one element type, with the GIL released.
+fn extract_vjp_typed<'py, T: Sample + numpy::Element>(
+    py: Python<'py>,
+    ext: &Extraction,
+    images: PyReadonlyArrayDyn<'py, T>,
+    cotangent: PyReadonlyArrayDyn<'py, T>,
+    wrt: Wrt,
+    reference: bool,
+) -> PyResult<PyGradients<'py>> {
+    let (plan, i, c) = (
+        &ext.inner,
+        images.as_array(),
+        stack3(cotangent.as_array(), "cotangent")?,
+    );
+    let how = implementation(reference);
+    let g = py
+        .detach(|| plan.vjp(how, i, c, wrt))
+        .map_err(|e| to_py(e, &ext.signals))?;
+    Ok(gradients_to_py(py, g))
+}
+
+/// PtychoPINN's `extract_patches_position` as a plan: `offsets` `(B·C, 2)` `[x, y]` in its
+/// flat order, `per_image` = C, the image side S and the patch side N.
+#[pyclass(name = "Extraction", module = "ptychostitch._native", frozen)]
+pub(crate) struct Extraction {
+    inner: CoreExtraction,
+    signals: Signals,
+}
+
+#[pymethods]
+impl Extraction {
+    #[new]
+    #[pyo3(signature = (offsets, per_image, image_side, patch_size, threads=0, convention="tf"))]
+    fn new(
+        offsets: PyReadonlyArrayDyn<'_, f64>,
+        per_image: usize,
+        image_side: usize,
+        patch_size: usize,
+        threads: usize,
+        convention: &str,
+    ) -> PyResult<Self> {
+        let signals = Signals::default();
+        let convention = region::convention(convention)?;
+        let inner = CoreExtraction::new_in(
+            convention,
+            offsets.as_array(),
+            per_image,
+            image_side,
+            patch_size,
+        )
+        .map_err(|e| to_py(e, &signals))?
+        .with_threads(threads);
+        Ok(Self { inner, signals })
+    }
+
+    /// `(B·C, N, N)` patches from `(B, S, S[, 1])` images (fast path, or the reference).
+    #[pyo3(signature = (images, reference=false))]
+    fn extract<'py>(
+        &self,
+        py: Python<'py>,
+        images: Patches<'py>,
+        reference: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        with_sample!(images, |a| extract_typed(py, self, a, reference))
+    }
+
+    /// The vector–Jacobian product: the images' cotangent `(B, S, S)` and the offsets'
+    /// `(B·C, 2)` from the patches' cotangent `(B·C, N, N[, 1])`.
+    #[pyo3(signature = (images, cotangent, wrt_images=true, wrt_offsets=true, reference=false))]
+    fn vjp<'py>(
+        &self,
+        py: Python<'py>,
+        images: Patches<'py>,
+        cotangent: Patches<'py>,
+        wrt_images: bool,
+        wrt_offsets: bool,
+        reference: bool,
+    ) -> PyResult<PyGradients<'py>> {
+        let wrt = Wrt {
+            patches: wrt_images,
+            offsets: wrt_offsets,
+        };
+        with_sample_pair!(
+            images,
+            cotangent,
+            |i, c| extract_vjp_typed(py, self, i, c, wrt, reference),
+            "images and cotangent"
+        )
+    }
+
+    /// Output shape `(B·C, N, N)`.
+    #[getter]
+    fn output_shape(&self) -> (usize, usize, usize) {
+        self.inner.output_shape()
+    }
+}
