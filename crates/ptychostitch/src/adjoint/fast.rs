@@ -18,9 +18,9 @@
 
 use crate::error::Result;
 use crate::geometry::{Geometry, Span};
-use crate::kernel::{SHIFT_SLOTS, ShiftGradient, d_dwx, d_dwy, sample_axis};
+use crate::kernel::{SHIFT_SLOTS, ShiftGradient, d_dwx, d_dwy};
 use crate::memory::try_zeroed_vec;
-use crate::parallel::{Schedule, copy_kept_rows, for_each_piece, workers_for};
+use crate::parallel::{Axis, Schedule, copy_kept_rows, for_each_piece, workers_for};
 use crate::sample::{Sample, lanes_mut};
 use ndarray::ArrayView3;
 
@@ -101,8 +101,8 @@ struct Scratch {
     bordered: Vec<f32>,
     /// One axis' tables over the footprint: bordered index of the left/upper neighbour,
     /// `1 − w` and `w`.
-    cols: Axis,
-    rows: Axis,
+    cols: Gather,
+    rows: Gather,
     /// Column tables repeated once per lane.
     u_lanes: Vec<f32>,
     w_lanes: Vec<f32>,
@@ -113,37 +113,26 @@ struct Scratch {
     dwy: Vec<f32>,
 }
 
+/// A footprint axis's table ([`Axis`], shared with the forward) and, per kept index, where its
+/// readers start: the gather form the patches' cotangent needs.
 #[derive(Default)]
-struct Axis {
-    neighbour: Vec<usize>,
-    u: Vec<f32>,
-    w: Vec<f32>,
+struct Gather {
+    table: Axis,
     /// `starts[v]`: the first footprint index whose neighbour is at least `v` (`v` in `0..=m+1`).
     starts: Vec<usize>,
-    /// The first neighbour when they are consecutive (`first + j` for index `j`): always,
-    /// except where `f32` rounding skips or repeats a sample.
-    consecutive: Option<usize>,
 }
 
-impl Axis {
+impl std::ops::Deref for Gather {
+    type Target = Axis;
+    fn deref(&self) -> &Axis {
+        &self.table
+    }
+}
+
+impl Gather {
     #[inline(always)]
     fn fill(&mut self, span: Span, shift: f32, pad: usize, kept: usize) {
-        self.neighbour.clear();
-        self.u.clear();
-        self.w.clear();
-        for c in span.start..span.end {
-            let (c0, w) = sample_axis(c, shift);
-            // c0 ∈ [p-1, p+m-1] inside the footprint, so this index is in 0..=m.
-            self.neighbour.push((c0 + 1 - pad as i64) as usize);
-            self.u.push(1.0 - w);
-            self.w.push(w);
-        }
-        self.consecutive = self.neighbour.first().copied().filter(|&first| {
-            self.neighbour
-                .iter()
-                .enumerate()
-                .all(|(j, &c)| c == first + j)
-        });
+        self.table.fill(span, shift, pad);
         self.starts.clear();
         let mut j = 0;
         for v in 0..=kept + 1 {
@@ -181,8 +170,8 @@ impl Scratch {
         }
         Self {
             bordered,
-            cols: Axis::default(),
-            rows: Axis::default(),
+            cols: Gather::default(),
+            rows: Gather::default(),
             u_lanes: Vec::with_capacity(width * l),
             w_lanes: Vec::with_capacity(width * l),
             acc: vec![0.0; g.kept() * l],

@@ -9,12 +9,9 @@ pub(super) struct Scratch {
     pub(super) patch: Vec<f32>,
     /// Zero-bordered patch of ones for the weight canvas: `(m+2)²`.
     pub(super) ones: Vec<f32>,
-    /// Per footprint column: index into the bordered patch of its left neighbour.
-    pub(super) col: Vec<usize>,
-    /// Per footprint column: `1 - wx` and `wx`.
-    pub(super) ux: Vec<f32>,
-    pub(super) wx: Vec<f32>,
-    /// The same two tables with every entry repeated once per lane.
+    /// The footprint's column table: left neighbours, `1 − wx` and `wx`.
+    pub(super) cols: Axis,
+    /// Its two factor tables with every entry repeated once per lane.
     pub(super) ux_lanes: Vec<f32>,
     pub(super) wx_lanes: Vec<f32>,
     /// True when every column of the footprint has the same `ux` and `wx` (bit for bit): then a
@@ -32,9 +29,7 @@ impl Scratch {
         Self {
             patch: vec![0.0; width * width * lanes_per_pixel],
             ones,
-            col: Vec::with_capacity(width + 1),
-            ux: Vec::with_capacity(width + 1),
-            wx: Vec::with_capacity(width + 1),
+            cols: Axis::with_capacity(width + 1),
             ux_lanes: Vec::with_capacity((width + 1) * lanes_per_pixel),
             wx_lanes: Vec::with_capacity((width + 1) * lanes_per_pixel),
             uniform: false,
@@ -46,7 +41,7 @@ impl Scratch {
     #[inline(always)]
     pub(super) fn lane_tables(&self, lanes_per_pixel: usize) -> (&[f32], &[f32]) {
         if lanes_per_pixel == 1 {
-            (&self.ux, &self.wx)
+            (&self.cols.u, &self.cols.w)
         } else {
             (&self.ux_lanes, &self.wx_lanes)
         }
@@ -63,41 +58,19 @@ impl Scratch {
         pad: usize,
         lanes_per_pixel: usize,
     ) -> Option<usize> {
-        self.col.clear();
-        self.ux.clear();
-        self.wx.clear();
-        for x in cols.start..cols.end {
-            let (x0, wx) = sample_axis(x, shift);
-            // x0 ∈ [p-1, p+m-1] inside the footprint, so this index is in 0..=m.
-            self.col.push((x0 + 1 - pad as i64) as usize);
-            self.ux.push(1.0 - wx);
-            self.wx.push(wx);
-        }
-        // `x - shift` is exact for most scans (the bench grid: every patch), so the fraction is
-        // the same in every column; compared by bits, so the products below are unchanged.
-        self.uniform = match (self.ux.first(), self.wx.first()) {
-            (Some(&u), Some(&w)) => {
-                self.ux.iter().all(|v| v.to_bits() == u.to_bits())
-                    && self.wx.iter().all(|v| v.to_bits() == w.to_bits())
-            }
-            _ => false,
-        };
+        self.cols.fill(cols, shift, pad);
+        self.uniform = self.cols.uniform();
         if lanes_per_pixel > 1 && !self.uniform {
             self.ux_lanes.clear();
             self.wx_lanes.clear();
-            for (&u, &w) in self.ux.iter().zip(&self.wx) {
+            for (&u, &w) in self.cols.u.iter().zip(&self.cols.w) {
                 for _ in 0..lanes_per_pixel {
                     self.ux_lanes.push(u);
                     self.wx_lanes.push(w);
                 }
             }
         }
-        let first = *self.col.first()?;
-        self.col
-            .iter()
-            .enumerate()
-            .all(|(j, &c)| c == first + j)
-            .then_some(first)
+        self.cols.consecutive
     }
 }
 
@@ -205,14 +178,14 @@ impl<T: Sample> Context<'_, '_, '_, T> {
                 };
                 let columns = if scratch.uniform {
                     Columns::Uniform {
-                        ux: scratch.ux[0],
-                        wx: scratch.wx[0],
+                        ux: scratch.cols.u[0],
+                        wx: scratch.cols.w[0],
                     }
                 } else {
                     let (ux_lanes, wx_lanes) = scratch.lane_tables(lanes_per_pixel);
                     Columns::Tables {
-                        ux: &scratch.ux,
-                        wx: &scratch.wx,
+                        ux: &scratch.cols.u,
+                        wx: &scratch.cols.w,
                         ux_lanes,
                         wx_lanes,
                     }
@@ -388,7 +361,7 @@ pub(super) fn place_row<const L: usize>(
 ) {
     match regular {
         Some(c) if scratch.uniform => {
-            let w = Weights::from_factors(scratch.ux[0], scratch.wx[0], uy, wy);
+            let w = Weights::from_factors(scratch.cols.u[0], scratch.cols.w[0], uy, wy);
             row_uniform::<L>(out, &top[c * L..], &bottom[c * L..], w)
         }
         Some(c) => {
@@ -451,8 +424,8 @@ pub(super) fn row_gather<const L: usize>(
     wy: f32,
 ) {
     for (j, pixel) in out.chunks_exact_mut(L).enumerate() {
-        let c = tables.col[j];
-        let w = Weights::from_factors(tables.ux[j], tables.wx[j], uy, wy);
+        let c = tables.cols.neighbour[j];
+        let w = Weights::from_factors(tables.cols.u[j], tables.cols.w[j], uy, wy);
         for (lane, v) in pixel.iter_mut().enumerate() {
             let (a, b) = (c * L + lane, (c + 1) * L + lane);
             *v += w.apply(top[a], top[b], bottom[a], bottom[b]);

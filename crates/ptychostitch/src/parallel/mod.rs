@@ -25,10 +25,12 @@ use ndarray::ArrayView3;
 use rayon::prelude::*;
 use std::sync::{Mutex, OnceLock};
 
+mod axis;
 mod bordered;
 mod schedule;
 mod simd;
 
+pub(crate) use axis::Axis;
 pub(crate) use bordered::copy_kept_rows;
 #[allow(unused_imports)]
 use bordered::*;
