@@ -5,9 +5,7 @@ use crate::error::{Error, Result};
 use crate::geometry::{Geometry, ScanWarning, offset_pairs};
 use crate::interrupt::Interrupt;
 use crate::memory::try_zeroed_vec;
-use crate::parallel::{
-    self, DEFAULT_MIN_PIXELS_PER_WORKER, Job, Region, Schedule, Selection, Simd, WeightCanvas,
-};
+use crate::parallel::{self, Job, Region, Schedule, Selection, Simd, WeightCanvas};
 use crate::reference;
 use crate::sample::Sample;
 use ndarray::{Array2, ArrayView, ArrayViewMut2, Dimension};
@@ -67,11 +65,7 @@ impl Plan {
     pub fn from_positions(positions: &[[f64; 2]], patch_size: usize, crop: i64) -> Result<Self> {
         Ok(Self {
             geometry: Geometry::new(positions, patch_size, crop)?,
-            schedule: Schedule {
-                threads: 0,
-                simd: Simd::Auto,
-                min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
-            },
+            schedule: Schedule::default(),
             interrupt: Interrupt::default(),
             weights: OnceLock::new(),
         })

@@ -20,7 +20,7 @@ use crate::adjoint::{Gradients, Wrt, raw_shifts};
 use crate::error::{Error, Result};
 use crate::geometry::{offset_pairs, patch_stack};
 use crate::kernel::{Convention, ShiftGradient};
-use crate::parallel::{DEFAULT_MIN_PIXELS_PER_WORKER, Schedule, Simd};
+use crate::parallel::Schedule;
 use crate::sample::{Sample, c_order_lanes};
 use ndarray::{Array2, Array3, ArrayView, ArrayView3, Dimension};
 use std::borrow::Cow;
@@ -127,11 +127,7 @@ impl Extraction {
             trim: (image_side - patch_size) / 2,
             shifts,
             convention,
-            schedule: Schedule {
-                threads: 0,
-                simd: Simd::Auto,
-                min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
-            },
+            schedule: Schedule::default(),
         })
     }
 

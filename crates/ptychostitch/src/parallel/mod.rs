@@ -34,9 +34,9 @@ pub(crate) use axis::Axis;
 pub(crate) use bordered::copy_kept_rows;
 #[allow(unused_imports)]
 use bordered::*;
+pub(crate) use schedule::Schedule;
 #[allow(unused_imports)]
 use schedule::*;
-pub(crate) use schedule::{DEFAULT_MIN_PIXELS_PER_WORKER, Schedule};
 pub use simd::Simd;
 #[allow(unused_imports)]
 use simd::*;

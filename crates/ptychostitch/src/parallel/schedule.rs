@@ -18,6 +18,17 @@ pub(crate) struct Schedule {
     pub min_pixels_per_worker: usize,
 }
 
+impl Default for Schedule {
+    /// All cores, the best instruction set the CPU has, [`DEFAULT_MIN_PIXELS_PER_WORKER`].
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            simd: Simd::Auto,
+            min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
+        }
+    }
+}
+
 /// How much a run has to do, from the selected footprints clipped to the region.
 pub(super) struct Work {
     /// Footprint pixels to compute.

@@ -22,7 +22,7 @@ use crate::sample::{Sample, lanes_mut};
 /// Whether the hot loops may run their AVX2 + FMA instances (every `mul_add` one instruction
 /// instead of a call to `fmaf`; the same correctly rounded result either way).
 fn fma_available(plan: &Region) -> bool {
-    cfg!(target_arch = "x86_64") && plan.simd.uses_avx2()
+    cfg!(target_arch = "x86_64") && plan.schedule.simd.uses_avx2()
 }
 
 /// `$name` compiled for AVX2 + FMA: the same body as `$body` (inlined), so the same bits.
@@ -216,8 +216,8 @@ fn accumulate_in<const L: usize, const TORCH: bool>(
 fn workers(plan: &Region) -> usize {
     let n1 = plan.patch + 1;
     workers_for(
-        plan.threads,
-        plan.min_pixels_per_worker,
+        plan.schedule.threads,
+        plan.schedule.min_pixels_per_worker,
         plan.samples * plan.channels * n1 * n1,
     )
 }

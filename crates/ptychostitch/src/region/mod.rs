@@ -36,7 +36,7 @@ use crate::geometry::{centre_of_mass, offset_pairs};
 use crate::kernel::ShiftGradient;
 pub use crate::kernel::{Convention, Denominator};
 use crate::memory;
-use crate::parallel::{DEFAULT_MIN_PIXELS_PER_WORKER, Simd};
+use crate::parallel::{Schedule, Simd};
 use crate::sample::{Sample, c_order_lanes};
 use ndarray::{Array2, Array3, Array4, ArrayView, ArrayView3, ArrayView4, Dimension};
 use std::borrow::Cow;
@@ -162,10 +162,8 @@ pub struct Region {
     origin: usize,
     options: RegionOptions,
     shifts: Vec<[f32; 2]>,
-    threads: usize,
-    min_pixels_per_worker: usize,
+    schedule: Schedule,
     implementation: Implementation,
-    simd: Simd,
 }
 
 impl Region {
@@ -213,24 +211,22 @@ impl Region {
             origin: (side - patch) / 2,
             options,
             shifts,
-            threads: 0,
-            min_pixels_per_worker: DEFAULT_MIN_PIXELS_PER_WORKER,
+            schedule: Schedule::default(),
             implementation: Implementation::Fast,
-            simd: Simd::Auto,
         })
     }
 
     /// Splits the work for `threads` workers (0, the default: all cores). The result does not
     /// depend on it.
     pub fn with_threads(mut self, threads: usize) -> Self {
-        self.threads = threads;
+        self.schedule.threads = threads;
         self
     }
 
     /// Uses fewer workers when each would get fewer than `pixels` footprint pixels (0: always
     /// all, as the tests do). The result does not depend on it.
     pub fn with_min_pixels_per_worker(mut self, pixels: usize) -> Self {
-        self.min_pixels_per_worker = pixels;
+        self.schedule.min_pixels_per_worker = pixels;
         self
     }
 
@@ -244,7 +240,7 @@ impl Region {
     /// Which instruction set the fast path may use ([`Simd::Portable`]: no FMA instructions,
     /// each `mul_add` a call; the same bits).
     pub fn with_simd(mut self, simd: Simd) -> Self {
-        self.simd = simd;
+        self.schedule.simd = simd;
         self
     }
 
