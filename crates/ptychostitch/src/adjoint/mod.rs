@@ -105,6 +105,24 @@ pub(crate) fn raw_shifts(sums: &[ShiftGradient]) -> Vec<[f64; 2]> {
     sums.iter().map(ShiftGradient::shift_gradient).collect()
 }
 
+/// The offsets' cotangent of the reassembly from the partial sums of the image's translation
+/// and, for `reassemble_position`, of the weight canvas's: each folded
+/// ([`ShiftGradient::shift_gradient`]), the two added per patch, then re-centred. The one fold
+/// of the CPU paths and the GPU's ([`crate::gpu::launch::offsets_from_sums`]).
+pub(crate) fn offsets_cotangent(
+    image: &[ShiftGradient],
+    weights: Option<&[ShiftGradient]>,
+) -> Array2<f64> {
+    let mut raw = raw_shifts(image);
+    if let Some(weights) = weights {
+        for (r, o) in raw.iter_mut().zip(raw_shifts(weights)) {
+            r[0] += o[0];
+            r[1] += o[1];
+        }
+    }
+    centred(&raw)
+}
+
 /// The quotient rule of `R = I / (1e-9 + W)`: from the cotangent `G` of `R`, the cotangent of
 /// `I` (`G` divided as the forward divides, [`Sample::normalise`]) and, when `output` is given,
 /// of `W` (`−Σ_lanes G·R / (W + 1e-9)`, [`weight_cotangent`]).
@@ -266,10 +284,10 @@ impl Plan {
                 self.schedule(),
             ),
         };
-        let (grads, raw) = match op {
+        let (grads, offsets) = match op {
             Operation::ShiftAndSum => {
                 let (grads, sums) = translate(&cot, wrt.patches)?;
-                (grads, raw_shifts(&sums))
+                (grads, offsets_cotangent(&sums, None))
             }
             Operation::ReassemblePosition => {
                 let weights: Cow<'_, Array2<f32>> = match path {
@@ -291,15 +309,10 @@ impl Plan {
                 };
                 let (gi, gw) = quotient::<T>(&cot, weights, output.as_deref())?;
                 let (grads, sums) = translate(&gi, wrt.patches)?;
-                let mut raw = raw_shifts(&sums);
-                if let Some(gw) = gw {
-                    let ones = self.translate_ones_vjp(path, &gw)?;
-                    for (r, o) in raw.iter_mut().zip(raw_shifts(&ones)) {
-                        r[0] += o[0];
-                        r[1] += o[1];
-                    }
-                }
-                (grads, raw)
+                let ones = gw
+                    .map(|gw| self.translate_ones_vjp(path, &gw))
+                    .transpose()?;
+                (grads, offsets_cotangent(&sums, ones.as_deref()))
             }
         };
         let n = g.patch_size();
@@ -308,7 +321,7 @@ impl Plan {
                 Array3::from_shape_vec((g.len(), n, n), v)
                     .expect("n·N·N values for an (n, N, N) stack")
             }),
-            offsets: wrt.offsets.then(|| centred(&raw)),
+            offsets: wrt.offsets.then_some(offsets),
         })
     }
 

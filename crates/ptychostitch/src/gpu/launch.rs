@@ -137,24 +137,17 @@ impl VjpArgs {
 /// image and, for `reassemble_position`, of the weight canvas: each sum set combined as
 /// [`crate::kernel::ShiftGradient`] does, the two paths added, then re-centred.
 pub fn offsets_from_sums(image: &[f64], weights: Option<&[f64]>) -> ndarray::Array2<f64> {
-    let raw = |sums: &[f64]| -> Vec<[f64; 2]> {
+    let gradients = |sums: &[f64]| -> Vec<crate::kernel::ShiftGradient> {
         sums.chunks_exact(super::SHIFT_SUMS_PER_PATCH)
             .map(|s| {
                 let mut g = crate::kernel::ShiftGradient::default();
-                g.x.copy_from_slice(&s[..8]);
-                g.y.copy_from_slice(&s[8..]);
-                g.shift_gradient()
+                g.x.copy_from_slice(&s[..crate::kernel::SHIFT_SLOTS]);
+                g.y.copy_from_slice(&s[crate::kernel::SHIFT_SLOTS..]);
+                g
             })
             .collect()
     };
-    let mut total = raw(image);
-    if let Some(w) = weights {
-        for (t, o) in total.iter_mut().zip(raw(w)) {
-            t[0] += o[0];
-            t[1] += o[1];
-        }
-    }
-    crate::adjoint::centred(&total)
+    crate::adjoint::offsets_cotangent(&gradients(image), weights.map(gradients).as_deref())
 }
 
 /// Where a patch stack lives: its first lane and its strides, in elements.

@@ -60,7 +60,7 @@ impl VjpKernel {
 
 /// Partial sums of the offsets' cotangent per patch that the shift kernel writes: eight for x,
 /// then eight for y (the lanes of [`crate::kernel::ShiftGradient`]).
-pub const SHIFT_SUMS_PER_PATCH: usize = 16;
+pub const SHIFT_SUMS_PER_PATCH: usize = 2 * crate::kernel::SHIFT_SLOTS;
 
 /// Side of the square pixel tile one block computes (`PTYCHOSTITCH_TILE` in `kernel.cu`).
 /// Measured on an H200 with a prototype of this kernel: 8 beat 16 (0.36 vs 0.48 ms at
