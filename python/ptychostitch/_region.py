@@ -1,7 +1,7 @@
 """The training-path operator as a framework-neutral kernel: batched region reassembly (one
 canvas per sample) in PtychoPINN's two layouts, with its vector-Jacobian product.
 
-``RegionKernel`` has what a framework adapter (``ptychostitch._frameworks``) needs:
+``RegionKernel`` is an operation as ``ptychostitch._call`` runs it (see ``_kernels``):
 ``forward(patches, positions)``, ``backward(patches, positions, out, cot, want_x, want_pos)``
 returning the cotangents in the inputs' shapes and dtypes, ``out_dtype`` and ``out_shape``.
 The weights (a centre mask, ones, ``|probe|²``, a user array) are constants of the kernel.

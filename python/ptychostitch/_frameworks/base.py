@@ -31,6 +31,14 @@ def dlpack_device(value: Any) -> Optional[int]:
         return None
 
 
+def out_of_memory_hint(error: BaseException, advice: str) -> Optional[str]:
+    """``error``'s text with ``advice`` added, when it says the GPU is out of memory."""
+    text = str(error)
+    if not (isinstance(error, MemoryError) or "OUT_OF_MEMORY" in text):
+        return None
+    return f"{text}; {advice}"
+
+
 class Backend:
     """NumPy and other array-likes; the defaults every framework backend starts from."""
 

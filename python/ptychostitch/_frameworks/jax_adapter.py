@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, out_of_memory_hint
 
 
 def _jax() -> Any:
@@ -115,12 +115,10 @@ class JaxBackend(Backend):
         return _jax().dlpack.from_dlpack(plan.run_cuda(obj, op))
 
     def memory_hint(self, error: BaseException) -> Optional[str]:
-        text = str(error)
-        if not (isinstance(error, MemoryError) or "OUT_OF_MEMORY" in text):
-            return None
-        return (
-            f"{text}; JAX preallocates 75% of GPU memory by default: set XLA_PYTHON_CLIENT_PREALLOCATE=false "
-            "(or a smaller XLA_PYTHON_CLIENT_MEM_FRACTION) before JAX starts"
+        return out_of_memory_hint(
+            error,
+            "JAX preallocates 75% of GPU memory by default: set XLA_PYTHON_CLIENT_PREALLOCATE=false "
+            "(or a smaller XLA_PYTHON_CLIENT_MEM_FRACTION) before JAX starts",
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, out_of_memory_hint
 
 
 SECOND_ORDER = (
@@ -154,12 +154,10 @@ class TensorFlowBackend(Backend):
         return tf.experimental.dlpack.from_dlpack(canvas.__dlpack__())
 
     def memory_hint(self, error: BaseException) -> Optional[str]:
-        text = str(error)
-        if not (isinstance(error, MemoryError) or "OUT_OF_MEMORY" in text):
-            return None
-        return (
-            f"{text}; TensorFlow reserves nearly all GPU memory by default: call "
-            "tf.config.experimental.set_memory_growth(gpu, True) for each GPU before TensorFlow first uses it"
+        return out_of_memory_hint(
+            error,
+            "TensorFlow reserves nearly all GPU memory by default: call "
+            "tf.config.experimental.set_memory_growth(gpu, True) for each GPU before TensorFlow first uses it",
         )
 
 
