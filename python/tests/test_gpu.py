@@ -10,6 +10,7 @@ default stream and on a side stream, strided, cast, through a Plan, with offsets
 Every GPU test that cannot run says why (pytest -rs)."""
 
 import gc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,3 +323,41 @@ def test_torch_cuda_autograd_matches_the_cpu():
         grads.append((o.grad.cpu().numpy(), f.grad.cpu().numpy()))
     assert np.array_equal(grads[0][0].view(np.uint32), grads[1][0].view(np.uint32))
     assert np.array_equal(grads[0][1], grads[1][1])
+
+
+def test_the_kernel_source_compiles_with_this_environments_nvrtc():
+    """Without a GPU: NVRTC needs no device, so the CUDA source (crates/ptychostitch/src/gpu/
+    kernel.cu) is compiled here with the driver's own options (gpu::cuda::build_module) by the
+    NVRTC that pip installed with torch, and every entry point the driver loads (and the
+    extraction kernel, emulated in CI but not yet launched) must be in the PTX. A CUDA
+    compile error would otherwise first show on a lent GPU."""
+    import ctypes
+    import glob
+    import os
+
+    libraries = sorted(
+        path for folder in ps._nvidia_library_dirs() for path in glob.glob(os.path.join(folder, "libnvrtc.so.*"))
+        if "builtins" not in path and "alt" not in path
+    )
+    if not libraries:
+        pytest.skip("no NVRTC in this environment (torch from PyPI installs one with its CUDA libraries)")
+    source = (Path(__file__).resolve().parents[2] / "crates/ptychostitch/src/gpu/kernel.cu").read_bytes()
+    for library in libraries:
+        nvrtc = ctypes.CDLL(library)
+        program = ctypes.c_void_p()
+        assert nvrtc.nvrtcCreateProgram(ctypes.byref(program), source, b"ptychostitch.cu", 0, None, None) == 0
+        options = [b"--fmad=false", b"--ftz=false", b"--prec-div=true", b"--prec-sqrt=true", b"--gpu-architecture=compute_90"]
+        status = nvrtc.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options))
+        size = ctypes.c_size_t()
+        nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetProgramLog(program, log)
+        assert status == 0, f"{library}: {log.value.decode(errors='replace')}"
+        nvrtc.nvrtcGetPTXSize(program, ctypes.byref(size))
+        ptx = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetPTX(program, ptx)
+        text = ptx.value.decode()
+        for name in ("ptychostitch_stitch", "ptychostitch_patch_vjp", "ptychostitch_shift_vjp",
+                     "ptychostitch_quotient_vjp", "ptychostitch_extract"):
+            assert f".entry {name}" in text, f"{library}: no {name} in the PTX"
+        nvrtc.nvrtcDestroyProgram(ctypes.byref(program))

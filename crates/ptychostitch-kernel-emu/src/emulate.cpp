@@ -44,3 +44,8 @@ extern "C" void ptychostitch_emulate_shift_vjp(const VjpArgs* args) {
 extern "C" void ptychostitch_emulate_quotient_vjp(const VjpArgs* args, unsigned grid_x, unsigned grid_y) {
     run_tiles(ptychostitch_quotient_vjp, *args, grid_x, grid_y, 1);
 }
+
+// Extraction: 8 x 8 tiles of each output patch, one patch per z.
+extern "C" void ptychostitch_emulate_extract(const ExtractArgs* args, unsigned grid_x, unsigned grid_y) {
+    run_tiles(ptychostitch_extract, *args, grid_x, grid_y, (unsigned)args->count);
+}

@@ -4,15 +4,43 @@
 
 use ndarray::{Array2, ArrayView, Dimension};
 use ptychostitch::gpu::SHIFT_SUMS_PER_PATCH;
-use ptychostitch::gpu::launch::{Args, Stack, Tables, VjpArgs, offsets_from_sums};
+use ptychostitch::gpu::launch::{Args, ExtractArgs, Stack, Tables, VjpArgs, offsets_from_sums};
 use ptychostitch::gpu::tiles::TileLists;
-use ptychostitch::{Error, Gradients, Operation, Plan, Result, Sample, Wrt};
+use ptychostitch::{Error, Extraction, Gradients, Operation, Plan, Result, Sample, Wrt};
 
 unsafe extern "C" {
     fn ptychostitch_emulate(args: *const Args, grid_x: u32, grid_y: u32);
     fn ptychostitch_emulate_patch_vjp(args: *const VjpArgs, grid_x: u32, grid_y: u32);
     fn ptychostitch_emulate_shift_vjp(args: *const VjpArgs);
     fn ptychostitch_emulate_quotient_vjp(args: *const VjpArgs, grid_x: u32, grid_y: u32);
+    fn ptychostitch_emulate_extract(args: *const ExtractArgs, grid_x: u32, grid_y: u32);
+}
+
+/// `extraction` of `images` (`(B, S, S)` or `(B, S, S, 1)`, any strides) by the emulated
+/// extraction kernel: `(B·C, N, N)`.
+pub fn extract<T: Sample, D: Dimension>(
+    extraction: &Extraction,
+    images: ArrayView<'_, T, D>,
+) -> Result<ndarray::Array3<T>> {
+    let images = extraction.check_images(images)?;
+    let strides = images.strides();
+    let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
+    let (count, n, _) = extraction.output_shape();
+    let mut out = vec![f32::NAN; count * n * n * T::LANES];
+    let mut args = ExtractArgs::new(extraction, T::LANES);
+    args.images = images.as_ptr() as u64;
+    (args.stride_b, args.stride_r, args.stride_c) =
+        (strides[0] as i64, strides[1] as i64, strides[2] as i64);
+    args.shifts = shifts.as_ptr() as u64;
+    args.out = out.as_mut_ptr() as u64;
+    let (gx, gy, _) = args.grid();
+    // SAFETY: `images` is the checked view's own memory with its strides, `shifts` holds two f32
+    // per output patch and `out` count·N·N·lanes f32; all outlive the call.
+    unsafe { ptychostitch_emulate_extract(&args, gx, gy) };
+    let values: Vec<T> = bytemuck::pod_collect_to_vec(&out);
+    ndarray::Array3::from_shape_vec((count, n, n), values).map_err(|e| Error::Gpu {
+        reason: e.to_string(),
+    })
 }
 
 /// `operation` on `patches` (`(n, N, N)` or `(n, N, N, 1)`, any strides) by the emulated kernel.

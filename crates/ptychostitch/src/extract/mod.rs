@@ -155,6 +155,26 @@ impl Extraction {
         (self.shifts.len(), self.patch, self.patch)
     }
 
+    /// The image side `S`.
+    pub fn image_side(&self) -> usize {
+        self.side
+    }
+
+    /// Patches per image, `C`.
+    pub fn per_image(&self) -> usize {
+        self.per_image
+    }
+
+    /// Pixels trimmed from each side of a translated image: `(S − N)/2`.
+    pub fn trim(&self) -> usize {
+        self.trim
+    }
+
+    /// Whose translation arithmetic this extraction uses.
+    pub fn convention(&self) -> Convention {
+        self.convention
+    }
+
     /// The offsets `[x, y]` as `f32`.
     pub fn shifts(&self) -> &[[f32; 2]] {
         &self.shifts
@@ -249,7 +269,9 @@ impl Extraction {
         }
     }
 
-    fn check_images<'a, T, D: Dimension>(
+    /// The images as `(B, S, S)`, or the error for a shape or count this extraction does not
+    /// take (what every extraction and its VJP check first).
+    pub fn check_images<'a, T, D: Dimension>(
         &self,
         images: ArrayView<'a, T, D>,
     ) -> Result<ArrayView3<'a, T>> {

@@ -281,3 +281,86 @@ extern "C" __global__ void ptychostitch_quotient_vjp(const VjpArgs a) {
     }
     a.cot_weights[pixel] = __fdiv_rn(-dot, d);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Extraction (docs/semantics.md §9): PtychoPINN's extract_patches_position (TensorFlow's
+// arithmetic) or torch's extract_channels_from_region (grid_sample's), one thread per output
+// pixel, the arithmetic of kernel::Convention and kernel::sample_pixel.
+
+// Everything an extraction launch needs, passed by value. Mirrored by `gpu::launch::ExtractArgs`.
+struct ExtractArgs {
+    // Image values as f32 lanes; element (b, r, c) starts at lane
+    // (b * stride_b + r * stride_r + c * stride_c) * lanes.
+    const float* images;
+    long long stride_b;
+    long long stride_r;
+    long long stride_c;
+    const float* shifts;  // [a_x, a_y] per output patch (f32): the offsets as given
+    int count;            // output patches, B·C
+    int per_image;        // C: patch j is cut from image j / C
+    int side;             // image side S
+    int patch_size;       // output side N
+    int trim;             // (S − N) / 2
+    int lanes;            // 1: real, 2: complex
+    int convention;       // 0: TensorFlow, 1: torch
+    int reserved;
+    float* out;           // count * N * N * lanes, C order
+};
+
+// (floor(s), s − floor(s)) of output coordinate `coord` for content moved by `shift`
+// (kernel::Convention::sample_axis).
+__device__ static inline void extract_axis(int convention, int coord, float shift, int side, int* floor_out,
+                                           float* frac) {
+    float s;
+    if (convention == 0) {
+        s = __fsub_rn((float)coord, shift);
+    } else {
+        float last = (float)(side - 1);
+        // torch.linspace(-1, 1, side) on CPU: a fused multiply-add from the nearer end.
+        float step = __fdiv_rn(2.0f, last);
+        float base = coord < side / 2 ? __fmaf_rn(step, (float)coord, -1.0f)
+                                      : __fmaf_rn(-step, (float)(side - 1 - coord), 1.0f);
+        float nf = __double2float_rn(__ddiv_rn(2.0, (double)(side - 1)));
+        float grid = __fadd_rn(base, __fmul_rn(-shift, nf));
+        s = __fmul_rn(__fadd_rn(grid, 1.0f), __fdiv_rn(last, 2.0f));
+    }
+    float f = floorf(s);
+    *floor_out = (int)f;
+    *frac = __fsub_rn(s, f);
+}
+
+__device__ static inline float image_pixel(const ExtractArgs& a, int b, int y, int x, int lane) {
+    if (y < 0 || y >= a.side || x < 0 || x >= a.side) {
+        return 0.0f;
+    }
+    return a.images[((long long)b * a.stride_b + (long long)y * a.stride_r + (long long)x * a.stride_c) * a.lanes +
+                    lane];
+}
+
+// One thread per output pixel (grid: ceil(N/8) x ceil(N/8) x count, 8 x 8 threads).
+extern "C" __global__ void ptychostitch_extract(const ExtractArgs a) {
+    int c = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int r = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    int j = blockIdx.z;
+    if (c >= a.patch_size || r >= a.patch_size || j >= a.count) {
+        return;
+    }
+    int b = j / a.per_image;
+    float ax = a.shifts[2 * j], ay = a.shifts[2 * j + 1];
+    int y0, x0;
+    float wy, wx;
+    extract_axis(a.convention, a.trim + r, ay, a.side, &y0, &wy);
+    extract_axis(a.convention, a.trim + c, ax, a.side, &x0, &wx);
+    float ux = __fsub_rn(1.0f, wx), uy = __fsub_rn(1.0f, wy);
+    float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
+    long long at = (((long long)j * a.patch_size + r) * a.patch_size + c) * a.lanes;
+    for (int lane = 0; lane < a.lanes; ++lane) {
+        float i00 = image_pixel(a, b, y0, x0, lane), i01 = image_pixel(a, b, y0, x0 + 1, lane);
+        float i10 = image_pixel(a, b, y0 + 1, x0, lane), i11 = image_pixel(a, b, y0 + 1, x0 + 1, lane);
+        float v = a.convention == 0
+                      ? bilinear(wa, wb, wc, wd, i00, i01, i10, i11)
+                      // grid_sample's order: fma(d, i11, fma(c, i10, fma(b, i01, a * i00))).
+                      : __fmaf_rn(wd, i11, __fmaf_rn(wc, i10, __fmaf_rn(wb, i01, __fmul_rn(wa, i00))));
+        a.out[at + lane] = v;
+    }
+}

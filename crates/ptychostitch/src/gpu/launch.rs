@@ -95,6 +95,66 @@ pub struct VjpArgs {
     pub cot_weights: u64,
 }
 
+/// The arguments of the extraction kernel (`ExtractArgs` in `kernel.cu`), passed by value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ExtractArgs {
+    /// The images' `f32` lanes.
+    pub images: u64,
+    /// Stride between images, in elements.
+    pub stride_b: i64,
+    /// Stride between image rows, in elements.
+    pub stride_r: i64,
+    /// Stride between image columns, in elements.
+    pub stride_c: i64,
+    /// `[a_x, a_y]` per output patch, `f32`.
+    pub shifts: u64,
+    /// Output patches, `B·C`.
+    pub count: i32,
+    /// Patches per image, `C`.
+    pub per_image: i32,
+    /// Image side `S`.
+    pub side: i32,
+    /// Output side `N`.
+    pub patch_size: i32,
+    /// `(S − N)/2`.
+    pub trim: i32,
+    /// 1 (real) or 2 (complex).
+    pub lanes: i32,
+    /// 0: TensorFlow's arithmetic, 1: torch's.
+    pub convention: i32,
+    /// Unused (keeps `out` 8-byte aligned in both languages).
+    pub reserved: i32,
+    /// The patches, `B·C·N·N·lanes` `f32`.
+    pub out: u64,
+}
+
+impl ExtractArgs {
+    /// `extraction`'s fields for images of `lanes` lanes; addresses and strides are left 0 for
+    /// the caller to fill.
+    pub fn new(extraction: &crate::Extraction, lanes: usize) -> Self {
+        Self {
+            count: extraction.shifts().len() as i32,
+            per_image: extraction.per_image() as i32,
+            side: extraction.image_side() as i32,
+            patch_size: extraction.output_shape().1 as i32,
+            trim: extraction.trim() as i32,
+            lanes: lanes as i32,
+            convention: match extraction.convention() {
+                crate::kernel::Convention::TensorFlow => 0,
+                crate::kernel::Convention::Torch => 1,
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Its grid: `ceil(N/8)²` tiles per output patch, one patch per z.
+    pub fn grid(&self) -> (u32, u32, u32) {
+        let t = (self.patch_size as u32).div_ceil(TILE as u32);
+        (t, t, self.count as u32)
+    }
+}
+
 impl VjpArgs {
     /// The geometry's fields; addresses are left 0 for the caller to fill.
     pub fn new(geometry: &Geometry, lanes: usize) -> Self {
@@ -342,6 +402,10 @@ mod tests {
         assert_eq!(std::mem::offset_of!(VjpArgs, count), 72);
         assert_eq!(std::mem::offset_of!(VjpArgs, lanes), 96);
         assert_eq!(std::mem::offset_of!(VjpArgs, patch_grad), 104);
+        // ExtractArgs: 5·8 (addresses and strides) + 8·4 (ints) + 8 (the output).
+        assert_eq!(std::mem::size_of::<ExtractArgs>(), 40 + 32 + 8);
+        assert_eq!(std::mem::offset_of!(ExtractArgs, count), 40);
+        assert_eq!(std::mem::offset_of!(ExtractArgs, out), 72);
         assert_eq!(std::mem::offset_of!(VjpArgs, cot_weights), 128);
     }
 

@@ -1,0 +1,88 @@
+//! The CUDA extraction kernel's source (`ptychostitch_extract`), run on the CPU, against the
+//! library's reference extraction: bit for bit (NaN payloads included) in both conventions
+//! (TensorFlow's `extract_patches_position`, torch's `extract_channels_from_region`), complex
+//! and real images, contiguous and strided, offsets inside and far outside the image, output
+//! sides of one and of several 8×8 blocks.
+
+#[path = "../../ptychostitch/tests/common/mod.rs"]
+mod common;
+
+use common::{offsets_from, random_patches, rng};
+use ndarray::{Array3, s};
+use ptychostitch::kernel::Convention;
+use ptychostitch::{Complex32, Extraction, Sample};
+use rand::RngExt;
+
+fn lane_bits<T: Sample>(values: &Array3<T>) -> Vec<u32> {
+    let values: Vec<T> = values.iter().copied().collect();
+    bytemuck::cast_slice::<T, f32>(&values)
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+#[track_caller]
+fn assert_bits<T: Sample>(kernel: &Array3<T>, reference: &Array3<T>, what: &str) {
+    assert_eq!(kernel.dim(), reference.dim(), "{what}");
+    let (a, b) = (lane_bits(kernel), lane_bits(reference));
+    if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+        panic!(
+            "{what}: lane {i}: kernel {} vs reference {}",
+            f32::from_bits(a[i]),
+            f32::from_bits(b[i])
+        );
+    }
+}
+
+#[test]
+fn the_extraction_kernel_is_the_reference_bit_for_bit() {
+    let mut r = rng(77);
+    for convention in [Convention::TensorFlow, Convention::Torch] {
+        for (images, per, side, n, reach) in [
+            (2, 4, 24, 8, 3.0),  // one 8×8 block per patch
+            (3, 1, 41, 17, 9.0), // 3×3 blocks, a partial last row and column
+            (1, 9, 12, 12, 2.5), // S = N (torch allows it)
+            (2, 4, 20, 6, 40.0), // offsets far outside: zeros, edges
+            (1, 4, 17, 1, 1.0),  // N = 1
+        ] {
+            if convention == Convention::TensorFlow && side == n {
+                continue; // PtychoPINN's TF function needs S > N
+            }
+            let what = format!("{convention:?}, B = {images}, C = {per}, S = {side}, N = {n}");
+            let offsets = offsets_from(images * per, |k| {
+                if k == 0 {
+                    [0.5, -0.5] // half-pixel
+                } else {
+                    [r.random_range(-reach..reach), r.random_range(-reach..reach)]
+                }
+            });
+            let ext = Extraction::new_in(convention, offsets.view(), per, side, n).unwrap();
+            let mut complex: Array3<Complex32> = random_patches(&mut r, images, side);
+            complex[[0, side / 2, side / 2]] = Complex32::new(f32::from_bits(0x7fc0_1234), 1.0);
+            complex[[0, 1, 2]] = Complex32::new(f32::INFINITY, -0.0);
+            let reference = ext.extract_reference(complex.view()).unwrap();
+            let kernel = ptychostitch_kernel_emu::extract(&ext, complex.view()).unwrap();
+            assert_bits(&kernel, &reference, &format!("{what}, complex"));
+            let real = complex.map(|v| v.re);
+            let reference = ext.extract_reference(real.view()).unwrap();
+            let kernel = ptychostitch_kernel_emu::extract(&ext, real.view()).unwrap();
+            assert_bits(&kernel, &reference, &format!("{what}, real"));
+            // A strided view (every image reversed along its columns): the kernel reads it by
+            // its strides, the reference by its own copy.
+            let reversed = complex.slice(s![.., .., ..;-1]);
+            let reference = ext.extract_reference(reversed).unwrap();
+            let kernel = ptychostitch_kernel_emu::extract(&ext, reversed).unwrap();
+            assert_bits(&kernel, &reference, &format!("{what}, strided"));
+        }
+    }
+}
+
+#[test]
+fn a_shape_the_extraction_does_not_take_is_an_error_before_the_kernel() {
+    let offsets = ndarray::Array2::<f64>::zeros((4, 2));
+    let ext = Extraction::new(offsets.view(), 4, 16, 8).unwrap();
+    let wrong = Array3::<f32>::zeros((1, 15, 15));
+    assert!(ptychostitch_kernel_emu::extract(&ext, wrong.view()).is_err());
+    let too_many = Array3::<f32>::zeros((2, 16, 16));
+    assert!(ptychostitch_kernel_emu::extract(&ext, too_many.view()).is_err());
+}
