@@ -49,3 +49,19 @@ extern "C" void ptychostitch_emulate_quotient_vjp(const VjpArgs* args, unsigned 
 extern "C" void ptychostitch_emulate_extract(const ExtractArgs* args, unsigned grid_x, unsigned grid_y) {
     run_tiles(ptychostitch_extract, *args, grid_x, grid_y, (unsigned)args->count);
 }
+
+// The extraction's backward: 8 x 8 tiles of each image, one image per z; one block of eight
+// threads per output patch.
+extern "C" void ptychostitch_emulate_extract_image_vjp(const ExtractArgs* args, unsigned grid_x, unsigned grid_y) {
+    run_tiles(ptychostitch_extract_image_vjp, *args, grid_x, grid_y, (unsigned)(args->count / args->per_image));
+}
+
+extern "C" void ptychostitch_emulate_extract_shift_vjp(const ExtractArgs* args) {
+    for (unsigned j = 0; j < (unsigned)args->count; ++j) {
+        for (unsigned slot = 0; slot < 8; ++slot) {
+            blockIdx = {j, 0, 0};
+            threadIdx = {slot, 0, 0};
+            ptychostitch_extract_shift_vjp(*args);
+        }
+    }
+}

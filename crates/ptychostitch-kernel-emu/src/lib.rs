@@ -4,7 +4,9 @@
 
 use ndarray::{Array2, ArrayView, Dimension};
 use ptychostitch::gpu::SHIFT_SUMS_PER_PATCH;
-use ptychostitch::gpu::launch::{Args, ExtractArgs, Stack, Tables, VjpArgs, offsets_from_sums};
+use ptychostitch::gpu::launch::{
+    Args, ExtractArgs, Stack, Tables, VjpArgs, extract_offsets_from_sums, offsets_from_sums,
+};
 use ptychostitch::gpu::tiles::TileLists;
 use ptychostitch::{Error, Extraction, Gradients, Operation, Plan, Result, Sample, Wrt};
 
@@ -14,6 +16,66 @@ unsafe extern "C" {
     fn ptychostitch_emulate_shift_vjp(args: *const VjpArgs);
     fn ptychostitch_emulate_quotient_vjp(args: *const VjpArgs, grid_x: u32, grid_y: u32);
     fn ptychostitch_emulate_extract(args: *const ExtractArgs, grid_x: u32, grid_y: u32);
+    fn ptychostitch_emulate_extract_image_vjp(args: *const ExtractArgs, grid_x: u32, grid_y: u32);
+    fn ptychostitch_emulate_extract_shift_vjp(args: *const ExtractArgs);
+}
+
+/// The VJP of `extraction` by the emulated backward kernels, composed as a GPU driver would
+/// compose them: the images' cotangent `(B, S, S)` and the offsets' `(B·C, 2)` (the partial
+/// sums folded on the host, not re-centred: extraction's offsets are not re-centred).
+pub fn extract_vjp<T: Sample, D: Dimension>(
+    extraction: &Extraction,
+    images: ArrayView<'_, T, D>,
+    cotangent: ndarray::ArrayView3<'_, T>,
+    wrt: Wrt,
+) -> Result<Gradients<T>> {
+    let images = extraction.check_images(images)?;
+    let strides = images.strides();
+    let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
+    let (count, n, _) = extraction.output_shape();
+    if cotangent.dim() != (count, n, n) {
+        return Err(Error::Gpu {
+            reason: format!(
+                "cotangent {:?}, expected {:?}",
+                cotangent.dim(),
+                (count, n, n)
+            ),
+        });
+    }
+    let cot: Vec<T> = cotangent.iter().copied().collect();
+    let (b, s) = (images.dim().0, extraction.image_side());
+    let mut image_grad = vec![f32::NAN; b * s * s * T::LANES];
+    let mut sums = vec![f64::NAN; count * SHIFT_SUMS_PER_PATCH];
+    let mut args = ExtractArgs::new(extraction, T::LANES);
+    args.images = images.as_ptr() as u64;
+    (args.stride_b, args.stride_r, args.stride_c) =
+        (strides[0] as i64, strides[1] as i64, strides[2] as i64);
+    args.shifts = shifts.as_ptr() as u64;
+    args.cot = cot.as_ptr() as u64;
+    args.image_grad = image_grad.as_mut_ptr() as u64;
+    args.shift_sums = sums.as_mut_ptr() as u64;
+    if wrt.patches {
+        let (gx, gy, _) = args.image_grid();
+        // SAFETY: the images are the checked view's memory with its strides; `shifts` holds two
+        // f32 per patch, `cot` count·N·N pixels, `image_grad` B·S·S·lanes f32; all outlive it.
+        unsafe { ptychostitch_emulate_extract_image_vjp(&args, gx, gy) };
+    }
+    if wrt.offsets {
+        // SAFETY: as above; `sums` holds SHIFT_SUMS_PER_PATCH f64 per output patch.
+        unsafe { ptychostitch_emulate_extract_shift_vjp(&args) };
+    }
+    let patches = wrt
+        .patches
+        .then(|| {
+            let values: Vec<T> = bytemuck::pod_collect_to_vec(&image_grad);
+            ndarray::Array3::from_shape_vec((b, s, s), values)
+        })
+        .transpose()
+        .map_err(|e| Error::Gpu {
+            reason: e.to_string(),
+        })?;
+    let offsets = wrt.offsets.then(|| extract_offsets_from_sums(&sums));
+    Ok(Gradients { patches, offsets })
 }
 
 /// `extraction` of `images` (`(B, S, S)` or `(B, S, S, 1)`, any strides) by the emulated

@@ -86,3 +86,69 @@ fn a_shape_the_extraction_does_not_take_is_an_error_before_the_kernel() {
     let too_many = Array3::<f32>::zeros((2, 16, 16));
     assert!(ptychostitch_kernel_emu::extract(&ext, too_many.view()).is_err());
 }
+
+#[test]
+fn the_extraction_backward_kernels_are_the_reference_bit_for_bit() {
+    use ptychostitch::Wrt;
+    let mut r = rng(78);
+    for convention in [Convention::TensorFlow, Convention::Torch] {
+        for (images, per, side, n, reach) in [
+            (2, 4, 24, 8, 3.0),
+            (1, 1, 41, 17, 9.0),
+            (2, 2, 20, 6, 30.0),
+            (1, 4, 9, 9, 1.5),
+        ] {
+            if convention == Convention::TensorFlow && side == n {
+                continue;
+            }
+            let what = format!("{convention:?}, B = {images}, C = {per}, S = {side}, N = {n}");
+            let offsets = offsets_from(images * per, |k| {
+                if k == 0 {
+                    [1.0, -2.0] // integer: weights exactly 0 and 1, signed zeros in play
+                } else {
+                    [r.random_range(-reach..reach), r.random_range(-reach..reach)]
+                }
+            });
+            let ext = Extraction::new_in(convention, offsets.view(), per, side, n).unwrap();
+            let imgs: Array3<Complex32> = random_patches(&mut r, images, side);
+            let mut cot: Array3<Complex32> = random_patches(&mut r, images * per, n);
+            cot[[0, 0, 0]] = Complex32::new(-0.0, f32::from_bits(0x7fc0_4321));
+            let reference = ext
+                .extract_vjp_reference(imgs.view(), cot.view(), Wrt::ALL)
+                .unwrap();
+            let kernel =
+                ptychostitch_kernel_emu::extract_vjp(&ext, imgs.view(), cot.view(), Wrt::ALL)
+                    .unwrap();
+            assert_bits(
+                kernel.patches.as_ref().unwrap(),
+                reference.patches.as_ref().unwrap(),
+                &format!("{what}: images' cotangent"),
+            );
+            let (a, b) = (kernel.offsets.unwrap(), reference.offsets.unwrap());
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    x.to_bits() == y.to_bits(),
+                    "{what}: offset lane {i}: kernel {x} vs reference {y}"
+                );
+            }
+            // Real images and cotangent.
+            let (imgs, cot) = (imgs.map(|v| v.re), cot.map(|v| v.im));
+            let reference = ext
+                .extract_vjp_reference(imgs.view(), cot.view(), Wrt::ALL)
+                .unwrap();
+            let kernel =
+                ptychostitch_kernel_emu::extract_vjp(&ext, imgs.view(), cot.view(), Wrt::ALL)
+                    .unwrap();
+            assert_bits(
+                kernel.patches.as_ref().unwrap(),
+                reference.patches.as_ref().unwrap(),
+                &format!("{what}: real images' cotangent"),
+            );
+            let (a, b) = (kernel.offsets.unwrap(), reference.offsets.unwrap());
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: real offsets"
+            );
+        }
+    }
+}

@@ -304,7 +304,12 @@ struct ExtractArgs {
     int lanes;            // 1: real, 2: complex
     int convention;       // 0: TensorFlow, 1: torch
     int reserved;
-    float* out;           // count * N * N * lanes, C order
+    float* out;           // forward: count * N * N * lanes, C order
+    // Backward kernels: the patches' cotangent (count * N * N * lanes), the images' cotangent
+    // (B * S * S * lanes, C order, overwritten) and the offsets' partial sums (count * 16).
+    const float* cot;
+    float* image_grad;
+    double* shift_sums;
 };
 
 // (floor(s), s − floor(s)) of output coordinate `coord` for content moved by `shift`
@@ -363,4 +368,99 @@ extern "C" __global__ void ptychostitch_extract(const ExtractArgs a) {
                       : __fmaf_rn(wd, i11, __fmaf_rn(wc, i10, __fmaf_rn(wb, i01, __fmul_rn(wa, i00))));
         a.out[at + lane] = v;
     }
+}
+
+// The images' cotangent, one thread per image pixel (grid: ceil(S/8) x ceil(S/8) x B, 8 x 8
+// threads): a gather of what the reference scatters, in the reference's order. For each patch
+// of the image in order, every translated-image pixel (y, x) in row-major order whose bilinear
+// corners include this pixel adds weight * G (G zero outside the kept N x N window, as the
+// reference pads it), so every sum is the reference's, signed zeros included.
+extern "C" __global__ void ptychostitch_extract_image_vjp(const ExtractArgs a) {
+    int px = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int py = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    int b = blockIdx.z;
+    if (px >= a.side || py >= a.side || b >= a.count / a.per_image) {
+        return;
+    }
+    float acc0 = 0.0f, acc1 = 0.0f;
+    for (int j = b * a.per_image; j < (b + 1) * a.per_image; ++j) {
+        float ax = a.shifts[2 * j], ay = a.shifts[2 * j + 1];
+        for (int y = 0; y < a.side; ++y) {
+            int y0;
+            float wy;
+            extract_axis(a.convention, y, ay, a.side, &y0, &wy);
+            if (y0 != py && y0 != py - 1) {
+                continue;
+            }
+            float uy = __fsub_rn(1.0f, wy);
+            for (int x = 0; x < a.side; ++x) {
+                int x0;
+                float wx;
+                extract_axis(a.convention, x, ax, a.side, &x0, &wx);
+                if (x0 != px && x0 != px - 1) {
+                    continue;
+                }
+                float ux = __fsub_rn(1.0f, wx);
+                // The corner that is this pixel, with kernel::Weights's products: a (y0, x0)
+                // ux·uy, b (y0, x0 + 1) wx·uy, c (y0 + 1, x0) ux·wy, d (y0 + 1, x0 + 1) wx·wy.
+                float weight = x0 == px ? (y0 == py ? __fmul_rn(ux, uy) : __fmul_rn(ux, wy))
+                                        : (y0 == py ? __fmul_rn(wx, uy) : __fmul_rn(wx, wy));
+                int r = y - a.trim, c = x - a.trim;
+                bool kept = r >= 0 && r < a.patch_size && c >= 0 && c < a.patch_size;
+                long long g = (((long long)j * a.patch_size + r) * a.patch_size + c) * a.lanes;
+                acc0 = __fadd_rn(acc0, __fmul_rn(weight, kept ? a.cot[g] : 0.0f));
+                if (a.lanes == 2) {
+                    acc1 = __fadd_rn(acc1, __fmul_rn(weight, kept ? a.cot[g + 1] : 0.0f));
+                }
+            }
+        }
+    }
+    long long at = (((long long)b * a.side + py) * a.side + px) * a.lanes;
+    a.image_grad[at] = acc0;
+    if (a.lanes == 2) {
+        a.image_grad[at + 1] = acc1;
+    }
+}
+
+// The offsets' partial sums, one block per patch, one thread per partial sum (grid: count,
+// 8 threads), over the kept window in row-major order: kernel::add_offset_terms, the lanes whose
+// (x * lanes + lane) mod 8 is the thread's slot (kernel::ShiftGradient).
+extern "C" __global__ void ptychostitch_extract_shift_vjp(const ExtractArgs a) {
+    int j = blockIdx.x;
+    int slot = threadIdx.x;
+    if (j >= a.count || slot >= 8) {
+        return;
+    }
+    int b = j / a.per_image;
+    float ax = a.shifts[2 * j], ay = a.shifts[2 * j + 1];
+    double sum_x = 0.0, sum_y = 0.0;
+    for (int y = a.trim; y < a.trim + a.patch_size; ++y) {
+        int y0;
+        float wy;
+        extract_axis(a.convention, y, ay, a.side, &y0, &wy);
+        for (int x = a.trim; x < a.trim + a.patch_size; ++x) {
+            int x0;
+            float wx;
+            extract_axis(a.convention, x, ax, a.side, &x0, &wx);
+            if (y0 < -1 || y0 >= a.side || x0 < -1 || x0 >= a.side) {
+                continue;  // reads no image pixel
+            }
+            for (int lane = 0; lane < a.lanes; ++lane) {
+                if ((x * a.lanes + lane) % 8 != slot) {
+                    continue;
+                }
+                float i00 = image_pixel(a, b, y0, x0, lane), i01 = image_pixel(a, b, y0, x0 + 1, lane);
+                float i10 = image_pixel(a, b, y0 + 1, x0, lane), i11 = image_pixel(a, b, y0 + 1, x0 + 1, lane);
+                float uy = __fsub_rn(1.0f, wy), ux = __fsub_rn(1.0f, wx);
+                float dwx = __fmaf_rn(wy, __fsub_rn(i11, i10), __fmul_rn(uy, __fsub_rn(i01, i00)));
+                float dwy = __fmaf_rn(wx, __fsub_rn(i11, i01), __fmul_rn(ux, __fsub_rn(i10, i00)));
+                long long g = (((long long)j * a.patch_size + (y - a.trim)) * a.patch_size + (x - a.trim)) * a.lanes + lane;
+                double cot = (double)a.cot[g];
+                sum_x = __dadd_rn(sum_x, __dmul_rn(cot, (double)dwx));
+                sum_y = __dadd_rn(sum_y, __dmul_rn(cot, (double)dwy));
+            }
+        }
+    }
+    a.shift_sums[16 * (long long)j + slot] = sum_x;
+    a.shift_sums[16 * (long long)j + 8 + slot] = sum_y;
 }

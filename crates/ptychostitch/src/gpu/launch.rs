@@ -125,8 +125,14 @@ pub struct ExtractArgs {
     pub convention: i32,
     /// Unused (keeps `out` 8-byte aligned in both languages).
     pub reserved: i32,
-    /// The patches, `B·C·N·N·lanes` `f32`.
+    /// Forward: the patches, `B·C·N·N·lanes` `f32`.
     pub out: u64,
+    /// Backward: the patches' cotangent, `B·C·N·N·lanes` `f32`.
+    pub cot: u64,
+    /// Backward: the images' cotangent, `B·S·S·lanes` `f32`, or 0.
+    pub image_grad: u64,
+    /// Backward: per output patch sixteen `f64` partial sums of its offset's cotangent, or 0.
+    pub shift_sums: u64,
 }
 
 impl ExtractArgs {
@@ -152,6 +158,12 @@ impl ExtractArgs {
     pub fn grid(&self) -> (u32, u32, u32) {
         let t = (self.patch_size as u32).div_ceil(TILE as u32);
         (t, t, self.count as u32)
+    }
+
+    /// The images' cotangent kernel's grid: `ceil(S/8)²` tiles per image, one image per z.
+    pub fn image_grid(&self) -> (u32, u32, u32) {
+        let t = (self.side as u32).div_ceil(TILE as u32);
+        (t, t, (self.count / self.per_image.max(1)) as u32)
     }
 }
 
@@ -197,17 +209,33 @@ impl VjpArgs {
 /// image and, for `reassemble_position`, of the weight canvas: each sum set combined as
 /// [`crate::kernel::ShiftGradient`] does, the two paths added, then re-centred.
 pub fn offsets_from_sums(image: &[f64], weights: Option<&[f64]>) -> ndarray::Array2<f64> {
-    let gradients = |sums: &[f64]| -> Vec<crate::kernel::ShiftGradient> {
-        sums.chunks_exact(super::SHIFT_SUMS_PER_PATCH)
-            .map(|s| {
-                let mut g = crate::kernel::ShiftGradient::default();
-                g.x.copy_from_slice(&s[..crate::kernel::SHIFT_SLOTS]);
-                g.y.copy_from_slice(&s[crate::kernel::SHIFT_SLOTS..]);
-                g
-            })
-            .collect()
-    };
-    crate::adjoint::offsets_cotangent(&gradients(image), weights.map(gradients).as_deref())
+    let weights = weights.map(shift_gradients);
+    crate::adjoint::offsets_cotangent(&shift_gradients(image), weights.as_deref())
+}
+
+/// The extraction's offsets' cotangent from its shift kernel's partial sums: each patch's sums
+/// folded ([`crate::kernel::ShiftGradient::shift_gradient`]), not re-centred (extraction does
+/// not re-centre its offsets), as [`crate::Extraction::extract_vjp`] gives it.
+pub fn extract_offsets_from_sums(sums: &[f64]) -> ndarray::Array2<f64> {
+    let raw: Vec<[f64; 2]> = shift_gradients(sums)
+        .iter()
+        .map(crate::kernel::ShiftGradient::shift_gradient)
+        .collect();
+    ndarray::Array2::from(raw)
+}
+
+/// Per patch, the [`super::SHIFT_SUMS_PER_PATCH`] partial sums a shift kernel wrote, as the
+/// CPU's [`crate::kernel::ShiftGradient`].
+fn shift_gradients(sums: &[f64]) -> Vec<crate::kernel::ShiftGradient> {
+    use crate::kernel::{SHIFT_SLOTS, ShiftGradient};
+    sums.chunks_exact(super::SHIFT_SUMS_PER_PATCH)
+        .map(|s| {
+            let mut g = ShiftGradient::default();
+            g.x.copy_from_slice(&s[..SHIFT_SLOTS]);
+            g.y.copy_from_slice(&s[SHIFT_SLOTS..]);
+            g
+        })
+        .collect()
 }
 
 /// Where a patch stack lives: its first lane and its strides, in elements.
@@ -402,8 +430,8 @@ mod tests {
         assert_eq!(std::mem::offset_of!(VjpArgs, count), 72);
         assert_eq!(std::mem::offset_of!(VjpArgs, lanes), 96);
         assert_eq!(std::mem::offset_of!(VjpArgs, patch_grad), 104);
-        // ExtractArgs: 5·8 (addresses and strides) + 8·4 (ints) + 8 (the output).
-        assert_eq!(std::mem::size_of::<ExtractArgs>(), 40 + 32 + 8);
+        // ExtractArgs: 5·8 (addresses and strides) + 8·4 (ints) + 4·8 (outputs and cotangent).
+        assert_eq!(std::mem::size_of::<ExtractArgs>(), 40 + 32 + 32);
         assert_eq!(std::mem::offset_of!(ExtractArgs, count), 40);
         assert_eq!(std::mem::offset_of!(ExtractArgs, out), 72);
         assert_eq!(std::mem::offset_of!(VjpArgs, cot_weights), 128);
