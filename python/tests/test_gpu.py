@@ -359,6 +359,6 @@ def test_the_kernel_source_compiles_with_this_environments_nvrtc():
         text = ptx.value.decode()
         for name in ("ptychostitch_stitch", "ptychostitch_patch_vjp", "ptychostitch_shift_vjp",
                      "ptychostitch_quotient_vjp", "ptychostitch_extract", "ptychostitch_extract_image_vjp",
-                     "ptychostitch_extract_shift_vjp"):
+                     "ptychostitch_extract_shift_vjp", "ptychostitch_region_sums", "ptychostitch_region_normalise"):
             assert f".entry {name}" in text, f"{library}: no {name} in the PTX"
         nvrtc.nvrtcDestroyProgram(ctypes.byref(program))

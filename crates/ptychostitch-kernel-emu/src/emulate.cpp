@@ -65,3 +65,12 @@ extern "C" void ptychostitch_emulate_extract_shift_vjp(const ExtractArgs* args) 
         }
     }
 }
+
+// The region reassembly: 8 x 8 tiles of each region, one sample per z.
+extern "C" void ptychostitch_emulate_region_sums(const RegionArgs* args, unsigned grid_x, unsigned grid_y) {
+    run_tiles(ptychostitch_region_sums, *args, grid_x, grid_y, (unsigned)args->samples);
+}
+
+extern "C" void ptychostitch_emulate_region_normalise(const RegionArgs* args, unsigned grid_x, unsigned grid_y) {
+    run_tiles(ptychostitch_region_normalise, *args, grid_x, grid_y, (unsigned)args->samples);
+}

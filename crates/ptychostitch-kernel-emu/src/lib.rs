@@ -5,7 +5,8 @@
 use ndarray::{Array2, ArrayView, Dimension};
 use ptychostitch::gpu::SHIFT_SUMS_PER_PATCH;
 use ptychostitch::gpu::launch::{
-    Args, ExtractArgs, Stack, Tables, VjpArgs, extract_offsets_from_sums, offsets_from_sums,
+    Args, ExtractArgs, RegionArgs, Stack, Tables, VjpArgs, extract_offsets_from_sums,
+    offsets_from_sums,
 };
 use ptychostitch::gpu::tiles::TileLists;
 use ptychostitch::{Error, Extraction, Gradients, Operation, Plan, Result, Sample, Wrt};
@@ -18,6 +19,66 @@ unsafe extern "C" {
     fn ptychostitch_emulate_extract(args: *const ExtractArgs, grid_x: u32, grid_y: u32);
     fn ptychostitch_emulate_extract_image_vjp(args: *const ExtractArgs, grid_x: u32, grid_y: u32);
     fn ptychostitch_emulate_extract_shift_vjp(args: *const ExtractArgs);
+    fn ptychostitch_emulate_region_sums(args: *const RegionArgs, grid_x: u32, grid_y: u32);
+    fn ptychostitch_emulate_region_normalise(args: *const RegionArgs, grid_x: u32, grid_y: u32);
+}
+
+/// `region`'s reassembly of `patches` `(B, C, N, N)` with `weights` `(1|B, 1|C, N, N)` by the
+/// emulated region kernels, composed as a GPU driver would compose them: the sums kernel, the
+/// normalisation's whole-batch facts from the denominators ([`ptychostitch::region::Region::normalisation`]),
+/// the division kernel. `(B, P, P)`.
+pub fn region<T: Sample>(
+    region: &ptychostitch::region::Region,
+    patches: ndarray::ArrayView4<'_, T>,
+    weights: ndarray::ArrayView4<'_, f32>,
+) -> Result<ndarray::Array3<T>> {
+    let (b, c, n, p) = (
+        region.samples(),
+        region.channels(),
+        region.patch_size(),
+        region.side(),
+    );
+    let w = weights.dim();
+    if patches.dim() != (b, c, n, n)
+        || (w.2, w.3) != (n, n)
+        || ![1, b].contains(&w.0)
+        || ![1, c].contains(&w.1)
+    {
+        return Err(Error::Gpu {
+            reason: format!(
+                "patches {:?} or weights {:?} do not fit {b}×{c} patches of {n}²",
+                patches.dim(),
+                w
+            ),
+        });
+    }
+    let patches: Vec<T> = patches.iter().copied().collect();
+    let weights: Vec<f32> = weights.iter().copied().collect();
+    let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();
+    let l = T::LANES;
+    let mut num = vec![f32::NAN; b * p * p * l];
+    let mut den = vec![f32::NAN; b * p * p];
+    let mut out = vec![f32::NAN; b * p * p * l];
+    let mut args = RegionArgs::new(region, l, [w.0, w.1]);
+    args.patches = patches.as_ptr() as u64;
+    args.weights = weights.as_ptr() as u64;
+    args.shifts = shifts.as_ptr() as u64;
+    args.num = num.as_mut_ptr() as u64;
+    args.den = den.as_mut_ptr() as u64;
+    args.out = out.as_mut_ptr() as u64;
+    let (gx, gy, _) = args.grid();
+    // SAFETY: every address is a live buffer of the size the kernel reads or writes (patches
+    // B·C·N·N pixels, weights w0·w1·N·N, two shifts per patch, num and out B·P·P·lanes, den
+    // B·P·P), all outliving both calls.
+    unsafe { ptychostitch_emulate_region_sums(&args, gx, gy) };
+    let (limit, g) = region.normalisation(&den);
+    args.normalise_by(limit, g)?;
+    // SAFETY: as above.
+    unsafe { ptychostitch_emulate_region_normalise(&args, gx, gy) };
+    let values: Vec<T> = bytemuck::pod_collect_to_vec(&out);
+    ndarray::Array3::from_shape_vec((b, p, p), values).map_err(|e| Error::Gpu {
+        reason: e.to_string(),
+    })
 }
 
 /// The VJP of `extraction` by the emulated backward kernels, composed as a GPU driver would

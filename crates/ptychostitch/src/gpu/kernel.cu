@@ -464,3 +464,128 @@ extern "C" __global__ void ptychostitch_extract_shift_vjp(const ExtractArgs a) {
     a.shift_sums[16 * (long long)j + slot] = sum_x;
     a.shift_sums[16 * (long long)j + 8 + slot] = sum_y;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The training path's region reassembly (docs/semantics.md §10): one P x P region per sample,
+// one thread per region pixel; kernel::Convention, kernel::region_normalise.
+
+// Everything a region launch needs, passed by value. Mirrored by `gpu::launch::RegionArgs`.
+struct RegionArgs {
+    const float* patches;  // B·C·N·N·lanes, C order
+    const float* weights;  // (1|B)·(1|C)·N·N, C order
+    const float* shifts;   // [t_x, t_y] per patch b·C + c (f32)
+    float* num;            // sums: B·P·P·lanes, overwritten
+    float* den;            // sums: B·P·P, overwritten
+    float* out;            // normalise: B·P·P·lanes, overwritten
+    int samples;           // B
+    int channels;          // C
+    int patch_size;        // N
+    int side;              // P
+    int origin;            // (P − N) / 2
+    int lanes;             // 1: real, 2: complex
+    int convention;        // 0: TensorFlow, 1: torch
+    int weighted;          // numerator: 0 Σ u (TensorFlow), 1 Σ u·v (torch)
+    int weights_per_sample;
+    int weights_per_channel;
+    int support;           // 1: multiply by [den > limit] first
+    float limit;
+    int g_kind;            // 0: den + g_a, 1: max(den, g_a) (NaN kept), 2: 1, 3: g_a·den + g_b
+    float g_a;
+    float g_b;
+    int reserved;
+};
+
+// Lane `lane` of pixel (y, x) of patch j zero-padded to P x P at (origin, origin).
+__device__ static inline float padded_patch(const RegionArgs& a, int j, int y, int x, int lane) {
+    int r = y - a.origin, c = x - a.origin;
+    if (r < 0 || r >= a.patch_size || c < 0 || c >= a.patch_size) {
+        return 0.0f;
+    }
+    return a.patches[(((long long)j * a.patch_size + r) * a.patch_size + c) * a.lanes + lane];
+}
+
+__device__ static inline float padded_weight(const RegionArgs& a, int k, int y, int x) {
+    int r = y - a.origin, c = x - a.origin;
+    if (r < 0 || r >= a.patch_size || c < 0 || c >= a.patch_size) {
+        return 0.0f;
+    }
+    return a.weights[((long long)k * a.patch_size + r) * a.patch_size + c];
+}
+
+__device__ static inline float convention_apply(int convention, float wa, float wb, float wc, float wd, float i00,
+                                                float i01, float i10, float i11) {
+    return convention == 0 ? bilinear(wa, wb, wc, wd, i00, i01, i10, i11)
+                           : __fmaf_rn(wd, i11, __fmaf_rn(wc, i10, __fmaf_rn(wb, i01, __fmul_rn(wa, i00))));
+}
+
+// The numerators and denominators, one thread per region pixel (grid: ceil(P/8)² x B): the
+// channels in order, each patch and its weight translated (Σ u or Σ u·v, and Σ v).
+extern "C" __global__ void ptychostitch_region_sums(const RegionArgs a) {
+    int x = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int y = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    int b = blockIdx.z;
+    if (x >= a.side || y >= a.side || b >= a.samples) {
+        return;
+    }
+    float num0 = 0.0f, num1 = 0.0f, den = 0.0f;
+    for (int c = 0; c < a.channels; ++c) {
+        int j = b * a.channels + c;
+        int k = (a.weights_per_sample ? b : 0) * (a.weights_per_channel ? a.channels : 1) + (a.weights_per_channel ? c : 0);
+        float tx = a.shifts[2 * j], ty = a.shifts[2 * j + 1];
+        int y0, x0;
+        float wy, wx;
+        extract_axis(a.convention, y, ty, a.side, &y0, &wy);
+        extract_axis(a.convention, x, tx, a.side, &x0, &wx);
+        float ux = __fsub_rn(1.0f, wx), uy = __fsub_rn(1.0f, wy);
+        float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
+        float v = convention_apply(a.convention, wa, wb, wc, wd, padded_weight(a, k, y0, x0),
+                                   padded_weight(a, k, y0, x0 + 1), padded_weight(a, k, y0 + 1, x0),
+                                   padded_weight(a, k, y0 + 1, x0 + 1));
+        for (int lane = 0; lane < a.lanes; ++lane) {
+            float u = convention_apply(a.convention, wa, wb, wc, wd, padded_patch(a, j, y0, x0, lane),
+                                       padded_patch(a, j, y0, x0 + 1, lane), padded_patch(a, j, y0 + 1, x0, lane),
+                                       padded_patch(a, j, y0 + 1, x0 + 1, lane));
+            float term = a.weighted ? __fmul_rn(u, v) : u;
+            if (lane == 0) {
+                num0 = __fadd_rn(num0, term);
+            } else {
+                num1 = __fadd_rn(num1, term);
+            }
+        }
+        den = __fadd_rn(den, v);
+    }
+    long long pixel = ((long long)b * a.side + y) * a.side + x;
+    a.num[pixel * a.lanes] = num0;
+    if (a.lanes == 2) {
+        a.num[pixel * a.lanes + 1] = num1;
+    }
+    a.den[pixel] = den;
+}
+
+// The division, one thread per region pixel (the sums' grid): out = num·[den > limit] / g(den)
+// with the support mask, num / g(den) without (kernel::region_normalise).
+extern "C" __global__ void ptychostitch_region_normalise(const RegionArgs a) {
+    int x = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int y = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    int b = blockIdx.z;
+    if (x >= a.side || y >= a.side || b >= a.samples) {
+        return;
+    }
+    long long pixel = ((long long)b * a.side + y) * a.side + x;
+    float den = a.den[pixel];
+    float d;
+    if (a.g_kind == 0) {
+        d = __fadd_rn(den, a.g_a);
+    } else if (a.g_kind == 1) {
+        d = den < a.g_a ? a.g_a : den;
+    } else if (a.g_kind == 2) {
+        d = 1.0f;
+    } else {
+        d = __fadd_rn(__fmul_rn(a.g_a, den), a.g_b);
+    }
+    float keep = den > a.limit ? 1.0f : 0.0f;
+    for (int lane = 0; lane < a.lanes; ++lane) {
+        float v = a.num[pixel * a.lanes + lane];
+        a.out[pixel * a.lanes + lane] = a.support ? __fdiv_rn(__fmul_rn(v, keep), d) : __fdiv_rn(v, d);
+    }
+}

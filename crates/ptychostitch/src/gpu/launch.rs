@@ -167,6 +167,109 @@ impl ExtractArgs {
     }
 }
 
+/// The arguments of the region kernels (`RegionArgs` in `kernel.cu`), passed by value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RegionArgs {
+    /// The patches' `f32` lanes, `B·C·N·N·lanes`, C order.
+    pub patches: u64,
+    /// The weights, `(1|B)·(1|C)·N·N` `f32`, C order.
+    pub weights: u64,
+    /// `[t_x, t_y]` per patch, `f32`.
+    pub shifts: u64,
+    /// The numerators, `B·P·P·lanes` `f32`.
+    pub num: u64,
+    /// The denominators, `B·P·P` `f32`.
+    pub den: u64,
+    /// The regions, `B·P·P·lanes` `f32`.
+    pub out: u64,
+    /// Samples `B`.
+    pub samples: i32,
+    /// Channels `C`.
+    pub channels: i32,
+    /// Patch side `N`.
+    pub patch_size: i32,
+    /// Region side `P`.
+    pub side: i32,
+    /// `(P − N)/2`.
+    pub origin: i32,
+    /// 1 (real) or 2 (complex).
+    pub lanes: i32,
+    /// 0: TensorFlow's arithmetic, 1: torch's.
+    pub convention: i32,
+    /// 1: the numerator sums `u·v` (torch), 0: `u` (TensorFlow).
+    pub weighted: i32,
+    /// 1 when the weights have one slice per sample.
+    pub weights_per_sample: i32,
+    /// 1 when the weights have one slice per channel.
+    pub weights_per_channel: i32,
+    /// 1: the support mask `den > limit` multiplies the numerator.
+    pub support: i32,
+    /// The support threshold.
+    pub limit: f32,
+    /// `g`: 0 `den + a`, 1 `max(den, a)`, 2 `1`, 3 `a·den + b`.
+    pub g_kind: i32,
+    /// `g`'s first parameter.
+    pub g_a: f32,
+    /// `g`'s second parameter.
+    pub g_b: f32,
+    /// Unused (the struct's size a multiple of 8 in both languages).
+    pub reserved: i32,
+}
+
+impl RegionArgs {
+    /// `region`'s fields for `lanes` lanes and weights of `weight_shape` `(1|B, 1|C, N, N)`;
+    /// addresses and the normalisation ([`RegionArgs::normalise_by`]) are left for the caller.
+    pub fn new(region: &crate::region::Region, lanes: usize, weight_shape: [usize; 2]) -> Self {
+        let options = region.options();
+        Self {
+            samples: region.samples() as i32,
+            channels: region.channels() as i32,
+            patch_size: region.patch_size() as i32,
+            side: region.side() as i32,
+            origin: region.origin() as i32,
+            lanes: lanes as i32,
+            convention: match options.convention {
+                crate::kernel::Convention::TensorFlow => 0,
+                crate::kernel::Convention::Torch => 1,
+            },
+            weighted: i32::from(options.numerator == crate::region::Numerator::Weighted),
+            weights_per_sample: i32::from(weight_shape[0] != 1),
+            weights_per_channel: i32::from(weight_shape[1] != 1),
+            ..Self::default()
+        }
+    }
+
+    /// The normalisation from its whole-batch facts ([`crate::region::Region::normalisation`]).
+    pub fn normalise_by(
+        &mut self,
+        limit: Option<f32>,
+        g: crate::kernel::Denominator,
+    ) -> Result<()> {
+        use crate::kernel::Denominator;
+        self.support = i32::from(limit.is_some());
+        self.limit = limit.unwrap_or(0.0);
+        (self.g_kind, self.g_a, self.g_b) = match g {
+            Denominator::Add(eps) => (0, eps, 0.0),
+            Denominator::Clamp(eps) => (1, eps, 0.0),
+            Denominator::One => (2, 0.0, 0.0),
+            Denominator::Affine { scale, offset } => (3, scale, offset),
+            other => {
+                return Err(Error::Gpu {
+                    reason: format!("the denominator {other:?} must be resolved first"),
+                });
+            }
+        };
+        Ok(())
+    }
+
+    /// The grid of both region kernels: `ceil(P/8)²` tiles per region, one sample per z.
+    pub fn grid(&self) -> (u32, u32, u32) {
+        let t = (self.side as u32).div_ceil(TILE as u32);
+        (t, t, self.samples as u32)
+    }
+}
+
 impl VjpArgs {
     /// The geometry's fields; addresses are left 0 for the caller to fill.
     pub fn new(geometry: &Geometry, lanes: usize) -> Self {
@@ -434,6 +537,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<ExtractArgs>(), 40 + 32 + 32);
         assert_eq!(std::mem::offset_of!(ExtractArgs, count), 40);
         assert_eq!(std::mem::offset_of!(ExtractArgs, out), 72);
+        // RegionArgs: 6·8 (addresses) + 11·4 (ints) + 4 (limit) + 4·4 (g and padding).
+        assert_eq!(std::mem::size_of::<RegionArgs>(), 48 + 44 + 4 + 16);
+        assert_eq!(std::mem::offset_of!(RegionArgs, samples), 48);
+        assert_eq!(std::mem::offset_of!(RegionArgs, limit), 92);
+        assert_eq!(std::mem::offset_of!(RegionArgs, g_b), 104);
         assert_eq!(std::mem::offset_of!(VjpArgs, cot_weights), 128);
     }
 

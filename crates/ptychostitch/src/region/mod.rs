@@ -274,6 +274,20 @@ impl Region {
         &self.shifts
     }
 
+    /// `(P − N)/2`: where each patch's first pixel lies in its zero-padded `P×P` frame.
+    pub fn origin(&self) -> usize {
+        self.origin
+    }
+
+    /// The normalisation's whole-batch facts from the `B·P·P` denominators `Σ w` (what a
+    /// driver that computes the sums elsewhere, a GPU, needs to divide as this plan divides):
+    /// the support threshold (`None` without a support mask) and the denominator's form,
+    /// resolved against the maximum for [`Denominator::Regularised`].
+    pub fn normalisation(&self, den: &[f32]) -> (Option<f32>, Denominator) {
+        let Normalisation { limit, g, .. } = Normalisation::of(self, den);
+        (self.options.support.map(|_| limit), g)
+    }
+
     /// The `(B, P, P)` regions.
     pub fn reassemble<T: Sample>(
         &self,
