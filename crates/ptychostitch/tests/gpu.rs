@@ -304,3 +304,79 @@ fn gradients_on_the_gpu() {
         }
     }
 }
+
+/// The training path's operations on the GPU (`Gpu::extract`, `Gpu::extract_vjp`,
+/// `Gpu::reassemble_regions`), host arrays in and out, against the references: bit for bit
+/// (NaN by position), both conventions, complex and real.
+#[test]
+fn extraction_and_regions_on_the_gpu() {
+    use ptychostitch::Extraction;
+    use ptychostitch::region::{Convention, Region, RegionOptions};
+    if gpu("extraction_and_regions_on_the_gpu").is_none() {
+        return;
+    }
+    let device = cuda::Gpu::get().unwrap();
+    let mut r = rng(61);
+    let nan_bits = |v: &[f32]| -> Vec<u32> {
+        v.iter()
+            .map(|x| if x.is_nan() { u32::MAX } else { x.to_bits() })
+            .collect()
+    };
+    let lanes = |a: &Array3<Complex32>| -> Vec<f32> {
+        let v: Vec<Complex32> = a.iter().copied().collect();
+        bytemuck::cast_slice::<Complex32, f32>(&v).to_vec()
+    };
+    for convention in [Convention::TensorFlow, Convention::Torch] {
+        let offsets = Array2::from_shape_fn((8, 2), |_| r.random_range(-5.0..5.0));
+        let ext = Extraction::new_in(convention, offsets.view(), 4, 41, 17).unwrap();
+        let images = random_patches(&mut r, 2, 41);
+        let gpu_out = device.extract(&ext, images.view()).unwrap();
+        let cpu_out = ext.extract_reference(images.view()).unwrap();
+        assert_eq!(
+            nan_bits(&lanes(&gpu_out)),
+            nan_bits(&lanes(&cpu_out)),
+            "{convention:?} extract"
+        );
+        let cot = random_patches(&mut r, 8, 17);
+        let g = device
+            .extract_vjp(&ext, images.view(), cot.view(), Wrt::ALL)
+            .unwrap();
+        let want = ext
+            .extract_vjp_reference(images.view(), cot.view(), Wrt::ALL)
+            .unwrap();
+        assert_eq!(
+            nan_bits(&lanes(g.patches.as_ref().unwrap())),
+            nan_bits(&lanes(want.patches.as_ref().unwrap())),
+            "{convention:?} extract_vjp images"
+        );
+        assert_eq!(
+            g.offsets, want.offsets,
+            "{convention:?} extract_vjp offsets"
+        );
+        let opts = if convention == Convention::TensorFlow {
+            RegionOptions::tensorflow()
+        } else {
+            RegionOptions::torch_center_mask()
+        };
+        let positions = Array2::from_shape_fn((3 * 4, 2), |_| r.random_range(-4.0..4.0));
+        let region = Region::new(positions.view(), 3, 16, 26, opts).unwrap();
+        let patches = ndarray::Array4::from_shape_fn((3, 4, 16, 16), |_| {
+            Complex32::new(r.random_range(-1.0..1.0), r.random_range(-1.0..1.0))
+        });
+        let weights =
+            ndarray::Array4::from_shape_fn((1, 1, 16, 16), |_| r.random_range(0.0..2.0_f32));
+        let gpu_regions = device
+            .reassemble_regions(&region, patches.view(), weights.view())
+            .unwrap();
+        let cpu_regions = region
+            .clone()
+            .with_implementation(ptychostitch::Implementation::Reference)
+            .reassemble(patches.view(), weights.view())
+            .unwrap();
+        assert_eq!(
+            nan_bits(&lanes(&gpu_regions)),
+            nan_bits(&lanes(&cpu_regions)),
+            "{convention:?} regions"
+        );
+    }
+}

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 mod canvas;
 mod plan;
+mod training;
 mod vjp;
 
 pub use canvas::DeviceCanvas;
@@ -55,6 +56,10 @@ pub struct Gpu {
     function: CudaFunction,
     /// The backward kernels, in the order of [`VjpKernel::ALL`].
     vjp: [CudaFunction; 3],
+    /// The extraction and its backward: forward, images' cotangent, offsets' partial sums.
+    extraction: [CudaFunction; 3],
+    /// The region reassembly: sums, normalisation.
+    region: [CudaFunction; 2],
     name: String,
     staging: Mutex<Option<Staging>>,
 }
@@ -168,10 +173,21 @@ impl Gpu {
             load(VjpKernel::Shifts.name())?,
             load(VjpKernel::Quotient.name())?,
         ];
+        let extraction = [
+            load("ptychostitch_extract")?,
+            load("ptychostitch_extract_image_vjp")?,
+            load("ptychostitch_extract_shift_vjp")?,
+        ];
+        let region = [
+            load("ptychostitch_region_sums")?,
+            load("ptychostitch_region_normalise")?,
+        ];
         Ok(Gpu {
             context,
             function,
             vjp,
+            extraction,
+            region,
             name,
             staging: Mutex::new(None),
         })
