@@ -31,14 +31,20 @@ extern "C" void ptychostitch_emulate_patch_vjp(const VjpArgs* args, unsigned gri
     run_tiles(ptychostitch_patch_vjp, *args, grid_x, grid_y, (unsigned)args->count);
 }
 
-extern "C" void ptychostitch_emulate_shift_vjp(const VjpArgs* args) {
-    for (unsigned k = 0; k < (unsigned)args->count; ++k) {
+// Runs `kernel` over `count` blocks of eight threads (one per partial sum).
+template <class A>
+static void run_slots(void (*kernel)(A), const A& args, unsigned count) {
+    for (unsigned k = 0; k < count; ++k) {
         for (unsigned slot = 0; slot < 8; ++slot) {
             blockIdx = {k, 0, 0};
             threadIdx = {slot, 0, 0};
-            ptychostitch_shift_vjp(*args);
+            kernel(args);
         }
     }
+}
+
+extern "C" void ptychostitch_emulate_shift_vjp(const VjpArgs* args) {
+    run_slots(ptychostitch_shift_vjp, *args, (unsigned)args->count);
 }
 
 extern "C" void ptychostitch_emulate_quotient_vjp(const VjpArgs* args, unsigned grid_x, unsigned grid_y) {
@@ -57,13 +63,7 @@ extern "C" void ptychostitch_emulate_extract_image_vjp(const ExtractArgs* args, 
 }
 
 extern "C" void ptychostitch_emulate_extract_shift_vjp(const ExtractArgs* args) {
-    for (unsigned j = 0; j < (unsigned)args->count; ++j) {
-        for (unsigned slot = 0; slot < 8; ++slot) {
-            blockIdx = {j, 0, 0};
-            threadIdx = {slot, 0, 0};
-            ptychostitch_extract_shift_vjp(*args);
-        }
-    }
+    run_slots(ptychostitch_extract_shift_vjp, *args, (unsigned)args->count);
 }
 
 // The region reassembly: 8 x 8 tiles of each region, one sample per z.

@@ -32,26 +32,9 @@ pub fn region<T: Sample>(
     patches: ndarray::ArrayView4<'_, T>,
     weights: ndarray::ArrayView4<'_, f32>,
 ) -> Result<ndarray::Array3<T>> {
-    let (b, c, n, p) = (
-        region.samples(),
-        region.channels(),
-        region.patch_size(),
-        region.side(),
-    );
+    let (b, p) = (region.samples(), region.side());
     let w = weights.dim();
-    if patches.dim() != (b, c, n, n)
-        || (w.2, w.3) != (n, n)
-        || ![1, b].contains(&w.0)
-        || ![1, c].contains(&w.1)
-    {
-        return Err(Error::Gpu {
-            reason: format!(
-                "patches {:?} or weights {:?} do not fit {b}×{c} patches of {n}²",
-                patches.dim(),
-                w
-            ),
-        });
-    }
+    RegionArgs::check_inputs(region, patches.dim(), w)?;
     let patches: Vec<T> = patches.iter().copied().collect();
     let weights: Vec<f32> = weights.iter().copied().collect();
     let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();

@@ -263,6 +263,28 @@ impl RegionArgs {
         Ok(())
     }
 
+    /// Checks patches `(B, C, N, N)` and weights `(1|B, 1|C, N, N)` against `region`.
+    pub fn check_inputs(
+        region: &crate::region::Region,
+        patches: (usize, usize, usize, usize),
+        weights: (usize, usize, usize, usize),
+    ) -> Result<()> {
+        let (b, c, n) = (region.samples(), region.channels(), region.patch_size());
+        let w = weights;
+        if patches != (b, c, n, n)
+            || (w.2, w.3) != (n, n)
+            || ![1, b].contains(&w.0)
+            || ![1, c].contains(&w.1)
+        {
+            return Err(Error::Gpu {
+                reason: format!(
+                    "patches {patches:?} or weights {w:?} do not fit {b}×{c} patches of {n}×{n}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The grid of both region kernels: `ceil(P/8)²` tiles per region, one sample per z.
     pub fn grid(&self) -> (u32, u32, u32) {
         let t = (self.side as u32).div_ceil(TILE as u32);

@@ -193,6 +193,35 @@ impl Gpu {
         })
     }
 
+    /// Launches `function` with `args` over `grid` blocks of `block` threads on `stream`.
+    ///
+    /// # Safety
+    /// Every address in `args` must be a live buffer of this GPU of the size the kernel reads
+    /// or writes, until `stream` has run it.
+    pub(super) unsafe fn launch_args<A: DeviceRepr>(
+        &self,
+        stream: &Arc<CudaStream>,
+        function: &CudaFunction,
+        args: &A,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: block,
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(function);
+        launch.arg(args);
+        // SAFETY: the kernel's one argument is `A` by value; its addresses are valid per this
+        // function's contract.
+        unsafe { launch.launch(config) }.map_err(driver)?;
+        Ok(())
+    }
+
     /// The device's name (e.g. "NVIDIA H200").
     pub fn name(&self) -> &str {
         &self.name

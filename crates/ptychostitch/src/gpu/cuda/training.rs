@@ -26,35 +26,6 @@ fn lanes_of<T: Sample, D: Dimension>(values: ArrayView<'_, T, D>) -> Vec<f32> {
 }
 
 impl Gpu {
-    /// Launches `function` with `args` over `grid` blocks of `block` threads on `stream`.
-    ///
-    /// # Safety
-    /// Every address in `args` must be a live buffer of this GPU of the size the kernel reads
-    /// or writes, until `stream` has run it.
-    unsafe fn launch_args<A: DeviceRepr>(
-        &self,
-        stream: &Arc<CudaStream>,
-        function: &CudaFunction,
-        args: &A,
-        grid: (u32, u32, u32),
-        block: (u32, u32, u32),
-    ) -> Result<()> {
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
-            return Ok(());
-        }
-        let config = LaunchConfig {
-            grid_dim: grid,
-            block_dim: block,
-            shared_mem_bytes: 0,
-        };
-        let mut launch = stream.launch_builder(function);
-        launch.arg(args);
-        // SAFETY: the kernel's one argument is `A` by value; its addresses are valid per this
-        // function's contract.
-        unsafe { launch.launch(config) }.map_err(driver)?;
-        Ok(())
-    }
-
     /// [`Extraction::extract`] on this GPU: the same bits (NaN payloads are the GPU's own).
     pub fn extract<T: Sample, D: Dimension>(
         &self,
@@ -184,25 +155,9 @@ impl Gpu {
         patches: ArrayView4<'_, T>,
         weights: ArrayView4<'_, f32>,
     ) -> Result<Array3<T>> {
-        let (b, c, n, p) = (
-            region.samples(),
-            region.channels(),
-            region.patch_size(),
-            region.side(),
-        );
+        let (b, p) = (region.samples(), region.side());
         let w = weights.dim();
-        if patches.dim() != (b, c, n, n)
-            || (w.2, w.3) != (n, n)
-            || ![1, b].contains(&w.0)
-            || ![1, c].contains(&w.1)
-        {
-            return Err(Error::Gpu {
-                reason: format!(
-                    "patches {:?} or weights {w:?} do not fit {b}×{c} patches of {n}×{n}",
-                    patches.dim()
-                ),
-            });
-        }
+        RegionArgs::check_inputs(region, patches.dim(), w)?;
         let _keep = KeepCurrent::new();
         let stream = self.context.default_stream();
         let l = T::LANES;

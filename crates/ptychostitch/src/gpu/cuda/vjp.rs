@@ -173,19 +173,10 @@ impl GpuPlan {
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
     ) -> Result<()> {
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
-            return Ok(());
+        // SAFETY: the addresses in `args` are valid per this function's contract.
+        unsafe {
+            self.gpu
+                .launch_args(stream, &self.gpu.vjp[which as usize], &args, grid, block)
         }
-        let config = LaunchConfig {
-            grid_dim: grid,
-            block_dim: block,
-            shared_mem_bytes: 0,
-        };
-        let mut launch = stream.launch_builder(&self.gpu.vjp[which as usize]);
-        launch.arg(&args);
-        // SAFETY: the kernel's one argument is `VjpArgs` by value; its addresses are valid per
-        // this function's contract.
-        unsafe { launch.launch(config) }.map_err(driver)?;
-        Ok(())
     }
 }
