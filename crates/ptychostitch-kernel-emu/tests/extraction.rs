@@ -6,33 +6,14 @@
 
 #[path = "../../ptychostitch/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::{offsets_from, random_patches, rng};
 use ndarray::{Array3, s};
 use ptychostitch::kernel::Convention;
-use ptychostitch::{Complex32, Extraction, Sample};
+use ptychostitch::{Complex32, Extraction};
 use rand::RngExt;
-
-fn lane_bits<T: Sample>(values: &Array3<T>) -> Vec<u32> {
-    let values: Vec<T> = values.iter().copied().collect();
-    bytemuck::cast_slice::<T, f32>(&values)
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
-}
-
-#[track_caller]
-fn assert_bits<T: Sample>(kernel: &Array3<T>, reference: &Array3<T>, what: &str) {
-    assert_eq!(kernel.dim(), reference.dim(), "{what}");
-    let (a, b) = (lane_bits(kernel), lane_bits(reference));
-    if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!(
-            "{what}: lane {i}: kernel {} vs reference {}",
-            f32::from_bits(a[i]),
-            f32::from_bits(b[i])
-        );
-    }
-}
+use support::{assert_lanes as assert_bits, assert_offsets};
 
 #[test]
 fn the_extraction_kernel_is_the_reference_bit_for_bit() {
@@ -124,13 +105,11 @@ fn the_extraction_backward_kernels_are_the_reference_bit_for_bit() {
                 reference.patches.as_ref().unwrap(),
                 &format!("{what}: images' cotangent"),
             );
-            let (a, b) = (kernel.offsets.unwrap(), reference.offsets.unwrap());
-            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-                assert!(
-                    x.to_bits() == y.to_bits(),
-                    "{what}: offset lane {i}: kernel {x} vs reference {y}"
-                );
-            }
+            assert_offsets(
+                kernel.offsets.as_ref().unwrap(),
+                reference.offsets.as_ref().unwrap(),
+                &what,
+            );
             // Real images and cotangent.
             let (imgs, cot) = (imgs.map(|v| v.re), cot.map(|v| v.im));
             let reference = ext
@@ -144,10 +123,10 @@ fn the_extraction_backward_kernels_are_the_reference_bit_for_bit() {
                 reference.patches.as_ref().unwrap(),
                 &format!("{what}: real images' cotangent"),
             );
-            let (a, b) = (kernel.offsets.unwrap(), reference.offsets.unwrap());
-            assert!(
-                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{what}: real offsets"
+            assert_offsets(
+                kernel.offsets.as_ref().unwrap(),
+                reference.offsets.as_ref().unwrap(),
+                &format!("{what}, real"),
             );
         }
     }

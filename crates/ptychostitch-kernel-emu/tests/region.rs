@@ -7,12 +7,14 @@
 
 #[path = "../../ptychostitch/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::rng;
-use ndarray::{Array3, Array4};
+use ndarray::Array4;
 use ptychostitch::region::{Convention, Denominator, Numerator, Region, RegionOptions, Threshold};
-use ptychostitch::{Complex32, Implementation, Sample};
+use ptychostitch::{Complex32, Implementation};
 use rand::RngExt;
+use support::assert_lanes as assert_same;
 
 fn options() -> Vec<RegionOptions> {
     let custom = |convention, recentre, numerator, denominator, support| RegionOptions {
@@ -67,26 +69,6 @@ fn options() -> Vec<RegionOptions> {
             None,
         ),
     ]
-}
-
-fn bits<T: Sample>(a: &Array3<T>) -> Vec<u32> {
-    let values: Vec<T> = a.iter().copied().collect();
-    bytemuck::cast_slice::<T, f32>(&values)
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
-}
-
-#[track_caller]
-fn assert_same<T: Sample>(kernel: &Array3<T>, reference: &Array3<T>, what: &str) {
-    let (a, b) = (bits(kernel), bits(reference));
-    if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!(
-            "{what}: lane {i}: kernel {} vs reference {}",
-            f32::from_bits(a[i]),
-            f32::from_bits(b[i])
-        );
-    }
 }
 
 #[test]

@@ -95,6 +95,14 @@ pub struct VjpArgs {
     pub cot_weights: u64,
 }
 
+/// A convention as the kernels take it: 0 TensorFlow, 1 torch.
+fn convention_code(convention: crate::kernel::Convention) -> i32 {
+    match convention {
+        crate::kernel::Convention::TensorFlow => 0,
+        crate::kernel::Convention::Torch => 1,
+    }
+}
+
 /// The arguments of the extraction kernel (`ExtractArgs` in `kernel.cu`), passed by value.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -146,10 +154,7 @@ impl ExtractArgs {
             patch_size: extraction.output_shape().1 as i32,
             trim: extraction.trim() as i32,
             lanes: lanes as i32,
-            convention: match extraction.convention() {
-                crate::kernel::Convention::TensorFlow => 0,
-                crate::kernel::Convention::Torch => 1,
-            },
+            convention: convention_code(extraction.convention()),
             ..Self::default()
         }
     }
@@ -229,10 +234,7 @@ impl RegionArgs {
             side: region.side() as i32,
             origin: region.origin() as i32,
             lanes: lanes as i32,
-            convention: match options.convention {
-                crate::kernel::Convention::TensorFlow => 0,
-                crate::kernel::Convention::Torch => 1,
-            },
+            convention: convention_code(options.convention),
             weighted: i32::from(options.numerator == crate::region::Numerator::Weighted),
             weights_per_sample: i32::from(weight_shape[0] != 1),
             weights_per_channel: i32::from(weight_shape[1] != 1),
