@@ -286,6 +286,10 @@ def _stitch(
         return out[:, :, np.newaxis]
 
     kernel = _kernels.Reassembly(op, crop, workers, reference, _warn_from_callback, side)
+    if reference and _frameworks.autodiff_for(obj_tensor, global_offsets) is not None:
+        # The oracle differentiates on the host, CUDA tensors that require grad included (as it
+        # did before the backends); without autodiff, `gpu` refuses device arrays.
+        return _call(kernel, (obj_tensor, global_offsets), compute)
     return _call(kernel, (obj_tensor, global_offsets), compute, gpu)
 
 
@@ -536,13 +540,8 @@ class Plan:
         return self._plan.weights()[:, :, np.newaxis]
 
     def _run(self, obj: Any, op: str) -> Any:
-        kernel = _kernels.Reassembly(op, self._crop, self._threads, canvas_side=self._plan.canvas_side)
-        return _call(
-            kernel,
-            (obj, self._offsets),
-            lambda o, _: self._plan.run(_patches(o), op)[:, :, np.newaxis],
-            lambda o: _run_on_gpu(self._plan, o, op),
-        )
+        kernel = _kernels.Reassembly(op, self._crop, self._threads, fixed=self._plan)
+        return _call(kernel, (obj, self._offsets), gpu=lambda o: _run_on_gpu(self._plan, o, op))
 
     def shift_and_sum(self, obj: Any) -> Any:
         """``shift_and_sum`` of these patches on this plan's canvas."""

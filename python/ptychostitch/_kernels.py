@@ -70,16 +70,21 @@ def _like_input(grad: Optional[np.ndarray], like: np.ndarray) -> Optional[np.nda
 
 
 class Reassembly:
-    """``shift_and_sum`` or ``reassemble_position`` (``op``) with crop ``M``."""
+    """``shift_and_sum`` or ``reassemble_position`` (``op``) with crop ``M``. ``fixed``: a
+    native plan whose offsets are the call's (a :class:`ptychostitch.Plan`'s), used instead of
+    planning from the offsets on every forward and backward; the canvas side is then its own."""
 
     def __init__(
         self, op: str, crop: int, threads: int, reference: bool = False, warn: Any = None,
-        canvas_side: Optional[int] = None,
+        canvas_side: Optional[int] = None, fixed: Any = None,
     ) -> None:
         self.op, self.crop, self.threads, self.reference = op, crop, threads, reference
-        self.warn, self.canvas_side = warn, canvas_side
+        self.warn, self.fixed = warn, fixed
+        self.canvas_side = fixed.canvas_side if fixed is not None else canvas_side
 
     def plan(self, x: Any, offsets: np.ndarray) -> Any:
+        if self.fixed is not None:
+            return self.fixed
         shape = x if isinstance(x, tuple) else np.shape(x)
         side = int(shape[1]) if len(shape) >= 2 and shape[1] is not None else 1
         return _native.Plan(as_offsets(offsets), side, self.crop, self.threads)
@@ -102,6 +107,8 @@ class Reassembly:
         return compute_dtype(x_dtype)
 
     def forward(self, x: Any, offsets: Any) -> np.ndarray:
+        if self.fixed is not None:
+            return self.fixed.run(as_compute(x), self.op, self.reference)[:, :, np.newaxis]
         x, offsets = as_compute(x), as_offsets(offsets)
         out, texts = _native.stitch(x, offsets, self.crop, self.op, self.reference, self.threads)
         if self.warn is not None:

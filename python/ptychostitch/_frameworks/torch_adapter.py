@@ -138,17 +138,9 @@ def _weighted_function() -> Any:
 
 def _apply_weighted(kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:
     """Like :func:`_apply`, with the weights a differentiable torch tensor."""
-    torch = _torch()
-    run = _weighted_function().apply
-    dynamo = sys.modules.get("torch._dynamo")
-    if dynamo is not None:
-        run = dynamo.disable(run)
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(np.asarray(x))
-    if not isinstance(offsets, torch.Tensor):
-        offsets = torch.as_tensor(np.asarray(offsets, dtype=np.float64))
-    if weights.dtype not in (torch.float32, torch.float64):
-        weights = weights.to(torch.float32)
+    run, x, offsets = _prepared(_weighted_function(), x, offsets)
+    if weights.dtype not in (_torch().float32, _torch().float64):
+        weights = weights.to(_torch().float32)
     return run(kernel, x, offsets, weights)
 
 
@@ -171,9 +163,17 @@ def _functorch_wrapped(value: Any) -> bool:
 
 
 def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
+    run, x, offsets = _prepared(_function(), x, offsets)
+    return run(kernel, gpu, x, offsets)
+
+
+def _prepared(function: Any, x: Any, offsets: Any) -> Any:
+    """``function.apply`` (outside any ``torch.compile`` graph) and the two inputs as tensors it
+    takes: torch.func transforms refused, NumPy inputs wrapped, dtypes NumPy cannot read widened
+    exactly (the gradient flows back through the cast in the input's own dtype)."""
     torch = _torch()
     _refuse_functorch(x, offsets)
-    run = _function().apply
+    run = function.apply
     dynamo = sys.modules.get("torch._dynamo")
     if dynamo is not None:
         run = dynamo.disable(run)
@@ -184,10 +184,9 @@ def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]
     if x.dtype not in (torch.complex64, torch.float32, torch.complex128, torch.float64):
         x = x.to(torch.complex64 if x.is_complex() else torch.float32)
     if offsets.dtype not in (torch.float32, torch.float64):
-        # bfloat16 and float16 widen exactly (NumPy reads no bfloat16); the gradient flows back
-        # through the cast in the offsets' own dtype.
+        # bfloat16 and float16 widen exactly (NumPy reads no bfloat16).
         offsets = offsets.to(torch.float64)
-    return run(kernel, gpu, x, offsets)
+    return run, x, offsets
 
 
 class TorchBackend(Backend):
