@@ -76,17 +76,8 @@ pub fn extract_vjp<T: Sample, D: Dimension>(
     let images = extraction.check_images(images)?;
     let strides = images.strides();
     let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
-    let (count, n, _) = extraction.output_shape();
-    if cotangent.dim() != (count, n, n) {
-        return Err(Error::Gpu {
-            reason: format!(
-                "cotangent {:?}, expected {:?}",
-                cotangent.dim(),
-                (count, n, n)
-            ),
-        });
-    }
-    let cot: Vec<T> = cotangent.iter().copied().collect();
+    let cot = extraction.cotangent_lanes(cotangent)?;
+    let count = extraction.shifts().len();
     let (b, s) = (images.dim().0, extraction.image_side());
     let mut image_grad = vec![f32::NAN; b * s * s * T::LANES];
     let mut sums = vec![f64::NAN; count * SHIFT_SUMS_PER_PATCH];

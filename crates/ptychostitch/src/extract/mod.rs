@@ -294,7 +294,9 @@ impl Extraction {
         Ok(stack)
     }
 
-    fn cotangent_lanes<'v, T: Sample>(&self, cot: ArrayView3<'v, T>) -> Result<Cow<'v, [f32]>> {
+    /// The patches' cotangent `(B·C, N, N)` as C-ordered lanes (borrowed, or copied if
+    /// strided), or the error for another shape: what every VJP of this extraction reads.
+    pub fn cotangent_lanes<'v, T: Sample>(&self, cot: ArrayView3<'v, T>) -> Result<Cow<'v, [f32]>> {
         let (n, p, _) = self.output_shape();
         if cot.dim() != (n, p, p) {
             return Err(Error::CotangentShape {

@@ -193,14 +193,22 @@ impl FileBytes {
         readers: usize,
     ) -> Result<(), NpyError> {
         let per = pieces.len().div_ceil(readers.max(1)).max(1);
+        self.on_readers(pieces.chunks_mut(per), |group| {
+            self.read_pieces(what, group.iter_mut().map(|(at, b)| (*at, &mut **b)))
+        })
+    }
+
+    /// `read(group)` for every group, each on a reader thread of its own; the first error (a
+    /// reader thread that panicked is one too).
+    fn on_readers<G: Send>(
+        &self,
+        groups: impl Iterator<Item = G>,
+        read: impl Fn(G) -> Result<(), NpyError> + Sync,
+    ) -> Result<(), NpyError> {
+        let read = &read;
         std::thread::scope(|scope| {
-            let handles: Vec<_> = pieces
-                .chunks_mut(per)
-                .map(|group| {
-                    scope.spawn(move || {
-                        self.read_pieces(what, group.iter_mut().map(|(at, b)| (*at, &mut **b)))
-                    })
-                })
+            let handles: Vec<_> = groups
+                .map(|group| scope.spawn(move || read(group)))
                 .collect();
             handles.into_iter().try_for_each(|h| {
                 h.join().unwrap_or_else(|_| {
@@ -553,28 +561,14 @@ impl NpyArray {
                 let readers = if indices.len() < 32 { 1 } else { 16 };
                 let per = indices.len().div_ceil(readers);
                 let groups = indices.chunks(per).zip(out.chunks_mut(per * kept * crop));
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = groups
-                        .map(|(patches, out)| {
-                            scope.spawn(move || -> Result<(), NpyError> {
-                                let mut buf = self.buffer::<u8>(lines)?;
-                                f.check(&self.what)?;
-                                for (&i, out) in patches.iter().zip(out.chunks_mut(kept * crop)) {
-                                    f.read_unchecked(&self.what, at(i), &mut buf)?;
-                                    cut(&buf, out);
-                                }
-                                f.check(&self.what)
-                            })
-                        })
-                        .collect();
-                    handles.into_iter().try_for_each(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(NpyError::Io {
-                                path: f.path.clone(),
-                                error: std::io::Error::other("a reader thread failed"),
-                            })
-                        })
-                    })
+                f.on_readers(groups, |(patches, out)| {
+                    let mut buf = self.buffer::<u8>(lines)?;
+                    f.check(&self.what)?;
+                    for (&i, out) in patches.iter().zip(out.chunks_mut(kept * crop)) {
+                        f.read_unchecked(&self.what, at(i), &mut buf)?;
+                        cut(&buf, out);
+                    }
+                    f.check(&self.what)
                 })?;
             }
             Storage::Owned(all) => {

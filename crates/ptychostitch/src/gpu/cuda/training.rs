@@ -7,8 +7,10 @@
 #[allow(unused_imports)]
 use super::*;
 use crate::Extraction;
+use crate::extract::image_lanes;
 use crate::gpu::launch::{ExtractArgs, RegionArgs, extract_offsets_from_sums};
 use crate::region::Region;
+use crate::sample::c_order_lanes;
 use ndarray::{Array3, ArrayView4};
 
 // SAFETY: `ExtractArgs` is `#[repr(C)]` plain data laid out exactly as `ExtractArgs` in
@@ -18,12 +20,6 @@ unsafe impl DeviceRepr for ExtractArgs {}
 // SAFETY: `RegionArgs` is `#[repr(C)]` plain data laid out exactly as `RegionArgs` in kernel.cu
 // (checked by `launch::tests`); CUDA copies it by value.
 unsafe impl DeviceRepr for RegionArgs {}
-
-/// `values` as `f32` lanes in C order (copied only when they are not contiguous).
-fn lanes_of<T: Sample, D: Dimension>(values: ArrayView<'_, T, D>) -> Vec<f32> {
-    let values: Vec<T> = values.iter().copied().collect();
-    bytemuck::cast_slice(&values).to_vec()
-}
 
 impl Gpu {
     /// [`Extraction::extract`] on this GPU: the same bits (NaN payloads are the GPU's own).
@@ -37,7 +33,7 @@ impl Gpu {
         let stream = self.context.default_stream();
         let (count, n, _) = extraction.output_shape();
         let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
-        let device_images = stream.clone_htod(&lanes_of(images)).map_err(driver)?;
+        let device_images = stream.clone_htod(&*image_lanes(images)?).map_err(driver)?;
         let device_shifts = stream.clone_htod(&shifts).map_err(driver)?;
         let mut out = stream
             .alloc_zeros::<f32>((count * n * n * T::LANES).max(1))
@@ -70,23 +66,15 @@ impl Gpu {
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
         let images = extraction.check_images(images)?;
-        let (count, n, _) = extraction.output_shape();
-        if cotangent.dim() != (count, n, n) {
-            return Err(Error::Gpu {
-                reason: format!(
-                    "the cotangent is {:?}; the extraction gives {:?}",
-                    cotangent.dim(),
-                    (count, n, n)
-                ),
-            });
-        }
+        let cot = extraction.cotangent_lanes(cotangent)?;
+        let count = extraction.shifts().len();
         let _keep = KeepCurrent::new();
         let stream = self.context.default_stream();
         let (b, s) = (images.dim().0, extraction.image_side());
         let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
-        let device_images = stream.clone_htod(&lanes_of(images)).map_err(driver)?;
+        let device_images = stream.clone_htod(&*image_lanes(images)?).map_err(driver)?;
         let device_shifts = stream.clone_htod(&shifts).map_err(driver)?;
-        let device_cot = stream.clone_htod(&lanes_of(cotangent)).map_err(driver)?;
+        let device_cot = stream.clone_htod(&*cot).map_err(driver)?;
         let mut image_grad = stream
             .alloc_zeros::<f32>((b * s * s * T::LANES).max(1))
             .map_err(driver)?;
@@ -163,7 +151,9 @@ impl Gpu {
         let l = T::LANES;
         let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();
         let weight_values: Vec<f32> = weights.iter().copied().collect();
-        let device_patches = stream.clone_htod(&lanes_of(patches)).map_err(driver)?;
+        let device_patches = stream
+            .clone_htod(&*c_order_lanes(patches, || "a copy of the patches".into())?)
+            .map_err(driver)?;
         let device_weights = stream.clone_htod(&weight_values).map_err(driver)?;
         let device_shifts = stream.clone_htod(&shifts).map_err(driver)?;
         let mut num = stream
