@@ -139,9 +139,6 @@ class TensorFlowBackend(Backend):
         result = compute(*[v.numpy() if _is_tf(tf, v) else v for v in inputs])
         return tf.convert_to_tensor(result) if _is_tf(tf, obj) else result
 
-    def to_host(self, value: Any) -> Any:
-        return np.asarray(value)
-
     def device_cast(self, obj: Any) -> Any:
         tf = _tf()
         target = tf.complex64 if obj.dtype.is_complex else tf.float32
