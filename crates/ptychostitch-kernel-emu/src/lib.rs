@@ -3,30 +3,131 @@
 //! passes. CI has no GPU; this is how it tests the GPU arithmetic against the reference.
 
 use ndarray::{Array2, ArrayView, Dimension};
-use ptychostitch::gpu::SHIFT_SUMS_PER_PATCH;
-use ptychostitch::gpu::launch::{
-    Args, ExtractArgs, RegionArgs, Stack, Tables, VjpArgs, extract_offsets_from_sums,
-    offsets_from_sums,
-};
+use ptychostitch::gpu::compose::{self, Images, Launch, Launcher, PlanTables, ReassemblyVjp};
+use ptychostitch::gpu::launch::{Stack, Tables, VjpArgs};
 use ptychostitch::gpu::tiles::TileLists;
 use ptychostitch::{Error, Extraction, Gradients, Operation, Plan, Result, Sample, Wrt};
 
 unsafe extern "C" {
-    fn ptychostitch_emulate(args: *const Args, grid_x: u32, grid_y: u32);
-    fn ptychostitch_emulate_patch_vjp(args: *const VjpArgs, grid_x: u32, grid_y: u32);
-    fn ptychostitch_emulate_shift_vjp(args: *const VjpArgs);
-    fn ptychostitch_emulate_quotient_vjp(args: *const VjpArgs, grid_x: u32, grid_y: u32);
-    fn ptychostitch_emulate_extract(args: *const ExtractArgs, grid_x: u32, grid_y: u32);
-    fn ptychostitch_emulate_extract_image_vjp(args: *const ExtractArgs, grid_x: u32, grid_y: u32);
-    fn ptychostitch_emulate_extract_shift_vjp(args: *const ExtractArgs);
-    fn ptychostitch_emulate_region_sums(args: *const RegionArgs, grid_x: u32, grid_y: u32);
-    fn ptychostitch_emulate_region_normalise(args: *const RegionArgs, grid_x: u32, grid_y: u32);
+    fn ptychostitch_emulate_launch(
+        entry: i32,
+        args: *const std::ffi::c_void,
+        grid: *const u32,
+        block: *const u32,
+    ) -> i32;
+}
+
+/// The emulated GPU: host memory, every launch run at once over its whole grid (one block and
+/// one thread at a time). Its scratch lives until it is dropped.
+#[derive(Debug, Default)]
+pub struct Emulator {
+    f32s: Vec<Box<[f32]>>,
+    f64s: Vec<Box<[f64]>>,
+    /// Every launch, in order: what the composition queued.
+    pub launches: Vec<Launch>,
+}
+
+fn emulation_error(e: impl std::fmt::Display) -> Error {
+    Error::Gpu {
+        reason: e.to_string(),
+    }
+}
+
+impl Launcher for Emulator {
+    fn zeros_f32(&mut self, len: usize) -> Result<u64> {
+        self.f32s.push(vec![0.0; len.max(1)].into_boxed_slice());
+        Ok(self.f32s.last().map_or(0, |b| b.as_ptr() as u64))
+    }
+
+    fn zeros_f64(&mut self, len: usize) -> Result<u64> {
+        self.f64s.push(vec![0.0; len.max(1)].into_boxed_slice());
+        Ok(self.f64s.last().map_or(0, |b| b.as_ptr() as u64))
+    }
+
+    fn upload_f32(&mut self, values: &[f32]) -> Result<u64> {
+        let at = self.zeros_f32(values.len())?;
+        if let Some(last) = self.f32s.last_mut() {
+            last[..values.len()].copy_from_slice(values);
+        }
+        Ok(at)
+    }
+
+    unsafe fn launch(&mut self, launch: &Launch) -> Result<()> {
+        let (grid, block) = launch.shape();
+        let args: *const std::ffi::c_void = match launch {
+            Launch::Stitch(a) => std::ptr::from_ref(a).cast(),
+            Launch::Vjp(_, a) => std::ptr::from_ref(a).cast(),
+            Launch::Fold(a) => std::ptr::from_ref(a).cast(),
+            Launch::Extract(_, a) => std::ptr::from_ref(a).cast(),
+            Launch::Region(_, a) => std::ptr::from_ref(a).cast(),
+        };
+        let (grid, block) = ([grid.0, grid.1, grid.2], [block.0, block.1, block.2]);
+        // SAFETY: `args` is the launch's argument struct, the one its entry point takes (both
+        // chosen by `launch`); its addresses are valid per this function's contract.
+        let code = unsafe {
+            ptychostitch_emulate_launch(launch.entry() as i32, args, grid.as_ptr(), block.as_ptr())
+        };
+        self.launches.push(*launch);
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(emulation_error(format!(
+                "no entry point {}",
+                launch.entry()
+            )))
+        }
+    }
+
+    unsafe fn read_f32(&mut self, address: u64, len: usize) -> Result<Vec<f32>> {
+        // SAFETY: the caller vouches that `address` holds `len` f32 of host memory.
+        Ok(unsafe { std::slice::from_raw_parts(address as *const f32, len) }.to_vec())
+    }
+}
+
+/// A plan's tables in host memory, as [`PlanTables`] addresses them.
+struct HostTables {
+    lists: TileLists,
+    shifts: Vec<f32>,
+    footprints: Vec<i32>,
+}
+
+impl HostTables {
+    fn new(plan: &Plan) -> Result<Self> {
+        let g = plan.geometry();
+        Ok(Self {
+            lists: TileLists::new(g)?,
+            shifts: g.shifts().iter().flatten().copied().collect(),
+            footprints: VjpArgs::footprint_table(g),
+        })
+    }
+
+    fn addresses(&self) -> PlanTables {
+        PlanTables {
+            tables: Tables {
+                shifts: self.shifts.as_ptr() as u64,
+                tile_start: self.lists.start.as_ptr() as u64,
+                tile_patches: self.lists.patches.as_ptr() as u64,
+            },
+            footprints: self.footprints.as_ptr() as u64,
+        }
+    }
+}
+
+fn lanes_of<T: Sample, D: Dimension>(a: ArrayView<'_, T, D>) -> Vec<f32> {
+    let values: Vec<T> = a.iter().copied().collect();
+    bytemuck::cast_slice::<T, f32>(&values).to_vec()
+}
+
+fn from_lanes<T: Sample, Sh: ndarray::ShapeBuilder>(
+    shape: Sh,
+    lanes: &[f32],
+) -> Result<ndarray::Array<T, Sh::Dim>> {
+    ndarray::Array::from_shape_vec(shape, bytemuck::pod_collect_to_vec(lanes))
+        .map_err(emulation_error)
 }
 
 /// `region`'s reassembly of `patches` `(B, C, N, N)` with `weights` `(1|B, 1|C, N, N)` by the
-/// emulated region kernels, composed as a GPU driver would compose them: the sums kernel, the
-/// normalisation's whole-batch facts from the denominators ([`ptychostitch::region::Region::normalisation`]),
-/// the division kernel. `(B, P, P)`.
+/// emulated region kernels through [`compose::region`], the driver's composition. `(B, P, P)`.
 pub fn region<T: Sample>(
     region: &ptychostitch::region::Region,
     patches: ndarray::ArrayView4<'_, T>,
@@ -34,39 +135,37 @@ pub fn region<T: Sample>(
 ) -> Result<ndarray::Array3<T>> {
     let (b, p) = (region.samples(), region.side());
     let w = weights.dim();
-    RegionArgs::check_inputs(region, patches.dim(), w)?;
-    let patches: Vec<T> = patches.iter().copied().collect();
+    ptychostitch::gpu::launch::RegionArgs::check_inputs(region, patches.dim(), w)?;
+    let patches = lanes_of(patches);
     let weights: Vec<f32> = weights.iter().copied().collect();
-    let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();
-    let l = T::LANES;
-    let mut num = vec![f32::NAN; b * p * p * l];
-    let mut den = vec![f32::NAN; b * p * p];
-    let mut out = vec![f32::NAN; b * p * p * l];
-    let mut args = RegionArgs::new(region, l, [w.0, w.1]);
-    args.patches = patches.as_ptr() as u64;
-    args.weights = weights.as_ptr() as u64;
-    args.shifts = shifts.as_ptr() as u64;
-    args.num = num.as_mut_ptr() as u64;
-    args.den = den.as_mut_ptr() as u64;
-    args.out = out.as_mut_ptr() as u64;
-    let (gx, gy, _) = args.grid();
-    // SAFETY: every address is a live buffer of the size the kernel reads or writes (patches
-    // B·C·N·N pixels, weights w0·w1·N·N, two shifts per patch, num and out B·P·P·lanes, den
-    // B·P·P), all outliving both calls.
-    unsafe { ptychostitch_emulate_region_sums(&args, gx, gy) };
-    let (limit, g) = region.normalisation(&den);
-    args.normalise_by(limit, g)?;
-    // SAFETY: as above.
-    unsafe { ptychostitch_emulate_region_normalise(&args, gx, gy) };
-    let values: Vec<T> = bytemuck::pod_collect_to_vec(&out);
-    ndarray::Array3::from_shape_vec((b, p, p), values).map_err(|e| Error::Gpu {
-        reason: e.to_string(),
-    })
+    let mut out = vec![f32::NAN; b * p * p * T::LANES];
+    let mut emulator = Emulator::default();
+    // SAFETY: the patches hold B·C·N·N pixels and the weights w0·w1·N·N, C order; `out`
+    // B·P·P·lanes f32; all outlive the synchronous emulator.
+    unsafe {
+        compose::region(
+            &mut emulator,
+            region,
+            T::LANES,
+            patches.as_ptr() as u64,
+            (weights.as_ptr() as u64, [w.0, w.1]),
+            out.as_mut_ptr() as u64,
+        )?
+    };
+    from_lanes((b, p, p), &out)
 }
 
-/// The VJP of `extraction` by the emulated backward kernels, composed as a GPU driver would
-/// compose them: the images' cotangent `(B, S, S)` and the offsets' `(B·C, 2)` (the partial
-/// sums folded on the host, not re-centred: extraction's offsets are not re-centred).
+fn images_of<T: Sample>(images: &ndarray::ArrayView3<'_, T>) -> Images {
+    let s = images.strides();
+    Images {
+        address: images.as_ptr() as u64,
+        strides: [s[0] as i64, s[1] as i64, s[2] as i64],
+        lanes: T::LANES,
+    }
+}
+
+/// The VJP of `extraction` by the emulated backward kernels through [`compose::extract_vjp`]:
+/// the images' cotangent `(B, S, S)` and the offsets' `(B·C, 2)`, folded by the device fold.
 pub fn extract_vjp<T: Sample, D: Dimension>(
     extraction: &Extraction,
     images: ArrayView<'_, T, D>,
@@ -74,70 +173,60 @@ pub fn extract_vjp<T: Sample, D: Dimension>(
     wrt: Wrt,
 ) -> Result<Gradients<T>> {
     let images = extraction.check_images(images)?;
-    let strides = images.strides();
-    let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
     let cot = extraction.cotangent_lanes(cotangent)?;
     let count = extraction.shifts().len();
     let (b, s) = (images.dim().0, extraction.image_side());
     let mut image_grad = vec![f32::NAN; b * s * s * T::LANES];
-    let mut sums = vec![f64::NAN; count * SHIFT_SUMS_PER_PATCH];
-    let mut args = ExtractArgs::new(extraction, T::LANES);
-    args.images = images.as_ptr() as u64;
-    (args.stride_b, args.stride_r, args.stride_c) =
-        (strides[0] as i64, strides[1] as i64, strides[2] as i64);
-    args.shifts = shifts.as_ptr() as u64;
-    args.cot = cot.as_ptr() as u64;
-    args.image_grad = image_grad.as_mut_ptr() as u64;
-    args.shift_sums = sums.as_mut_ptr() as u64;
-    if wrt.patches {
-        let (gx, gy, _) = args.image_grid();
-        // SAFETY: the images are the checked view's memory with its strides; `shifts` holds two
-        // f32 per patch, `cot` count·N·N pixels, `image_grad` B·S·S·lanes f32; all outlive it.
-        unsafe { ptychostitch_emulate_extract_image_vjp(&args, gx, gy) };
-    }
-    if wrt.offsets {
-        // SAFETY: as above; `sums` holds SHIFT_SUMS_PER_PATCH f64 per output patch.
-        unsafe { ptychostitch_emulate_extract_shift_vjp(&args) };
-    }
-    let patches = wrt
-        .patches
-        .then(|| {
-            let values: Vec<T> = bytemuck::pod_collect_to_vec(&image_grad);
-            ndarray::Array3::from_shape_vec((b, s, s), values)
-        })
-        .transpose()
-        .map_err(|e| Error::Gpu {
-            reason: e.to_string(),
-        })?;
-    let offsets = wrt.offsets.then(|| extract_offsets_from_sums(&sums));
+    let mut offsets = vec![f64::NAN; count * 2];
+    let mut emulator = Emulator::default();
+    let address = |wanted: bool, at: u64| if wanted { at } else { 0 };
+    // SAFETY: the images are the checked view's memory with its strides; `cot` holds
+    // count·N·N pixels, `image_grad` B·S·S·lanes f32, `offsets` count·2 f64; all outlive it.
+    unsafe {
+        compose::extract_vjp(
+            &mut emulator,
+            extraction,
+            images_of(&images),
+            cot.as_ptr() as u64,
+            address(wrt.patches, image_grad.as_mut_ptr() as u64),
+            address(wrt.offsets, offsets.as_mut_ptr() as u64),
+            false,
+        )?
+    };
+    let patches = if wrt.patches {
+        Some(from_lanes((b, s, s), &image_grad)?)
+    } else {
+        None
+    };
+    let offsets = if wrt.offsets {
+        Some(ndarray::Array2::from_shape_vec((count, 2), offsets).map_err(emulation_error)?)
+    } else {
+        None
+    };
     Ok(Gradients { patches, offsets })
 }
 
 /// `extraction` of `images` (`(B, S, S)` or `(B, S, S, 1)`, any strides) by the emulated
-/// extraction kernel: `(B·C, N, N)`.
+/// extraction kernel through [`compose::extract`]: `(B·C, N, N)`.
 pub fn extract<T: Sample, D: Dimension>(
     extraction: &Extraction,
     images: ArrayView<'_, T, D>,
 ) -> Result<ndarray::Array3<T>> {
     let images = extraction.check_images(images)?;
-    let strides = images.strides();
-    let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
     let (count, n, _) = extraction.output_shape();
     let mut out = vec![f32::NAN; count * n * n * T::LANES];
-    let mut args = ExtractArgs::new(extraction, T::LANES);
-    args.images = images.as_ptr() as u64;
-    (args.stride_b, args.stride_r, args.stride_c) =
-        (strides[0] as i64, strides[1] as i64, strides[2] as i64);
-    args.shifts = shifts.as_ptr() as u64;
-    args.out = out.as_mut_ptr() as u64;
-    let (gx, gy, _) = args.grid();
-    // SAFETY: `images` is the checked view's own memory with its strides, `shifts` holds two f32
-    // per output patch and `out` count·N·N·lanes f32; all outlive the call.
-    unsafe { ptychostitch_emulate_extract(&args, gx, gy) };
-    let values: Vec<T> = bytemuck::pod_collect_to_vec(&out);
-    ndarray::Array3::from_shape_vec((count, n, n), values).map_err(|e| Error::Gpu {
-        reason: e.to_string(),
-    })
+    let mut emulator = Emulator::default();
+    // SAFETY: `images` is the checked view's own memory with its strides, `out` count·N·N·lanes
+    // f32; both outlive the call.
+    unsafe {
+        compose::extract(
+            &mut emulator,
+            extraction,
+            images_of(&images),
+            out.as_mut_ptr() as u64,
+        )?
+    };
+    from_lanes((count, n, n), &out)
 }
 
 /// `operation` on `patches` (`(n, N, N)` or `(n, N, N, 1)`, any strides) by the emulated kernel.
@@ -182,122 +271,83 @@ pub unsafe fn stitch_stack<T: Sample>(
             ),
         });
     }
-    let lists = TileLists::new(g)?;
-    let shifts: Vec<f32> = g.shifts().iter().flatten().copied().collect();
+    let tables = HostTables::new(plan)?;
     let side = g.side();
     let mut image = Array2::<T>::from_elem((side, side), T::ONE);
-    let mut weights = vec![f32::NAN; side * side];
-    let args = Args::new(
-        g,
-        &lists,
-        Tables {
-            shifts: shifts.as_ptr() as u64,
-            tile_start: lists.start.as_ptr() as u64,
-            tile_patches: lists.patches.as_ptr() as u64,
-        },
-        stack,
-        image.as_mut_ptr() as u64,
-        weights.as_mut_ptr() as u64,
-        operation == Operation::ReassemblePosition,
-    );
-    let (gx, gy) = args.grid();
-    // SAFETY: every address in `args` points into a live buffer of the size the kernel reads or
-    // writes: `stack` (per this function's contract, in elements of `T::LANES` f32 lanes), `shifts`
-    // (2 per patch), the tile lists (built for this geometry), `image` (S·S pixels) and
-    // `weights` (S·S); the launcher runs synchronously and they outlive it.
-    unsafe { ptychostitch_emulate(&args, gx, gy) };
-    debug_assert!(
-        weights.iter().all(|w| !w.is_nan()),
-        "{} of {} weights unwritten; grid {gx}×{gy}, side {side}, args {args:?}",
-        weights.iter().filter(|w| w.is_nan()).count(),
-        weights.len()
-    );
+    // SAFETY: `stack` per this function's contract (in elements of `T::LANES` f32 lanes), the
+    // tables built for this geometry, `image` S·S pixels; the emulator is synchronous.
+    unsafe {
+        compose::reassembly(
+            &mut Emulator::default(),
+            g,
+            &tables.lists,
+            tables.addresses(),
+            operation,
+            stack,
+            image.as_mut_ptr() as u64,
+        )?
+    };
     Ok(image)
 }
 
-/// The vector–Jacobian product of `operation` by the emulated backward kernels, composed as
-/// the GPU driver composes them: for `reassemble_position` the quotient kernel first (image and
-/// weight cotangents from `cot`, `output` and the weights), then the patch kernel on the image
-/// cotangent, the shift kernel on the patches and on the ones, and the host's re-centring.
+/// The vector–Jacobian product of `operation` by the emulated backward kernels through
+/// [`compose::reassembly_vjp`], the composition the GPU driver runs (the offsets folded and
+/// re-centred by the device fold). `output`: `reassemble_position`'s output, recomputed when
+/// `None`.
 pub fn vjp<T: Sample>(
     plan: &Plan,
     operation: Operation,
     patches: ndarray::ArrayView3<'_, T>,
-    output: ndarray::ArrayView2<'_, T>,
+    output: Option<ndarray::ArrayView2<'_, T>>,
     cot: ndarray::ArrayView2<'_, T>,
     wrt: Wrt,
 ) -> Result<Gradients<T>> {
     let g = plan.geometry();
     let stack = g.check_patches(patches)?;
-    let (side, n, l) = (g.side(), g.patch_size(), T::LANES);
-    let lanes = |a: ndarray::ArrayView2<'_, T>| -> Vec<f32> {
-        let standard = a.as_standard_layout();
-        bytemuck::cast_slice::<T, f32>(standard.as_slice().expect("standard layout")).to_vec()
-    };
-    let shifts: Vec<f32> = g.shifts().iter().flatten().copied().collect();
-    let footprints = VjpArgs::footprint_table(g);
+    let (n, l, count) = (g.patch_size(), T::LANES, g.len());
     let strides = stack.strides();
-    let mut args = VjpArgs::new(g, l);
-    args.patches = stack.as_ptr() as u64;
-    args.stride_n = strides[0] as i64;
-    args.stride_r = strides[1] as i64;
-    args.stride_c = strides[2] as i64;
-    args.shifts = shifts.as_ptr() as u64;
-    args.footprints = footprints.as_ptr() as u64;
-    let mut cot = lanes(cot);
-    let out = lanes(output);
-    let weights = plan.weights()?;
-    let mut cot_weights = vec![f32::NAN; side * side];
-    if operation == Operation::ReassemblePosition {
-        let mut cot_image = vec![f32::NAN; side * side * l];
-        let mut q = args;
-        q.cot = cot.as_ptr() as u64;
-        q.output = out.as_ptr() as u64;
-        q.weights = weights.as_ptr() as u64;
-        q.cot_image = cot_image.as_mut_ptr() as u64;
-        q.cot_weights = cot_weights.as_mut_ptr() as u64;
-        let (gx, gy) = q.canvas_grid();
-        // SAFETY: every address points into a live buffer of the size the kernel reads or
-        // writes (S·S·lanes or S·S f32); the launcher is synchronous.
-        unsafe { ptychostitch_emulate_quotient_vjp(&q, gx, gy) };
-        cot = cot_image;
-    }
-    args.cot = cot.as_ptr() as u64;
-    let mut patch_grad = vec![f32::NAN; g.len() * n * n * l];
-    if wrt.patches {
-        let mut a = args;
-        a.patch_grad = patch_grad.as_mut_ptr() as u64;
-        let (gx, gy, _) = a.patch_grid();
-        // SAFETY: as above; `patch_grad` holds n·N·N·lanes f32, the stack is `patches`' own
-        // memory with its strides, and `shifts` holds two f32 per patch.
-        unsafe { ptychostitch_emulate_patch_vjp(&a, gx, gy) };
-    }
-    let offsets = if wrt.offsets {
-        let mut image_sums = vec![f64::NAN; g.len() * SHIFT_SUMS_PER_PATCH];
-        let mut a = args;
-        a.shift_sums = image_sums.as_mut_ptr() as u64;
-        // SAFETY: as above; `image_sums` holds SHIFT_SUMS_PER_PATCH f64 per patch, `footprints` four i32.
-        unsafe { ptychostitch_emulate_shift_vjp(&a) };
-        let weight_sums = if operation == Operation::ReassemblePosition {
-            let mut sums = vec![f64::NAN; g.len() * SHIFT_SUMS_PER_PATCH];
-            let mut w = args;
-            w.patches = 0;
-            w.lanes = 1;
-            w.cot = cot_weights.as_ptr() as u64;
-            w.shift_sums = sums.as_mut_ptr() as u64;
-            // SAFETY: as above, with the S·S weight cotangent and patches of ones (no stack).
-            unsafe { ptychostitch_emulate_shift_vjp(&w) };
-            Some(sums)
-        } else {
-            None
-        };
-        Some(offsets_from_sums(&image_sums, weight_sums.as_deref()))
+    let described = Stack {
+        address: stack.as_ptr() as u64,
+        count,
+        size: n,
+        strides: [strides[0] as i64, strides[1] as i64, strides[2] as i64],
+        lanes: l,
+    };
+    let cot = lanes_of(cot);
+    let output = output.map(lanes_of);
+    let tables = HostTables::new(plan)?;
+    let mut patch_grad = vec![f32::NAN; count * n * n * l];
+    let mut offsets = vec![f64::NAN; count * 2];
+    let address = |wanted: bool, at: u64| if wanted { at } else { 0 };
+    let io = ReassemblyVjp {
+        stack: described,
+        cot: cot.as_ptr() as u64,
+        output: output.as_ref().map_or(0, |o| o.as_ptr() as u64),
+        patch_grad: address(wrt.patches, patch_grad.as_mut_ptr() as u64),
+        offsets_grad: address(wrt.offsets, offsets.as_mut_ptr() as u64),
+    };
+    // SAFETY: the stack is `patches`' own memory with its strides, the canvases S·S·lanes f32,
+    // `patch_grad` n·N·N·lanes f32, `offsets` n·2 f64, the tables this plan's; all outlive the
+    // synchronous emulator.
+    unsafe {
+        compose::reassembly_vjp(
+            &mut Emulator::default(),
+            g,
+            &tables.lists,
+            tables.addresses(),
+            operation,
+            io,
+        )?
+    };
+    let patches = if wrt.patches {
+        Some(from_lanes((count, n, n), &patch_grad)?)
     } else {
         None
     };
-    let patches = wrt.patches.then(|| {
-        let values: Vec<T> = bytemuck::cast_slice::<f32, T>(&patch_grad).to_vec();
-        ndarray::Array3::from_shape_vec((g.len(), n, n), values).expect("n·N·N values")
-    });
+    let offsets = if wrt.offsets {
+        Some(ndarray::Array2::from_shape_vec((count, 2), offsets).map_err(emulation_error)?)
+    } else {
+        None
+    };
     Ok(Gradients { patches, offsets })
 }

@@ -131,3 +131,53 @@ fn the_extraction_backward_kernels_are_the_reference_bit_for_bit() {
         }
     }
 }
+
+/// The device fold writes the offsets' cotangent in PtychoPINN's channel layout `(B, 1, 2, C)`
+/// when asked (what the Python layer hands back for `offsets_xy`), the same values.
+#[test]
+fn the_offsets_fold_writes_the_channel_layout() {
+    use ptychostitch::gpu::compose::{self, Images};
+    use ptychostitch_kernel_emu::Emulator;
+    let mut r = rng(79);
+    let (images, per, side, n) = (3, 4, 20, 8);
+    let offsets = offsets_from(images * per, |_| {
+        [r.random_range(-4.0..4.0), r.random_range(-4.0..4.0)]
+    });
+    let ext = Extraction::new(offsets.view(), per, side, n).unwrap();
+    let imgs: Array3<Complex32> = random_patches(&mut r, images, side);
+    let cot: Array3<Complex32> = random_patches(&mut r, images * per, n);
+    let reference = ext
+        .extract_vjp_reference(imgs.view(), cot.view(), ptychostitch::Wrt::ALL)
+        .unwrap();
+    let rows = reference.offsets.unwrap();
+    let cot_lanes = ext.cotangent_lanes(cot.view()).unwrap();
+    let mut channels = vec![f64::NAN; images * per * 2];
+    let st = imgs.strides();
+    // SAFETY: the images, cotangent and output are live host buffers of the sizes the
+    // composition reads and writes; the emulator is synchronous.
+    unsafe {
+        compose::extract_vjp(
+            &mut Emulator::default(),
+            &ext,
+            Images {
+                address: imgs.as_ptr() as u64,
+                strides: [st[0] as i64, st[1] as i64, st[2] as i64],
+                lanes: 2,
+            },
+            cot_lanes.as_ptr() as u64,
+            0,
+            channels.as_mut_ptr() as u64,
+            true,
+        )
+        .unwrap()
+    };
+    for b in 0..images {
+        for c in 0..per {
+            for axis in 0..2 {
+                let got = channels[(b * 2 + axis) * per + c];
+                let want = rows[[b * per + c, axis]];
+                assert_eq!(got.to_bits(), want.to_bits(), "b {b}, c {c}, axis {axis}");
+            }
+        }
+    }
+}

@@ -589,3 +589,75 @@ extern "C" __global__ void ptychostitch_region_normalise(const RegionArgs a) {
         a.out[pixel * a.lanes + lane] = a.support ? __fdiv_rn(__fmul_rn(v, keep), d) : __fdiv_rn(v, d);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The offsets' cotangent from the shift kernels' partial sums, on the device (adjoint::
+// offsets_cotangent, gpu::launch::offsets_from_sums): per patch the eight x and eight y sums
+// combined as kernel::ShiftGradient::shift_gradient combines them (a fixed tree, negated), the
+// weight canvas's added; then, when re-centring, the mean over the patches (summed in patch
+// order by one thread, as adjoint::centred sums) subtracted from every row.
+
+// Mirrored by `gpu::launch::FoldArgs`.
+struct FoldArgs {
+    const double* image_sums;   // count * 16
+    const double* weight_sums;  // count * 16, or null
+    double* out;                // the offsets' cotangent, f64, laid out as `per_image` says
+    double* mean;               // two f64 of scratch (phases 1 and 2)
+    int count;
+    // 0: `out` is (count, 2) [x, y] rows; C > 0: (count / C, 1, 2, C), PtychoPINN's channel
+    // layout, patch j = b * C + c.
+    int per_image;
+    // 0: fold every patch's sums into `out`; 1: one thread sums `out`'s rows into `mean`;
+    // 2: subtract `mean` from every row.
+    int phase;
+    int reserved;
+};
+
+__device__ static inline long long fold_index(const FoldArgs& a, int j, int axis) {
+    if (a.per_image > 0) {
+        return ((long long)(j / a.per_image) * 2 + axis) * a.per_image + j % a.per_image;
+    }
+    return 2 * (long long)j + axis;
+}
+
+__device__ static inline double fold_tree(const double* s) {
+    return __dadd_rn(__dadd_rn(__dadd_rn(s[0], s[1]), __dadd_rn(s[2], s[3])),
+                     __dadd_rn(__dadd_rn(s[4], s[5]), __dadd_rn(s[6], s[7])));
+}
+
+// Phases 0 and 2: one thread per patch (grid: ceil(count / 64) blocks of 64); phase 1: one
+// thread (grid 1, block 1).
+extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
+    if (a.phase == 1) {
+        if (blockIdx.x != 0 || threadIdx.x != 0) {
+            return;
+        }
+        double sx = 0.0, sy = 0.0;
+        for (int j = 0; j < a.count; ++j) {
+            sx = __dadd_rn(sx, a.out[fold_index(a, j, 0)]);
+            sy = __dadd_rn(sy, a.out[fold_index(a, j, 1)]);
+        }
+        a.mean[0] = __ddiv_rn(sx, (double)a.count);
+        a.mean[1] = __ddiv_rn(sy, (double)a.count);
+        return;
+    }
+    int j = blockIdx.x * 64 + threadIdx.x;
+    if (j >= a.count) {
+        return;
+    }
+    long long ix = fold_index(a, j, 0), iy = fold_index(a, j, 1);
+    if (a.phase == 2) {
+        a.out[ix] = __dsub_rn(a.out[ix], a.mean[0]);
+        a.out[iy] = __dsub_rn(a.out[iy], a.mean[1]);
+        return;
+    }
+    const double* s = a.image_sums + 16 * (long long)j;
+    double gx = -fold_tree(s), gy = -fold_tree(s + 8);
+    if (a.weight_sums) {
+        const double* w = a.weight_sums + 16 * (long long)j;
+        gx = __dadd_rn(gx, -fold_tree(w));
+        gy = __dadd_rn(gy, -fold_tree(w + 8));
+    }
+    a.out[ix] = gx;
+    a.out[iy] = gy;
+}

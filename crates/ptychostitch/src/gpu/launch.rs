@@ -365,6 +365,48 @@ fn shift_gradients(sums: &[f64]) -> Vec<crate::kernel::ShiftGradient> {
         .collect()
 }
 
+/// The arguments of the offsets' fold (`FoldArgs` in `kernel.cu`), passed by value: the
+/// offsets' cotangent made on the device from the shift kernels' partial sums, as
+/// [`offsets_from_sums`] (re-centred) and [`extract_offsets_from_sums`] (not) make it on the host.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FoldArgs {
+    /// The image's partial sums, [`super::SHIFT_SUMS_PER_PATCH`] `f64` per patch.
+    pub image_sums: u64,
+    /// The weight canvas's partial sums, or 0.
+    pub weight_sums: u64,
+    /// The offsets' cotangent, `f64`: `(count, 2)` rows, or `(count / C, 1, 2, C)` when
+    /// `per_image` is `C > 0`.
+    pub out: u64,
+    /// Two `f64` of scratch for the mean (re-centring only).
+    pub mean: u64,
+    /// Patches.
+    pub count: i32,
+    /// 0: `(count, 2)` rows; `C > 0`: PtychoPINN's channel layout.
+    pub per_image: i32,
+    /// 0 fold, 1 sum the rows into `mean` (one thread), 2 subtract it.
+    pub phase: i32,
+    /// Unused (the struct's size a multiple of 8 in both languages).
+    pub reserved: i32,
+}
+
+impl FoldArgs {
+    /// Threads per block of phases 0 and 2 (64 in `kernel.cu`).
+    pub const BLOCK: u32 = 64;
+
+    /// `(grid, block)` of this phase.
+    pub fn launch_shape(&self) -> ((u32, u32, u32), (u32, u32, u32)) {
+        if self.phase == 1 {
+            ((1, 1, 1), (1, 1, 1))
+        } else {
+            (
+                ((self.count.max(0) as u32).div_ceil(Self::BLOCK), 1, 1),
+                (Self::BLOCK, 1, 1),
+            )
+        }
+    }
+}
+
 /// Where a patch stack lives: its first lane and its strides, in elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stack {
@@ -567,6 +609,10 @@ mod tests {
         assert_eq!(std::mem::offset_of!(RegionArgs, limit), 92);
         assert_eq!(std::mem::offset_of!(RegionArgs, g_b), 104);
         assert_eq!(std::mem::offset_of!(VjpArgs, cot_weights), 128);
+        // FoldArgs: 4·8 (addresses) + 4·4 (ints).
+        assert_eq!(std::mem::size_of::<FoldArgs>(), 32 + 16);
+        assert_eq!(std::mem::offset_of!(FoldArgs, count), 32);
+        assert_eq!(std::mem::offset_of!(FoldArgs, phase), 40);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! it on the CPU in the normal test suite. The driver that loads CUDA at run time is behind the
 //! `cuda` feature ([`cuda`]).
 
+pub mod compose;
 pub mod launch;
 pub mod libraries;
 pub mod ordering;

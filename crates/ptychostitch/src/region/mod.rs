@@ -279,6 +279,14 @@ impl Region {
         self.origin
     }
 
+    /// Whether the normalisation depends on the whole batch's denominators (a support
+    /// threshold, or the regularised form's maximum); otherwise [`Region::normalisation`]
+    /// needs none and takes an empty slice.
+    pub fn needs_batch_facts(&self) -> bool {
+        self.options.support.is_some()
+            || matches!(self.options.denominator, Denominator::Regularised { .. })
+    }
+
     /// The normalisation's whole-batch facts from the `B·P·P` denominators `Σ w` (what a
     /// driver that computes the sums elsewhere, a GPU, needs to divide as this plan divides):
     /// the support threshold (`None` without a support mask) and the denominator's form,

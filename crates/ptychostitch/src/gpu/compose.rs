@@ -1,0 +1,419 @@
+//! Each operation's sequence of kernel launches, written once for every launcher: the CUDA
+//! driver (device memory, a caller's stream: `cuda::StreamLauncher`) and the CPU emulator (host
+//! memory, the `ptychostitch-kernel-emu` crate). CI therefore tests the very composition the GPU
+//! runs — which kernels, in which order, on which scratch buffers, with which arguments — and
+//! not only each kernel's arithmetic.
+//!
+//! Everything here works on addresses: the inputs and outputs are the caller's (a framework's
+//! tensors read in place through DLPack on the GPU), the scratch the launcher's. Nothing is
+//! copied to the host except, for the region reassembly, its denominators when the
+//! normalisation depends on the whole batch (a support threshold or the regularised form's
+//! maximum: [`crate::region::Region::needs_batch_facts`]).
+
+use super::launch::{Args, ExtractArgs, FoldArgs, RegionArgs, Stack, Tables, VjpArgs};
+use super::tiles::TileLists;
+use super::{SHIFT_SUMS_PER_PATCH, TILE, VjpKernel};
+use crate::error::Result;
+use crate::extract::Extraction;
+use crate::geometry::Geometry;
+use crate::plan::Operation;
+use crate::region::Region;
+
+/// The extraction's kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtractKernel {
+    /// The patches, one thread per output pixel.
+    Forward,
+    /// The images' cotangent, one thread per image pixel (a gather).
+    Images,
+    /// The offsets' partial sums, one block of eight threads per patch.
+    Shifts,
+}
+
+/// The region reassembly's kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionKernel {
+    /// Numerators and denominators, one thread per region pixel.
+    Sums,
+    /// The division, one thread per region pixel.
+    Normalise,
+}
+
+/// One kernel launch: the entry point and its arguments; the grid follows from them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Launch {
+    /// The forward reassembly.
+    Stitch(Args),
+    /// A backward kernel of the reassembly.
+    Vjp(VjpKernel, VjpArgs),
+    /// A phase of the offsets' fold.
+    Fold(FoldArgs),
+    /// An extraction kernel.
+    Extract(ExtractKernel, ExtractArgs),
+    /// A region kernel.
+    Region(RegionKernel, RegionArgs),
+}
+
+/// Every entry point of `kernel.cu`, as a launcher loads them.
+pub const ENTRY_POINTS: [&str; 10] = [
+    "ptychostitch_stitch",
+    "ptychostitch_patch_vjp",
+    "ptychostitch_shift_vjp",
+    "ptychostitch_quotient_vjp",
+    "ptychostitch_offsets_fold",
+    "ptychostitch_extract",
+    "ptychostitch_extract_image_vjp",
+    "ptychostitch_extract_shift_vjp",
+    "ptychostitch_region_sums",
+    "ptychostitch_region_normalise",
+];
+
+impl Launch {
+    /// The index of its entry point in [`ENTRY_POINTS`].
+    pub fn entry(&self) -> usize {
+        match self {
+            Launch::Stitch(_) => 0,
+            Launch::Vjp(VjpKernel::Patches, _) => 1,
+            Launch::Vjp(VjpKernel::Shifts, _) => 2,
+            Launch::Vjp(VjpKernel::Quotient, _) => 3,
+            Launch::Fold(_) => 4,
+            Launch::Extract(ExtractKernel::Forward, _) => 5,
+            Launch::Extract(ExtractKernel::Images, _) => 6,
+            Launch::Extract(ExtractKernel::Shifts, _) => 7,
+            Launch::Region(RegionKernel::Sums, _) => 8,
+            Launch::Region(RegionKernel::Normalise, _) => 9,
+        }
+    }
+
+    /// `(grid, block)`.
+    pub fn shape(&self) -> ((u32, u32, u32), (u32, u32, u32)) {
+        let tile = (TILE as u32, TILE as u32, 1);
+        let slots = (8, 1, 1);
+        match self {
+            Launch::Stitch(a) => {
+                let (x, y) = a.grid();
+                ((x, y, 1), tile)
+            }
+            Launch::Vjp(VjpKernel::Patches, a) => (a.patch_grid(), tile),
+            Launch::Vjp(VjpKernel::Shifts, a) => ((a.count.max(0) as u32, 1, 1), slots),
+            Launch::Vjp(VjpKernel::Quotient, a) => {
+                let (x, y) = a.canvas_grid();
+                ((x, y, 1), tile)
+            }
+            Launch::Fold(a) => a.launch_shape(),
+            Launch::Extract(ExtractKernel::Forward, a) => (a.grid(), tile),
+            Launch::Extract(ExtractKernel::Images, a) => (a.image_grid(), tile),
+            Launch::Extract(ExtractKernel::Shifts, a) => ((a.count.max(0) as u32, 1, 1), slots),
+            Launch::Region(_, a) => (a.grid(), tile),
+        }
+    }
+}
+
+/// What runs kernels: device memory and a stream (the CUDA driver), or host memory and the
+/// emulator. Scratch it hands out lives until it is dropped, and is released after the work
+/// queued through it (stream-ordered on a GPU).
+pub trait Launcher {
+    /// `len` zeroed `f32`, for kernels queued later.
+    fn zeros_f32(&mut self, len: usize) -> Result<u64>;
+    /// `len` zeroed `f64`.
+    fn zeros_f64(&mut self, len: usize) -> Result<u64>;
+    /// A copy of host values, for kernels queued later.
+    fn upload_f32(&mut self, values: &[f32]) -> Result<u64>;
+    /// Queues `launch`.
+    ///
+    /// # Safety
+    /// Every address in `launch` must be a live buffer of this launcher's memory, of the size
+    /// its kernel reads or writes, until the launcher has run it.
+    unsafe fn launch(&mut self, launch: &Launch) -> Result<()>;
+    /// `len` `f32` at `address`, read once the work queued before is done.
+    ///
+    /// # Safety
+    /// `address` must hold `len` `f32` of this launcher's memory.
+    unsafe fn read_f32(&mut self, address: u64, len: usize) -> Result<Vec<f32>>;
+}
+
+/// Where a plan's tables are, in the launcher's memory: shifts and tile lists
+/// ([`Tables`]), and the footprints ([`VjpArgs::footprint_table`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanTables {
+    /// Shifts and tile lists.
+    pub tables: Tables,
+    /// Four `i32` per patch.
+    pub footprints: u64,
+}
+
+/// The buffers of a reassembly's backward: inputs and where the cotangents go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReassemblyVjp {
+    /// The patches (the forward's input).
+    pub stack: Stack,
+    /// The canvas cotangent, `S·S·lanes` `f32`.
+    pub cot: u64,
+    /// `reassemble_position`'s output, `S·S·lanes` `f32`; 0: recomputed.
+    pub output: u64,
+    /// The patches' cotangent, `n·N·N·lanes` `f32` C order; 0: not wanted.
+    pub patch_grad: u64,
+    /// The offsets' cotangent, `(n, 2)` `f64`; 0: not wanted.
+    pub offsets_grad: u64,
+}
+
+/// The forward reassembly of `stack` into `image` (`S·S·lanes` `f32`).
+///
+/// # Safety
+/// The addresses must be live buffers of the launcher's memory of the sizes named, `stack`
+/// checked by the caller against `geometry` ([`Stack::check`]).
+pub unsafe fn reassembly<L: Launcher>(
+    launcher: &mut L,
+    geometry: &Geometry,
+    lists: &TileLists,
+    tables: PlanTables,
+    operation: Operation,
+    stack: Stack,
+    image: u64,
+) -> Result<()> {
+    stack.check(geometry)?;
+    let normalise = operation == Operation::ReassemblePosition;
+    let args = Args::new(geometry, lists, tables.tables, stack, image, 0, normalise);
+    // SAFETY: forwarded from this function's contract.
+    unsafe { launcher.launch(&Launch::Stitch(args)) }
+}
+
+/// The vector–Jacobian product of a reassembly: for `reassemble_position` the forward again
+/// (its weight canvas, and its output when not given) and the quotient kernel; then the patch
+/// kernel; then the shift kernel on the image's cotangent (and on the weight canvas's) and the
+/// offsets' fold, re-centred — the order of `GpuPlan::vjp`'s composition, bit-identical to
+/// [`crate::Plan::vjp`].
+///
+/// # Safety
+/// As [`reassembly`], for every buffer of `io`.
+pub unsafe fn reassembly_vjp<L: Launcher>(
+    launcher: &mut L,
+    geometry: &Geometry,
+    lists: &TileLists,
+    tables: PlanTables,
+    operation: Operation,
+    io: ReassemblyVjp,
+) -> Result<()> {
+    io.stack.check(geometry)?;
+    let (side, l, count) = (geometry.side(), io.stack.lanes, geometry.len());
+    let canvas = side * side;
+    let mut args = VjpArgs::new(geometry, l);
+    (args.patches, args.shifts, args.footprints) =
+        (io.stack.address, tables.tables.shifts, tables.footprints);
+    [args.stride_n, args.stride_r, args.stride_c] = io.stack.strides;
+    args.cot = io.cot;
+    let mut cot_weights = 0;
+    if operation == Operation::ReassemblePosition {
+        let weights = launcher.zeros_f32(canvas)?;
+        let scratch = launcher.zeros_f32(canvas * l)?;
+        let out = if io.output == 0 { scratch } else { io.output };
+        let forward = Args::new(
+            geometry,
+            lists,
+            tables.tables,
+            io.stack,
+            scratch,
+            weights,
+            true,
+        );
+        let mut q = args;
+        (q.output, q.weights) = (out, weights);
+        q.cot_image = launcher.zeros_f32(canvas * l)?;
+        q.cot_weights = launcher.zeros_f32(canvas)?;
+        // SAFETY: the caller's buffers per this function's contract; the scratch is the
+        // launcher's, of the sizes the kernels write (S·S and S·S·lanes).
+        unsafe {
+            launcher.launch(&Launch::Stitch(forward))?;
+            launcher.launch(&Launch::Vjp(VjpKernel::Quotient, q))?;
+        }
+        (args.cot, cot_weights) = (q.cot_image, q.cot_weights);
+    }
+    if io.patch_grad != 0 {
+        let mut a = args;
+        a.patch_grad = io.patch_grad;
+        // SAFETY: as above; `patch_grad` holds n·N·N·lanes f32.
+        unsafe { launcher.launch(&Launch::Vjp(VjpKernel::Patches, a))? };
+    }
+    if io.offsets_grad != 0 {
+        let mut a = args;
+        a.shift_sums = launcher.zeros_f64(count * SHIFT_SUMS_PER_PATCH)?;
+        // SAFETY: as above; sixteen f64 per patch.
+        unsafe { launcher.launch(&Launch::Vjp(VjpKernel::Shifts, a))? };
+        let mut weight_sums = 0;
+        if cot_weights != 0 {
+            let mut w = args;
+            (w.patches, w.lanes, w.cot) = (0, 1, cot_weights);
+            w.shift_sums = launcher.zeros_f64(count * SHIFT_SUMS_PER_PATCH)?;
+            // SAFETY: as above, on the S·S weight cotangent with patches of ones.
+            unsafe { launcher.launch(&Launch::Vjp(VjpKernel::Shifts, w))? };
+            weight_sums = w.shift_sums;
+        }
+        // SAFETY: as above; `offsets_grad` holds n·2 f64.
+        unsafe {
+            fold(
+                launcher,
+                count,
+                a.shift_sums,
+                weight_sums,
+                io.offsets_grad,
+                0,
+                true,
+            )?
+        };
+    }
+    Ok(())
+}
+
+/// The offsets' fold: phase 0, then (re-centring) the mean and its subtraction.
+///
+/// # Safety
+/// `sums` (and `weight_sums` unless 0) hold sixteen `f64` per patch, `out` `count·2` `f64`.
+unsafe fn fold<L: Launcher>(
+    launcher: &mut L,
+    count: usize,
+    sums: u64,
+    weight_sums: u64,
+    out: u64,
+    per_image: usize,
+    recentre: bool,
+) -> Result<()> {
+    let mut a = FoldArgs {
+        image_sums: sums,
+        weight_sums,
+        out,
+        count: count as i32,
+        per_image: per_image as i32,
+        ..FoldArgs::default()
+    };
+    // SAFETY: per this function's contract.
+    unsafe { launcher.launch(&Launch::Fold(a))? };
+    if recentre {
+        a.mean = launcher.zeros_f64(2)?;
+        for phase in [1, 2] {
+            a.phase = phase;
+            // SAFETY: as above; `mean` holds two f64.
+            unsafe { launcher.launch(&Launch::Fold(a))? };
+        }
+    }
+    Ok(())
+}
+
+/// Images as the extraction kernels read them: `B` images of `S×S` pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Images {
+    /// Address of pixel `(0, 0, 0)`.
+    pub address: u64,
+    /// Strides of the image, row and column axes, in pixels.
+    pub strides: [i64; 3],
+    /// 1 (real) or 2 (complex).
+    pub lanes: usize,
+}
+
+/// [`Extraction::extract`] of `images` into `out` (`B·C·N·N·lanes` `f32`, C order).
+///
+/// # Safety
+/// `images` must hold the `B` images its strides reach, `out` the patches, in the launcher's
+/// memory.
+pub unsafe fn extract<L: Launcher>(
+    launcher: &mut L,
+    extraction: &Extraction,
+    images: Images,
+    out: u64,
+) -> Result<()> {
+    let mut args = extraction_args(launcher, extraction, images)?;
+    args.out = out;
+    // SAFETY: per this function's contract; the shifts are the launcher's.
+    unsafe { launcher.launch(&Launch::Extract(ExtractKernel::Forward, args)) }
+}
+
+fn extraction_args<L: Launcher>(
+    launcher: &mut L,
+    extraction: &Extraction,
+    images: Images,
+) -> Result<ExtractArgs> {
+    let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
+    let mut args = ExtractArgs::new(extraction, images.lanes);
+    args.images = images.address;
+    [args.stride_b, args.stride_r, args.stride_c] = images.strides;
+    args.shifts = launcher.upload_f32(&shifts)?;
+    Ok(args)
+}
+
+/// [`Extraction::extract_vjp`]: the images' cotangent into `image_grad` (`B·S·S·lanes` `f32`,
+/// unless 0) and the offsets' into `offsets_grad` (`f64`, unless 0): `(B·C, 2)` rows, or
+/// PtychoPINN's `(B, 1, 2, C)` when `channel_layout`.
+///
+/// # Safety
+/// As [`extract`]; `cot` holds the patches' cotangent (`B·C·N·N·lanes` `f32`).
+pub unsafe fn extract_vjp<L: Launcher>(
+    launcher: &mut L,
+    extraction: &Extraction,
+    images: Images,
+    cot: u64,
+    image_grad: u64,
+    offsets_grad: u64,
+    channel_layout: bool,
+) -> Result<()> {
+    let mut args = extraction_args(launcher, extraction, images)?;
+    (args.cot, args.image_grad) = (cot, image_grad);
+    if image_grad != 0 {
+        // SAFETY: per this function's contract.
+        unsafe { launcher.launch(&Launch::Extract(ExtractKernel::Images, args))? };
+    }
+    if offsets_grad != 0 {
+        let count = extraction.shifts().len();
+        args.shift_sums = launcher.zeros_f64(count * SHIFT_SUMS_PER_PATCH)?;
+        let per_image = if channel_layout {
+            extraction.per_image()
+        } else {
+            0
+        };
+        // SAFETY: as above; sixteen f64 per patch, `offsets_grad` count·2 f64.
+        unsafe {
+            launcher.launch(&Launch::Extract(ExtractKernel::Shifts, args))?;
+            fold(
+                launcher,
+                count,
+                args.shift_sums,
+                0,
+                offsets_grad,
+                per_image,
+                false,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// [`Region::reassemble`]: patches `(B, C, N, N)` (C order, `lanes` lanes) and weights
+/// `(w0, w1, N, N)` (`f32`, C order) into the regions `out` (`B·P·P·lanes` `f32`).
+///
+/// # Safety
+/// The addresses must hold those sizes in the launcher's memory.
+pub unsafe fn region<L: Launcher>(
+    launcher: &mut L,
+    region: &Region,
+    lanes: usize,
+    patches: u64,
+    weights: (u64, [usize; 2]),
+    out: u64,
+) -> Result<()> {
+    let (b, p) = (region.samples(), region.side());
+    let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();
+    let mut args = RegionArgs::new(region, lanes, weights.1);
+    (args.patches, args.weights, args.out) = (patches, weights.0, out);
+    args.shifts = launcher.upload_f32(&shifts)?;
+    args.num = launcher.zeros_f32(b * p * p * lanes)?;
+    args.den = launcher.zeros_f32(b * p * p)?;
+    // SAFETY: per this function's contract; the scratch is the launcher's.
+    unsafe { launcher.launch(&Launch::Region(RegionKernel::Sums, args))? };
+    let (limit, g) = if region.needs_batch_facts() {
+        // SAFETY: `den` holds B·P·P f32.
+        region.normalisation(&unsafe { launcher.read_f32(args.den, b * p * p)? })
+    } else {
+        region.normalisation(&[])
+    };
+    args.normalise_by(limit, g)?;
+    // SAFETY: as above.
+    unsafe { launcher.launch(&Launch::Region(RegionKernel::Normalise, args)) }
+}
