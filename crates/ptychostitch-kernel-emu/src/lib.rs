@@ -1,9 +1,11 @@
 //! ptychostitch's CUDA kernel run on the CPU: the same `kernel.cu`, compiled as C++ by the
-//! build script, launched over the same grid with the same [`Args`] bytes the CUDA driver
+//! build script, launched over the same grid with the same argument bytes the CUDA driver
 //! passes. CI has no GPU; this is how it tests the GPU arithmetic against the reference.
 
 use ndarray::{Array2, ArrayView, Dimension};
-use ptychostitch::gpu::compose::{self, Images, Launch, Launcher, PlanTables, ReassemblyVjp};
+use ptychostitch::gpu::compose::{
+    self, ExtractVjp, Images, Launch, Launcher, PlanTables, ReassemblyVjp,
+};
 use ptychostitch::gpu::launch::{Stack, Tables, VjpArgs};
 use ptychostitch::gpu::tiles::TileLists;
 use ptychostitch::{Error, Extraction, Gradients, Operation, Plan, Result, Sample, Wrt};
@@ -186,11 +188,13 @@ pub fn extract_vjp<T: Sample, D: Dimension>(
         compose::extract_vjp(
             &mut emulator,
             extraction,
-            images_of(&images),
-            cot.as_ptr() as u64,
-            address(wrt.patches, image_grad.as_mut_ptr() as u64),
-            address(wrt.offsets, offsets.as_mut_ptr() as u64),
-            false,
+            ExtractVjp {
+                images: images_of(&images),
+                cot: cot.as_ptr() as u64,
+                image_grad: address(wrt.patches, image_grad.as_mut_ptr() as u64),
+                offsets_grad: address(wrt.offsets, offsets.as_mut_ptr() as u64),
+                channel_layout: false,
+            },
         )?
     };
     let patches = if wrt.patches {

@@ -136,7 +136,7 @@ fn the_extraction_backward_kernels_are_the_reference_bit_for_bit() {
 /// when asked (what the Python layer hands back for `offsets_xy`), the same values.
 #[test]
 fn the_offsets_fold_writes_the_channel_layout() {
-    use ptychostitch::gpu::compose::{self, Images};
+    use ptychostitch::gpu::compose::{self, ExtractVjp, Images};
     use ptychostitch_kernel_emu::Emulator;
     let mut r = rng(79);
     let (images, per, side, n) = (3, 4, 20, 8);
@@ -159,15 +159,17 @@ fn the_offsets_fold_writes_the_channel_layout() {
         compose::extract_vjp(
             &mut Emulator::default(),
             &ext,
-            Images {
-                address: imgs.as_ptr() as u64,
-                strides: [st[0] as i64, st[1] as i64, st[2] as i64],
-                lanes: 2,
+            ExtractVjp {
+                images: Images {
+                    address: imgs.as_ptr() as u64,
+                    strides: [st[0] as i64, st[1] as i64, st[2] as i64],
+                    lanes: 2,
+                },
+                cot: cot_lanes.as_ptr() as u64,
+                image_grad: 0,
+                offsets_grad: channels.as_mut_ptr() as u64,
+                channel_layout: true,
             },
-            cot_lanes.as_ptr() as u64,
-            0,
-            channels.as_mut_ptr() as u64,
-            true,
         )
         .unwrap()
     };

@@ -108,7 +108,7 @@ pub(crate) fn raw_shifts(sums: &[ShiftGradient]) -> Vec<[f64; 2]> {
 /// The offsets' cotangent of the reassembly from the partial sums of the image's translation
 /// and, for `reassemble_position`, of the weight canvas's: each folded
 /// ([`ShiftGradient::shift_gradient`]), the two added per patch, then re-centred. The one fold
-/// of the CPU paths and the GPU's ([`crate::gpu::launch::offsets_from_sums`]).
+/// of the CPU paths; the GPU's is `ptychostitch_offsets_fold` in `kernel.cu`, the same arithmetic.
 pub(crate) fn offsets_cotangent(
     image: &[ShiftGradient],
     weights: Option<&[ShiftGradient]>,

@@ -339,21 +339,37 @@ fn extraction_args<L: Launcher>(
     Ok(args)
 }
 
-/// [`Extraction::extract_vjp`]: the images' cotangent into `image_grad` (`B·S·S·lanes` `f32`,
-/// unless 0) and the offsets' into `offsets_grad` (`f64`, unless 0): `(B·C, 2)` rows, or
-/// PtychoPINN's `(B, 1, 2, C)` when `channel_layout`.
+/// The buffers of the extraction's backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractVjp {
+    /// The images (the forward's input).
+    pub images: Images,
+    /// The patches' cotangent, `B·C·N·N·lanes` `f32`.
+    pub cot: u64,
+    /// The images' cotangent, `B·S·S·lanes` `f32`; 0: not wanted.
+    pub image_grad: u64,
+    /// The offsets' cotangent, `f64`; 0: not wanted.
+    pub offsets_grad: u64,
+    /// The offsets' cotangent as PtychoPINN's `(B, 1, 2, C)`, else `(B·C, 2)` rows.
+    pub channel_layout: bool,
+}
+
+/// [`Extraction::extract_vjp`] into the buffers of `io`.
 ///
 /// # Safety
-/// As [`extract`]; `cot` holds the patches' cotangent (`B·C·N·N·lanes` `f32`).
+/// As [`extract`], for every buffer of `io`.
 pub unsafe fn extract_vjp<L: Launcher>(
     launcher: &mut L,
     extraction: &Extraction,
-    images: Images,
-    cot: u64,
-    image_grad: u64,
-    offsets_grad: u64,
-    channel_layout: bool,
+    io: ExtractVjp,
 ) -> Result<()> {
+    let ExtractVjp {
+        images,
+        cot,
+        image_grad,
+        offsets_grad,
+        channel_layout,
+    } = io;
     let mut args = extraction_args(launcher, extraction, images)?;
     (args.cot, args.image_grad) = (cot, image_grad);
     if image_grad != 0 {
@@ -416,4 +432,22 @@ pub unsafe fn region<L: Launcher>(
     args.normalise_by(limit, g)?;
     // SAFETY: as above.
     unsafe { launcher.launch(&Launch::Region(RegionKernel::Normalise, args)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_points_are_the_kernel_sources() {
+        let mut declared: Vec<&str> = super::super::KERNEL_SOURCE
+            .split("extern \"C\" __global__ void ")
+            .skip(1)
+            .filter_map(|rest| rest.split('(').next())
+            .collect();
+        let mut loaded = ENTRY_POINTS.to_vec();
+        declared.sort_unstable();
+        loaded.sort_unstable();
+        assert_eq!(declared, loaded);
+    }
 }

@@ -331,43 +331,9 @@ impl VjpArgs {
     }
 }
 
-/// The offsets' cotangent from the shift kernel's partial sums ([`super::SHIFT_SUMS_PER_PATCH`]
-/// `f64` per patch) of the
-/// image and, for `reassemble_position`, of the weight canvas: each sum set combined as
-/// [`crate::kernel::ShiftGradient`] does, the two paths added, then re-centred.
-pub fn offsets_from_sums(image: &[f64], weights: Option<&[f64]>) -> ndarray::Array2<f64> {
-    let weights = weights.map(shift_gradients);
-    crate::adjoint::offsets_cotangent(&shift_gradients(image), weights.as_deref())
-}
-
-/// The extraction's offsets' cotangent from its shift kernel's partial sums: each patch's sums
-/// folded ([`crate::kernel::ShiftGradient::shift_gradient`]), not re-centred (extraction does
-/// not re-centre its offsets), as [`crate::Extraction::extract_vjp`] gives it.
-pub fn extract_offsets_from_sums(sums: &[f64]) -> ndarray::Array2<f64> {
-    let raw: Vec<[f64; 2]> = shift_gradients(sums)
-        .iter()
-        .map(crate::kernel::ShiftGradient::shift_gradient)
-        .collect();
-    ndarray::Array2::from(raw)
-}
-
-/// Per patch, the [`super::SHIFT_SUMS_PER_PATCH`] partial sums a shift kernel wrote, as the
-/// CPU's [`crate::kernel::ShiftGradient`].
-fn shift_gradients(sums: &[f64]) -> Vec<crate::kernel::ShiftGradient> {
-    use crate::kernel::{SHIFT_SLOTS, ShiftGradient};
-    sums.chunks_exact(super::SHIFT_SUMS_PER_PATCH)
-        .map(|s| {
-            let mut g = ShiftGradient::default();
-            g.x.copy_from_slice(&s[..SHIFT_SLOTS]);
-            g.y.copy_from_slice(&s[SHIFT_SLOTS..]);
-            g
-        })
-        .collect()
-}
-
 /// The arguments of the offsets' fold (`FoldArgs` in `kernel.cu`), passed by value: the
 /// offsets' cotangent made on the device from the shift kernels' partial sums, as
-/// [`offsets_from_sums`] (re-centred) and [`extract_offsets_from_sums`] (not) make it on the host.
+/// [`crate::adjoint`] makes it on the host (re-centred for the reassembly, not for the extraction).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct FoldArgs {

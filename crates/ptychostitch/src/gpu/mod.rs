@@ -30,9 +30,6 @@ pub const KERNEL_SOURCE: &str = include_str!("kernel.cu");
 /// The header that lets `kernel.cu` compile as plain C++ on a CPU.
 pub const EMULATION_HEADER: &str = include_str!("emulation.h");
 
-/// Name of the kernel's entry point.
-pub const KERNEL_NAME: &str = "ptychostitch_stitch";
-
 /// The backward kernels of [`KERNEL_SOURCE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VjpKernel {
@@ -43,20 +40,6 @@ pub enum VjpKernel {
     Shifts = 1,
     /// The quotient rule of `reassemble_position`: one thread per canvas pixel.
     Quotient = 2,
-}
-
-impl VjpKernel {
-    /// Every backward kernel, in the order a loaded module holds them.
-    pub const ALL: [VjpKernel; 3] = [VjpKernel::Patches, VjpKernel::Shifts, VjpKernel::Quotient];
-
-    /// The kernel's entry point in [`KERNEL_SOURCE`].
-    pub fn name(self) -> &'static str {
-        match self {
-            VjpKernel::Patches => "ptychostitch_patch_vjp",
-            VjpKernel::Shifts => "ptychostitch_shift_vjp",
-            VjpKernel::Quotient => "ptychostitch_quotient_vjp",
-        }
-    }
 }
 
 /// Partial sums of the offsets' cotangent per patch that the shift kernel writes: eight for x,

@@ -12,12 +12,13 @@
 //! A machine without a driver, a GPU or NVRTC gets [`Error::GpuUnavailable`] with the reason,
 //! never a crash; nothing here is touched by the CPU paths.
 
-use super::launch::{Args, BLOCK, Stack, Tables, VjpArgs, offsets_from_sums};
+use super::KERNEL_SOURCE;
+use super::compose::{self, ENTRY_POINTS, Launch};
+use super::launch::{Args, ExtractArgs, FoldArgs, RegionArgs, Stack, Tables, VjpArgs};
 use super::nvrtc::{Nvrtc, Output};
 use super::ordering::{AfterLaunch, after_launch};
 use super::staging;
 use super::tiles::TileLists;
-use super::{KERNEL_NAME, KERNEL_SOURCE, SHIFT_SUMS_PER_PATCH, VjpKernel};
 use crate::adjoint::{Gradients, Wrt, canvas_lanes};
 use crate::error::{Error, Result};
 use crate::geometry::Geometry;
@@ -33,11 +34,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod canvas;
+mod launcher;
 mod plan;
 mod training;
 mod vjp;
 
 pub use canvas::DeviceCanvas;
+pub use launcher::StreamLauncher;
 pub use plan::{GpuPlan, Resident};
 
 // SAFETY: `Args` is `#[repr(C)]` plain data (integers and 64-bit addresses) laid out exactly as
@@ -48,18 +51,25 @@ unsafe impl DeviceRepr for Args {}
 // (checked by `launch::tests`); CUDA copies it by value.
 unsafe impl DeviceRepr for VjpArgs {}
 
+// SAFETY: `FoldArgs` is `#[repr(C)]` plain data laid out exactly as `FoldArgs` in kernel.cu
+// (checked by `launch::tests`); CUDA copies it by value.
+unsafe impl DeviceRepr for FoldArgs {}
+
+// SAFETY: `ExtractArgs` is `#[repr(C)]` plain data laid out exactly as `ExtractArgs` in
+// kernel.cu (checked by `launch::tests`); CUDA copies it by value.
+unsafe impl DeviceRepr for ExtractArgs {}
+
+// SAFETY: `RegionArgs` is `#[repr(C)]` plain data laid out exactly as `RegionArgs` in kernel.cu
+// (checked by `launch::tests`); CUDA copies it by value.
+unsafe impl DeviceRepr for RegionArgs {}
+
 /// One GPU of this process: its primary context (the one torch, CuPy, JAX and TensorFlow use),
 /// the compiled kernel and the pinned staging buffers.
 #[derive(Debug)]
 pub struct Gpu {
     context: Arc<CudaContext>,
-    function: CudaFunction,
-    /// The backward kernels, in the order of [`VjpKernel::ALL`].
-    vjp: [CudaFunction; 3],
-    /// The extraction and its backward: forward, images' cotangent, offsets' partial sums.
-    extraction: [CudaFunction; 3],
-    /// The region reassembly: sums, normalisation.
-    region: [CudaFunction; 2],
+    /// Every entry point, in the order of [`ENTRY_POINTS`].
+    entries: Vec<CudaFunction>,
     name: String,
     staging: Mutex<Option<Staging>>,
 }
@@ -166,46 +176,25 @@ impl Gpu {
                 nvrtc.path().display()
             ))
         })?;
-        let function = module.load_function(KERNEL_NAME).map_err(unavailable)?;
-        let load = |name: &str| module.load_function(name).map_err(unavailable);
-        let vjp = [
-            load(VjpKernel::Patches.name())?,
-            load(VjpKernel::Shifts.name())?,
-            load(VjpKernel::Quotient.name())?,
-        ];
-        let extraction = [
-            load("ptychostitch_extract")?,
-            load("ptychostitch_extract_image_vjp")?,
-            load("ptychostitch_extract_shift_vjp")?,
-        ];
-        let region = [
-            load("ptychostitch_region_sums")?,
-            load("ptychostitch_region_normalise")?,
-        ];
+        let entries = ENTRY_POINTS
+            .iter()
+            .map(|name| module.load_function(name).map_err(unavailable))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Gpu {
             context,
-            function,
-            vjp,
-            extraction,
-            region,
+            entries,
             name,
             staging: Mutex::new(None),
         })
     }
 
-    /// Launches `function` with `args` over `grid` blocks of `block` threads on `stream`.
+    /// Queues `launch` on `stream` (an empty grid queues nothing).
     ///
     /// # Safety
-    /// Every address in `args` must be a live buffer of this GPU of the size the kernel reads
-    /// or writes, until `stream` has run it.
-    pub(super) unsafe fn launch_args<A: DeviceRepr>(
-        &self,
-        stream: &Arc<CudaStream>,
-        function: &CudaFunction,
-        args: &A,
-        grid: (u32, u32, u32),
-        block: (u32, u32, u32),
-    ) -> Result<()> {
+    /// Every address in the launch's arguments must be a live buffer of this GPU of the size
+    /// its kernel reads or writes, until `stream` has run it.
+    pub(super) unsafe fn launch(&self, stream: &Arc<CudaStream>, launch: &Launch) -> Result<()> {
+        let (grid, block) = launch.shape();
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
@@ -214,11 +203,17 @@ impl Gpu {
             block_dim: block,
             shared_mem_bytes: 0,
         };
-        let mut launch = stream.launch_builder(function);
-        launch.arg(args);
-        // SAFETY: the kernel's one argument is `A` by value; its addresses are valid per this
-        // function's contract.
-        unsafe { launch.launch(config) }.map_err(driver)?;
+        let mut builder = stream.launch_builder(&self.entries[launch.entry()]);
+        match launch {
+            Launch::Stitch(a) => builder.arg(a),
+            Launch::Vjp(_, a) => builder.arg(a),
+            Launch::Fold(a) => builder.arg(a),
+            Launch::Extract(_, a) => builder.arg(a),
+            Launch::Region(_, a) => builder.arg(a),
+        };
+        // SAFETY: each entry point's one argument is its struct by value (`Launch::entry` pairs
+        // them); the addresses are valid per this function's contract.
+        unsafe { builder.launch(config) }.map_err(driver)?;
         Ok(())
     }
 

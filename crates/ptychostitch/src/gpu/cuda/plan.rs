@@ -148,7 +148,7 @@ impl GpuPlan {
             // SAFETY: the stack's memory holds the count·N·N pixels `stack` describes and `image_at`
             // S·S·lanes lanes (allocated by `upload` for this plan); both live in `resident`,
             // which outlives the synchronisation below.
-            unsafe { self.launch(&self.stream, operation, stack, image_at, 0)? };
+            unsafe { self.launch(&self.stream, operation, stack, image_at)? };
         }
         self.synchronize()
     }
@@ -216,51 +216,89 @@ impl GpuPlan {
         }
         let _keep = KeepCurrent::new();
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.launch(&stream.stream, operation, stack, image, 0) }
+        unsafe { self.launch(&stream.stream, operation, stack, image) }
     }
 
-    /// Launches the kernel on `stream`; the checks every entry point shares. `weights`: 0, or
-    /// a buffer of `S·S` `f32` that receives the weight canvas.
+    /// Launches the forward kernel on `stream`; the checks every entry point shares.
     ///
     /// # Safety
-    /// As [`GpuPlan::enqueue`], and `weights` (when not 0) as `image`.
+    /// As [`GpuPlan::enqueue`].
     pub(super) unsafe fn launch(
         &self,
         stream: &Arc<CudaStream>,
         operation: Operation,
         stack: Stack,
         image: u64,
-        weights: u64,
     ) -> Result<()> {
-        let geometry = &*self.geometry;
-        stack.check(geometry)?;
-        let (start_at, _s) = self.tile_start.device_ptr(stream);
-        let (list_at, _l) = self.tile_patches.device_ptr(stream);
-        let (shifts_at, _h) = self.shifts.device_ptr(stream);
-        let args = Args::new(
-            geometry,
-            &self.lists,
-            Tables {
-                shifts: shifts_at,
-                tile_start: start_at,
-                tile_patches: list_at,
-            },
-            stack,
-            image,
-            weights,
-            operation == Operation::ReassemblePosition,
-        );
-        let (gx, gy) = args.grid();
-        let config = LaunchConfig {
-            grid_dim: (gx, gy, 1),
-            block_dim: (BLOCK, BLOCK, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut launch = stream.launch_builder(&self.gpu.function);
-        launch.arg(&args);
-        // SAFETY: the kernel's one argument is `Args` by value; its addresses are valid per
-        // this function's contract and the tables above, which live as long as `self`.
-        unsafe { launch.launch(config) }.map_err(driver)?;
+        self.with_tables(stream, |launcher, tables| {
+            // SAFETY: forwarded from this function's contract; the tables live as long as `self`.
+            unsafe {
+                compose::reassembly(
+                    launcher,
+                    &self.geometry,
+                    &self.lists,
+                    tables,
+                    operation,
+                    stack,
+                    image,
+                )
+            }
+        })
+    }
+
+    /// Queues the vector–Jacobian product of `operation` on `stream` ([`compose::reassembly_vjp`]:
+    /// the backward kernels and the offsets' fold, no atomics), for inputs and outputs already
+    /// in this GPU's memory. Returns once queued. Bit-identical to [`Plan::vjp`].
+    ///
+    /// # Safety
+    /// Every buffer of `io` must be memory of this plan's GPU of the size
+    /// [`compose::ReassemblyVjp`] names, alive and not used by others until `stream` has run
+    /// the work; `stream` must belong to this plan's GPU.
+    pub unsafe fn enqueue_vjp(
+        &self,
+        stream: &GpuStream,
+        operation: Operation,
+        io: compose::ReassemblyVjp,
+    ) -> Result<()> {
+        let _keep = KeepCurrent::new();
+        self.with_tables(&stream.stream, |launcher, tables| {
+            // SAFETY: forwarded from this function's contract; the tables live as long as `self`.
+            unsafe {
+                compose::reassembly_vjp(
+                    launcher,
+                    &self.geometry,
+                    &self.lists,
+                    tables,
+                    operation,
+                    io,
+                )
+            }
+        })
+    }
+
+    /// Runs `work` with a launcher on `stream` and the addresses of the plan's tables as read
+    /// on it; then orders the plan's own stream after it ([`GpuPlan::order_after`]).
+    fn with_tables(
+        &self,
+        stream: &Arc<CudaStream>,
+        work: impl FnOnce(&mut StreamLauncher<'_>, compose::PlanTables) -> Result<()>,
+    ) -> Result<()> {
+        {
+            let (start_at, _s) = self.tile_start.device_ptr(stream);
+            let (list_at, _l) = self.tile_patches.device_ptr(stream);
+            let (shifts_at, _h) = self.shifts.device_ptr(stream);
+            let (footprints, _f) = self.footprints.device_ptr(stream);
+            let tables = compose::PlanTables {
+                tables: Tables {
+                    shifts: shifts_at,
+                    tile_start: start_at,
+                    tile_patches: list_at,
+                },
+                footprints,
+            };
+            let mut launcher = StreamLauncher::on(&self.gpu, stream)?;
+            work(&mut launcher, tables)?;
+        }
         self.order_after(stream)
     }
 

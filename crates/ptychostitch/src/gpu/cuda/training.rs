@@ -1,28 +1,79 @@
-//! The training path's operations on one GPU, for host arrays: the extraction, its backward and
-//! the region reassembly. Inputs are copied in, the kernels of `kernel.cu` run on the device's
-//! legacy default stream, and the outputs are copied back. The emulator tests their arithmetic in
-//! CI, bit for bit against the references (`crates/ptychostitch-kernel-emu/tests`);
-//! `tests/gpu.rs` runs these functions where a GPU is lent. Python does not call them yet.
+//! The training path's operations on one GPU: the extraction, its backward and the region
+//! reassembly, for memory already on the device ([`Gpu::enqueue_extract`],
+//! [`Gpu::enqueue_extract_vjp`], [`Gpu::enqueue_region`], on any stream) and for host arrays
+//! (copied in, the same composition on the device's legacy default stream, copied back). The
+//! compositions are [`compose`]'s, which the emulator runs in CI bit for bit against the
+//! references (`crates/ptychostitch-kernel-emu/tests`); `tests/gpu.rs` runs these functions where
+//! a GPU is lent.
 
 #[allow(unused_imports)]
 use super::*;
 use crate::Extraction;
 use crate::extract::image_lanes;
-use crate::gpu::launch::{ExtractArgs, RegionArgs, extract_offsets_from_sums};
+use crate::gpu::compose::{ExtractVjp, Images};
+use crate::gpu::launch::RegionArgs;
 use crate::region::Region;
 use crate::sample::c_order_lanes;
 use ndarray::{Array3, ArrayView4};
 
-// SAFETY: `ExtractArgs` is `#[repr(C)]` plain data laid out exactly as `ExtractArgs` in
-// kernel.cu (checked by `launch::tests`); CUDA copies it by value.
-unsafe impl DeviceRepr for ExtractArgs {}
-
-// SAFETY: `RegionArgs` is `#[repr(C)]` plain data laid out exactly as `RegionArgs` in kernel.cu
-// (checked by `launch::tests`); CUDA copies it by value.
-unsafe impl DeviceRepr for RegionArgs {}
-
 impl Gpu {
-    /// [`Extraction::extract`] on this GPU: the same bits (NaN payloads are the GPU's own).
+    /// Queues [`Extraction::extract`] of `images` into `out` (`B·C·N·N·lanes` `f32`, C order) on
+    /// `stream`. Returns once queued.
+    ///
+    /// # Safety
+    /// `images` must describe memory of this GPU holding the `B` images its strides reach, `out`
+    /// the patches; both alive and `out` unused by others until `stream` has run the work.
+    pub unsafe fn enqueue_extract(
+        &self,
+        stream: &GpuStream,
+        extraction: &Extraction,
+        images: Images,
+        out: u64,
+    ) -> Result<()> {
+        let mut launcher = StreamLauncher::new(self, stream)?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { compose::extract(&mut launcher, extraction, images, out) }
+    }
+
+    /// Queues [`Extraction::extract_vjp`] on `stream`, into the buffers of `io`.
+    ///
+    /// # Safety
+    /// As [`Gpu::enqueue_extract`], for every buffer of `io` ([`ExtractVjp`] names the sizes).
+    pub unsafe fn enqueue_extract_vjp(
+        &self,
+        stream: &GpuStream,
+        extraction: &Extraction,
+        io: ExtractVjp,
+    ) -> Result<()> {
+        let mut launcher = StreamLauncher::new(self, stream)?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { compose::extract_vjp(&mut launcher, extraction, io) }
+    }
+
+    /// Queues [`Region::reassemble`] on `stream`: patches `(B, C, N, N)` (C order, `lanes`
+    /// lanes), weights `(w0, w1, N, N)` `f32` C order, regions into `out` (`B·P·P·lanes` `f32`).
+    /// Waits for the denominators when the normalisation needs the whole batch's
+    /// ([`Region::needs_batch_facts`]).
+    ///
+    /// # Safety
+    /// The addresses must be memory of this GPU of those sizes, alive and `out` unused by others
+    /// until `stream` has run the work.
+    pub unsafe fn enqueue_region(
+        &self,
+        stream: &GpuStream,
+        region: &Region,
+        lanes: usize,
+        patches: u64,
+        weights: (u64, [usize; 2]),
+        out: u64,
+    ) -> Result<()> {
+        let mut launcher = StreamLauncher::new(self, stream)?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { compose::region(&mut launcher, region, lanes, patches, weights, out) }
+    }
+
+    /// [`Extraction::extract`] on this GPU for host images: the same bits (NaN payloads are the
+    /// GPU's own).
     pub fn extract<T: Sample, D: Dimension>(
         &self,
         extraction: &Extraction,
@@ -30,26 +81,25 @@ impl Gpu {
     ) -> Result<Array3<T>> {
         let images = extraction.check_images(images)?;
         let _keep = KeepCurrent::new();
-        let stream = self.context.default_stream();
+        let on = self.default_stream();
+        let stream = &on.stream;
         let (count, n, _) = extraction.output_shape();
-        let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
         let device_images = stream.clone_htod(&*image_lanes(images)?).map_err(driver)?;
-        let device_shifts = stream.clone_htod(&shifts).map_err(driver)?;
         let mut out = stream
             .alloc_zeros::<f32>((count * n * n * T::LANES).max(1))
             .map_err(driver)?;
-        let mut args = ExtractArgs::new(extraction, T::LANES);
-        let s = extraction.image_side() as i64;
-        (args.stride_b, args.stride_r, args.stride_c) = (s * s, s, 1);
         {
-            let (images_at, _i) = device_images.device_ptr(&stream);
-            let (shifts_at, _s) = device_shifts.device_ptr(&stream);
-            let (out_at, _o) = out.device_ptr_mut(&stream);
-            (args.images, args.shifts, args.out) = (images_at, shifts_at, out_at);
-            // SAFETY: the images hold B·S·S pixels in C order (the strides set above), the
-            // shifts two f32 per patch, `out` count·N·N·lanes f32; all outlive the copy back.
+            let (images_at, _i) = device_images.device_ptr(stream);
+            let (out_at, _o) = out.device_ptr_mut(stream);
+            // SAFETY: the images hold B·S·S pixels in C order, `out` count·N·N·lanes f32; both
+            // outlive the copy back on the same stream.
             unsafe {
-                self.launch_args(&stream, &self.extraction[0], &args, args.grid(), (8, 8, 1))?
+                self.enqueue_extract(
+                    &on,
+                    extraction,
+                    c_order_images(images_at, extraction.image_side(), T::LANES),
+                    out_at,
+                )?
             };
         }
         let host = stream.clone_dtoh(&out).map_err(driver)?;
@@ -57,7 +107,7 @@ impl Gpu {
         Array3::from_shape_vec((count, n, n), values).map_err(driver)
     }
 
-    /// [`Extraction::extract_vjp`] on this GPU: the same bits.
+    /// [`Extraction::extract_vjp`] on this GPU for host arrays: the same bits.
     pub fn extract_vjp<T: Sample, D: Dimension>(
         &self,
         extraction: &Extraction,
@@ -69,123 +119,97 @@ impl Gpu {
         let cot = extraction.cotangent_lanes(cotangent)?;
         let count = extraction.shifts().len();
         let _keep = KeepCurrent::new();
-        let stream = self.context.default_stream();
-        let (b, s) = (images.dim().0, extraction.image_side());
-        let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
+        let on = self.default_stream();
+        let stream = &on.stream;
+        let (b, s, l) = (images.dim().0, extraction.image_side(), T::LANES);
         let device_images = stream.clone_htod(&*image_lanes(images)?).map_err(driver)?;
-        let device_shifts = stream.clone_htod(&shifts).map_err(driver)?;
         let device_cot = stream.clone_htod(&*cot).map_err(driver)?;
         let mut image_grad = stream
-            .alloc_zeros::<f32>((b * s * s * T::LANES).max(1))
+            .alloc_zeros::<f32>((b * s * s * l).max(1))
             .map_err(driver)?;
-        let mut sums = stream
-            .alloc_zeros::<f64>((count * SHIFT_SUMS_PER_PATCH).max(1))
+        let mut offsets = stream
+            .alloc_zeros::<f64>((count * 2).max(1))
             .map_err(driver)?;
-        let mut args = ExtractArgs::new(extraction, T::LANES);
-        let side = s as i64;
-        (args.stride_b, args.stride_r, args.stride_c) = (side * side, side, 1);
         {
-            let (images_at, _i) = device_images.device_ptr(&stream);
-            let (shifts_at, _s) = device_shifts.device_ptr(&stream);
-            let (cot_at, _c) = device_cot.device_ptr(&stream);
-            let (grad_at, _g) = image_grad.device_ptr_mut(&stream);
-            let (sums_at, _u) = sums.device_ptr_mut(&stream);
-            (args.images, args.shifts, args.cot) = (images_at, shifts_at, cot_at);
-            (args.image_grad, args.shift_sums) = (grad_at, sums_at);
-            // SAFETY: every buffer has the size the kernels read or write (images B·S·S,
-            // cotangent count·N·N pixels, image_grad B·S·S·lanes f32, sums 16 f64 per patch)
-            // and outlives the copies back.
+            let (images_at, _i) = device_images.device_ptr(stream);
+            let (cot_at, _c) = device_cot.device_ptr(stream);
+            let (grad_at, _g) = image_grad.device_ptr_mut(stream);
+            let (off_at, _o) = offsets.device_ptr_mut(stream);
+            // SAFETY: every buffer has the size the kernels read or write and outlives the
+            // copies back on the same stream.
             unsafe {
-                if wrt.patches {
-                    self.launch_args(
-                        &stream,
-                        &self.extraction[1],
-                        &args,
-                        args.image_grid(),
-                        (8, 8, 1),
-                    )?;
-                }
-                if wrt.offsets {
-                    self.launch_args(
-                        &stream,
-                        &self.extraction[2],
-                        &args,
-                        (count as u32, 1, 1),
-                        (8, 1, 1),
-                    )?;
-                }
-            }
+                self.enqueue_extract_vjp(
+                    &on,
+                    extraction,
+                    ExtractVjp {
+                        images: c_order_images(images_at, s, l),
+                        cot: cot_at,
+                        image_grad: if wrt.patches { grad_at } else { 0 },
+                        offsets_grad: if wrt.offsets { off_at } else { 0 },
+                        channel_layout: false,
+                    },
+                )?
+            };
         }
         let patches = if wrt.patches {
             let host = stream.clone_dtoh(&image_grad).map_err(driver)?;
-            let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..b * s * s * T::LANES]);
+            let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..b * s * s * l]);
             Some(Array3::from_shape_vec((b, s, s), values).map_err(driver)?)
         } else {
             None
         };
         let offsets = if wrt.offsets {
-            let host = stream.clone_dtoh(&sums).map_err(driver)?;
-            Some(extract_offsets_from_sums(
-                &host[..count * SHIFT_SUMS_PER_PATCH],
-            ))
+            let host = stream.clone_dtoh(&offsets).map_err(driver)?;
+            Some(Array2::from_shape_vec((count, 2), host[..count * 2].to_vec()).map_err(driver)?)
         } else {
             None
         };
         Ok(Gradients { patches, offsets })
     }
 
-    /// [`Region::reassemble`] on this GPU: the sums kernel, the normalisation's whole-batch
-    /// facts on the host from the denominators ([`Region::normalisation`]; one copy of `B·P·P`
-    /// values), the division kernel. The same bits.
+    /// [`Region::reassemble`] on this GPU for host arrays: the same bits.
     pub fn reassemble_regions<T: Sample>(
         &self,
         region: &Region,
         patches: ArrayView4<'_, T>,
         weights: ArrayView4<'_, f32>,
     ) -> Result<Array3<T>> {
-        let (b, p) = (region.samples(), region.side());
+        let (b, p, l) = (region.samples(), region.side(), T::LANES);
         let w = weights.dim();
         RegionArgs::check_inputs(region, patches.dim(), w)?;
         let _keep = KeepCurrent::new();
-        let stream = self.context.default_stream();
-        let l = T::LANES;
-        let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();
+        let on = self.default_stream();
+        let stream = &on.stream;
         let weight_values: Vec<f32> = weights.iter().copied().collect();
         let device_patches = stream
             .clone_htod(&*c_order_lanes(patches, || "a copy of the patches".into())?)
             .map_err(driver)?;
         let device_weights = stream.clone_htod(&weight_values).map_err(driver)?;
-        let device_shifts = stream.clone_htod(&shifts).map_err(driver)?;
-        let mut num = stream
-            .alloc_zeros::<f32>((b * p * p * l).max(1))
-            .map_err(driver)?;
-        let mut den = stream
-            .alloc_zeros::<f32>((b * p * p).max(1))
-            .map_err(driver)?;
         let mut out = stream
             .alloc_zeros::<f32>((b * p * p * l).max(1))
             .map_err(driver)?;
-        let mut args = RegionArgs::new(region, l, [w.0, w.1]);
-        let (patches_at, _p) = device_patches.device_ptr(&stream);
-        let (weights_at, _w) = device_weights.device_ptr(&stream);
-        let (shifts_at, _s) = device_shifts.device_ptr(&stream);
-        let (num_at, _n) = num.device_ptr_mut(&stream);
-        let (den_at, _d) = den.device_ptr_mut(&stream);
-        let (out_at, _o) = out.device_ptr_mut(&stream);
-        (args.patches, args.weights, args.shifts) = (patches_at, weights_at, shifts_at);
-        (args.num, args.den, args.out) = (num_at, den_at, out_at);
-        // SAFETY: every buffer has the size the kernels read or write (patches B·C·N·N pixels,
-        // weights w0·w1·N·N, two shifts per patch, num and out B·P·P·lanes, den B·P·P) and
-        // outlives the synchronisation and the copies below.
-        unsafe { self.launch_args(&stream, &self.region[0], &args, args.grid(), (8, 8, 1))? };
-        drop((_n, _d, _o));
-        let den_host = stream.clone_dtoh(&den).map_err(driver)?;
-        let (limit, g) = region.normalisation(&den_host[..b * p * p]);
-        args.normalise_by(limit, g)?;
-        // SAFETY: as above.
-        unsafe { self.launch_args(&stream, &self.region[1], &args, args.grid(), (8, 8, 1))? };
+        {
+            let (patches_at, _p) = device_patches.device_ptr(stream);
+            let (weights_at, _w) = device_weights.device_ptr(stream);
+            let (out_at, _o) = out.device_ptr_mut(stream);
+            // SAFETY: patches B·C·N·N pixels, weights w0·w1·N·N, `out` B·P·P·lanes f32; all
+            // outlive the copy back on the same stream.
+            unsafe {
+                self.enqueue_region(&on, region, l, patches_at, (weights_at, [w.0, w.1]), out_at)?
+            };
+        }
         let host = stream.clone_dtoh(&out).map_err(driver)?;
         let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..b * p * p * l]);
         Array3::from_shape_vec((b, p, p), values).map_err(driver)
+    }
+}
+
+/// `B` C-order images of side `s` at `address`.
+fn c_order_images(address: u64, s: usize, lanes: usize) -> Images {
+    let s = s as i64;
+    Images {
+        address,
+        strides: [s * s, s, 1],
+        lanes,
     }
 }
