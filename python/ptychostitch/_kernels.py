@@ -59,6 +59,27 @@ def as_offsets(a: Any, what: str = "global_offsets") -> np.ndarray:
     return a.astype(np.float64, copy=False)
 
 
+def device_call(plan: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Calls the native ``plan``'s device entry ``method`` (``vjp_cuda``, ``extract_cuda``, …):
+    the one place the kernels reach the GPU, so that tests can stand in for it without one."""
+    return getattr(plan, method)(*args, **kwargs)
+
+
+def host_values(value: Any) -> np.ndarray:
+    """Positions or offsets as NumPy (copied from a GPU: the plans are built on the host)."""
+    from . import _frameworks
+
+    device = _frameworks.dlpack_device(value)
+    if device is not None and device not in _frameworks.HOST_DEVICES:
+        return np.asarray(_frameworks.backend_of(value).to_host(value))
+    return np.asarray(_frameworks.backend_of(value).readable(value))
+
+
+def compute_name(dtype: Any) -> str:
+    """The compute dtype's NumPy name for a framework dtype (``complex64`` or ``float32``)."""
+    return "complex64" if "complex" in str(dtype) else "float32"
+
+
 def _like_input(grad: Optional[np.ndarray], like: np.ndarray) -> Optional[np.ndarray]:
     """A cotangent in the shape and dtype of the input it belongs to."""
     if grad is None:
@@ -127,6 +148,30 @@ class Reassembly:
         return _like_input(dx, x_in), _like_input(doff, off_in)
 
 
+    @property
+    def on_device(self) -> bool:
+        """Whether the device kernels serve this call (the reference runs on the CPU only)."""
+        return not self.reference
+
+    def backward_device(
+        self, backend: Any, x: Any, offsets: Any, out: Any, cot: Any, want_x: bool, want_offsets: bool
+    ) -> Tuple[Any, Any]:
+        """:meth:`backward` for arrays on a GPU, by the device kernels on the framework's stream:
+        the cotangents allocated there, in the inputs' shapes and dtypes."""
+        name = compute_name(x.dtype)
+        plan = self.plan(tuple(x.shape), host_values(offsets))
+        xc = backend.device_prepare(x, name)
+        cotc = backend.device_prepare(cot, name)
+        outc = None if out is None else backend.device_prepare(out, name)
+        dx = backend.device_empty(tuple(xc.shape), name, x) if want_x else None
+        doff = backend.device_empty((int(x.shape[0]), 2), "float64", x) if want_offsets else None
+        device_call(plan, "vjp_cuda", xc, cotc, self.op, outc, dx, doff, backend.device_stream(x))
+        return (
+            None if dx is None else backend.device_finish(dx, x),
+            None if doff is None else backend.device_finish(doff, offsets),
+        )
+
+
 class Extract:
     """PtychoPINN's ``extract_patches_position``: ``(B, S, S, 1)`` images, ``(B, 1, 2, C)``
     offsets ``[x, y]`` -> ``(B*C, N, N, 1)`` patches, row ``b*C + c``."""
@@ -139,9 +184,10 @@ class Extract:
         b, c = offsets_xy.shape[0], offsets_xy.shape[-1]
         return np.ascontiguousarray(offsets_xy.reshape(b, 2, c).transpose(0, 2, 1).reshape(b * c, 2))
 
-    def plan(self, imgs: np.ndarray, offsets_xy: np.ndarray) -> Any:
+    def plan(self, imgs: Any, offsets_xy: np.ndarray) -> Any:
+        shape = imgs if isinstance(imgs, tuple) else np.shape(imgs)
         return _native.Extraction(
-            self.flat_offsets(as_offsets(offsets_xy, "offsets_xy")), self.per_image, int(np.shape(imgs)[1]),
+            self.flat_offsets(as_offsets(offsets_xy, "offsets_xy")), self.per_image, int(shape[1]),
             self.patch_size, self.threads,
         )
 
@@ -169,6 +215,37 @@ class Extract:
             b, c = off_in.shape[0], off_in.shape[-1]
             doff = dflat.reshape(b, c, 2).transpose(0, 2, 1).reshape(off_in.shape)
         return _like_input(dimgs, x_in), _like_input(doff, off_in)
+
+
+    on_device = True
+
+    def forward_device(self, backend: Any, imgs: Any, offsets_xy: Any) -> Any:
+        """:meth:`forward` for images on a GPU: ``(B·C, N, N, 1)`` there."""
+        name = compute_name(imgs.dtype)
+        plan = self.plan(tuple(imgs.shape), host_values(offsets_xy))
+        ic = backend.device_prepare(imgs, name)
+        count, n, _ = plan.output_shape
+        out = backend.device_empty((count, n, n, 1), name, imgs)
+        device_call(plan, "extract_cuda", ic, out, backend.device_stream(imgs))
+        return out
+
+    def backward_device(
+        self, backend: Any, imgs: Any, offsets_xy: Any, out: Any, cot: Any, want_x: bool, want_offsets: bool
+    ) -> Tuple[Any, Any]:
+        """:meth:`backward` for arrays on a GPU: the offsets' cotangent in PtychoPINN's
+        ``(B, 1, 2, C)`` written by the device fold."""
+        del out
+        name = compute_name(imgs.dtype)
+        plan = self.plan(tuple(imgs.shape), host_values(offsets_xy))
+        ic = backend.device_prepare(imgs, name)
+        cotc = backend.device_prepare(cot, name)
+        dimg = backend.device_empty(tuple(ic.shape), name, imgs) if want_x else None
+        doff = backend.device_empty(tuple(offsets_xy.shape), "float64", imgs) if want_offsets else None
+        device_call(plan, "vjp_cuda", ic, cotc, dimg, doff, True, backend.device_stream(imgs))
+        return (
+            None if dimg is None else backend.device_finish(dimg, imgs),
+            None if doff is None else backend.device_finish(doff, offsets_xy),
+        )
 
 
 def ptychopinn_param(name: str) -> Optional[int]:

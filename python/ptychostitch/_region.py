@@ -21,7 +21,8 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _native
-from ._kernels import _like_input, as_compute, as_offsets, compute_dtype
+from . import _kernels
+from ._kernels import _like_input, as_compute, as_offsets, compute_dtype, compute_name, host_values
 
 LAYOUTS = ("tf", "torch")
 
@@ -154,6 +155,23 @@ class RegionKernel:
         out = self.plan(x.shape, positions).reassemble(xc, weights_array(weights, xc.shape[-1]), self.reference)
         return out[..., np.newaxis] if self.layout == "tf" else out
 
+    @property
+    def on_device(self) -> bool:
+        """Whether the device kernels serve this call's forward (the reference runs on the CPU
+        only; the backward has no device kernels yet and runs on the host)."""
+        return not self.reference
+
+    def forward_device(self, backend: Any, x: Any, positions: Any) -> Any:
+        """:meth:`forward` for patches on a GPU, the regions there (weights copied in)."""
+        name = compute_name(x.dtype)
+        plan = self.plan(tuple(x.shape), host_values(positions))
+        b, _, n = (int(v) for v in self.dims(tuple(x.shape)))
+        xc = backend.device_prepare(x, name, (0, 3, 1, 2) if self.layout == "tf" else None)
+        w = backend.device_from_host(self.weight_array(n), x)
+        out = backend.device_empty((b, self.side, self.side), name, x)
+        _kernels.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x))
+        return out.reshape(self.out_shape(tuple(x.shape), exact=True))
+
     def support(self, x: Any, positions: Any, kind: str, value: float) -> np.ndarray:
         """The boolean support mask ``Σ w > threshold``, ``(B, P, P)``."""
         n = int(self.dims(np.shape(x))[2])
@@ -203,12 +221,16 @@ class ExtractKernel:
         return regions
 
     def plan(self, images: np.ndarray, positions: Any) -> Any:
-        b, c = images.shape[0], self.channels
+        return self.plan_for(images.shape, positions)
+
+    def plan_for(self, images_shape: Tuple[int, ...], positions: Any) -> Any:
+        """The native extraction for images ``(B, P, P)`` of ``images_shape``."""
+        b, c = images_shape[0], self.channels
         p = as_offsets(positions, "positions")
         if p.size != b * c * 2 or p.shape[:2] != (b, c) or p.shape[-1] != 2:
             raise ValueError(f"positions have shape {p.shape}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]")
         return _native.Extraction(
-            np.ascontiguousarray(p.reshape(b * c, 2)), c, images.shape[-1], self.patch_size, self.threads,
+            np.ascontiguousarray(p.reshape(b * c, 2)), c, images_shape[-1], self.patch_size, self.threads,
             self.convention,
         )
 
@@ -218,6 +240,38 @@ class ExtractKernel:
 
     def out_dtype(self, x_dtype: Any) -> np.dtype:
         return compute_dtype(x_dtype, "regions")
+
+    on_device = True
+
+    def forward_device(self, backend: Any, regions: Any, positions: Any) -> Any:
+        """:meth:`forward` for regions on a GPU: ``(B, C, N, N)`` there."""
+        name = compute_name(regions.dtype)
+        shape = tuple(regions.shape)
+        b, p = shape[0], shape[-1]
+        plan = self.plan_for((b, p, p), host_values(positions))
+        images = backend.device_prepare(regions, name).reshape(b, p, p)
+        out = backend.device_empty((b, self.channels, self.patch_size, self.patch_size), name, regions)
+        _kernels.device_call(plan, "extract_cuda", images, out, backend.device_stream(regions))
+        return out
+
+    def backward_device(
+        self, backend: Any, regions: Any, positions: Any, out: Any, cot: Any, want_x: bool, want_pos: bool
+    ) -> Tuple[Any, Any]:
+        """:meth:`backward` for arrays on a GPU, by the device kernels."""
+        del out
+        name = compute_name(regions.dtype)
+        shape = tuple(regions.shape)
+        b, p = shape[0], shape[-1]
+        plan = self.plan_for((b, p, p), host_values(positions))
+        images = backend.device_prepare(regions, name).reshape(b, p, p)
+        cotc = backend.device_prepare(cot, name)
+        dimg = backend.device_empty((b, p, p), name, regions) if want_x else None
+        dpos = backend.device_empty((b * self.channels, 2), "float64", regions) if want_pos else None
+        _kernels.device_call(plan, "vjp_cuda", images, cotc, dimg, dpos, False, backend.device_stream(regions))
+        return (
+            None if dimg is None else backend.device_finish(dimg, regions),
+            None if dpos is None else backend.device_finish(dpos, positions),
+        )
 
     def forward(self, regions: Any, positions: Any) -> np.ndarray:
         images = self._images(as_compute(regions, "regions"))

@@ -109,6 +109,75 @@ impl Extraction {
         )
     }
 
+    /// The patches on the GPU for images in GPU memory (DLPack; `(B, S, S[, 1])`, any
+    /// strides) into `out` (C-contiguous, the images' dtype, `B·C·N·N` elements). `stream` as
+    /// in `Plan.run_cuda`. Bit-identical to `extract`.
+    #[pyo3(signature = (images, out, stream=None))]
+    fn extract_cuda(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        stream: Option<usize>,
+    ) -> PyResult<()> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::gpu::extract(py, &self.inner, images, out, stream)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (py, images, out, stream);
+            Err(crate::GpuUnavailable::new_err(
+                "this build has no CUDA support",
+            ))
+        }
+    }
+
+    /// The vector–Jacobian product on the GPU for arrays in GPU memory, into the caller's
+    /// outputs: `image_grad` (`B·S·S` elements of the images' dtype) and `offsets_grad`
+    /// (float64, `B·C·2`: rows `[x, y]`, or PtychoPINN's `(B, 1, 2, C)` when
+    /// `channel_layout`), each omitted when not wanted. Bit-identical to `vjp`.
+    #[pyo3(signature = (images, cotangent, image_grad=None, offsets_grad=None, channel_layout=false, stream=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn vjp_cuda(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        cotangent: &Bound<'_, PyAny>,
+        image_grad: Option<&Bound<'_, PyAny>>,
+        offsets_grad: Option<&Bound<'_, PyAny>>,
+        channel_layout: bool,
+        stream: Option<usize>,
+    ) -> PyResult<()> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::gpu::extract_vjp(
+                py,
+                &self.inner,
+                images,
+                cotangent,
+                (image_grad, offsets_grad),
+                channel_layout,
+                stream,
+            )
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (
+                py,
+                images,
+                cotangent,
+                image_grad,
+                offsets_grad,
+                channel_layout,
+                stream,
+            );
+            Err(crate::GpuUnavailable::new_err(
+                "this build has no CUDA support",
+            ))
+        }
+    }
+
     /// Output shape `(B·C, N, N)`.
     #[getter]
     fn output_shape(&self) -> (usize, usize, usize) {

@@ -21,9 +21,11 @@ use dlpark::python::{
     DlpackExporter, DlpackStream, ExportRequest, ImportRequest, StreamArg, export_dlpack,
 };
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
-use ptychostitch::gpu::cuda::{DeviceCanvas, Gpu, GpuPlan};
+use ptychostitch::gpu::compose::{ExtractVjp, Images, ReassemblyVjp};
+use ptychostitch::gpu::cuda::{DeviceCanvas, Gpu, GpuPlan, GpuStream};
 use ptychostitch::gpu::launch::{Stack, check_aligned, check_canvas_layout};
-use ptychostitch::{Error, Operation, Plan as CorePlan};
+use ptychostitch::region::Region as CoreRegion;
+use ptychostitch::{Error, Extraction as CoreExtraction, Operation, Plan as CorePlan};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -90,12 +92,12 @@ pub(crate) fn import_compat(
 }
 
 /// `(device type, device id, shape, strides)` of an imported tensor.
-type Described = (u32, i32, Vec<i64>, Option<Vec<i64>>);
+type Probed = (u32, i32, Vec<i64>, Option<Vec<i64>>);
 
 /// `(device type, device id, shape, strides)` of what `import_compat` reads from a host (CPU)
 /// producer: the DLPack negotiation, tested without a GPU.
 #[pyfunction]
-pub(crate) fn dlpack_probe(object: &Bound<'_, PyAny>) -> PyResult<Described> {
+pub(crate) fn dlpack_probe(object: &Bound<'_, PyAny>) -> PyResult<Probed> {
     let request = ImportRequest::new(object.as_borrowed())?;
     let imported = import_compat(object, request, None)?;
     let tensor = imported.validate().map_err(dlpack_error)?;
@@ -137,6 +139,367 @@ fn dlpack_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(format!("DLPack: {e}"))
 }
 
+/// A tensor of a device call, as DLPack described it.
+pub(crate) struct Described {
+    address: u64,
+    shape: Vec<i64>,
+    strides: Option<Vec<i64>>,
+    dtype: DLDataType,
+}
+
+impl Described {
+    fn elements(&self) -> i64 {
+        self.shape.iter().product()
+    }
+
+    /// Whether the elements are in C order with no gaps (an axis of length 1 may have any
+    /// stride).
+    fn c_contiguous(&self) -> bool {
+        let Some(strides) = &self.strides else {
+            return true;
+        };
+        let mut expected = 1;
+        for (&d, &s) in self.shape.iter().zip(strides).rev() {
+            if d != 1 && s != expected {
+                return false;
+            }
+            expected *= d;
+        }
+        true
+    }
+
+    /// The address of a C-ordered buffer of `elements` values of `lanes` `f32` lanes (0: `f64`),
+    /// or the error naming `what`.
+    fn buffer(&self, what: &str, elements: usize, lanes: usize) -> PyResult<u64> {
+        let dtype_ok = match lanes {
+            0 => self.dtype == DLDataType::F64,
+            _ => lanes_of(self.dtype, what).ok() == Some(lanes),
+        };
+        if !dtype_ok {
+            let wanted = match lanes {
+                0 => "float64",
+                1 => "float32",
+                _ => "complex64",
+            };
+            return Err(PyTypeError::new_err(format!(
+                "{what} on the GPU must be {wanted}"
+            )));
+        }
+        if self.elements() != elements as i64 || !self.c_contiguous() {
+            return Err(PyValueError::new_err(format!(
+                "{what} on the GPU must be a C-contiguous array of {elements} elements; shape {:?}, strides {:?} given",
+                self.shape, self.strides
+            )));
+        }
+        check_aligned(self.address, what).map_err(|e| to_py(e, &Default::default()))?;
+        Ok(self.address)
+    }
+}
+
+/// The tensors of one call on a GPU: imported on one device and stream (the caller's, or the
+/// legacy default stream, then waited for), held until the call ends.
+pub(crate) struct DeviceCall {
+    pub(crate) gpu: Arc<Gpu>,
+    pub(crate) on: GpuStream,
+    waits: bool,
+    held: Vec<ImportedDlpack>,
+}
+
+impl DeviceCall {
+    /// A call on `first`'s GPU, on `stream` (a raw `CUstream` of that GPU; `None`: the legacy
+    /// default stream, and [`DeviceCall::finish`] waits); `first` described.
+    pub(crate) fn new(
+        py: Python<'_>,
+        first: &Bound<'_, PyAny>,
+        stream: Option<usize>,
+    ) -> PyResult<(Self, Described)> {
+        let gpu_error = |e: Error| to_py(e, &Default::default());
+        let request = ImportRequest::new(first.as_borrowed())?;
+        let (imported, gpu, on) = match request.device() {
+            Ok(device) => {
+                let gpu = Gpu::on(cuda_ordinal(device)?).map_err(gpu_error)?;
+                let on = match stream {
+                    // SAFETY: the Python layer passes the framework's current stream of this
+                    // device (torch's `cuda_stream`, CuPy's `ptr`), alive for the call.
+                    Some(raw) => unsafe { gpu.borrow_stream(raw) },
+                    None => gpu.default_stream(),
+                };
+                (import_compat(first, request, Some(on.raw()))?, gpu, on)
+            }
+            // A capsule (TensorFlow's) shows its device only once consumed and negotiates
+            // nothing: the device is synchronised first.
+            Err(_) => {
+                let imported = request.import(None, None)?;
+                let device = imported.validate().map_err(dlpack_error)?.device();
+                let gpu = Gpu::on(cuda_ordinal(device)?).map_err(gpu_error)?;
+                py.detach(|| gpu.synchronize()).map_err(gpu_error)?;
+                let on = gpu.default_stream();
+                (imported, gpu, on)
+            }
+        };
+        let mut call = Self {
+            gpu,
+            on,
+            waits: stream.is_none(),
+            held: Vec::new(),
+        };
+        let described = call.hold(imported, false)?;
+        Ok((call, described))
+    }
+
+    /// Imports `object` (on this call's GPU and stream); `writable`: an output.
+    pub(crate) fn import(
+        &mut self,
+        object: &Bound<'_, PyAny>,
+        writable: bool,
+    ) -> PyResult<Described> {
+        let request = ImportRequest::new(object.as_borrowed())?;
+        let imported = match request.device() {
+            Ok(_) => import_compat(object, request, Some(self.on.raw()))?,
+            Err(_) => request.import(None, None)?,
+        };
+        self.hold(imported, writable)
+    }
+
+    fn hold(&mut self, imported: ImportedDlpack, writable: bool) -> PyResult<Described> {
+        if writable && imported.flags().contains(DlpackFlags::READ_ONLY) {
+            return Err(PyValueError::new_err("an output on the GPU is read-only"));
+        }
+        let tensor = imported.validate().map_err(dlpack_error)?;
+        if tensor.device() != DLDevice::cuda(self.gpu.ordinal() as i32) {
+            return Err(PyValueError::new_err(format!(
+                "every array of the call must be on the same GPU (cuda:{}); one is on device type {}, id {}",
+                self.gpu.ordinal(),
+                tensor.device().device_type.0,
+                tensor.device().device_id
+            )));
+        }
+        let described = Described {
+            address: tensor.data_ptr() as u64 + tensor.byte_offset(),
+            shape: tensor.shape().to_vec(),
+            strides: tensor.strides().map(<[i64]>::to_vec),
+            dtype: tensor.dtype(),
+        };
+        self.held.push(imported);
+        Ok(described)
+    }
+
+    /// Queues `work` with the GIL released; waits for it when the call has no caller's stream.
+    /// The imported tensors are released after (their producers keep them alive for work queued
+    /// on the caller's stream before they free them).
+    pub(crate) fn run(
+        self,
+        py: Python<'_>,
+        work: impl FnOnce(&Gpu, &GpuStream) -> Result<(), Error> + Send,
+    ) -> PyResult<()> {
+        let (gpu, on, waits) = (&*self.gpu, &self.on, self.waits);
+        py.detach(|| {
+            work(gpu, on)?;
+            if waits { on.synchronize() } else { Ok(()) }
+        })
+        .map_err(|e| to_py(e, &Default::default()))?;
+        drop(self.held);
+        Ok(())
+    }
+}
+
+/// `(lanes, address)` of a stack of `count` `n×n` patches, any strides, as [`Stack`] reads it.
+fn stack_of(d: &Described) -> PyResult<Stack> {
+    let lanes = lanes_of(d.dtype, "patches")?;
+    Stack::from_layout(d.address, &d.shape, d.strides.as_deref(), lanes)
+        .map_err(|e| to_py(e, &Default::default()))
+}
+
+/// `Plan.vjp_cuda`: the backward of `operation` on device memory, into the caller's outputs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn vjp(
+    py: Python<'_>,
+    plan: &CorePlan,
+    plans: &GpuPlans,
+    patches: &Bound<'_, PyAny>,
+    cot: &Bound<'_, PyAny>,
+    operation: Operation,
+    output: Option<&Bound<'_, PyAny>>,
+    grads: (Option<&Bound<'_, PyAny>>, Option<&Bound<'_, PyAny>>),
+    stream: Option<usize>,
+) -> PyResult<()> {
+    let (mut call, first) = DeviceCall::new(py, patches, stream)?;
+    let stack = stack_of(&first)?;
+    let (l, side, count, n) = (
+        stack.lanes,
+        plan.canvas_shape().0,
+        plan.len(),
+        plan.geometry().patch_size(),
+    );
+    let canvas = side * side;
+    let cot = call
+        .import(cot, false)?
+        .buffer("the cotangent", canvas, l)?;
+    let output = match output {
+        Some(o) => call.import(o, false)?.buffer("the output", canvas, l)?,
+        None => 0,
+    };
+    let patch_grad = match grads.0 {
+        Some(o) => call
+            .import(o, true)?
+            .buffer("the patches' cotangent", count * n * n, l)?,
+        None => 0,
+    };
+    let offsets_grad = match grads.1 {
+        Some(o) => call
+            .import(o, true)?
+            .buffer("the offsets' cotangent", count * 2, 0)?,
+        None => 0,
+    };
+    let gpu_plan = plans
+        .on(plan, call.gpu.ordinal())
+        .map_err(|e| to_py(e, &Default::default()))?;
+    let io = ReassemblyVjp {
+        stack,
+        cot,
+        output,
+        patch_grad,
+        offsets_grad,
+    };
+    call.run(py, |_, on| {
+        // SAFETY: every buffer is an imported tensor of the checked size on the plan's GPU,
+        // held (and kept alive by its producer for work queued on the caller's stream) until
+        // the work has been queued, or waited for without a caller's stream.
+        unsafe { gpu_plan.enqueue_vjp(on, operation, io) }
+    })
+}
+
+/// The images of an extraction: `(B, S, S)` or `(B, S, S, 1)`, any strides.
+fn images_of(d: &Described, extraction: &CoreExtraction) -> PyResult<Images> {
+    let lanes = lanes_of(d.dtype, "images")?;
+    let (count, _, _) = extraction.output_shape();
+    let b = (count / extraction.per_image().max(1)) as i64;
+    let s = extraction.image_side() as i64;
+    let shape_ok = d.shape == [b, s, s] || d.shape == [b, s, s, 1];
+    if !shape_ok {
+        return Err(PyValueError::new_err(format!(
+            "images have shape {:?}; expected ({b}, {s}, {s}) or ({b}, {s}, {s}, 1)",
+            d.shape
+        )));
+    }
+    let strides = match &d.strides {
+        Some(st) => [st[0], st[1], st[2]],
+        None => [s * s, s, 1],
+    };
+    check_aligned(d.address, "images").map_err(|e| to_py(e, &Default::default()))?;
+    Ok(Images {
+        address: d.address,
+        strides,
+        lanes,
+    })
+}
+
+/// `Extraction.extract_cuda`: the patches of images in device memory, into `out`.
+pub(crate) fn extract(
+    py: Python<'_>,
+    extraction: &CoreExtraction,
+    images: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    stream: Option<usize>,
+) -> PyResult<()> {
+    let (mut call, first) = DeviceCall::new(py, images, stream)?;
+    let images = images_of(&first, extraction)?;
+    let (count, n, _) = extraction.output_shape();
+    let out = call
+        .import(out, true)?
+        .buffer("the patches", count * n * n, images.lanes)?;
+    call.run(py, |gpu, on| {
+        // SAFETY: the images and `out` are imported tensors of the checked sizes on this GPU,
+        // held until the work is queued (or done, without a caller's stream).
+        unsafe { gpu.enqueue_extract(on, extraction, images, out) }
+    })
+}
+
+/// `Extraction.vjp_cuda`: the extraction's backward on device memory, into the caller's outputs.
+pub(crate) fn extract_vjp(
+    py: Python<'_>,
+    extraction: &CoreExtraction,
+    images: &Bound<'_, PyAny>,
+    cot: &Bound<'_, PyAny>,
+    grads: (Option<&Bound<'_, PyAny>>, Option<&Bound<'_, PyAny>>),
+    channel_layout: bool,
+    stream: Option<usize>,
+) -> PyResult<()> {
+    let (mut call, first) = DeviceCall::new(py, images, stream)?;
+    let images = images_of(&first, extraction)?;
+    let (count, n, _) = extraction.output_shape();
+    let (l, s) = (images.lanes, extraction.image_side());
+    let b = count / extraction.per_image().max(1);
+    let cot = call
+        .import(cot, false)?
+        .buffer("the cotangent", count * n * n, l)?;
+    let image_grad = match grads.0 {
+        Some(o) => call
+            .import(o, true)?
+            .buffer("the images' cotangent", b * s * s, l)?,
+        None => 0,
+    };
+    let offsets_grad = match grads.1 {
+        Some(o) => call
+            .import(o, true)?
+            .buffer("the offsets' cotangent", count * 2, 0)?,
+        None => 0,
+    };
+    let io = ExtractVjp {
+        images,
+        cot,
+        image_grad,
+        offsets_grad,
+        channel_layout,
+    };
+    call.run(py, |gpu, on| {
+        // SAFETY: as in `extract`.
+        unsafe { gpu.enqueue_extract_vjp(on, extraction, io) }
+    })
+}
+
+/// `Region.reassemble_cuda`: the regions of patches `(B, C, N, N)` (C order) with weights
+/// `(1|B, 1|C, N, N)` (`float32`, C order) in device memory, into `out` (`B·P·P` C order).
+pub(crate) fn region(
+    py: Python<'_>,
+    region: &CoreRegion,
+    patches: &Bound<'_, PyAny>,
+    weights: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    stream: Option<usize>,
+) -> PyResult<()> {
+    let (mut call, first) = DeviceCall::new(py, patches, stream)?;
+    let l = lanes_of(first.dtype, "patches")?;
+    let (b, c, n, p) = (
+        region.samples(),
+        region.channels(),
+        region.patch_size(),
+        region.side(),
+    );
+    let patches = first.buffer("the patches", b * c * n * n, l)?;
+    let w = call.import(weights, false)?;
+    let dims: Vec<usize> = w.shape.iter().map(|&d| d.max(0) as usize).collect();
+    let (w0, w1) = match dims[..] {
+        [w0, w1, wn, wm] if wn == n && wm == n && [1, b].contains(&w0) && [1, c].contains(&w1) => {
+            (w0, w1)
+        }
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "weights have shape {:?}; expected (1|{b}, 1|{c}, {n}, {n})",
+                w.shape
+            )));
+        }
+    };
+    let weights = w.buffer("the weights", w0 * w1 * n * n, 1)?;
+    let out = call
+        .import(out, true)?
+        .buffer("the regions", b * p * p, l)?;
+    call.run(py, |gpu, on| {
+        // SAFETY: as in `extract`.
+        unsafe { gpu.enqueue_region(on, region, l, patches, (weights, [w0, w1]), out) }
+    })
+}
+
 /// What `Plan.run_cuda` does; see the module documentation.
 pub(crate) fn run(
     py: Python<'_>,
@@ -148,82 +511,41 @@ pub(crate) fn run(
     out: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<DeviceArray>> {
     let gpu_error = |e: Error| to_py(e, &Default::default());
-    let request = ImportRequest::new(patches.as_borrowed())?;
-    let (imported, gpu, on) = match request.device() {
-        Ok(device) => {
-            let gpu = Gpu::on(cuda_ordinal(device)?).map_err(gpu_error)?;
-            let on = match stream {
-                // SAFETY: the Python layer passes the framework's current stream of this device
-                // (torch's `cuda_stream`, CuPy's `ptr`), alive for the call.
-                Some(raw) => unsafe { gpu.borrow_stream(raw) },
-                None => gpu.default_stream(),
-            };
-            (import_compat(patches, request, Some(on.raw()))?, gpu, on)
-        }
-        // A capsule (TensorFlow's) shows its device only once consumed and negotiates nothing.
-        Err(_) => {
-            let imported = request.import(None, None)?;
-            let device = imported.validate().map_err(dlpack_error)?.device();
-            let gpu = Gpu::on(cuda_ordinal(device)?).map_err(gpu_error)?;
-            py.detach(|| gpu.synchronize()).map_err(gpu_error)?;
-            let on = gpu.default_stream();
-            (imported, gpu, on)
-        }
-    };
-    let tensor = imported.validate().map_err(dlpack_error)?;
-    if tensor.device() != DLDevice::cuda(gpu.ordinal() as i32) {
-        return Err(dlpack_error(
-            "the producer exported another device than it reported",
-        ));
-    }
-    let lanes = lanes_of(tensor.dtype(), "patches")?;
-    let address = tensor.data_ptr() as u64 + tensor.byte_offset();
-    let stack =
-        Stack::from_layout(address, tensor.shape(), tensor.strides(), lanes).map_err(gpu_error)?;
-    let gpu_plan = plans.on(plan, gpu.ordinal()).map_err(gpu_error)?;
-    let waits = stream.is_none();
+    let (mut call, first) = DeviceCall::new(py, patches, stream)?;
+    let stack = stack_of(&first)?;
+    let gpu_plan = plans.on(plan, call.gpu.ordinal()).map_err(gpu_error)?;
+    let side = plan.canvas_shape().0;
     match out {
         Some(out) => {
-            let request = ImportRequest::new(out.as_borrowed())?;
-            if request.device()? != tensor.device() {
-                return Err(PyValueError::new_err(
-                    "`out` must be on the same GPU as the patches",
-                ));
-            }
-            let written = import_compat(out, request, Some(on.raw()))?;
-            if written.flags().contains(DlpackFlags::READ_ONLY) {
-                return Err(PyValueError::new_err("`out` is read-only"));
-            }
-            let canvas = written.validate().map_err(dlpack_error)?;
-            if lanes_of(canvas.dtype(), "`out`")? != lanes {
+            let canvas = call.import(out, true)?;
+            if lanes_of(canvas.dtype, "`out`")? != stack.lanes {
                 return Err(PyTypeError::new_err(
                     "`out` must have the patches' dtype (complex64 or float32)",
                 ));
             }
-            let side = plan.canvas_shape().0;
-            check_canvas_layout(canvas.shape(), canvas.strides(), side).map_err(gpu_error)?;
-            let image = canvas.data_ptr() as u64 + canvas.byte_offset();
-            check_aligned(image, "`out`").map_err(gpu_error)?;
-            py.detach(|| {
-                // SAFETY: `stack` and `image` describe the imported tensors, whose producers
-                // keep them alive while `imported` / `written` are held (to the end of this
-                // function) and, on the caller's stream, for work queued on it before they
-                // free them; without a caller's stream we wait below.
-                unsafe { gpu_plan.enqueue(&on, operation, stack, image) }?;
-                if waits { on.synchronize() } else { Ok(()) }
-            })
-            .map_err(gpu_error)?;
+            check_canvas_layout(&canvas.shape, canvas.strides.as_deref(), side)
+                .map_err(gpu_error)?;
+            check_aligned(canvas.address, "`out`").map_err(gpu_error)?;
+            let image = canvas.address;
+            call.run(py, |_, on| {
+                // SAFETY: `stack` and `image` describe the imported tensors, held until the
+                // kernel is queued and kept alive by their producers for work queued on the
+                // caller's stream; without one the call waits.
+                unsafe { gpu_plan.enqueue(on, operation, stack, image) }
+            })?;
             Ok(None)
         }
         None => {
-            let canvas = gpu_plan.alloc_canvas(lanes, &on).map_err(gpu_error)?;
-            py.detach(|| {
-                // SAFETY: `stack` describes the imported patches (alive until this function
-                // returns, after the synchronisation); `canvas` is this plan's side and lanes.
-                unsafe { gpu_plan.enqueue(&on, operation, stack, canvas.address()) }?;
+            let canvas = gpu_plan
+                .alloc_canvas(stack.lanes, &call.on)
+                .map_err(gpu_error)?;
+            let image = canvas.address();
+            call.run(py, |_, on| {
+                // SAFETY: `stack` describes the imported patches; `canvas` is this plan's side
+                // and lanes; the work is waited for below.
+                unsafe { gpu_plan.enqueue(on, operation, stack, image) }?;
                 on.synchronize()
-            })
-            .map_err(gpu_error)?;
+            })?;
             Ok(Some(DeviceArray {
                 canvas: Arc::new(canvas),
             }))

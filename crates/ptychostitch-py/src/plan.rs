@@ -158,6 +158,55 @@ impl Plan {
         }
     }
 
+    /// The vector–Jacobian product of `op` on the GPU for arrays in GPU memory (DLPack), into
+    /// the caller's outputs: `patch_grad` (C-contiguous, the patches' dtype, `n·N·N` elements)
+    /// and `offsets_grad` (C-contiguous float64, `n·2`), each omitted when not wanted; `output`
+    /// is `reassemble_position`'s forward result (recomputed on the GPU when omitted). `stream`
+    /// as in `run_cuda`. Bit-identical to `vjp`.
+    #[pyo3(signature = (patches, cotangent, op, output=None, patch_grad=None, offsets_grad=None, stream=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn vjp_cuda(
+        &self,
+        py: Python<'_>,
+        patches: &Bound<'_, PyAny>,
+        cotangent: &Bound<'_, PyAny>,
+        op: &str,
+        output: Option<&Bound<'_, PyAny>>,
+        patch_grad: Option<&Bound<'_, PyAny>>,
+        offsets_grad: Option<&Bound<'_, PyAny>>,
+        stream: Option<usize>,
+    ) -> PyResult<()> {
+        let op = parse_op(op)?;
+        #[cfg(feature = "cuda")]
+        {
+            gpu::vjp(
+                py,
+                &self.inner,
+                &self.gpu_plans,
+                patches,
+                cotangent,
+                op,
+                output,
+                (patch_grad, offsets_grad),
+                stream,
+            )
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (
+                py,
+                patches,
+                cotangent,
+                op,
+                output,
+                patch_grad,
+                offsets_grad,
+                stream,
+            );
+            Err(GpuUnavailable::new_err("this build has no CUDA support"))
+        }
+    }
+
     /// The window `rows × cols` (half-open `(start, end)` pairs; rows are y, columns x) of
     /// `op`'s canvas from a stack holding the patches `indices` (strictly increasing), bit for
     /// bit the same rectangle of the full canvas. Runs with the GIL released.

@@ -139,6 +139,32 @@ impl Region {
             .reassemble_typed(py, a, weights, reference))
     }
 
+    /// The regions on the GPU for patches `(B, C, N, N)` and float32 weights
+    /// `(1|B, 1|C, N, N)` in GPU memory (DLPack, C-contiguous) into `out` (C-contiguous, the
+    /// patches' dtype, `B·P·P` elements). `stream` as in `Plan.run_cuda`. Bit-identical to
+    /// `reassemble`.
+    #[pyo3(signature = (patches, weights, out, stream=None))]
+    fn reassemble_cuda(
+        &self,
+        py: Python<'_>,
+        patches: &Bound<'_, PyAny>,
+        weights: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        stream: Option<usize>,
+    ) -> PyResult<()> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::gpu::region(py, &self.inner, patches, weights, out, stream)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (py, patches, weights, out, stream);
+            Err(crate::GpuUnavailable::new_err(
+                "this build has no CUDA support",
+            ))
+        }
+    }
+
     /// The boolean support mask `Σ w > threshold`, `(B, P, P)`.
     fn support<'py>(
         &self,

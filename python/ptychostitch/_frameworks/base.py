@@ -11,7 +11,7 @@ that runs an operation, through these methods.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -84,6 +84,33 @@ class Backend:
         """The ``(S, S, 1)`` canvas of ``obj`` (in GPU memory) by the native ``plan``: a
         ``DeviceArray``, which any framework imports with ``from_dlpack``."""
         return plan.run_cuda(obj, op)
+
+    #: Whether this framework can allocate, cast and lay out arrays on its GPU for the device
+    #: kernels (``device_*`` below: torch, CuPy). Elsewhere an operation without a device path
+    #: for the framework's arrays runs on the host and returns to the device.
+    device_ops = False
+
+    def device_stream(self, like: Any) -> Optional[int]:
+        """The raw CUDA stream the framework queues ``like``'s work on (None: the legacy default
+        stream, and the native call waits)."""
+        return None
+
+    def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:
+        """An uninitialised C-contiguous array of ``dtype`` (a NumPy name) on ``like``'s GPU."""
+        raise NotImplementedError(f"{self.name} has no device arrays")
+
+    def device_prepare(self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None) -> Any:
+        """``value`` on its GPU as a C-contiguous ``dtype`` array (axes permuted by ``perm``)."""
+        raise NotImplementedError(f"{self.name} has no device arrays")
+
+    def device_from_host(self, array: np.ndarray, like: Any) -> Any:
+        """A NumPy ``array`` copied to ``like``'s GPU."""
+        raise NotImplementedError(f"{self.name} has no device arrays")
+
+    def device_finish(self, value: Any, like: Any) -> Any:
+        """A device result in ``like``'s shape, dtype (when ``like`` is a real or complex float
+        array) and device."""
+        raise NotImplementedError(f"{self.name} has no device arrays")
 
     def memory_hint(self, error: BaseException) -> Optional[str]:
         """What to add to an out-of-GPU-memory error this framework is the likely cause of."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -35,6 +35,34 @@ class CupyBackend(Backend):
 
         target = compute_dtype(obj.dtype)
         return obj if obj.dtype == target else obj.astype(target)
+
+    device_ops = True
+
+    def device_stream(self, like: Any) -> Optional[int]:
+        with like.device:
+            return int(_cupy().cuda.get_current_stream().ptr)
+
+    def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:
+        with like.device:
+            return _cupy().empty(shape, dtype=dtype)
+
+    def device_prepare(self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None) -> Any:
+        cupy = _cupy()
+        with value.device:
+            value = self.readable(value)
+            if perm is not None:
+                value = value.transpose(perm)
+            return cupy.ascontiguousarray(value.astype(dtype, copy=False))
+
+    def device_from_host(self, array: np.ndarray, like: Any) -> Any:
+        with like.device:
+            return _cupy().asarray(array)
+
+    def device_finish(self, value: Any, like: Any) -> Any:
+        value = value.reshape(like.shape)
+        if like.dtype.kind in "fc":
+            value = value.astype(like.dtype, copy=False)
+        return value
 
     def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
         cupy = _cupy()

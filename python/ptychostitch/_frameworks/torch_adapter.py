@@ -4,8 +4,10 @@ The call is excluded from ``torch.compile`` graphs (``torch._dynamo.disable``): 
 runs around it with a clean graph break. Dynamo is only used when it is already loaded (a
 ``torch.compile`` is in play): importing it loads triton, whose LLVM aborts the process where
 TensorFlow is loaded too ("Option ... registered more than once"). CUDA tensors: the forward runs on the GPU path when
-one is given (``gpu``), the backward copies to the host and back: the GPU backward kernels exist
-(``GpuPlan::vjp`` in Rust runs them for host arrays) but are not yet wired to device tensors.
+one is given (``gpu``); the backward runs the device kernels (``kernel.backward_device``: the
+reassembly's and the extraction's) on torch's current stream, the tensors never leaving the
+GPU; an operation without device backward kernels (the region reassembly) copies to the host
+and back.
 
 The backward is not differentiable again. Where it runs with ``create_graph=True`` its results
 carry a node that raises ``RuntimeError`` the moment a second derivative reaches it (a
@@ -17,7 +19,7 @@ derivative silently lacks the term, measured.)
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -33,6 +35,11 @@ def _wants(*values: Any) -> bool:
     if torch is None or not torch.is_grad_enabled():
         return False
     return any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
+
+
+def _on_cuda(t: Any) -> bool:
+    """A tensor in CUDA memory (the device kernels' input)."""
+    return bool(t.is_cuda)
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -76,7 +83,7 @@ def _function() -> Any:
         class Stitch(torch.autograd.Function):
             @staticmethod
             def forward(ctx: Any, kernel: Any, gpu: Any, x: Any, offsets: Any) -> Any:  # type: ignore[override]
-                if gpu is not None and x.is_cuda:
+                if gpu is not None and _on_cuda(x):
                     out = gpu(x.detach())
                 else:
                     out = torch.from_numpy(kernel.forward(_numpy(x), _numpy(offsets))).to(x.device)
@@ -88,9 +95,13 @@ def _function() -> Any:
             def backward(ctx: Any, cot: Any) -> Any:  # type: ignore[override]
                 x, offsets, out = ctx.saved_tensors
                 want_x, want_off = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-                dx, doff = ctx.kernel.backward(_numpy(x), _numpy(offsets), _numpy(out), _numpy(cot), want_x, want_off)
-                to = lambda a, like: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(like.device)  # noqa: E731
-                dx, doff = to(dx, x), to(doff, offsets)
+                if _on_cuda(x) and getattr(ctx.kernel, "on_device", False) and hasattr(ctx.kernel, "backward_device"):
+                    # The device kernels: the tensors stay on the GPU, on torch's current stream.
+                    dx, doff = ctx.kernel.backward_device(BACKEND, x, offsets, out, cot, want_x, want_off)
+                else:
+                    dx, doff = ctx.kernel.backward(_numpy(x), _numpy(offsets), _numpy(out), _numpy(cot), want_x, want_off)
+                    to = lambda a, like: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(like.device)  # noqa: E731
+                    dx, doff = to(dx, x), to(doff, offsets)
                 if torch.is_grad_enabled() and cot.requires_grad:
                     dx, doff = _refusal().apply(cot, dx, doff)
                 return None, None, dx, doff
@@ -230,16 +241,47 @@ class TorchBackend(Backend):
         obj = self.readable(obj)
         return obj if obj.dtype == target else obj.to(target)
 
-    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
+    device_ops = True
+
+    def device_stream(self, like: Any) -> Optional[int]:
+        return int(_torch().cuda.current_stream(like.device).cuda_stream)
+
+    def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:
         torch = _torch()
+        return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
+
+    def device_prepare(self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None) -> Any:
+        value = self.readable(value)
+        if perm is not None:
+            value = value.permute(*perm)
+        return value.to(getattr(_torch(), dtype)).contiguous()
+
+    def device_from_host(self, array: np.ndarray, like: Any) -> Any:
+        return _torch().as_tensor(np.ascontiguousarray(array), device=like.device)
+
+    def device_finish(self, value: Any, like: Any) -> Any:
+        value = value.reshape(like.shape)
+        if like.dtype.is_floating_point or like.dtype.is_complex:
+            value = value.to(like.dtype)
+        return value.to(like.device)
+
+    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
+        from .._kernels import device_call
+
         side = plan.canvas_side
         # The tensor's device current while it is exported (torch >= 2.9 refuses __dlpack__
         # for another), the caller's restored after.
-        with torch.cuda.device(obj.device):
-            stream = torch.cuda.current_stream(obj.device).cuda_stream
-            out = torch.empty((side, side, 1), dtype=obj.dtype, device=obj.device)
-            plan.run_cuda(obj, op, stream, out)
+        with _current_device(obj):
+            out = self.device_empty((side, side, 1), str(obj.dtype).split(".")[-1], obj)
+            device_call(plan, "run_cuda", obj, op, self.device_stream(obj), out)
         return out
+
+
+def _current_device(t: Any) -> Any:
+    """``t``'s CUDA device made current for the block (nothing for another device)."""
+    import contextlib
+
+    return _torch().cuda.device(t.device) if _on_cuda(t) and t.device.type == "cuda" else contextlib.nullcontext()
 
 
 BACKEND = TorchBackend()

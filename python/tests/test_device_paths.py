@@ -1,0 +1,223 @@
+"""The Python code that chooses the GPU kernels, tested without a GPU (issue 25).
+
+A stand-in makes torch CPU tensors look like CUDA tensors to the package (``_on_cuda``, the
+DLPack device type) and stands in for the native device entries (``_kernels.device_call``): it
+records each call -- entry, shapes, dtypes, contiguity, stream -- and fills the caller's outputs
+with the host kernels' values. What is checked is the Python side of the device paths: which
+entry each operation takes forward and backward, the outputs allocated by the framework in the
+right shapes and dtypes, torch's stream handed down, the offsets' cotangent's layout and dtype,
+the results reshaped and cast back; and that the values equal the host path's. The kernels
+themselves are checked bit for bit by the emulator (``crates/ptychostitch-kernel-emu``); on a
+GPU, ``python/tests/test_gpu.py`` runs the real entries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import ptychostitch as ps  # noqa: E402
+from ptychostitch import _kernels, _native  # noqa: E402
+from ptychostitch._frameworks import base, torch_adapter  # noqa: E402
+
+STREAM = 0x5EED
+
+
+class StandIn:
+    """Records the device calls and computes them on the host."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def __call__(self, plan, method, *args):
+        described = [
+            (tuple(a.shape), str(a.dtype), a.is_contiguous()) if isinstance(a, torch.Tensor) else a for a in args
+        ]
+        self.calls.append((type(plan).__name__, method, described))
+        stream = args[2] if method == "run_cuda" else args[-1]
+        assert stream == STREAM, f"{method} was not given torch's current stream"
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                assert a.is_contiguous(), f"{method}: a non-contiguous tensor reached the native layer"
+        host = lambda t: None if t is None else t.numpy()  # noqa: E731
+        put = lambda out, values: out.copy_(torch.from_numpy(np.ascontiguousarray(values)).reshape(out.shape))  # noqa: E731
+        if isinstance(plan, _native.Plan) and method == "run_cuda":
+            obj, op, _, out = args
+            put(out, plan.run(host(obj), op))
+        elif isinstance(plan, _native.Plan) and method == "vjp_cuda":
+            patches, cot, op, output, dx, doff, _ = args
+            side = plan.canvas_side
+            out = None if output is None else host(output).reshape(side, side)
+            gx, goff = plan.vjp(host(patches), host(cot).reshape(side, side), op, out, dx is not None, doff is not None)
+            if dx is not None:
+                put(dx, gx)
+            if doff is not None:
+                assert doff.dtype == torch.float64
+                put(doff, goff)
+        elif isinstance(plan, _native.Extraction) and method == "extract_cuda":
+            images, out, _ = args
+            put(out, plan.extract(host(images)))
+        elif isinstance(plan, _native.Extraction) and method == "vjp_cuda":
+            images, cot, dimg, doff, channel_layout, _ = args
+            n = plan.output_shape[1]
+            gi, gflat = plan.vjp(host(images), host(cot).reshape(-1, n, n), dimg is not None, doff is not None)
+            if dimg is not None:
+                put(dimg, gi)
+            if doff is not None:
+                assert doff.dtype == torch.float64
+                if channel_layout:  # (B·C, 2) rows as PtychoPINN's (B, 1, 2, C)
+                    b, c = doff.shape[0], doff.shape[-1]
+                    gflat = gflat.reshape(b, c, 2).transpose(0, 2, 1)
+                put(doff, gflat)
+        elif isinstance(plan, _native.Region) and method == "reassemble_cuda":
+            patches, weights, out, _ = args
+            assert weights.dtype == torch.float32
+            put(out, plan.reassemble(host(patches), host(weights)))
+        else:
+            raise AssertionError(f"unexpected device call {method} on {type(plan).__name__}")
+
+    def methods(self):
+        return [(kind, method) for kind, method, _ in self.calls]
+
+
+@pytest.fixture
+def device(monkeypatch):
+    stand_in = StandIn()
+    monkeypatch.setattr(torch_adapter, "_on_cuda", lambda t: True)
+    monkeypatch.setattr(torch_adapter.TorchBackend, "device_stream", lambda self, like: STREAM)
+    real = base.dlpack_device
+    monkeypatch.setattr(
+        base, "dlpack_device", lambda v: base.CUDA if isinstance(v, torch.Tensor) else real(v)
+    )
+    monkeypatch.setattr(_kernels, "device_call", stand_in)
+    return stand_in
+
+
+def _scan(seed, n=12, size=16, dtype=np.complex64):
+    r = np.random.default_rng(seed)
+    patches = (r.normal(size=(n, size, size, 1)) + 1j * r.normal(size=(n, size, size, 1))).astype(dtype)
+    offsets = r.uniform(-9, 9, size=(n, 1, 1, 2))
+    return patches, offsets
+
+
+def _grads(fn, *inputs):
+    leaves = [torch.tensor(v, requires_grad=True) for v in inputs]
+    out = fn(*leaves)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float32).reshape(out.shape)
+    loss = (out.real * weights).sum() if out.is_complex() else (out * weights).sum()
+    loss.backward()
+    return out.detach(), [leaf.grad for leaf in leaves]
+
+
+def _same(a, b, what):
+    assert a.dtype == b.dtype and a.shape == b.shape, f"{what}: {a.dtype}{tuple(a.shape)} vs {b.dtype}{tuple(b.shape)}"
+    assert np.array_equal(a.numpy().view(np.uint8), b.numpy().view(np.uint8)), f"{what}: bits differ"
+
+
+@pytest.mark.parametrize("op", ["shift_and_sum", "reassemble_position"])
+def test_the_reassembly_runs_forward_and_backward_on_the_device(device, op, monkeypatch):
+    patches, offsets = _scan(1)
+    fn = lambda x, o: getattr(ps, op)(x, o, M=10)  # noqa: E731
+    out, grads = _grads(fn, patches, offsets)
+    assert device.methods() == [("Plan", "run_cuda"), ("Plan", "vjp_cuda")]
+    patches_arg, cot, _, output, dx, doff, _ = device.calls[1][2]
+    assert patches_arg == ((12, 16, 16, 1), "torch.complex64", True) and cot[0] == tuple(out.shape)
+    assert output is not None  # the forward's canvas, saved for the quotient rule
+    assert dx == ((12, 16, 16, 1), "torch.complex64", True) and doff == ((12, 2), "torch.float64", True)
+    monkeypatch.undo()
+    host_out, host_grads = _grads(fn, patches, offsets)
+    _same(out, host_out, "canvas")
+    _same(grads[0], host_grads[0], "patches' gradient")
+    _same(grads[1], host_grads[1], "offsets' gradient")
+
+
+def test_only_the_wanted_cotangents_are_allocated(device):
+    patches, offsets = _scan(2)
+    x = torch.tensor(patches, requires_grad=True)
+    ps.shift_and_sum(x, torch.tensor(offsets), M=10).abs().sum().backward()
+    method, args = device.calls[-1][1], device.calls[-1][2]
+    assert method == "vjp_cuda" and args[4] is not None and args[5] is None  # no offsets' cotangent
+    assert x.grad.shape == x.shape and x.grad.dtype == x.dtype
+
+
+def test_the_reference_differentiates_on_the_host(device):
+    patches, offsets = _scan(3)
+    x = torch.tensor(patches, requires_grad=True)
+    ps.shift_and_sum_old(x, torch.tensor(offsets), M=10).abs().sum().backward()
+    assert ("Plan", "vjp_cuda") not in device.methods()
+    assert x.grad is not None
+
+
+def test_the_extraction_runs_forward_and_backward_on_the_device(device, monkeypatch):
+    r = np.random.default_rng(4)
+    b, c, s, n = 2, 4, 40, 16
+    imgs = (r.normal(size=(b, s, s, 1)) + 1j * r.normal(size=(b, s, s, 1))).astype(np.complex64)
+    offsets = r.uniform(-6, 6, size=(b, 1, 2, c))  # float64, PtychoPINN's layout
+    fn = lambda i, o: ps.extract_patches_position(i, o, N=n)  # noqa: E731
+    out, grads = _grads(fn, imgs, offsets)
+    assert device.methods() == [("Extraction", "extract_cuda"), ("Extraction", "vjp_cuda")]
+    images, cot, dimg, doff, channel_layout, _ = device.calls[1][2]
+    assert dimg == ((b, s, s, 1), "torch.complex64", True)
+    assert doff == ((b, 1, 2, c), "torch.float64", True) and channel_layout is True
+    assert out.shape == (b * c, n, n, 1)
+    monkeypatch.undo()
+    host_out, host_grads = _grads(fn, imgs, offsets)
+    _same(out, host_out, "patches")
+    _same(grads[0], host_grads[0], "images' gradient")
+    _same(grads[1], host_grads[1], "offsets' gradient")
+
+
+def test_without_autodiff_the_extraction_takes_the_device_entry(device):
+    r = np.random.default_rng(5)
+    imgs = torch.tensor(r.normal(size=(1, 24, 24, 1)).astype(np.float32))
+    offsets = torch.tensor(r.uniform(-3, 3, size=(1, 1, 2, 2)))
+    out = ps.extract_patches_position(imgs, offsets, N=8)
+    assert device.methods() == [("Extraction", "extract_cuda")]
+    assert out.dtype == torch.float32 and out.shape == (2, 8, 8, 1)
+
+
+def test_the_torch_layout_extraction_runs_on_the_device(device, monkeypatch):
+    r = np.random.default_rng(6)
+    b, c, p, n = 2, 4, 36, 16
+    regions = r.normal(size=(b, 1, p, p)).astype(np.float32)
+    positions = r.uniform(-5, 5, size=(b, c, 1, 2)).astype(np.float32)
+    fn = lambda g, q: ps.extract_regions(g, q, n)  # noqa: E731
+    out, grads = _grads(fn, regions, positions)
+    assert device.methods() == [("Extraction", "extract_cuda"), ("Extraction", "vjp_cuda")]
+    assert device.calls[1][2][4] is False  # flat (B·C, 2) rows for torch's positions
+    monkeypatch.undo()
+    host_out, host_grads = _grads(fn, regions, positions)
+    _same(out, host_out, "patches")
+    _same(grads[0], host_grads[0], "regions' gradient")
+    _same(grads[1], host_grads[1], "positions' gradient")
+
+
+@pytest.mark.parametrize("layout", ["tf", "torch"])
+def test_the_region_reassembly_runs_forward_on_the_device_and_back_on_the_host(device, layout, monkeypatch):
+    r = np.random.default_rng(7)
+    b, c, n, p = 2, 4, 16, 32
+    shape = (b, n, n, c) if layout == "tf" else (b, c, n, n)
+    patches = (r.normal(size=shape) + 1j * r.normal(size=shape)).astype(np.complex64)
+    positions = r.uniform(-4, 4, size=(b, 1, 2, c) if layout == "tf" else (b, c, 1, 2))
+    fn = lambda x, q: ps.reassemble_regions(x, q, p, layout=layout)  # noqa: E731
+    out, grads = _grads(fn, patches, positions)
+    assert device.methods() == [("Region", "reassemble_cuda")]  # no device backward kernels yet
+    patches_arg = device.calls[0][2][0]
+    assert patches_arg == ((b, c, n, n), "torch.complex64", True)  # TF's layout permuted on the device
+    monkeypatch.undo()
+    host_out, host_grads = _grads(fn, patches, positions)
+    _same(out, host_out, "regions")
+    _same(grads[0], host_grads[0], "patches' gradient")
+    _same(grads[1], host_grads[1], "positions' gradient")
+
+
+def test_frameworks_without_device_arrays_keep_the_host_path():
+    """JAX and TensorFlow arrays cannot be allocated and written by this package's kernels
+    (immutable arrays): their operations without a device forward, and every backward, run on
+    the host; NumPy has no device at all."""
+    from ptychostitch import _frameworks
+
+    assert _frameworks.TORCH.device_ops and _frameworks.CUPY.device_ops
+    assert not (_frameworks.JAX.device_ops or _frameworks.TENSORFLOW.device_ops or _frameworks.NUMPY.device_ops)
