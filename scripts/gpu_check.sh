@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, one prepared run on a machine with an NVIDIA GPU (a lent H100/H200: about 5
-# minutes, every step under its own time limit: 470 s at most in all, inside 8 minutes):
+# minutes, every step under its own time limit: 480 s at most in all, inside 8 minutes):
 #   1. the Rust GPU tests (golden cases and randomised scans bit for bit against the CPU
 #      reference; pinned staging; device memory, strided, on a borrowed stream; plans dropped
 #      under a running kernel on a non-blocking stream; the backward kernels; the extraction,
@@ -11,8 +11,12 @@
 #   3. `validate --device cuda` (GPU against the CPU reference on the bench-grid scan);
 #   4. scripts/bench_gpu.py: the kernel time by CUDA-graph replay at n = 10^4, 10^5, 10^6, beside
 #      torch's index_add_ baseline and the memory floor, with determinism and CPU equality;
-#   5. `bench --device cuda` and the CPU bench at n = 10^4 and 10^5, in the same run.
-# Everything goes to $OUT (or target/gpu-check-out), eight files at most.
+#   5. scripts/gpu_training_check.py: every operation's forward and backward from torch CUDA
+#      tensors (the device kernels; no host round trip) bit for bit against the same calls on
+#      CPU tensors, CuPy's forward, and the training pair's timing at B = 16/64, gridsize 2,
+#      N = 64 beside a torch grid_sample pair, with torch's device memory peak;
+#   6. `bench --device cuda` and the CPU bench at n = 10^4 and 10^5, in the same run.
+# Everything goes to $OUT (or target/gpu-check-out), nine files at most.
 #
 #   scripts/gpu_check.sh prepare   # here, with Rust: the wheel, the CLI and the Rust GPU test
 #                                  # binary into target/gpu-check (carry that folder)
@@ -87,17 +91,18 @@ run() { # name, seconds, command...
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
-run gpu-tests 110 env PTYCHOSTITCH_GOLDEN=tests/data/golden "$bin/gpu-tests" --nocapture --test-threads 1
+run gpu-tests 90 env PTYCHOSTITCH_GOLDEN=tests/data/golden "$bin/gpu-tests" --nocapture --test-threads 1
 site=/tmp/ptychostitch-site
 rm -rf "$site"
 if python3 -m pip install --quiet --no-index --no-deps --target "$site" "$bin"/*.whl; then
-  run python-gpu-tests 110 env PYTHONPATH="$site" python3 -m pytest -ra -p no:cacheprovider python/tests/test_gpu.py
-  run bench-torch 150 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --json "$out/bench_gpu.json"
+  run python-gpu-tests 90 env PYTHONPATH="$site" python3 -m pytest -ra -p no:cacheprovider python/tests/test_gpu.py
+  run training 120 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/gpu_training_check.py
+  run bench-torch 100 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --json "$out/bench_gpu.json"
 else
   echo "!! the wheel in $bin does not install here: Python tests and the torch benchmark skipped" | tee -a "$out/summary.txt"
   status=1
 fi
-run validate 50 "$bin/ptychostitch" validate --device cuda --sizes 100,1000,10000
-run bench-cli 50 sh -c "'$bin/ptychostitch' bench --device cuda --sizes 10000,100000 --runs 10 && '$bin/ptychostitch' bench --sizes 10000,100000 --runs 5"
+run validate 40 "$bin/ptychostitch" validate --device cuda --sizes 100,1000,10000
+run bench-cli 40 sh -c "'$bin/ptychostitch' bench --device cuda --sizes 10000,100000 --runs 10 && '$bin/ptychostitch' bench --sizes 10000,100000 --runs 5"
 echo "== done in $(( $(date +%s) - started )) s, status $status" | tee -a "$out/summary.txt"
 exit $status

@@ -333,7 +333,7 @@ impl VjpArgs {
 
 /// The arguments of the offsets' fold (`FoldArgs` in `kernel.cu`), passed by value: the
 /// offsets' cotangent made on the device from the shift kernels' partial sums, as
-/// [`crate::adjoint`] makes it on the host (re-centred for the reassembly, not for the extraction).
+/// the CPU paths make it on the host ([`crate::Plan::vjp`] re-centred, [`crate::Extraction::extract_vjp`] not).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct FoldArgs {
