@@ -128,6 +128,25 @@ fn from_lanes<T: Sample, Sh: ndarray::ShapeBuilder>(
         .map_err(emulation_error)
 }
 
+/// The wanted cotangents from the emulator's buffers: the first input's `shape` from `lanes`, the
+/// offsets' `(count, 2)` rows.
+fn gradients<T: Sample>(
+    wrt: Wrt,
+    shape: (usize, usize, usize),
+    lanes: &[f32],
+    offsets: Vec<f64>,
+) -> Result<Gradients<T>> {
+    let count = offsets.len() / 2;
+    Ok(Gradients {
+        patches: wrt.patches.then(|| from_lanes(shape, lanes)).transpose()?,
+        offsets: wrt
+            .offsets
+            .then(|| ndarray::Array2::from_shape_vec((count, 2), offsets))
+            .transpose()
+            .map_err(emulation_error)?,
+    })
+}
+
 /// `region`'s reassembly of `patches` `(B, C, N, N)` with `weights` `(1|B, 1|C, N, N)` by the
 /// emulated region kernels through [`compose::region`], the driver's composition. `(B, P, P)`.
 pub fn region<T: Sample>(
@@ -197,17 +216,7 @@ pub fn extract_vjp<T: Sample, D: Dimension>(
             },
         )?
     };
-    let patches = if wrt.patches {
-        Some(from_lanes((b, s, s), &image_grad)?)
-    } else {
-        None
-    };
-    let offsets = if wrt.offsets {
-        Some(ndarray::Array2::from_shape_vec((count, 2), offsets).map_err(emulation_error)?)
-    } else {
-        None
-    };
-    Ok(Gradients { patches, offsets })
+    gradients(wrt, (b, s, s), &image_grad, offsets)
 }
 
 /// `extraction` of `images` (`(B, S, S)` or `(B, S, S, 1)`, any strides) by the emulated
@@ -343,15 +352,5 @@ pub fn vjp<T: Sample>(
             io,
         )?
     };
-    let patches = if wrt.patches {
-        Some(from_lanes((count, n, n), &patch_grad)?)
-    } else {
-        None
-    };
-    let offsets = if wrt.offsets {
-        Some(ndarray::Array2::from_shape_vec((count, 2), offsets).map_err(emulation_error)?)
-    } else {
-        None
-    };
-    Ok(Gradients { patches, offsets })
+    gradients(wrt, (count, n, n), &patch_grad, offsets)
 }

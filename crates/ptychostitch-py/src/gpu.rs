@@ -247,6 +247,22 @@ impl DeviceCall {
         Ok((call, described))
     }
 
+    /// The address of `object` imported as a C-ordered buffer (as [`Described::buffer`]), or
+    /// 0 when there is none (an output not wanted, an input recomputed).
+    pub(crate) fn optional(
+        &mut self,
+        object: Option<&Bound<'_, PyAny>>,
+        writable: bool,
+        what: &str,
+        elements: usize,
+        lanes: usize,
+    ) -> PyResult<u64> {
+        match object {
+            Some(o) => self.import(o, writable)?.buffer(what, elements, lanes),
+            None => Ok(0),
+        }
+    }
+
     /// Imports `object` (on this call's GPU and stream); `writable`: an output.
     pub(crate) fn import(
         &mut self,
@@ -335,22 +351,9 @@ pub(crate) fn vjp(
     let cot = call
         .import(cot, false)?
         .buffer("the cotangent", canvas, l)?;
-    let output = match output {
-        Some(o) => call.import(o, false)?.buffer("the output", canvas, l)?,
-        None => 0,
-    };
-    let patch_grad = match grads.0 {
-        Some(o) => call
-            .import(o, true)?
-            .buffer("the patches' cotangent", count * n * n, l)?,
-        None => 0,
-    };
-    let offsets_grad = match grads.1 {
-        Some(o) => call
-            .import(o, true)?
-            .buffer("the offsets' cotangent", count * 2, 0)?,
-        None => 0,
-    };
+    let output = call.optional(output, false, "the output", canvas, l)?;
+    let patch_grad = call.optional(grads.0, true, "the patches' cotangent", count * n * n, l)?;
+    let offsets_grad = call.optional(grads.1, true, "the offsets' cotangent", count * 2, 0)?;
     let gpu_plan = plans
         .on(plan, call.gpu.ordinal())
         .map_err(|e| to_py(e, &Default::default()))?;
@@ -433,18 +436,8 @@ pub(crate) fn extract_vjp(
     let cot = call
         .import(cot, false)?
         .buffer("the cotangent", count * n * n, l)?;
-    let image_grad = match grads.0 {
-        Some(o) => call
-            .import(o, true)?
-            .buffer("the images' cotangent", b * s * s, l)?,
-        None => 0,
-    };
-    let offsets_grad = match grads.1 {
-        Some(o) => call
-            .import(o, true)?
-            .buffer("the offsets' cotangent", count * 2, 0)?,
-        None => 0,
-    };
+    let image_grad = call.optional(grads.0, true, "the images' cotangent", b * s * s, l)?;
+    let offsets_grad = call.optional(grads.1, true, "the offsets' cotangent", count * 2, 0)?;
     let io = ExtractVjp {
         images,
         cot,
