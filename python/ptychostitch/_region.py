@@ -157,8 +157,7 @@ class RegionKernel:
 
     @property
     def on_device(self) -> bool:
-        """Whether the device kernels serve this call's forward (the reference runs on the CPU
-        only; the backward has no device kernels yet and runs on the host)."""
+        """Whether the device kernels serve this call (the reference runs on the CPU only)."""
         return not self.reference
 
     def forward_device(self, backend: Any, x: Any, positions: Any) -> Any:
@@ -171,6 +170,27 @@ class RegionKernel:
         out = backend.device_empty((b, self.side, self.side), name, x)
         _kernels.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x))
         return out.reshape(self.out_shape(tuple(x.shape), exact=True))
+
+    def backward_device(
+        self, backend: Any, x: Any, positions: Any, out: Any, cot: Any, want_x: bool, want_pos: bool
+    ) -> Tuple[Any, Any]:
+        """:meth:`backward` for arrays on a GPU, by the device kernels: the positions' cotangent
+        in their own layout (PtychoPINN's ``(B, 1, 2, C)`` for TF's, rows for torch's)."""
+        del out
+        name = compute_name(x.dtype)
+        plan = self.plan(tuple(x.shape), host_values(positions))
+        b, c, n = (int(v) for v in self.dims(tuple(x.shape)))
+        tf = self.layout == "tf"
+        xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
+        w = backend.device_from_host(self.weight_array(n), x)
+        cotc = backend.device_prepare(cot, name)
+        dx = backend.device_empty((b, c, n, n), name, x) if want_x else None
+        dpos = backend.device_empty(tuple(positions.shape), "float64", x) if want_pos else None
+        _kernels.device_call(plan, "vjp_cuda", xc, w, cotc, dx, dpos, tf, backend.device_stream(x))
+        return (
+            None if dx is None else backend.device_finish(dx, x, (0, 2, 3, 1) if tf else None),
+            None if dpos is None else backend.device_finish(dpos, positions),
+        )
 
     def support(self, x: Any, positions: Any, kind: str, value: float) -> np.ndarray:
         """The boolean support mask ``Σ w > threshold``, ``(B, P, P)``."""

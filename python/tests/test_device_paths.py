@@ -75,6 +75,18 @@ class StandIn:
             patches, weights, out, _ = args
             assert weights.dtype == torch.float32
             put(out, plan.reassemble(host(patches), host(weights)))
+        elif isinstance(plan, _native.Region) and method == "vjp_cuda":
+            patches, weights, cot, dx, dpos, channel_layout, _ = args
+            b, _, p = plan.shape
+            gx, gpos, _ = plan.vjp(host(patches), host(weights), host(cot).reshape(b, p, p), dx is not None, dpos is not None)
+            if dx is not None:
+                put(dx, gx)
+            if dpos is not None:
+                assert dpos.dtype == torch.float64
+                if channel_layout:
+                    c = dpos.shape[-1]
+                    gpos = gpos.reshape(b, c, 2).transpose(0, 2, 1)
+                put(dpos, gpos)
         else:
             raise AssertionError(f"unexpected device call {method} on {type(plan).__name__}")
 
@@ -195,7 +207,7 @@ def test_the_torch_layout_extraction_runs_on_the_device(device, monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["tf", "torch"])
-def test_the_region_reassembly_runs_forward_on_the_device_and_back_on_the_host(device, layout, monkeypatch):
+def test_the_region_reassembly_runs_forward_and_backward_on_the_device(device, layout, monkeypatch):
     r = np.random.default_rng(7)
     b, c, n, p = 2, 4, 16, 32
     shape = (b, n, n, c) if layout == "tf" else (b, c, n, n)
@@ -203,9 +215,13 @@ def test_the_region_reassembly_runs_forward_on_the_device_and_back_on_the_host(d
     positions = r.uniform(-4, 4, size=(b, 1, 2, c) if layout == "tf" else (b, c, 1, 2))
     fn = lambda x, q: ps.reassemble_regions(x, q, p, layout=layout)  # noqa: E731
     out, grads = _grads(fn, patches, positions)
-    assert device.methods() == [("Region", "reassemble_cuda")]  # no device backward kernels yet
+    assert device.methods() == [("Region", "reassemble_cuda"), ("Region", "vjp_cuda")]
     patches_arg = device.calls[0][2][0]
     assert patches_arg == ((b, c, n, n), "torch.complex64", True)  # TF's layout permuted on the device
+    _, weights_arg, cot, dx, dpos, channel_layout, _ = device.calls[1][2]
+    assert weights_arg == ((1, 1, n, n), "torch.float32", True)
+    assert dx == ((b, c, n, n), "torch.complex64", True)
+    assert dpos == (tuple(positions.shape), "torch.float64", True) and channel_layout == (layout == "tf")
     monkeypatch.undo()
     host_out, host_grads = _grads(fn, patches, positions)
     _same(out, host_out, "regions")
@@ -221,3 +237,17 @@ def test_frameworks_without_device_arrays_keep_the_host_path():
 
     assert _frameworks.TORCH.device_ops and _frameworks.CUPY.device_ops
     assert not (_frameworks.JAX.device_ops or _frameworks.TENSORFLOW.device_ops or _frameworks.NUMPY.device_ops)
+
+
+def test_learnt_weights_differentiate_on_the_host(device):
+    """A probe being learnt (weights that require grad): the weights' cotangent has no device
+    kernel, so that call's forward and backward run on the host."""
+    r = np.random.default_rng(8)
+    b, c, n, p = 2, 4, 16, 32
+    x = torch.tensor(r.normal(size=(b, c, n, n)).astype(np.float32), requires_grad=True)
+    probe = torch.tensor(r.normal(size=(n, n)).astype(np.float32), requires_grad=True)
+    pos = torch.tensor(r.uniform(-4, 4, size=(b, c, 1, 2)))
+    out = ps.reassemble_regions(x, pos, p, layout="torch", weights=probe.abs() ** 2)
+    out.sum().backward()
+    assert device.methods() == []
+    assert probe.grad is not None and x.grad is not None

@@ -38,6 +38,9 @@ extern "C" int ptychostitch_emulate_launch(int entry, const void* args, const un
         case 7: run_grid(ptychostitch_extract_shift_vjp, args, grid, block); return 0;
         case 8: run_grid(ptychostitch_region_sums, args, grid, block); return 0;
         case 9: run_grid(ptychostitch_region_normalise, args, grid, block); return 0;
+        case 10: run_grid(ptychostitch_region_cot, args, grid, block); return 0;
+        case 11: run_grid(ptychostitch_region_patch_vjp, args, grid, block); return 0;
+        case 12: run_grid(ptychostitch_region_shift_vjp, args, grid, block); return 0;
         default: return -1;
     }
 }

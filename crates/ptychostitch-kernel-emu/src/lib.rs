@@ -27,6 +27,8 @@ pub struct Emulator {
     f64s: Vec<Box<[f64]>>,
     /// Every launch, in order: what the composition queued.
     pub launches: Vec<Launch>,
+    /// Values read back to the host ([`Launcher::read_f32`]): a GPU's host round trips.
+    pub read: usize,
 }
 
 fn emulation_error(e: impl std::fmt::Display) -> Error {
@@ -62,6 +64,7 @@ impl Launcher for Emulator {
             Launch::Fold(a) => std::ptr::from_ref(a).cast(),
             Launch::Extract(_, a) => std::ptr::from_ref(a).cast(),
             Launch::Region(_, a) => std::ptr::from_ref(a).cast(),
+            Launch::RegionVjp(_, a) => std::ptr::from_ref(a).cast(),
         };
         let (grid, block) = ([grid.0, grid.1, grid.2], [block.0, block.1, block.2]);
         // SAFETY: `args` is the launch's argument struct, the one its entry point takes (both
@@ -81,6 +84,7 @@ impl Launcher for Emulator {
     }
 
     unsafe fn read_f32(&mut self, address: u64, len: usize) -> Result<Vec<f32>> {
+        self.read += len;
         // SAFETY: the caller vouches that `address` holds `len` f32 of host memory.
         Ok(unsafe { std::slice::from_raw_parts(address as *const f32, len) }.to_vec())
     }
@@ -174,6 +178,44 @@ pub fn region<T: Sample>(
         )?
     };
     from_lanes((b, p, p), &out)
+}
+
+/// The patches' `(B, C, N, N)` and positions' cotangents of `region`'s reassembly by the emulated
+/// backward kernels through [`compose::region_vjp`] (positions as `(B·C, 2)` rows, or
+/// PtychoPINN's `(B, 1, 2, C)` flattened when `channel_layout`).
+pub fn region_vjp<T: Sample>(
+    region: &ptychostitch::region::Region,
+    patches: ndarray::ArrayView4<'_, T>,
+    weights: ndarray::ArrayView4<'_, f32>,
+    cot: ndarray::ArrayView3<'_, T>,
+    channel_layout: bool,
+) -> Result<(ndarray::Array4<T>, Vec<f64>)> {
+    let (b, c, n) = (region.samples(), region.channels(), region.patch_size());
+    let w = weights.dim();
+    ptychostitch::gpu::launch::RegionArgs::check_inputs(region, patches.dim(), w)?;
+    let patches = lanes_of(patches);
+    let weights: Vec<f32> = weights.iter().copied().collect();
+    let cot = lanes_of(cot);
+    let mut patch_grad = vec![f32::NAN; b * c * n * n * T::LANES];
+    let mut positions = vec![f64::NAN; b * c * 2];
+    // SAFETY: patches B·C·N·N pixels, weights w0·w1·N·N, the cotangent B·P·P pixels (the
+    // caller's shape), the outputs B·C·N·N·lanes f32 and B·C·2 f64; all outlive the call.
+    unsafe {
+        compose::region_vjp(
+            &mut Emulator::default(),
+            region,
+            T::LANES,
+            compose::RegionVjp {
+                patches: patches.as_ptr() as u64,
+                weights: (weights.as_ptr() as u64, [w.0, w.1]),
+                cot: cot.as_ptr() as u64,
+                patch_grad: patch_grad.as_mut_ptr() as u64,
+                positions_grad: positions.as_mut_ptr() as u64,
+                channel_layout,
+            },
+        )?
+    };
+    Ok((from_lanes((b, c, n, n), &patch_grad)?, positions))
 }
 
 fn images_of<T: Sample>(images: &ndarray::ArrayView3<'_, T>) -> Images {

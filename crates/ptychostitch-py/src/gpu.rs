@@ -21,7 +21,7 @@ use dlpark::python::{
     DlpackExporter, DlpackStream, ExportRequest, ImportRequest, StreamArg, export_dlpack,
 };
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
-use ptychostitch::gpu::compose::{ExtractVjp, Images, ReassemblyVjp};
+use ptychostitch::gpu::compose::{ExtractVjp, Images, ReassemblyVjp, RegionVjp};
 use ptychostitch::gpu::cuda::{DeviceCanvas, Gpu, GpuPlan, GpuStream};
 use ptychostitch::gpu::launch::{Stack, check_aligned, check_canvas_layout};
 use ptychostitch::region::Region as CoreRegion;
@@ -451,24 +451,16 @@ pub(crate) fn extract_vjp(
     })
 }
 
-/// `Region.reassemble_cuda`: the regions of patches `(B, C, N, N)` (C order) with weights
-/// `(1|B, 1|C, N, N)` (`float32`, C order) in device memory, into `out` (`B·P·P` C order).
-pub(crate) fn region(
-    py: Python<'_>,
+/// The patches `(B, C, N, N)` (C order) and float32 weights `(1|B, 1|C, N, N)` (C order) of a
+/// region call: `(lanes, patches, (weights, [w0, w1]))`.
+fn region_inputs(
+    call: &mut DeviceCall,
+    first: &Described,
     region: &CoreRegion,
-    patches: &Bound<'_, PyAny>,
     weights: &Bound<'_, PyAny>,
-    out: &Bound<'_, PyAny>,
-    stream: Option<usize>,
-) -> PyResult<()> {
-    let (mut call, first) = DeviceCall::new(py, patches, stream)?;
+) -> PyResult<(usize, u64, (u64, [usize; 2]))> {
     let l = lanes_of(first.dtype, "patches")?;
-    let (b, c, n, p) = (
-        region.samples(),
-        region.channels(),
-        region.patch_size(),
-        region.side(),
-    );
+    let (b, c, n) = (region.samples(), region.channels(), region.patch_size());
     let patches = first.buffer("the patches", b * c * n * n, l)?;
     let w = call.import(weights, false)?;
     let dims: Vec<usize> = w.shape.iter().map(|&d| d.max(0) as usize).collect();
@@ -484,12 +476,68 @@ pub(crate) fn region(
         }
     };
     let weights = w.buffer("the weights", w0 * w1 * n * n, 1)?;
+    Ok((l, patches, (weights, [w0, w1])))
+}
+
+/// `Region.reassemble_cuda`: the regions of patches `(B, C, N, N)` (C order) with weights
+/// `(1|B, 1|C, N, N)` (`float32`, C order) in device memory, into `out` (`B·P·P` C order).
+pub(crate) fn region(
+    py: Python<'_>,
+    region: &CoreRegion,
+    patches: &Bound<'_, PyAny>,
+    weights: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    stream: Option<usize>,
+) -> PyResult<()> {
+    let (mut call, first) = DeviceCall::new(py, patches, stream)?;
+    let (l, patches, weights) = region_inputs(&mut call, &first, region, weights)?;
+    let p = region.side();
     let out = call
         .import(out, true)?
-        .buffer("the regions", b * p * p, l)?;
+        .buffer("the regions", region.samples() * p * p, l)?;
     call.run(py, |gpu, on| {
         // SAFETY: as in `extract`.
-        unsafe { gpu.enqueue_region(on, region, l, patches, (weights, [w0, w1]), out) }
+        unsafe { gpu.enqueue_region(on, region, l, patches, weights, out) }
+    })
+}
+
+/// `Region.vjp_cuda`: the patches' and positions' cotangents of the region reassembly on device
+/// memory, into the caller's outputs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn region_vjp(
+    py: Python<'_>,
+    region: &CoreRegion,
+    patches: &Bound<'_, PyAny>,
+    weights: &Bound<'_, PyAny>,
+    cot: &Bound<'_, PyAny>,
+    grads: (Option<&Bound<'_, PyAny>>, Option<&Bound<'_, PyAny>>),
+    channel_layout: bool,
+    stream: Option<usize>,
+) -> PyResult<()> {
+    let (mut call, first) = DeviceCall::new(py, patches, stream)?;
+    let (l, patches, weights) = region_inputs(&mut call, &first, region, weights)?;
+    let (b, c, n, p) = (
+        region.samples(),
+        region.channels(),
+        region.patch_size(),
+        region.side(),
+    );
+    let cot = call
+        .import(cot, false)?
+        .buffer("the cotangent", b * p * p, l)?;
+    let patch_grad = call.optional(grads.0, true, "the patches' cotangent", b * c * n * n, l)?;
+    let positions_grad = call.optional(grads.1, true, "the positions' cotangent", b * c * 2, 0)?;
+    let io = RegionVjp {
+        patches,
+        weights,
+        cot,
+        patch_grad,
+        positions_grad,
+        channel_layout,
+    };
+    call.run(py, |gpu, on| {
+        // SAFETY: as in `extract`.
+        unsafe { gpu.enqueue_region_vjp(on, region, l, io) }
     })
 }
 

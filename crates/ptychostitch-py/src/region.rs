@@ -165,6 +165,55 @@ impl Region {
         }
     }
 
+    /// The vector–Jacobian product on the GPU for arrays in GPU memory (DLPack, C-contiguous):
+    /// patches, float32 weights and the regions' cotangent (`B·P·P`, the patches' dtype) in;
+    /// `patch_grad` (`B·C·N·N`, the patches' dtype) and `positions_grad` (float64, `B·C·2`:
+    /// rows `[x, y]`, or PtychoPINN's `(B, 1, 2, C)` when `channel_layout`) out, each omitted
+    /// when not wanted. The weights' cotangent has no device kernel. Bit-identical to `vjp`.
+    #[pyo3(signature = (patches, weights, cotangent, patch_grad=None, positions_grad=None, channel_layout=false, stream=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn vjp_cuda(
+        &self,
+        py: Python<'_>,
+        patches: &Bound<'_, PyAny>,
+        weights: &Bound<'_, PyAny>,
+        cotangent: &Bound<'_, PyAny>,
+        patch_grad: Option<&Bound<'_, PyAny>>,
+        positions_grad: Option<&Bound<'_, PyAny>>,
+        channel_layout: bool,
+        stream: Option<usize>,
+    ) -> PyResult<()> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::gpu::region_vjp(
+                py,
+                &self.inner,
+                patches,
+                weights,
+                cotangent,
+                (patch_grad, positions_grad),
+                channel_layout,
+                stream,
+            )
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (
+                py,
+                patches,
+                weights,
+                cotangent,
+                patch_grad,
+                positions_grad,
+                channel_layout,
+                stream,
+            );
+            Err(crate::GpuUnavailable::new_err(
+                "this build has no CUDA support",
+            ))
+        }
+    }
+
     /// The boolean support mask `Σ w > threshold`, `(B, P, P)`.
     fn support<'py>(
         &self,

@@ -306,7 +306,7 @@ fn gradients_on_the_gpu() {
 }
 
 /// The training path's operations on the GPU (`Gpu::extract`, `Gpu::extract_vjp`,
-/// `Gpu::reassemble_regions`), host arrays in and out, against the references: bit for bit
+/// `Gpu::reassemble_regions`, `Gpu::region_vjp`), host arrays in and out, against the references: bit for bit
 /// (NaN by position), both conventions, complex and real.
 #[test]
 fn extraction_and_regions_on_the_gpu() {
@@ -377,6 +377,38 @@ fn extraction_and_regions_on_the_gpu() {
             nan_bits(&lanes(&gpu_regions)),
             nan_bits(&lanes(&cpu_regions)),
             "{convention:?} regions"
+        );
+        let cot = random_patches(&mut r, 3, 26);
+        let (gpu_dx, gpu_dpos) = device
+            .region_vjp(&region, patches.view(), weights.view(), cot.view())
+            .unwrap();
+        let want = region
+            .clone()
+            .with_implementation(ptychostitch::Implementation::Reference)
+            .vjp(
+                patches.view(),
+                weights.view(),
+                cot.view(),
+                ptychostitch::region::RegionWrt {
+                    patches: true,
+                    positions: true,
+                    weights: false,
+                },
+            )
+            .unwrap();
+        let flat = |a: &ndarray::Array4<Complex32>| -> Vec<f32> {
+            let v: Vec<Complex32> = a.iter().copied().collect();
+            bytemuck::cast_slice::<Complex32, f32>(&v).to_vec()
+        };
+        assert_eq!(
+            nan_bits(&flat(&gpu_dx)),
+            nan_bits(&flat(want.patches.as_ref().unwrap())),
+            "{convention:?} region_vjp patches"
+        );
+        assert_eq!(
+            Some(gpu_dpos),
+            want.positions,
+            "{convention:?} region_vjp positions"
         );
     }
 }

@@ -107,9 +107,9 @@ class Backend:
         """A NumPy ``array`` copied to ``like``'s GPU."""
         raise NotImplementedError(f"{self.name} has no device arrays")
 
-    def device_finish(self, value: Any, like: Any) -> Any:
-        """A device result in ``like``'s shape, dtype (when ``like`` is a real or complex float
-        array) and device."""
+    def device_finish(self, value: Any, like: Any, perm: Optional[Tuple[int, ...]] = None) -> Any:
+        """A device result (axes permuted by ``perm`` first) in ``like``'s shape, dtype (when
+        ``like`` is a real or complex float array) and device."""
         raise NotImplementedError(f"{self.name} has no device arrays")
 
     def memory_hint(self, error: BaseException) -> Optional[str]:

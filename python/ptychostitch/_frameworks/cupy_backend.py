@@ -58,7 +58,9 @@ class CupyBackend(Backend):
         with like.device:
             return _cupy().asarray(array)
 
-    def device_finish(self, value: Any, like: Any) -> Any:
+    def device_finish(self, value: Any, like: Any, perm: Optional[Tuple[int, ...]] = None) -> Any:
+        if perm is not None:
+            value = value.transpose(perm)
         value = value.reshape(like.shape)
         if like.dtype.kind in "fc":
             value = value.astype(like.dtype, copy=False)

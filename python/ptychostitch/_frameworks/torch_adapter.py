@@ -259,7 +259,9 @@ class TorchBackend(Backend):
     def device_from_host(self, array: np.ndarray, like: Any) -> Any:
         return _torch().as_tensor(np.ascontiguousarray(array), device=like.device)
 
-    def device_finish(self, value: Any, like: Any) -> Any:
+    def device_finish(self, value: Any, like: Any, perm: Optional[Tuple[int, ...]] = None) -> Any:
+        if perm is not None:
+            value = value.permute(*perm)
         value = value.reshape(like.shape)
         if like.dtype.is_floating_point or like.dtype.is_complex:
             value = value.to(like.dtype)

@@ -7,10 +7,12 @@
 //! Everything here works on addresses: the inputs and outputs are the caller's (a framework's
 //! tensors read in place through DLPack on the GPU), the scratch the launcher's. Nothing is
 //! copied to the host except, for the region reassembly, its denominators when the
-//! normalisation depends on the whole batch (a support threshold or the regularised form's
-//! maximum: [`crate::region::Region::needs_batch_facts`]).
+//! normalisation depends on the whole batch (a support threshold relative to their maximum, or
+//! the regularised form's maximum: [`crate::region::Region::needs_batch_facts`]).
 
-use super::launch::{Args, ExtractArgs, FoldArgs, RegionArgs, Stack, Tables, VjpArgs};
+use super::launch::{
+    Args, ExtractArgs, FoldArgs, RegionArgs, RegionVjpArgs, Stack, Tables, VjpArgs,
+};
 use super::tiles::TileLists;
 use super::{SHIFT_SUMS_PER_PATCH, TILE, VjpKernel};
 use crate::error::Result;
@@ -39,6 +41,18 @@ pub enum RegionKernel {
     Normalise,
 }
 
+/// The region reassembly's backward kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionVjpKernel {
+    /// The numerators' and denominators' cotangents (phase 1, one thread per region pixel), or
+    /// the regularised maximum's (phase 0, one thread).
+    Quotient,
+    /// The patches' cotangent, one thread per patch pixel (a gather).
+    Patches,
+    /// The positions' partial sums, one block of eight threads per patch.
+    Shifts,
+}
+
 /// One kernel launch: the entry point and its arguments; the grid follows from them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Launch {
@@ -52,10 +66,12 @@ pub enum Launch {
     Extract(ExtractKernel, ExtractArgs),
     /// A region kernel.
     Region(RegionKernel, RegionArgs),
+    /// A region backward kernel.
+    RegionVjp(RegionVjpKernel, RegionVjpArgs),
 }
 
 /// Every entry point of `kernel.cu`, as a launcher loads them.
-pub const ENTRY_POINTS: [&str; 10] = [
+pub const ENTRY_POINTS: [&str; 13] = [
     "ptychostitch_stitch",
     "ptychostitch_patch_vjp",
     "ptychostitch_shift_vjp",
@@ -66,6 +82,9 @@ pub const ENTRY_POINTS: [&str; 10] = [
     "ptychostitch_extract_shift_vjp",
     "ptychostitch_region_sums",
     "ptychostitch_region_normalise",
+    "ptychostitch_region_cot",
+    "ptychostitch_region_patch_vjp",
+    "ptychostitch_region_shift_vjp",
 ];
 
 impl Launch {
@@ -82,6 +101,9 @@ impl Launch {
             Launch::Extract(ExtractKernel::Shifts, _) => 7,
             Launch::Region(RegionKernel::Sums, _) => 8,
             Launch::Region(RegionKernel::Normalise, _) => 9,
+            Launch::RegionVjp(RegionVjpKernel::Quotient, _) => 10,
+            Launch::RegionVjp(RegionVjpKernel::Patches, _) => 11,
+            Launch::RegionVjp(RegionVjpKernel::Shifts, _) => 12,
         }
     }
 
@@ -105,6 +127,15 @@ impl Launch {
             Launch::Extract(ExtractKernel::Images, a) => (a.image_grid(), tile),
             Launch::Extract(ExtractKernel::Shifts, a) => ((a.count.max(0) as u32, 1, 1), slots),
             Launch::Region(_, a) => (a.grid(), tile),
+            Launch::RegionVjp(RegionVjpKernel::Quotient, a) if a.phase == 0 => {
+                ((1, 1, 1), (1, 1, 1))
+            }
+            Launch::RegionVjp(RegionVjpKernel::Quotient, a) => (a.region.grid(), tile),
+            Launch::RegionVjp(RegionVjpKernel::Patches, a) => (a.patch_grid(), tile),
+            Launch::RegionVjp(RegionVjpKernel::Shifts, a) => (
+                ((a.region.samples * a.region.channels).max(0) as u32, 1, 1),
+                slots,
+            ),
         }
     }
 }
@@ -253,15 +284,27 @@ pub unsafe fn reassembly_vjp<L: Launcher>(
             fold(
                 launcher,
                 count,
-                a.shift_sums,
-                weight_sums,
+                (a.shift_sums, weight_sums),
                 io.offsets_grad,
-                0,
-                true,
+                Finish {
+                    recentre: true,
+                    ..Finish::default()
+                },
             )?
         };
     }
     Ok(())
+}
+
+/// How the fold lays out and finishes the offsets' cotangent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Finish {
+    /// `C > 0`: PtychoPINN's `(B, 1, 2, C)`; 0: `(count, 2)` rows.
+    per_image: usize,
+    /// Subtract the mean over the patches.
+    recentre: bool,
+    /// Negate at the end.
+    negate: bool,
 }
 
 /// The offsets' fold: phase 0, then (re-centring) the mean and its subtraction.
@@ -271,27 +314,28 @@ pub unsafe fn reassembly_vjp<L: Launcher>(
 unsafe fn fold<L: Launcher>(
     launcher: &mut L,
     count: usize,
-    sums: u64,
-    weight_sums: u64,
+    (sums, weight_sums): (u64, u64),
     out: u64,
-    per_image: usize,
-    recentre: bool,
+    finish: Finish,
 ) -> Result<()> {
     let mut a = FoldArgs {
         image_sums: sums,
         weight_sums,
         out,
         count: count as i32,
-        per_image: per_image as i32,
+        per_image: finish.per_image as i32,
+        negate: i32::from(finish.negate),
         ..FoldArgs::default()
     };
-    // SAFETY: per this function's contract.
-    unsafe { launcher.launch(&Launch::Fold(a))? };
-    if recentre {
+    if finish.recentre {
         a.mean = launcher.zeros_f64(2)?;
+    }
+    // SAFETY: per this function's contract; `mean` holds two f64.
+    unsafe { launcher.launch(&Launch::Fold(a))? };
+    if finish.recentre {
         for phase in [1, 2] {
             a.phase = phase;
-            // SAFETY: as above; `mean` holds two f64.
+            // SAFETY: as above.
             unsafe { launcher.launch(&Launch::Fold(a))? };
         }
     }
@@ -390,11 +434,12 @@ pub unsafe fn extract_vjp<L: Launcher>(
             fold(
                 launcher,
                 count,
-                args.shift_sums,
-                0,
+                (args.shift_sums, 0),
                 offsets_grad,
-                per_image,
-                false,
+                Finish {
+                    per_image,
+                    ..Finish::default()
+                },
             )?;
         }
     }
@@ -414,6 +459,23 @@ pub unsafe fn region<L: Launcher>(
     weights: (u64, [usize; 2]),
     out: u64,
 ) -> Result<()> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { region_forward(launcher, region, lanes, patches, weights, out) }.map(|_| ())
+}
+
+/// The forward's launches; returns its arguments (with the denominators' scratch) and, for the
+/// backward, the regularised maximum's pixel and fraction.
+///
+/// # Safety
+/// As [`region`].
+unsafe fn region_forward<L: Launcher>(
+    launcher: &mut L,
+    region: &Region,
+    lanes: usize,
+    patches: u64,
+    weights: (u64, [usize; 2]),
+    out: u64,
+) -> Result<(RegionArgs, (Option<usize>, f32))> {
     let (b, p) = (region.samples(), region.side());
     let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();
     let mut args = RegionArgs::new(region, lanes, weights.1);
@@ -423,15 +485,103 @@ pub unsafe fn region<L: Launcher>(
     args.den = launcher.zeros_f32(b * p * p)?;
     // SAFETY: per this function's contract; the scratch is the launcher's.
     unsafe { launcher.launch(&Launch::Region(RegionKernel::Sums, args))? };
-    let (limit, g) = if region.needs_batch_facts() {
+    let (normalisation, maximum) = if region.needs_batch_facts() {
         // SAFETY: `den` holds B·P·P f32.
-        region.normalisation(&unsafe { launcher.read_f32(args.den, b * p * p)? })
+        let den = unsafe { launcher.read_f32(args.den, b * p * p)? };
+        (region.normalisation(&den), region.maximum(&den))
     } else {
-        region.normalisation(&[])
+        (region.normalisation(&[]), (None, 0.0))
     };
-    args.normalise_by(limit, g)?;
+    args.normalise_by(normalisation.0, normalisation.1)?;
     // SAFETY: as above.
-    unsafe { launcher.launch(&Launch::Region(RegionKernel::Normalise, args)) }
+    unsafe { launcher.launch(&Launch::Region(RegionKernel::Normalise, args))? };
+    Ok((args, maximum))
+}
+
+/// The buffers of the region reassembly's backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionVjp {
+    /// The patches `(B, C, N, N)`, C order.
+    pub patches: u64,
+    /// The weights `(w0, w1, N, N)`, `f32`, C order, and `[w0, w1]`.
+    pub weights: (u64, [usize; 2]),
+    /// The regions' cotangent, `B·P·P·lanes` `f32`.
+    pub cot: u64,
+    /// The patches' cotangent, `B·C·N·N·lanes` `f32`; 0: not wanted.
+    pub patch_grad: u64,
+    /// The positions' cotangent, `f64`; 0: not wanted.
+    pub positions_grad: u64,
+    /// The positions' cotangent as PtychoPINN's `(B, 1, 2, C)`, else `(B·C, 2)` rows.
+    pub channel_layout: bool,
+}
+
+/// The vector–Jacobian product of [`Region::reassemble`] (patches and positions; the weights'
+/// cotangent has no device kernel): the forward again, the quotient rule per region pixel (the
+/// regularised maximum's term first, by one thread), the patches' gather, the positions'
+/// partial sums and their fold, re-centred when the plan re-centres, negated. Bit-identical to
+/// [`Region::vjp`].
+///
+/// # Safety
+/// The addresses of `io` must hold the sizes named in the launcher's memory.
+pub unsafe fn region_vjp<L: Launcher>(
+    launcher: &mut L,
+    region: &Region,
+    lanes: usize,
+    io: RegionVjp,
+) -> Result<()> {
+    let (b, c, p) = (region.samples(), region.channels(), region.side());
+    let out = launcher.zeros_f32(b * p * p * lanes)?;
+    // SAFETY: forwarded from this function's contract; `out` is the launcher's scratch.
+    let (forward, (at_max, max_fraction)) =
+        unsafe { region_forward(launcher, region, lanes, io.patches, io.weights, out)? };
+    let mut args = RegionVjpArgs {
+        region: forward,
+        cot: io.cot,
+        dnum: launcher.zeros_f32(b * p * p * lanes)?,
+        dden: launcher.zeros_f32(b * p * p)?,
+        max_fraction,
+        at_max: at_max.map_or(-1, |i| i as i32),
+        phase: 1,
+        ..RegionVjpArgs::default()
+    };
+    if at_max.is_some() {
+        args.extra = launcher.zeros_f32(1)?;
+        let first = RegionVjpArgs { phase: 0, ..args };
+        // SAFETY: as above; `extra` holds one f32.
+        unsafe { launcher.launch(&Launch::RegionVjp(RegionVjpKernel::Quotient, first))? };
+    }
+    // SAFETY: as above.
+    unsafe { launcher.launch(&Launch::RegionVjp(RegionVjpKernel::Quotient, args))? };
+    if io.patch_grad != 0 {
+        let a = RegionVjpArgs {
+            patch_grad: io.patch_grad,
+            ..args
+        };
+        // SAFETY: as above; `patch_grad` holds B·C·N·N·lanes f32.
+        unsafe { launcher.launch(&Launch::RegionVjp(RegionVjpKernel::Patches, a))? };
+    }
+    if io.positions_grad != 0 {
+        let a = RegionVjpArgs {
+            shift_sums: launcher.zeros_f64(b * c * SHIFT_SUMS_PER_PATCH)?,
+            ..args
+        };
+        // SAFETY: as above; sixteen f64 per patch, `positions_grad` B·C·2 f64.
+        unsafe {
+            launcher.launch(&Launch::RegionVjp(RegionVjpKernel::Shifts, a))?;
+            fold(
+                launcher,
+                b * c,
+                (a.shift_sums, 0),
+                io.positions_grad,
+                Finish {
+                    per_image: if io.channel_layout { c } else { 0 },
+                    recentre: region.options().recentre,
+                    negate: true,
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

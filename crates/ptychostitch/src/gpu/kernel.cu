@@ -562,6 +562,34 @@ extern "C" __global__ void ptychostitch_region_sums(const RegionArgs a) {
     a.den[pixel] = den;
 }
 
+// g(den) (kernel::Denominator::apply, resolved: RegionArgs::normalise_by).
+__device__ static inline float region_g(const RegionArgs& a, float den) {
+    if (a.g_kind == 0) {
+        return __fadd_rn(den, a.g_a);
+    }
+    if (a.g_kind == 1) {
+        return den < a.g_a ? a.g_a : den;
+    }
+    if (a.g_kind == 2) {
+        return 1.0f;
+    }
+    return __fadd_rn(__fmul_rn(a.g_a, den), a.g_b);
+}
+
+// g'(den) (kernel::Denominator::slope).
+__device__ static inline float region_g_slope(const RegionArgs& a, float den) {
+    if (a.g_kind == 0) {
+        return 1.0f;
+    }
+    if (a.g_kind == 1) {
+        return den >= a.g_a ? 1.0f : 0.0f;
+    }
+    if (a.g_kind == 2) {
+        return 0.0f;
+    }
+    return a.g_a;
+}
+
 // The division, one thread per region pixel (the sums' grid): out = num·[den > limit] / g(den)
 // with the support mask, num / g(den) without (kernel::region_normalise).
 extern "C" __global__ void ptychostitch_region_normalise(const RegionArgs a) {
@@ -573,21 +601,213 @@ extern "C" __global__ void ptychostitch_region_normalise(const RegionArgs a) {
     }
     long long pixel = ((long long)b * a.side + y) * a.side + x;
     float den = a.den[pixel];
-    float d;
-    if (a.g_kind == 0) {
-        d = __fadd_rn(den, a.g_a);
-    } else if (a.g_kind == 1) {
-        d = den < a.g_a ? a.g_a : den;
-    } else if (a.g_kind == 2) {
-        d = 1.0f;
-    } else {
-        d = __fadd_rn(__fmul_rn(a.g_a, den), a.g_b);
-    }
+    float d = region_g(a, den);
     float keep = den > a.limit ? 1.0f : 0.0f;
     for (int lane = 0; lane < a.lanes; ++lane) {
         float v = a.num[pixel * a.lanes + lane];
         a.out[pixel * a.lanes + lane] = a.support ? __fdiv_rn(__fmul_rn(v, keep), d) : __fdiv_rn(v, d);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The region reassembly's backward (region::reference::vjp): the quotient rule per region pixel,
+// then gathers and fixed-order partial sums per patch, as for the reassembly.
+
+// Mirrored by `gpu::launch::RegionVjpArgs`.
+struct RegionVjpArgs {
+    RegionArgs r;          // the forward's (den and out: its denominators and regions)
+    const float* cot;      // B·P·P·lanes
+    float* dnum;           // the numerators' cotangent, B·P·P·lanes
+    float* dden;           // the denominators' cotangent, B·P·P
+    float* patch_grad;     // B·C·N·N·lanes, or null
+    double* shift_sums;    // B·C·16 (the patch's and its weight's, merged), or null
+    float* extra;          // the maximum's cotangent (one f32), or null
+    float max_fraction;    // the regularised form's fraction of the maximum
+    int at_max;            // the maximum's pixel (sample-major, row-major), or -1
+    int phase;             // ptychostitch_region_cot: 0 the maximum's cotangent (one thread), 1 per pixel
+    int reserved;
+};
+
+// −(Σ_lanes G·R) / g(den) at `pixel` (kernel::region_g_cotangent).
+__device__ static inline float region_g_cot(const RegionVjpArgs& a, long long pixel) {
+    float d = region_g(a.r, a.r.den[pixel]);
+    float dot = 0.0f;
+    for (int lane = 0; lane < a.r.lanes; ++lane) {
+        dot = __fadd_rn(dot, __fmul_rn(a.cot[pixel * a.r.lanes + lane], a.r.out[pixel * a.r.lanes + lane]));
+    }
+    return __fdiv_rn(-dot, d);
+}
+
+// Phase 0 (one thread): the cotangent the regularised form's maximum adds at its pixel,
+// max_fraction · Σ_p region_g_cot (f64, pixel order; region::max_cotangent). Phase 1 (one thread
+// per region pixel, the sums' grid): the numerators' and denominators' cotangents
+// (kernel::region_cotangent), the maximum's added at its pixel.
+extern "C" __global__ void ptychostitch_region_cot(const RegionVjpArgs a) {
+    if (a.phase == 0) {
+        if (blockIdx.x != 0 || blockIdx.y != 0 || blockIdx.z != 0 || threadIdx.x != 0 || threadIdx.y != 0) {
+            return;
+        }
+        long long pixels = (long long)a.r.samples * a.r.side * a.r.side;
+        double total = 0.0;
+        for (long long p = 0; p < pixels; ++p) {
+            total = __dadd_rn(total, (double)region_g_cot(a, p));
+        }
+        *a.extra = __fmul_rn(a.max_fraction, __double2float_rn(total));
+        return;
+    }
+    int x = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int y = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    int b = blockIdx.z;
+    if (x >= a.r.side || y >= a.r.side || b >= a.r.samples) {
+        return;
+    }
+    long long pixel = ((long long)b * a.r.side + y) * a.r.side + x;
+    float den = a.r.den[pixel];
+    float d = region_g(a.r, den);
+    float keep = den > a.r.limit ? 1.0f : 0.0f;
+    for (int lane = 0; lane < a.r.lanes; ++lane) {
+        float q = __fdiv_rn(a.cot[pixel * a.r.lanes + lane], d);
+        a.dnum[pixel * a.r.lanes + lane] = a.r.support ? __fmul_rn(q, keep) : q;
+    }
+    float dden = __fmul_rn(region_g_cot(a, pixel), region_g_slope(a.r, den));
+    if (pixel == (long long)a.at_max) {
+        dden = __fadd_rn(dden, *a.extra);
+    }
+    a.dden[pixel] = dden;
+}
+
+// The weight index of patch j = b·C + c.
+__device__ static inline int region_weight_index(const RegionArgs& a, int b, int c) {
+    return (a.weights_per_sample ? b : 0) * (a.weights_per_channel ? a.channels : 1) + (a.weights_per_channel ? c : 0);
+}
+
+// The translated weight of patch j's weight k at region pixel (y, x), from its corner (y0, x0).
+__device__ static inline float region_v(const RegionArgs& a, int k, int y0, int x0, float wa, float wb, float wc,
+                                        float wd) {
+    return convention_apply(a.convention, wa, wb, wc, wd, padded_weight(a, k, y0, x0), padded_weight(a, k, y0, x0 + 1),
+                            padded_weight(a, k, y0 + 1, x0), padded_weight(a, k, y0 + 1, x0 + 1));
+}
+
+// The patches' cotangent, one thread per patch pixel (grid: ceil(N/8)² x B·C, 8 x 8 threads): a
+// gather of what the reference scatters into the padded patch, in its order — every region pixel
+// (y, x) in row-major order whose bilinear corners include this pixel adds weight · du, du = dnum
+// (Σ u) or dnum · v (Σ u·v).
+extern "C" __global__ void ptychostitch_region_patch_vjp(const RegionVjpArgs a) {
+    const RegionArgs& r = a.r;
+    int col = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int row = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    int j = blockIdx.z;
+    if (col >= r.patch_size || row >= r.patch_size || j >= r.samples * r.channels) {
+        return;
+    }
+    int b = j / r.channels, k = region_weight_index(r, b, j % r.channels);
+    int py = r.origin + row, px = r.origin + col;
+    float tx = r.shifts[2 * j], ty = r.shifts[2 * j + 1];
+    float acc0 = 0.0f, acc1 = 0.0f;
+    for (int y = 0; y < r.side; ++y) {
+        int y0;
+        float wy;
+        extract_axis(r.convention, y, ty, r.side, &y0, &wy);
+        if (y0 != py && y0 != py - 1) {
+            continue;
+        }
+        float uy = __fsub_rn(1.0f, wy);
+        for (int x = 0; x < r.side; ++x) {
+            int x0;
+            float wx;
+            extract_axis(r.convention, x, tx, r.side, &x0, &wx);
+            if (x0 != px && x0 != px - 1) {
+                continue;
+            }
+            float ux = __fsub_rn(1.0f, wx);
+            float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
+            float weight = x0 == px ? (y0 == py ? wa : wc) : (y0 == py ? wb : wd);
+            float v = r.weighted ? region_v(r, k, y0, x0, wa, wb, wc, wd) : 1.0f;
+            long long pixel = ((long long)b * r.side + y) * r.side + x;
+            float dn0 = a.dnum[pixel * r.lanes];
+            acc0 = __fadd_rn(acc0, __fmul_rn(weight, r.weighted ? __fmul_rn(dn0, v) : dn0));
+            if (r.lanes == 2) {
+                float dn1 = a.dnum[pixel * r.lanes + 1];
+                acc1 = __fadd_rn(acc1, __fmul_rn(weight, r.weighted ? __fmul_rn(dn1, v) : dn1));
+            }
+        }
+    }
+    long long at = (((long long)j * r.patch_size + row) * r.patch_size + col) * r.lanes;
+    a.patch_grad[at] = acc0;
+    if (r.lanes == 2) {
+        a.patch_grad[at + 1] = acc1;
+    }
+}
+
+// The positions' partial sums, one block per patch, one thread per partial sum (grid: B·C, 8
+// threads): over the region in row-major order, where the sample's corner touches the padded
+// patch, the patch's terms du · ∂u (slot (x·lanes + lane) mod 8) and its weight's dv · ∂v (slot
+// x mod 8), the two sets merged slot by slot (kernel::ShiftGradient::merged).
+extern "C" __global__ void ptychostitch_region_shift_vjp(const RegionVjpArgs a) {
+    const RegionArgs& r = a.r;
+    int j = blockIdx.x;
+    int slot = threadIdx.x;
+    if (j >= r.samples * r.channels || slot >= 8) {
+        return;
+    }
+    int b = j / r.channels, k = region_weight_index(r, b, j % r.channels);
+    float tx = r.shifts[2 * j], ty = r.shifts[2 * j + 1];
+    double ux_sum = 0.0, uy_sum = 0.0, vx_sum = 0.0, vy_sum = 0.0;
+    for (int y = 0; y < r.side; ++y) {
+        int y0;
+        float wy;
+        extract_axis(r.convention, y, ty, r.side, &y0, &wy);
+        if (y0 < r.origin - 1 || y0 >= r.origin + r.patch_size) {
+            continue;  // touches no patch pixel
+        }
+        float uy = __fsub_rn(1.0f, wy);
+        for (int x = 0; x < r.side; ++x) {
+            int x0;
+            float wx;
+            extract_axis(r.convention, x, tx, r.side, &x0, &wx);
+            if (x0 < r.origin - 1 || x0 >= r.origin + r.patch_size) {
+                continue;
+            }
+            float ux = __fsub_rn(1.0f, wx);
+            float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
+            long long pixel = ((long long)b * r.side + y) * r.side + x;
+            float w00 = padded_weight(r, k, y0, x0), w01 = padded_weight(r, k, y0, x0 + 1);
+            float w10 = padded_weight(r, k, y0 + 1, x0), w11 = padded_weight(r, k, y0 + 1, x0 + 1);
+            float v = convention_apply(r.convention, wa, wb, wc, wd, w00, w01, w10, w11);
+            float dv = a.dden[pixel];
+            if (r.weighted) {
+                float s = 0.0f;
+                for (int lane = 0; lane < r.lanes; ++lane) {
+                    float u = convention_apply(r.convention, wa, wb, wc, wd, padded_patch(r, j, y0, x0, lane),
+                                               padded_patch(r, j, y0, x0 + 1, lane), padded_patch(r, j, y0 + 1, x0, lane),
+                                               padded_patch(r, j, y0 + 1, x0 + 1, lane));
+                    s = __fadd_rn(s, __fmul_rn(a.dnum[pixel * r.lanes + lane], u));
+                }
+                dv = __fadd_rn(dv, s);
+            }
+            for (int lane = 0; lane < r.lanes; ++lane) {
+                if ((x * r.lanes + lane) % 8 != slot) {
+                    continue;
+                }
+                float dn = a.dnum[pixel * r.lanes + lane];
+                float du = r.weighted ? __fmul_rn(dn, v) : dn;
+                float i00 = padded_patch(r, j, y0, x0, lane), i01 = padded_patch(r, j, y0, x0 + 1, lane);
+                float i10 = padded_patch(r, j, y0 + 1, x0, lane), i11 = padded_patch(r, j, y0 + 1, x0 + 1, lane);
+                float dwx = __fmaf_rn(wy, __fsub_rn(i11, i10), __fmul_rn(uy, __fsub_rn(i01, i00)));
+                float dwy = __fmaf_rn(wx, __fsub_rn(i11, i01), __fmul_rn(ux, __fsub_rn(i10, i00)));
+                ux_sum = __dadd_rn(ux_sum, __dmul_rn((double)du, (double)dwx));
+                uy_sum = __dadd_rn(uy_sum, __dmul_rn((double)du, (double)dwy));
+            }
+            if (x % 8 == slot) {
+                float dwx = __fmaf_rn(wy, __fsub_rn(w11, w10), __fmul_rn(uy, __fsub_rn(w01, w00)));
+                float dwy = __fmaf_rn(wx, __fsub_rn(w11, w01), __fmul_rn(ux, __fsub_rn(w10, w00)));
+                vx_sum = __dadd_rn(vx_sum, __dmul_rn((double)dv, (double)dwx));
+                vy_sum = __dadd_rn(vy_sum, __dmul_rn((double)dv, (double)dwy));
+            }
+        }
+    }
+    a.shift_sums[16 * (long long)j + slot] = __dadd_rn(ux_sum, vx_sum);
+    a.shift_sums[16 * (long long)j + 8 + slot] = __dadd_rn(uy_sum, vy_sum);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -610,7 +830,8 @@ struct FoldArgs {
     // 0: fold every patch's sums into `out`; 1: one thread sums `out`'s rows into `mean`;
     // 2: subtract `mean` from every row.
     int phase;
-    int reserved;
+    // 1: the last phase negates (the region's positions: t = −(pos − centre)).
+    int negate;
 };
 
 __device__ static inline long long fold_index(const FoldArgs& a, int j, int axis) {
@@ -647,8 +868,9 @@ extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
     }
     long long ix = fold_index(a, j, 0), iy = fold_index(a, j, 1);
     if (a.phase == 2) {
-        a.out[ix] = __dsub_rn(a.out[ix], a.mean[0]);
-        a.out[iy] = __dsub_rn(a.out[iy], a.mean[1]);
+        double cx = __dsub_rn(a.out[ix], a.mean[0]), cy = __dsub_rn(a.out[iy], a.mean[1]);
+        a.out[ix] = a.negate ? -cx : cx;
+        a.out[iy] = a.negate ? -cy : cy;
         return;
     }
     const double* s = a.image_sums + 16 * (long long)j;
@@ -658,6 +880,8 @@ extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
         gx = __dadd_rn(gx, -fold_tree(w));
         gy = __dadd_rn(gy, -fold_tree(w + 8));
     }
-    a.out[ix] = gx;
-    a.out[iy] = gy;
+    // Negated here only when this is the last phase (no re-centring: mean is null).
+    bool last = a.mean == nullptr;
+    a.out[ix] = a.negate && last ? -gx : gx;
+    a.out[iy] = a.negate && last ? -gy : gy;
 }

@@ -294,6 +294,43 @@ impl RegionArgs {
     }
 }
 
+/// The arguments of the region reassembly's backward kernels (`RegionVjpArgs` in `kernel.cu`),
+/// passed by value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RegionVjpArgs {
+    /// The forward's arguments; its `den` and `out` hold the forward's denominators and regions.
+    pub region: RegionArgs,
+    /// The regions' cotangent, `B·P·P·lanes` `f32`.
+    pub cot: u64,
+    /// The numerators' cotangent, `B·P·P·lanes` `f32` (written by the first kernel).
+    pub dnum: u64,
+    /// The denominators' cotangent, `B·P·P` `f32`.
+    pub dden: u64,
+    /// The patches' cotangent, `B·C·N·N·lanes` `f32`, or 0.
+    pub patch_grad: u64,
+    /// Sixteen `f64` per patch, or 0.
+    pub shift_sums: u64,
+    /// One `f32`: the regularised form's maximum's cotangent, or 0.
+    pub extra: u64,
+    /// The regularised form's fraction of the maximum.
+    pub max_fraction: f32,
+    /// The maximum's pixel, or −1.
+    pub at_max: i32,
+    /// `ptychostitch_region_cot`: 0 the maximum's cotangent (one thread), 1 per pixel.
+    pub phase: i32,
+    /// Unused (the struct's size a multiple of 8 in both languages).
+    pub reserved: i32,
+}
+
+impl RegionVjpArgs {
+    /// The patch kernel's grid: `ceil(N/8)²` tiles per patch, one patch per z.
+    pub fn patch_grid(&self) -> (u32, u32, u32) {
+        let t = (self.region.patch_size as u32).div_ceil(TILE as u32);
+        (t, t, (self.region.samples * self.region.channels) as u32)
+    }
+}
+
 impl VjpArgs {
     /// The geometry's fields; addresses are left 0 for the caller to fill.
     pub fn new(geometry: &Geometry, lanes: usize) -> Self {
@@ -352,8 +389,8 @@ pub struct FoldArgs {
     pub per_image: i32,
     /// 0 fold, 1 sum the rows into `mean` (one thread), 2 subtract it.
     pub phase: i32,
-    /// Unused (the struct's size a multiple of 8 in both languages).
-    pub reserved: i32,
+    /// 1: the last phase negates (the region's positions).
+    pub negate: i32,
 }
 
 impl FoldArgs {
@@ -579,6 +616,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<FoldArgs>(), 32 + 16);
         assert_eq!(std::mem::offset_of!(FoldArgs, count), 32);
         assert_eq!(std::mem::offset_of!(FoldArgs, phase), 40);
+        // RegionVjpArgs: RegionArgs (112) + 6·8 (addresses) + 4·4.
+        assert_eq!(std::mem::size_of::<RegionArgs>(), 112);
+        assert_eq!(std::mem::size_of::<RegionVjpArgs>(), 112 + 48 + 16);
+        assert_eq!(std::mem::offset_of!(RegionVjpArgs, extra), 152);
+        assert_eq!(std::mem::offset_of!(RegionVjpArgs, at_max), 164);
     }
 
     #[test]

@@ -280,11 +280,22 @@ impl Region {
     }
 
     /// Whether the normalisation depends on the whole batch's denominators (a support
-    /// threshold, or the regularised form's maximum); otherwise [`Region::normalisation`]
-    /// needs none and takes an empty slice.
+    /// threshold relative to their maximum, or the regularised form's maximum); otherwise
+    /// [`Region::normalisation`] and [`Region::maximum`] need none and take an empty slice.
     pub fn needs_batch_facts(&self) -> bool {
-        self.options.support.is_some()
+        matches!(self.options.support, Some(Threshold::AboveMaxFraction(_)))
             || matches!(self.options.denominator, Denominator::Regularised { .. })
+    }
+
+    /// What the backward needs besides [`Region::normalisation`]: the first index of the
+    /// maximum denominator and the fraction of it in the denominator, for
+    /// [`Denominator::Regularised`] (`None` and 0 otherwise).
+    pub fn maximum(&self, den: &[f32]) -> (Option<usize>, f32) {
+        let Normalisation { argmax, .. } = Normalisation::of(self, den);
+        match self.options.denominator {
+            Denominator::Regularised { max_fraction, .. } => (argmax, max_fraction),
+            _ => (None, 0.0),
+        }
     }
 
     /// The normalisation's whole-batch facts from the `B·P·P` denominators `Σ w` (what a

@@ -10,7 +10,7 @@
 use super::*;
 use crate::Extraction;
 use crate::extract::image_lanes;
-use crate::gpu::compose::{ExtractVjp, Images};
+use crate::gpu::compose::{ExtractVjp, Images, RegionVjp};
 use crate::gpu::launch::RegionArgs;
 use crate::region::Region;
 use crate::sample::c_order_lanes;
@@ -70,6 +70,94 @@ impl Gpu {
         let mut launcher = StreamLauncher::new(self, stream)?;
         // SAFETY: forwarded from this function's contract.
         unsafe { compose::region(&mut launcher, region, lanes, patches, weights, out) }
+    }
+
+    /// Queues the vector–Jacobian product of [`Region::reassemble`] (patches and positions)
+    /// on `stream`, into the buffers of `io` ([`compose::region_vjp`]).
+    ///
+    /// # Safety
+    /// As [`Gpu::enqueue_region`], for every buffer of `io` ([`RegionVjp`] names the sizes).
+    pub unsafe fn enqueue_region_vjp(
+        &self,
+        stream: &GpuStream,
+        region: &Region,
+        lanes: usize,
+        io: RegionVjp,
+    ) -> Result<()> {
+        let mut launcher = StreamLauncher::new(self, stream)?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { compose::region_vjp(&mut launcher, region, lanes, io) }
+    }
+
+    /// [`Region::vjp`] on this GPU for host arrays, the patches' `(B, C, N, N)` and positions'
+    /// `(B·C, 2)` cotangents: the same bits.
+    pub fn region_vjp<T: Sample>(
+        &self,
+        region: &Region,
+        patches: ArrayView4<'_, T>,
+        weights: ArrayView4<'_, f32>,
+        cotangent: ArrayView3<'_, T>,
+    ) -> Result<(ndarray::Array4<T>, Array2<f64>)> {
+        let (b, c, n, p, l) = (
+            region.samples(),
+            region.channels(),
+            region.patch_size(),
+            region.side(),
+            T::LANES,
+        );
+        let w = weights.dim();
+        RegionArgs::check_inputs(region, patches.dim(), w)?;
+        if cotangent.dim() != (b, p, p) {
+            return Err(driver(format!(
+                "the cotangent has shape {:?}; expected ({b}, {p}, {p})",
+                cotangent.dim()
+            )));
+        }
+        let _keep = KeepCurrent::new();
+        let on = self.default_stream();
+        let stream = &on.stream;
+        let weight_values: Vec<f32> = weights.iter().copied().collect();
+        let copy = || "a copy of the patches".into();
+        let device_patches = stream
+            .clone_htod(&*c_order_lanes(patches, copy)?)
+            .map_err(driver)?;
+        let device_weights = stream.clone_htod(&weight_values).map_err(driver)?;
+        let device_cot = stream
+            .clone_htod(&*c_order_lanes(cotangent, || {
+                "a copy of the cotangent".into()
+            })?)
+            .map_err(driver)?;
+        let mut patch_grad = stream
+            .alloc_zeros::<f32>((b * c * n * n * l).max(1))
+            .map_err(driver)?;
+        let mut positions = stream
+            .alloc_zeros::<f64>((b * c * 2).max(1))
+            .map_err(driver)?;
+        {
+            let (patches_at, _p) = device_patches.device_ptr(stream);
+            let (weights_at, _w) = device_weights.device_ptr(stream);
+            let (cot_at, _c) = device_cot.device_ptr(stream);
+            let (grad_at, _g) = patch_grad.device_ptr_mut(stream);
+            let (pos_at, _o) = positions.device_ptr_mut(stream);
+            let io = RegionVjp {
+                patches: patches_at,
+                weights: (weights_at, [w.0, w.1]),
+                cot: cot_at,
+                patch_grad: grad_at,
+                positions_grad: pos_at,
+                channel_layout: false,
+            };
+            // SAFETY: every buffer has the size `io` names and outlives the copies back on the
+            // same stream.
+            unsafe { self.enqueue_region_vjp(&on, region, l, io)? };
+        }
+        let host = stream.clone_dtoh(&patch_grad).map_err(driver)?;
+        let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..b * c * n * n * l]);
+        let patches = ndarray::Array4::from_shape_vec((b, c, n, n), values).map_err(driver)?;
+        let host = stream.clone_dtoh(&positions).map_err(driver)?;
+        let positions =
+            Array2::from_shape_vec((b * c, 2), host[..b * c * 2].to_vec()).map_err(driver)?;
+        Ok((patches, positions))
     }
 
     /// [`Extraction::extract`] on this GPU for host images: the same bits (NaN payloads are the
