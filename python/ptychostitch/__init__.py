@@ -238,7 +238,8 @@ def _call(kernel: Any, inputs: Tuple[Any, ...], compute: Optional[Callable[..., 
         # The operation's device kernels, for patches in CUDA memory (the backends call `gpu`
         # only for those).
         def gpu(obj: Any) -> Any:
-            return kernel.forward_device(owner, obj, inputs[1])
+            with owner.device_scope(obj):
+                return kernel.forward_device(owner, obj, inputs[1])
     backend = _frameworks.autodiff_for(*inputs)
     if backend is not None:
         return backend.apply(kernel, *inputs, gpu=gpu)

@@ -13,6 +13,8 @@ GPU, ``python/tests/test_gpu.py`` runs the real entries.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -30,8 +32,18 @@ class StandIn:
 
     def __init__(self) -> None:
         self.calls: list = []
+        self.scopes = 0  # device scopes entered and not left
+
+    @contextlib.contextmanager
+    def scope(self, like):
+        self.scopes += 1
+        try:
+            yield
+        finally:
+            self.scopes -= 1
 
     def __call__(self, plan, method, *args):
+        assert self.scopes > 0, f"{method} was called outside the tensor's device scope"
         described = [
             (tuple(a.shape), str(a.dtype), a.is_contiguous()) if isinstance(a, torch.Tensor) else a for a in args
         ]
@@ -99,6 +111,7 @@ def device(monkeypatch):
     stand_in = StandIn()
     monkeypatch.setattr(torch_adapter, "_on_cuda", lambda t: True)
     monkeypatch.setattr(torch_adapter.TorchBackend, "device_stream", lambda self, like: STREAM)
+    monkeypatch.setattr(torch_adapter.TorchBackend, "device_scope", stand_in.scope)
     real = base.dlpack_device
     monkeypatch.setattr(
         base, "dlpack_device", lambda v: base.CUDA if isinstance(v, torch.Tensor) else real(v)

@@ -90,6 +90,13 @@ class Backend:
     #: for the framework's arrays runs on the host and returns to the device.
     device_ops = False
 
+    def device_scope(self, like: Any) -> Any:
+        """A context in which ``like``'s GPU is the framework's current device (its arrays are
+        exported, and its work queued, there)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def device_stream(self, like: Any) -> Optional[int]:
         """The raw CUDA stream the framework queues ``like``'s work on (None: the legacy default
         stream, and the native call waits)."""

@@ -38,6 +38,9 @@ class CupyBackend(Backend):
 
     device_ops = True
 
+    def device_scope(self, like: Any) -> Any:
+        return like.device
+
     def device_stream(self, like: Any) -> Optional[int]:
         with like.device:
             return int(_cupy().cuda.get_current_stream().ptr)

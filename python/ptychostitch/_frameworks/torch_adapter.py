@@ -97,7 +97,8 @@ def _function() -> Any:
                 want_x, want_off = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
                 if _on_cuda(x) and getattr(ctx.kernel, "on_device", False) and hasattr(ctx.kernel, "backward_device"):
                     # The device kernels: the tensors stay on the GPU, on torch's current stream.
-                    dx, doff = ctx.kernel.backward_device(BACKEND, x, offsets, out, cot, want_x, want_off)
+                    with BACKEND.device_scope(x):
+                        dx, doff = ctx.kernel.backward_device(BACKEND, x, offsets, out, cot, want_x, want_off)
                 else:
                     dx, doff = ctx.kernel.backward(_numpy(x), _numpy(offsets), _numpy(out), _numpy(cot), want_x, want_off)
                     to = lambda a, like: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(like.device)  # noqa: E731
@@ -243,6 +244,10 @@ class TorchBackend(Backend):
 
     device_ops = True
 
+    def device_scope(self, like: Any) -> Any:
+        # torch >= 2.9 exports a CUDA tensor through DLPack only on its own current device.
+        return _current_device(like)
+
     def device_stream(self, like: Any) -> Optional[int]:
         return int(_torch().cuda.current_stream(like.device).cuda_stream)
 
@@ -273,7 +278,7 @@ class TorchBackend(Backend):
         side = plan.canvas_side
         # The tensor's device current while it is exported (torch >= 2.9 refuses __dlpack__
         # for another), the caller's restored after.
-        with _current_device(obj):
+        with self.device_scope(obj):
             out = self.device_empty((side, side, 1), str(obj.dtype).split(".")[-1], obj)
             device_call(plan, "run_cuda", obj, op, self.device_stream(obj), out)
         return out
