@@ -61,7 +61,10 @@ def as_offsets(a: Any, what: str = "global_offsets") -> np.ndarray:
 
 def device_call(plan: Any, method: str, *args: Any, **kwargs: Any) -> Any:
     """Calls the native ``plan``'s device entry ``method`` (``vjp_cuda``, ``extract_cuda``, …):
-    the one place the kernels reach the GPU, so that tests can stand in for it without one."""
+    the one place the kernels reach the GPU, so that tests can stand in for it without one. An
+    argument with a ``dlpack_capsule()`` (a TensorFlow tensor, which has no ``__dlpack__``) goes
+    as its capsule."""
+    args = tuple(a.dlpack_capsule() if hasattr(a, "dlpack_capsule") else a for a in args)
     return getattr(plan, method)(*args, **kwargs)
 
 
@@ -163,7 +166,7 @@ class Reassembly:
         xc = backend.device_prepare(x, name)
         cotc = backend.device_prepare(cot, name)
         outc = None if out is None else backend.device_prepare(out, name)
-        dx = backend.device_empty(tuple(xc.shape), name, x) if want_x else None
+        dx = backend.device_empty(tuple(x.shape), name, x) if want_x else None
         doff = backend.device_empty((int(x.shape[0]), 2), "float64", x) if want_offsets else None
         device_call(plan, "vjp_cuda", xc, cotc, self.op, outc, dx, doff, backend.device_stream(x))
         return (
@@ -227,7 +230,7 @@ class Extract:
         count, n, _ = plan.output_shape
         out = backend.device_empty((count, n, n, 1), name, imgs)
         device_call(plan, "extract_cuda", ic, out, backend.device_stream(imgs))
-        return out
+        return backend.device_result(out, (count, n, n, 1))
 
     def backward_device(
         self, backend: Any, imgs: Any, offsets_xy: Any, out: Any, cot: Any, want_x: bool, want_offsets: bool
@@ -239,7 +242,7 @@ class Extract:
         plan = self.plan(tuple(imgs.shape), host_values(offsets_xy))
         ic = backend.device_prepare(imgs, name)
         cotc = backend.device_prepare(cot, name)
-        dimg = backend.device_empty(tuple(ic.shape), name, imgs) if want_x else None
+        dimg = backend.device_empty(tuple(imgs.shape), name, imgs) if want_x else None
         doff = backend.device_empty(tuple(offsets_xy.shape), "float64", imgs) if want_offsets else None
         device_call(plan, "vjp_cuda", ic, cotc, dimg, doff, True, backend.device_stream(imgs))
         return (

@@ -169,7 +169,7 @@ class RegionKernel:
         w = backend.device_from_host(self.weight_array(n), x)
         out = backend.device_empty((b, self.side, self.side), name, x)
         _kernels.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x))
-        return out.reshape(self.out_shape(tuple(x.shape), exact=True))
+        return backend.device_result(out, self.out_shape(tuple(x.shape), exact=True))
 
     def backward_device(
         self, backend: Any, x: Any, positions: Any, out: Any, cot: Any, want_x: bool, want_pos: bool
@@ -269,10 +269,11 @@ class ExtractKernel:
         shape = tuple(regions.shape)
         b, p = shape[0], shape[-1]
         plan = self.plan_for((b, p, p), host_values(positions))
-        images = backend.device_prepare(regions, name).reshape(b, p, p)
-        out = backend.device_empty((b, self.channels, self.patch_size, self.patch_size), name, regions)
+        images = backend.device_prepare(regions, name, shape=(b, p, p))
+        out_shape = (b, self.channels, self.patch_size, self.patch_size)
+        out = backend.device_empty(out_shape, name, regions)
         _kernels.device_call(plan, "extract_cuda", images, out, backend.device_stream(regions))
-        return out
+        return backend.device_result(out, out_shape)
 
     def backward_device(
         self, backend: Any, regions: Any, positions: Any, out: Any, cot: Any, want_x: bool, want_pos: bool
@@ -283,7 +284,7 @@ class ExtractKernel:
         shape = tuple(regions.shape)
         b, p = shape[0], shape[-1]
         plan = self.plan_for((b, p, p), host_values(positions))
-        images = backend.device_prepare(regions, name).reshape(b, p, p)
+        images = backend.device_prepare(regions, name, shape=(b, p, p))
         cotc = backend.device_prepare(cot, name)
         dimg = backend.device_empty((b, p, p), name, regions) if want_x else None
         dpos = backend.device_empty((b * self.channels, 2), "float64", regions) if want_pos else None

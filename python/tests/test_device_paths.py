@@ -27,12 +27,44 @@ from ptychostitch._frameworks import base, torch_adapter  # noqa: E402
 STREAM = 0x5EED
 
 
+def _is_capsule(a) -> bool:
+    return type(a).__name__ == "PyCapsule"
+
+
+def _host(a):
+    """A stand-in device array's values: torch, NumPy, JAX, or a TensorFlow DLPack capsule."""
+    if isinstance(a, torch.Tensor):
+        return a.numpy()
+    if _is_capsule(a):
+        import tensorflow as tf
+
+        return tf.experimental.dlpack.from_dlpack(a).numpy()
+    return np.asarray(a)
+
+
+def _contiguous(a) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.is_contiguous()
+    return bool(np.asarray(a).flags.c_contiguous)
+
+
+def _put(out, values) -> None:
+    """Writes a stand-in device output: a torch tensor the framework allocated, or the NumPy
+    array standing in for ``_native.device_empty``'s."""
+    values = np.ascontiguousarray(values)
+    if isinstance(out, torch.Tensor):
+        out.copy_(torch.from_numpy(values).reshape(out.shape))
+    else:
+        np.copyto(out, values.reshape(out.shape))
+
+
 class StandIn:
     """Records the device calls and computes them on the host."""
 
     def __init__(self) -> None:
         self.calls: list = []
         self.scopes = 0  # device scopes entered and not left
+        self.stream = STREAM  # what the framework's backend must hand down (None: JAX, TF)
 
     @contextlib.contextmanager
     def scope(self, like):
@@ -44,17 +76,20 @@ class StandIn:
 
     def __call__(self, plan, method, *args):
         assert self.scopes > 0, f"{method} was called outside the tensor's device scope"
+        # As _kernels.device_call: a TensorFlow tensor goes as its DLPack capsule.
+        args = tuple(a.dlpack_capsule() if hasattr(a, "dlpack_capsule") else a for a in args)
+        args = tuple(_host(a) if _is_capsule(a) else a for a in args)
         described = [
-            (tuple(a.shape), str(a.dtype), a.is_contiguous()) if isinstance(a, torch.Tensor) else a for a in args
+            (tuple(a.shape), str(a.dtype), _contiguous(a)) if hasattr(a, "shape") else a for a in args
         ]
         self.calls.append((type(plan).__name__, method, described))
         stream = args[2] if method == "run_cuda" else args[-1]
-        assert stream == STREAM, f"{method} was not given torch's current stream"
+        assert stream == self.stream, f"{method} was given stream {stream}, not the framework's {self.stream}"
         for a in args:
-            if isinstance(a, torch.Tensor):
-                assert a.is_contiguous(), f"{method}: a non-contiguous tensor reached the native layer"
-        host = lambda t: None if t is None else t.numpy()  # noqa: E731
-        put = lambda out, values: out.copy_(torch.from_numpy(np.ascontiguousarray(values)).reshape(out.shape))  # noqa: E731
+            if hasattr(a, "shape"):
+                assert _contiguous(a), f"{method}: a non-contiguous array reached the native layer"
+        host = lambda t: None if t is None else _host(t)  # noqa: E731
+        put = _put
         if isinstance(plan, _native.Plan) and method == "run_cuda":
             obj, op, _, out = args
             put(out, plan.run(host(obj), op))
@@ -66,7 +101,7 @@ class StandIn:
             if dx is not None:
                 put(dx, gx)
             if doff is not None:
-                assert doff.dtype == torch.float64
+                assert "float64" in str(doff.dtype)
                 put(doff, goff)
         elif isinstance(plan, _native.Extraction) and method == "extract_cuda":
             images, out, _ = args
@@ -78,14 +113,14 @@ class StandIn:
             if dimg is not None:
                 put(dimg, gi)
             if doff is not None:
-                assert doff.dtype == torch.float64
+                assert "float64" in str(doff.dtype)
                 if channel_layout:  # (B·C, 2) rows as PtychoPINN's (B, 1, 2, C)
                     b, c = doff.shape[0], doff.shape[-1]
                     gflat = gflat.reshape(b, c, 2).transpose(0, 2, 1)
                 put(doff, gflat)
         elif isinstance(plan, _native.Region) and method == "reassemble_cuda":
             patches, weights, out, _ = args
-            assert weights.dtype == torch.float32
+            assert "float32" in str(weights.dtype)
             put(out, plan.reassemble(host(patches), host(weights)))
         elif isinstance(plan, _native.Region) and method == "vjp_cuda":
             patches, weights, cot, dx, dpos, channel_layout, _ = args
@@ -94,7 +129,7 @@ class StandIn:
             if dx is not None:
                 put(dx, gx)
             if dpos is not None:
-                assert dpos.dtype == torch.float64
+                assert "float64" in str(dpos.dtype)
                 if channel_layout:
                     c = dpos.shape[-1]
                     gpos = gpos.reshape(b, c, 2).transpose(0, 2, 1)
@@ -112,6 +147,7 @@ def device(monkeypatch):
     monkeypatch.setattr(torch_adapter, "_on_cuda", lambda t: True)
     monkeypatch.setattr(torch_adapter.TorchBackend, "device_stream", lambda self, like: STREAM)
     monkeypatch.setattr(torch_adapter.TorchBackend, "device_scope", stand_in.scope)
+    monkeypatch.setattr(base.Backend, "device_scope", stand_in.scope)
     real = base.dlpack_device
     monkeypatch.setattr(
         base, "dlpack_device", lambda v: base.CUDA if isinstance(v, torch.Tensor) else real(v)
@@ -242,14 +278,10 @@ def test_the_region_reassembly_runs_forward_and_backward_on_the_device(device, l
     _same(grads[1], host_grads[1], "positions' gradient")
 
 
-def test_frameworks_without_device_arrays_keep_the_host_path():
-    """JAX and TensorFlow arrays cannot be allocated and written by this package's kernels
-    (immutable arrays): their operations without a device forward, and every backward, run on
-    the host; NumPy has no device at all."""
+def test_every_framework_with_gpu_arrays_has_device_operations():
     from ptychostitch import _frameworks
 
-    assert _frameworks.TORCH.device_ops and _frameworks.CUPY.device_ops
-    assert not (_frameworks.JAX.device_ops or _frameworks.TENSORFLOW.device_ops or _frameworks.NUMPY.device_ops)
+    assert all(b.device_ops for b in _frameworks.BACKENDS) and not _frameworks.NUMPY.device_ops
 
 
 def test_learnt_weights_differentiate_on_the_host(device):
@@ -264,3 +296,87 @@ def test_learnt_weights_differentiate_on_the_host(device):
     out.sum().backward()
     assert device.methods() == []
     assert probe.grad is not None and x.grad is not None
+
+
+def _aligned_empty(shape, dtype):
+    """A NumPy array at a 256-byte boundary, as a device allocation is: TensorFlow's DLPack
+    import aborts the process on memory less aligned than its 64 bytes."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    raw = np.empty(count * dtype.itemsize + 256, np.uint8)
+    start = -raw.ctypes.data % 256
+    return raw[start : start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+@pytest.fixture
+def immutable_device(device, monkeypatch):
+    """The stand-in for JAX and TensorFlow arrays: their outputs come from
+    ``_native.device_empty`` (NumPy arrays here), no stream is handed down."""
+    device.stream = None
+    monkeypatch.setattr(_native, "device_empty", lambda shape, dtype, ordinal: _aligned_empty(shape, dtype), raising=False)
+    return device
+
+
+def _eager_tf(tf, value) -> bool:
+    """An eager TensorFlow tensor: a GPU tensor to the stand-in (the real test also asks for a
+    GPU device)."""
+    from ptychostitch._frameworks import tensorflow_adapter
+
+    return tensorflow_adapter._is_tf(tf, value) and not tensorflow_adapter._symbolic(tf, value)
+
+
+def test_tensorflow_eager_runs_forward_and_backward_on_the_device(immutable_device, monkeypatch):
+    tf = pytest.importorskip("tensorflow")
+    from ptychostitch._frameworks import tensorflow_adapter
+
+    monkeypatch.setattr(tensorflow_adapter.TensorFlowBackend, "device_scope", immutable_device.scope)
+    monkeypatch.setattr(tensorflow_adapter, "on_gpu", lambda v: _eager_tf(tf, v))
+    r = np.random.default_rng(9)
+    b, c, s, n = 2, 4, 40, 16
+    imgs = (r.normal(size=(b, s, s, 1)) + 1j * r.normal(size=(b, s, s, 1))).astype(np.complex64)
+    offsets = r.uniform(-6, 6, size=(b, 1, 2, c))
+
+    def run():
+        x, o = tf.constant(imgs), tf.constant(offsets)
+        with tf.GradientTape() as tape:
+            tape.watch([x, o])
+            out = ps.extract_patches_position(x, o, N=n)
+            loss = tf.reduce_sum(tf.math.real(out) * tf.reshape(tf.linspace(-1.0, 1.0, int(tf.size(out))), out.shape))
+        return out, tape.gradient(loss, [x, o])
+
+    out, (dx, doff) = run()
+    assert immutable_device.methods() == [("Extraction", "extract_cuda"), ("Extraction", "vjp_cuda")]
+    assert immutable_device.calls[1][2][3] == ((b, 1, 2, c), "float64", True)  # the offsets' cotangent
+    monkeypatch.undo()
+    host_out, (host_dx, host_doff) = run()
+    for got, want, what in ((out, host_out, "patches"), (dx, host_dx, "images' gradient"), (doff, host_doff, "offsets' gradient")):
+        assert got.dtype == want.dtype and got.shape == want.shape, what
+        assert np.array_equal(got.numpy().view(np.uint8), want.numpy().view(np.uint8)), what
+
+
+def test_tensorflow_in_a_graph_keeps_the_host_path(immutable_device, monkeypatch):
+    tf = pytest.importorskip("tensorflow")
+    from ptychostitch._frameworks import tensorflow_adapter
+
+    monkeypatch.setattr(tensorflow_adapter, "on_gpu", lambda v: _eager_tf(tf, v))
+    x = tf.constant(np.ones((1, 24, 24, 1), np.float32))
+    o = tf.constant(np.zeros((1, 1, 2, 2)))
+    tf.function(lambda x, o: ps.extract_patches_position(x, o, N=8))(x, o)
+    assert immutable_device.methods() == []
+
+
+def test_jax_arrays_run_forward_on_the_device(immutable_device, monkeypatch):
+    jax = pytest.importorskip("jax")
+    real = base.dlpack_device
+    monkeypatch.setattr(base, "dlpack_device", lambda v: base.CUDA if isinstance(v, jax.Array) else real(v))
+    r = np.random.default_rng(10)
+    b, c, n, p = 2, 4, 16, 32
+    x = (r.normal(size=(b, n, n, c)) + 1j * r.normal(size=(b, n, n, c))).astype(np.complex64)
+    pos = r.uniform(-4, 4, size=(b, 1, 2, c))
+    regions = ps.reassemble_regions(jax.numpy.asarray(x), pos, p)
+    patches = ps.extract_patches_position(regions, pos, N=n)
+    assert immutable_device.methods() == [("Region", "reassemble_cuda"), ("Extraction", "extract_cuda")]
+    assert isinstance(regions, jax.Array) and isinstance(patches, jax.Array)
+    monkeypatch.undo()
+    want = ps.extract_patches_position(ps.reassemble_regions(x, pos, p), pos, N=n)
+    assert np.array_equal(np.asarray(patches).view(np.uint8), np.asarray(want).view(np.uint8))

@@ -14,7 +14,7 @@
 
 use crate::to_py;
 use dlpark::ffi::{DLDataType, DLDevice, DLDeviceType};
-use dlpark::metadata::Fixed;
+use dlpark::metadata::Dynamic;
 use dlpark::python::consumer::ImportedDlpack;
 use dlpark::python::consumer::stream;
 use dlpark::python::{
@@ -22,7 +22,7 @@ use dlpark::python::{
 };
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
 use ptychostitch::gpu::compose::{ExtractVjp, Images, ReassemblyVjp, RegionVjp};
-use ptychostitch::gpu::cuda::{DeviceCanvas, Gpu, GpuPlan, GpuStream};
+use ptychostitch::gpu::cuda::{DeviceBuffer, Gpu, GpuPlan, GpuStream};
 use ptychostitch::gpu::launch::{Stack, check_aligned, check_canvas_layout};
 use ptychostitch::region::Region as CoreRegion;
 use ptychostitch::{Error, Extraction as CoreExtraction, Operation, Plan as CorePlan};
@@ -587,48 +587,96 @@ pub(crate) fn run(
                 unsafe { gpu_plan.enqueue(on, operation, stack, image) }?;
                 on.synchronize()
             })?;
+            let (side, lanes) = (canvas.side() as i64, canvas.lanes());
             Ok(Some(DeviceArray {
-                canvas: Arc::new(canvas),
+                memory: Arc::new(canvas.into_buffer()),
+                shape: vec![side, side, 1],
+                dtype: if lanes == 2 {
+                    DLDataType::C64
+                } else {
+                    DLDataType::F32
+                },
             }))
         }
     }
 }
 
-/// A stitched canvas in GPU memory, `(S, S, 1)` complex64 or float32, complete when returned.
-/// Import it with any framework's `from_dlpack` (torch, CuPy, JAX; TensorFlow through
+/// An array in GPU memory this package allocated: a stitched canvas (`(S, S, 1)`, complete when
+/// returned), or an output from `device_empty` for the device kernels to write (a framework
+/// whose arrays are immutable, JAX or TensorFlow, cannot lend one). C order, complex64, float32
+/// or float64. Import it with any framework's `from_dlpack` (torch, CuPy, JAX; TensorFlow through
 /// `__dlpack__()`): zero-copy, the memory is freed when the last importer lets go.
 #[pyclass(module = "ptychostitch._native", frozen)]
 pub(crate) struct DeviceArray {
-    canvas: Arc<DeviceCanvas>,
+    memory: Arc<DeviceBuffer>,
+    shape: Vec<i64>,
+    dtype: DLDataType,
 }
 
 impl DeviceArray {
-    fn element(&self) -> DLDataType {
-        if self.canvas.lanes() == 2 {
-            DLDataType::C64
-        } else {
-            DLDataType::F32
-        }
-    }
-
     fn device(&self) -> DLDevice {
-        DLDevice::cuda(self.canvas.gpu().ordinal() as i32)
+        DLDevice::cuda(self.memory.gpu().ordinal() as i32)
     }
 
     fn managed<M: ManagedTensorBase>(&self) -> PyResult<Managed<M>> {
-        let s = self.canvas.side() as i64;
-        let mut init = Fixed::<3, _, _>::new([s, s, 1], [s, 1, 1])
-            .initialize_as::<M>(Box::new(Arc::clone(&self.canvas)))
+        let mut init = Dynamic::compact(self.shape.clone())
+            .initialize_as::<M>(Box::new(Arc::clone(&self.memory)))
             .map_err(dlpack_error)?;
-        init.set_data(self.canvas.address() as *mut c_void)
+        init.set_data(self.memory.address() as *mut c_void)
             .set_device(self.device())
-            .set_dtype(self.element());
-        // SAFETY: shape and strides describe the canvas's S·S pixels of `dtype`, C order, at
-        // `address`; the boxed Arc keeps the allocation alive until the tensor's deleter runs;
-        // it is writable (no flags), and the kernel has finished writing it (synchronised
-        // before this object was made).
+            .set_dtype(self.dtype);
+        // SAFETY: the compact shape describes `elements · itemsize` bytes, no more than the
+        // buffer holds (`device_empty`, `run`); the boxed Arc keeps the allocation alive until
+        // the tensor's deleter runs; it is writable (no flags). A canvas is complete when made;
+        // an empty output is written by calls that wait for their kernels.
         Ok(unsafe { init.finish() })
     }
+}
+
+/// The DLPack type of a NumPy dtype name the kernels read or write.
+fn dlpack_dtype(name: &str) -> PyResult<DLDataType> {
+    match name {
+        "complex64" => Ok(DLDataType::C64),
+        "float32" => Ok(DLDataType::F32),
+        "float64" => Ok(DLDataType::F64),
+        other => Err(PyTypeError::new_err(format!(
+            "device arrays are complex64, float32 or float64, not {other}"
+        ))),
+    }
+}
+
+/// An uninitialised C-ordered array of `shape` and `dtype` on GPU `ordinal`, for a device
+/// entry (called without a stream) to write: the output of an operation on arrays a framework
+/// cannot lend writable (JAX, TensorFlow). Allocated on the legacy default stream.
+#[pyfunction]
+pub(crate) fn device_empty(
+    py: Python<'_>,
+    shape: Vec<i64>,
+    dtype: &str,
+    ordinal: usize,
+) -> PyResult<DeviceArray> {
+    let dt = dlpack_dtype(dtype)?;
+    let gpu_error = |e: Error| to_py(e, &Default::default());
+    if shape.iter().any(|&d| d < 0) {
+        return Err(PyValueError::new_err(format!(
+            "a device array's shape has no negative sizes: {shape:?}"
+        )));
+    }
+    let elements = shape
+        .iter()
+        .try_fold(1_usize, |n, &d| n.checked_mul(d as usize));
+    let bytes = elements
+        .and_then(|n| n.checked_mul(usize::from(dt.bits) / 8))
+        .ok_or_else(|| PyValueError::new_err(format!("{shape:?} is too large")))?;
+    let gpu = Gpu::on(ordinal).map_err(gpu_error)?;
+    let memory = py
+        .detach(|| gpu.alloc(bytes, &gpu.default_stream()))
+        .map_err(gpu_error)?;
+    Ok(DeviceArray {
+        memory: Arc::new(memory),
+        shape,
+        dtype: dt,
+    })
 }
 
 impl DlpackExporter for DeviceArray {
@@ -679,17 +727,19 @@ impl DeviceArray {
         (d.device_type.0, d.device_id)
     }
 
-    /// `(S, S, 1)`.
+    /// The shape, a tuple.
     #[getter]
-    fn shape(&self) -> (usize, usize, usize) {
-        (self.canvas.side(), self.canvas.side(), 1)
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+        pyo3::types::PyTuple::new(py, &self.shape)
     }
 
-    /// "complex64" or "float32".
+    /// "complex64", "float32" or "float64".
     #[getter]
     fn dtype(&self) -> &'static str {
-        if self.canvas.lanes() == 2 {
+        if self.dtype == DLDataType::C64 {
             "complex64"
+        } else if self.dtype == DLDataType::F64 {
+            "float64"
         } else {
             "float32"
         }

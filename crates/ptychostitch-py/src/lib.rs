@@ -216,6 +216,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gpu::DeviceArray>()?;
     #[cfg(feature = "cuda")]
     m.add_function(wrap_pyfunction!(gpu::dlpack_probe, m)?)?;
+    #[cfg(feature = "cuda")]
+    m.add_function(wrap_pyfunction!(gpu::device_empty, m)?)?;
     m.add_function(wrap_pyfunction!(add_library_dirs, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_npy_crops, m)?)?;
     m.add("GpuUnavailable", m.py().get_type::<GpuUnavailable>())?;

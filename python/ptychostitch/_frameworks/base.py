@@ -106,12 +106,19 @@ class Backend:
         """An uninitialised C-contiguous array of ``dtype`` (a NumPy name) on ``like``'s GPU."""
         raise NotImplementedError(f"{self.name} has no device arrays")
 
-    def device_prepare(self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None) -> Any:
-        """``value`` on its GPU as a C-contiguous ``dtype`` array (axes permuted by ``perm``)."""
+    def device_prepare(
+        self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None, shape: Optional[Tuple[int, ...]] = None
+    ) -> Any:
+        """``value`` on its GPU as a C-contiguous ``dtype`` array (axes permuted by ``perm``,
+        then reshaped to ``shape``), in a form the native device entries import."""
         raise NotImplementedError(f"{self.name} has no device arrays")
 
     def device_from_host(self, array: np.ndarray, like: Any) -> Any:
         """A NumPy ``array`` copied to ``like``'s GPU."""
+        raise NotImplementedError(f"{self.name} has no device arrays")
+
+    def device_result(self, value: Any, shape: Tuple[int, ...]) -> Any:
+        """A device output (``device_empty``'s, written) as this framework's array of ``shape``."""
         raise NotImplementedError(f"{self.name} has no device arrays")
 
     def device_finish(self, value: Any, like: Any, perm: Optional[Tuple[int, ...]] = None) -> Any:

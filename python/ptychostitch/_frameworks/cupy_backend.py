@@ -49,13 +49,19 @@ class CupyBackend(Backend):
         with like.device:
             return _cupy().empty(shape, dtype=dtype)
 
-    def device_prepare(self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None) -> Any:
+    def device_prepare(
+        self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None, shape: Optional[Tuple[int, ...]] = None
+    ) -> Any:
         cupy = _cupy()
         with value.device:
             value = self.readable(value)
             if perm is not None:
                 value = value.transpose(perm)
-            return cupy.ascontiguousarray(value.astype(dtype, copy=False))
+            value = cupy.ascontiguousarray(value.astype(dtype, copy=False))
+            return value if shape is None else value.reshape(shape)
+
+    def device_result(self, value: Any, shape: Tuple[int, ...]) -> Any:
+        return value.reshape(shape)
 
     def device_from_host(self, array: np.ndarray, like: Any) -> Any:
         with like.device:

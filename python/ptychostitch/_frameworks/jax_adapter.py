@@ -10,7 +10,7 @@ offsets give another side raises ``ValueError``. ``vmap`` runs the callbacks onc
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -26,6 +26,12 @@ def _wants(*values: Any) -> bool:
     if jax is None:
         return False
     return any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+def _ordinal(array: Any) -> int:
+    """The CUDA ordinal of the GPU holding a JAX array."""
+    device = list(array.devices())[0]
+    return int(getattr(device, "local_hardware_id", None) or device.id)
 
 
 def concrete(value: Any) -> Optional[np.ndarray]:
@@ -113,6 +119,40 @@ class JaxBackend(Backend):
 
     def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
         return _jax().dlpack.from_dlpack(plan.run_cuda(obj, op))
+
+    # JAX arrays are immutable: the device kernels write outputs this package allocates
+    # (`device_empty`), which JAX then imports zero-copy. No stream: the native call reads on the
+    # legacy default stream (JAX is asked to make its arrays ready there) and waits. Only
+    # concrete arrays take this path; traced calls (jit, grad) go through `pure_callback`.
+    device_ops = True
+
+    def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:
+        from .. import _native
+
+        return _native.device_empty(list(shape), dtype, _ordinal(like))
+
+    def device_prepare(
+        self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None, shape: Optional[Tuple[int, ...]] = None
+    ) -> Any:
+        jnp = _jax().numpy
+        value = jnp.asarray(self.readable(value)).astype(dtype)
+        if perm is not None:
+            value = jnp.transpose(value, perm)
+        return value if shape is None else value.reshape(shape)
+
+    def device_from_host(self, array: np.ndarray, like: Any) -> Any:
+        return _jax().device_put(np.ascontiguousarray(array), list(like.devices())[0])
+
+    def device_result(self, value: Any, shape: Tuple[int, ...]) -> Any:
+        return _jax().dlpack.from_dlpack(value).reshape(shape)
+
+    def device_finish(self, value: Any, like: Any, perm: Optional[Tuple[int, ...]] = None) -> Any:
+        out = self.device_result(value, tuple(value.shape))
+        if perm is not None:
+            out = _jax().numpy.transpose(out, perm)
+        out = out.reshape(np.shape(like))
+        dtype = np.dtype(getattr(like, "dtype", out.dtype))
+        return out.astype(dtype) if dtype.kind in "fc" else out
 
     def memory_hint(self, error: BaseException) -> Optional[str]:
         return out_of_memory_hint(

@@ -1,4 +1,5 @@
-"""TensorFlow: ``tf.custom_gradient`` around ``tf.numpy_function``, eager and in ``tf.function``.
+"""TensorFlow: ``tf.custom_gradient`` around ``tf.numpy_function``, eager and in ``tf.function``;
+eager GPU tensors run forward and backward on the device kernels instead.
 
 The offsets' gradient comes back in the offsets' dtype (float64 for PtychoPINN's), the
 patches' in theirs. ``tf.function(jit_compile=True)`` cannot run host code: it is refused with
@@ -8,7 +9,7 @@ a clear ``TypeError`` instead of XLA's error about an unsupported ``PyFunc``.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,6 +38,23 @@ def on_gpu(value: Any) -> bool:
     """An eager TensorFlow tensor (or variable) held by a GPU."""
     tf = _tf()
     return _is_tf(tf, value) and not _symbolic(tf, value) and "GPU" in (value.device or "")
+
+
+def _ordinal(value: Any) -> int:
+    """The CUDA ordinal of the GPU holding an eager TensorFlow tensor ("…/device:GPU:1")."""
+    return int(str(value.device).rsplit(":", 1)[-1])
+
+
+class _Exported:
+    """A TensorFlow tensor as the native device entries import it: a DLPack capsule (made when
+    asked for) with its shape."""
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+        self.shape = tuple(int(d) for d in tensor.shape)
+
+    def dlpack_capsule(self) -> Any:
+        return _tf().experimental.dlpack.to_dlpack(self.tensor)
 
 
 def recording() -> bool:
@@ -74,7 +92,7 @@ def _refuse_xla(tf: Any) -> None:
         )
 
 
-def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
+def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
     tf = _tf()
     _refuse_xla(tf)
     static_shape = list(kernel.out_shape(tuple(None if d is None else int(d) for d in x.shape), None))
@@ -83,20 +101,33 @@ def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
     if not offsets.dtype.is_floating:
         offsets = tf.cast(offsets, tf.float64)
     out_dtype = tf.as_dtype(kernel.out_dtype(x.dtype.as_numpy_dtype))
+    # Eager GPU tensors run forward and backward on the device kernels; graphs (tf.function)
+    # and CPU tensors on the host through tf.numpy_function.
+    device = (
+        gpu is not None and tf.executing_eagerly() and on_gpu(x)
+        and getattr(kernel, "on_device", False) and hasattr(kernel, "backward_device")
+    )
 
     @tf.custom_gradient
     def op(x: Any, offsets: Any) -> Any:
-        out = tf.numpy_function(kernel.forward, [x, offsets], out_dtype, stateful=False, name="ptychostitch")
-        out.set_shape(static_shape)
+        if device:
+            out = gpu(x)
+        else:
+            out = tf.numpy_function(kernel.forward, [x, offsets], out_dtype, stateful=False, name="ptychostitch")
+            out.set_shape(static_shape)
 
         @tf.custom_gradient
         def backward(cot: Any) -> Any:
-            dx, doff = tf.numpy_function(
-                kernel.backward, [x, offsets, out, cot], [x.dtype, offsets.dtype], stateful=False,
-                name="ptychostitch_grad",
-            )
-            dx.set_shape(x.shape)
-            doff.set_shape(offsets.shape)
+            if device:
+                with BACKEND.device_scope(x):
+                    dx, doff = kernel.backward_device(BACKEND, x, offsets, out, cot, True, True)
+            else:
+                dx, doff = tf.numpy_function(
+                    kernel.backward, [x, offsets, out, cot], [x.dtype, offsets.dtype], stateful=False,
+                    name="ptychostitch_grad",
+                )
+                dx.set_shape(x.shape)
+                doff.set_shape(offsets.shape)
 
             def second(*unused: Any) -> Any:
                 raise NotImplementedError(SECOND_ORDER)
@@ -124,7 +155,7 @@ class TensorFlowBackend(Backend):
         return _wants(*values)
 
     def apply(self, kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
-        return _apply(kernel, x, offsets)
+        return _apply(kernel, x, offsets, gpu)
 
     def learnt(self, value: Any) -> bool:
         return isinstance(value, _tf().Variable)
@@ -149,6 +180,52 @@ class TensorFlowBackend(Backend):
         tf = _tf()
         canvas = plan.run_cuda(tf.experimental.dlpack.to_dlpack(obj), op)
         return tf.experimental.dlpack.from_dlpack(canvas.__dlpack__())
+
+    # TensorFlow tensors are immutable: the device kernels write outputs this package
+    # allocates (`device_empty`), which TensorFlow then imports zero-copy. Inputs go to the
+    # native layer as DLPack capsules (TensorFlow has no `__dlpack__` with a stream): the device
+    # is synchronised before they are read, and the call waits. Eager GPU tensors only; inside
+    # a `tf.function` the host path (`tf.numpy_function`) runs.
+    device_ops = True
+
+    def device_scope(self, like: Any) -> Any:
+        return _tf().device(like.device)
+
+    def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:
+        from .. import _native
+
+        return _native.device_empty(list(shape), dtype, _ordinal(like))
+
+    def device_prepare(
+        self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None, shape: Optional[Tuple[int, ...]] = None
+    ) -> Any:
+        tf = _tf()
+        value = tf.convert_to_tensor(value)
+        if value.dtype != tf.as_dtype(dtype):
+            value = tf.cast(value, dtype)
+        if perm is not None:
+            value = tf.transpose(value, perm)
+        if shape is not None:
+            value = tf.reshape(value, shape)
+        return _Exported(value)
+
+    def device_from_host(self, array: np.ndarray, like: Any) -> Any:
+        tf = _tf()
+        with tf.device(like.device):
+            return _Exported(tf.identity(tf.constant(np.ascontiguousarray(array))))
+
+    def device_result(self, value: Any, shape: Tuple[int, ...]) -> Any:
+        tf = _tf()
+        return tf.reshape(tf.experimental.dlpack.from_dlpack(value.__dlpack__()), shape)
+
+    def device_finish(self, value: Any, like: Any, perm: Optional[Tuple[int, ...]] = None) -> Any:
+        tf = _tf()
+        out = self.device_result(value, tuple(value.shape))
+        if perm is not None:
+            out = tf.transpose(out, perm)
+        out = tf.reshape(out, tuple(like.shape))
+        dtype = tf.as_dtype(like.dtype)
+        return tf.cast(out, dtype) if (dtype.is_floating or dtype.is_complex) and out.dtype != dtype else out
 
     def memory_hint(self, error: BaseException) -> Optional[str]:
         return out_of_memory_hint(

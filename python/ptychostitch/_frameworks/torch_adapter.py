@@ -255,11 +255,17 @@ class TorchBackend(Backend):
         torch = _torch()
         return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
 
-    def device_prepare(self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None) -> Any:
+    def device_prepare(
+        self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None, shape: Optional[Tuple[int, ...]] = None
+    ) -> Any:
         value = self.readable(value)
         if perm is not None:
             value = value.permute(*perm)
-        return value.to(getattr(_torch(), dtype)).contiguous()
+        value = value.to(getattr(_torch(), dtype)).contiguous()
+        return value if shape is None else value.reshape(shape)
+
+    def device_result(self, value: Any, shape: Tuple[int, ...]) -> Any:
+        return value.reshape(shape)
 
     def device_from_host(self, array: np.ndarray, like: Any) -> Any:
         return _torch().as_tensor(np.ascontiguousarray(array), device=like.device)

@@ -41,7 +41,7 @@ mod plan;
 mod training;
 mod vjp;
 
-pub use canvas::DeviceCanvas;
+pub use canvas::{DeviceBuffer, DeviceCanvas};
 pub use launcher::StreamLauncher;
 pub use plan::{GpuPlan, Resident};
 

@@ -169,28 +169,10 @@ impl GpuPlan {
     /// writes every pixel).
     pub fn alloc_canvas(&self, lanes: usize, stream: &GpuStream) -> Result<DeviceCanvas> {
         let side = self.geometry.side();
-        let bytes = side * side * lanes * 4;
-        let _keep = KeepCurrent::new();
-        self.gpu.context.bind_to_thread().map_err(driver)?;
-        let pooled = self.gpu.context.has_async_alloc();
-        let out_of_memory = |e: cudarc::driver::DriverError| Error::OutOfMemory {
-            bytes: bytes as f64,
-            what: format!("the canvas on {} ({e})", self.gpu.name),
-        };
-        let address = if pooled {
-            // SAFETY: a stream-ordered allocation on a live stream of the bound context, freed
-            // by `DeviceCanvas::drop`; work queued on `stream` after this sees it.
-            unsafe { cu::malloc_async(stream.stream.cu_stream(), bytes) }.map_err(out_of_memory)?
-        } else {
-            // SAFETY: a plain allocation in the bound context; freed by `DeviceCanvas::drop`.
-            unsafe { cu::malloc_sync(bytes) }.map_err(out_of_memory)?
-        };
         Ok(DeviceCanvas {
-            gpu: Arc::clone(&self.gpu),
-            address,
+            buffer: self.gpu.alloc(side * side * lanes * 4, stream)?,
             side,
             lanes,
-            pooled,
         })
     }
 
