@@ -94,6 +94,48 @@ def check_bits(device) -> None:
         same("cupy extract_patches_position", torch.from_numpy(got), torch.from_numpy(ps.extract_patches_position(imgs, offs, N=64)))
     except ImportError:
         print("skip cupy: not installed")
+    check_jax_and_tensorflow(device)
+
+
+def check_jax_and_tensorflow(device) -> None:
+    """JAX arrays and eager TensorFlow tensors on the GPU: forward (both) and TF's GradientTape
+    backward, bit for bit against the same calls on the CPU."""
+    r = np.random.default_rng(11)
+    b, c, n, p = 16, 4, 64, 80
+    x = scan(12, (b, n, n, c))
+    pos = r.uniform(-4, 4, (b, 1, 2, c))
+    want = ps.extract_patches_position(ps.reassemble_regions(x, pos, p), pos, N=n)
+    try:
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if gpus:
+            got = ps.extract_patches_position(ps.reassemble_regions(jax.device_put(x, gpus[0]), pos, p), pos, N=n)
+            same("jax regions+extraction", torch.from_numpy(np.asarray(got)), torch.from_numpy(want))
+        else:
+            print("skip jax: no GPU device in JAX")
+    except ImportError:
+        print("skip jax: not installed")
+    try:
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU") or device == "cpu":
+            print("skip tensorflow: no GPU device in TensorFlow")
+            return
+
+        def run(where):
+            with tf.device(where):
+                xt, pt = tf.constant(x), tf.constant(pos)
+                with tf.GradientTape() as tape:
+                    tape.watch([xt, pt])
+                    out = ps.extract_patches_position(ps.reassemble_regions(xt, pt, p), pt, N=n)
+                    loss = tf.reduce_sum(tf.math.real(out))
+                return [out, *tape.gradient(loss, [xt, pt])]
+
+        for k, (a, h) in enumerate(zip(run("/GPU:0"), run("/CPU:0"))):
+            same(f"tensorflow eager {['forward', 'd/patches', 'd/positions'][k]}", torch.from_numpy(a.numpy()), torch.from_numpy(h.numpy()))
+    except ImportError:
+        print("skip tensorflow: not installed")
 
 
 def grid_sample_pair(x, pos, p):

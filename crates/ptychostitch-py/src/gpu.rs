@@ -192,6 +192,12 @@ impl Described {
             )));
         }
         check_aligned(self.address, what).map_err(|e| to_py(e, &Default::default()))?;
+        if lanes == 0 && !self.address.is_multiple_of(8) {
+            return Err(PyValueError::new_err(format!(
+                "{what} starts at {:#x}, not a multiple of 8 bytes: the kernels write float64 there; pass a fresh array",
+                self.address
+            )));
+        }
         Ok(self.address)
     }
 }
