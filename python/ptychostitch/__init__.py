@@ -230,9 +230,8 @@ def _call(kernel: Any, inputs: Tuple[Any, ...], compute: Optional[Callable[..., 
     tensor, a torch tensor that requires grad, a JAX tracer), else on NumPy views of the inputs
     with the result in the patches' array type. ``compute`` replaces ``kernel.forward`` there
     (warnings pointed at the caller); ``gpu`` is the operation's device path for patches in
-    CUDA memory, by default the kernel's ``forward_device`` where the patches' framework can
-    hold its arrays (torch, CuPy; without one they go through the host and back to their
-    device)."""
+    CUDA memory, by default the kernel's ``forward_device`` (an operation without one goes
+    through the host and back to the patches' device)."""
     owner = _frameworks.backend_of(inputs[0])
     if gpu is None and owner.device_ops and getattr(kernel, "on_device", False) and hasattr(kernel, "forward_device"):
         # The operation's device kernels, for patches in CUDA memory (the backends call `gpu`
