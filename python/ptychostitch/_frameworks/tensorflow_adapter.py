@@ -72,7 +72,7 @@ def recording() -> bool:
 
 def _wants(*values: Any) -> bool:
     """Any TF tensor: through ``tf.custom_gradient``, except eager GPU patches when nothing
-    records gradients (those run on the device path, which has no TF gradient)."""
+    records gradients (those run straight on the device path, without a gradient function)."""
     tf = _tf()
     if tf is None or not any(_is_tf(tf, v) for v in values):
         return False
