@@ -171,9 +171,12 @@ pub fn region<T: Sample>(
         compose::region(
             &mut emulator,
             region,
-            T::LANES,
-            patches.as_ptr() as u64,
-            (weights.as_ptr() as u64, [w.0, w.1]),
+            compose::RegionInputs {
+                patches: patches.as_ptr() as u64,
+                lanes: T::LANES,
+                weights: weights.as_ptr() as u64,
+                weight_shape: [w.0, w.1],
+            },
             out.as_mut_ptr() as u64,
         )?
     };
@@ -204,10 +207,13 @@ pub fn region_vjp<T: Sample>(
         compose::region_vjp(
             &mut Emulator::default(),
             region,
-            T::LANES,
             compose::RegionVjp {
-                patches: patches.as_ptr() as u64,
-                weights: (weights.as_ptr() as u64, [w.0, w.1]),
+                inputs: compose::RegionInputs {
+                    patches: patches.as_ptr() as u64,
+                    lanes: T::LANES,
+                    weights: weights.as_ptr() as u64,
+                    weight_shape: [w.0, w.1],
+                },
                 cot: cot.as_ptr() as u64,
                 patch_grad: patch_grad.as_mut_ptr() as u64,
                 positions_grad: positions.as_mut_ptr() as u64,

@@ -227,9 +227,12 @@ fn only_batch_relative_normalisations_read_the_denominators_back() {
             compose::region(
                 &mut emulator,
                 &plan,
-                1,
-                x.as_ptr() as u64,
-                (w.as_ptr() as u64, [1, 1]),
+                compose::RegionInputs {
+                    patches: x.as_ptr() as u64,
+                    lanes: 1,
+                    weights: w.as_ptr() as u64,
+                    weight_shape: [1, 1],
+                },
                 out.as_mut_ptr() as u64,
             )
             .unwrap()

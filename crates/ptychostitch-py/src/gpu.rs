@@ -21,7 +21,7 @@ use dlpark::python::{
     DlpackExporter, DlpackStream, ExportRequest, ImportRequest, StreamArg, export_dlpack,
 };
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
-use ptychostitch::gpu::compose::{ExtractVjp, Images, ReassemblyVjp, RegionVjp};
+use ptychostitch::gpu::compose::{ExtractVjp, Images, ReassemblyVjp, RegionInputs, RegionVjp};
 use ptychostitch::gpu::cuda::{DeviceBuffer, Gpu, GpuPlan, GpuStream};
 use ptychostitch::gpu::launch::{Stack, check_aligned, check_canvas_layout};
 use ptychostitch::region::Region as CoreRegion;
@@ -458,13 +458,13 @@ pub(crate) fn extract_vjp(
 }
 
 /// The patches `(B, C, N, N)` (C order) and float32 weights `(1|B, 1|C, N, N)` (C order) of a
-/// region call: `(lanes, patches, (weights, [w0, w1]))`.
+/// region call.
 fn region_inputs(
     call: &mut DeviceCall,
     first: &Described,
     region: &CoreRegion,
     weights: &Bound<'_, PyAny>,
-) -> PyResult<(usize, u64, (u64, [usize; 2]))> {
+) -> PyResult<RegionInputs> {
     let l = lanes_of(first.dtype, "patches")?;
     let (b, c, n) = (region.samples(), region.channels(), region.patch_size());
     let patches = first.buffer("the patches", b * c * n * n, l)?;
@@ -481,8 +481,12 @@ fn region_inputs(
             )));
         }
     };
-    let weights = w.buffer("the weights", w0 * w1 * n * n, 1)?;
-    Ok((l, patches, (weights, [w0, w1])))
+    Ok(RegionInputs {
+        patches,
+        lanes: l,
+        weights: w.buffer("the weights", w0 * w1 * n * n, 1)?,
+        weight_shape: [w0, w1],
+    })
 }
 
 /// `Region.reassemble_cuda`: the regions of patches `(B, C, N, N)` (C order) with weights
@@ -496,14 +500,14 @@ pub(crate) fn region(
     stream: Option<usize>,
 ) -> PyResult<()> {
     let (mut call, first) = DeviceCall::new(py, patches, stream)?;
-    let (l, patches, weights) = region_inputs(&mut call, &first, region, weights)?;
+    let inputs = region_inputs(&mut call, &first, region, weights)?;
     let p = region.side();
-    let out = call
-        .import(out, true)?
-        .buffer("the regions", region.samples() * p * p, l)?;
+    let out =
+        call.import(out, true)?
+            .buffer("the regions", region.samples() * p * p, inputs.lanes)?;
     call.run(py, |gpu, on| {
         // SAFETY: as in `extract`.
-        unsafe { gpu.enqueue_region(on, region, l, patches, weights, out) }
+        unsafe { gpu.enqueue_region(on, region, inputs, out) }
     })
 }
 
@@ -521,7 +525,8 @@ pub(crate) fn region_vjp(
     stream: Option<usize>,
 ) -> PyResult<()> {
     let (mut call, first) = DeviceCall::new(py, patches, stream)?;
-    let (l, patches, weights) = region_inputs(&mut call, &first, region, weights)?;
+    let inputs = region_inputs(&mut call, &first, region, weights)?;
+    let l = inputs.lanes;
     let (b, c, n, p) = (
         region.samples(),
         region.channels(),
@@ -534,8 +539,7 @@ pub(crate) fn region_vjp(
     let patch_grad = call.optional(grads.0, true, "the patches' cotangent", b * c * n * n, l)?;
     let positions_grad = call.optional(grads.1, true, "the positions' cotangent", b * c * 2, 0)?;
     let io = RegionVjp {
-        patches,
-        weights,
+        inputs,
         cot,
         patch_grad,
         positions_grad,
@@ -543,7 +547,7 @@ pub(crate) fn region_vjp(
     };
     call.run(py, |gpu, on| {
         // SAFETY: as in `extract`.
-        unsafe { gpu.enqueue_region_vjp(on, region, l, io) }
+        unsafe { gpu.enqueue_region_vjp(on, region, io) }
     })
 }
 

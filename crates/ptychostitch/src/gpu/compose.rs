@@ -446,21 +446,31 @@ pub unsafe fn extract_vjp<L: Launcher>(
     Ok(())
 }
 
-/// [`Region::reassemble`]: patches `(B, C, N, N)` (C order, `lanes` lanes) and weights
-/// `(w0, w1, N, N)` (`f32`, C order) into the regions `out` (`B·P·P·lanes` `f32`).
+/// The inputs of a region reassembly in the launcher's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionInputs {
+    /// The patches `(B, C, N, N)`, C order.
+    pub patches: u64,
+    /// 1 (real) or 2 (complex) `f32` lanes per patch pixel.
+    pub lanes: usize,
+    /// The weights `(w0, w1, N, N)`, `f32`, C order.
+    pub weights: u64,
+    /// `[w0, w1]`: 1 or `B`, 1 or `C`.
+    pub weight_shape: [usize; 2],
+}
+
+/// [`Region::reassemble`] of `inputs` into the regions `out` (`B·P·P·lanes` `f32`).
 ///
 /// # Safety
 /// The addresses must hold those sizes in the launcher's memory.
 pub unsafe fn region<L: Launcher>(
     launcher: &mut L,
     region: &Region,
-    lanes: usize,
-    patches: u64,
-    weights: (u64, [usize; 2]),
+    inputs: RegionInputs,
     out: u64,
 ) -> Result<()> {
     // SAFETY: forwarded from this function's contract.
-    unsafe { region_forward(launcher, region, lanes, patches, weights, out) }.map(|_| ())
+    unsafe { region_forward(launcher, region, inputs, out) }.map(|_| ())
 }
 
 /// The forward's launches; returns its arguments (with the denominators' scratch) and, for the
@@ -471,15 +481,14 @@ pub unsafe fn region<L: Launcher>(
 unsafe fn region_forward<L: Launcher>(
     launcher: &mut L,
     region: &Region,
-    lanes: usize,
-    patches: u64,
-    weights: (u64, [usize; 2]),
+    inputs: RegionInputs,
     out: u64,
 ) -> Result<(RegionArgs, (Option<usize>, f32))> {
+    let lanes = inputs.lanes;
     let (b, p) = (region.samples(), region.side());
     let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();
-    let mut args = RegionArgs::new(region, lanes, weights.1);
-    (args.patches, args.weights, args.out) = (patches, weights.0, out);
+    let mut args = RegionArgs::new(region, lanes, inputs.weight_shape);
+    (args.patches, args.weights, args.out) = (inputs.patches, inputs.weights, out);
     args.shifts = launcher.upload_f32(&shifts)?;
     args.num = launcher.zeros_f32(b * p * p * lanes)?;
     args.den = launcher.zeros_f32(b * p * p)?;
@@ -501,10 +510,8 @@ unsafe fn region_forward<L: Launcher>(
 /// The buffers of the region reassembly's backward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionVjp {
-    /// The patches `(B, C, N, N)`, C order.
-    pub patches: u64,
-    /// The weights `(w0, w1, N, N)`, `f32`, C order, and `[w0, w1]`.
-    pub weights: (u64, [usize; 2]),
+    /// The forward's inputs.
+    pub inputs: RegionInputs,
     /// The regions' cotangent, `B·P·P·lanes` `f32`.
     pub cot: u64,
     /// The patches' cotangent, `B·C·N·N·lanes` `f32`; 0: not wanted.
@@ -526,14 +533,18 @@ pub struct RegionVjp {
 pub unsafe fn region_vjp<L: Launcher>(
     launcher: &mut L,
     region: &Region,
-    lanes: usize,
     io: RegionVjp,
 ) -> Result<()> {
-    let (b, c, p) = (region.samples(), region.channels(), region.side());
+    let (b, c, p, lanes) = (
+        region.samples(),
+        region.channels(),
+        region.side(),
+        io.inputs.lanes,
+    );
     let out = launcher.zeros_f32(b * p * p * lanes)?;
     // SAFETY: forwarded from this function's contract; `out` is the launcher's scratch.
     let (forward, (at_max, max_fraction)) =
-        unsafe { region_forward(launcher, region, lanes, io.patches, io.weights, out)? };
+        unsafe { region_forward(launcher, region, io.inputs, out)? };
     let mut args = RegionVjpArgs {
         region: forward,
         cot: io.cot,

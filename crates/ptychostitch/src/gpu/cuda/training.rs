@@ -10,7 +10,7 @@
 use super::*;
 use crate::Extraction;
 use crate::extract::image_lanes;
-use crate::gpu::compose::{ExtractVjp, Images, RegionVjp};
+use crate::gpu::compose::{ExtractVjp, Images, RegionInputs, RegionVjp};
 use crate::gpu::launch::RegionArgs;
 use crate::region::Region;
 use crate::sample::c_order_lanes;
@@ -50,8 +50,8 @@ impl Gpu {
         unsafe { compose::extract_vjp(&mut launcher, extraction, io) }
     }
 
-    /// Queues [`Region::reassemble`] on `stream`: patches `(B, C, N, N)` (C order, `lanes`
-    /// lanes), weights `(w0, w1, N, N)` `f32` C order, regions into `out` (`B·P·P·lanes` `f32`).
+    /// Queues [`Region::reassemble`] of `inputs` on `stream`, the regions into `out`
+    /// (`B·P·P·lanes` `f32`).
     /// Waits for the denominators when the normalisation needs the whole batch's
     /// ([`Region::needs_batch_facts`]).
     ///
@@ -62,14 +62,12 @@ impl Gpu {
         &self,
         stream: &GpuStream,
         region: &Region,
-        lanes: usize,
-        patches: u64,
-        weights: (u64, [usize; 2]),
+        inputs: RegionInputs,
         out: u64,
     ) -> Result<()> {
         let mut launcher = StreamLauncher::new(self, stream)?;
         // SAFETY: forwarded from this function's contract.
-        unsafe { compose::region(&mut launcher, region, lanes, patches, weights, out) }
+        unsafe { compose::region(&mut launcher, region, inputs, out) }
     }
 
     /// Queues the vector–Jacobian product of [`Region::reassemble`] (patches and positions)
@@ -81,12 +79,11 @@ impl Gpu {
         &self,
         stream: &GpuStream,
         region: &Region,
-        lanes: usize,
         io: RegionVjp,
     ) -> Result<()> {
         let mut launcher = StreamLauncher::new(self, stream)?;
         // SAFETY: forwarded from this function's contract.
-        unsafe { compose::region_vjp(&mut launcher, region, lanes, io) }
+        unsafe { compose::region_vjp(&mut launcher, region, io) }
     }
 
     /// [`Region::vjp`] on this GPU for host arrays, the patches' `(B, C, N, N)` and positions'
@@ -140,8 +137,12 @@ impl Gpu {
             let (grad_at, _g) = patch_grad.device_ptr_mut(stream);
             let (pos_at, _o) = positions.device_ptr_mut(stream);
             let io = RegionVjp {
-                patches: patches_at,
-                weights: (weights_at, [w.0, w.1]),
+                inputs: RegionInputs {
+                    patches: patches_at,
+                    lanes: l,
+                    weights: weights_at,
+                    weight_shape: [w.0, w.1],
+                },
                 cot: cot_at,
                 patch_grad: grad_at,
                 positions_grad: pos_at,
@@ -149,7 +150,7 @@ impl Gpu {
             };
             // SAFETY: every buffer has the size `io` names and outlives the copies back on the
             // same stream.
-            unsafe { self.enqueue_region_vjp(&on, region, l, io)? };
+            unsafe { self.enqueue_region_vjp(&on, region, io)? };
         }
         let host = stream.clone_dtoh(&patch_grad).map_err(driver)?;
         let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..b * c * n * n * l]);
@@ -283,7 +284,17 @@ impl Gpu {
             // SAFETY: patches B·C·N·N pixels, weights w0·w1·N·N, `out` B·P·P·lanes f32; all
             // outlive the copy back on the same stream.
             unsafe {
-                self.enqueue_region(&on, region, l, patches_at, (weights_at, [w.0, w.1]), out_at)?
+                self.enqueue_region(
+                    &on,
+                    region,
+                    RegionInputs {
+                        patches: patches_at,
+                        lanes: l,
+                        weights: weights_at,
+                        weight_shape: [w.0, w.1],
+                    },
+                    out_at,
+                )?
             };
         }
         let host = stream.clone_dtoh(&out).map_err(driver)?;
