@@ -245,12 +245,7 @@ def _call(kernel: Any, inputs: Tuple[Any, ...], compute: Optional[Callable[..., 
     return _frameworks.host_for(*inputs).run(kernel.forward if compute is None else compute, inputs, gpu)
 
 
-def _host(value: Any) -> Any:
-    """`value` readable by NumPy: device arrays (offsets on a GPU) are copied to the host."""
-    device = _frameworks.dlpack_device(value)
-    if device is None or device in _frameworks.HOST_DEVICES:
-        return value
-    return _frameworks.backend_of(value).to_host(value)
+_host = _frameworks.host
 
 
 def _patch_side(obj: Any) -> int:
@@ -264,7 +259,7 @@ def _run_on_gpu(plan: Any, obj: Any, op: str) -> Any:
     ``(S, S, 1)`` canvas as the caller's framework tensor on the same device."""
     backend = _frameworks.backend_of(obj)
     try:
-        return backend.run_on_device(plan, backend.device_cast(obj), op)
+        return backend.run_on_device(plan, obj, op)
     except (MemoryError, RuntimeError) as error:
         hint = backend.memory_hint(error)
         if hint is None:

@@ -72,9 +72,7 @@ def host_values(value: Any) -> np.ndarray:
     """Positions or offsets as NumPy (copied from a GPU: the plans are built on the host)."""
     from . import _frameworks
 
-    device = _frameworks.dlpack_device(value)
-    if device is not None and device not in _frameworks.HOST_DEVICES:
-        return np.asarray(_frameworks.backend_of(value).to_host(value))
+    value = _frameworks.host(value)
     return np.asarray(_frameworks.backend_of(value).readable(value))
 
 

@@ -354,6 +354,20 @@ def test_tensorflow_eager_runs_forward_and_backward_on_the_device(immutable_devi
         assert np.array_equal(got.numpy().view(np.uint8), want.numpy().view(np.uint8)), what
 
 
+def test_tensorflow_eager_without_a_tape_stitches_on_the_device(immutable_device, monkeypatch):
+    tf = pytest.importorskip("tensorflow")
+    from ptychostitch._frameworks import tensorflow_adapter
+
+    monkeypatch.setattr(tensorflow_adapter.TensorFlowBackend, "device_scope", immutable_device.scope)
+    monkeypatch.setattr(tensorflow_adapter, "on_gpu", lambda v: _eager_tf(tf, v))
+    stack, offsets = _scan(14)
+    canvas = ps.shift_and_sum(tf.constant(stack), offsets, M=10)
+    assert immutable_device.methods() == [("Plan", "run_cuda")]
+    assert isinstance(canvas, tf.Tensor)
+    want = ps.shift_and_sum(stack, offsets, M=10)
+    assert np.array_equal(canvas.numpy().view(np.uint8), want.view(np.uint8))
+
+
 def test_tensorflow_in_a_graph_keeps_the_host_path(immutable_device, monkeypatch):
     tf = pytest.importorskip("tensorflow")
     from ptychostitch._frameworks import tensorflow_adapter
@@ -375,8 +389,14 @@ def test_jax_arrays_run_forward_on_the_device(immutable_device, monkeypatch):
     pos = r.uniform(-4, 4, size=(b, 1, 2, c))
     regions = ps.reassemble_regions(jax.numpy.asarray(x), pos, p)
     patches = ps.extract_patches_position(regions, pos, N=n)
-    assert immutable_device.methods() == [("Region", "reassemble_cuda"), ("Extraction", "extract_cuda")]
-    assert isinstance(regions, jax.Array) and isinstance(patches, jax.Array)
+    stack, offsets = _scan(13)
+    canvas = ps.reassemble_position(jax.numpy.asarray(stack), offsets, M=10)
+    assert immutable_device.methods() == [
+        ("Region", "reassemble_cuda"), ("Extraction", "extract_cuda"), ("Plan", "run_cuda"),
+    ]
+    assert isinstance(regions, jax.Array) and isinstance(patches, jax.Array) and isinstance(canvas, jax.Array)
     monkeypatch.undo()
     want = ps.extract_patches_position(ps.reassemble_regions(x, pos, p), pos, N=n)
     assert np.array_equal(np.asarray(patches).view(np.uint8), np.asarray(want).view(np.uint8))
+    want = ps.reassemble_position(stack, offsets, M=10)
+    assert np.array_equal(np.asarray(canvas).view(np.uint8), want.view(np.uint8))

@@ -18,7 +18,18 @@ NUMPY = Backend()
 BACKENDS = (tensorflow_adapter.BACKEND, torch_adapter.BACKEND, jax_adapter.BACKEND, cupy_backend.BACKEND)
 TENSORFLOW, TORCH, JAX, CUPY = BACKENDS
 
-__all__ = ["BACKENDS", "CUDA", "HOST_DEVICES", "NUMPY", "Backend", "autodiff_for", "backend_of", "dlpack_device", "host_for"]
+__all__ = [
+    "BACKENDS", "CUDA", "HOST_DEVICES", "NUMPY", "Backend", "autodiff_for", "backend_of", "dlpack_device", "host",
+    "host_for",
+]
+
+
+def host(value: Any) -> Any:
+    """``value`` readable by NumPy: device arrays (offsets on a GPU) are copied to the host."""
+    device = dlpack_device(value)
+    if device is None or device in HOST_DEVICES:
+        return value
+    return backend_of(value).to_host(value)
 
 
 def backend_of(value: Any) -> Backend:

@@ -4,7 +4,8 @@ this package has no backend for) gets.
 A backend answers, for arrays of its framework: is this value mine (``owns``), must a call on
 these values be differentiated (``wants``), how NumPy reads it (``readable``, ``to_host``), how
 a NumPy result goes back (``from_host``), how it runs on its GPU (``device_cast``,
-``run_on_device``, ``memory_hint``), and how an operation becomes differentiable (``apply``).
+``run_on_device``, the ``device_*`` methods, ``memory_hint``), and how an operation becomes
+differentiable (``apply``).
 Everything that names a framework lives in its backend; ``ptychostitch._call`` is the one place
 that runs an operation, through these methods.
 """
@@ -81,13 +82,23 @@ class Backend:
         return obj
 
     def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
-        """The ``(S, S, 1)`` canvas of ``obj`` (in GPU memory) by the native ``plan``: a
+        """The ``(S, S, 1)`` canvas of ``obj`` (in GPU memory) by the native ``plan``, as this
+        framework's array on ``obj``'s device (written by the device kernel into the output
+        ``device_empty`` gives, on ``device_stream``); for a producer without a backend, a
         ``DeviceArray``, which any framework imports with ``from_dlpack``."""
-        return plan.run_cuda(obj, op)
+        if not self.device_ops:
+            return plan.run_cuda(self.device_cast(obj), op)
+        from .._kernels import compute_name, device_call
+
+        side = plan.canvas_side
+        with self.device_scope(obj):
+            out = self.device_empty((side, side, 1), compute_name(obj.dtype), obj)
+            device_call(plan, "run_cuda", self.device_cast(obj), op, self.device_stream(obj), out)
+            return self.device_result(out, (side, side, 1))
 
     #: Whether this framework can allocate, cast and lay out arrays on its GPU for the device
-    #: kernels (``device_*`` below: torch, CuPy). Elsewhere an operation without a device path
-    #: for the framework's arrays runs on the host and returns to the device.
+    #: kernels (``device_*`` below: every framework backend). Elsewhere (another DLPack
+    #: producer) an operation without a device path runs on the host and returns to the device.
     device_ops = False
 
     def device_scope(self, like: Any) -> Any:

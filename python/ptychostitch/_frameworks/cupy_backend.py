@@ -75,14 +75,5 @@ class CupyBackend(Backend):
             value = value.astype(like.dtype, copy=False)
         return value
 
-    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
-        cupy = _cupy()
-        side = plan.canvas_side
-        with obj.device:
-            stream = cupy.cuda.get_current_stream().ptr
-            out = cupy.empty((side, side, 1), dtype=obj.dtype)
-            plan.run_cuda(obj, op, stream, out)
-        return out
-
 
 BACKEND = CupyBackend()

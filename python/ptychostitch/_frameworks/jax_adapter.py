@@ -117,9 +117,6 @@ class JaxBackend(Backend):
         target = compute_dtype(obj.dtype)
         return obj if obj.dtype == target else obj.astype(target)
 
-    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
-        return _jax().dlpack.from_dlpack(plan.run_cuda(obj, op))
-
     # JAX arrays are immutable: the device kernels write outputs this package allocates
     # (`device_empty`), which JAX then imports zero-copy. No stream: the native call reads on the
     # legacy default stream (JAX is asked to make its arrays ready there) and waits. Only

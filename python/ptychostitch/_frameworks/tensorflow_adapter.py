@@ -171,15 +171,7 @@ class TensorFlowBackend(Backend):
         return tf.convert_to_tensor(result) if _is_tf(tf, obj) else result
 
     def device_cast(self, obj: Any) -> Any:
-        tf = _tf()
-        target = tf.complex64 if obj.dtype.is_complex else tf.float32
-        obj = tf.convert_to_tensor(obj)
-        return obj if obj.dtype == target else tf.cast(obj, target)
-
-    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
-        tf = _tf()
-        canvas = plan.run_cuda(tf.experimental.dlpack.to_dlpack(obj), op)
-        return tf.experimental.dlpack.from_dlpack(canvas.__dlpack__())
+        return self.device_prepare(obj, "complex64" if obj.dtype.is_complex else "float32")
 
     # TensorFlow tensors are immutable: the device kernels write outputs this package
     # allocates (`device_empty`), which TensorFlow then imports zero-copy. Inputs go to the

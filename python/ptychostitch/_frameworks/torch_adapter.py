@@ -4,10 +4,9 @@ The call is excluded from ``torch.compile`` graphs (``torch._dynamo.disable``): 
 runs around it with a clean graph break. Dynamo is only used when it is already loaded (a
 ``torch.compile`` is in play): importing it loads triton, whose LLVM aborts the process where
 TensorFlow is loaded too ("Option ... registered more than once"). CUDA tensors: the forward runs on the GPU path when
-one is given (``gpu``); the backward runs the device kernels (``kernel.backward_device``: the
-reassembly's and the extraction's) on torch's current stream, the tensors never leaving the
-GPU; an operation without device backward kernels (the region reassembly) copies to the host
-and back.
+one is given (``gpu``); the backward runs the device kernels (``kernel.backward_device``) on
+torch's current stream, the tensors never leaving the GPU; a region reassembly whose weights
+require grad (no device kernel for their cotangent) copies to the host and back.
 
 The backward is not differentiable again. Where it runs with ``create_graph=True`` its results
 carry a node that raises ``RuntimeError`` the moment a second derivative reaches it (a
@@ -277,17 +276,6 @@ class TorchBackend(Backend):
         if like.dtype.is_floating_point or like.dtype.is_complex:
             value = value.to(like.dtype)
         return value.to(like.device)
-
-    def run_on_device(self, plan: Any, obj: Any, op: str) -> Any:
-        from .._kernels import device_call
-
-        side = plan.canvas_side
-        # The tensor's device current while it is exported (torch >= 2.9 refuses __dlpack__
-        # for another), the caller's restored after.
-        with self.device_scope(obj):
-            out = self.device_empty((side, side, 1), str(obj.dtype).split(".")[-1], obj)
-            device_call(plan, "run_cuda", obj, op, self.device_stream(obj), out)
-        return out
 
 
 def _current_device(t: Any) -> Any:
