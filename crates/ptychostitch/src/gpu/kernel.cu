@@ -54,10 +54,44 @@ __device__ static inline float inside(const StitchArgs& a, int r, int c) {
     return (r < 0 || r >= a.kept || c < 0 || c >= a.kept) ? 0.0f : 1.0f;
 }
 
-// value = fma(wd, i11, fma(wc, i10, fma(wa, i00, wb * i01)))
-__device__ static inline float bilinear(float wa, float wb, float wc, float wd, float i00, float i01,
-                                        float i10, float i11) {
-    return __fmaf_rn(wd, i11, __fmaf_rn(wc, i10, __fmaf_rn(wa, i00, __fmul_rn(wb, i01))));
+// kernel::Weights of a sample at fractions (wx, wy), with ux = 1 − wx and uy = 1 − wy: corner
+// a (y0, x0) ux·uy, b (y0, x0 + 1) wx·uy, c (y0 + 1, x0) ux·wy, d (y0 + 1, x0 + 1) wx·wy.
+struct Corners {
+    float a, b, c, d;
+    float wx, wy, ux, uy;
+};
+
+__device__ static inline Corners corners(float wx, float wy) {
+    float ux = __fsub_rn(1.0f, wx), uy = __fsub_rn(1.0f, wy);
+    Corners w = {__fmul_rn(ux, uy), __fmul_rn(wx, uy), __fmul_rn(ux, wy), __fmul_rn(wx, wy), wx, wy, ux, uy};
+    return w;
+}
+
+// The weight of the corner that is pixel (py, px), of a sample whose corner a is (y0, x0).
+__device__ static inline float corner_at(const Corners& w, int y0, int x0, int py, int px) {
+    return x0 == px ? (y0 == py ? w.a : w.c) : (y0 == py ? w.b : w.d);
+}
+
+// value = fma(d, i11, fma(c, i10, fma(a, i00, b * i01))) (kernel::Weights::apply)
+__device__ static inline float bilinear(const Corners& w, float i00, float i01, float i10, float i11) {
+    return __fmaf_rn(w.d, i11, __fmaf_rn(w.c, i10, __fmaf_rn(w.a, i00, __fmul_rn(w.b, i01))));
+}
+
+// ∂v/∂wx and ∂v/∂wy of the interpolated value, the integer part held (kernel::d_dwx, d_dwy).
+// The interpolated value in a convention's order (kernel::Convention::apply): TensorFlow's
+// (bilinear), or torch's grid_sample, fma(d, i11, fma(c, i10, fma(b, i01, a * i00))).
+__device__ static inline float convention_apply(int convention, const Corners& w, float i00, float i01, float i10,
+                                                float i11) {
+    return convention == 0 ? bilinear(w, i00, i01, i10, i11)
+                           : __fmaf_rn(w.d, i11, __fmaf_rn(w.c, i10, __fmaf_rn(w.b, i01, __fmul_rn(w.a, i00))));
+}
+
+__device__ static inline float d_dwx(const Corners& w, float i00, float i01, float i10, float i11) {
+    return __fmaf_rn(w.wy, __fsub_rn(i11, i10), __fmul_rn(w.uy, __fsub_rn(i01, i00)));
+}
+
+__device__ static inline float d_dwy(const Corners& w, float i00, float i01, float i10, float i11) {
+    return __fmaf_rn(w.wx, __fsub_rn(i11, i01), __fmul_rn(w.ux, __fsub_rn(i10, i00)));
 }
 
 extern "C" __global__ void ptychostitch_stitch(const StitchArgs a) {
@@ -80,18 +114,16 @@ extern "C" __global__ void ptychostitch_stitch(const StitchArgs a) {
         float ax = a.shifts[2 * k], ay = a.shifts[2 * k + 1];
         float sx = __fsub_rn((float)x, ax), sy = __fsub_rn((float)y, ay);
         float fx = floorf(sx), fy = floorf(sy);
-        float wx = __fsub_rn(sx, fx), wy = __fsub_rn(sy, fy);
-        float ux = __fsub_rn(1.0f, wx), uy = __fsub_rn(1.0f, wy);
-        float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
+        Corners w = corners(__fsub_rn(sx, fx), __fsub_rn(sy, fy));
         int c = (int)fx - a.pad, r = (int)fy - a.pad;
-        acc0 = __fadd_rn(acc0, bilinear(wa, wb, wc, wd, sample(a, k, r, c, 0), sample(a, k, r, c + 1, 0),
-                                        sample(a, k, r + 1, c, 0), sample(a, k, r + 1, c + 1, 0)));
+        acc0 = __fadd_rn(acc0, bilinear(w, sample(a, k, r, c, 0), sample(a, k, r, c + 1, 0), sample(a, k, r + 1, c, 0),
+                                        sample(a, k, r + 1, c + 1, 0)));
         if (a.lanes == 2) {
-            acc1 = __fadd_rn(acc1, bilinear(wa, wb, wc, wd, sample(a, k, r, c, 1), sample(a, k, r, c + 1, 1),
+            acc1 = __fadd_rn(acc1, bilinear(w, sample(a, k, r, c, 1), sample(a, k, r, c + 1, 1),
                                             sample(a, k, r + 1, c, 1), sample(a, k, r + 1, c + 1, 1)));
         }
-        weight = __fadd_rn(weight, bilinear(wa, wb, wc, wd, inside(a, r, c), inside(a, r, c + 1),
-                                            inside(a, r + 1, c), inside(a, r + 1, c + 1)));
+        weight = __fadd_rn(weight, bilinear(w, inside(a, r, c), inside(a, r, c + 1), inside(a, r + 1, c),
+                                            inside(a, r + 1, c + 1)));
     }
     if (a.normalise) {
         float d = __fadd_rn(weight, 1e-9f);
@@ -232,7 +264,7 @@ extern "C" __global__ void ptychostitch_shift_vjp(const VjpArgs a) {
     for (int y = f[0]; y < f[1]; ++y) {
         float py = __fsub_rn((float)y, ay);
         float fy0 = floorf(py);
-        float wy = __fsub_rn(py, fy0), uy = __fsub_rn(1.0f, wy);
+        float wy = __fsub_rn(py, fy0);
         int r = (int)fy0 - a.pad;
         for (int x = f[2]; x < f[3]; ++x) {
             for (int lane = 0; lane < a.lanes; ++lane) {
@@ -241,12 +273,11 @@ extern "C" __global__ void ptychostitch_shift_vjp(const VjpArgs a) {
                 }
                 float px = __fsub_rn((float)x, ax);
                 float fx0 = floorf(px);
-                float wx = __fsub_rn(px, fx0), ux = __fsub_rn(1.0f, wx);
+                Corners w = corners(__fsub_rn(px, fx0), wy);
                 int c = (int)fx0 - a.pad;
                 float i00 = source(a, k, r, c, lane), i01 = source(a, k, r, c + 1, lane);
                 float i10 = source(a, k, r + 1, c, lane), i11 = source(a, k, r + 1, c + 1, lane);
-                float dwx = __fmaf_rn(wy, __fsub_rn(i11, i10), __fmul_rn(uy, __fsub_rn(i01, i00)));
-                float dwy = __fmaf_rn(wx, __fsub_rn(i11, i01), __fmul_rn(ux, __fsub_rn(i10, i00)));
+                float dwx = d_dwx(w, i00, i01, i10, i11), dwy = d_dwy(w, i00, i01, i10, i11);
                 double g = (double)a.cot[((long long)y * a.side + x) * a.lanes + lane];
                 sum_x = __dadd_rn(sum_x, __dmul_rn(g, (double)dwx));
                 sum_y = __dadd_rn(sum_y, __dmul_rn(g, (double)dwy));
@@ -356,17 +387,39 @@ extern "C" __global__ void ptychostitch_extract(const ExtractArgs a) {
     float wy, wx;
     extract_axis(a.convention, a.trim + r, ay, a.side, &y0, &wy);
     extract_axis(a.convention, a.trim + c, ax, a.side, &x0, &wx);
-    float ux = __fsub_rn(1.0f, wx), uy = __fsub_rn(1.0f, wy);
-    float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
+    Corners w = corners(wx, wy);
     long long at = (((long long)j * a.patch_size + r) * a.patch_size + c) * a.lanes;
     for (int lane = 0; lane < a.lanes; ++lane) {
-        float i00 = image_pixel(a, b, y0, x0, lane), i01 = image_pixel(a, b, y0, x0 + 1, lane);
-        float i10 = image_pixel(a, b, y0 + 1, x0, lane), i11 = image_pixel(a, b, y0 + 1, x0 + 1, lane);
-        float v = a.convention == 0
-                      ? bilinear(wa, wb, wc, wd, i00, i01, i10, i11)
-                      // grid_sample's order: fma(d, i11, fma(c, i10, fma(b, i01, a * i00))).
-                      : __fmaf_rn(wd, i11, __fmaf_rn(wc, i10, __fmaf_rn(wb, i01, __fmul_rn(wa, i00))));
-        a.out[at + lane] = v;
+        a.out[at + lane] = convention_apply(a.convention, w, image_pixel(a, b, y0, x0, lane),
+                                            image_pixel(a, b, y0, x0 + 1, lane), image_pixel(a, b, y0 + 1, x0, lane),
+                                            image_pixel(a, b, y0 + 1, x0 + 1, lane));
+    }
+}
+
+// Calls visit(y, x, y0, x0, w, weight) for every pixel (y, x) of a side x side output, rows then
+// columns in increasing order, whose sample (content moved by (tx, ty): extract_axis) has pixel
+// (py, px) among its four corners, `weight` that corner's: the order in which the references'
+// scatters reach (py, px), so a gather that adds in this order gives their sums.
+template <class Visit>
+__device__ static inline void for_each_reader(int convention, int side, float tx, float ty, int py, int px,
+                                              Visit visit) {
+    for (int y = 0; y < side; ++y) {
+        int y0;
+        float wy;
+        extract_axis(convention, y, ty, side, &y0, &wy);
+        if (y0 != py && y0 != py - 1) {
+            continue;
+        }
+        for (int x = 0; x < side; ++x) {
+            int x0;
+            float wx;
+            extract_axis(convention, x, tx, side, &x0, &wx);
+            if (x0 != px && x0 != px - 1) {
+                continue;
+            }
+            Corners w = corners(wx, wy);
+            visit(y, x, y0, x0, w, corner_at(w, y0, x0, py, px));
+        }
     }
 }
 
@@ -384,36 +437,16 @@ extern "C" __global__ void ptychostitch_extract_image_vjp(const ExtractArgs a) {
     }
     float acc0 = 0.0f, acc1 = 0.0f;
     for (int j = b * a.per_image; j < (b + 1) * a.per_image; ++j) {
-        float ax = a.shifts[2 * j], ay = a.shifts[2 * j + 1];
-        for (int y = 0; y < a.side; ++y) {
-            int y0;
-            float wy;
-            extract_axis(a.convention, y, ay, a.side, &y0, &wy);
-            if (y0 != py && y0 != py - 1) {
-                continue;
-            }
-            float uy = __fsub_rn(1.0f, wy);
-            for (int x = 0; x < a.side; ++x) {
-                int x0;
-                float wx;
-                extract_axis(a.convention, x, ax, a.side, &x0, &wx);
-                if (x0 != px && x0 != px - 1) {
-                    continue;
-                }
-                float ux = __fsub_rn(1.0f, wx);
-                // The corner that is this pixel, with kernel::Weights's products: a (y0, x0)
-                // ux·uy, b (y0, x0 + 1) wx·uy, c (y0 + 1, x0) ux·wy, d (y0 + 1, x0 + 1) wx·wy.
-                float weight = x0 == px ? (y0 == py ? __fmul_rn(ux, uy) : __fmul_rn(ux, wy))
-                                        : (y0 == py ? __fmul_rn(wx, uy) : __fmul_rn(wx, wy));
-                int r = y - a.trim, c = x - a.trim;
-                bool kept = r >= 0 && r < a.patch_size && c >= 0 && c < a.patch_size;
-                long long g = (((long long)j * a.patch_size + r) * a.patch_size + c) * a.lanes;
-                acc0 = __fadd_rn(acc0, __fmul_rn(weight, kept ? a.cot[g] : 0.0f));
-                if (a.lanes == 2) {
-                    acc1 = __fadd_rn(acc1, __fmul_rn(weight, kept ? a.cot[g + 1] : 0.0f));
-                }
-            }
-        }
+        for_each_reader(a.convention, a.side, a.shifts[2 * j], a.shifts[2 * j + 1], py, px,
+                        [&](int y, int x, int, int, const Corners&, float weight) {
+                            int r = y - a.trim, c = x - a.trim;
+                            bool kept = r >= 0 && r < a.patch_size && c >= 0 && c < a.patch_size;
+                            long long g = (((long long)j * a.patch_size + r) * a.patch_size + c) * a.lanes;
+                            acc0 = __fadd_rn(acc0, __fmul_rn(weight, kept ? a.cot[g] : 0.0f));
+                            if (a.lanes == 2) {
+                                acc1 = __fadd_rn(acc1, __fmul_rn(weight, kept ? a.cot[g + 1] : 0.0f));
+                            }
+                        });
     }
     long long at = (((long long)b * a.side + py) * a.side + px) * a.lanes;
     a.image_grad[at] = acc0;
@@ -451,9 +484,8 @@ extern "C" __global__ void ptychostitch_extract_shift_vjp(const ExtractArgs a) {
                 }
                 float i00 = image_pixel(a, b, y0, x0, lane), i01 = image_pixel(a, b, y0, x0 + 1, lane);
                 float i10 = image_pixel(a, b, y0 + 1, x0, lane), i11 = image_pixel(a, b, y0 + 1, x0 + 1, lane);
-                float uy = __fsub_rn(1.0f, wy), ux = __fsub_rn(1.0f, wx);
-                float dwx = __fmaf_rn(wy, __fsub_rn(i11, i10), __fmul_rn(uy, __fsub_rn(i01, i00)));
-                float dwy = __fmaf_rn(wx, __fsub_rn(i11, i01), __fmul_rn(ux, __fsub_rn(i10, i00)));
+                Corners w = corners(wx, wy);
+                float dwx = d_dwx(w, i00, i01, i10, i11), dwy = d_dwy(w, i00, i01, i10, i11);
                 long long g = (((long long)j * a.patch_size + (y - a.trim)) * a.patch_size + (x - a.trim)) * a.lanes + lane;
                 double cot = (double)a.cot[g];
                 sum_x = __dadd_rn(sum_x, __dmul_rn(cot, (double)dwx));
@@ -512,10 +544,21 @@ __device__ static inline float padded_weight(const RegionArgs& a, int k, int y, 
     return a.weights[((long long)k * a.patch_size + r) * a.patch_size + c];
 }
 
-__device__ static inline float convention_apply(int convention, float wa, float wb, float wc, float wd, float i00,
-                                                float i01, float i10, float i11) {
-    return convention == 0 ? bilinear(wa, wb, wc, wd, i00, i01, i10, i11)
-                           : __fmaf_rn(wd, i11, __fmaf_rn(wc, i10, __fmaf_rn(wb, i01, __fmul_rn(wa, i00))));
+// The weight index of patch j = b·C + c.
+__device__ static inline int region_weight_index(const RegionArgs& a, int b, int c) {
+    return (a.weights_per_sample ? b : 0) * (a.weights_per_channel ? a.channels : 1) + (a.weights_per_channel ? c : 0);
+}
+
+// Patch j's padded lane `lane`, translated, at the region pixel whose sample is (y0, x0) with w.
+__device__ static inline float region_u(const RegionArgs& a, int j, int y0, int x0, const Corners& w, int lane) {
+    return convention_apply(a.convention, w, padded_patch(a, j, y0, x0, lane), padded_patch(a, j, y0, x0 + 1, lane),
+                            padded_patch(a, j, y0 + 1, x0, lane), padded_patch(a, j, y0 + 1, x0 + 1, lane));
+}
+
+// Weight k, padded and translated, at the region pixel whose sample is (y0, x0) with w.
+__device__ static inline float region_v(const RegionArgs& a, int k, int y0, int x0, const Corners& w) {
+    return convention_apply(a.convention, w, padded_weight(a, k, y0, x0), padded_weight(a, k, y0, x0 + 1),
+                            padded_weight(a, k, y0 + 1, x0), padded_weight(a, k, y0 + 1, x0 + 1));
 }
 
 // The numerators and denominators, one thread per region pixel (grid: ceil(P/8)² x B): the
@@ -530,21 +573,16 @@ extern "C" __global__ void ptychostitch_region_sums(const RegionArgs a) {
     float num0 = 0.0f, num1 = 0.0f, den = 0.0f;
     for (int c = 0; c < a.channels; ++c) {
         int j = b * a.channels + c;
-        int k = (a.weights_per_sample ? b : 0) * (a.weights_per_channel ? a.channels : 1) + (a.weights_per_channel ? c : 0);
+        int k = region_weight_index(a, b, c);
         float tx = a.shifts[2 * j], ty = a.shifts[2 * j + 1];
         int y0, x0;
         float wy, wx;
         extract_axis(a.convention, y, ty, a.side, &y0, &wy);
         extract_axis(a.convention, x, tx, a.side, &x0, &wx);
-        float ux = __fsub_rn(1.0f, wx), uy = __fsub_rn(1.0f, wy);
-        float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
-        float v = convention_apply(a.convention, wa, wb, wc, wd, padded_weight(a, k, y0, x0),
-                                   padded_weight(a, k, y0, x0 + 1), padded_weight(a, k, y0 + 1, x0),
-                                   padded_weight(a, k, y0 + 1, x0 + 1));
+        Corners w = corners(wx, wy);
+        float v = region_v(a, k, y0, x0, w);
         for (int lane = 0; lane < a.lanes; ++lane) {
-            float u = convention_apply(a.convention, wa, wb, wc, wd, padded_patch(a, j, y0, x0, lane),
-                                       padded_patch(a, j, y0, x0 + 1, lane), padded_patch(a, j, y0 + 1, x0, lane),
-                                       padded_patch(a, j, y0 + 1, x0 + 1, lane));
+            float u = region_u(a, j, y0, x0, w, lane);
             float term = a.weighted ? __fmul_rn(u, v) : u;
             if (lane == 0) {
                 num0 = __fadd_rn(num0, term);
@@ -676,18 +714,6 @@ extern "C" __global__ void ptychostitch_region_cot(const RegionVjpArgs a) {
     a.dden[pixel] = dden;
 }
 
-// The weight index of patch j = b·C + c.
-__device__ static inline int region_weight_index(const RegionArgs& a, int b, int c) {
-    return (a.weights_per_sample ? b : 0) * (a.weights_per_channel ? a.channels : 1) + (a.weights_per_channel ? c : 0);
-}
-
-// The translated weight of patch j's weight k at region pixel (y, x), from its corner (y0, x0).
-__device__ static inline float region_v(const RegionArgs& a, int k, int y0, int x0, float wa, float wb, float wc,
-                                        float wd) {
-    return convention_apply(a.convention, wa, wb, wc, wd, padded_weight(a, k, y0, x0), padded_weight(a, k, y0, x0 + 1),
-                            padded_weight(a, k, y0 + 1, x0), padded_weight(a, k, y0 + 1, x0 + 1));
-}
-
 // The patches' cotangent, one thread per patch pixel (grid: ceil(N/8)² x B·C, 8 x 8 threads): a
 // gather of what the reference scatters into the padded patch, in its order — every region pixel
 // (y, x) in row-major order whose bilinear corners include this pixel adds weight · du, du = dnum
@@ -702,36 +728,18 @@ extern "C" __global__ void ptychostitch_region_patch_vjp(const RegionVjpArgs a) 
     }
     int b = j / r.channels, k = region_weight_index(r, b, j % r.channels);
     int py = r.origin + row, px = r.origin + col;
-    float tx = r.shifts[2 * j], ty = r.shifts[2 * j + 1];
     float acc0 = 0.0f, acc1 = 0.0f;
-    for (int y = 0; y < r.side; ++y) {
-        int y0;
-        float wy;
-        extract_axis(r.convention, y, ty, r.side, &y0, &wy);
-        if (y0 != py && y0 != py - 1) {
-            continue;
-        }
-        float uy = __fsub_rn(1.0f, wy);
-        for (int x = 0; x < r.side; ++x) {
-            int x0;
-            float wx;
-            extract_axis(r.convention, x, tx, r.side, &x0, &wx);
-            if (x0 != px && x0 != px - 1) {
-                continue;
-            }
-            float ux = __fsub_rn(1.0f, wx);
-            float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
-            float weight = x0 == px ? (y0 == py ? wa : wc) : (y0 == py ? wb : wd);
-            float v = r.weighted ? region_v(r, k, y0, x0, wa, wb, wc, wd) : 1.0f;
-            long long pixel = ((long long)b * r.side + y) * r.side + x;
-            float dn0 = a.dnum[pixel * r.lanes];
-            acc0 = __fadd_rn(acc0, __fmul_rn(weight, r.weighted ? __fmul_rn(dn0, v) : dn0));
-            if (r.lanes == 2) {
-                float dn1 = a.dnum[pixel * r.lanes + 1];
-                acc1 = __fadd_rn(acc1, __fmul_rn(weight, r.weighted ? __fmul_rn(dn1, v) : dn1));
-            }
-        }
-    }
+    for_each_reader(r.convention, r.side, r.shifts[2 * j], r.shifts[2 * j + 1], py, px,
+                    [&](int y, int x, int y0, int x0, const Corners& w, float weight) {
+                        float v = r.weighted ? region_v(r, k, y0, x0, w) : 1.0f;
+                        long long pixel = ((long long)b * r.side + y) * r.side + x;
+                        float dn0 = a.dnum[pixel * r.lanes];
+                        acc0 = __fadd_rn(acc0, __fmul_rn(weight, r.weighted ? __fmul_rn(dn0, v) : dn0));
+                        if (r.lanes == 2) {
+                            float dn1 = a.dnum[pixel * r.lanes + 1];
+                            acc1 = __fadd_rn(acc1, __fmul_rn(weight, r.weighted ? __fmul_rn(dn1, v) : dn1));
+                        }
+                    });
     long long at = (((long long)j * r.patch_size + row) * r.patch_size + col) * r.lanes;
     a.patch_grad[at] = acc0;
     if (r.lanes == 2) {
@@ -760,7 +768,6 @@ extern "C" __global__ void ptychostitch_region_shift_vjp(const RegionVjpArgs a) 
         if (y0 < r.origin - 1 || y0 >= r.origin + r.patch_size) {
             continue;  // touches no patch pixel
         }
-        float uy = __fsub_rn(1.0f, wy);
         for (int x = 0; x < r.side; ++x) {
             int x0;
             float wx;
@@ -768,20 +775,16 @@ extern "C" __global__ void ptychostitch_region_shift_vjp(const RegionVjpArgs a) 
             if (x0 < r.origin - 1 || x0 >= r.origin + r.patch_size) {
                 continue;
             }
-            float ux = __fsub_rn(1.0f, wx);
-            float wa = __fmul_rn(ux, uy), wb = __fmul_rn(wx, uy), wc = __fmul_rn(ux, wy), wd = __fmul_rn(wx, wy);
+            Corners w = corners(wx, wy);
             long long pixel = ((long long)b * r.side + y) * r.side + x;
             float w00 = padded_weight(r, k, y0, x0), w01 = padded_weight(r, k, y0, x0 + 1);
             float w10 = padded_weight(r, k, y0 + 1, x0), w11 = padded_weight(r, k, y0 + 1, x0 + 1);
-            float v = convention_apply(r.convention, wa, wb, wc, wd, w00, w01, w10, w11);
+            float v = convention_apply(r.convention, w, w00, w01, w10, w11);
             float dv = a.dden[pixel];
             if (r.weighted) {
                 float s = 0.0f;
                 for (int lane = 0; lane < r.lanes; ++lane) {
-                    float u = convention_apply(r.convention, wa, wb, wc, wd, padded_patch(r, j, y0, x0, lane),
-                                               padded_patch(r, j, y0, x0 + 1, lane), padded_patch(r, j, y0 + 1, x0, lane),
-                                               padded_patch(r, j, y0 + 1, x0 + 1, lane));
-                    s = __fadd_rn(s, __fmul_rn(a.dnum[pixel * r.lanes + lane], u));
+                    s = __fadd_rn(s, __fmul_rn(a.dnum[pixel * r.lanes + lane], region_u(r, j, y0, x0, w, lane)));
                 }
                 dv = __fadd_rn(dv, s);
             }
@@ -793,14 +796,12 @@ extern "C" __global__ void ptychostitch_region_shift_vjp(const RegionVjpArgs a) 
                 float du = r.weighted ? __fmul_rn(dn, v) : dn;
                 float i00 = padded_patch(r, j, y0, x0, lane), i01 = padded_patch(r, j, y0, x0 + 1, lane);
                 float i10 = padded_patch(r, j, y0 + 1, x0, lane), i11 = padded_patch(r, j, y0 + 1, x0 + 1, lane);
-                float dwx = __fmaf_rn(wy, __fsub_rn(i11, i10), __fmul_rn(uy, __fsub_rn(i01, i00)));
-                float dwy = __fmaf_rn(wx, __fsub_rn(i11, i01), __fmul_rn(ux, __fsub_rn(i10, i00)));
+                float dwx = d_dwx(w, i00, i01, i10, i11), dwy = d_dwy(w, i00, i01, i10, i11);
                 ux_sum = __dadd_rn(ux_sum, __dmul_rn((double)du, (double)dwx));
                 uy_sum = __dadd_rn(uy_sum, __dmul_rn((double)du, (double)dwy));
             }
             if (x % 8 == slot) {
-                float dwx = __fmaf_rn(wy, __fsub_rn(w11, w10), __fmul_rn(uy, __fsub_rn(w01, w00)));
-                float dwy = __fmaf_rn(wx, __fsub_rn(w11, w01), __fmul_rn(ux, __fsub_rn(w10, w00)));
+                float dwx = d_dwx(w, w00, w01, w10, w11), dwy = d_dwy(w, w00, w01, w10, w11);
                 vx_sum = __dadd_rn(vx_sum, __dmul_rn((double)dv, (double)dwx));
                 vy_sum = __dadd_rn(vy_sum, __dmul_rn((double)dv, (double)dwy));
             }
