@@ -198,7 +198,7 @@ pub fn region_vjp<T: Sample>(
     ptychostitch::gpu::launch::RegionArgs::check_inputs(region, patches.dim(), w)?;
     let patches = lanes_of(patches);
     let weights: Vec<f32> = weights.iter().copied().collect();
-    let cot = lanes_of(cot);
+    let cot = region.cotangent_lanes(cot)?;
     let mut patch_grad = vec![f32::NAN; b * c * n * n * T::LANES];
     let mut positions = vec![f64::NAN; b * c * 2];
     // SAFETY: patches B·C·N·N pixels, weights w0·w1·N·N, the cotangent B·P·P pixels (the

@@ -95,6 +95,13 @@ pub struct VjpArgs {
     pub cot_weights: u64,
 }
 
+/// The grid of a kernel with one thread per pixel of a `side`×`side` plane, in `TILE`×`TILE`
+/// blocks, `planes` of them along z.
+fn tile_grid(side: i32, planes: u32) -> (u32, u32, u32) {
+    let t = (side as u32).div_ceil(TILE as u32);
+    (t, t, planes)
+}
+
 /// A convention as the kernels take it: 0 TensorFlow, 1 torch.
 fn convention_code(convention: crate::kernel::Convention) -> i32 {
     match convention {
@@ -161,14 +168,12 @@ impl ExtractArgs {
 
     /// Its grid: `ceil(N/8)²` tiles per output patch, one patch per z.
     pub fn grid(&self) -> (u32, u32, u32) {
-        let t = (self.patch_size as u32).div_ceil(TILE as u32);
-        (t, t, self.count as u32)
+        tile_grid(self.patch_size, self.count as u32)
     }
 
     /// The images' cotangent kernel's grid: `ceil(S/8)²` tiles per image, one image per z.
     pub fn image_grid(&self) -> (u32, u32, u32) {
-        let t = (self.side as u32).div_ceil(TILE as u32);
-        (t, t, (self.count / self.per_image.max(1)) as u32)
+        tile_grid(self.side, (self.count / self.per_image.max(1)) as u32)
     }
 }
 
@@ -289,8 +294,7 @@ impl RegionArgs {
 
     /// The grid of both region kernels: `ceil(P/8)²` tiles per region, one sample per z.
     pub fn grid(&self) -> (u32, u32, u32) {
-        let t = (self.side as u32).div_ceil(TILE as u32);
-        (t, t, self.samples as u32)
+        tile_grid(self.side, self.samples as u32)
     }
 }
 
@@ -326,8 +330,10 @@ pub struct RegionVjpArgs {
 impl RegionVjpArgs {
     /// The patch kernel's grid: `ceil(N/8)²` tiles per patch, one patch per z.
     pub fn patch_grid(&self) -> (u32, u32, u32) {
-        let t = (self.region.patch_size as u32).div_ceil(TILE as u32);
-        (t, t, (self.region.samples * self.region.channels) as u32)
+        tile_grid(
+            self.region.patch_size,
+            (self.region.samples * self.region.channels) as u32,
+        )
     }
 }
 
@@ -357,14 +363,13 @@ impl VjpArgs {
 
     /// Grid of the patch kernel: `ceil(N/8)²` tiles per patch, one patch per z.
     pub fn patch_grid(&self) -> (u32, u32, u32) {
-        let t = (self.patch_size as u32).div_ceil(TILE as u32);
-        (t, t, self.count as u32)
+        tile_grid(self.patch_size, self.count as u32)
     }
 
     /// Grid of the quotient kernel: the canvas in 8×8 tiles.
     pub fn canvas_grid(&self) -> (u32, u32) {
-        let t = (self.side as u32).div_ceil(TILE as u32);
-        (t, t)
+        let (x, y, _) = tile_grid(self.side, 1);
+        (x, y)
     }
 }
 

@@ -348,7 +348,7 @@ impl Region {
         wrt: RegionWrt,
     ) -> Result<RegionGradients<T>> {
         let inputs = self.inputs(patches, weights)?;
-        let cot = self.cotangent(cotangent)?;
+        let cot = self.cotangent_lanes(cotangent)?;
         let raw = match self.implementation {
             Implementation::Fast => fast::vjp(self, &inputs, &cot, wrt)?,
             Implementation::Reference => reference::vjp(self, &inputs, &cot, wrt)?,
@@ -396,7 +396,9 @@ impl Region {
         })
     }
 
-    fn cotangent<'v, T: Sample>(&self, cot: ArrayView3<'v, T>) -> Result<Cow<'v, [f32]>> {
+    /// The regions' cotangent `(B, P, P)` as C-ordered lanes (borrowed, or copied if strided),
+    /// or the error for another shape: what every VJP of this plan reads.
+    pub fn cotangent_lanes<'v, T: Sample>(&self, cot: ArrayView3<'v, T>) -> Result<Cow<'v, [f32]>> {
         let (b, p) = (self.samples, self.side);
         if cot.dim() != (b, p, p) {
             return Err(Error::CotangentShape {

@@ -327,6 +327,37 @@ impl Gpu {
     }
 }
 
+/// `len` zeroed values on `stream` (at least one: an empty output still needs an address).
+fn zeros<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    stream: &Arc<CudaStream>,
+    len: usize,
+) -> Result<CudaSlice<T>> {
+    stream.alloc_zeros::<T>(len.max(1)).map_err(driver)
+}
+
+/// The `shape` of `T` pixels at the start of `buffer` (`f32` lanes), copied to the host once
+/// the work queued on `stream` before is done.
+fn download<T: Sample, Sh: ndarray::IntoDimension>(
+    stream: &Arc<CudaStream>,
+    buffer: &CudaSlice<f32>,
+    shape: Sh,
+) -> Result<ndarray::Array<T, Sh::Dim>> {
+    let shape = shape.into_dimension();
+    let host = stream.clone_dtoh(buffer).map_err(driver)?;
+    let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..shape.size() * T::LANES]);
+    ndarray::Array::from_shape_vec(shape, values).map_err(driver)
+}
+
+/// The `(count, 2)` offsets' cotangent at the start of `buffer`, copied to the host.
+fn download_rows(
+    stream: &Arc<CudaStream>,
+    buffer: &CudaSlice<f64>,
+    count: usize,
+) -> Result<Array2<f64>> {
+    let host = stream.clone_dtoh(buffer).map_err(driver)?;
+    Array2::from_shape_vec((count, 2), host[..count * 2].to_vec()).map_err(driver)
+}
+
 /// The kernel as a module of `context`: a CUBIN for the device's architecture, loaded without
 /// the driver's JIT (so an NVRTC newer than the driver works); else PTX for the driver to
 /// compile. The error gives both reasons.

@@ -158,10 +158,8 @@ impl GpuPlan {
         if resident.lanes != T::LANES {
             return Err(driver("the resident canvas holds another pixel type"));
         }
-        let host = self.stream.clone_dtoh(&resident.image).map_err(driver)?;
-        let pixels: Vec<T> = bytemuck::pod_collect_to_vec(&host);
         let side = self.geometry.side();
-        Array2::from_shape_vec((side, side), pixels).map_err(driver)
+        download(&self.stream, &resident.image, (side, side))
     }
 
     /// A canvas of this plan's side with `lanes` lanes per pixel in this GPU's memory, for a

@@ -95,21 +95,15 @@ impl Gpu {
         weights: ArrayView4<'_, f32>,
         cotangent: ArrayView3<'_, T>,
     ) -> Result<(ndarray::Array4<T>, Array2<f64>)> {
-        let (b, c, n, p, l) = (
+        let (b, c, n, l) = (
             region.samples(),
             region.channels(),
             region.patch_size(),
-            region.side(),
             T::LANES,
         );
         let w = weights.dim();
         RegionArgs::check_inputs(region, patches.dim(), w)?;
-        if cotangent.dim() != (b, p, p) {
-            return Err(driver(format!(
-                "the cotangent has shape {:?}; expected ({b}, {p}, {p})",
-                cotangent.dim()
-            )));
-        }
+        let cot = region.cotangent_lanes(cotangent)?;
         let _keep = KeepCurrent::new();
         let on = self.default_stream();
         let stream = &on.stream;
@@ -119,17 +113,9 @@ impl Gpu {
             .clone_htod(&*c_order_lanes(patches, copy)?)
             .map_err(driver)?;
         let device_weights = stream.clone_htod(&weight_values).map_err(driver)?;
-        let device_cot = stream
-            .clone_htod(&*c_order_lanes(cotangent, || {
-                "a copy of the cotangent".into()
-            })?)
-            .map_err(driver)?;
-        let mut patch_grad = stream
-            .alloc_zeros::<f32>((b * c * n * n * l).max(1))
-            .map_err(driver)?;
-        let mut positions = stream
-            .alloc_zeros::<f64>((b * c * 2).max(1))
-            .map_err(driver)?;
+        let device_cot = stream.clone_htod(&*cot).map_err(driver)?;
+        let mut patch_grad = zeros::<f32>(stream, b * c * n * n * l)?;
+        let mut positions = zeros::<f64>(stream, b * c * 2)?;
         {
             let (patches_at, _p) = device_patches.device_ptr(stream);
             let (weights_at, _w) = device_weights.device_ptr(stream);
@@ -152,12 +138,8 @@ impl Gpu {
             // same stream.
             unsafe { self.enqueue_region_vjp(&on, region, io)? };
         }
-        let host = stream.clone_dtoh(&patch_grad).map_err(driver)?;
-        let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..b * c * n * n * l]);
-        let patches = ndarray::Array4::from_shape_vec((b, c, n, n), values).map_err(driver)?;
-        let host = stream.clone_dtoh(&positions).map_err(driver)?;
-        let positions =
-            Array2::from_shape_vec((b * c, 2), host[..b * c * 2].to_vec()).map_err(driver)?;
+        let patches = download(stream, &patch_grad, (b, c, n, n))?;
+        let positions = download_rows(stream, &positions, b * c)?;
         Ok((patches, positions))
     }
 
@@ -174,9 +156,7 @@ impl Gpu {
         let stream = &on.stream;
         let (count, n, _) = extraction.output_shape();
         let device_images = stream.clone_htod(&*image_lanes(images)?).map_err(driver)?;
-        let mut out = stream
-            .alloc_zeros::<f32>((count * n * n * T::LANES).max(1))
-            .map_err(driver)?;
+        let mut out = zeros::<f32>(stream, count * n * n * T::LANES)?;
         {
             let (images_at, _i) = device_images.device_ptr(stream);
             let (out_at, _o) = out.device_ptr_mut(stream);
@@ -191,9 +171,7 @@ impl Gpu {
                 )?
             };
         }
-        let host = stream.clone_dtoh(&out).map_err(driver)?;
-        let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..count * n * n * T::LANES]);
-        Array3::from_shape_vec((count, n, n), values).map_err(driver)
+        download(stream, &out, (count, n, n))
     }
 
     /// [`Extraction::extract_vjp`] on this GPU for host arrays: the same bits.
@@ -213,12 +191,8 @@ impl Gpu {
         let (b, s, l) = (images.dim().0, extraction.image_side(), T::LANES);
         let device_images = stream.clone_htod(&*image_lanes(images)?).map_err(driver)?;
         let device_cot = stream.clone_htod(&*cot).map_err(driver)?;
-        let mut image_grad = stream
-            .alloc_zeros::<f32>((b * s * s * l).max(1))
-            .map_err(driver)?;
-        let mut offsets = stream
-            .alloc_zeros::<f64>((count * 2).max(1))
-            .map_err(driver)?;
+        let mut image_grad = zeros::<f32>(stream, b * s * s * l)?;
+        let mut offsets = zeros::<f64>(stream, count * 2)?;
         {
             let (images_at, _i) = device_images.device_ptr(stream);
             let (cot_at, _c) = device_cot.device_ptr(stream);
@@ -241,15 +215,12 @@ impl Gpu {
             };
         }
         let patches = if wrt.patches {
-            let host = stream.clone_dtoh(&image_grad).map_err(driver)?;
-            let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..b * s * s * l]);
-            Some(Array3::from_shape_vec((b, s, s), values).map_err(driver)?)
+            Some(download(stream, &image_grad, (b, s, s))?)
         } else {
             None
         };
         let offsets = if wrt.offsets {
-            let host = stream.clone_dtoh(&offsets).map_err(driver)?;
-            Some(Array2::from_shape_vec((count, 2), host[..count * 2].to_vec()).map_err(driver)?)
+            Some(download_rows(stream, &offsets, count)?)
         } else {
             None
         };
@@ -274,9 +245,7 @@ impl Gpu {
             .clone_htod(&*c_order_lanes(patches, || "a copy of the patches".into())?)
             .map_err(driver)?;
         let device_weights = stream.clone_htod(&weight_values).map_err(driver)?;
-        let mut out = stream
-            .alloc_zeros::<f32>((b * p * p * l).max(1))
-            .map_err(driver)?;
+        let mut out = zeros::<f32>(stream, b * p * p * l)?;
         {
             let (patches_at, _p) = device_patches.device_ptr(stream);
             let (weights_at, _w) = device_weights.device_ptr(stream);
@@ -297,9 +266,7 @@ impl Gpu {
                 )?
             };
         }
-        let host = stream.clone_dtoh(&out).map_err(driver)?;
-        let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..b * p * p * l]);
-        Array3::from_shape_vec((b, p, p), values).map_err(driver)
+        download(stream, &out, (b, p, p))
     }
 }
 

@@ -32,12 +32,8 @@ impl GpuPlan {
         let out = out_host
             .map(|o| stream.clone_htod(&*o).map_err(driver))
             .transpose()?;
-        let mut patch_grad = stream
-            .alloc_zeros::<f32>((count * n * n * l).max(1))
-            .map_err(driver)?;
-        let mut offsets = stream
-            .alloc_zeros::<f64>((count * 2).max(1))
-            .map_err(driver)?;
+        let mut patch_grad = zeros::<f32>(stream, count * n * n * l)?;
+        let mut offsets = zeros::<f64>(stream, count * 2)?;
         {
             let (cot_at, _c) = cot.device_ptr(stream);
             let out_at = out.as_ref().map(|o| o.device_ptr(stream));
@@ -64,15 +60,12 @@ impl GpuPlan {
             };
         }
         let patches = if wrt.patches {
-            let host = stream.clone_dtoh(&patch_grad).map_err(driver)?;
-            let values: Vec<T> = bytemuck::pod_collect_to_vec(&host[..count * n * n * l]);
-            Some(ndarray::Array3::from_shape_vec((count, n, n), values).map_err(driver)?)
+            Some(download(stream, &patch_grad, (count, n, n))?)
         } else {
             None
         };
         let offsets = if wrt.offsets {
-            let host = stream.clone_dtoh(&offsets).map_err(driver)?;
-            Some(Array2::from_shape_vec((count, 2), host[..count * 2].to_vec()).map_err(driver)?)
+            Some(download_rows(stream, &offsets, count)?)
         } else {
             None
         };
