@@ -135,6 +135,11 @@ fn lanes_of(dtype: DLDataType, what: &str) -> PyResult<usize> {
     }
 }
 
+/// A library error of the GPU path as its Python exception (no signals are involved).
+fn gpu_error(e: Error) -> PyErr {
+    to_py(e, &Default::default())
+}
+
 fn dlpack_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(format!("DLPack: {e}"))
 }
@@ -191,7 +196,7 @@ impl Described {
                 self.shape, self.strides
             )));
         }
-        check_aligned(self.address, what).map_err(|e| to_py(e, &Default::default()))?;
+        check_aligned(self.address, what).map_err(gpu_error)?;
         if lanes == 0 && !self.address.is_multiple_of(8) {
             return Err(PyValueError::new_err(format!(
                 "{what} starts at {:#x}, not a multiple of 8 bytes: the kernels write float64 there; pass a fresh array",
@@ -213,13 +218,12 @@ pub(crate) struct DeviceCall {
 
 impl DeviceCall {
     /// A call on `first`'s GPU, on `stream` (a raw `CUstream` of that GPU; `None`: the legacy
-    /// default stream, and [`DeviceCall::finish`] waits); `first` described.
+    /// default stream, and [`DeviceCall::run`] waits); `first` described.
     pub(crate) fn new(
         py: Python<'_>,
         first: &Bound<'_, PyAny>,
         stream: Option<usize>,
     ) -> PyResult<(Self, Described)> {
-        let gpu_error = |e: Error| to_py(e, &Default::default());
         let request = ImportRequest::new(first.as_borrowed())?;
         let (imported, gpu, on) = match request.device() {
             Ok(device) => {
@@ -319,17 +323,16 @@ impl DeviceCall {
             work(gpu, on)?;
             if waits { on.synchronize() } else { Ok(()) }
         })
-        .map_err(|e| to_py(e, &Default::default()))?;
+        .map_err(gpu_error)?;
         drop(self.held);
         Ok(())
     }
 }
 
-/// `(lanes, address)` of a stack of `count` `n×n` patches, any strides, as [`Stack`] reads it.
+/// The patches `(n, N, N[, 1])`, any strides, as [`Stack`] reads them.
 fn stack_of(d: &Described) -> PyResult<Stack> {
     let lanes = lanes_of(d.dtype, "patches")?;
-    Stack::from_layout(d.address, &d.shape, d.strides.as_deref(), lanes)
-        .map_err(|e| to_py(e, &Default::default()))
+    Stack::from_layout(d.address, &d.shape, d.strides.as_deref(), lanes).map_err(gpu_error)
 }
 
 /// `Plan.vjp_cuda`: the backward of `operation` on device memory, into the caller's outputs.
@@ -360,9 +363,7 @@ pub(crate) fn vjp(
     let output = call.optional(output, false, "the output", canvas, l)?;
     let patch_grad = call.optional(grads.0, true, "the patches' cotangent", count * n * n, l)?;
     let offsets_grad = call.optional(grads.1, true, "the offsets' cotangent", count * 2, 0)?;
-    let gpu_plan = plans
-        .on(plan, call.gpu.ordinal())
-        .map_err(|e| to_py(e, &Default::default()))?;
+    let gpu_plan = plans.on(plan, call.gpu.ordinal()).map_err(gpu_error)?;
     let io = ReassemblyVjp {
         stack,
         cot,
@@ -395,7 +396,7 @@ fn images_of(d: &Described, extraction: &CoreExtraction) -> PyResult<Images> {
         Some(st) => [st[0], st[1], st[2]],
         None => [s * s, s, 1],
     };
-    check_aligned(d.address, "images").map_err(|e| to_py(e, &Default::default()))?;
+    check_aligned(d.address, "images").map_err(gpu_error)?;
     Ok(Images {
         address: d.address,
         strides,
@@ -561,7 +562,6 @@ pub(crate) fn run(
     stream: Option<usize>,
     out: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<DeviceArray>> {
-    let gpu_error = |e: Error| to_py(e, &Default::default());
     let (mut call, first) = DeviceCall::new(py, patches, stream)?;
     let stack = stack_of(&first)?;
     let gpu_plan = plans.on(plan, call.gpu.ordinal()).map_err(gpu_error)?;
@@ -666,7 +666,6 @@ pub(crate) fn device_empty(
     ordinal: usize,
 ) -> PyResult<DeviceArray> {
     let dt = dlpack_dtype(dtype)?;
-    let gpu_error = |e: Error| to_py(e, &Default::default());
     if shape.iter().any(|&d| d < 0) {
         return Err(PyValueError::new_err(format!(
             "a device array's shape has no negative sizes: {shape:?}"
