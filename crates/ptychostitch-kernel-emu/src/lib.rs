@@ -151,6 +151,41 @@ fn gradients<T: Sample>(
     })
 }
 
+/// A region reassembly's checked inputs in host memory.
+struct RegionHost {
+    patches: Vec<f32>,
+    lanes: usize,
+    weights: Vec<f32>,
+    weight_shape: [usize; 2],
+}
+
+impl RegionHost {
+    fn new<T: Sample>(
+        region: &ptychostitch::region::Region,
+        patches: ndarray::ArrayView4<'_, T>,
+        weights: ndarray::ArrayView4<'_, f32>,
+    ) -> Result<Self> {
+        let w = weights.dim();
+        ptychostitch::gpu::launch::RegionArgs::check_inputs(region, patches.dim(), w)?;
+        Ok(Self {
+            patches: lanes_of(patches),
+            lanes: T::LANES,
+            weights: weights.iter().copied().collect(),
+            weight_shape: [w.0, w.1],
+        })
+    }
+
+    /// Their addresses, valid while `self` lives.
+    fn inputs(&self) -> compose::RegionInputs {
+        compose::RegionInputs {
+            patches: self.patches.as_ptr() as u64,
+            lanes: self.lanes,
+            weights: self.weights.as_ptr() as u64,
+            weight_shape: self.weight_shape,
+        }
+    }
+}
+
 /// `region`'s reassembly of `patches` `(B, C, N, N)` with `weights` `(1|B, 1|C, N, N)` by the
 /// emulated region kernels through [`compose::region`], the driver's composition. `(B, P, P)`.
 pub fn region<T: Sample>(
@@ -159,10 +194,7 @@ pub fn region<T: Sample>(
     weights: ndarray::ArrayView4<'_, f32>,
 ) -> Result<ndarray::Array3<T>> {
     let (b, p) = (region.samples(), region.side());
-    let w = weights.dim();
-    ptychostitch::gpu::launch::RegionArgs::check_inputs(region, patches.dim(), w)?;
-    let patches = lanes_of(patches);
-    let weights: Vec<f32> = weights.iter().copied().collect();
+    let host = RegionHost::new(region, patches, weights)?;
     let mut out = vec![f32::NAN; b * p * p * T::LANES];
     let mut emulator = Emulator::default();
     // SAFETY: the patches hold B·C·N·N pixels and the weights w0·w1·N·N, C order; `out`
@@ -171,12 +203,7 @@ pub fn region<T: Sample>(
         compose::region(
             &mut emulator,
             region,
-            compose::RegionInputs {
-                patches: patches.as_ptr() as u64,
-                lanes: T::LANES,
-                weights: weights.as_ptr() as u64,
-                weight_shape: [w.0, w.1],
-            },
+            host.inputs(),
             out.as_mut_ptr() as u64,
         )?
     };
@@ -194,10 +221,7 @@ pub fn region_vjp<T: Sample>(
     channel_layout: bool,
 ) -> Result<(ndarray::Array4<T>, Vec<f64>)> {
     let (b, c, n) = (region.samples(), region.channels(), region.patch_size());
-    let w = weights.dim();
-    ptychostitch::gpu::launch::RegionArgs::check_inputs(region, patches.dim(), w)?;
-    let patches = lanes_of(patches);
-    let weights: Vec<f32> = weights.iter().copied().collect();
+    let host = RegionHost::new(region, patches, weights)?;
     let cot = region.cotangent_lanes(cot)?;
     let mut patch_grad = vec![f32::NAN; b * c * n * n * T::LANES];
     let mut positions = vec![f64::NAN; b * c * 2];
@@ -208,12 +232,7 @@ pub fn region_vjp<T: Sample>(
             &mut Emulator::default(),
             region,
             compose::RegionVjp {
-                inputs: compose::RegionInputs {
-                    patches: patches.as_ptr() as u64,
-                    lanes: T::LANES,
-                    weights: weights.as_ptr() as u64,
-                    weight_shape: [w.0, w.1],
-                },
+                inputs: host.inputs(),
                 cot: cot.as_ptr() as u64,
                 patch_grad: patch_grad.as_mut_ptr() as u64,
                 positions_grad: positions.as_mut_ptr() as u64,
