@@ -348,6 +348,26 @@ fn download<T: Sample, Sh: ndarray::IntoDimension>(
     ndarray::Array::from_shape_vec(shape, values).map_err(driver)
 }
 
+/// The cotangents `wrt` asks for, copied to the host: the first input's `(n, N, N)` pixels and
+/// the `(count, 2)` offsets'.
+fn download_gradients<T: Sample>(
+    stream: &Arc<CudaStream>,
+    wrt: Wrt,
+    (first, shape): (&CudaSlice<f32>, (usize, usize, usize)),
+    (offsets, count): (&CudaSlice<f64>, usize),
+) -> Result<Gradients<T>> {
+    Ok(Gradients {
+        patches: wrt
+            .patches
+            .then(|| download(stream, first, shape))
+            .transpose()?,
+        offsets: wrt
+            .offsets
+            .then(|| download_rows(stream, offsets, count))
+            .transpose()?,
+    })
+}
+
 /// The `(count, 2)` offsets' cotangent at the start of `buffer`, copied to the host.
 fn download_rows(
     stream: &Arc<CudaStream>,

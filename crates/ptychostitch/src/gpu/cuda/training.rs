@@ -214,17 +214,7 @@ impl Gpu {
                 )?
             };
         }
-        let patches = if wrt.patches {
-            Some(download(stream, &image_grad, (b, s, s))?)
-        } else {
-            None
-        };
-        let offsets = if wrt.offsets {
-            Some(download_rows(stream, &offsets, count)?)
-        } else {
-            None
-        };
-        Ok(Gradients { patches, offsets })
+        download_gradients(stream, wrt, (&image_grad, (b, s, s)), (&offsets, count))
     }
 
     /// [`Region::reassemble`] on this GPU for host arrays: the same bits.

@@ -59,18 +59,10 @@ impl GpuPlan {
                 )?
             };
         }
-        let patches = if wrt.patches {
-            Some(download(stream, &patch_grad, (count, n, n))?)
-        } else {
-            None
-        };
-        let offsets = if wrt.offsets {
-            Some(download_rows(stream, &offsets, count)?)
-        } else {
-            None
-        };
+        let gradients =
+            download_gradients(stream, wrt, (&patch_grad, (count, n, n)), (&offsets, count))?;
         self.synchronize()?;
         drop(resident);
-        Ok(Gradients { patches, offsets })
+        Ok(gradients)
     }
 }
