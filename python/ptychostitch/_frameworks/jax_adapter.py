@@ -66,21 +66,47 @@ def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
         dx, doff = kernel.backward(xv, ov, np.asarray(outv), np.conj(np.asarray(cv)), True, True)
         return np.conj(dx).astype(xv.dtype, copy=False), doff.astype(ov.dtype, copy=False)
 
-    @jax.custom_vjp
-    def op(x: Any, offsets: Any) -> Any:
+    def forward(x: Any, offsets: Any) -> Any:
         return jax.pure_callback(forward_host, out_spec, x, offsets, vmap_method="sequential")
 
-    def fwd(x: Any, offsets: Any) -> Any:
-        out = op(x, offsets)
-        return out, (x, offsets, out)
-
-    def bwd(res: Any, cot: Any) -> Any:
-        x, offsets, out = res
+    def backward(x: Any, offsets: Any, out: Any, cot: Any) -> Any:
         specs = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(offsets.shape, offsets.dtype))
         return jax.pure_callback(backward_host, specs, x, offsets, out, cot, vmap_method="sequential")
 
+    @jax.custom_vjp
+    def op(x: Any, offsets: Any) -> Any:
+        return refusing(forward)(x, offsets)
+
+    def fwd(x: Any, offsets: Any) -> Any:
+        out = refusing(forward)(x, offsets)
+        return out, (x, offsets, out)
+
+    def bwd(res: Any, cot: Any) -> Any:
+        return refusing(backward)(*res, cot)
+
     op.defvjp(fwd, bwd)
     return op(x, offsets)
+
+
+SECOND_ORDER = (
+    "ptychostitch's gradient is not differentiable again: a second derivative (jax.hessian, "
+    "jacfwd over grad, grad of grad, a gradient penalty) through it is not supported"
+)
+
+
+def refusing(function: Any) -> Any:
+    """``function`` (the forward's or the backward's callback) with a JVP rule that raises:
+    every second derivative differentiates one of them (forward-over-reverse JVPs the forward
+    and the backward; reverse-over-reverse linearises the backward), whether or not the
+    cotangent depends on the inputs. Without it JAX would say only that a callback has no JVP."""
+    jax = _jax()
+    wrapped = jax.custom_jvp(function)
+
+    def jvp(primals: Any, tangents: Any) -> Any:
+        raise NotImplementedError(SECOND_ORDER)
+
+    wrapped.defjvp(jvp)
+    return wrapped
 
 
 class JaxBackend(Backend):

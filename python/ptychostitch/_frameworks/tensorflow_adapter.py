@@ -116,8 +116,12 @@ def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]
             out = tf.numpy_function(kernel.forward, [x, offsets], out_dtype, stateful=False, name="ptychostitch")
             out.set_shape(static_shape)
 
+        # The backward's results depend on the cotangent and on the operation's inputs, so that
+        # an outer tape differentiating them always reaches `second` (and raises): with the
+        # cotangent alone, a loss linear in the output would make them constants to the outer
+        # tape, which would silently drop this operation's term of a second derivative.
         @tf.custom_gradient
-        def backward(cot: Any) -> Any:
+        def backward(cot: Any, x: Any, offsets: Any) -> Any:
             if device:
                 with BACKEND.device_scope(x):
                     dx, doff = kernel.backward_device(BACKEND, x, offsets, out, cot, True, True)
@@ -135,7 +139,7 @@ def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]
             return (dx, doff), second
 
         def grad(cot: Any) -> Any:
-            return backward(cot)
+            return backward(cot, x, offsets)
 
         return out, grad
 

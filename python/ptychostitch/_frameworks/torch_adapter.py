@@ -10,9 +10,12 @@ require grad (no device kernel for their cotangent) copies to the host and back.
 
 The backward is not differentiable again. Where it runs with ``create_graph=True`` its results
 carry a node that raises ``RuntimeError`` the moment a second derivative reaches it (a
-Hessian-vector product, a gradient penalty), instead of silently dropping this operation's
-term. (torch's own ``once_differentiable`` does not raise there: in torch 2.15 the second
-derivative silently lacks the term, measured.)
+Hessian-vector product, a gradient penalty, a mixed derivative through a loss linear in the
+output), instead of silently dropping this operation's term. The node depends on the
+cotangent *and* on the operation's inputs: a loss linear in the output gives a cotangent that
+does not require grad, and a node hung on it alone would be a constant to autograd. (torch's
+own ``once_differentiable`` does not raise there: in torch 2.15 the second derivative silently
+lacks the term, measured.)
 """
 
 from __future__ import annotations
@@ -62,9 +65,11 @@ def _refusal() -> Any:
 
         class RefuseSecondOrder(torch.autograd.Function):
             @staticmethod
-            def forward(ctx: Any, cot: Any, *values: Any) -> Any:  # type: ignore[override]
-                del ctx, cot
-                return tuple(None if v is None else v.clone() for v in values)
+            def forward(ctx: Any, depends: int, *tensors: Any) -> Any:  # type: ignore[override]
+                # The first `depends` tensors (the cotangent and the operation's inputs) only
+                # connect the results to everything a second derivative could flow to.
+                del ctx
+                return tuple(None if v is None else v.clone() for v in tensors[depends:])
 
             @staticmethod
             def backward(ctx: Any, *grads: Any) -> Any:  # type: ignore[override]
@@ -72,6 +77,16 @@ def _refusal() -> Any:
 
         _REFUSAL = RefuseSecondOrder
     return _REFUSAL
+
+
+def refuse_second_order(grads: Tuple[Any, ...], depends: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    """A backward's ``grads`` as it returns them: where autograd records the backward
+    (``create_graph=True``), behind a node that raises when differentiated, connected to
+    ``depends`` (the cotangent and the forward's inputs) so that it is on every path a second
+    derivative takes, whether or not the cotangent requires grad."""
+    if not _torch().is_grad_enabled():
+        return grads
+    return _refusal().apply(len(depends), *depends, *grads)
 
 
 def _function() -> Any:
@@ -102,8 +117,7 @@ def _function() -> Any:
                     dx, doff = ctx.kernel.backward(_numpy(x), _numpy(offsets), _numpy(out), _numpy(cot), want_x, want_off)
                     to = lambda a, like: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(like.device)  # noqa: E731
                     dx, doff = to(dx, x), to(doff, offsets)
-                if torch.is_grad_enabled() and cot.requires_grad:
-                    dx, doff = _refusal().apply(cot, dx, doff)
+                dx, doff = refuse_second_order((dx, doff), (cot, x, offsets))
                 return None, None, dx, doff
 
         _FUNCTION = Stitch
@@ -139,8 +153,7 @@ def _weighted_function() -> Any:
                     None if g is None else torch.from_numpy(np.ascontiguousarray(g)).to(like.device)
                     for g, like in zip(grads, (x, offsets, weights))
                 )
-                if torch.is_grad_enabled() and cot.requires_grad:
-                    grads = _refusal().apply(cot, *grads)
+                grads = refuse_second_order(grads, (cot, x, offsets, weights))
                 return (None, *grads)
 
         _WEIGHTED = WeightedStitch
