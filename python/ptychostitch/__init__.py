@@ -444,17 +444,11 @@ def reassemble_regions(
     side = _positive("padded_size", padded_size)
     if layout not in _region.LAYOUTS:
         raise ValueError(f"layout must be 'tf' or 'torch', not {layout!r}")
-    convention = layout if convention is None else convention
-    if convention not in ("tf", "torch"):
-        raise ValueError(f"convention must be 'tf' or 'torch', not {convention!r}")
-    kernel = _region.RegionKernel(
-        layout, side, weights,
-        convention=convention,
-        recentre=(layout == "tf") if recentre is None else bool(recentre),
-        numerator=numerator, denominator=denominator, epsilon=epsilon, support=support,
-        threads=_threads(threads), reference=bool(reference),
-        scale=(1.0 - float(epsilon) if denominator == "regularised" else 1.0) if scale is None else float(scale),
+    checked = _region.options(
+        layout, convention=convention, recentre=recentre, numerator=numerator, denominator=denominator,
+        epsilon=epsilon, support=support, scale=scale,
     )
+    kernel = _region.RegionKernel(layout, side, weights, threads=_threads(threads), reference=bool(reference), **checked)
     kernel.dims(tuple(getattr(patches, "shape", np.shape(patches))))  # a clear error for a wrong rank
     if not isinstance(weights, str) and not isinstance(weights, np.ndarray):
         owner = _frameworks.backend_of(weights)

@@ -117,6 +117,16 @@ class Extraction:
     @property
     def output_shape(self) -> Tuple[int, int, int]: ...
 
+def parallel_runs() -> int:
+    """Runs (of every operation) that started more than one worker thread in this process."""
+
+def check_region_options(
+    convention: str, recentre: bool, numerator: str, denominator: str, epsilon: float, support: Optional[str] = None,
+    threshold_value: float = 0.0, scale: float = 1.0,
+) -> None:
+    """Raises ``ValueError`` naming the parameter where a region reassembly's options leave its
+    result undefined (``RegionOptions::validate``)."""
+
 class Region:
     """The training-path reassembly (``ptychostitch::region``): ``positions`` ``(B·C, 2)``,
     ``samples`` B, patch side N, region side P; see ``ptychostitch.reassemble_regions``."""
@@ -124,7 +134,7 @@ class Region:
     def __init__(
         self, positions: np.ndarray, samples: int, patch_size: int, side: int, convention: str, recentre: bool,
         numerator: str, denominator: str, epsilon: float, support: Optional[str] = None,
-        threshold_value: float = 0.0, threads: int = 0,
+        threshold_value: float = 0.0, threads: int = 0, scale: float = 1.0,
     ) -> None: ...
     def reassemble(self, patches: np.ndarray, weights: np.ndarray, reference: bool = False) -> np.ndarray: ...
     def reassemble_cuda(self, patches: Any, weights: Any, out: Any, stream: Optional[int] = None) -> None: ...

@@ -16,6 +16,7 @@ Layouts:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -56,6 +57,67 @@ def weights_array(weights: Any, n: int) -> np.ndarray:
             f"weights have shape {np.shape(weights)}; expected ({n}, {n}), (B, {n}, {n}) or (1|B, 1|C, {n}, {n})"
         )
     return np.ascontiguousarray(w)
+
+
+NUMERATORS = ("sum", "weighted")
+DENOMINATORS = ("add", "clamp", "one", "affine", "regularised")
+SUPPORTS = ("above", "above_max_fraction")
+
+
+def _real_number(name: str, value: Any) -> float:
+    """A real-number option: Python's and NumPy's reals (not bool); a TypeError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, not {type(value).__name__} ({value!r})")
+    return float(value)
+
+
+def _choice(name: str, value: Any, allowed: Tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {type(value).__name__} ({value!r})")
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+    return value
+
+
+def options(
+    layout: str, *, convention: Optional[str], recentre: Any, numerator: Any, denominator: Any, epsilon: Any,
+    support: Any, scale: Any,
+) -> dict:
+    """The normalisation options of :func:`ptychostitch.reassemble_regions`, checked up front
+    (before any data is read, so a graph-mode call fails when it is built): each a ``TypeError``
+    or ``ValueError`` naming the parameter and what it may be. Returns ``RegionKernel``'s
+    keyword arguments (less ``threads`` and ``reference``)."""
+    convention = layout if convention is None else _choice("convention", convention, ("tf", "torch"))
+    if recentre is None:
+        recentre = layout == "tf"
+    elif not isinstance(recentre, (bool, np.bool_)):
+        raise TypeError(f"recentre must be True, False or None (the layout's default), not {recentre!r}")
+    numerator = _choice("numerator", numerator, NUMERATORS)
+    denominator = _choice("denominator", denominator, DENOMINATORS)
+    epsilon = _real_number("epsilon", epsilon)
+    if scale is None:
+        scale = 1.0 - epsilon if denominator == "regularised" else 1.0
+    elif denominator not in ("affine", "regularised"):
+        raise ValueError(
+            f"scale is used only by denominator='affine' or 'regularised', not {denominator!r} (it would be ignored)"
+        )
+    else:
+        scale = _real_number("scale", scale)
+    if support is not None:
+        form = "support must be None, ('above', t) or ('above_max_fraction', f)"
+        if not isinstance(support, (tuple, list)) or len(support) != 2:
+            raise TypeError(f"{form}, not {support!r}")
+        kind = _choice("support[0]", support[0], SUPPORTS)
+        support = (kind, _real_number("support[1]", support[1]))
+    checked = dict(
+        convention=convention, recentre=bool(recentre), numerator=numerator, denominator=denominator,
+        epsilon=epsilon, support=support, scale=scale,
+    )
+    _native.check_region_options(
+        convention, bool(recentre), numerator, denominator, epsilon,
+        None if support is None else support[0], 0.0 if support is None else support[1], scale,
+    )
+    return checked
 
 
 class RegionKernel:

@@ -204,6 +204,13 @@ fn cli(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
     py.detach(|| ptychostitch_cli::run(argv))
 }
 
+/// Runs that started more than one worker thread in this process (tests use it to show that a
+/// thread count really ran in parallel).
+#[pyfunction]
+fn parallel_runs() -> u64 {
+    ptychostitch::parallel_runs()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan::stitch, m)?)?;
@@ -212,6 +219,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<plan::Plan>()?;
     m.add_class::<extraction::Extraction>()?;
     m.add_class::<region::Region>()?;
+    m.add_function(wrap_pyfunction!(region::check_region_options, m)?)?;
+    m.add_function(wrap_pyfunction!(parallel_runs, m)?)?;
     #[cfg(feature = "cuda")]
     m.add_class::<gpu::DeviceArray>()?;
     #[cfg(feature = "cuda")]

@@ -63,6 +63,90 @@ pub(crate) struct Region {
     signals: Signals,
 }
 
+/// The normalisation options as `Region(...)` takes them, parsed and checked
+/// ([`RegionOptions::validate`]): the one parser for the plan and for
+/// [`check_region_options`].
+#[allow(clippy::too_many_arguments)]
+fn region_options(
+    convention: &str,
+    recentre: bool,
+    numerator: &str,
+    denominator: &str,
+    epsilon: f32,
+    support: Option<&str>,
+    threshold_value: f32,
+    scale: f32,
+) -> PyResult<RegionOptions> {
+    let convention = self::convention(convention)?;
+    let numerator = match numerator {
+        "sum" => Numerator::Sum,
+        "weighted" => Numerator::Weighted,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "numerator must be 'sum' or 'weighted', not {numerator:?}"
+            )));
+        }
+    };
+    let denominator = match denominator {
+        "add" => Denominator::Add(epsilon),
+        "clamp" => Denominator::Clamp(epsilon),
+        "one" => Denominator::One,
+        "affine" => Denominator::Affine {
+            scale,
+            offset: epsilon,
+        },
+        "regularised" => Denominator::Regularised {
+            scale,
+            max_fraction: epsilon,
+        },
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "denominator must be 'add', 'clamp', 'one', 'affine' or 'regularised', not {denominator:?}"
+            )));
+        }
+    };
+    let support = support.map(|k| threshold(k, threshold_value)).transpose()?;
+    let options = RegionOptions {
+        convention,
+        recentre,
+        numerator,
+        denominator,
+        support,
+    };
+    options
+        .validate()
+        .map_err(|e| to_py(e, &Signals::default()))?;
+    Ok(options)
+}
+
+/// Checks region-reassembly options up front (the public functions call it before any data
+/// is touched, so that a graph-mode call fails when it is built, not when it runs).
+#[pyfunction]
+#[pyo3(signature = (convention, recentre, numerator, denominator, epsilon, support=None, threshold_value=0.0, scale=1.0))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_region_options(
+    convention: &str,
+    recentre: bool,
+    numerator: &str,
+    denominator: &str,
+    epsilon: f32,
+    support: Option<&str>,
+    threshold_value: f32,
+    scale: f32,
+) -> PyResult<()> {
+    region_options(
+        convention,
+        recentre,
+        numerator,
+        denominator,
+        epsilon,
+        support,
+        threshold_value,
+        scale,
+    )
+    .map(|_| ())
+}
+
 #[pymethods]
 impl Region {
     #[new]
@@ -83,42 +167,16 @@ impl Region {
         threads: usize,
         scale: f32,
     ) -> PyResult<Self> {
-        let convention = self::convention(convention)?;
-        let numerator = match numerator {
-            "sum" => Numerator::Sum,
-            "weighted" => Numerator::Weighted,
-            _ => {
-                return Err(PyValueError::new_err(format!(
-                    "numerator must be 'sum' or 'weighted', not {numerator:?}"
-                )));
-            }
-        };
-        let denominator = match denominator {
-            "add" => Denominator::Add(epsilon),
-            "clamp" => Denominator::Clamp(epsilon),
-            "one" => Denominator::One,
-            "affine" => Denominator::Affine {
-                scale,
-                offset: epsilon,
-            },
-            "regularised" => Denominator::Regularised {
-                scale,
-                max_fraction: epsilon,
-            },
-            _ => {
-                return Err(PyValueError::new_err(format!(
-                    "denominator must be 'add', 'clamp', 'one', 'affine' or 'regularised', not {denominator:?}"
-                )));
-            }
-        };
-        let support = support.map(|k| threshold(k, threshold_value)).transpose()?;
-        let options = RegionOptions {
+        let options = region_options(
             convention,
             recentre,
             numerator,
             denominator,
+            epsilon,
             support,
-        };
+            threshold_value,
+            scale,
+        )?;
         let signals = Signals::default();
         let inner = CoreRegion::new(positions.as_array(), samples, patch_size, side, options)
             .map_err(|e| to_py(e, &signals))?

@@ -275,6 +275,55 @@ pub enum Error {
         patch: usize,
     },
 
+    /// A region reassembly was given no samples.
+    #[error(
+        "no samples: `patches` and `positions` hold B = 0 samples; at least one sample of C >= 1 patches is needed"
+    )]
+    NoSamples,
+
+    /// The regions would not fit in memory (or their size overflows every integer type).
+    #[error(
+        "the padded size P = {side} (`padded_size`) is too large: {samples} regions of {side}×{side} pixels need {}, more than the {} this process may use ({limit_source})",
+        human_bytes(*needed_bytes),
+        human_bytes(*limit_bytes),
+        side = human_count(*side)
+    )]
+    RegionTooLarge {
+        /// Region side `P`.
+        side: f64,
+        /// Number of samples `B`.
+        samples: usize,
+        /// Bytes the regions and their working memory would need.
+        needed_bytes: f64,
+        /// The limit that was exceeded.
+        limit_bytes: f64,
+        /// Where the limit comes from.
+        limit_source: &'static str,
+    },
+
+    /// A normalisation parameter is outside the range where the result is defined.
+    #[error("`{parameter}` = {value:?} {reason}; expected {expected}")]
+    Normalisation {
+        /// The parameter's name (as the Python functions spell it).
+        parameter: &'static str,
+        /// The value given.
+        value: f32,
+        /// What goes wrong with it.
+        reason: &'static str,
+        /// The allowed range.
+        expected: &'static str,
+    },
+
+    /// The regularised denominator's maximum is zero: the denominator would be zero (the
+    /// result NaN) wherever no weight lands.
+    #[error(
+        "the weights' reassembly is zero everywhere (max Σw = {max:?}): the regularised denominator scale·Σw + epsilon·max(Σw) would be 0 and every region NaN; pass non-zero weights, or denominator='add' for Σw + ε"
+    )]
+    ZeroDenominator {
+        /// The maximum of the denominators.
+        max: f32,
+    },
+
     /// The positions do not split evenly over the samples.
     #[error(
         "`positions` holds {positions} [x, y] pairs for {samples} samples; expected C per sample, B·C in all"

@@ -72,7 +72,7 @@ pub use extract::Extraction;
 pub use geometry::{Footprint, Geometry, ScanWarning, Span};
 pub use interrupt::Interrupt;
 pub use num_complex::Complex32;
-pub use parallel::Simd;
+pub use parallel::{Simd, parallel_runs};
 pub use plan::{Operation, Plan};
 pub use sample::Sample;
 pub use stream::Accumulator;

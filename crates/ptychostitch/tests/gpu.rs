@@ -13,10 +13,15 @@ use ptychostitch::{Complex32, Error, Operation, Plan, Wrt};
 use rand::RngExt;
 use std::io::Write;
 
-/// The GPU's name, or `None` after saying on stderr (uncaptured) why the test is skipped.
+/// The GPU's name, or `None` after saying on stderr (uncaptured) why the test is skipped. With
+/// `PTYCHOSTITCH_REQUIRE_GPU=1` (`scripts/gpu_check.sh` sets it) no GPU fails the test instead:
+/// a skip must never read as a pass where the GPU is the point.
 fn gpu(test: &str) -> Option<String> {
     match cuda::available() {
         Ok(name) => Some(name),
+        Err(e) if std::env::var_os("PTYCHOSTITCH_REQUIRE_GPU").is_some_and(|v| v == "1") => {
+            panic!("{test}: PTYCHOSTITCH_REQUIRE_GPU=1 but no GPU can be used ({e})")
+        }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no GPU here ({e})");
             None

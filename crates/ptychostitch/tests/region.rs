@@ -110,9 +110,28 @@ fn check_case<T: Sample>(
     cot: &Array3<T>,
     what: &str,
 ) {
-    let reference = oracle(plan)
-        .reassemble(patches.view(), weights.view())
-        .unwrap();
+    let reference = match oracle(plan).reassemble(patches.view(), weights.view()) {
+        Ok(reference) => reference,
+        Err(error) => {
+            // Every patch outside its region under the regularised form: its maximum, and so
+            // its denominator, is 0. An error on both paths, forward and backward, never NaN.
+            assert!(
+                matches!(error, ptychostitch::Error::ZeroDenominator { .. }),
+                "{what}: {error}"
+            );
+            let fast = plan.clone().with_threads(2).with_min_pixels_per_worker(0);
+            assert_eq!(
+                fast.reassemble(patches.view(), weights.view()).unwrap_err(),
+                error
+            );
+            assert_eq!(
+                fast.vjp(patches.view(), weights.view(), cot.view(), RegionWrt::ALL)
+                    .unwrap_err(),
+                error
+            );
+            return;
+        }
+    };
     let g_ref = oracle(plan)
         .vjp(patches.view(), weights.view(), cot.view(), RegionWrt::ALL)
         .unwrap();
@@ -420,5 +439,198 @@ fn the_support_mask_is_the_denominator_above_its_threshold() {
         assert_eq!(mask.dim(), (b, p, p));
         assert!(mask.iter().zip(den.iter()).all(|(&m, &d)| m == (d > limit)));
         assert!(mask.iter().any(|&m| m) && mask.iter().any(|&m| !m));
+    }
+}
+
+#[test]
+fn region_sizes_near_every_integer_width_are_errors_naming_padded_size() {
+    // `P·P` overflowed usize from P = 2³²: it wrapped to a small number, passed the memory check
+    // and then panicked (a zero chunk size, a slice index) or ran for ever (2⁶⁰ + 8).
+    let pos = Array2::<f64>::zeros((8, 2));
+    for side in [
+        (1usize << 32) - 1,
+        1 << 32,
+        (1 << 32) + 1,
+        1 << 40,
+        (1 << 60) + 8,
+        1 << 62,
+        usize::MAX,
+    ] {
+        for implementation in [Implementation::Fast, Implementation::Reference] {
+            let err = Region::new(pos.view(), 2, 8, side, RegionOptions::tensorflow())
+                .map(|plan| plan.with_implementation(implementation))
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(err, ptychostitch::Error::RegionTooLarge { .. }),
+                "{text}"
+            );
+            assert!(text.contains("`padded_size`"), "{text}");
+            assert!(!text.contains("offsets"), "{text}");
+        }
+    }
+    // The figure is the real one: 2 regions of (2³² + 1)² complex pixels and their weights.
+    let err =
+        Region::new(pos.view(), 2, 8, (1 << 32) + 1, RegionOptions::tensorflow()).unwrap_err();
+    let ptychostitch::Error::RegionTooLarge { needed_bytes, .. } = err else {
+        unreachable!()
+    };
+    let side = ((1u64 << 32) + 1) as f64;
+    assert_eq!(needed_bytes, 2.0 * side * side * 12.0);
+    // No samples names the positions, not the offsets.
+    let empty = Array2::<f64>::zeros((0, 2));
+    let err = Region::new(empty.view(), 0, 8, 12, RegionOptions::tensorflow()).unwrap_err();
+    assert!(err.to_string().contains("`positions`"), "{err}");
+}
+
+#[test]
+fn normalisations_whose_result_is_undefined_are_refused_naming_the_parameter() {
+    let pos = Array2::<f64>::zeros((8, 2));
+    let with = |denominator, support| RegionOptions {
+        convention: Convention::Torch,
+        recentre: false,
+        numerator: Numerator::Weighted,
+        denominator,
+        support,
+    };
+    let refused = [
+        (with(Denominator::Add(0.0), None), "epsilon"),
+        (with(Denominator::Add(-1e-3), None), "epsilon"),
+        (with(Denominator::Add(f32::NAN), None), "epsilon"),
+        (with(Denominator::Add(f32::INFINITY), None), "epsilon"),
+        (with(Denominator::Clamp(0.0), None), "epsilon"),
+        (with(Denominator::Clamp(-1.0), None), "epsilon"),
+        (
+            with(
+                Denominator::Affine {
+                    scale: 0.0,
+                    offset: 0.0,
+                },
+                None,
+            ),
+            "epsilon",
+        ),
+        (
+            with(
+                Denominator::Affine {
+                    scale: -1.0,
+                    offset: 1.0,
+                },
+                None,
+            ),
+            "scale",
+        ),
+        (
+            with(
+                Denominator::Affine {
+                    scale: f32::NAN,
+                    offset: 1.0,
+                },
+                None,
+            ),
+            "scale",
+        ),
+        (
+            with(
+                Denominator::Regularised {
+                    scale: 0.5,
+                    max_fraction: 0.0,
+                },
+                None,
+            ),
+            "epsilon",
+        ),
+        (
+            with(
+                Denominator::Regularised {
+                    scale: 0.5,
+                    max_fraction: -0.1,
+                },
+                None,
+            ),
+            "epsilon",
+        ),
+        (
+            with(
+                Denominator::Regularised {
+                    scale: 0.5,
+                    max_fraction: 1.5,
+                },
+                None,
+            ),
+            "epsilon",
+        ),
+        (
+            with(
+                Denominator::Regularised {
+                    scale: f32::INFINITY,
+                    max_fraction: 0.5,
+                },
+                None,
+            ),
+            "scale",
+        ),
+        (
+            with(Denominator::Add(1e-3), Some(Threshold::Above(f32::NAN))),
+            "support",
+        ),
+        (
+            with(
+                Denominator::Add(1e-3),
+                Some(Threshold::AboveMaxFraction(2.0)),
+            ),
+            "support",
+        ),
+        (
+            with(
+                Denominator::Add(1e-3),
+                Some(Threshold::AboveMaxFraction(-0.5)),
+            ),
+            "support",
+        ),
+    ];
+    for (options, parameter) in refused {
+        let err = Region::new(pos.view(), 2, 8, 12, options).unwrap_err();
+        assert!(
+            matches!(err, ptychostitch::Error::Normalisation { parameter: p, .. } if p == parameter),
+            "{options:?}: {err}"
+        );
+        assert!(err.to_string().contains(&format!("`{parameter}`")), "{err}");
+    }
+    // Every option the other tests use is accepted.
+    for options in options() {
+        Region::new(pos.view(), 2, 8, 12, options).unwrap();
+    }
+    // All-zero weights under the regularised form: its maximum is 0, so is its denominator
+    // wherever no weight lands. An error, on both paths and in the backward, never NaN.
+    let regularised = with(
+        Denominator::Regularised {
+            scale: 0.9,
+            max_fraction: 0.1,
+        },
+        None,
+    );
+    let x = Array4::<f32>::from_elem((2, 4, 8, 8), 1.0);
+    let zero = Array4::<f32>::zeros((1, 1, 8, 8));
+    let cot = Array3::<f32>::ones((2, 12, 12));
+    for implementation in [Implementation::Fast, Implementation::Reference] {
+        let plan = Region::new(pos.view(), 2, 8, 12, regularised)
+            .unwrap()
+            .with_implementation(implementation);
+        let err = plan.reassemble(x.view(), zero.view()).unwrap_err();
+        assert!(
+            matches!(err, ptychostitch::Error::ZeroDenominator { .. }),
+            "{err}"
+        );
+        let err = plan
+            .vjp(x.view(), zero.view(), cot.view(), RegionWrt::ALL)
+            .unwrap_err();
+        assert!(
+            matches!(err, ptychostitch::Error::ZeroDenominator { .. }),
+            "{err}"
+        );
+        // Non-zero weights give finite regions everywhere, covered or not.
+        let out = plan.reassemble(x.view(), center_mask(8).view()).unwrap();
+        assert!(out.iter().all(|v| v.is_finite()));
     }
 }

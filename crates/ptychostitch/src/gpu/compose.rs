@@ -497,9 +497,9 @@ unsafe fn region_forward<L: Launcher>(
     let (normalisation, maximum) = if region.needs_batch_facts() {
         // SAFETY: `den` holds B·P·P f32.
         let den = unsafe { launcher.read_f32(args.den, b * p * p)? };
-        (region.normalisation(&den), region.maximum(&den))
+        (region.normalisation(&den)?, region.maximum(&den)?)
     } else {
-        (region.normalisation(&[]), (None, 0.0))
+        (region.normalisation(&[])?, (None, 0.0))
     };
     args.normalise_by(normalisation.0, normalisation.1)?;
     // SAFETY: as above.

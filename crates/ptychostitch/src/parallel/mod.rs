@@ -181,6 +181,16 @@ pub(crate) fn workers_for(threads: usize, min_pixels_per_worker: usize, pixels: 
     requested.min(affordable).max(1)
 }
 
+/// Runs that started more than one worker task, since the process started: how a test shows
+/// that a thread count above one really ran in parallel (the minimum work per worker can keep a
+/// small input on one thread whatever was asked).
+static PARALLEL_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many runs (of every operation) have started more than one worker task in this process.
+pub fn parallel_runs() -> u64 {
+    PARALLEL_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Runs `work` on every piece, each worker with its own scratch from `scratch`.
 ///
 /// Exactly `workers` tasks on the caller's rayon pool (the global one unless the caller
@@ -202,6 +212,7 @@ pub(crate) fn for_each_piece<P: Send, S>(
         return;
     }
     let tasks = workers.min(pieces.len());
+    PARALLEL_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let queue = Mutex::new(pieces.into_iter());
     (0..tasks).into_par_iter().for_each(|_| {
         let mut s = scratch();

@@ -284,7 +284,7 @@ fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f3
 
 pub(crate) fn reassemble<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<Vec<T>> {
     let (mut out, den) = sums::<T>(plan, inputs)?;
-    let Normalisation { limit, g, .. } = Normalisation::of(plan, &den);
+    let Normalisation { limit, g, .. } = Normalisation::of(plan, &den)?;
     normalise(plan, lanes_mut(&mut out), &den, T::LANES, limit, g);
     Ok(out)
 }
@@ -306,7 +306,7 @@ pub(crate) fn vjp<T: Sample>(
     let (cs, n, p, l) = (plan.channels, plan.patch, plan.side, T::LANES);
     let conv = plan.options.convention;
     let (mut regions, den) = sums::<T>(plan, inputs)?;
-    let Normalisation { limit, g, argmax } = Normalisation::of(plan, &den);
+    let Normalisation { limit, g, argmax } = Normalisation::of(plan, &den)?;
     normalise(plan, lanes_mut(&mut regions), &den, l, limit, g);
     let r = lanes_mut(&mut regions);
     // What the maximum's own change adds at its pixel (the regularised form only).

@@ -91,6 +91,91 @@ impl RegionOptions {
         }
     }
 
+    /// Checks that the normalisation is defined for every non-negative weight: `ε` (added,
+    /// clamped to, the affine offset) finite and positive, `scale` finite and non-negative, the
+    /// regularised form's fraction `α` in `(0, 1]` (at 0 its denominator `scale·Σw` is 0 where
+    /// no weight lands), support thresholds finite (a fraction of the maximum in `[0, 1]`).
+    /// [`Region::new`] calls it; the error names the parameter as the Python functions do.
+    pub fn validate(&self) -> Result<()> {
+        const POSITIVE: &str = "finite and > 0";
+        let bad = |parameter, value: f32, reason, expected| {
+            Err(Error::Normalisation {
+                parameter,
+                value,
+                reason,
+                expected,
+            })
+        };
+        let positive = |value: f32, reason| {
+            if value.is_finite() && value > 0.0 {
+                Ok(())
+            } else {
+                bad("epsilon", value, reason, POSITIVE)
+            }
+        };
+        let scale = |value: f32| {
+            if value.is_finite() && value >= 0.0 {
+                Ok(())
+            } else {
+                bad(
+                    "scale",
+                    value,
+                    "would give a negative or undefined denominator",
+                    "finite and >= 0",
+                )
+            }
+        };
+        match self.denominator {
+            Denominator::Add(eps) => positive(
+                eps,
+                "is added to Σw, which is 0 wherever no weight lands (the result would be NaN or inf there)",
+            )?,
+            Denominator::Clamp(eps) => positive(
+                eps,
+                "is the denominator's floor max(Σw, ε), 0 wherever no weight lands (the result would be NaN or inf there)",
+            )?,
+            Denominator::One => {}
+            Denominator::Affine { scale: s, offset } => {
+                scale(s)?;
+                positive(
+                    offset,
+                    "is the denominator scale·Σw + ε where no weight lands (the result would be NaN or inf there)",
+                )?;
+            }
+            Denominator::Regularised {
+                scale: s,
+                max_fraction,
+            } => {
+                scale(s)?;
+                if !(max_fraction > 0.0 && max_fraction <= 1.0) {
+                    return bad(
+                        "epsilon",
+                        max_fraction,
+                        "is the regularised form's α (at 0 the denominator scale·Σw is 0 wherever no weight lands)",
+                        "0 < epsilon <= 1",
+                    );
+                }
+            }
+        }
+        match self.support {
+            None => Ok(()),
+            Some(Threshold::Above(t)) if t.is_finite() => Ok(()),
+            Some(Threshold::Above(t)) => bad(
+                "support",
+                t,
+                "is the threshold t of the mask Σw > t",
+                "a finite threshold",
+            ),
+            Some(Threshold::AboveMaxFraction(f)) if (0.0..=1.0).contains(&f) => Ok(()),
+            Some(Threshold::AboveMaxFraction(f)) => bad(
+                "support",
+                f,
+                "is the fraction f of the mask Σw > f·max(Σw)",
+                "0 <= f <= 1",
+            ),
+        }
+    }
+
     /// PtychoPINN's torch `reassemble_patches_position_real` (centre-mask path): not
     /// re-centred, `(Σ u·v)·[Σ v > 1e-6] / (Σ v + 0.001)`.
     pub const fn torch_center_mask() -> Self {
@@ -178,8 +263,12 @@ impl Region {
         side: usize,
         options: RegionOptions,
     ) -> Result<Self> {
+        options.validate()?;
         let pairs = offset_pairs(positions)?;
-        if pairs.is_empty() || samples == 0 {
+        if samples == 0 {
+            return Err(Error::NoSamples);
+        }
+        if pairs.is_empty() {
             return Err(Error::NoPatches);
         }
         if patch == 0 || side < patch || side < 2 {
@@ -200,9 +289,25 @@ impl Region {
                 .iter()
                 .map(|p| [-(p[0] - centre[0]), -(p[1] - centre[1])]),
         );
+        // In f64: `side * side` overflows usize for P ≥ 2³² (it wrapped to a small number, and
+        // a region of 2⁶⁰ pixels passed this check).
         let lanes = 2.0; // complex, the larger case
-        let bytes = samples as f64 * (side * side) as f64 * 4.0 * (lanes + 1.0);
-        memory::check(bytes, side as f64)?;
+        let bytes = samples as f64 * (side as f64 * side as f64) * 4.0 * (lanes + 1.0);
+        memory::check(bytes, side as f64).map_err(|error| match error {
+            Error::CanvasTooLarge {
+                side,
+                needed_bytes,
+                limit_bytes,
+                limit_source,
+            } => Error::RegionTooLarge {
+                side,
+                samples,
+                needed_bytes,
+                limit_bytes,
+                limit_source,
+            },
+            other => other,
+        })?;
         Ok(Self {
             samples,
             channels: pairs.len() / samples,
@@ -290,21 +395,22 @@ impl Region {
     /// What the backward needs besides [`Region::normalisation`]: the first index of the
     /// maximum denominator and the fraction of it in the denominator, for
     /// [`Denominator::Regularised`] (`None` and 0 otherwise).
-    pub fn maximum(&self, den: &[f32]) -> (Option<usize>, f32) {
-        let Normalisation { argmax, .. } = Normalisation::of(self, den);
-        match self.options.denominator {
+    pub fn maximum(&self, den: &[f32]) -> Result<(Option<usize>, f32)> {
+        let Normalisation { argmax, .. } = Normalisation::of(self, den)?;
+        Ok(match self.options.denominator {
             Denominator::Regularised { max_fraction, .. } => (argmax, max_fraction),
             _ => (None, 0.0),
-        }
+        })
     }
 
     /// The normalisation's whole-batch facts from the `B·P·P` denominators `Σ w` (what a
     /// driver that computes the sums elsewhere, a GPU, needs to divide as this plan divides):
     /// the support threshold (`None` without a support mask) and the denominator's form,
     /// resolved against the maximum for [`Denominator::Regularised`].
-    pub fn normalisation(&self, den: &[f32]) -> (Option<f32>, Denominator) {
-        let Normalisation { limit, g, .. } = Normalisation::of(self, den);
-        (self.options.support.map(|_| limit), g)
+    /// [`Error::ZeroDenominator`] where the regularised form's maximum is 0 (all-zero weights).
+    pub fn normalisation(&self, den: &[f32]) -> Result<(Option<f32>, Denominator)> {
+        let Normalisation { limit, g, .. } = Normalisation::of(self, den)?;
+        Ok((self.options.support.map(|_| limit), g))
     }
 
     /// The `(B, P, P)` regions.
@@ -564,33 +670,38 @@ pub(crate) struct Normalisation {
 }
 
 impl Normalisation {
-    pub(crate) fn of(plan: &Region, den: &[f32]) -> Self {
+    pub(crate) fn of(plan: &Region, den: &[f32]) -> Result<Self> {
         let limit = plan
             .options
             .support
             .map_or(0.0, |t| threshold_value(t, den));
-        let (g, argmax) = resolved(plan.options.denominator, den);
-        Self { limit, g, argmax }
+        let (g, argmax) = resolved(plan.options.denominator, den)?;
+        Ok(Self { limit, g, argmax })
     }
 }
 
 /// The denominator at these regions' maximum, and where the maximum lies (its first index, in
 /// sample-major row-major order) when the form depends on it ([`Denominator::Regularised`]).
-pub(crate) fn resolved(g: Denominator, den: &[f32]) -> (Denominator, Option<usize>) {
+/// A maximum that is not positive (all-zero weights) would make the denominator 0 wherever no
+/// weight lands: [`Error::ZeroDenominator`] (a NaN maximum stays NaN, as torch's `max`).
+pub(crate) fn resolved(g: Denominator, den: &[f32]) -> Result<(Denominator, Option<usize>)> {
     let Denominator::Regularised { .. } = g else {
-        return (g, None);
+        return Ok((g, None));
     };
     let mut best: Option<(usize, f32)> = None;
     for (i, &v) in den.iter().enumerate() {
         if v.is_nan() {
-            return (g.at_max(v), Some(i));
+            return Ok((g.at_max(v), Some(i)));
         }
         if best.is_none_or(|(_, m)| v > m) {
             best = Some((i, v));
         }
     }
     let (at, max) = best.unwrap_or((0, 0.0));
-    (g.at_max(max), Some(at))
+    if max <= 0.0 {
+        return Err(Error::ZeroDenominator { max });
+    }
+    Ok((g.at_max(max), Some(at)))
 }
 
 /// For [`Denominator::Regularised`]: the cotangent its maximum adds at the maximum's pixel,

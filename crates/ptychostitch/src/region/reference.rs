@@ -146,7 +146,7 @@ fn normalised<T: Sample>(
     inputs: &Inputs<'_>,
 ) -> Result<(Vec<T>, Vec<f32>, Normalisation)> {
     let (mut out, den) = sums::<T>(plan, inputs)?;
-    let norm = Normalisation::of(plan, &den);
+    let norm = Normalisation::of(plan, &den)?;
     let l = T::LANES;
     let values = lanes_mut(&mut out);
     for (at, &d) in den.iter().enumerate() {
