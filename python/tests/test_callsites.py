@@ -89,11 +89,14 @@ def test_threads_mean_the_same_as_in_the_cli():
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
 def test_thread_counts_one_to_64_leave_no_threads_behind():
-    obj, off = scan()
-    ref = ps.shift_and_sum(obj, off, M=16)
+    # 1200·17² footprint pixels: every count above one really starts a second worker.
+    obj, off = scan(n=1200)
+    ref = ps.shift_and_sum(obj, off, M=16, threads=1)
     before = len(os.listdir("/proc/self/task"))
     for threads in range(1, 65):
+        runs = ps._native.parallel_runs()
         assert_identical(ps.shift_and_sum(obj, off, M=16, threads=threads), ref, f"{threads}")
+        assert (ps._native.parallel_runs() > runs) == (threads > 1), f"{threads} threads ran on one"
     after = len(os.listdir("/proc/self/task"))
     assert after <= max(before, os.cpu_count() + 2), f"{before} threads before, {after} after"
 

@@ -134,8 +134,13 @@ def test_concurrent_python_threads_match_a_single_call():
 
 @pytest.mark.parametrize("threads", [1, 2, 7])
 def test_thread_counts_do_not_change_bits(threads):
-    obj, off = scan(n=120)
-    assert_identical(ps.reassemble_position(obj, off, M=12, threads=threads), ps.reassemble_position_old(obj, off, M=12))
+    # Enough footprint pixels (3000·13²) that a thread count above one starts several workers
+    # (fewer than 128·1024 pixels a worker would keep it on one thread, whatever was asked).
+    obj, off = scan(n=3000)
+    before = ps._native.parallel_runs()
+    fast = ps.reassemble_position(obj, off, M=12, threads=threads)
+    assert (ps._native.parallel_runs() > before) == (threads > 1), "the thread count did not take effect"
+    assert_identical(fast, ps.reassemble_position_old(obj, off, M=12))
 
 
 def test_shape_variants_are_equivalent():

@@ -85,6 +85,16 @@ def test_threads_and_reference_give_the_same_bits():
     want = ps.reassemble_regions(x, pos, P, reference=True, **TORCH_CENTER)
     for threads in (1, 2, 7):
         assert same_bits(ps.reassemble_regions(x, pos, P, threads=threads, **TORCH_CENTER), want)
+    # A batch large enough (B·C·(N+1)² ≥ 2·128·1024 footprint pixels) that more than one thread
+    # really starts, checked against the reference too.
+    rng = np.random.default_rng(3)
+    big = (rng.standard_normal((120, 9, 16, 16)) + 1j * rng.standard_normal((120, 9, 16, 16))).astype(np.complex64)
+    big_pos = rng.uniform(-3, 3, (120, 9, 1, 2))
+    oracle = ps.reassemble_regions(big, big_pos, 24, reference=True, **TORCH_CENTER)
+    for threads in (1, 2, 7):
+        runs = ps._native.parallel_runs()
+        assert same_bits(ps.reassemble_regions(big, big_pos, 24, threads=threads, **TORCH_CENTER), oracle)
+        assert (ps._native.parallel_runs() > runs) == (threads > 1), f"{threads} threads ran on one"
     real = ps.reassemble_regions(x.real, pos, P, **TORCH_CENTER)
     assert real.dtype == np.float32
     assert same_bits(real, want.real.copy())
@@ -102,8 +112,9 @@ def test_tensorflow_gradients(name):
         y = ps.reassemble_regions(x, pos, int(f["P"]))
         loss = tf.reduce_sum(tf.math.real(tf.math.conj(tf.constant(f["W"])) * y))
     dx, dpos = tape.gradient(loss, [x, pos])
-    assert rel(dx.numpy(), f["d_patches"]) < 1e-5
-    assert rel(dpos.numpy(), f["d_positions"]) < 2e-4
+    # About 3× the measured error (docs/training.md: 1e-7 and 6e-7 against PtychoPINN's layer).
+    assert rel(dx.numpy(), f["d_patches"]) < 3e-7
+    assert rel(dpos.numpy(), f["d_positions"]) < 2e-6
     assert dpos.dtype == tf.float32
 
 
