@@ -49,9 +49,10 @@ def check() -> None:
     if lacks:
         sys.stderr.write(
             f"error: building ptychostitch from source needs Rust >= {RUST[0]}.{RUST[1]} and a C compiler "
-            f"and linker; here: {'; '.join(lacks)}. The prebuilt wheels need neither (Linux x86_64 and "
-            "aarch64, musllinux x86_64, macOS: pip install ptychostitch picks one; scripts/build_wheel.sh "
-            "makes the Linux x86_64 wheel)\n"
+            f"and linker; here: {'; '.join(lacks)}. The prebuilt wheel needs neither: install the wheel file "
+            "(pip install ptychostitch-*-cp39-abi3-manylinux*.whl, Linux x86_64; scripts/build_wheel.sh "
+            "makes it where Rust is); once ptychostitch is released on PyPI, pip install ptychostitch "
+            "picks a wheel by itself\n"
         )
         raise SystemExit(1)
 

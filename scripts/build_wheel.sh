@@ -18,9 +18,14 @@ if [ ! -x "$venv/bin/maturin" ]; then
 fi
 rm -rf target/wheels
 started=$(date +%s)
+# maturin warns that pyproject.toml's build-backend is not maturin: it is ours on purpose
+# (build_backend/: a one-line error where Rust is missing, then maturin), so the warning is
+# filtered and said once here.
+echo "== maturin (pyproject's build-backend is build_backend/ptychostitch_build, which calls maturin: intended)"
+quiet_backend() { grep --line-buffered -v 'is not set to `maturin`' >&2 || true; }
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/maturin" build --release --zig --compatibility manylinux_2_17 \
-    --target x86_64-unknown-linux-gnu --out target/wheels
-"$venv/bin/maturin" sdist --out target/wheels
+    --target x86_64-unknown-linux-gnu --out target/wheels 2> >(quiet_backend)
+"$venv/bin/maturin" sdist --out target/wheels 2> >(quiet_backend)
 echo "== built in $(( $(date +%s) - started )) s:"
 for f in target/wheels/*; do
     printf '%s  %s\n' "$(du -h "$f" | cut -f1)" "$(basename "$f")"

@@ -69,6 +69,9 @@ PTYCHOSTITCH_NVRTC_DIRS=$(python3 -c 'import glob, os, sys
 print(":".join(sorted({d for p in sys.path for d in glob.glob(os.path.join(p or ".", "nvidia", "*", "lib"))})))' 2>/dev/null)
 export PTYCHOSTITCH_NVRTC_DIRS
 
+# On the GPU machine a test skipped for want of a GPU is a failure, not a pass (the Rust GPU
+# tests panic and python/tests/conftest.py fails such skips).
+export PTYCHOSTITCH_REQUIRE_GPU=1
 status=0
 run() { # name, seconds, command...
   local name=$1 limit=$2

@@ -117,6 +117,9 @@ class Extraction:
     @property
     def output_shape(self) -> Tuple[int, int, int]: ...
 
+#: The options the CUDA driver compiles its kernel with (``gpu::NVRTC_OPTIONS``).
+NVRTC_OPTIONS: List[str]
+
 def parallel_runs() -> int:
     """Runs (of every operation) that started more than one worker thread in this process."""
 

@@ -93,6 +93,12 @@ def test_the_example_runs(block, tmp_path_factory):
         f"{block.doc.relative_to(ROOT)}:{block.line} failed ({run.returncode}):\n{block.code}\n"
         f"--- stdout\n{run.stdout[-3000:]}\n--- stderr\n{run.stderr[-3000:]}"
     )
+    # A figure a document states beside a command (`# → text`) is what the command prints.
+    for promised in re.findall(r"#\s*→\s*(.+)$", block.code, flags=re.MULTILINE):
+        assert promised.strip() in run.stdout, (
+            f"{block.doc.relative_to(ROOT)}:{block.line}: the comment promises {promised.strip()!r}, "
+            f"but the block printed:\n{run.stdout[-2000:]}"
+        )
 
 
 def test_the_readme_is_a_quick_start_and_its_counts_are_true():

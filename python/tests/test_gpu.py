@@ -341,6 +341,7 @@ def test_the_kernel_source_compiles_with_this_environments_nvrtc():
         path for folder in ps._nvidia_library_dirs() for path in glob.glob(os.path.join(folder, "libnvrtc.so.*"))
         if "builtins" not in path and "alt" not in path
     )
+    assert "--fmad=false" in ps._native.NVRTC_OPTIONS and "--ftz=false" in ps._native.NVRTC_OPTIONS
     if not libraries:
         pytest.skip("no NVRTC in this environment (torch from PyPI installs one with its CUDA libraries)")
     source = (Path(__file__).resolve().parents[2] / "crates/ptychostitch/src/gpu/kernel.cu").read_bytes()
@@ -348,7 +349,8 @@ def test_the_kernel_source_compiles_with_this_environments_nvrtc():
         nvrtc = ctypes.CDLL(library)
         program = ctypes.c_void_p()
         assert nvrtc.nvrtcCreateProgram(ctypes.byref(program), source, b"ptychostitch.cu", 0, None, None) == 0
-        options = [b"--fmad=false", b"--ftz=false", b"--prec-div=true", b"--prec-sqrt=true", b"--gpu-architecture=compute_90"]
+        # The driver's own list (gpu::NVRTC_OPTIONS, read from the module), not a copy of it.
+        options = [o.encode() for o in ps._native.NVRTC_OPTIONS] + [b"--gpu-architecture=compute_90"]
         status = nvrtc.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options))
         size = ctypes.c_size_t()
         nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))

@@ -97,3 +97,158 @@ def test_a_sub_pixel_scan_warns_with_python_advice():
     assert len(texts) == 1, texts
     assert "divide positions in metres by the pixel size" in texts[0]
     assert "--" not in texts[0]
+
+
+# --- round 5: extreme integers, normalisation options ------------------------------------------
+
+EXTREME = textwrap.dedent(
+    """
+    import itertools, sys, numpy as np
+    import ptychostitch as ps
+    rng = np.random.default_rng(0)
+    patches = (rng.standard_normal((4, 8, 8)) + 0j).astype(np.complex64)
+    offsets = rng.uniform(-2, 2, (4, 2))
+    imgs = np.ones((1, 12, 12, 1), np.complex64)
+    xy = np.zeros((1, 1, 2, 4))
+    regions = np.ones((2, 8, 8, 2), np.complex64)
+    positions = np.zeros((2, 1, 2, 2))
+    torch_regions = np.ones((2, 12, 12), np.complex64)
+    torch_positions = np.zeros((2, 2, 1, 2))
+    VALUES = [0, 1, -1, 2**31, 2**32 - 1, 2**32, 2**32 + 1, 2**40, 2**60 + 8, 2**62, 2**63 - 1, 2**63, 2**64,
+              -(2**63), 10**30]
+    CALLS = {
+        "shift_and_sum M": lambda v: ps.shift_and_sum(patches, offsets, M=v),
+        "shift_and_sum threads": lambda v: ps.shift_and_sum(patches, offsets, M=4, threads=v),
+        "shift_and_sum canvas_side": lambda v: ps.shift_and_sum(patches, offsets, M=4, canvas_side=v),
+        "reassemble_position M": lambda v: ps.reassemble_position(patches, offsets, M=v),
+        "reassemble_position_old M": lambda v: ps.reassemble_position_old(patches, offsets, M=v),
+        "shift_and_sum_old M": lambda v: ps.shift_and_sum_old(patches, offsets, M=v),
+        "Plan patch_size": lambda v: ps.Plan(offsets, v, 4),
+        "Plan M": lambda v: ps.Plan(offsets, 8, v),
+        "Plan threads": lambda v: ps.Plan(offsets, 8, 4, threads=v),
+        "extract_patches_position N": lambda v: ps.extract_patches_position(imgs, xy, 0.0, N=v),
+        "extract_patches_position gridsize": lambda v: ps.extract_patches_position(imgs, xy, 0.0, N=4, gridsize=v),
+        "extract_patches_position threads": lambda v: ps.extract_patches_position(imgs, xy, 0.0, N=4, threads=v),
+        "reassemble_regions padded_size": lambda v: ps.reassemble_regions(regions, positions, v),
+        "reassemble_regions padded_size reference": lambda v: ps.reassemble_regions(regions, positions, v, reference=True),
+        "reassemble_regions threads": lambda v: ps.reassemble_regions(regions, positions, 12, threads=v),
+        "extract_regions N": lambda v: ps.extract_regions(torch_regions, torch_positions, v),
+        "extract_regions threads": lambda v: ps.extract_regions(torch_regions, torch_positions, 4, threads=v),
+    }
+    bad = []
+    for (name, call), value in itertools.product(CALLS.items(), VALUES):
+        try:
+            call(value)
+        except Exception as error:  # a precise Python error is the point
+            if "chunk size" in str(error) or "panicked" in str(error):
+                bad.append(f"{name}={value}: {type(error).__name__}: {error}")
+        except BaseException as error:  # pyo3's PanicException is a BaseException
+            bad.append(f"{name}={value}: {type(error).__module__}.{type(error).__name__}: {error}")
+    print("\\n".join(bad) or "none")
+    sys.exit(1 if bad else 0)
+    """
+)
+
+
+def test_extreme_integers_reach_no_panic_and_no_hang():
+    """Round 5, item 4: every public function's integer arguments at 0, ±1, 2³², 2⁴⁰, 2⁶⁰ + 8,
+    2⁶², 2⁶³, 2⁶⁴ and beyond: a Python error (ValueError, TypeError, MemoryError) or a result,
+    never a PanicException and never a hang (``padded_size = 2**60 + 8`` ran for ever)."""
+    run = subprocess.run([sys.executable, "-c", EXTREME], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+
+
+def test_a_huge_padded_size_names_padded_size_with_the_true_figure():
+    import numpy as np
+
+    import ptychostitch as ps
+
+    regions, positions = np.ones((2, 8, 8, 2), np.complex64), np.zeros((2, 1, 2, 2))
+    for side in (2**32, 2**32 + 1, 2**40, 2**60 + 8):
+        with pytest.raises(ValueError, match=r"padded size P = .*\(`padded_size`\) is too large") as info:
+            ps.reassemble_regions(regions, positions, side)
+        assert "offsets" not in str(info.value)
+    with pytest.raises(ValueError) as info:
+        ps.reassemble_regions(regions, positions, 2**32 + 1)
+    # 2 regions of (2³² + 1)² pixels, complex, and their weights: 12 bytes a pixel, 4.4e20 B.
+    assert "EiB" in str(info.value) and "96.0 GiB" not in str(info.value)
+    with pytest.raises(ValueError, match="`positions`"):
+        ps.reassemble_regions(np.ones((0, 8, 8, 2), np.complex64), np.zeros((0, 1, 2, 2)), 12)
+
+
+def _regions(**options):
+    import numpy as np
+
+    import ptychostitch as ps
+
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((2, 8, 8, 3)) + 0j).astype(np.complex64)
+    return ps.reassemble_regions(x, rng.uniform(-1, 1, (2, 1, 2, 3)), 12, **options)
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        (dict(epsilon=0.0), ValueError, r"`epsilon` = 0\.0 .*expected finite and > 0"),
+        (dict(epsilon=-1e-3), ValueError, "`epsilon`"),
+        (dict(epsilon=float("nan")), ValueError, "`epsilon`"),
+        (dict(epsilon=float("inf")), ValueError, "`epsilon`"),
+        (dict(denominator="clamp", epsilon=0.0), ValueError, "`epsilon`"),
+        (dict(denominator="clamp", epsilon=-1.0), ValueError, "`epsilon`"),
+        (dict(denominator="affine", scale=0.0, epsilon=0.0), ValueError, "`epsilon`"),
+        (dict(denominator="affine", scale=-1.0, epsilon=1.0), ValueError, "`scale`"),
+        (dict(denominator="regularised", epsilon=1.5), ValueError, r"0 < epsilon <= 1"),
+        (dict(denominator="regularised", epsilon=-0.1), ValueError, r"0 < epsilon <= 1"),
+        (dict(denominator="regularised", epsilon=0.0), ValueError, r"0 < epsilon <= 1"),
+        (dict(denominator="add", scale=2.0), ValueError, "scale is used only by"),
+        (dict(denominator="clamp", scale=2.0), ValueError, "scale is used only by"),
+        (dict(recentre="no"), TypeError, "recentre must be True, False or None"),
+        (dict(recentre=1), TypeError, "recentre must be"),
+        (dict(support=("above",)), TypeError, r"support must be None, \('above', t\)"),
+        (dict(support="above"), TypeError, r"support must be None"),
+        (dict(support=("below", 1.0)), ValueError, r"support\[0\] must be one of"),
+        (dict(support=("above", "x")), TypeError, r"support\[1\] must be a real number"),
+        (dict(support=("above_max_fraction", 2.0)), ValueError, "`support`"),
+        (dict(epsilon="a"), TypeError, "epsilon must be a real number"),
+        (dict(epsilon=None), TypeError, "epsilon must be a real number"),
+        (dict(epsilon=True), TypeError, "epsilon must be a real number"),
+        (dict(denominator=None), TypeError, "denominator must be one of"),
+        (dict(denominator="max"), ValueError, "denominator must be one of"),
+        (dict(numerator=None), TypeError, "numerator must be one of"),
+        (dict(convention="jax"), ValueError, "convention must be one of"),
+    ],
+)
+def test_normalisation_options_are_checked_up_front(options, error, match):
+    """Round 5, item 5: each bad option is one error naming the parameter and what it may be,
+    before any data is read; none gives a NaN or inf canvas."""
+    with pytest.raises(error, match=match):
+        _regions(**options)
+
+
+def test_valid_normalisations_give_finite_regions_and_zero_weights_are_refused():
+    import numpy as np
+
+    import ptychostitch as ps
+
+    for options in [
+        dict(), dict(epsilon=1e-9), dict(denominator="clamp", epsilon=1e-12), dict(denominator="one"),
+        dict(denominator="affine", scale=0.0, epsilon=1.0), dict(denominator="regularised", epsilon=1.0),
+        dict(denominator="regularised", epsilon=0.1, scale=1.0), dict(support=("above", 0)),
+        dict(support=["above_max_fraction", np.float32(0.5)]), dict(recentre=np.bool_(False)),
+    ]:
+        assert np.isfinite(_regions(**options)).all(), options
+    # All-zero weights: the regularised denominator's maximum is 0; an error, not NaN.
+    with pytest.raises(ValueError, match="zero everywhere"):
+        _regions(denominator="regularised", epsilon=0.5, weights=np.zeros((8, 8), np.float32))
+    # The add and clamp forms stay defined with zero weights: 0 where nothing lands.
+    out = _regions(weights=np.zeros((8, 8), np.float32), numerator="weighted")
+    assert np.isfinite(out).all() and not out.any()
+    # Graph mode: the check runs when the function is traced, not inside the graph.
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (scripts/test.sh installs it)")
+
+    @tf.function
+    def traced(x, pos):
+        return ps.reassemble_regions(x, pos, 12, epsilon=0.0)
+
+    with pytest.raises(ValueError, match="`epsilon`"):
+        traced(tf.zeros((2, 8, 8, 3), tf.complex64), tf.zeros((2, 1, 2, 3)))

@@ -60,10 +60,27 @@ enum Source {
     Pair(PathBuf, PathBuf),
 }
 
+/// A file that starts as `.npy` files do (`\x93NUMPY`), or named `.npy` where it cannot be read.
+fn is_npy(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 6];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
+        Ok(()) => &magic == b"\x93NUMPY",
+        Err(_) => path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy")),
+    }
+}
+
 impl Source {
     fn open(inputs: &[PathBuf]) -> Result<Self> {
         match inputs {
             [one] if one.is_dir() => Ok(Source::Dir(one.clone())),
+            [one] if is_npy(one) => bail!(
+                "{}: a .npy file holds the patches only; give the offsets file after it \
+                 (reassemble PATCHES.npy OFFSETS.npy, offsets (n, 2) [x, y]) or one .npz with Y, xcoords and ycoords",
+                one.display()
+            ),
             [one] => Ok(Source::Npz(Npz::open(one)?)),
             [patches, offsets] => Ok(Source::Pair(patches.clone(), offsets.clone())),
             _ => bail!("give one .npz file or directory, or two .npy files (patches, offsets)"),

@@ -175,6 +175,25 @@ fn npy_directory_and_pair_and_dtype_conversion() {
         .success();
     let expected = ptychostitch::reassemble_position(patches.view(), xy(&x, &y).view(), 8).unwrap();
     assert_eq!(bits(&read_c2(&out2, "image")), bits(&expected));
+
+    // The offsets file forgotten: one line naming what is missing, not a zip error.
+    let out3 = dir.path().join("c.npz");
+    let failed = cli()
+        .arg("reassemble")
+        .arg(&pp)
+        .args(["-M", "8", "-o"])
+        .arg(&out3)
+        .assert()
+        .failure()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&failed.get_output().stderr).to_string();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .contains("p.npy: a .npy file holds the patches only; give the offsets file after it"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("EOCD") && !out3.exists(), "{stderr}");
 }
 
 #[test]

@@ -221,6 +221,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<region::Region>()?;
     m.add_function(wrap_pyfunction!(region::check_region_options, m)?)?;
     m.add_function(wrap_pyfunction!(parallel_runs, m)?)?;
+    m.add("NVRTC_OPTIONS", ptychostitch::gpu::NVRTC_OPTIONS.to_vec())?;
     #[cfg(feature = "cuda")]
     m.add_class::<gpu::DeviceArray>()?;
     #[cfg(feature = "cuda")]

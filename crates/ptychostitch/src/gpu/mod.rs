@@ -27,6 +27,18 @@ mod nvrtc;
 /// The CUDA source of the kernel.
 pub const KERNEL_SOURCE: &str = include_str!("kernel.cu");
 
+/// The options every NVRTC compile of [`KERNEL_SOURCE`] takes (the architecture is added per
+/// device): the arithmetic of `docs/semantics.md` §2 — no contraction of a multiply and an add
+/// into an FMA, no flush of subnormals, IEEE division and square root. The one list: the CUDA
+/// driver compiles with it, and the CI test that compiles the kernel with pip's NVRTC reads it
+/// from the Python module (`_native.NVRTC_OPTIONS`), so dropping one fails CI.
+pub const NVRTC_OPTIONS: &[&str] = &[
+    "--fmad=false",
+    "--ftz=false",
+    "--prec-div=true",
+    "--prec-sqrt=true",
+];
+
 /// The header that lets `kernel.cu` compile as plain C++ on a CPU.
 pub const EMULATION_HEADER: &str = include_str!("emulation.h");
 

@@ -146,7 +146,7 @@ impl RegionOptions {
                 scale: s,
                 max_fraction,
             } => {
-                scale(s)?;
+                // α first: its default scale 1 − α is negative where α is out of range.
                 if !(max_fraction > 0.0 && max_fraction <= 1.0) {
                     return bad(
                         "epsilon",
@@ -155,6 +155,7 @@ impl RegionOptions {
                         "0 < epsilon <= 1",
                     );
                 }
+                scale(s)?;
             }
         }
         match self.support {

@@ -388,14 +388,7 @@ fn build_module(
 ) -> std::result::Result<Arc<cudarc::driver::CudaModule>, String> {
     // The arithmetic of docs/semantics.md §2: no contraction, IEEE division and square root.
     let options = |arch: Option<String>| -> Vec<String> {
-        let mut o: Vec<String> = [
-            "--fmad=false",
-            "--ftz=false",
-            "--prec-div=true",
-            "--prec-sqrt=true",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut o: Vec<String> = super::NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect();
         o.extend(arch);
         o
     };
