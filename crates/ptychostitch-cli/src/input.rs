@@ -60,15 +60,17 @@ enum Source {
     Pair(PathBuf, PathBuf),
 }
 
-/// A file that starts as `.npy` files do (`\x93NUMPY`), or named `.npy` where it cannot be read.
+/// A regular file that starts as `.npy` files do (`\x93NUMPY`). Anything else (a FIFO, whose
+/// `open` would wait for a writer; a device; a missing file) is left to the reader's own checks.
 fn is_npy(path: &std::path::Path) -> bool {
     use std::io::Read;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut magic = [0u8; 6];
     match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
         Ok(()) => &magic == b"\x93NUMPY",
-        Err(_) => path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("npy")),
+        Err(_) => false,
     }
 }
 

@@ -255,7 +255,9 @@ fn a_decompression_bomb_is_read_only_as_far_as_declared() {
     }
     zip.finish().unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() < 2 << 20);
-    let started = Instant::now();
+    // The declared 80 KiB are read and stitched; the 512 MiB after them are never inflated
+    // (counted in the library's test, `npy_hostile::reads_stop_at_the_declared_size`,
+    // through the same `Npz::read`; a timer here passed or failed with the machine's speed).
     cli()
         .arg("reassemble")
         .arg(&path)
@@ -263,12 +265,6 @@ fn a_decompression_bomb_is_read_only_as_far_as_declared() {
         .arg(dir.path().join("r.npz"))
         .assert()
         .success();
-    // Inflating 512 MiB takes seconds; the declared 80 KiB take milliseconds.
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 /// Item 6: SIGTERM and SIGINT at any moment leave no temporary file, and the image and its

@@ -16,7 +16,17 @@ unsafe extern "C" {
         args: *const std::ffi::c_void,
         grid: *const u32,
         block: *const u32,
-    ) -> i32;
+    ) -> i64;
+}
+
+/// Runs the emulator's deliberately racy test kernel (every thread stores to `out[0]`) over
+/// `grid` blocks of `block` threads; returns how many stores the write watch flagged (the test
+/// that shows the watch sees a race).
+pub fn racy_launch(grid: [u32; 3], block: [u32; 3]) -> i64 {
+    let mut out = [0.0_f32; 1];
+    let args = [out.as_mut_ptr()];
+    // SAFETY: the racy kernel's argument struct is one `float*`, here to a live f32.
+    unsafe { ptychostitch_emulate_launch(-1, args.as_ptr().cast(), grid.as_ptr(), block.as_ptr()) }
 }
 
 /// The emulated GPU: host memory, every launch run at once over its whole grid (one block and
@@ -73,13 +83,16 @@ impl Launcher for Emulator {
             ptychostitch_emulate_launch(launch.entry() as i32, args, grid.as_ptr(), block.as_ptr())
         };
         self.launches.push(*launch);
-        if code == 0 {
-            Ok(())
-        } else {
-            Err(emulation_error(format!(
+        match code {
+            0 => Ok(()),
+            -1 => Err(emulation_error(format!(
                 "no entry point {}",
                 launch.entry()
-            )))
+            ))),
+            races => Err(emulation_error(format!(
+                "{races} output elements were stored by two threads in one launch of entry point {} (a race on a GPU)",
+                launch.entry()
+            ))),
         }
     }
 

@@ -5,6 +5,8 @@
 // with -ffp-contract=off so that none is fused) and the C library's correctly rounded fmaf.
 #pragma once
 #include <cmath>
+#include <cstdint>
+#include <unordered_map>
 
 #define __global__
 #define __device__
@@ -25,3 +27,25 @@ static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __ddiv_rn(double a, double b) { return a / b; }
 static inline float __double2float_rn(double a) { return (float)a; }
+
+// One writer per output element and launch: the emulated launcher gives each (block, thread)
+// a number and watches every PS_STORE of the launch; an element stored by two threads is a
+// race on a GPU (one thread storing an element twice, as the fold does, is not).
+struct ptychostitch_writes {
+    std::unordered_map<const void*, std::uint64_t> writer;
+    std::uint64_t conflicts = 0;
+};
+static thread_local ptychostitch_writes* ptychostitch_watch = nullptr;
+static thread_local std::uint64_t ptychostitch_thread = 0;
+
+template <class T, class V>
+static inline void ptychostitch_store(T& dst, V value) {
+    if (ptychostitch_watch != nullptr) {
+        auto found = ptychostitch_watch->writer.emplace(static_cast<const void*>(&dst), ptychostitch_thread);
+        if (!found.second && found.first->second != ptychostitch_thread) {
+            ++ptychostitch_watch->conflicts;
+        }
+    }
+    dst = value;
+}
+#define PS_STORE(dst, value) ptychostitch_store((dst), (value))

@@ -13,6 +13,15 @@
 
 #define PTYCHOSTITCH_TILE 8
 
+// Every store to a kernel's output goes through PS_STORE: on the GPU a plain store; in the
+// emulator (emulation.h defines it first) a store that records which thread wrote each element,
+// so that a launch in which two threads write one element (a race on a GPU, invisible to an
+// emulator that runs one thread at a time) fails the tests. A test checks that no output is
+// stored any other way.
+#ifndef PS_STORE
+#define PS_STORE(dst, value) ((dst) = (value))
+#endif
+
 // Everything a launch needs, passed by value. Mirrored by `gpu::launch::Args` (#[repr(C)]).
 struct StitchArgs {
     // Patch values as f32 lanes; element (k, r, c) of the stack starts at lane
@@ -137,12 +146,12 @@ extern "C" __global__ void ptychostitch_stitch(const StitchArgs a) {
             acc0 = __fdiv_rn(acc0, d);
         }
     }
-    a.image[pixel * a.lanes] = acc0;
+    PS_STORE(a.image[pixel * a.lanes], acc0);
     if (a.lanes == 2) {
-        a.image[pixel * a.lanes + 1] = acc1;
+        PS_STORE(a.image[pixel * a.lanes + 1], acc1);
     }
     if (a.weights) {
-        a.weights[pixel] = weight;
+        PS_STORE(a.weights[pixel], weight);
     }
 }
 
@@ -231,9 +240,9 @@ extern "C" __global__ void ptychostitch_patch_vjp(const VjpArgs a) {
             }
         }
     }
-    a.patch_grad[at] = acc0;
+    PS_STORE(a.patch_grad[at], acc0);
     if (a.lanes == 2) {
-        a.patch_grad[at + 1] = acc1;
+        PS_STORE(a.patch_grad[at + 1], acc1);
     }
 }
 
@@ -284,8 +293,8 @@ extern "C" __global__ void ptychostitch_shift_vjp(const VjpArgs a) {
             }
         }
     }
-    a.shift_sums[16 * (long long)k + slot] = sum_x;
-    a.shift_sums[16 * (long long)k + 8 + slot] = sum_y;
+    PS_STORE(a.shift_sums[16 * (long long)k + slot], sum_x);
+    PS_STORE(a.shift_sums[16 * (long long)k + 8 + slot], sum_y);
 }
 
 // The quotient rule of reassemble_position, one thread per canvas pixel (the stitch grid):
@@ -305,12 +314,12 @@ extern "C" __global__ void ptychostitch_quotient_vjp(const VjpArgs a) {
         dot = __fadd_rn(dot, __fmul_rn(g1, a.output[pixel * a.lanes + 1]));
         float re = __fsub_rn(g0, __fmul_rn(g1, -0.0f));
         float im = __fadd_rn(__fmul_rn(g0, -0.0f), g1);
-        a.cot_image[pixel * 2] = __fdiv_rn(re, d);
-        a.cot_image[pixel * 2 + 1] = __fdiv_rn(im, d);
+        PS_STORE(a.cot_image[pixel * 2], __fdiv_rn(re, d));
+        PS_STORE(a.cot_image[pixel * 2 + 1], __fdiv_rn(im, d));
     } else {
-        a.cot_image[pixel] = __fdiv_rn(g0, d);
+        PS_STORE(a.cot_image[pixel], __fdiv_rn(g0, d));
     }
-    a.cot_weights[pixel] = __fdiv_rn(-dot, d);
+    PS_STORE(a.cot_weights[pixel], __fdiv_rn(-dot, d));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,9 +399,9 @@ extern "C" __global__ void ptychostitch_extract(const ExtractArgs a) {
     Corners w = corners(wx, wy);
     long long at = (((long long)j * a.patch_size + r) * a.patch_size + c) * a.lanes;
     for (int lane = 0; lane < a.lanes; ++lane) {
-        a.out[at + lane] = convention_apply(a.convention, w, image_pixel(a, b, y0, x0, lane),
+        PS_STORE(a.out[at + lane], convention_apply(a.convention, w, image_pixel(a, b, y0, x0, lane),
                                             image_pixel(a, b, y0, x0 + 1, lane), image_pixel(a, b, y0 + 1, x0, lane),
-                                            image_pixel(a, b, y0 + 1, x0 + 1, lane));
+                                            image_pixel(a, b, y0 + 1, x0 + 1, lane)));
     }
 }
 
@@ -449,9 +458,9 @@ extern "C" __global__ void ptychostitch_extract_image_vjp(const ExtractArgs a) {
                         });
     }
     long long at = (((long long)b * a.side + py) * a.side + px) * a.lanes;
-    a.image_grad[at] = acc0;
+    PS_STORE(a.image_grad[at], acc0);
     if (a.lanes == 2) {
-        a.image_grad[at + 1] = acc1;
+        PS_STORE(a.image_grad[at + 1], acc1);
     }
 }
 
@@ -493,8 +502,8 @@ extern "C" __global__ void ptychostitch_extract_shift_vjp(const ExtractArgs a) {
             }
         }
     }
-    a.shift_sums[16 * (long long)j + slot] = sum_x;
-    a.shift_sums[16 * (long long)j + 8 + slot] = sum_y;
+    PS_STORE(a.shift_sums[16 * (long long)j + slot], sum_x);
+    PS_STORE(a.shift_sums[16 * (long long)j + 8 + slot], sum_y);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -593,11 +602,11 @@ extern "C" __global__ void ptychostitch_region_sums(const RegionArgs a) {
         den = __fadd_rn(den, v);
     }
     long long pixel = ((long long)b * a.side + y) * a.side + x;
-    a.num[pixel * a.lanes] = num0;
+    PS_STORE(a.num[pixel * a.lanes], num0);
     if (a.lanes == 2) {
-        a.num[pixel * a.lanes + 1] = num1;
+        PS_STORE(a.num[pixel * a.lanes + 1], num1);
     }
-    a.den[pixel] = den;
+    PS_STORE(a.den[pixel], den);
 }
 
 // g(den) (kernel::Denominator::apply, resolved: RegionArgs::normalise_by).
@@ -643,7 +652,7 @@ extern "C" __global__ void ptychostitch_region_normalise(const RegionArgs a) {
     float keep = den > a.limit ? 1.0f : 0.0f;
     for (int lane = 0; lane < a.lanes; ++lane) {
         float v = a.num[pixel * a.lanes + lane];
-        a.out[pixel * a.lanes + lane] = a.support ? __fdiv_rn(__fmul_rn(v, keep), d) : __fdiv_rn(v, d);
+        PS_STORE(a.out[pixel * a.lanes + lane], a.support ? __fdiv_rn(__fmul_rn(v, keep), d) : __fdiv_rn(v, d));
     }
 }
 
@@ -705,13 +714,13 @@ extern "C" __global__ void ptychostitch_region_cot(const RegionVjpArgs a) {
     float keep = den > a.r.limit ? 1.0f : 0.0f;
     for (int lane = 0; lane < a.r.lanes; ++lane) {
         float q = __fdiv_rn(a.cot[pixel * a.r.lanes + lane], d);
-        a.dnum[pixel * a.r.lanes + lane] = a.r.support ? __fmul_rn(q, keep) : q;
+        PS_STORE(a.dnum[pixel * a.r.lanes + lane], a.r.support ? __fmul_rn(q, keep) : q);
     }
     float dden = __fmul_rn(region_g_cot(a, pixel), region_g_slope(a.r, den));
     if (pixel == (long long)a.at_max) {
         dden = __fadd_rn(dden, *a.extra);
     }
-    a.dden[pixel] = dden;
+    PS_STORE(a.dden[pixel], dden);
 }
 
 // The patches' cotangent, one thread per patch pixel (grid: ceil(N/8)² x B·C, 8 x 8 threads): a
@@ -741,9 +750,9 @@ extern "C" __global__ void ptychostitch_region_patch_vjp(const RegionVjpArgs a) 
                         }
                     });
     long long at = (((long long)j * r.patch_size + row) * r.patch_size + col) * r.lanes;
-    a.patch_grad[at] = acc0;
+    PS_STORE(a.patch_grad[at], acc0);
     if (r.lanes == 2) {
-        a.patch_grad[at + 1] = acc1;
+        PS_STORE(a.patch_grad[at + 1], acc1);
     }
 }
 
@@ -807,8 +816,8 @@ extern "C" __global__ void ptychostitch_region_shift_vjp(const RegionVjpArgs a) 
             }
         }
     }
-    a.shift_sums[16 * (long long)j + slot] = __dadd_rn(ux_sum, vx_sum);
-    a.shift_sums[16 * (long long)j + 8 + slot] = __dadd_rn(uy_sum, vy_sum);
+    PS_STORE(a.shift_sums[16 * (long long)j + slot], __dadd_rn(ux_sum, vx_sum));
+    PS_STORE(a.shift_sums[16 * (long long)j + 8 + slot], __dadd_rn(uy_sum, vy_sum));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,8 +868,8 @@ extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
             sx = __dadd_rn(sx, a.out[fold_index(a, j, 0)]);
             sy = __dadd_rn(sy, a.out[fold_index(a, j, 1)]);
         }
-        a.mean[0] = __ddiv_rn(sx, (double)a.count);
-        a.mean[1] = __ddiv_rn(sy, (double)a.count);
+        PS_STORE(a.mean[0], __ddiv_rn(sx, (double)a.count));
+        PS_STORE(a.mean[1], __ddiv_rn(sy, (double)a.count));
         return;
     }
     int j = blockIdx.x * 64 + threadIdx.x;
@@ -870,8 +879,8 @@ extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
     long long ix = fold_index(a, j, 0), iy = fold_index(a, j, 1);
     if (a.phase == 2) {
         double cx = __dsub_rn(a.out[ix], a.mean[0]), cy = __dsub_rn(a.out[iy], a.mean[1]);
-        a.out[ix] = a.negate ? -cx : cx;
-        a.out[iy] = a.negate ? -cy : cy;
+        PS_STORE(a.out[ix], a.negate ? -cx : cx);
+        PS_STORE(a.out[iy], a.negate ? -cy : cy);
         return;
     }
     const double* s = a.image_sums + 16 * (long long)j;
@@ -883,6 +892,6 @@ extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
     }
     // Negated here only when this is the last phase (no re-centring: mean is null).
     bool last = a.mean == nullptr;
-    a.out[ix] = a.negate && last ? -gx : gx;
-    a.out[iy] = a.negate && last ? -gy : gy;
+    PS_STORE(a.out[ix], a.negate && last ? -gx : gx);
+    PS_STORE(a.out[iy], a.negate && last ? -gy : gy);
 }

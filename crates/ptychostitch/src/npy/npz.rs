@@ -3,6 +3,24 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// Bytes after a member's array that are still read (to check the member's CRC-32); a member
+/// with more after its array is not read past it.
+pub const DRAIN_LIMIT: u64 = 1 << 20;
+
+/// A reader that counts the bytes it has given.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 /// An open `.npz` archive.
 pub struct Npz {
     pub(super) path: PathBuf,
@@ -39,6 +57,15 @@ impl Npz {
 
     /// Reads the array named `key` (only the bytes its header declares).
     pub fn read(&mut self, key: &str) -> Result<NpyArray, NpyError> {
+        self.read_counted(key).map(|(array, _)| array)
+    }
+
+    /// As [`Npz::read`], with the number of bytes inflated from the member. Those are its header
+    /// and data and, where at most [`DRAIN_LIMIT`] bytes follow them, the rest of the member,
+    /// read to its end so that the zip reader checks its CRC-32 (NumPy refuses a member whose
+    /// bytes do not match it, and so do we). More bytes after the array — a decompression
+    /// bomb's padding — are not inflated at all, as NumPy does not read them either.
+    pub fn read_counted(&mut self, key: &str) -> Result<(NpyArray, u64), NpyError> {
         let what = format!("{}[{key}]", self.path.display());
         if !self.contains(key) {
             return Err(self.missing(key));
@@ -51,14 +78,19 @@ impl Npz {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
-        let array = NpyArray::read_from(&what, &mut entry)?;
-        // The member read to its end: the zip reader checks its CRC-32 there (NumPy refuses a
-        // member whose bytes do not match it, and so do we).
-        std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| NpyError::Archive {
-            path,
-            reason: format!("member '{key}' is corrupt: {e}"),
-        })?;
-        Ok(array)
+        let declared = entry.size();
+        let mut counted = Counted {
+            inner: &mut entry,
+            bytes: 0,
+        };
+        let array = NpyArray::read_from(&what, &mut counted)?;
+        if declared.saturating_sub(counted.bytes) <= DRAIN_LIMIT {
+            std::io::copy(&mut counted, &mut std::io::sink()).map_err(|e| NpyError::Archive {
+                path,
+                reason: format!("member '{key}' is corrupt: {e}"),
+            })?;
+        }
+        Ok((array, counted.bytes))
     }
 
     pub(super) fn missing(&self, key: &str) -> NpyError {
