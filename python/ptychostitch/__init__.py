@@ -556,5 +556,8 @@ class Plan:
         return f"Plan(n={self._plan.n}, patch_size={self.patch_size}, canvas=({side}, {side}, 1), pad={self.pad})"
 
 
+# torch already loaded: its operators now, so that a first call inside torch.compile finds them.
+_frameworks.register_operators()
+
 if _console:
     _signal.signal(_signal.SIGINT, _previous_sigint)

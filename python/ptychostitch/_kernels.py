@@ -13,6 +13,7 @@ backend conjugates around them.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any, Optional, Tuple
 
@@ -81,6 +82,49 @@ def compute_name(dtype: Any) -> str:
     return "complex64" if "complex" in str(dtype) else "float32"
 
 
+#: Every declared kernel class, in definition order: the operators the frameworks register.
+DECLARED: list = []
+
+
+class Declared:
+    """What makes a kernel class a framework operator, declared once: ``OP`` (the operator's
+    name, ``torch.ops.ptychostitch.<OP>`` and its ``<OP>_backward``), ``PARAMS`` (the
+    constructor's arguments that define the operation, every one a plain number, string,
+    bool or None) and ``WEIGHTED`` (a third, optional input: the region reassembly's weights).
+    :meth:`spec` and :meth:`from_spec` carry those arguments through a graph as one string, so
+    one generic registration serves every kernel (``_frameworks.torch_ops``)."""
+
+    OP: str = ""
+    PARAMS: Tuple[str, ...] = ()
+    WEIGHTED = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.OP:
+            DECLARED.append(cls)
+
+    def spec(self) -> str:
+        """``name=repr(value)`` pairs, ``;``-separated (plain string formatting: a compiler
+        that traces the call, ``torch.compile``'s, folds it to a constant)."""
+        return ";".join([f"{name}={getattr(self, name)!r}" for name in self.PARAMS])
+
+    @classmethod
+    def from_spec(cls, spec: str) -> Any:
+        return _from_spec(cls, spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _from_spec(cls: Any, spec: str) -> Any:
+    """The kernel a :meth:`Declared.spec` describes (cached: a training step asks every time)."""
+    import ast
+
+    params = {}
+    for item in spec.split(";") if spec else ():
+        name, _, value = item.partition("=")
+        params[name] = ast.literal_eval(value)
+    return cls(**params)
+
+
 def _like_input(grad: Optional[np.ndarray], like: np.ndarray) -> Optional[np.ndarray]:
     """A cotangent in the shape and dtype of the input it belongs to."""
     if grad is None:
@@ -91,10 +135,13 @@ def _like_input(grad: Optional[np.ndarray], like: np.ndarray) -> Optional[np.nda
     return grad
 
 
-class Reassembly:
+class Reassembly(Declared):
     """``shift_and_sum`` or ``reassemble_position`` (``op``) with crop ``M``. ``fixed``: a
     native plan whose offsets are the call's (a :class:`ptychostitch.Plan`'s), used instead of
     planning from the offsets on every forward and backward; the canvas side is then its own."""
+
+    OP = "reassemble"
+    PARAMS = ("op", "crop", "threads", "reference", "canvas_side")
 
     def __init__(
         self, op: str, crop: int, threads: int, reference: bool = False, warn: Any = None,
@@ -119,8 +166,9 @@ class Reassembly:
             return (self.canvas_side, self.canvas_side, 1)
         if offsets is None:
             raise ValueError(
-                "the canvas side depends on the offsets' values, which JAX is tracing here (jit, grad or "
-                "vmap over the offsets): pass canvas_side=, e.g. Plan(offsets0, N, M).canvas_shape[0]"
+                "the canvas side depends on the offsets' values, which are being traced here (JAX's jit, grad "
+                "or vmap over the offsets; torch.compile or torch.export): pass canvas_side=, e.g. "
+                "Plan(offsets0, N, M).canvas_shape[0]"
             )
         side = self.plan(x_shape, offsets).canvas_side
         return (side, side, 1)
@@ -154,6 +202,14 @@ class Reassembly:
         """Whether the device kernels serve this call (the reference runs on the CPU only)."""
         return not self.reference
 
+    def forward_device(self, backend: Any, x: Any, offsets: Any) -> Any:
+        """:meth:`forward` for patches on a GPU: the ``(S, S, 1)`` canvas there, by the device
+        kernel on the framework's stream (a fixed plan keeps its GPU tables between calls)."""
+        plan = self.plan(tuple(x.shape), host_values(offsets))
+        if self.warn is not None:
+            self.warn(plan.warnings)
+        return backend.run_on_device(plan, x, self.op)
+
     def backward_device(
         self, backend: Any, x: Any, offsets: Any, out: Any, cot: Any, want_x: bool, want_offsets: bool
     ) -> Tuple[Any, Any]:
@@ -173,9 +229,12 @@ class Reassembly:
         )
 
 
-class Extract:
+class Extract(Declared):
     """PtychoPINN's ``extract_patches_position``: ``(B, S, S, 1)`` images, ``(B, 1, 2, C)``
     offsets ``[x, y]`` -> ``(B*C, N, N, 1)`` patches, row ``b*C + c``."""
+
+    OP = "extract_patches"
+    PARAMS = ("patch_size", "per_image", "threads")
 
     def __init__(self, patch_size: int, per_image: int, threads: int) -> None:
         self.patch_size, self.per_image, self.threads = patch_size, per_image, threads
@@ -193,8 +252,8 @@ class Extract:
         )
 
     def out_shape(self, imgs_shape: Tuple[Any, ...], offsets: Any = None, exact: bool = False) -> Tuple[Any, ...]:
-        b = imgs_shape[0]
-        return (None if b is None else int(b) * self.per_image, self.patch_size, self.patch_size, 1)
+        b = imgs_shape[0]  # None, an int, or a symbolic size (torch.compile)
+        return (None if b is None else b * self.per_image, self.patch_size, self.patch_size, 1)
 
     def out_dtype(self, x_dtype: Any) -> np.dtype:
         return compute_dtype(x_dtype, "imgs")

@@ -21,8 +21,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _native
-from . import _kernels
+from . import _frameworks, _kernels, _native
 from ._kernels import _like_input, as_compute, as_offsets, compute_dtype, compute_name, host_values
 
 LAYOUTS = ("tf", "torch")
@@ -113,21 +112,28 @@ def options(
         convention=convention, recentre=bool(recentre), numerator=numerator, denominator=denominator,
         epsilon=epsilon, support=support, scale=scale,
     )
-    _native.check_region_options(
-        convention, bool(recentre), numerator, denominator, epsilon,
-        None if support is None else support[0], 0.0 if support is None else support[1], scale,
-    )
+    if not _frameworks.tracing():  # traced code calls no native function here; the plan checks the same
+        _native.check_region_options(
+            convention, bool(recentre), numerator, denominator, epsilon,
+            None if support is None else support[0], 0.0 if support is None else support[1], scale,
+        )
     return checked
 
 
-class RegionKernel:
+
+class RegionKernel(_kernels.Declared):
     """One region reassembly: layout, region side ``P``, weights and the normalisation."""
+
+    OP = "reassemble_regions"
+    PARAMS = ("layout", "side", "convention", "recentre", "numerator", "denominator", "epsilon", "support",
+              "threads", "reference", "scale")
+    WEIGHTED = True
 
     def __init__(
         self,
         layout: str,
         side: int,
-        weights: Any,
+        weights: Any = "ones",
         *,
         convention: str,
         recentre: bool,
@@ -142,6 +148,9 @@ class RegionKernel:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be 'tf' or 'torch', not {layout!r}")
         self.layout, self.side, self.weights = layout, side, weights
+        self.convention, self.recentre, self.numerator, self.denominator = convention, recentre, numerator, denominator
+        self.epsilon, self.scale, self.threads = float(epsilon), float(scale), threads
+        self.support = None if support is None else [str(support[0]), float(support[1])]
         self.options = dict(
             convention=convention, recentre=recentre, numerator=numerator, denominator=denominator,
             epsilon=float(epsilon), support=None if support is None else support[0],
@@ -200,8 +209,7 @@ class RegionKernel:
         return weights_array(self.weights, n)
 
     def out_shape(self, patches_shape: Tuple[Any, ...], positions: Any = None, exact: bool = False) -> Tuple[Any, ...]:
-        b = self.dims(patches_shape)[0]
-        b = None if b is None else int(b)
+        b = self.dims(patches_shape)[0]  # as given: None, an int, or a symbolic size (torch.compile)
         return (b, self.side, self.side, 1) if self.layout == "tf" else (b, self.side, self.side)
 
     def out_dtype(self, x_dtype: Any) -> np.dtype:
@@ -254,7 +262,7 @@ class RegionKernel:
             None if dpos is None else backend.device_finish(dpos, positions),
         )
 
-    def support(self, x: Any, positions: Any, kind: str, value: float) -> np.ndarray:
+    def support_mask(self, x: Any, positions: Any, kind: str, value: float) -> np.ndarray:
         """The boolean support mask ``Σ w > threshold``, ``(B, P, P)``."""
         n = int(self.dims(np.shape(x))[2])
         return self.plan(np.shape(x), positions).support(self.weight_array(n), kind, float(value))
@@ -286,11 +294,14 @@ class RegionKernel:
         return _like_input(dx, x_in), _like_input(dpos, p_in), dw
 
 
-class ExtractKernel:
+class ExtractKernel(_kernels.Declared):
     """The inverse of a torch-layout region reassembly: each sample's region ``(B, 1, P, P)``
     (or ``(B, P, P)``) translated by each of its ``C`` positions ``(B, C, 1, 2)`` ``[x, y]`` (not
     negated, not re-centred) and cropped to its centre ``N×N``: ``(B, C, N, N)``
     (``ptycho_torch.helper.extract_channels_from_region``)."""
+
+    OP = "extract_regions"
+    PARAMS = ("patch_size", "channels", "convention", "threads")
 
     def __init__(self, patch_size: int, channels: int, convention: str, threads: int) -> None:
         self.patch_size, self.channels, self.convention, self.threads = patch_size, channels, convention, threads
@@ -317,8 +328,7 @@ class ExtractKernel:
         )
 
     def out_shape(self, regions_shape: Tuple[Any, ...], positions: Any = None, exact: bool = False) -> Tuple[Any, ...]:
-        b = regions_shape[0]
-        return (None if b is None else int(b), self.channels, self.patch_size, self.patch_size)
+        return (regions_shape[0], self.channels, self.patch_size, self.patch_size)
 
     def out_dtype(self, x_dtype: Any) -> np.dtype:
         return compute_dtype(x_dtype, "regions")

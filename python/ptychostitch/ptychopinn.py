@@ -172,7 +172,7 @@ def _torch_reassemble(original: Callable[..., Any]) -> Callable[..., Any]:
             P = int(padded_size)
             options = dict(recentre=True, numerator="sum", epsilon=1e-9)
             out = _ps.reassemble_regions(patches, offsets_xy, P, layout="torch", weights="ones", **options)
-            mask = _region_kernel(P, "ones", **options).support(patches.detach().cpu().numpy(),
+            mask = _region_kernel(P, "ones", **options).support_mask(patches.detach().cpu().numpy(),
                                                                  offsets_xy.detach().cpu().numpy(), "above", 1e-6)
             return out, _mask_like(mask, inputs), P
         P = int(padded_size) if padded_size is not None else _torch_padded_size(data_config, model_config)
@@ -180,7 +180,7 @@ def _torch_reassemble(original: Callable[..., Any]) -> Callable[..., Any]:
         support = ("above", 1e-6)
         out = _ps.reassemble_regions(inputs, offsets_xy, P, layout="torch", weights="center", numerator="weighted",
                                      support=support)
-        mask = _region_kernel(P, "center").support(inputs.detach().cpu().numpy(), offsets_xy.detach().cpu().numpy(),
+        mask = _region_kernel(P, "center").support_mask(inputs.detach().cpu().numpy(), offsets_xy.detach().cpu().numpy(),
                                                    *support)
         return out, _mask_like(mask, inputs), P
 
@@ -225,7 +225,7 @@ def _torch_reassemble_probe(original: Callable[..., Any]) -> Callable[..., Any]:
         options = dict(numerator="weighted", denominator="clamp", epsilon=1e-12)
         out = _ps.reassemble_regions(inputs, offsets_xy, P, layout="torch", weights=weights, support=support, **options)
         constant = weights if isinstance(weights, str) else weights.detach().cpu().numpy()
-        mask = _region_kernel(P, constant, **options).support(inputs.detach().cpu().numpy(),
+        mask = _region_kernel(P, constant, **options).support_mask(inputs.detach().cpu().numpy(),
                                                               offsets_xy.detach().cpu().numpy(), *support)
         return out, _mask_like(mask, inputs), P
 

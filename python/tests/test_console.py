@@ -183,6 +183,8 @@ def test_the_native_stubs_name_everything_the_extension_has():
             stub[node.name] = None
         elif isinstance(node, ast.ClassDef):
             stub[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not node.target.id.startswith("_"):
+            stub[node.target.id] = None  # a module constant
     public = {name: obj for name, obj in vars(_native).items() if not name.startswith("_")}
     for name, obj in public.items():
         if isinstance(obj, type) and issubclass(obj, BaseException):

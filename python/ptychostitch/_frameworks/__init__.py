@@ -20,7 +20,7 @@ TENSORFLOW, TORCH, JAX, CUPY = BACKENDS
 
 __all__ = [
     "BACKENDS", "CUDA", "HOST_DEVICES", "NUMPY", "Backend", "autodiff_for", "backend_of", "dlpack_device", "host",
-    "host_for",
+    "host_for", "register_operators", "tracing",
 ]
 
 
@@ -46,6 +46,20 @@ def autodiff_for(*values: Any) -> Optional[Backend]:
         if backend.wants(*values):
             return backend
     return None
+
+
+def register_operators() -> None:
+    """Every loaded framework's operators for every declared kernel (``import ptychostitch``
+    calls it once every kernel is declared)."""
+    for backend in BACKENDS:
+        backend.register_operators()
+
+
+def tracing() -> bool:
+    """A framework is tracing the call into a graph of its own (``torch.compile``,
+    ``torch.export``), where only traceable Python may run: no native call, no NumPy on its
+    tensors."""
+    return any(backend.tracing() for backend in BACKENDS)
 
 
 def host_for(*values: Any) -> Backend:

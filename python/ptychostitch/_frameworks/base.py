@@ -61,6 +61,14 @@ class Backend:
         """``value`` is being differentiated (a parameter whose gradient is wanted)."""
         return False
 
+    def tracing(self) -> bool:
+        """This framework is tracing the call into a compiled graph (values unknown)."""
+        return False
+
+    def register_operators(self) -> None:
+        """Registers every declared kernel as this framework's operator, where the framework is
+        loaded and has operators (torch)."""
+
     #: ``apply_weighted(kernel, x, positions, weights)``: a region reassembly differentiable with
     #: respect to its weights too, where the framework has it (torch), else None.
     apply_weighted: Optional[Callable[..., Any]] = None

@@ -1,30 +1,28 @@
-"""PyTorch: a ``torch.autograd.Function``, for CPU and CUDA tensors that require grad.
+"""PyTorch: every operation a ``torch.library`` operator (``torch_ops``: the forward, the
+backward, fake tensors for compilation), for CPU and CUDA tensors, eager, under
+``torch.compile(fullgraph=True)`` and in ``torch.export`` programs.
 
-The call is excluded from ``torch.compile`` graphs (``torch._dynamo.disable``): compiled code
-runs around it with a clean graph break. Dynamo is only used when it is already loaded (a
-``torch.compile`` is in play): importing it loads triton, whose LLVM aborts the process where
-TensorFlow is loaded too ("Option ... registered more than once"). CUDA tensors: the forward runs on the GPU path when
-one is given (``gpu``); the backward runs the device kernels (``kernel.backward_device``) on
-torch's current stream, the tensors never leaving the GPU; a region reassembly whose weights
-require grad (no device kernel for their cotangent) copies to the host and back.
+CUDA tensors run forward and backward on the device kernels on torch's current stream, the
+tensors never leaving the GPU; a region reassembly whose weights require grad (no device kernel
+for their cotangent) copies to the host and back for its backward.
 
-The backward is not differentiable again. Where it runs with ``create_graph=True`` its results
-carry a node that raises ``RuntimeError`` the moment a second derivative reaches it (a
-Hessian-vector product, a gradient penalty, a mixed derivative through a loss linear in the
-output), instead of silently dropping this operation's term. The node depends on the
-cotangent *and* on the operation's inputs: a loss linear in the output gives a cotangent that
-does not require grad, and a node hung on it alone would be a constant to autograd. (torch's
-own ``once_differentiable`` does not raise there: in torch 2.15 the second derivative silently
-lacks the term, measured.)
+The backward is not differentiable again. Its operator's autograd raises ``RuntimeError`` the
+moment a second derivative reaches it (a Hessian-vector product, a gradient penalty, a mixed
+derivative through a loss linear in the output), instead of silently dropping this operation's
+term: its results depend, for autograd, on the operation's inputs as well as on the cotangent
+(a loss linear in the output gives a cotangent that does not require grad, and a refusal hung on
+it alone would be a constant to autograd).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
+from . import torch_ops
 from .base import Backend
 
 
@@ -48,126 +46,6 @@ def _numpy(t: Any) -> np.ndarray:
     return t.detach().resolve_conj().resolve_neg().cpu().numpy()
 
 
-_FUNCTION: Optional[Any] = None
-_REFUSAL: Optional[Any] = None
-
-SECOND_ORDER = (
-    "ptychostitch's gradient is not differentiable again: a second derivative (create_graph=True "
-    "then another grad: a Hessian-vector product, a gradient penalty) through it is not supported"
-)
-
-
-def _refusal() -> Any:
-    """Passes gradients' values through and raises when they are differentiated."""
-    global _REFUSAL
-    if _REFUSAL is None:
-        torch = _torch()
-
-        class RefuseSecondOrder(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx: Any, depends: int, *tensors: Any) -> Any:  # type: ignore[override]
-                # The first `depends` tensors (the cotangent and the operation's inputs) only
-                # connect the results to everything a second derivative could flow to.
-                del ctx
-                return tuple(None if v is None else v.clone() for v in tensors[depends:])
-
-            @staticmethod
-            def backward(ctx: Any, *grads: Any) -> Any:  # type: ignore[override]
-                raise RuntimeError(SECOND_ORDER)
-
-        _REFUSAL = RefuseSecondOrder
-    return _REFUSAL
-
-
-def refuse_second_order(grads: Tuple[Any, ...], depends: Tuple[Any, ...]) -> Tuple[Any, ...]:
-    """A backward's ``grads`` as it returns them: where autograd records the backward
-    (``create_graph=True``), behind a node that raises when differentiated, connected to
-    ``depends`` (the cotangent and the forward's inputs) so that it is on every path a second
-    derivative takes, whether or not the cotangent requires grad."""
-    if not _torch().is_grad_enabled():
-        return grads
-    return _refusal().apply(len(depends), *depends, *grads)
-
-
-def _function() -> Any:
-    global _FUNCTION
-    if _FUNCTION is None:
-        torch = _torch()
-
-        class Stitch(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx: Any, kernel: Any, gpu: Any, x: Any, offsets: Any) -> Any:  # type: ignore[override]
-                if gpu is not None and _on_cuda(x):
-                    out = gpu(x.detach())
-                else:
-                    out = torch.from_numpy(kernel.forward(_numpy(x), _numpy(offsets))).to(x.device)
-                ctx.kernel = kernel
-                ctx.save_for_backward(x, offsets, out)
-                return out
-
-            @staticmethod
-            def backward(ctx: Any, cot: Any) -> Any:  # type: ignore[override]
-                x, offsets, out = ctx.saved_tensors
-                want_x, want_off = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-                if _on_cuda(x) and getattr(ctx.kernel, "on_device", False) and hasattr(ctx.kernel, "backward_device"):
-                    # The device kernels: the tensors stay on the GPU, on torch's current stream.
-                    with BACKEND.device_scope(x):
-                        dx, doff = ctx.kernel.backward_device(BACKEND, x, offsets, out, cot, want_x, want_off)
-                else:
-                    dx, doff = ctx.kernel.backward(_numpy(x), _numpy(offsets), _numpy(out), _numpy(cot), want_x, want_off)
-                    to = lambda a, like: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(like.device)  # noqa: E731
-                    dx, doff = to(dx, x), to(doff, offsets)
-                dx, doff = refuse_second_order((dx, doff), (cot, x, offsets))
-                return None, None, dx, doff
-
-        _FUNCTION = Stitch
-    return _FUNCTION
-
-
-_WEIGHTED: Optional[Any] = None
-
-
-def _weighted_function() -> Any:
-    """A region reassembly whose weights are a third differentiable input (a probe being learnt:
-    ``w = |P|²`` computed in torch, its gradient through the weights' cotangent)."""
-    global _WEIGHTED
-    if _WEIGHTED is None:
-        torch = _torch()
-
-        class WeightedStitch(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx: Any, kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:  # type: ignore[override]
-                out = torch.from_numpy(kernel.forward_weighted(_numpy(x), _numpy(offsets), _numpy(weights)))
-                ctx.kernel = kernel
-                ctx.save_for_backward(x, offsets, weights)
-                return out.to(x.device)
-
-            @staticmethod
-            def backward(ctx: Any, cot: Any) -> Any:  # type: ignore[override]
-                x, offsets, weights = ctx.saved_tensors
-                want = ctx.needs_input_grad[1:4]
-                grads = ctx.kernel.backward_weighted(
-                    _numpy(x), _numpy(offsets), _numpy(weights), _numpy(cot), *want
-                )
-                grads = tuple(
-                    None if g is None else torch.from_numpy(np.ascontiguousarray(g)).to(like.device)
-                    for g, like in zip(grads, (x, offsets, weights))
-                )
-                grads = refuse_second_order(grads, (cot, x, offsets, weights))
-                return (None, *grads)
-
-        _WEIGHTED = WeightedStitch
-    return _WEIGHTED
-
-
-def _apply_weighted(kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:
-    """Like :func:`_apply`, with the weights a differentiable torch tensor."""
-    run, x, offsets = _prepared(_weighted_function(), x, offsets)
-    if weights.dtype not in (_torch().float32, _torch().float64):
-        weights = weights.to(_torch().float32)
-    return run(kernel, x, offsets, weights)
-
-
 def _refuse_functorch(*values: Any) -> None:
     if any(_functorch_wrapped(v) for v in values):
         raise TypeError(
@@ -186,21 +64,14 @@ def _functorch_wrapped(value: Any) -> bool:
     return isinstance(value, _torch().Tensor) and bool(_functorch.is_functorch_wrapped_tensor(value))
 
 
-def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
-    run, x, offsets = _prepared(_function(), x, offsets)
-    return run(kernel, gpu, x, offsets)
-
-
-def _prepared(function: Any, x: Any, offsets: Any) -> Any:
-    """``function.apply`` (outside any ``torch.compile`` graph) and the two inputs as tensors it
-    takes: torch.func transforms refused, NumPy inputs wrapped, dtypes NumPy cannot read widened
-    exactly (the gradient flows back through the cast in the input's own dtype)."""
+def _apply(kernel: Any, x: Any, offsets: Any, weights: Any = None) -> Any:
+    """``kernel`` through its operator (``torch.ops.ptychostitch.<OP>``): the inputs as tensors
+    it takes, torch.func transforms refused, dtypes NumPy cannot read widened exactly (the
+    gradient flows back through the cast in the input's own dtype); a region reassembly's
+    weights as a tensor (constant ones built here; a probe's ``|P|²`` differentiable)."""
     torch = _torch()
-    _refuse_functorch(x, offsets)
-    run = function.apply
-    dynamo = sys.modules.get("torch._dynamo")
-    if dynamo is not None:
-        run = dynamo.disable(run)
+    if not _compiling():  # (functorch's wrapper check is not traceable; compiled code has none)
+        _refuse_functorch(x, offsets)
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
     if not isinstance(offsets, torch.Tensor):
@@ -210,7 +81,33 @@ def _prepared(function: Any, x: Any, offsets: Any) -> Any:
     if offsets.dtype not in (torch.float32, torch.float64):
         # bfloat16 and float16 widen exactly (NumPy reads no bfloat16).
         offsets = offsets.to(torch.float64)
-    return run, x, offsets
+    if kernel.WEIGHTED:
+        if weights is None:
+            n = int(kernel.dims(tuple(x.shape))[2])
+            weights = torch.from_numpy(kernel.weight_array(n)).to(x.device)
+        elif weights.dtype not in (torch.float32, torch.float64):
+            weights = weights.to(torch.float32)
+    elif getattr(kernel, "canvas_side", 0) is None:
+        # The reassembly's canvas side, from the offsets' values, for the operator's shape;
+        # compiled code has no values to read it from.
+        if _compiling():
+            raise ValueError(
+                "under torch.compile or torch.export the canvas side cannot be read from the offsets' values: "
+                "pass canvas_side=, e.g. ptychostitch.Plan(offsets, N, M).canvas_shape[0]"
+            )
+        kernel = copy.copy(kernel)
+        kernel.canvas_side = kernel.out_shape(tuple(x.shape), _numpy(offsets), exact=True)[0]
+    if _compiling():
+        return torch_ops.call(kernel, x, offsets, weights)
+    torch_ops.register_all()
+    return torch_ops.eager(kernel, x, offsets, weights)
+
+
+def _compiling() -> bool:
+    """Inside ``torch.compile`` or ``torch.export`` tracing (values unknown)."""
+    torch = _torch()
+    compiler = getattr(torch, "compiler", None) if torch is not None else None
+    return bool(compiler is not None and compiler.is_compiling())
 
 
 class TorchBackend(Backend):
@@ -222,17 +119,27 @@ class TorchBackend(Backend):
         return type(value).__module__.split(".")[0] == "torch" and _torch() is not None
 
     def wants(self, *values: Any) -> bool:
-        return _wants(*values)
+        """torch patches always run through the operator (eager, compiled or exported, with or
+        without a gradient); other patches only when a torch input needs a gradient."""
+        torch = _torch()
+        return (torch is not None and isinstance(values[0], torch.Tensor)) or _wants(*values)
 
     def apply(self, kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]] = None) -> Any:
-        return _apply(kernel, x, offsets, gpu)
+        return _apply(kernel, x, offsets)
 
     def learnt(self, value: Any) -> bool:
         return _wants(value)
 
+    def tracing(self) -> bool:
+        return _torch() is not None and _compiling()
+
+    def register_operators(self) -> None:
+        if _torch() is not None:
+            torch_ops.register_all()
+
     def apply_weighted(self, kernel: Any, x: Any, offsets: Any, weights: Any) -> Any:  # type: ignore[override]
         """A region reassembly differentiable with respect to its weights too."""
-        return _apply_weighted(kernel, x, offsets, weights)
+        return _apply(kernel, x, offsets, weights)
 
     def readable(self, value: Any) -> Any:
         # Detached (no autodiff wanted here); a lazy conjugate or negation (x.conj(), -x views)

@@ -5,7 +5,7 @@ use super::*;
 
 /// Bytes after a member's array that are still read (to check the member's CRC-32); a member
 /// with more after its array is not read past it.
-pub const DRAIN_LIMIT: u64 = 1 << 20;
+const DRAIN_LIMIT: u64 = 1 << 20;
 
 /// A reader that counts the bytes it has given.
 struct Counted<R> {
@@ -61,7 +61,7 @@ impl Npz {
     }
 
     /// As [`Npz::read`], with the number of bytes inflated from the member. Those are its header
-    /// and data and, where at most [`DRAIN_LIMIT`] bytes follow them, the rest of the member,
+    /// and data and, where at most 1 MiB follows them, the rest of the member,
     /// read to its end so that the zip reader checks its CRC-32 (NumPy refuses a member whose
     /// bytes do not match it, and so do we). More bytes after the array — a decompression
     /// bomb's padding — are not inflated at all, as NumPy does not read them either.
