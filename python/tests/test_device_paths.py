@@ -380,6 +380,43 @@ def test_tensorflow_in_a_graph_keeps_the_host_path(immutable_device, monkeypatch
     assert immutable_device.methods() == []
 
 
+def test_tensorflow_in_a_graph_where_a_gpu_is_seen_runs_the_device_path(immutable_device, monkeypatch):
+    """Issue 31, item 4: inside tf.function (what Keras fit runs) with a GPU visible, the node is
+    a tf.py_function that hands its (device) tensors to the eager device path, forward and
+    backward, never tf.numpy_function; the values equal the host path's."""
+    tf = pytest.importorskip("tensorflow")
+    from ptychostitch._frameworks import tensorflow_adapter
+
+    monkeypatch.setattr(tensorflow_adapter.TensorFlowBackend, "device_scope", immutable_device.scope)
+    monkeypatch.setattr(tensorflow_adapter, "on_gpu", lambda v: _eager_tf(tf, v))
+    monkeypatch.setattr(tensorflow_adapter, "gpu_visible", lambda: True)
+    r = np.random.default_rng(15)
+    b, c, n, p = 2, 4, 16, 28
+    x = (r.normal(size=(b, n, n, c)) + 1j * r.normal(size=(b, n, n, c))).astype(np.complex64)
+    pos = r.uniform(-4, 4, size=(b, 1, 2, c))
+
+    @tf.function
+    def step(x, pos):
+        with tf.GradientTape() as tape:
+            tape.watch([x, pos])
+            regions = ps.reassemble_regions(x, pos, p)
+            loss = tf.reduce_sum(tf.math.real(regions) * tf.reshape(tf.linspace(-1.0, 1.0, b * p * p), (b, p, p, 1)))
+        return (regions, *tape.gradient(loss, [x, pos]))
+
+    got = step(tf.constant(x), tf.constant(pos))
+    graph = step.get_concrete_function(tf.constant(x), tf.constant(pos)).graph
+    kinds = {node.op for node in graph.as_graph_def().node}
+    for function in graph.as_graph_def().library.function:
+        kinds |= {node.op for node in function.node_def}
+    assert "EagerPyFunc" in kinds and "PyFunc" not in kinds, sorted(kinds)
+    assert immutable_device.methods() == [("Region", "reassemble_cuda"), ("Region", "vjp_cuda")]
+    monkeypatch.undo()
+    want = step.python_function(tf.constant(x), tf.constant(pos))
+    for g, w, what in zip(got, want, ("regions", "patches' gradient", "positions' gradient")):
+        assert g.dtype == w.dtype and g.shape == w.shape, what
+        assert np.array_equal(g.numpy().view(np.uint8), w.numpy().view(np.uint8)), what
+
+
 def test_jax_arrays_run_forward_on_the_device(immutable_device, monkeypatch):
     jax = pytest.importorskip("jax")
     real = base.dlpack_device

@@ -1,5 +1,7 @@
 """TensorFlow: ``tf.custom_gradient`` around ``tf.numpy_function``, eager and in ``tf.function``;
-eager GPU tensors run forward and backward on the device kernels instead.
+GPU tensors run forward and backward on the device kernels instead: eager ones directly, and in
+a graph where TensorFlow sees a GPU through a ``tf.py_function`` node, which receives the device
+tensors where TensorFlow placed it (no host copy on a GPU).
 
 The offsets' gradient comes back in the offsets' dtype (float64 for PtychoPINN's), the
 patches' in theirs. ``tf.function(jit_compile=True)`` cannot run host code: it is refused with
@@ -38,6 +40,14 @@ def on_gpu(value: Any) -> bool:
     """An eager TensorFlow tensor (or variable) held by a GPU."""
     tf = _tf()
     return _is_tf(tf, value) and not _symbolic(tf, value) and "GPU" in (value.device or "")
+
+
+def gpu_visible() -> bool:
+    """TensorFlow sees a GPU (where a graph's nodes may be placed on one)."""
+    try:
+        return bool(_tf().config.list_logical_devices("GPU"))
+    except Exception:  # a TensorFlow that cannot say: the host path
+        return False
 
 
 def _ordinal(value: Any) -> int:
@@ -101,17 +111,39 @@ def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]
     if not offsets.dtype.is_floating:
         offsets = tf.cast(offsets, tf.float64)
     out_dtype = tf.as_dtype(kernel.out_dtype(x.dtype.as_numpy_dtype))
-    # Eager GPU tensors run forward and backward on the device kernels; graphs (tf.function)
-    # and CPU tensors on the host through tf.numpy_function.
-    device = (
-        gpu is not None and tf.executing_eagerly() and on_gpu(x)
-        and getattr(kernel, "on_device", False) and hasattr(kernel, "backward_device")
+    # Eager GPU tensors run forward and backward on the device kernels. In a graph
+    # (tf.function, Keras fit) where TensorFlow sees a GPU, the node is a tf.py_function, which
+    # TensorFlow places with its inputs: on the GPU it hands the device tensors to the same
+    # eager device path, with no copy to the host (on the CPU, the host path). Graphs without a
+    # GPU keep tf.numpy_function.
+    has_device_path = (
+        gpu is not None and getattr(kernel, "on_device", False) and hasattr(kernel, "backward_device")
+        and hasattr(kernel, "forward_device")
     )
+    device = has_device_path and tf.executing_eagerly() and on_gpu(x)
+    in_graph_on_gpu = has_device_path and not tf.executing_eagerly() and gpu_visible()
+
+    def forward_node(xv: Any, ov: Any) -> Any:
+        """Inside tf.py_function: eager tensors where TensorFlow placed the node."""
+        if on_gpu(xv):
+            with BACKEND.device_scope(xv):
+                return kernel.forward_device(BACKEND, xv, ov)
+        return tf.convert_to_tensor(kernel.forward(xv.numpy(), ov.numpy()))
+
+    def backward_node(xv: Any, ov: Any, outv: Any, cv: Any) -> Any:
+        if on_gpu(xv):
+            with BACKEND.device_scope(xv):
+                return kernel.backward_device(BACKEND, xv, ov, outv, cv, True, True)
+        dx, doff = kernel.backward(xv.numpy(), ov.numpy(), outv.numpy(), cv.numpy(), True, True)
+        return tf.convert_to_tensor(dx), tf.convert_to_tensor(doff)
 
     @tf.custom_gradient
     def op(x: Any, offsets: Any) -> Any:
         if device:
             out = gpu(x)
+        elif in_graph_on_gpu:
+            out = tf.py_function(forward_node, [x, offsets], out_dtype, name="ptychostitch")
+            out.set_shape(static_shape)
         else:
             out = tf.numpy_function(kernel.forward, [x, offsets], out_dtype, stateful=False, name="ptychostitch")
             out.set_shape(static_shape)
@@ -125,6 +157,11 @@ def _apply(kernel: Any, x: Any, offsets: Any, gpu: Optional[Callable[[Any], Any]
             if device:
                 with BACKEND.device_scope(x):
                     dx, doff = kernel.backward_device(BACKEND, x, offsets, out, cot, True, True)
+            elif in_graph_on_gpu:
+                dx, doff = tf.py_function(backward_node, [x, offsets, out, cot], [x.dtype, offsets.dtype],
+                                          name="ptychostitch_grad")
+                dx.set_shape(x.shape)
+                doff.set_shape(offsets.shape)
             else:
                 dx, doff = tf.numpy_function(
                     kernel.backward, [x, offsets, out, cot], [x.dtype, offsets.dtype], stateful=False,

@@ -1,0 +1,146 @@
+"""The operator inside compiled training (issue 31): what a training step pays for ptychostitch
+eager against compiled, measured in one run on this machine's CPU.
+
+    python scripts/bench_compiled.py [--runs 30] [--json out.json]
+
+Rows, each the median wall time of forward + backward of the training pair (region reassembly
+then extraction, torch layout, C = 4, N = 64, P = 78, complex64) or of the stitch alone:
+
+- torch eager: the operators' implementation through ``torch.autograd`` (what an uncompiled
+  model runs);
+- torch compiled: ``torch.compile(fullgraph=True)`` over the step, ``aot_eager`` backend (our
+  operators are one node each; inductor would compile the torch code around them, of which
+  this step has almost none);
+- torch compiled around a graph break: the same with the call wrapped in
+  ``torch.compiler.disable`` -- what ``torch.compile`` did with ptychostitch before its
+  operators existed;
+- JAX: ``jit(grad)`` through ``pure_callback`` (the XLA FFI target is not built yet), against
+  the same call eager;
+- TensorFlow: ``GradientTape`` eager against ``tf.function`` (``tf.numpy_function`` in the
+  graph).
+
+B = 1 is the per-call overhead; B = 16 and 64 a training batch. Frameworks run in processes of
+their own (torch's compiler and TensorFlow cannot share one).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
+COMMON = textwrap.dedent(
+    """
+    import json, statistics, sys, time
+    import numpy as np
+    import ptychostitch as ps
+    runs = int(sys.argv[1])
+    C, N, P = 4, 64, 78
+    def timed(step, *args):
+        step(*args)  # warm up (compiles)
+        step(*args)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            step(*args)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e3
+    def data(b, seed=0):
+        rng = np.random.default_rng(seed)
+        x = (rng.standard_normal((b, C, N, N)) + 1j * rng.standard_normal((b, C, N, N))).astype(np.complex64)
+        return x, rng.uniform(-4, 4, (b, C, 1, 2))
+    rows = []
+    """
+)
+
+TORCH = COMMON + textwrap.dedent(
+    """
+    import torch
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    def pair(x, pos):
+        return ps.extract_regions(ps.reassemble_regions(x, pos, P, layout="torch"), pos, N)
+    def loss(fn):
+        return lambda x, pos: (fn(x, pos).abs() ** 2).sum()
+    def make(model):  # the model (forward and loss) compiled or not; backward as training runs it
+        return lambda x, pos: torch.autograd.grad(model(x, pos), (x, pos))
+    eager = make(loss(pair))
+    compiled = make(torch.compile(loss(pair), backend="aot_eager", fullgraph=True, dynamic=False))
+    around_break = make(torch.compile(loss(torch.compiler.disable(pair)), backend="aot_eager"))
+    for b in (1, 16, 64):
+        x, pos = data(b)
+        args = (torch.tensor(x, requires_grad=True), torch.tensor(pos, requires_grad=True))
+        rows.append(dict(framework="torch", B=b, mode="eager", ms=timed(eager, *args)))
+        rows.append(dict(framework="torch", B=b, mode="compiled (no graph break)", ms=timed(compiled, *args)))
+        rows.append(dict(framework="torch", B=b, mode="compiled around a graph break (before)", ms=timed(around_break, *args)))
+    print(json.dumps(rows))
+    """
+)
+
+JAX = COMMON + textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp
+    def loss(x, pos):
+        out = ps.extract_regions(ps.reassemble_regions(x, pos, P, layout="torch"), pos, N)
+        return jnp.sum(jnp.abs(out) ** 2)
+    grad = jax.grad(loss, argnums=(0, 1))
+    jitted = jax.jit(grad)
+    for b in (1, 16, 64):
+        x, pos = data(b)
+        args = (jnp.asarray(x), jnp.asarray(pos.astype(np.float32)))
+        block = lambda f: (lambda *a: jax.block_until_ready(f(*a)))
+        rows.append(dict(framework="jax", B=b, mode="grad, eager", ms=timed(block(grad), *args)))
+        rows.append(dict(framework="jax", B=b, mode="jit(grad), pure_callback", ms=timed(block(jitted), *args)))
+    print(json.dumps(rows))
+    """
+)
+
+TENSORFLOW = COMMON + textwrap.dedent(
+    """
+    import tensorflow as tf
+    def step(x, pos):
+        with tf.GradientTape() as tape:
+            tape.watch([x, pos])
+            regions = ps.reassemble_regions(x, pos, P)
+            out = ps.extract_patches_position(regions, pos, 0.0, N=N, gridsize=2)
+            loss = tf.reduce_sum(tf.abs(out) ** 2)
+        return tape.gradient(loss, [x, pos])
+    graph = tf.function(step)
+    for b in (1, 16, 64):
+        x, pos = data(b)
+        x = tf.constant(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))  # (B, N, N, C)
+        pos = tf.constant(np.ascontiguousarray(pos.reshape(b, C, 2).transpose(0, 2, 1)).reshape(b, 1, 2, C))
+        rows.append(dict(framework="tensorflow", B=b, mode="GradientTape, eager", ms=timed(step, x, pos)))
+        rows.append(dict(framework="tensorflow", B=b, mode="tf.function (numpy_function)", ms=timed(graph, x, pos)))
+    print(json.dumps(rows))
+    """
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    rows = []
+    for name, script in (("torch", TORCH), ("jax", JAX), ("tensorflow", TENSORFLOW)):
+        done = subprocess.run([sys.executable, "-c", script, str(args.runs)], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows += json.loads(done.stdout.strip().splitlines()[-1])
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; training pair C = 4, N = 64, P = 78, forward + backward, median of {args.runs}")
+    print(f"{'framework':<11} {'B':>3}  {'mode':<42} {'ms':>9}")
+    for r in rows:
+        print(f"{r['framework']:<11} {r['B']:>3}  {r['mode']:<42} {r['ms']:>9.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(cpu=cpu, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
