@@ -449,19 +449,40 @@ def reassemble_regions(
         epsilon=epsilon, support=support, scale=scale,
     )
     kernel = _region.RegionKernel(layout, side, weights, threads=_threads(threads), reference=bool(reference), **checked)
+    return _regions(kernel, patches, positions, weights)
+
+
+def _regions(kernel: Any, patches: Any, positions: Any, weights: Any) -> Any:
+    """A region kernel (the reassembly, its support mask) on these inputs: weights that are a
+    framework's tensor go to that framework's weighted operator where it has one (torch: a
+    learnt probe's gradient, and no host copy in compiled code), else they are constants."""
     kernel.dims(tuple(getattr(patches, "shape", np.shape(patches))))  # a clear error for a wrong rank
     if not isinstance(weights, str) and not isinstance(weights, np.ndarray):
         owner = _frameworks.backend_of(weights)
+        if owner.apply_weighted is not None and (owner.learnt(weights) or owner.owns(patches)):
+            return owner.apply_weighted(kernel, patches, positions, weights)
         if owner.learnt(weights):
-            if owner.apply_weighted is not None:
-                # A learnt weight (a probe): its gradient through the weights' cotangent.
-                return owner.apply_weighted(kernel, patches, positions, weights)
             raise TypeError(
                 f"weights that are being differentiated are supported with torch tensors only (requires_grad); "
                 f"pass {owner.name} weights as constants (NumPy), or compute them in torch"
             )
         kernel.weights = _host(owner.readable(weights))
     return _call(kernel, (patches, positions))
+
+
+def _region_support(
+    patches: Any, positions: Any, padded_size: int, *, layout: str, weights: Any, support: Tuple[str, float],
+    **options: Any,
+) -> Any:
+    """The support mask ``Σ w > t`` that ``reassemble_regions(..., support=support, **options)``
+    applies, ``(B, P, P)`` bool, in the patches' array type (the torch helpers return it)."""
+    checked = _region.options(layout, convention=options.pop("convention", None), recentre=options.pop("recentre", None),
+                              numerator=options.pop("numerator", "sum"), denominator=options.pop("denominator", "add"),
+                              epsilon=options.pop("epsilon", 1e-3), support=support, scale=options.pop("scale", None))
+    if options:
+        raise TypeError(f"unexpected options {sorted(options)}")
+    kernel = _region.RegionSupport(layout, _positive("padded_size", padded_size), weights, threads=0, **checked)
+    return _regions(kernel, patches, positions, weights)
 
 
 def extract_regions(

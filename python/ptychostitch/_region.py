@@ -294,6 +294,31 @@ class RegionKernel(_kernels.Declared):
         return _like_input(dx, x_in), _like_input(dpos, p_in), dw
 
 
+class RegionSupport(RegionKernel):
+    """The support mask ``Σ w > threshold`` of a region reassembly (the ``support`` option),
+    ``(B, P, P)`` bool: what ``ptycho_torch.helper``'s functions return beside the regions. It
+    depends on the positions and the weights only, and has no gradient."""
+
+    OP = "region_support"
+
+    def out_shape(self, patches_shape: Tuple[Any, ...], positions: Any = None, exact: bool = False) -> Tuple[Any, ...]:
+        return (self.dims(patches_shape)[0], self.side, self.side)
+
+    def out_dtype(self, x_dtype: Any) -> np.dtype:
+        return np.dtype(bool)
+
+    on_device = False
+
+    def forward(self, x: Any, positions: Any) -> np.ndarray:
+        kind, value = self.support
+        return self.support_mask(x, positions, kind, value)
+
+    def backward_weighted(
+        self, x: Any, positions: Any, weights: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+        return None, None, None
+
+
 class ExtractKernel(_kernels.Declared):
     """The inverse of a torch-layout region reassembly: each sample's region ``(B, 1, P, P)``
     (or ``(B, P, P)``) translated by each of its ``C`` positions ``(B, C, 1, 2)`` ``[x, y]`` (not

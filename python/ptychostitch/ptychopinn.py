@@ -128,26 +128,9 @@ def _reassemble_patches(original: Callable[..., Any]) -> Callable[..., Any]:
     return reassemble_patches
 
 
-def _torch_module() -> Any:
-    return sys.modules["torch"]
-
-
 def _torch_padded_size(data_config: Any, model_config: Any) -> int:
-    return int(importlib.import_module("ptycho_torch.helper").get_padded_size(data_config, model_config))
-
-
-def _mask_like(mask: Any, like: Any) -> Any:
-    return _torch_module().from_numpy(mask).to(like.device)
-
-
-def _region_kernel(P: int, weights: Any, **options: Any) -> Any:
-    """The torch-layout kernel the helpers' replacements use (for the support mask)."""
-    from . import _region
-
-    settings = dict(convention="torch", recentre=False, numerator="weighted", denominator="add", epsilon=1e-3,
-                    support=None, threads=0)
-    settings.update(options)
-    return _region.RegionKernel("torch", P, weights, **settings)
+    # sys.modules, not importlib: torch.compile traces this (the module is loaded: it is installed).
+    return int(sys.modules["ptycho_torch.helper"].get_padded_size(data_config, model_config))
 
 
 def _torch_reassemble(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -172,17 +155,17 @@ def _torch_reassemble(original: Callable[..., Any]) -> Callable[..., Any]:
             P = int(padded_size)
             options = dict(recentre=True, numerator="sum", epsilon=1e-9)
             out = _ps.reassemble_regions(patches, offsets_xy, P, layout="torch", weights="ones", **options)
-            mask = _region_kernel(P, "ones", **options).support_mask(patches.detach().cpu().numpy(),
-                                                                 offsets_xy.detach().cpu().numpy(), "above", 1e-6)
-            return out, _mask_like(mask, inputs), P
+            mask = _ps._region_support(patches.detach(), offsets_xy.detach(), P, layout="torch", weights="ones",
+                                       support=("above", 1e-6), **options)
+            return out, mask, P
         P = int(padded_size) if padded_size is not None else _torch_padded_size(data_config, model_config)
         # The centre-mask path: (Σ u·v)·[Σ v > 1e-6] / (Σ v + 0.001), positions as given.
         support = ("above", 1e-6)
         out = _ps.reassemble_regions(inputs, offsets_xy, P, layout="torch", weights="center", numerator="weighted",
                                      support=support)
-        mask = _region_kernel(P, "center").support_mask(inputs.detach().cpu().numpy(), offsets_xy.detach().cpu().numpy(),
-                                                   *support)
-        return out, _mask_like(mask, inputs), P
+        mask = _ps._region_support(inputs.detach(), offsets_xy.detach(), P, layout="torch", weights="center",
+                                   numerator="weighted", support=support)
+        return out, mask, P
 
     reassemble_patches_position_real.__ptychostitch__ = True  # type: ignore[attr-defined]
     return reassemble_patches_position_real
@@ -224,10 +207,10 @@ def _torch_reassemble_probe(original: Callable[..., Any]) -> Callable[..., Any]:
             weights, support = "center", ("above", 1e-6)
         options = dict(numerator="weighted", denominator="clamp", epsilon=1e-12)
         out = _ps.reassemble_regions(inputs, offsets_xy, P, layout="torch", weights=weights, support=support, **options)
-        constant = weights if isinstance(weights, str) else weights.detach().cpu().numpy()
-        mask = _region_kernel(P, constant, **options).support_mask(inputs.detach().cpu().numpy(),
-                                                              offsets_xy.detach().cpu().numpy(), *support)
-        return out, _mask_like(mask, inputs), P
+        constant = weights if isinstance(weights, str) else weights.detach()
+        mask = _ps._region_support(inputs.detach(), offsets_xy.detach(), P, layout="torch", weights=constant,
+                                   support=support, **options)
+        return out, mask, P
 
     reassemble_patches_position_real_probe.__ptychostitch__ = True  # type: ignore[attr-defined]
     return reassemble_patches_position_real_probe

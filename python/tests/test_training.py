@@ -510,6 +510,42 @@ def test_ptychopinn_torch_forward_model_trains_the_same_once_installed():
     assert losses[0] == losses[1]  # to the six digits printed
 
 
+@needs_ptychopinn
+def test_ptychopinn_torch_forward_model_compiles_whole_once_installed():
+    """Issue 31: PtychoPINN's ForwardModel compiles into one graph with no break, with the
+    drop-ins as without them, and its compiled gradient equals the eager one bit for bit (in a
+    process of its own: torch.compile and TensorFlow cannot share one)."""
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, torch
+        sys.path.insert(0, {ROOT!r})
+        from ptycho_torch.config_params import DataConfig, ModelConfig
+        from ptycho_torch.model import ForwardModel
+        import ptychostitch.ptychopinn
+        ptychostitch.ptychopinn.install("ptycho_torch.helper")
+        N, gs, B = 64, 2, 4
+        C = gs * gs
+        forward = ForwardModel(ModelConfig(C_model=C, C_forward=C, object_big=True),
+                               DataConfig(N=N, C=C, grid_size=(gs, gs), max_neighbor_distance=8.0))
+        rng = np.random.default_rng(0)
+        positions = torch.tensor(rng.uniform(-4, 4, (B, C, 1, 2)).astype(np.float32))
+        yy, xx = np.mgrid[:N, :N] - N / 2
+        probe = torch.tensor(np.exp(-(xx**2 + yy**2) / (2 * 12.0**2)).astype(np.complex64)[None, None, None])
+        scale = torch.ones(B, 1, 1, 1)
+        x = torch.nn.Parameter(torch.tensor(np.exp(1j * rng.uniform(-0.5, 0.5, (B, C, N, N))).astype(np.complex64)))
+        explained = torch._dynamo.explain(forward)(x, None, positions, probe, scale)
+        assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+        (eager,) = torch.autograd.grad(forward(x, None, positions, probe, scale).abs().sum(), x)
+        compiled = torch.compile(forward, backend="aot_eager", fullgraph=True)
+        (got,) = torch.autograd.grad(compiled(x, None, positions, probe, scale).abs().sum(), x)
+        assert torch.equal(got, eager)
+        print("compiled whole")
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "compiled whole" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
+
+
 def test_out_of_range_integers_name_their_argument():
     """Round 4, item 8: never PyO3's OverflowError without the argument's name."""
     off = np.zeros((3, 2))

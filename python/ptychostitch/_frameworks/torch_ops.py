@@ -164,7 +164,7 @@ def operator(kernel_cls: Any) -> Tuple[Any, Any]:
     @forward.register_fake
     def _forward_fake(x: Any, positions: Any, weights: Any, spec: str) -> Any:
         kernel = kernel_cls.from_spec(spec)
-        dtype = torch.complex64 if x.is_complex() else torch.float32
+        dtype = getattr(torch, kernel.out_dtype(np.dtype(str(x.dtype).rsplit(".", 1)[-1])).name)
         # (A reassembly without canvas_side raises here: its side depends on the offsets' values.)
         return x.new_empty(kernel.out_shape(tuple(x.shape), None, exact=True), dtype=dtype)
 
