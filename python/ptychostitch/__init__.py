@@ -91,7 +91,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _frameworks, _kernels, _native, _region
+from . import _arrays, _frameworks, _kernels, _native, _region
 
 __all__ = [
     "GpuInfo",
@@ -160,14 +160,14 @@ def gpu_available() -> GpuInfo:
     return GpuInfo(*_native.gpu_available())
 
 
-class ScanWarning(UserWarning):
-    """A scan that is legal but probably not what was meant (an outlier, positions in metres)."""
+ScanWarning = _arrays.ScanWarning
+ScanWarning.__module__ = __name__
 
 
 # One dtype and offsets rule for every path (in-memory, Dask, autodiff): see _kernels.
-_compute_dtype = _kernels.compute_dtype
-_patches = _kernels.as_compute
-_offsets = _kernels.as_offsets
+_compute_dtype = _arrays.compute_dtype
+_patches = _arrays.as_compute
+_offsets = _arrays.as_offsets
 
 
 def _integer(name: str, value: Any, what: str = "an integer") -> int:
@@ -578,7 +578,7 @@ class Plan:
 
 
 # torch already loaded: its operators now, so that a first call inside torch.compile finds them.
-_frameworks.register_operators()
+_frameworks.register_operators(_kernels.DECLARED)
 
 if _console:
     _signal.signal(_signal.SIGINT, _previous_sigint)

@@ -19,67 +19,9 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _native
-
-
-def is_bfloat16(dtype: Any) -> bool:
-    """ml_dtypes' ``bfloat16`` (what TensorFlow's and JAX's bfloat16 tensors read as in NumPy):
-    a real type NumPy does not know as one (kind ``V``); float32 holds all its values exactly."""
-    return np.dtype(dtype).name == "bfloat16"
-
-
-def _real(dtype: np.dtype) -> bool:
-    return dtype.kind in "fiub" or is_bfloat16(dtype)
-
-
-def compute_dtype(dtype: Any, what: str = "obj_tensor") -> np.dtype:
-    """What values of `dtype` compute in: complex64 for complex, float32 for real ones."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "c":
-        return np.dtype(np.complex64)
-    if _real(dtype):
-        return np.dtype(np.float32)
-    raise TypeError(
-        f"{what} has dtype {dtype}; expected complex (complex64, complex128) or real "
-        "(bfloat16, float16/32/64, integer, bool) patches"
-    )
-
-
-def as_compute(a: Any, what: str = "obj_tensor") -> np.ndarray:
-    a = np.asarray(a)
-    target = compute_dtype(a.dtype, what)
-    return a if a.dtype == target else a.astype(target)
-
-
-def as_offsets(a: Any, what: str = "global_offsets") -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype.kind not in "fiu" and not is_bfloat16(a.dtype):
-        raise TypeError(
-            f"{what} has dtype {a.dtype}; expected real [x, y] pixel offsets (float64, float32, float16, bfloat16 or int)"
-        )
-    return a.astype(np.float64, copy=False)
-
-
-def device_call(plan: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Calls the native ``plan``'s device entry ``method`` (``vjp_cuda``, ``extract_cuda``, …):
-    the one place the kernels reach the GPU, so that tests can stand in for it without one. An
-    argument with a ``dlpack_capsule()`` (a TensorFlow tensor, which has no ``__dlpack__``) goes
-    as its capsule."""
-    args = tuple(a.dlpack_capsule() if hasattr(a, "dlpack_capsule") else a for a in args)
-    return getattr(plan, method)(*args, **kwargs)
-
-
-def host_values(value: Any) -> np.ndarray:
-    """Positions or offsets as NumPy (copied from a GPU: the plans are built on the host)."""
-    from . import _frameworks
-
-    value = _frameworks.host(value)
-    return np.asarray(_frameworks.backend_of(value).readable(value))
-
-
-def compute_name(dtype: Any) -> str:
-    """The compute dtype's NumPy name for a framework dtype (``complex64`` or ``float32``)."""
-    return "complex64" if "complex" in str(dtype) else "float32"
+from . import _arrays, _native
+from ._arrays import as_compute, as_offsets, compute_dtype, compute_name, is_bfloat16
+from ._frameworks import host_values
 
 
 #: Every declared kernel class, in definition order: the operators the frameworks register.
@@ -222,7 +164,7 @@ class Reassembly(Declared):
         outc = None if out is None else backend.device_prepare(out, name)
         dx = backend.device_empty(tuple(x.shape), name, x) if want_x else None
         doff = backend.device_empty((int(x.shape[0]), 2), "float64", x) if want_offsets else None
-        device_call(plan, "vjp_cuda", xc, cotc, self.op, outc, dx, doff, backend.device_stream(x))
+        _arrays.device_call(plan, "vjp_cuda", xc, cotc, self.op, outc, dx, doff, backend.device_stream(x))
         return (
             None if dx is None else backend.device_finish(dx, x),
             None if doff is None else backend.device_finish(doff, offsets),
@@ -286,7 +228,7 @@ class Extract(Declared):
         ic = backend.device_prepare(imgs, name)
         count, n, _ = plan.output_shape
         out = backend.device_empty((count, n, n, 1), name, imgs)
-        device_call(plan, "extract_cuda", ic, out, backend.device_stream(imgs))
+        _arrays.device_call(plan, "extract_cuda", ic, out, backend.device_stream(imgs))
         return backend.device_result(out, (count, n, n, 1))
 
     def backward_device(
@@ -301,7 +243,7 @@ class Extract(Declared):
         cotc = backend.device_prepare(cot, name)
         dimg = backend.device_empty(tuple(imgs.shape), name, imgs) if want_x else None
         doff = backend.device_empty(tuple(offsets_xy.shape), "float64", imgs) if want_offsets else None
-        device_call(plan, "vjp_cuda", ic, cotc, dimg, doff, True, backend.device_stream(imgs))
+        _arrays.device_call(plan, "vjp_cuda", ic, cotc, dimg, doff, True, backend.device_stream(imgs))
         return (
             None if dimg is None else backend.device_finish(dimg, imgs),
             None if doff is None else backend.device_finish(doff, offsets_xy),

@@ -21,8 +21,10 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _frameworks, _kernels, _native
-from ._kernels import _like_input, as_compute, as_offsets, compute_dtype, compute_name, host_values
+from . import _arrays, _frameworks, _kernels, _native
+from ._arrays import as_compute, as_offsets, compute_dtype, compute_name
+from ._frameworks import host_values
+from ._kernels import _like_input
 
 LAYOUTS = ("tf", "torch")
 
@@ -238,7 +240,7 @@ class RegionKernel(_kernels.Declared):
         xc = backend.device_prepare(x, name, (0, 3, 1, 2) if self.layout == "tf" else None)
         w = backend.device_from_host(self.weight_array(n), x)
         out = backend.device_empty((b, self.side, self.side), name, x)
-        _kernels.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x))
+        _arrays.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x))
         return backend.device_result(out, self.out_shape(tuple(x.shape), exact=True))
 
     def backward_device(
@@ -256,7 +258,7 @@ class RegionKernel(_kernels.Declared):
         cotc = backend.device_prepare(cot, name)
         dx = backend.device_empty((b, c, n, n), name, x) if want_x else None
         dpos = backend.device_empty(tuple(positions.shape), "float64", x) if want_pos else None
-        _kernels.device_call(plan, "vjp_cuda", xc, w, cotc, dx, dpos, tf, backend.device_stream(x))
+        _arrays.device_call(plan, "vjp_cuda", xc, w, cotc, dx, dpos, tf, backend.device_stream(x))
         return (
             None if dx is None else backend.device_finish(dx, x, (0, 2, 3, 1) if tf else None),
             None if dpos is None else backend.device_finish(dpos, positions),
@@ -369,7 +371,7 @@ class ExtractKernel(_kernels.Declared):
         images = backend.device_prepare(regions, name, shape=(b, p, p))
         out_shape = (b, self.channels, self.patch_size, self.patch_size)
         out = backend.device_empty(out_shape, name, regions)
-        _kernels.device_call(plan, "extract_cuda", images, out, backend.device_stream(regions))
+        _arrays.device_call(plan, "extract_cuda", images, out, backend.device_stream(regions))
         return backend.device_result(out, out_shape)
 
     def backward_device(
@@ -385,7 +387,7 @@ class ExtractKernel(_kernels.Declared):
         cotc = backend.device_prepare(cot, name)
         dimg = backend.device_empty((b, p, p), name, regions) if want_x else None
         dpos = backend.device_empty((b * self.channels, 2), "float64", regions) if want_pos else None
-        _kernels.device_call(plan, "vjp_cuda", images, cotc, dimg, dpos, False, backend.device_stream(regions))
+        _arrays.device_call(plan, "vjp_cuda", images, cotc, dimg, dpos, False, backend.device_stream(regions))
         return (
             None if dimg is None else backend.device_finish(dimg, regions),
             None if dpos is None else backend.device_finish(dpos, positions),

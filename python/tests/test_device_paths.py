@@ -1,7 +1,7 @@
 """The Python code that chooses the GPU kernels, tested without a GPU (issue 25).
 
-A stand-in makes torch CPU tensors look like CUDA tensors to the package (``_on_cuda``, the
-DLPack device type) and stands in for the native device entries (``_kernels.device_call``): it
+A stand-in makes torch CPU tensors look like CUDA tensors to the package (``torch_ops.on_cuda``, the
+DLPack device type) and stands in for the native device entries (``_arrays.device_call``): it
 records each call -- entry, shapes, dtypes, contiguity, stream -- and fills the caller's outputs
 with the host kernels' values. What is checked is the Python side of the device paths: which
 entry each operation takes forward and backward, the outputs allocated by the framework in the
@@ -21,8 +21,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import ptychostitch as ps  # noqa: E402
-from ptychostitch import _kernels, _native  # noqa: E402
-from ptychostitch._frameworks import base, torch_adapter  # noqa: E402
+from ptychostitch import _arrays, _kernels, _native  # noqa: E402
+from ptychostitch._frameworks import base, torch_adapter, torch_ops  # noqa: E402
 
 STREAM = 0x5EED
 
@@ -76,7 +76,7 @@ class StandIn:
 
     def __call__(self, plan, method, *args):
         assert self.scopes > 0, f"{method} was called outside the tensor's device scope"
-        # As _kernels.device_call: a TensorFlow tensor goes as its DLPack capsule.
+        # As _arrays.device_call: a TensorFlow tensor goes as its DLPack capsule.
         args = tuple(a.dlpack_capsule() if hasattr(a, "dlpack_capsule") else a for a in args)
         args = tuple(_host(a) if _is_capsule(a) else a for a in args)
         described = [
@@ -144,7 +144,7 @@ class StandIn:
 @pytest.fixture
 def device(monkeypatch):
     stand_in = StandIn()
-    monkeypatch.setattr(torch_adapter, "_on_cuda", lambda t: True)
+    monkeypatch.setattr(torch_ops, "on_cuda", lambda t: True)
     monkeypatch.setattr(torch_adapter.TorchBackend, "device_stream", lambda self, like: STREAM)
     monkeypatch.setattr(torch_adapter.TorchBackend, "device_scope", stand_in.scope)
     monkeypatch.setattr(base.Backend, "device_scope", stand_in.scope)
@@ -152,7 +152,7 @@ def device(monkeypatch):
     monkeypatch.setattr(
         base, "dlpack_device", lambda v: base.CUDA if isinstance(v, torch.Tensor) else real(v)
     )
-    monkeypatch.setattr(_kernels, "device_call", stand_in)
+    monkeypatch.setattr(_arrays, "device_call", stand_in)
     return stand_in
 
 

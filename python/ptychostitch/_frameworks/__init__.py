@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
+
 from . import cupy_backend, jax_adapter, tensorflow_adapter, torch_adapter
 from .base import CUDA, HOST_DEVICES, Backend, dlpack_device
 
@@ -20,7 +22,7 @@ TENSORFLOW, TORCH, JAX, CUPY = BACKENDS
 
 __all__ = [
     "BACKENDS", "CUDA", "HOST_DEVICES", "NUMPY", "Backend", "autodiff_for", "backend_of", "dlpack_device", "host",
-    "host_for", "register_operators", "tracing",
+    "host_for", "host_values", "register_operators", "tracing",
 ]
 
 
@@ -30,6 +32,12 @@ def host(value: Any) -> Any:
     if device is None or device in HOST_DEVICES:
         return value
     return backend_of(value).to_host(value)
+
+
+def host_values(value: Any) -> np.ndarray:
+    """Positions or offsets as NumPy (copied from a GPU: the plans are built on the host)."""
+    value = host(value)
+    return np.asarray(backend_of(value).readable(value))
 
 
 def backend_of(value: Any) -> Backend:
@@ -48,11 +56,11 @@ def autodiff_for(*values: Any) -> Optional[Backend]:
     return None
 
 
-def register_operators() -> None:
-    """Every loaded framework's operators for every declared kernel (``import ptychostitch``
-    calls it once every kernel is declared)."""
+def register_operators(kernels: Any) -> None:
+    """Every framework's operators for the declared kernel classes ``kernels`` (``import
+    ptychostitch`` calls it once every kernel is declared)."""
     for backend in BACKENDS:
-        backend.register_operators()
+        backend.register_operators(kernels)
 
 
 def tracing() -> bool:

@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import _arrays
+
 # DLPack device types whose memory the CPU can read: kDLCPU, kDLCUDAHost, kDLCUDAManaged.
 HOST_DEVICES = (1, 3, 13)
 # kDLCUDA: memory the GPU path reads in place.
@@ -65,9 +67,9 @@ class Backend:
         """This framework is tracing the call into a compiled graph (values unknown)."""
         return False
 
-    def register_operators(self) -> None:
-        """Registers every declared kernel as this framework's operator, where the framework is
-        loaded and has operators (torch)."""
+    def register_operators(self, kernels: Any) -> None:
+        """Registers every declared kernel class (``kernels``) as this framework's operator,
+        where the framework has operators (torch; now if it is loaded, else at its first call)."""
 
     #: ``apply_weighted(kernel, x, positions, weights)``: a region reassembly differentiable with
     #: respect to its weights too, where the framework has it (torch), else None.
@@ -96,12 +98,10 @@ class Backend:
         ``DeviceArray``, which any framework imports with ``from_dlpack``."""
         if not self.device_ops:
             return plan.run_cuda(self.device_cast(obj), op)
-        from .._kernels import compute_name, device_call
-
         side = plan.canvas_side
         with self.device_scope(obj):
-            out = self.device_empty((side, side, 1), compute_name(obj.dtype), obj)
-            device_call(plan, "run_cuda", self.device_cast(obj), op, self.device_stream(obj), out)
+            out = self.device_empty((side, side, 1), _arrays.compute_name(obj.dtype), obj)
+            _arrays.device_call(plan, "run_cuda", self.device_cast(obj), op, self.device_stream(obj), out)
             return self.device_result(out, (side, side, 1))
 
     #: Whether this framework can allocate, cast and lay out arrays on its GPU for the device

@@ -7,6 +7,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from .._arrays import compute_dtype
 from .base import Backend
 
 
@@ -31,8 +32,6 @@ class CupyBackend(Backend):
             return _cupy().asarray(result)
 
     def device_cast(self, obj: Any) -> Any:
-        from .._kernels import compute_dtype
-
         target = compute_dtype(obj.dtype)
         return obj if obj.dtype == target else obj.astype(target)
 

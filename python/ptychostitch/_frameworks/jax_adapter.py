@@ -14,6 +14,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from .._arrays import compute_dtype
+from .. import _native
 from .base import Backend, out_of_memory_hint
 
 
@@ -138,8 +140,6 @@ class JaxBackend(Backend):
         return out
 
     def device_cast(self, obj: Any) -> Any:
-        from .._kernels import compute_dtype
-
         target = compute_dtype(obj.dtype)
         return obj if obj.dtype == target else obj.astype(target)
 
@@ -150,8 +150,6 @@ class JaxBackend(Backend):
     device_ops = True
 
     def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:
-        from .. import _native
-
         return _native.device_empty(list(shape), dtype, _ordinal(like))
 
     def device_prepare(

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import _native
 from .base import Backend, out_of_memory_hint
 
 
@@ -225,8 +226,6 @@ class TensorFlowBackend(Backend):
         return _tf().device(like.device)
 
     def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:
-        from .. import _native
-
         return _native.device_empty(list(shape), dtype, _ordinal(like))
 
     def device_prepare(

@@ -37,9 +37,6 @@ def _wants(*values: Any) -> bool:
     return any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
 
 
-def _on_cuda(t: Any) -> bool:
-    """A tensor in CUDA memory (the device kernels' input)."""
-    return bool(t.is_cuda)
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -133,7 +130,8 @@ class TorchBackend(Backend):
     def tracing(self) -> bool:
         return _torch() is not None and _compiling()
 
-    def register_operators(self) -> None:
+    def register_operators(self, kernels: Any) -> None:
+        torch_ops.KERNELS[:] = kernels
         if _torch() is not None:
             torch_ops.register_all()
 
@@ -202,7 +200,8 @@ def _current_device(t: Any) -> Any:
     """``t``'s CUDA device made current for the block (nothing for another device)."""
     import contextlib
 
-    return _torch().cuda.device(t.device) if _on_cuda(t) and t.device.type == "cuda" else contextlib.nullcontext()
+    return _torch().cuda.device(t.device) if torch_ops.on_cuda(t) and t.device.type == "cuda" else contextlib.nullcontext()
 
 
 BACKEND = TorchBackend()
+torch_ops.BACKEND = BACKEND

@@ -28,6 +28,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from .._arrays import ScanWarning
+
 NAMESPACE = "ptychostitch"
 
 SECOND_ORDER = (
@@ -52,22 +54,23 @@ def _numpy(t: Any) -> np.ndarray:
     return t.detach().resolve_conj().resolve_neg().cpu().numpy()
 
 
-def _backend() -> Any:
-    from .torch_adapter import BACKEND
+#: The torch backend (``torch_adapter.BACKEND`` sets itself here): its ``device_*`` methods.
+BACKEND: Any = None
 
+#: The declared kernel classes (``_kernels.DECLARED``, handed over by ``register_operators``).
+KERNELS: list = []
+
+
+def on_cuda(t: Any) -> bool:
+    """A tensor in CUDA memory (the device kernels' input; the device stand-in replaces it)."""
+    return bool(t.is_cuda)
+
+
+def _backend() -> Any:
     return BACKEND
 
 
-def _on_cuda(t: Any) -> bool:
-    """A tensor in CUDA memory (the adapter's test, which the device stand-in replaces)."""
-    from . import torch_adapter
-
-    return torch_adapter._on_cuda(t)
-
-
 def _warn(texts: Any) -> None:
-    from .. import ScanWarning
-
     for text in texts:
         warnings.warn(text, ScanWarning, stacklevel=2)
 
@@ -87,7 +90,7 @@ def _forward(kernel: Any, x: Any, positions: Any, weights: Any) -> Any:
     if getattr(kernel, "OP", "") == "reassemble":
         kernel = copy.copy(kernel)
         kernel.warn = _warn
-    if _on_cuda(x) and kernel.on_device:
+    if on_cuda(x) and kernel.on_device:
         backend = _backend()
         with backend.device_scope(x):
             out = kernel.forward_device(backend, x, positions)
@@ -112,7 +115,7 @@ def _backward(
 ) -> Tuple[Any, Any, Any]:
     torch = _torch()
     kernel = _with_weights(kernel, weights)
-    if _on_cuda(x) and kernel.on_device and not want_w:
+    if on_cuda(x) and kernel.on_device and not want_w:
         # The device kernels, on torch's stream (no device kernel for the weights' cotangent).
         backend = _backend()
         with backend.device_scope(x):
@@ -212,9 +215,7 @@ def register_all() -> None:
     """Registers every declared kernel's operators (idempotent; imports no ``torch._dynamo``).
     Done at ``import ptychostitch`` where torch is loaded, and at the first eager call: a
     registration inside a ``torch.compile`` trace would be a graph break."""
-    from .._kernels import DECLARED
-
-    for kernel_cls in DECLARED:
+    for kernel_cls in KERNELS:
         operator(kernel_cls)
 
 
