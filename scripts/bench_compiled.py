@@ -8,9 +8,9 @@ then extraction, torch layout, C = 4, N = 64, P = 78, complex64) or of the stitc
 
 - torch eager: the operators' implementation through ``torch.autograd`` (what an uncompiled
   model runs);
-- torch compiled: ``torch.compile(fullgraph=True)`` over the step, ``aot_eager`` backend (our
-  operators are one node each; inductor would compile the torch code around them, of which
-  this step has almost none);
+- torch compiled: ``torch.compile(fullgraph=True)`` over the model (the pair and its loss),
+  with the ``aot_eager`` backend and, where a C++ compiler is on PATH, the default inductor
+  (which compiles the torch code around our operators, one node each);
 - torch compiled around a graph break: the same with the call wrapped in
   ``torch.compiler.disable`` -- what ``torch.compile`` did with ptychostitch before its
   operators existed;
@@ -38,15 +38,19 @@ COMMON = textwrap.dedent(
     import ptychostitch as ps
     runs = int(sys.argv[1])
     C, N, P = 4, 64, 78
-    def timed(step, *args):
-        step(*args)  # warm up (compiles)
-        step(*args)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
+    def timed_together(steps, *args):
+        # Median ms of each step, the steps taking turns run by run (the machine's drift falls
+        # on all of them alike).
+        for step in steps:  # warm up (compiles)
             step(*args)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1e3
+            step(*args)
+        times = [[] for _ in steps]
+        for _ in range(runs):
+            for i, step in enumerate(steps):
+                start = time.perf_counter()
+                step(*args)
+                times[i].append(time.perf_counter() - start)
+        return [statistics.median(t) * 1e3 for t in times]
     def data(b, seed=0):
         rng = np.random.default_rng(seed)
         x = (rng.standard_normal((b, C, N, N)) + 1j * rng.standard_normal((b, C, N, N))).astype(np.complex64)
@@ -68,12 +72,17 @@ TORCH = COMMON + textwrap.dedent(
     eager = make(loss(pair))
     compiled = make(torch.compile(loss(pair), backend="aot_eager", fullgraph=True, dynamic=False))
     around_break = make(torch.compile(loss(torch.compiler.disable(pair)), backend="aot_eager"))
+    import shutil
+    inductor = (make(torch.compile(loss(pair), fullgraph=True, dynamic=False))
+                if shutil.which("g++") or shutil.which("c++") else None)  # needs a C++ compiler
     for b in (1, 16, 64):
         x, pos = data(b)
         args = (torch.tensor(x, requires_grad=True), torch.tensor(pos, requires_grad=True))
-        rows.append(dict(framework="torch", B=b, mode="eager", ms=timed(eager, *args)))
-        rows.append(dict(framework="torch", B=b, mode="compiled (no graph break)", ms=timed(compiled, *args)))
-        rows.append(dict(framework="torch", B=b, mode="compiled around a graph break (before)", ms=timed(around_break, *args)))
+        steps = [eager, compiled, around_break] + ([inductor] if inductor else [])
+        modes = ["eager", "compiled, aot_eager (no graph break)", "aot_eager around a graph break (before)",
+                 "compiled, inductor (no graph break)"]
+        for mode, t in zip(modes, timed_together(steps, *args)):
+            rows.append(dict(framework="torch", B=b, mode=mode, ms=t))
     print(json.dumps(rows))
     """
 )
@@ -90,8 +99,9 @@ JAX = COMMON + textwrap.dedent(
         x, pos = data(b)
         args = (jnp.asarray(x), jnp.asarray(pos.astype(np.float32)))
         block = lambda f: (lambda *a: jax.block_until_ready(f(*a)))
-        rows.append(dict(framework="jax", B=b, mode="grad, eager", ms=timed(block(grad), *args)))
-        rows.append(dict(framework="jax", B=b, mode="jit(grad), pure_callback", ms=timed(block(jitted), *args)))
+        ms = timed_together((block(grad), block(jitted)), *args)
+        for mode, t in zip(("grad, eager", "jit(grad), pure_callback"), ms):
+            rows.append(dict(framework="jax", B=b, mode=mode, ms=t))
     print(json.dumps(rows))
     """
 )
@@ -111,8 +121,9 @@ TENSORFLOW = COMMON + textwrap.dedent(
         x, pos = data(b)
         x = tf.constant(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))  # (B, N, N, C)
         pos = tf.constant(np.ascontiguousarray(pos.reshape(b, C, 2).transpose(0, 2, 1)).reshape(b, 1, 2, C))
-        rows.append(dict(framework="tensorflow", B=b, mode="GradientTape, eager", ms=timed(step, x, pos)))
-        rows.append(dict(framework="tensorflow", B=b, mode="tf.function (numpy_function)", ms=timed(graph, x, pos)))
+        ms = timed_together((step, graph), x, pos)
+        for mode, t in zip(("GradientTape, eager", "tf.function (numpy_function)"), ms):
+            rows.append(dict(framework="tensorflow", B=b, mode=mode, ms=t))
     print(json.dumps(rows))
     """
 )
