@@ -12,7 +12,7 @@ use ptychostitch::{Error, Extraction, Gradients, Operation, Plan, Result, Sample
 
 unsafe extern "C" {
     fn ptychostitch_emulate_launch(
-        entry: i32,
+        name: *const std::ffi::c_char,
         args: *const std::ffi::c_void,
         grid: *const u32,
         block: *const u32,
@@ -25,8 +25,16 @@ unsafe extern "C" {
 pub fn racy_launch(grid: [u32; 3], block: [u32; 3]) -> i64 {
     let mut out = [0.0_f32; 1];
     let args = [out.as_mut_ptr()];
-    // SAFETY: the racy kernel's argument struct is one `float*`, here to a live f32.
-    unsafe { ptychostitch_emulate_launch(-1, args.as_ptr().cast(), grid.as_ptr(), block.as_ptr()) }
+    // SAFETY: the racy kernel's argument struct is one `float*`, here to a live f32; the name
+    // is NUL-terminated.
+    unsafe {
+        ptychostitch_emulate_launch(
+            c"ptychostitch_racy".as_ptr(),
+            args.as_ptr().cast(),
+            grid.as_ptr(),
+            block.as_ptr(),
+        )
+    }
 }
 
 /// The emulated GPU: host memory, every launch run at once over its whole grid (one block and
@@ -77,21 +85,23 @@ impl Launcher for Emulator {
             Launch::RegionVjp(_, a) => std::ptr::from_ref(a).cast(),
         };
         let (grid, block) = ([grid.0, grid.1, grid.2], [block.0, block.1, block.2]);
-        // SAFETY: `args` is the launch's argument struct, the one its entry point takes (both
-        // chosen by `launch`); its addresses are valid per this function's contract.
+        let name = std::ffi::CString::new(compose::ENTRY_POINTS[launch.entry()])
+            .map_err(|e| emulation_error(e.to_string()))?;
+        // SAFETY: `args` is the launch's argument struct, the one its entry point (named by
+        // `launch`, NUL-terminated) takes; its addresses are valid per this function's contract.
         let code = unsafe {
-            ptychostitch_emulate_launch(launch.entry() as i32, args, grid.as_ptr(), block.as_ptr())
+            ptychostitch_emulate_launch(name.as_ptr(), args, grid.as_ptr(), block.as_ptr())
         };
         self.launches.push(*launch);
         match code {
             0 => Ok(()),
             -1 => Err(emulation_error(format!(
-                "no entry point {}",
-                launch.entry()
+                "no entry point {} in kernel.cu",
+                compose::ENTRY_POINTS[launch.entry()]
             ))),
             races => Err(emulation_error(format!(
-                "{races} output elements were stored by two threads in one launch of entry point {} (a race on a GPU)",
-                launch.entry()
+                "{races} output elements were stored by two threads in one launch of {} (a race on a GPU)",
+                compose::ENTRY_POINTS[launch.entry()]
             ))),
         }
     }
