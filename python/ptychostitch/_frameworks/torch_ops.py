@@ -22,6 +22,7 @@ given (``canvas_side=``); eager calls compute it.
 """
 
 import copy
+import functools
 import sys
 import warnings
 from typing import Any, Dict, Optional, Tuple
@@ -234,61 +235,54 @@ def call(kernel: Any, x: Any, positions: Any, weights: Optional[Any] = None) -> 
 # ("Option ... registered more than once") -- PtychoPINN's users load both. Compiled and
 # exported code has imported `torch._dynamo` already.
 
-_EAGER: Optional[Any] = None
-_REFUSAL: Optional[Any] = None
-
-
+@functools.cache
 def _refusal() -> Any:
-    """Passes gradients' values through and raises when they are differentiated."""
-    global _REFUSAL
-    if _REFUSAL is None:
-        torch = _torch()
+    """Passes gradients' values through and raises when they are differentiated (the class is
+    made once torch is loaded)."""
+    torch = _torch()
 
-        class RefuseSecondOrder(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx: Any, depends: int, *tensors: Any) -> Any:  # type: ignore[override]
-                # The first `depends` tensors (the cotangent and the operation's inputs) only
-                # connect the results to everything a second derivative could flow to.
-                del ctx
-                return tuple(None if v is None else v.clone() for v in tensors[depends:])
+    class RefuseSecondOrder(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, depends: int, *tensors: Any) -> Any:  # type: ignore[override]
+            # The first `depends` tensors (the cotangent and the operation's inputs) only
+            # connect the results to everything a second derivative could flow to.
+            del ctx
+            return tuple(None if v is None else v.clone() for v in tensors[depends:])
 
-            @staticmethod
-            def backward(ctx: Any, *grads: Any) -> Any:  # type: ignore[override]
-                raise RuntimeError(SECOND_ORDER)
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:  # type: ignore[override]
+            raise RuntimeError(SECOND_ORDER)
 
-        _REFUSAL = RefuseSecondOrder
-    return _REFUSAL
+    return RefuseSecondOrder
 
 
+@functools.cache
 def _eager_function() -> Any:
-    global _EAGER
-    if _EAGER is None:
-        torch = _torch()
+    torch = _torch()
 
-        class Eager(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx: Any, kernel: Any, x: Any, positions: Any, weights: Any) -> Any:  # type: ignore[override]
-                out = _forward(kernel, x, positions, weights)
-                ctx.kernel = kernel
-                ctx.save_for_backward(x, positions, weights, out)
-                return out
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, kernel: Any, x: Any, positions: Any, weights: Any) -> Any:  # type: ignore[override]
+            out = _forward(kernel, x, positions, weights)
+            ctx.kernel = kernel
+            ctx.save_for_backward(x, positions, weights, out)
+            return out
 
-            @staticmethod
-            def backward(ctx: Any, cot: Any) -> Any:  # type: ignore[override]
-                x, positions, weights, out = ctx.saved_tensors
-                want = ctx.needs_input_grad[1:4]
-                want_w = bool(want[2]) and weights is not None
-                grads = _backward(ctx.kernel, x, positions, weights, out, cot, bool(want[0]), bool(want[1]), want_w)
-                grads = tuple(g if w else None for g, w in zip(grads, (want[0], want[1], want_w)))
-                if torch.is_grad_enabled():
-                    # create_graph=True: the results behind a node that raises when they are
-                    # differentiated, connected to the inputs as well as to the cotangent.
-                    depends = (cot, x, positions) + (() if weights is None else (weights,))
-                    grads = _refusal().apply(len(depends), *depends, *grads)
-                return (None, *grads)
+        @staticmethod
+        def backward(ctx: Any, cot: Any) -> Any:  # type: ignore[override]
+            x, positions, weights, out = ctx.saved_tensors
+            want = ctx.needs_input_grad[1:4]
+            want_w = bool(want[2]) and weights is not None
+            grads = _backward(ctx.kernel, x, positions, weights, out, cot, bool(want[0]), bool(want[1]), want_w)
+            grads = tuple(g if w else None for g, w in zip(grads, (want[0], want[1], want_w)))
+            if torch.is_grad_enabled():
+                # create_graph=True: the results behind a node that raises when they are
+                # differentiated, connected to the inputs as well as to the cotangent.
+                depends = (cot, x, positions) + (() if weights is None else (weights,))
+                grads = _refusal().apply(len(depends), *depends, *grads)
+            return (None, *grads)
 
-        _EAGER = Eager
-    return _EAGER
+    return Eager
 
 
 def eager(kernel: Any, x: Any, positions: Any, weights: Optional[Any] = None) -> Any:
