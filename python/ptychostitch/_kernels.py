@@ -177,6 +177,8 @@ class Extract(Declared):
 
     OP = "extract_patches"
     PARAMS = ("patch_size", "per_image", "threads")
+    #: Each image's patches depend on that image alone: a mapped axis folds into the batch.
+    batchable = True
 
     def __init__(self, patch_size: int, per_image: int, threads: int) -> None:
         self.patch_size, self.per_image, self.threads = patch_size, per_image, threads

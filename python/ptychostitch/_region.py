@@ -163,6 +163,13 @@ class RegionKernel(_kernels.Declared):
 
     # --- layouts ------------------------------------------------------------------------------
 
+    @property
+    def batchable(self) -> bool:
+        """Each sample's region depends on that sample alone (no re-centring over the batch, no
+        normalisation by the whole batch's maximum): a mapped axis folds into the batch."""
+        return (not self.recentre and self.denominator != "regularised"
+                and (self.support is None or self.support[0] == "above"))
+
     def dims(self, patches_shape: Tuple[Any, ...]) -> Tuple[Any, Any, Any]:
         """``(B, C, N)`` of a patches shape in this layout."""
         if len(patches_shape) != 4:
@@ -329,6 +336,8 @@ class ExtractKernel(_kernels.Declared):
 
     OP = "extract_regions"
     PARAMS = ("patch_size", "channels", "convention", "threads")
+    #: Each sample's patches come from its own region: a mapped axis folds into the batch.
+    batchable = True
 
     def __init__(self, patch_size: int, channels: int, convention: str, threads: int) -> None:
         self.patch_size, self.channels, self.convention, self.threads = patch_size, channels, convention, threads

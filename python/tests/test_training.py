@@ -36,6 +36,7 @@ def same_bits(a, b):
 
 
 TORCH_CENTER = dict(layout="torch", weights="center", numerator="weighted", support=("above", 1e-6))
+TORCH_CENTER_OPTIONS = {k: v for k, v in TORCH_CENTER.items() if k != "layout"}
 
 
 def torch_probe(probe):
@@ -624,3 +625,42 @@ def test_regularised_denominator_matches_its_formula_and_finite_differences():
         minus[i, j] -= e
         fd = (loss(plus) - loss(minus)) / (2 * e)
         assert abs(fd - dw[0, 0, i, j]) <= 2e-2 * np.abs(dw).max(), (i, j, fd, dw[0, 0, i, j])
+
+
+def test_jax_vmap_folds_into_the_operations_own_batch(monkeypatch):
+    """Issue 31, item 3 (on the callback path until the XLA FFI target exists): under vmap, an
+    operation whose samples are independent runs once on the folded batch, not once per mapped
+    element, with the per-element bits; one normalised by the whole batch still loops."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    from ptychostitch import _region
+
+    calls = []
+    real = _region.RegionKernel.forward_weighted
+    monkeypatch.setattr(_region.RegionKernel, "forward_weighted",
+                        lambda self, *a: calls.append(np.shape(a[0])) or real(self, *a))
+    rng = np.random.default_rng(21)
+    V, B, C, N, P = 3, 2, 4, 12, 20
+    x = (rng.standard_normal((V, B, C, N, N)) + 1j * rng.standard_normal((V, B, C, N, N))).astype(np.complex64)
+    pos = rng.uniform(-3, 3, (B, C, 1, 2)).astype(np.float32)
+
+    def step(xs, p):
+        return ps.extract_regions(ps.reassemble_regions(xs, p, P, layout="torch", **TORCH_CENTER_OPTIONS), p, N)
+
+    mapped = jax.vmap(step, in_axes=(0, None))(jnp.asarray(x), jnp.asarray(pos))
+    assert calls == [(V * B, C, N, N)], calls  # one call, the mapped axis folded into B
+    for v in range(V):
+        assert same_bits(np.asarray(mapped[v]), np.asarray(step(jnp.asarray(x[v]), jnp.asarray(pos))))
+    # Per-example gradients through the folded backward equal the loop's.
+    grad = jax.grad(lambda xs, p: jnp.sum(jnp.abs(step(xs, p)) ** 2), argnums=(0, 1))
+    dx, dpos = jax.vmap(grad, in_axes=(0, None))(jnp.asarray(x), jnp.asarray(pos))
+    for v in range(V):
+        want_x, want_pos = grad(jnp.asarray(x[v]), jnp.asarray(pos))
+        assert same_bits(np.asarray(dx[v]), np.asarray(want_x))
+        assert np.array_equal(np.asarray(dpos[v]), np.asarray(want_pos))
+    # Re-centred over the batch (TensorFlow's layer): the samples are coupled, so one call each.
+    calls.clear()
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 4, 2))
+    post = np.ascontiguousarray(pos.reshape(B, C, 2).transpose(0, 2, 1)).reshape(B, 1, 2, C)
+    jax.vmap(lambda xs: ps.reassemble_regions(xs, post, P))(jnp.asarray(xt))
+    assert len(calls) == V, calls

@@ -4,7 +4,9 @@ JAX's cotangents of complex values are the conjugates of TensorFlow's and PyTorc
 adapter conjugates on the way in and out. The output's shape must be known when tracing: the
 canvas side depends on the offsets' values, so with traced offsets (``jit``/``grad``/``vmap``
 over them) pass ``canvas_side`` (e.g. ``Plan(offsets0, N, M).canvas_shape[0]``); a call whose
-offsets give another side raises ``ValueError``. ``vmap`` runs the callbacks once per element.
+offsets give another side raises ``ValueError``. Under ``vmap``, an operation whose samples are
+independent (extraction, region extraction, a region reassembly normalised per sample) folds
+the mapped axis into its own batch: one call; the others call once per element.
 """
 
 from __future__ import annotations
@@ -55,25 +57,48 @@ def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
     out_dtype = kernel.out_dtype(np.dtype(x.dtype))
     out_spec = jax.ShapeDtypeStruct(out_shape, out_dtype)
 
+    # vmap: a kernel whose samples are independent (``kernel.batchable``) takes the mapped axis
+    # as more of its own batch -- one call on (V·B, ...) inputs -- instead of V calls.
+    ranks = (len(np.shape(x)), len(np.shape(offsets)), len(out_shape), len(out_shape))
+    batchable = bool(getattr(kernel, "batchable", False))
+    vmap_method = "expand_dims" if batchable else "sequential"
+
+    def merged(arrays: Any) -> Tuple[Optional[int], Tuple[np.ndarray, ...]]:
+        """The mapped size V and the arrays with it folded into their batch axis (None, as
+        they are, outside vmap)."""
+        arrays = tuple(np.asarray(a) for a in arrays)
+        if not batchable or all(a.ndim == r for a, r in zip(arrays, ranks)):
+            return None, arrays
+        v = max(a.shape[0] for a, r in zip(arrays, ranks) if a.ndim == r + 1)
+        folded = []
+        for a, r in zip(arrays, ranks):
+            a = np.broadcast_to(a, (v,) + a.shape[1:]) if a.ndim == r + 1 else np.broadcast_to(a, (v,) + a.shape)
+            folded.append(np.ascontiguousarray(a).reshape((v * a.shape[1],) + a.shape[2:]))
+        return v, tuple(folded)
+
+    def split(v: Optional[int], a: np.ndarray) -> np.ndarray:
+        return a if v is None else a.reshape((v, a.shape[0] // v) + a.shape[1:])
+
     def forward_host(xv: Any, ov: Any) -> np.ndarray:
-        out = kernel.forward(np.asarray(xv), np.asarray(ov))
-        if out.shape != tuple(out_shape):
+        v, (xv, ov) = merged((xv, ov))
+        out = kernel.forward(xv, ov)
+        if v is None and out.shape != tuple(out_shape):
             raise ValueError(
                 f"these offsets give a {out.shape} result, not the {tuple(out_shape)} promised by canvas_side"
             )
-        return out
+        return split(v, out)
 
     def backward_host(xv: Any, ov: Any, outv: Any, cv: Any) -> Any:
-        xv, ov = np.asarray(xv), np.asarray(ov)
-        dx, doff = kernel.backward(xv, ov, np.asarray(outv), np.conj(np.asarray(cv)), True, True)
-        return np.conj(dx).astype(xv.dtype, copy=False), doff.astype(ov.dtype, copy=False)
+        v, (xv, ov, outv, cv) = merged((xv, ov, outv, cv))
+        dx, doff = kernel.backward(xv, ov, outv, np.conj(cv), True, True)
+        return split(v, np.conj(dx).astype(xv.dtype, copy=False)), split(v, doff.astype(ov.dtype, copy=False))
 
     def forward(x: Any, offsets: Any) -> Any:
-        return jax.pure_callback(forward_host, out_spec, x, offsets, vmap_method="sequential")
+        return jax.pure_callback(forward_host, out_spec, x, offsets, vmap_method=vmap_method)
 
     def backward(x: Any, offsets: Any, out: Any, cot: Any) -> Any:
         specs = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(offsets.shape, offsets.dtype))
-        return jax.pure_callback(backward_host, specs, x, offsets, out, cot, vmap_method="sequential")
+        return jax.pure_callback(backward_host, specs, x, offsets, out, cot, vmap_method=vmap_method)
 
     @jax.custom_vjp
     def op(x: Any, offsets: Any) -> Any:
