@@ -472,15 +472,13 @@ def _regions(kernel: Any, patches: Any, positions: Any, weights: Any) -> Any:
 
 def _region_support(
     patches: Any, positions: Any, padded_size: int, *, layout: str, weights: Any, support: Tuple[str, float],
-    **options: Any,
+    convention: Optional[str] = None, recentre: Optional[bool] = None, numerator: str = "sum",
+    denominator: str = "add", epsilon: float = 1e-3, scale: Optional[float] = None,
 ) -> Any:
-    """The support mask ``Σ w > t`` that ``reassemble_regions(..., support=support, **options)``
-    applies, ``(B, P, P)`` bool, in the patches' array type (the torch helpers return it)."""
-    checked = _region.options(layout, convention=options.pop("convention", None), recentre=options.pop("recentre", None),
-                              numerator=options.pop("numerator", "sum"), denominator=options.pop("denominator", "add"),
-                              epsilon=options.pop("epsilon", 1e-3), support=support, scale=options.pop("scale", None))
-    if options:
-        raise TypeError(f"unexpected options {sorted(options)}")
+    """The support mask ``Σ w > t`` that ``reassemble_regions`` applies with these options,
+    ``(B, P, P)`` bool, in the patches' array type (the torch helpers return it)."""
+    checked = _region.options(layout, convention=convention, recentre=recentre, numerator=numerator,
+                              denominator=denominator, epsilon=epsilon, support=support, scale=scale)
     kernel = _region.RegionSupport(layout, _positive("padded_size", padded_size), weights, threads=0, **checked)
     return _regions(kernel, patches, positions, weights)
 

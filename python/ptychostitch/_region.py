@@ -153,13 +153,18 @@ class RegionKernel(_kernels.Declared):
         self.convention, self.recentre, self.numerator, self.denominator = convention, recentre, numerator, denominator
         self.epsilon, self.scale, self.threads = float(epsilon), float(scale), threads
         self.support = None if support is None else [str(support[0]), float(support[1])]
-        self.options = dict(
-            convention=convention, recentre=recentre, numerator=numerator, denominator=denominator,
-            epsilon=float(epsilon), support=None if support is None else support[0],
-            threshold_value=0.0 if support is None else float(support[1]), threads=threads,
-            scale=float(scale),
-        )
         self.reference = reference
+
+    @property
+    def options(self) -> dict:
+        """The normalisation options as the native plan takes them."""
+        return dict(
+            convention=self.convention, recentre=self.recentre, numerator=self.numerator,
+            denominator=self.denominator, epsilon=self.epsilon,
+            support=None if self.support is None else self.support[0],
+            threshold_value=0.0 if self.support is None else self.support[1], threads=self.threads,
+            scale=self.scale,
+        )
 
     # --- layouts ------------------------------------------------------------------------------
 

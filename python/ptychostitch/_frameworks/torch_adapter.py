@@ -16,7 +16,6 @@ it alone would be a constant to autograd).
 
 from __future__ import annotations
 
-import copy
 import sys
 from typing import Any, Callable, Optional, Tuple
 
@@ -35,12 +34,6 @@ def _wants(*values: Any) -> bool:
     if torch is None or not torch.is_grad_enabled():
         return False
     return any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
-
-
-
-
-def _numpy(t: Any) -> np.ndarray:
-    return t.detach().resolve_conj().resolve_neg().cpu().numpy()
 
 
 def _refuse_functorch(*values: Any) -> None:
@@ -84,17 +77,15 @@ def _apply(kernel: Any, x: Any, offsets: Any, weights: Any = None) -> Any:
             weights = torch.from_numpy(kernel.weight_array(n)).to(x.device)
         elif weights.dtype not in (torch.float32, torch.float64):
             weights = weights.to(torch.float32)
-    elif getattr(kernel, "canvas_side", 0) is None:
-        # The reassembly's canvas side, from the offsets' values, for the operator's shape;
-        # compiled code has no values to read it from.
-        if _compiling():
+    if _compiling():
+        # The operator's output shape is declared before any value is known: the reassembly's
+        # canvas side, which depends on the offsets' values, must be given. (Eager calls need
+        # none: their shape is the computed result's.)
+        if not torch_ops.fixed_shape(kernel):
             raise ValueError(
                 "under torch.compile or torch.export the canvas side cannot be read from the offsets' values: "
                 "pass canvas_side=, e.g. ptychostitch.Plan(offsets, N, M).canvas_shape[0]"
             )
-        kernel = copy.copy(kernel)
-        kernel.canvas_side = kernel.out_shape(tuple(x.shape), _numpy(offsets), exact=True)[0]
-    if _compiling():
         return torch_ops.call(kernel, x, offsets, weights)
     torch_ops.register_all()
     return torch_ops.eager(kernel, x, offsets, weights)

@@ -67,37 +67,34 @@ def on_cuda(t: Any) -> bool:
     return bool(t.is_cuda)
 
 
-def _backend() -> Any:
-    return BACKEND
-
-
 def _warn(texts: Any) -> None:
     for text in texts:
         warnings.warn(text, ScanWarning, stacklevel=2)
 
 
-def _with_weights(kernel: Any, weights: Any) -> Any:
-    """The kernel with these weights (a copy: kernels from a spec are shared)."""
-    if weights is None:
+def _for_call(kernel: Any, weights: Any) -> Any:
+    """The kernel for one call (a copy: kernels from a spec are shared): with these weights,
+    and a reassembly's scan warnings raised as ``ScanWarning``."""
+    reassembly = hasattr(kernel, "warn")
+    if weights is None and not reassembly:
         return kernel
     kernel = copy.copy(kernel)
-    kernel.weights = _numpy(weights)
+    if weights is not None:
+        kernel.weights = _numpy(weights)
+    if reassembly:
+        kernel.warn = _warn
     return kernel
 
 
 def _forward(kernel: Any, x: Any, positions: Any, weights: Any) -> Any:
     torch = _torch()
-    kernel = _with_weights(kernel, weights)
-    if getattr(kernel, "OP", "") == "reassemble":
-        kernel = copy.copy(kernel)
-        kernel.warn = _warn
+    kernel = _for_call(kernel, weights)
     if on_cuda(x) and kernel.on_device:
-        backend = _backend()
-        with backend.device_scope(x):
-            out = kernel.forward_device(backend, x, positions)
+        with BACKEND.device_scope(x):
+            out = kernel.forward_device(BACKEND, x, positions)
     else:
         out = torch.from_numpy(np.ascontiguousarray(kernel.forward(_numpy(x), _numpy(positions)))).to(x.device)
-    promised = kernel.out_shape(tuple(x.shape), None, exact=True) if _fixed_shape(kernel) else None
+    promised = kernel.out_shape(tuple(x.shape), None, exact=True) if fixed_shape(kernel) else None
     if promised is not None and tuple(out.shape) != tuple(promised):
         raise ValueError(
             f"these offsets give a {tuple(out.shape)} result, not the {tuple(promised)} promised by canvas_side"
@@ -105,7 +102,7 @@ def _forward(kernel: Any, x: Any, positions: Any, weights: Any) -> Any:
     return out
 
 
-def _fixed_shape(kernel: Any) -> bool:
+def fixed_shape(kernel: Any) -> bool:
     """The output's shape does not depend on the inputs' values (always, but for a reassembly
     whose canvas side was not given)."""
     return getattr(kernel, "canvas_side", 0) is not None
@@ -115,12 +112,11 @@ def _backward(
     kernel: Any, x: Any, positions: Any, weights: Any, out: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool
 ) -> Tuple[Any, Any, Any]:
     torch = _torch()
-    kernel = _with_weights(kernel, weights)
+    kernel = _for_call(kernel, weights)
     if on_cuda(x) and kernel.on_device and not want_w:
         # The device kernels, on torch's stream (no device kernel for the weights' cotangent).
-        backend = _backend()
-        with backend.device_scope(x):
-            dx, dpos = kernel.backward_device(backend, x, positions, out, cot, want_x, want_pos)
+        with BACKEND.device_scope(x):
+            dx, dpos = kernel.backward_device(BACKEND, x, positions, out, cot, want_x, want_pos)
         dw = None
     else:
         xn, pn, cn = _numpy(x), _numpy(positions), _numpy(cot)
