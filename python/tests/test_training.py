@@ -627,13 +627,17 @@ def test_regularised_denominator_matches_its_formula_and_finite_differences():
         assert abs(fd - dw[0, 0, i, j]) <= 2e-2 * np.abs(dw).max(), (i, j, fd, dw[0, 0, i, j])
 
 
-def test_jax_vmap_folds_into_the_operations_own_batch(monkeypatch):
-    """Issue 31, item 3 (on the callback path until the XLA FFI target exists): under vmap, an
-    operation whose samples are independent runs once on the folded batch, not once per mapped
-    element, with the per-element bits; one normalised by the whole batch still loops."""
+def test_jax_vmap_folds_into_the_operations_own_batch_on_the_callback_fallback(monkeypatch):
+    """Issue 31, item 3, on the ``pure_callback`` fallback (the XLA custom calls' own batching
+    is tested in test_jax_ffi.py): under vmap, an operation whose samples are independent runs
+    once on the folded batch, not once per mapped element, with the per-element bits; one
+    normalised by the whole batch still loops."""
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
     from ptychostitch import _region
+    from ptychostitch._frameworks import jax_adapter
+
+    monkeypatch.setenv(jax_adapter.FFI_VARIABLE, "0")
 
     calls = []
     real = _region.RegionKernel.forward_weighted

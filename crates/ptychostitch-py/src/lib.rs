@@ -49,8 +49,10 @@ mod extraction;
 mod files;
 #[cfg(feature = "cuda")]
 mod gpu;
+mod ops;
 mod plan;
 mod region;
+mod xla;
 
 create_exception!(
     _native,
@@ -230,6 +232,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gpu::device_empty, m)?)?;
     m.add_function(wrap_pyfunction!(add_library_dirs, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_npy_crops, m)?)?;
+    m.add_function(wrap_pyfunction!(xla::xla_handlers, m)?)?;
     m.add("GpuUnavailable", m.py().get_type::<GpuUnavailable>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

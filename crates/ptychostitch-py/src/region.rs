@@ -28,24 +28,21 @@ fn view3<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayView
 }
 
 /// `"tf"` or `"torch"`: whose translation arithmetic.
-pub(crate) fn convention(name: &str) -> PyResult<Convention> {
+pub(crate) fn parse_convention(name: &str) -> Result<Convention, String> {
     match name {
         "tf" => Ok(Convention::TensorFlow),
         "torch" => Ok(Convention::Torch),
-        _ => Err(PyValueError::new_err(format!(
-            "convention must be 'tf' or 'torch', not {name:?}"
-        ))),
+        _ => Err(format!("convention must be 'tf' or 'torch', not {name:?}")),
     }
 }
 
+/// [`parse_convention`] for the bindings: a ValueError.
+pub(crate) fn convention(name: &str) -> PyResult<Convention> {
+    parse_convention(name).map_err(PyValueError::new_err)
+}
+
 fn threshold(kind: &str, value: f32) -> PyResult<Threshold> {
-    match kind {
-        "above" => Ok(Threshold::Above(value)),
-        "above_max_fraction" => Ok(Threshold::AboveMaxFraction(value)),
-        _ => Err(PyValueError::new_err(format!(
-            "support must be 'above' or 'above_max_fraction', not {kind:?}"
-        ))),
-    }
+    crate::ops::threshold(kind, value).map_err(PyValueError::new_err)
 }
 
 /// The cotangents of the patches, the positions and the weights, each `None` unless asked for.
@@ -63,11 +60,11 @@ pub(crate) struct Region {
     signals: Signals,
 }
 
-/// The normalisation options as `Region(...)` takes them, parsed and checked
-/// ([`RegionOptions::validate`]): the one parser for the plan and for
-/// [`check_region_options`].
+/// The normalisation options as `Region(...)` and the operators' specs give them, parsed and
+/// checked ([`RegionOptions::validate`]): the one parser for the plan, for
+/// [`check_region_options`] and for the compiled operators (`crate::ops`).
 #[allow(clippy::too_many_arguments)]
-fn region_options(
+pub(crate) fn options_from(
     convention: &str,
     recentre: bool,
     numerator: &str,
@@ -76,15 +73,15 @@ fn region_options(
     support: Option<&str>,
     threshold_value: f32,
     scale: f32,
-) -> PyResult<RegionOptions> {
-    let convention = self::convention(convention)?;
+) -> Result<RegionOptions, String> {
+    let convention = parse_convention(convention)?;
     let numerator = match numerator {
         "sum" => Numerator::Sum,
         "weighted" => Numerator::Weighted,
         _ => {
-            return Err(PyValueError::new_err(format!(
+            return Err(format!(
                 "numerator must be 'sum' or 'weighted', not {numerator:?}"
-            )));
+            ));
         }
     };
     let denominator = match denominator {
@@ -100,12 +97,14 @@ fn region_options(
             max_fraction: epsilon,
         },
         _ => {
-            return Err(PyValueError::new_err(format!(
+            return Err(format!(
                 "denominator must be 'add', 'clamp', 'one', 'affine' or 'regularised', not {denominator:?}"
-            )));
+            ));
         }
     };
-    let support = support.map(|k| threshold(k, threshold_value)).transpose()?;
+    let support = support
+        .map(|k| crate::ops::threshold(k, threshold_value))
+        .transpose()?;
     let options = RegionOptions {
         convention,
         recentre,
@@ -113,10 +112,33 @@ fn region_options(
         denominator,
         support,
     };
-    options
-        .validate()
-        .map_err(|e| to_py(e, &Signals::default()))?;
+    options.validate().map_err(|e| e.to_string())?;
     Ok(options)
+}
+
+/// [`options_from`] for the bindings: a ValueError.
+#[allow(clippy::too_many_arguments)]
+fn region_options(
+    convention: &str,
+    recentre: bool,
+    numerator: &str,
+    denominator: &str,
+    epsilon: f32,
+    support: Option<&str>,
+    threshold_value: f32,
+    scale: f32,
+) -> PyResult<RegionOptions> {
+    options_from(
+        convention,
+        recentre,
+        numerator,
+        denominator,
+        epsilon,
+        support,
+        threshold_value,
+        scale,
+    )
+    .map_err(PyValueError::new_err)
 }
 
 /// Checks region-reassembly options up front (the public functions call it before any data

@@ -11,8 +11,10 @@ the mapped axis into its own batch: one call; the others call once per element.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any, Optional, Tuple
+import warnings
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -46,17 +48,133 @@ def concrete(value: Any) -> Optional[np.ndarray]:
     return np.asarray(value)
 
 
+#: Set to ``0`` to run every operation through ``jax.pure_callback`` (the fallback) instead of
+#: the XLA custom calls -- for comparisons; the results are the same bits.
+FFI_VARIABLE = "PTYCHOSTITCH_JAX_FFI"
+
+_registered: Dict[str, Optional[str]] = {}
+
+
+def ffi_unavailable(op: str) -> Optional[str]:
+    """None when the XLA custom calls of the operator ``op`` (``ptychostitch_<op>`` and
+    ``ptychostitch_<op>_backward``, one native handler for the ``cpu`` platform) are
+    registered with JAX, else why not (the callback fallback is then used, with one warning)."""
+    if os.environ.get(FFI_VARIABLE, "1") == "0":
+        return f"{FFI_VARIABLE}=0"
+    if op not in _registered:
+        try:
+            jax = _jax()
+            handler = _native.xla_handlers()["cpu"]
+            for name in (f"ptychostitch_{op}", f"ptychostitch_{op}_backward"):
+                jax.ffi.register_ffi_target(name, handler, platform="cpu")
+            _registered[op] = None
+        except Exception as error:  # an old JAX without jax.ffi, or an XLA that refuses the API version
+            reason = f"{type(error).__name__}: {error}"
+            _registered[op] = reason
+            warnings.warn(
+                f"ptychostitch: JAX's FFI is unavailable ({reason}); {op} runs through jax.pure_callback "
+                "(a host round trip per call)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+    return _registered[op]
+
+
 def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
     jax = _jax()
     jnp = jax.numpy
-    out_shape = tuple(kernel.out_shape(tuple(np.shape(x)), concrete(offsets), exact=True))
+    concrete_offsets = concrete(offsets)
+    out_shape = tuple(kernel.out_shape(tuple(np.shape(x)), concrete_offsets, exact=True))
     x = jnp.asarray(x)
     offsets = jnp.asarray(offsets)
-    if not jnp.issubdtype(offsets.dtype, jnp.floating):
-        offsets = offsets.astype(jnp.float32)
+    if np.dtype(offsets.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        offsets = offsets.astype(jnp.float32)  # integers, bfloat16, float16: exactly, as NumPy's path reads them
     out_dtype = kernel.out_dtype(np.dtype(x.dtype))
-    out_spec = jax.ShapeDtypeStruct(out_shape, out_dtype)
+    if ffi_unavailable(kernel.OP) is None:
+        warn = getattr(kernel, "warn", None)
+        if warn is not None and concrete_offsets is not None and hasattr(kernel, "plan"):
+            warn(kernel.plan(tuple(x.shape), concrete_offsets).warnings)  # no Python runs inside jit
+        forward, backward = _custom_calls(kernel, x, out_shape, out_dtype)
+        fallback_forward, fallback_backward = _callbacks(kernel, x, offsets, out_shape, out_dtype)
+        # The custom calls are the host's: where the computation is lowered for a GPU, the
+        # callbacks serve (JAX lowers only the branch of the platform it compiles for).
+        forward = _per_platform(forward, fallback_forward)
+        backward = _per_platform(backward, fallback_backward)
+    else:
+        forward, backward = _callbacks(kernel, x, offsets, out_shape, out_dtype)
 
+    @jax.custom_vjp
+    def op(x: Any, offsets: Any) -> Any:
+        return refusing(forward)(x, offsets)
+
+    def fwd(x: Any, offsets: Any) -> Any:
+        out = refusing(forward)(x, offsets)
+        return out, (x, offsets, out)
+
+    def bwd(res: Any, cot: Any) -> Any:
+        return refusing(backward)(*res, cot)
+
+    op.defvjp(fwd, bwd)
+    return op(x, offsets)
+
+
+def _per_platform(cpu: Any, default: Any) -> Any:
+    lax = _jax().lax
+
+    def chosen(*args: Any) -> Any:
+        return lax.platform_dependent(*args, cpu=cpu, default=default)
+
+    return chosen
+
+
+def _custom_calls(kernel: Any, x: Any, out_shape: Tuple[int, ...], out_dtype: np.dtype) -> Tuple[Any, Any]:
+    """The forward and the backward as XLA custom calls (``jax.ffi.ffi_call``) of the native
+    operator ``kernel.OP``, with the kernel's ``spec()`` as an attribute. Samples go in as the
+    compute dtype (float32 or complex64) and cotangents come back in the inputs' dtypes. Under
+    ``vmap``, a batchable kernel's custom call receives every operand with the mapped axis in
+    front (``broadcast_all``) and folds it into its batch; the others run once per element."""
+    jax = _jax()
+    jnp = jax.numpy
+    compute = compute_dtype(np.dtype(x.dtype))
+    complex_values = compute.kind == "c"
+    batchable = bool(getattr(kernel, "batchable", False))
+    vmap_method = "broadcast_all" if batchable else "sequential"
+    attrs = dict(spec=kernel.spec(), rank=np.int64(len(x.shape)))
+    weights: Tuple[Any, ...] = ()
+    if kernel.WEIGHTED:
+        w = kernel.weight_array(int(kernel.dims(tuple(x.shape))[2]))
+        if batchable and w.shape[0] == 1:
+            # One weight array per sample, so that a folded vmap axis folds the weights with it.
+            w = np.ascontiguousarray(np.broadcast_to(w, (int(x.shape[0]),) + w.shape[1:]))
+        weights = (w,)
+    forward_call = jax.ffi.ffi_call(
+        f"ptychostitch_{kernel.OP}", jax.ShapeDtypeStruct(out_shape, out_dtype), vmap_method=vmap_method
+    )
+
+    def forward(x: Any, offsets: Any) -> Any:
+        return forward_call(x.astype(compute), offsets, *weights, op=kernel.OP, **attrs)
+
+    def backward(x: Any, offsets: Any, out: Any, cot: Any) -> Any:
+        if np.dtype(out_dtype) == np.dtype(bool):  # the support mask: no gradient
+            return jnp.zeros_like(x), jnp.zeros_like(offsets)
+        call = jax.ffi.ffi_call(
+            f"ptychostitch_{kernel.OP}_backward",
+            (jax.ShapeDtypeStruct(x.shape, compute), jax.ShapeDtypeStruct(offsets.shape, offsets.dtype)),
+            vmap_method=vmap_method,
+        )
+        cot = cot.astype(compute)
+        cot = jnp.conj(cot) if complex_values else cot
+        dx, doff = call(x.astype(compute), offsets, *weights, out, cot, op=f"{kernel.OP}_backward", **attrs)
+        return (jnp.conj(dx) if complex_values else dx).astype(x.dtype), doff
+
+    return forward, backward
+
+
+def _callbacks(kernel: Any, x: Any, offsets: Any, out_shape: Tuple[int, ...], out_dtype: np.dtype) -> Tuple[Any, Any]:
+    """The forward and the backward as ``jax.pure_callback`` on the host (the fallback, and
+    the GPU's lowering)."""
+    jax = _jax()
+    out_spec = jax.ShapeDtypeStruct(out_shape, out_dtype)
     # vmap: a kernel whose samples are independent (``kernel.batchable``) takes the mapped axis
     # as more of its own batch -- one call on (V·B, ...) inputs -- instead of V calls.
     ranks = (len(np.shape(x)), len(np.shape(offsets)), len(out_shape), len(out_shape))
@@ -100,19 +218,7 @@ def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
         specs = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(offsets.shape, offsets.dtype))
         return jax.pure_callback(backward_host, specs, x, offsets, out, cot, vmap_method=vmap_method)
 
-    @jax.custom_vjp
-    def op(x: Any, offsets: Any) -> Any:
-        return refusing(forward)(x, offsets)
-
-    def fwd(x: Any, offsets: Any) -> Any:
-        out = refusing(forward)(x, offsets)
-        return out, (x, offsets, out)
-
-    def bwd(res: Any, cot: Any) -> Any:
-        return refusing(backward)(*res, cot)
-
-    op.defvjp(fwd, bwd)
-    return op(x, offsets)
+    return forward, backward
 
 
 SECOND_ORDER = (

@@ -1,0 +1,119 @@
+//! `extract_regions`: the inverse of a torch-layout region reassembly (`_region.ExtractKernel`,
+//! `ptycho_torch.helper.extract_channels_from_region`): regions `(B, 1, P, P)` or `(B, P, P)`,
+//! positions `(B, C, 1, 2)` or `(B, C, 2)` `[x, y]` -> patches `(B, C, N, N)`.
+
+use super::{
+    Operand, Operator, Outcome, Output, Spec, Typed, arg, by_sample, copy, input, output, put_f64,
+    ret, text,
+};
+use crate::region::parse_convention;
+use ndarray::{Array2, ArrayD, ArrayView3, ArrayViewD, Axis, Ix3, IxDyn};
+use ptychostitch::{Extraction, Implementation, Wrt};
+
+pub(crate) struct ExtractRegions;
+
+/// The regions as images `(B, P, P)`.
+fn images<'a, T>(regions: &ArrayViewD<'a, T>) -> Result<ArrayView3<'a, T>, String> {
+    let v = regions.clone();
+    let v = if v.ndim() == 4 && v.shape()[1] == 1 {
+        v.index_axis_move(Axis(1), 0)
+    } else {
+        v
+    };
+    let shape = regions.shape().to_vec();
+    let v = v
+        .into_dimensionality::<Ix3>()
+        .map_err(|_| format!("regions have shape {shape:?}; expected (B, 1, P, P) or (B, P, P)"))?;
+    if v.dim().1 != v.dim().2 {
+        return Err(format!(
+            "regions have shape {shape:?}; expected (B, 1, P, P) or (B, P, P)"
+        ));
+    }
+    Ok(v)
+}
+
+/// The extraction `ExtractKernel.plan_for` makes.
+fn plan(
+    spec: &Spec,
+    images: &ArrayView3<'_, impl Sized>,
+    positions: &ArrayD<f64>,
+) -> Result<Extraction, String> {
+    let (b, p, _) = images.dim();
+    let c = spec.count("channels")?;
+    let shape = positions.shape();
+    if positions.len() != b * c * 2
+        || shape.len() < 2
+        || shape[..2] != [b, c]
+        || shape[shape.len() - 1] != 2
+    {
+        return Err(format!(
+            "positions have shape {shape:?}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]"
+        ));
+    }
+    let pairs = Array2::from_shape_vec((b * c, 2), positions.iter().copied().collect())
+        .map_err(|e| e.to_string())?;
+    let convention = parse_convention(spec.text("convention")?)?;
+    let threads = spec.count("threads")?;
+    Ok(
+        Extraction::new_in(convention, pairs.view(), c, p, spec.count("patch_size")?)
+            .map_err(text)?
+            .with_threads(threads),
+    )
+}
+
+fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+    let imgs = images(input::<T>(args, 0, "regions")?)?;
+    let positions = super::offsets(arg(args, 1, "positions")?, "positions")?;
+    let patches = plan(spec, &imgs, &positions)?
+        .run(Implementation::Fast, imgs)
+        .map_err(text)?;
+    copy(output::<T>(rets, 0, "patches")?, patches.iter().copied())
+}
+
+fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+    let imgs = images(input::<T>(args, 0, "regions")?)?;
+    let positions = super::offsets(arg(args, 1, "positions")?, "positions")?;
+    let extraction = plan(spec, &imgs, &positions)?;
+    let n = spec.count("patch_size")?;
+    let cot = input::<T>(args, 3, "cotangent")?;
+    let cot = cot
+        .view()
+        .into_shape_with_order(IxDyn(&[cot.len() / (n * n).max(1), n, n]))
+        .map_err(|_| {
+            format!(
+                "the cotangent has shape {:?}; expected (B, C, N, N)",
+                cot.shape()
+            )
+        })?
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| e.to_string())?;
+    let g = extraction
+        .vjp(Implementation::Fast, imgs, cot, Wrt::ALL)
+        .map_err(text)?;
+    let dimg = g.patches.ok_or("the regions' cotangent was not computed")?;
+    copy(
+        output::<T>(rets, 0, "regions' cotangent")?,
+        dimg.iter().copied(),
+    )?;
+    let dflat = g
+        .offsets
+        .ok_or("the positions' cotangent was not computed")?;
+    put_f64(
+        ret(rets, 1, "positions' cotangent")?,
+        dflat.into_dyn().view(),
+    )
+}
+
+impl Operator for ExtractRegions {
+    fn name(&self) -> &'static str {
+        "extract_regions"
+    }
+
+    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+        by_sample!(arg(args, 0, "regions")?, forward(spec, args, rets))
+    }
+
+    fn backward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+        by_sample!(arg(args, 0, "regions")?, backward(spec, args, rets))
+    }
+}

@@ -1,0 +1,242 @@
+//! Every operation as a framework operator runs it in compiled code (JAX's XLA custom calls):
+//! one module per operation, each the Rust half of its Python declaration
+//! (`python/ptychostitch/_kernels.py`'s `Declared`: the same `OP` name, the same `PARAMS` read
+//! from the same spec string), taking the framework's own layouts and writing into buffers
+//! the framework allocated. Each does what the kernel's NumPy `forward`/`backward` do, through
+//! the same library calls, so the bits are the same (`python/tests/test_jax_ffi.py`).
+//!
+//! Adding an operation: a kernel class in Python, a module here (listed in [`OPERATORS`]),
+//! and its device kernel in `kernel.cu`.
+
+pub(crate) mod spec;
+
+mod extract_patches;
+mod extract_regions;
+mod reassemble;
+mod reassemble_regions;
+mod region_support;
+
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+use ptychostitch::region::Threshold;
+use ptychostitch::{Complex32, Implementation, Sample};
+pub(crate) use spec::Spec;
+
+/// An operand of a call, borrowed from the framework.
+pub(crate) enum Operand<'a> {
+    F32(ArrayViewD<'a, f32>),
+    F64(ArrayViewD<'a, f64>),
+    C64(ArrayViewD<'a, Complex32>),
+}
+
+/// A result buffer of a call, allocated by the framework.
+pub(crate) enum Output<'a> {
+    F32(ArrayViewMutD<'a, f32>),
+    F64(ArrayViewMutD<'a, f64>),
+    C64(ArrayViewMutD<'a, Complex32>),
+    Bool(ArrayViewMutD<'a, bool>),
+}
+
+pub(crate) type Outcome = Result<(), String>;
+
+/// One operation: its forward and its vector–Jacobian product, on the framework's layouts.
+pub(crate) trait Operator: Sync {
+    /// The declaration's `OP` (the backward is `<OP>_backward`).
+    fn name(&self) -> &'static str;
+    /// `args` as the kernel's `forward` takes them (its `WEIGHTED` weights third); `rets`
+    /// the result.
+    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome;
+    /// `args`: the inputs, the forward's result and its cotangent (TensorFlow's and PyTorch's
+    /// convention for complex values) — the weights, where weighted, after the inputs;
+    /// `rets`: the inputs' cotangents, in their shapes and dtypes.
+    fn backward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome;
+}
+
+/// Every operator, by name.
+pub(crate) static OPERATORS: &[&dyn Operator] = &[
+    &reassemble::Reassemble,
+    &extract_patches::ExtractPatches,
+    &reassemble_regions::ReassembleRegions,
+    &region_support::RegionSupport,
+    &extract_regions::ExtractRegions,
+];
+
+/// Runs `op` (`<OP>` or `<OP>_backward`).
+pub(crate) fn run(op: &str, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+    let (name, backward) = match op.strip_suffix("_backward") {
+        Some(name) => (name, true),
+        None => (op, false),
+    };
+    let operator = OPERATORS
+        .iter()
+        .find(|o| o.name() == name)
+        .ok_or_else(|| format!("no operator named {op:?}"))?;
+    if backward {
+        operator.backward(spec, args, rets)
+    } else {
+        operator.forward(spec, args, rets)
+    }
+}
+
+/// `args[i]`, or an error naming what is missing.
+pub(crate) fn arg<'s, 'a>(
+    args: &'s [Operand<'a>],
+    i: usize,
+    what: &str,
+) -> Result<&'s Operand<'a>, String> {
+    args.get(i)
+        .ok_or_else(|| format!("the call lacks its {what}"))
+}
+
+/// Offsets or positions as float64 (what `as_offsets` makes of float32 or float64 values).
+pub(crate) fn offsets(op: &Operand<'_>, what: &str) -> Result<ArrayD<f64>, String> {
+    match op {
+        Operand::F64(a) => Ok(a.to_owned()),
+        Operand::F32(a) => Ok(a.mapv(f64::from)),
+        _ => Err(format!("{what} must be float32 or float64")),
+    }
+}
+
+/// The float32 weights.
+pub(crate) fn weights<'s, 'a>(op: &'s Operand<'a>) -> Result<&'s ArrayViewD<'a, f32>, String> {
+    match op {
+        Operand::F32(a) => Ok(a),
+        _ => Err("the weights must be float32".into()),
+    }
+}
+
+/// The implementation a spec's `reference` asks for.
+pub(crate) fn implementation(spec: &Spec) -> Result<Implementation, String> {
+    Ok(if spec.flag("reference")? {
+        Implementation::Reference
+    } else {
+        Implementation::Fast
+    })
+}
+
+/// Copies `values` into `out` in row-major order (a reshape, as NumPy's), converting float64
+/// to the result's float32 where it is one (an offsets cotangent in the offsets' dtype).
+pub(crate) fn put_f64(out: &mut Output<'_>, values: ArrayViewD<'_, f64>) -> Outcome {
+    match out {
+        Output::F64(o) => copy(o, values.iter().copied()),
+        Output::F32(o) => copy(o, values.iter().map(|&v| v as f32)),
+        _ => Err("an offsets cotangent must be float32 or float64".into()),
+    }
+}
+
+/// Copies `values` (row-major) into `out`, which must hold as many elements.
+pub(crate) fn copy<T>(
+    out: &mut ArrayViewMutD<'_, T>,
+    values: impl ExactSizeIterator<Item = T>,
+) -> Outcome {
+    if values.len() != out.len() {
+        return Err(format!(
+            "the result buffer has {} elements where the operation makes {} (shape {:?})",
+            out.len(),
+            values.len(),
+            out.shape()
+        ));
+    }
+    for (o, v) in out.iter_mut().zip(values) {
+        *o = v;
+    }
+    Ok(())
+}
+
+/// The library error as one line.
+pub(crate) fn text(e: ptychostitch::Error) -> String {
+    e.to_string()
+}
+
+/// A sample element type an operator runs on (float32 or complex64): how to find operands and
+/// results of it.
+pub(crate) trait Typed: Sample {
+    fn view<'s, 'a>(op: &'s Operand<'a>) -> Option<&'s ArrayViewD<'a, Self>>;
+    fn slot<'s, 'a>(out: &'s mut Output<'a>) -> Option<&'s mut ArrayViewMutD<'a, Self>>;
+}
+
+impl Typed for f32 {
+    fn view<'s, 'a>(op: &'s Operand<'a>) -> Option<&'s ArrayViewD<'a, f32>> {
+        if let Operand::F32(a) = op {
+            Some(a)
+        } else {
+            None
+        }
+    }
+    fn slot<'s, 'a>(out: &'s mut Output<'a>) -> Option<&'s mut ArrayViewMutD<'a, f32>> {
+        if let Output::F32(a) = out {
+            Some(a)
+        } else {
+            None
+        }
+    }
+}
+
+impl Typed for Complex32 {
+    fn view<'s, 'a>(op: &'s Operand<'a>) -> Option<&'s ArrayViewD<'a, Complex32>> {
+        if let Operand::C64(a) = op {
+            Some(a)
+        } else {
+            None
+        }
+    }
+    fn slot<'s, 'a>(out: &'s mut Output<'a>) -> Option<&'s mut ArrayViewMutD<'a, Complex32>> {
+        if let Output::C64(a) = out {
+            Some(a)
+        } else {
+            None
+        }
+    }
+}
+
+/// `$f::<T>(args…)` for the element type `T` of the sample operand `$op` (float32 or
+/// complex64): the one place the two are dispatched.
+macro_rules! by_sample {
+    ($op:expr, $f:ident ( $($a:expr),* $(,)? )) => {
+        match $op {
+            $crate::ops::Operand::F32(_) => $f::<f32>($($a),*),
+            $crate::ops::Operand::C64(_) => $f::<ptychostitch::Complex32>($($a),*),
+            _ => Err(String::from("the samples must be float32 or complex64")),
+        }
+    };
+}
+pub(crate) use by_sample;
+
+/// The sample operand `args[i]` of the element type `T`.
+pub(crate) fn input<'s, 'a, T: Typed>(
+    args: &'s [Operand<'a>],
+    i: usize,
+    what: &str,
+) -> Result<&'s ArrayViewD<'a, T>, String> {
+    T::view(arg(args, i, what)?).ok_or_else(|| format!("the {what} must have the samples' dtype"))
+}
+
+/// The sample result `rets[i]` of the element type `T`.
+pub(crate) fn output<'s, 'a, T: Typed>(
+    rets: &'s mut [Output<'a>],
+    i: usize,
+    what: &str,
+) -> Result<&'s mut ArrayViewMutD<'a, T>, String> {
+    T::slot(ret(rets, i, what)?)
+        .ok_or_else(|| format!("the {what} result must have the samples' dtype"))
+}
+
+/// The support threshold of a `[kind, value]` option.
+pub(crate) fn threshold(kind: &str, value: f32) -> Result<Threshold, String> {
+    match kind {
+        "above" => Ok(Threshold::Above(value)),
+        "above_max_fraction" => Ok(Threshold::AboveMaxFraction(value)),
+        _ => Err(format!(
+            "support must be 'above' or 'above_max_fraction', not {kind:?}"
+        )),
+    }
+}
+
+/// `rets[i]`, or an error naming what is missing.
+pub(crate) fn ret<'s, 'a>(
+    rets: &'s mut [Output<'a>],
+    i: usize,
+    what: &str,
+) -> Result<&'s mut Output<'a>, String> {
+    rets.get_mut(i)
+        .ok_or_else(|| format!("the call lacks its {what} result"))
+}

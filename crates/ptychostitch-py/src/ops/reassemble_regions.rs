@@ -1,0 +1,216 @@
+//! `reassemble_regions`: the training path's batched region reassembly (`_region.RegionKernel`)
+//! in PtychoPINN's two layouts -- `tf`: patches `(B, N, N, C)`, positions `(B, 1, 2, C)`,
+//! regions `(B, P, P, 1)`; `torch`: patches `(B, C, N, N)`, positions `(B, C, 1, 2)` or
+//! `(B, C, 2)`, regions `(B, P, P)` -- with float32 weights `(1|B, 1|C, N, N)` third.
+
+use super::{
+    Operand, Operator, Outcome, Output, Spec, Typed, arg, by_sample, copy, input, output, put_f64,
+    ret, spec, text,
+};
+use crate::region::options_from;
+use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Ix3, Ix4};
+use ptychostitch::Implementation;
+use ptychostitch::region::{Region, RegionOptions, RegionWrt};
+
+pub(crate) struct ReassembleRegions;
+
+/// Whether the spec's layout is TensorFlow's (else torch's).
+fn tf_layout(spec: &Spec) -> Result<bool, String> {
+    match spec.text("layout")? {
+        "tf" => Ok(true),
+        "torch" => Ok(false),
+        other => Err(format!("layout must be 'tf' or 'torch', not {other:?}")),
+    }
+}
+
+/// The `support` option: `None` or `[kind, value]`.
+pub(crate) fn support(spec: &Spec) -> Result<Option<(&str, f32)>, String> {
+    match spec.optional("support")? {
+        None => Ok(None),
+        Some(spec::Value::List(items)) if items.len() == 2 => match &items[0] {
+            spec::Value::Str(kind) => Ok(Some((
+                kind.as_str(),
+                spec::float("support[1]", &items[1])? as f32,
+            ))),
+            other => Err(format!("support[0] must be a string, not {other:?}")),
+        },
+        Some(other) => Err(format!(
+            "support must be None or [kind, value], not {other:?}"
+        )),
+    }
+}
+
+/// The region options the spec declares (`RegionKernel.options`).
+fn options(spec: &Spec) -> Result<RegionOptions, String> {
+    let support = support(spec)?;
+    options_from(
+        spec.text("convention")?,
+        spec.flag("recentre")?,
+        spec.text("numerator")?,
+        spec.text("denominator")?,
+        spec.float("epsilon")? as f32,
+        support.map(|s| s.0),
+        support.map_or(0.0, |s| s.1),
+        spec.float("scale")? as f32,
+    )
+}
+
+/// The patches as `(B, C, N, N)` (a view: TensorFlow's layout permuted, not copied).
+pub(crate) fn bcnn<'a, T>(x: &ArrayViewD<'a, T>, tf: bool) -> Result<ArrayView4<'a, T>, String> {
+    let x4 = x
+        .clone()
+        .into_dimensionality::<Ix4>()
+        .map_err(|_| format!("patches have shape {:?}; expected four axes", x.shape()))?;
+    let x4 = if tf {
+        x4.permuted_axes([0, 3, 1, 2])
+    } else {
+        x4
+    };
+    let (_, _, n, m) = x4.dim();
+    if n != m {
+        return Err(format!(
+            "patches have shape {:?}: the patches must be square",
+            x.shape()
+        ));
+    }
+    Ok(x4)
+}
+
+/// `(B·C, 2)` `[x, y]` in sample-major order (`RegionKernel.pairs`).
+fn pairs(positions: &ArrayD<f64>, b: usize, c: usize, tf: bool) -> Result<Array2<f64>, String> {
+    let shape = positions.shape();
+    let values: Vec<f64> = if tf {
+        if shape != [b, 1, 2, c] {
+            return Err(format!(
+                "positions have shape {shape:?}; expected ({b}, 1, 2, {c}) [x, y] in channel format"
+            ));
+        }
+        let grid = positions
+            .view()
+            .into_shape_with_order((b, 2, c))
+            .map_err(|e| e.to_string())?;
+        grid.permuted_axes([0, 2, 1]).iter().copied().collect()
+    } else {
+        if positions.len() != b * c * 2
+            || shape.len() < 2
+            || shape[..2] != [b, c]
+            || shape[shape.len() - 1] != 2
+        {
+            return Err(format!(
+                "positions have shape {shape:?}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]"
+            ));
+        }
+        positions.iter().copied().collect()
+    };
+    Array2::from_shape_vec((b * c, 2), values).map_err(|e| e.to_string())
+}
+
+/// The plan `RegionKernel.plan` makes, the patches as `(B, C, N, N)` and the weights.
+pub(crate) struct Planned<'a, T> {
+    pub(crate) region: Region,
+    pub(crate) patches: ArrayView4<'a, T>,
+    pub(crate) weights: ArrayView4<'a, f32>,
+    pub(crate) tf: bool,
+}
+
+pub(crate) fn planned<'a, T: Typed>(
+    spec: &Spec,
+    args: &[Operand<'a>],
+) -> Result<Planned<'a, T>, String> {
+    let tf = tf_layout(spec)?;
+    let patches = bcnn(input::<T>(args, 0, "patches")?, tf)?;
+    let (b, c, n, _) = patches.dim();
+    let positions = super::offsets(arg(args, 1, "positions")?, "positions")?;
+    let weights = super::weights(arg(args, 2, "weights")?)?
+        .clone()
+        .into_dimensionality::<Ix4>()
+        .map_err(|_| "the weights must be (1|B, 1|C, N, N)".to_string())?;
+    let implementation = if spec.flag("reference")? {
+        Implementation::Reference
+    } else {
+        Implementation::Fast
+    };
+    let region = Region::new(
+        pairs(&positions, b, c, tf)?.view(),
+        b,
+        n,
+        spec.count("side")?,
+        options(spec)?,
+    )
+    .map_err(text)?
+    .with_threads(spec.count("threads")?)
+    .with_implementation(implementation);
+    Ok(Planned {
+        region,
+        patches,
+        weights,
+        tf,
+    })
+}
+
+fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+    let p = planned::<T>(spec, args)?;
+    let regions = p.region.reassemble(p.patches, p.weights).map_err(text)?;
+    copy(output::<T>(rets, 0, "regions")?, regions.iter().copied())
+}
+
+fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+    let p = planned::<T>(spec, args)?;
+    let (b, c, _, _) = p.patches.dim();
+    let side = spec.count("side")?;
+    let cot = input::<T>(args, 4, "cotangent")?;
+    let cot = cot
+        .view()
+        .into_shape_with_order(ndarray::IxDyn(&[b, side, side]))
+        .map_err(|_| {
+            format!(
+                "the cotangent has shape {:?}; expected the regions'",
+                cot.shape()
+            )
+        })?
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| e.to_string())?;
+    let wrt = RegionWrt {
+        patches: true,
+        positions: true,
+        weights: false,
+    };
+    let g = p.region.vjp(p.patches, p.weights, cot, wrt).map_err(text)?;
+    let dx = g.patches.ok_or("the patches' cotangent was not computed")?;
+    // (B, C, N, N) back to the layout's own order.
+    let dx = if p.tf {
+        dx.view().permuted_axes([0, 2, 3, 1])
+    } else {
+        dx.view()
+    };
+    copy(
+        output::<T>(rets, 0, "patches' cotangent")?,
+        dx.iter().copied(),
+    )?;
+    let dpos = g
+        .positions
+        .ok_or("the positions' cotangent was not computed")?;
+    let dpos = dpos
+        .into_shape_with_order((b, c, 2))
+        .map_err(|e| e.to_string())?;
+    let dpos = if p.tf {
+        dpos.view().permuted_axes([0, 2, 1])
+    } else {
+        dpos.view()
+    };
+    put_f64(ret(rets, 1, "positions' cotangent")?, dpos.into_dyn())
+}
+
+impl Operator for ReassembleRegions {
+    fn name(&self) -> &'static str {
+        "reassemble_regions"
+    }
+
+    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+        by_sample!(arg(args, 0, "patches")?, forward(spec, args, rets))
+    }
+
+    fn backward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+        by_sample!(arg(args, 0, "patches")?, backward(spec, args, rets))
+    }
+}

@@ -1,0 +1,36 @@
+//! `region_support`: the support mask `Σ w > threshold` of a region reassembly
+//! (`_region.RegionSupport`), `(B, P, P)` bool, from the same operands. No gradient.
+
+use super::reassemble_regions::{planned, support};
+use super::{
+    Operand, Operator, Outcome, Output, Spec, Typed, arg, by_sample, copy, ret, text, threshold,
+};
+
+pub(crate) struct RegionSupport;
+
+fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+    let p = planned::<T>(spec, args)?;
+    let (kind, value) = support(spec)?.ok_or("region_support needs the support option")?;
+    let mask = p
+        .region
+        .support(p.weights, threshold(kind, value)?)
+        .map_err(text)?;
+    match ret(rets, 0, "mask")? {
+        Output::Bool(out) => copy(out, mask.iter().copied()),
+        _ => Err("the support mask's result must be bool".into()),
+    }
+}
+
+impl Operator for RegionSupport {
+    fn name(&self) -> &'static str {
+        "region_support"
+    }
+
+    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+        by_sample!(arg(args, 0, "patches")?, forward(spec, args, rets))
+    }
+
+    fn backward(&self, _spec: &Spec, _args: &[Operand<'_>], _rets: &mut [Output<'_>]) -> Outcome {
+        Err("the support mask has no gradient".into())
+    }
+}

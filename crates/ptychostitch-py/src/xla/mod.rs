@@ -1,0 +1,237 @@
+//! JAX's XLA FFI: every operator (`crate::ops`) as an XLA custom call, so that `jax.jit`
+//! compiles it into the program -- no Python callback, no GIL, no host copy of the framework's
+//! buffers.
+//!
+//! `frame.c` decodes XLA's call frame with the vendored C API header into a [`RawCall`]; this
+//! module turns its buffers into typed views and runs the operator the `op` attribute names
+//! with the parameters of the `spec` attribute (the declaration's `spec()` string). A `rank`
+//! attribute gives the first operand's rank as traced: when XLA hands over one more axis
+//! (`jax.vmap` with `vmap_method="broadcast_all"`, used for operators whose samples are
+//! independent), the mapped axis is folded into every buffer's leading (batch) axis, which in
+//! row-major memory is the same bytes: one call over `V·B` samples, not `V` calls.
+//!
+//! Registered for the `cpu` platform (`xla_handlers`, capsules that `jax.ffi.register_ffi_target`
+//! takes). On a GPU, JAX lowers these operators to its callback fallback
+//! (`python/ptychostitch/_frameworks/jax_adapter.py`).
+
+use crate::ops::{self, Operand, Output, Spec};
+use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::ffi::{c_char, c_void};
+use std::ptr::NonNull;
+
+const MAX_BUFFERS: usize = 8;
+
+/// One buffer of the call, as `frame.c`'s `ps_buffer`.
+#[repr(C)]
+pub struct RawBuffer {
+    dtype: i32,
+    rank: i64,
+    dims: *const i64,
+    data: *mut c_void,
+}
+
+/// The decoded call, as `frame.c`'s `ps_call`.
+#[repr(C)]
+pub struct RawCall {
+    op: *const c_char,
+    op_len: usize,
+    spec: *const c_char,
+    spec_len: usize,
+    rank: i64,
+    n_args: i64,
+    args: [RawBuffer; MAX_BUFFERS],
+    n_rets: i64,
+    rets: [RawBuffer; MAX_BUFFERS],
+    stream: *mut c_void,
+}
+
+// XLA_FFI_DataType values (c_api.h).
+const PRED: i32 = 1;
+const F32: i32 = 11;
+const F64: i32 = 12;
+const C64: i32 = 15;
+
+unsafe extern "C" {
+    /// `frame.c`'s handler for the CPU platform (an `XLA_FFI_Handler`).
+    fn ptychostitch_xla_cpu(frame: *mut c_void) -> *mut c_void;
+}
+
+/// Called by `frame.c` for every executed custom call: 0, or 1 with a message (NUL-terminated,
+/// at most `capacity` bytes) that becomes the XLA error JAX raises. Never unwinds into C.
+#[unsafe(no_mangle)]
+pub extern "C" fn ptychostitch_xla_execute(
+    call: *const RawCall,
+    message: *mut c_char,
+    capacity: usize,
+) -> i32 {
+    let outcome = std::panic::catch_unwind(|| {
+        // SAFETY: `frame.c` passes a pointer to a `ps_call` on its stack, alive and unaliased
+        // for this call, whose layout `RawCall` mirrors field for field.
+        let call = unsafe { &*call };
+        execute(call)
+    });
+    let text = match outcome {
+        Ok(Ok(())) => return 0,
+        Ok(Err(text)) => text,
+        Err(_) => "the operator panicked".to_string(),
+    };
+    let text = format!("ptychostitch: {text}");
+    if capacity > 0 && !message.is_null() {
+        let bytes = text.as_bytes();
+        let n = bytes.len().min(capacity - 1);
+        // SAFETY: `message` points to `capacity` writable bytes (frame.c's buffer); `n + 1`
+        // of them are written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), message.cast::<u8>(), n);
+            *message.add(n) = 0;
+        }
+    }
+    1
+}
+
+/// A byte span of the call as text.
+fn text_of(ptr: *const c_char, len: usize) -> Result<&'static str, String> {
+    if ptr.is_null() {
+        return Err("a string attribute is missing".into());
+    }
+    // SAFETY: XLA's attribute byte spans stay alive for the call; `len` bytes are readable.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    std::str::from_utf8(bytes).map_err(|e| e.to_string())
+}
+
+/// A buffer's dims, with the leading two merged when `fold`.
+fn dims_of(buffer: &RawBuffer, fold: bool) -> Result<Vec<usize>, String> {
+    let rank = usize::try_from(buffer.rank).map_err(|_| "a negative rank".to_string())?;
+    let dims: Vec<usize> = if rank == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: XLA's buffer descriptor holds `rank` dims, alive for the call.
+        unsafe { std::slice::from_raw_parts(buffer.dims, rank) }
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| "a negative dimension".to_string()))
+            .collect::<Result<_, _>>()?
+    };
+    if !fold {
+        return Ok(dims);
+    }
+    if dims.len() < 2 {
+        return Err("a mapped (vmap) operand without a batch axis".into());
+    }
+    Ok([vec![dims[0] * dims[1]], dims[2..].to_vec()].concat())
+}
+
+/// The buffer's data as a pointer ndarray accepts (a dangling one for an empty buffer).
+fn data_of<T>(buffer: &RawBuffer, len: usize) -> Result<NonNull<T>, String> {
+    if len == 0 {
+        return Ok(NonNull::dangling());
+    }
+    let ptr = NonNull::new(buffer.data.cast::<T>()).ok_or("a buffer without data")?;
+    if !(ptr.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
+        return Err("a misaligned buffer".into());
+    }
+    Ok(ptr)
+}
+
+/// A read-only view of a buffer of `T`.
+fn view<T>(buffer: &RawBuffer, dims: &[usize]) -> Result<ArrayViewD<'static, T>, String> {
+    let ptr = data_of::<T>(buffer, dims.iter().product())?;
+    // SAFETY: XLA hands over a dense row-major buffer of `dims` elements of the dtype `T`
+    // was chosen for, aligned (checked), alive and unwritten for the call (operands never
+    // alias results: the call requests no aliasing); the view does not outlive the call.
+    Ok(unsafe { ArrayViewD::from_shape_ptr(IxDyn(dims), ptr.as_ptr()) })
+}
+
+/// A writable view of a result buffer of `T`.
+fn view_mut<T>(buffer: &RawBuffer, dims: &[usize]) -> Result<ArrayViewMutD<'static, T>, String> {
+    let ptr = data_of::<T>(buffer, dims.iter().product())?;
+    // SAFETY: as in `view`; XLA allocated the result for this call alone, so this view is its
+    // only access, and it does not outlive the call. A `bool` result is XLA's PRED (one byte,
+    // 0 or 1), only written here.
+    Ok(unsafe { ArrayViewMutD::from_shape_ptr(IxDyn(dims), ptr.as_ptr()) })
+}
+
+/// An operand as the operators take it.
+fn operand(buffer: &RawBuffer, fold: bool) -> Result<Operand<'static>, String> {
+    let dims = dims_of(buffer, fold)?;
+    Ok(match buffer.dtype {
+        F32 => Operand::F32(view(buffer, &dims)?),
+        F64 => Operand::F64(view(buffer, &dims)?),
+        C64 => Operand::C64(view(buffer, &dims)?),
+        other => {
+            return Err(format!(
+                "an operand of XLA dtype {other}; expected float32, float64 or complex64"
+            ));
+        }
+    })
+}
+
+/// A result as the operators write it.
+fn output(buffer: &RawBuffer, fold: bool) -> Result<Output<'static>, String> {
+    let dims = dims_of(buffer, fold)?;
+    Ok(match buffer.dtype {
+        F32 => Output::F32(view_mut(buffer, &dims)?),
+        F64 => Output::F64(view_mut(buffer, &dims)?),
+        C64 => Output::C64(view_mut(buffer, &dims)?),
+        PRED => Output::Bool(view_mut(buffer, &dims)?),
+        other => {
+            return Err(format!(
+                "a result of XLA dtype {other}; expected float32, float64, complex64 or bool"
+            ));
+        }
+    })
+}
+
+fn execute(call: &RawCall) -> Result<(), String> {
+    if !call.stream.is_null() {
+        return Err(
+            "this operator runs on the host; its device buffers cannot be read here".into(),
+        );
+    }
+    let op = text_of(call.op, call.op_len)?;
+    let spec = Spec::parse(text_of(call.spec, call.spec_len)?)?;
+    let n_args = usize::try_from(call.n_args)
+        .unwrap_or(usize::MAX)
+        .min(MAX_BUFFERS);
+    let n_rets = usize::try_from(call.n_rets)
+        .unwrap_or(usize::MAX)
+        .min(MAX_BUFFERS);
+    let first = call
+        .args
+        .first()
+        .filter(|_| n_args > 0)
+        .ok_or("a call without operands")?;
+    let fold = first.rank == call.rank + 1;
+    if !fold && first.rank != call.rank {
+        return Err(format!(
+            "the first operand has rank {} where {} was traced",
+            first.rank, call.rank
+        ));
+    }
+    let args = call.args[..n_args]
+        .iter()
+        .map(|b| operand(b, fold))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rets = call.rets[..n_rets]
+        .iter()
+        .map(|b| output(b, fold))
+        .collect::<Result<Vec<_>, _>>()?;
+    ops::run(op, &spec, &args, &mut rets)
+}
+
+/// `{"cpu": capsule}`: the handler `jax.ffi.register_ffi_target(name, capsule, platform=...)`
+/// registers under every operator's target name.
+#[pyfunction]
+pub(crate) fn xla_handlers(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let handlers = PyDict::new(py);
+    let cpu = ptychostitch_xla_cpu as *const () as *mut c_void;
+    // SAFETY: `cpu` is a function with static lifetime; the capsule has no name (what JAX's
+    // own `jax.ffi.pycapsule` makes) and no destructor, and is owned by the returned object.
+    let capsule = unsafe {
+        let raw = pyo3::ffi::PyCapsule_New(cpu, std::ptr::null(), None);
+        Bound::from_owned_ptr_or_err(py, raw)?
+    };
+    handlers.set_item("cpu", capsule)?;
+    Ok(handlers)
+}

@@ -1,0 +1,219 @@
+"""Issue 31, item 3: every operation an XLA custom call under ``jax.jit`` (the native handler,
+registered from the wheel through a capsule), not a ``pure_callback``: the lowered program holds
+the custom call and no callback; outputs and gradients are the eager bits; ``vmap`` of an
+operation whose samples are independent is one custom call over the folded batch (no loop);
+the callback remains as a fallback that says so once."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ptychostitch as ps
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+from ptychostitch._frameworks import jax_adapter  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TORCH_CENTER = dict(weights="center", numerator="weighted", support=("above", 1e-6))
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def cplx(rng, shape):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def targets(text):
+    """The custom-call targets a lowered program holds."""
+    return set(re.findall(r'custom_call @(\w+)', text)) | set(re.findall(r'call_target_name = "(\w+)"', text))
+
+
+def has_callback(text):
+    return "callback" in text.lower()
+
+
+def cases():
+    """(name, function of (x, positions), x, positions): every operation, in each layout."""
+    rng = np.random.default_rng(31)
+    n, N, M = 9, 16, 8
+    off = rng.uniform(-5, 5, (n, 1, 1, 2)).astype(np.float32)
+    side = ps.Plan(off, N, M).canvas_shape[0]
+    x = cplx(rng, (n, N, N, 1))
+    B, C, S = 3, 4, 24
+    imgs = cplx(rng, (B, S, S, 1))
+    off_xy = rng.uniform(-3, 3, (B, 1, 2, C)).astype(np.float32)
+    P = 20
+    xt = cplx(rng, (B, N, N, C))
+    xr = cplx(rng, (B, C, N, N))
+    pos = rng.uniform(-3, 3, (B, C, 1, 2)).astype(np.float32)
+    regions = cplx(rng, (B, 1, P, P))
+    return [
+        ("shift_and_sum", lambda a, o: ps.shift_and_sum(a, o, M=M, canvas_side=side), x, off),
+        ("reassemble_position", lambda a, o: ps.reassemble_position(a, o, M=M, canvas_side=side), x, off),
+        ("extract_patches", lambda a, o: ps.extract_patches_position(a, o, N=N, gridsize=2), imgs, off_xy),
+        ("regions_tf", lambda a, o: ps.reassemble_regions(a, o, P), xt, off_xy),
+        ("regions_torch", lambda a, o: ps.reassemble_regions(a, o, P, layout="torch", **TORCH_CENTER), xr, pos),
+        ("regions_torch_real", lambda a, o: ps.reassemble_regions(a, o, P, layout="torch", **TORCH_CENTER),
+         xr.real.copy(), pos),
+        ("extract_regions", lambda a, o: ps.extract_regions(a, o, N), regions, pos),
+    ]
+
+
+CASES = {name: (f, x, o) for name, f, x, o in cases()}
+OPS = {
+    "shift_and_sum": "reassemble", "reassemble_position": "reassemble", "extract_patches": "extract_patches",
+    "regions_tf": "reassemble_regions", "regions_torch": "reassemble_regions",
+    "regions_torch_real": "reassemble_regions", "extract_regions": "extract_regions",
+}
+
+
+def loss_of(f):
+    return lambda a, o: jnp.sum(jnp.abs(f(a, o)) ** 2)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_jit_lowers_to_the_custom_call_with_the_eager_bits(name):
+    f, x, o = CASES[name]
+    jx, jo = jnp.asarray(x), jnp.asarray(o)
+    text = jax.jit(f).lower(jx, jo).as_text()
+    assert f"ptychostitch_{OPS[name]}" in targets(text), text[:2000]
+    assert not has_callback(text)
+    eager = f(x, o)  # NumPy in, NumPy out: the library's own path
+    assert same_bits(jax.jit(f)(jx, jo), eager)
+    # The gradient program holds the backward's custom call and no callback either.
+    grad = jax.jit(jax.grad(loss_of(f), argnums=(0, 1)))
+    gtext = grad.lower(jx, jo).as_text()
+    assert f"ptychostitch_{OPS[name]}_backward" in targets(gtext)
+    assert not has_callback(gtext)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradients_equal_the_callback_path_bit_for_bit(name, monkeypatch):
+    """The custom calls and the fallback run the same library calls on the same values: the
+    same bits, eager and under jit."""
+    f, x, o = CASES[name]
+    jx, jo = jnp.asarray(x), jnp.asarray(o)
+    grad = jax.grad(loss_of(f), argnums=(0, 1))
+    ffi = [jax.jit(grad)(jx, jo), grad(jx, jo)]
+    monkeypatch.setenv(jax_adapter.FFI_VARIABLE, "0")
+    # New functions: JAX caches a traced function's program, which holds the custom calls.
+    assert has_callback(jax.jit(lambda a, b: f(a, b)).lower(jx, jo).as_text())
+    callback = jax.jit(jax.grad(loss_of(lambda a, b: f(a, b)), argnums=(0, 1)))(jx, jo)
+    for got in ffi:
+        assert same_bits(got[0], callback[0]) and same_bits(got[1], callback[1])
+
+
+def test_region_support_is_a_custom_call_with_the_eager_mask():
+    rng = np.random.default_rng(5)
+    B, C, N, P = 2, 4, 12, 20
+    x = cplx(rng, (B, C, N, N))
+    pos = rng.uniform(-3, 3, (B, C, 1, 2)).astype(np.float32)
+
+    def mask(a, p):
+        return ps._region_support(a, p, P, layout="torch", weights="center", support=("above", 0.5))
+
+    text = jax.jit(mask).lower(jnp.asarray(x), jnp.asarray(pos)).as_text()
+    assert "ptychostitch_region_support" in targets(text) and not has_callback(text)
+    got = jax.jit(mask)(jnp.asarray(x), jnp.asarray(pos))
+    want = mask(x, pos)
+    assert got.dtype == np.bool_ and np.array_equal(np.asarray(got), want) and want.any() and not want.all()
+
+
+@pytest.mark.parametrize("name", ["extract_patches", "regions_torch", "extract_regions"])
+def test_vmap_is_one_custom_call_over_the_folded_batch(name):
+    """A batchable operation under vmap: the custom call receives the mapped axis in front of
+    every operand (no while loop in the program) and the per-element bits come out, forward and
+    per-example gradients."""
+    f, x, o = CASES[name]
+    V = 3
+    rng = np.random.default_rng(7)
+    xs = np.stack([x] + [(x * (1 + 0.1 * v)).astype(x.dtype) for v in range(1, V)])
+    os_ = np.stack([o + rng.uniform(-1, 1, o.shape).astype(o.dtype) for _ in range(V)])
+    mapped = jax.jit(jax.vmap(f))
+    text = mapped.lower(jnp.asarray(xs), jnp.asarray(os_)).as_text()
+    assert f"ptychostitch_{OPS[name]}" in targets(text) and "while" not in text and not has_callback(text)
+    out = mapped(jnp.asarray(xs), jnp.asarray(os_))
+    for v in range(V):
+        assert same_bits(out[v], f(xs[v], os_[v]))
+    grad = jax.grad(loss_of(f), argnums=(0, 1))
+    gtext = jax.jit(jax.vmap(grad)).lower(jnp.asarray(xs), jnp.asarray(os_)).as_text()
+    assert "while" not in gtext and not has_callback(gtext)
+    dx, do = jax.jit(jax.vmap(grad))(jnp.asarray(xs), jnp.asarray(os_))
+    for v in range(V):
+        want = jax.jit(grad)(jnp.asarray(xs[v]), jnp.asarray(os_[v]))
+        assert same_bits(dx[v], want[0]) and same_bits(do[v], want[1])
+    # One operand unmapped (the positions shared): broadcast to every element, same bits.
+    shared = jax.jit(jax.vmap(f, in_axes=(0, None)))(jnp.asarray(xs), jnp.asarray(o))
+    for v in range(V):
+        assert same_bits(shared[v], f(xs[v], o))
+
+
+def test_coupled_operations_loop_under_vmap():
+    """A reassembly (a canvas per scan) or a region reassembly re-centred over the batch: the
+    samples are coupled, so the custom call runs once per mapped element, with its bits."""
+    f, x, o = CASES["regions_tf"]
+    xs = np.stack([x, (x * 2).astype(x.dtype)])
+    out = jax.jit(jax.vmap(f, in_axes=(0, None)))(jnp.asarray(xs), jnp.asarray(o))
+    for v in range(2):
+        assert same_bits(out[v], f(xs[v], o))
+
+
+def test_wrong_canvas_side_is_a_clear_error_under_jit():
+    f, x, o = CASES["reassemble_position"]
+    wrong = jax.jit(lambda a, b: ps.reassemble_position(a, b, M=8, canvas_side=7))
+    with pytest.raises(Exception, match="promised by canvas_side"):
+        np.asarray(wrong(jnp.asarray(x), jnp.asarray(o)))
+
+
+def test_fallback_warns_once_and_gives_the_same_bits(monkeypatch):
+    """Where the native target cannot be registered (an old JAX, an XLA refusing the API
+    version), the callback serves, with one RuntimeWarning saying so."""
+    f, x, o = CASES["extract_patches"]
+    want = np.asarray(jax.jit(f)(jnp.asarray(x), jnp.asarray(o)))
+
+    def refuse():
+        raise RuntimeError("no handler here")
+
+    monkeypatch.setattr(jax_adapter._native, "xla_handlers", refuse)
+    monkeypatch.setattr(jax_adapter, "_registered", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = [np.asarray(jax.jit(lambda a, b: f(a, b))(jnp.asarray(x), jnp.asarray(o))) for _ in range(3)]
+    said = [w for w in caught if "JAX's FFI is unavailable" in str(w.message)]
+    assert len(said) == 1 and "pure_callback" in str(said[0].message)
+    assert all(same_bits(g, want) for g in got)
+    assert has_callback(jax.jit(lambda a, b: f(a, b)).lower(jnp.asarray(x), jnp.asarray(o)).as_text())
+
+
+def test_scan_warnings_still_reach_the_caller_outside_jit():
+    """Python does not run inside a compiled custom call: a reassembly's scan warnings are
+    given when the offsets are known while tracing (grad without jit), as on the callback path."""
+    rng = np.random.default_rng(2)
+    off = rng.uniform(-5, 5, (8, 1, 1, 2)).astype(np.float32)
+    off[0] = 400.0  # an outlier that inflates the canvas
+    x = cplx(rng, (8, 16, 16, 1))
+    with pytest.warns(ps.ScanWarning):
+        jax.grad(lambda a: jnp.sum(jnp.abs(ps.reassemble_position(a, off, M=8)) ** 2))(jnp.asarray(x))
+
+
+def test_vendored_header_matches_the_installed_jaxlib():
+    """The vendored XLA FFI C API header is the one JAX ships (its version), so the handler is
+    built against the ABI that registration checks."""
+    vendored = (REPO / "crates/ptychostitch-py/vendor/xla/ffi/api/c_api.h").read_text()
+    installed = Path(jax.ffi.include_dir()) / "xla/ffi/api/c_api.h"
+    if not installed.exists():
+        pytest.skip("this jaxlib ships no FFI headers")
+
+    def version(text):
+        return tuple(int(re.search(rf"#define XLA_FFI_API_{k} (\d+)", text).group(1)) for k in ("MAJOR", "MINOR"))
+
+    assert version(vendored) == version(installed.read_text())
