@@ -11,11 +11,13 @@ then extraction, torch layout, C = 4, N = 64, P = 78, complex64) or of the stitc
 - torch compiled: ``torch.compile(fullgraph=True)`` over the model (the pair and its loss),
   with the ``aot_eager`` backend and, where a C++ compiler is on PATH, the default inductor
   (which compiles the torch code around our operators, one node each);
+- torch, the loss alone (``|y|²`` of the pair's complex output, eager and compiled): the part
+  of the compiled step that is torch's own, not ptychostitch's;
 - torch compiled around a graph break: the same with the call wrapped in
   ``torch.compiler.disable`` -- what ``torch.compile`` did with ptychostitch before its
   operators existed;
-- JAX: ``jit(grad)`` through ``pure_callback`` (the XLA FFI target is not built yet), against
-  the same call eager;
+- JAX: ``jit(grad)`` with the operations as XLA custom calls, against the same program through
+  ``pure_callback`` (the fallback, and what ran before) and against ``grad`` eager;
 - TensorFlow: ``GradientTape`` eager against ``tf.function`` (``tf.numpy_function`` in the
   graph).
 
@@ -83,24 +85,43 @@ TORCH = COMMON + textwrap.dedent(
                  "compiled, inductor (no graph break)"]
         for mode, t in zip(modes, timed_together(steps, *args)):
             rows.append(dict(framework="torch", B=b, mode=mode, ms=t))
+        # What the compiled step pays that is not ptychostitch's: torch's own loss (|y|², complex)
+        # on the pair's output, eager against compiled (AOTAutograd's decomposition of complex abs).
+        y = torch.tensor(np.asarray(pair(x, pos)), requires_grad=True)
+        square = lambda y: (y.abs() ** 2).sum()
+        compiled_square = torch.compile(square, backend="aot_eager", fullgraph=True, dynamic=False)
+        alone = [lambda y: torch.autograd.grad(square(y), (y,)), lambda y: torch.autograd.grad(compiled_square(y), (y,))]
+        for mode, t in zip(("the loss alone, eager", "the loss alone, compiled aot_eager"), timed_together(alone, y)):
+            rows.append(dict(framework="torch", B=b, mode=mode, ms=t))
     print(json.dumps(rows))
     """
 )
 
 JAX = COMMON + textwrap.dedent(
     """
+    import os
     import jax, jax.numpy as jnp
     def loss(x, pos):
         out = ps.extract_regions(ps.reassemble_regions(x, pos, P, layout="torch"), pos, N)
         return jnp.sum(jnp.abs(out) ** 2)
     grad = jax.grad(loss, argnums=(0, 1))
     jitted = jax.jit(grad)
+    # The same program through jax.pure_callback (what every call was before the custom calls):
+    # traced with the fallback switched on, then run as compiled.
+    callback = jax.jit(jax.grad(lambda x, pos: loss(x, pos), argnums=(0, 1)))
     for b in (1, 16, 64):
         x, pos = data(b)
         args = (jnp.asarray(x), jnp.asarray(pos.astype(np.float32)))
+        os.environ["PTYCHOSTITCH_JAX_FFI"] = "0"
+        text = callback.lower(*args).as_text()
+        assert "callback" in text, "the fallback was not traced"
+        jax.block_until_ready(callback(*args))
+        del os.environ["PTYCHOSTITCH_JAX_FFI"]
+        assert "ptychostitch_reassemble_regions" in jitted.lower(*args).as_text()
         block = lambda f: (lambda *a: jax.block_until_ready(f(*a)))
-        ms = timed_together((block(grad), block(jitted)), *args)
-        for mode, t in zip(("grad, eager", "jit(grad), pure_callback"), ms):
+        ms = timed_together((block(grad), block(jitted), block(callback)), *args)
+        modes = ("grad, eager (custom calls)", "jit(grad), XLA custom calls", "jit(grad), pure_callback (before)")
+        for mode, t in zip(modes, ms):
             rows.append(dict(framework="jax", B=b, mode=mode, ms=t))
     print(json.dumps(rows))
     """

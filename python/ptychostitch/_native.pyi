@@ -1,6 +1,6 @@
 """Type stubs for the extension module behind ``ptychostitch``."""
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -119,6 +119,10 @@ class Extraction:
 
 #: The options the CUDA driver compiles its kernel with (``gpu::NVRTC_OPTIONS``).
 NVRTC_OPTIONS: List[str]
+
+def xla_handlers() -> Dict[str, Any]:
+    """``{"cpu": capsule}``: the XLA FFI handler of every operator, for
+    ``jax.ffi.register_ffi_target`` (the ``op`` attribute names the operator)."""
 
 def parallel_runs() -> int:
     """Runs (of every operation) that started more than one worker thread in this process."""

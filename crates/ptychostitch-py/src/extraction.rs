@@ -11,10 +11,9 @@ fn extract_typed<'py, T: Sample + numpy::Element>(
     images: PyReadonlyArrayDyn<'py, T>,
     reference: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (plan, v) = (&ext.inner, images.as_array());
-    let how = implementation(reference);
+    let (plan, v) = (ext.selected(reference), images.as_array());
     let out = py
-        .detach(|| plan.run(how, v))
+        .detach(|| plan.run(v))
         .map_err(|e| to_py(e, &ext.signals))?;
     Ok(out.into_pyarray(py).into_any())
 }
@@ -29,13 +28,12 @@ fn extract_vjp_typed<'py, T: Sample + numpy::Element>(
     reference: bool,
 ) -> PyResult<PyGradients<'py>> {
     let (plan, i, c) = (
-        &ext.inner,
+        ext.selected(reference),
         images.as_array(),
         stack3(cotangent.as_array(), "cotangent")?,
     );
-    let how = implementation(reference);
     let g = py
-        .detach(|| plan.vjp(how, i, c, wrt))
+        .detach(|| plan.vjp(i, c, wrt))
         .map_err(|e| to_py(e, &ext.signals))?;
     Ok(gradients_to_py(py, g))
 }
@@ -46,6 +44,17 @@ fn extract_vjp_typed<'py, T: Sample + numpy::Element>(
 pub(crate) struct Extraction {
     inner: CoreExtraction,
     signals: Signals,
+}
+
+impl Extraction {
+    /// The plan, or a copy of it running the reference (the oracle) when `reference`.
+    fn selected(&self, reference: bool) -> std::borrow::Cow<'_, CoreExtraction> {
+        if reference {
+            std::borrow::Cow::Owned(self.inner.clone().with_implementation(implementation(true)))
+        } else {
+            std::borrow::Cow::Borrowed(&self.inner)
+        }
+    }
 }
 
 #[pymethods]

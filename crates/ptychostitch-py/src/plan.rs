@@ -12,14 +12,23 @@ fn run<'py>(
     op: Operation,
     reference: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let how = implementation(reference);
+    let plan = selected(plan, reference);
     with_sample!(patches, |a| {
         let view = a.as_array();
         let out = py
-            .detach(|| plan.run(op, how, view))
+            .detach(|| plan.run(op, view))
             .map_err(|e| to_py(e, signals))?;
         Ok(out.into_pyarray(py).into_any())
     })
+}
+
+/// `plan`, or a copy of it running the reference (the oracle) when `reference`.
+fn selected(plan: &CorePlan, reference: bool) -> std::borrow::Cow<'_, CorePlan> {
+    if reference {
+        std::borrow::Cow::Owned(plan.clone().with_implementation(implementation(true)))
+    } else {
+        std::borrow::Cow::Borrowed(plan)
+    }
 }
 
 /// The patch side `N`, after checking the stack is `(n, N, N)` or `(n, N, N, 1)`.
@@ -402,9 +411,9 @@ fn plan_vjp<'py, T: Sample + numpy::Element>(
 ) -> PyResult<PyGradients<'py>> {
     let (p, c) = (patches.as_array(), canvas(cotangent.as_array())?);
     let o = output.as_ref().map(|o| canvas(o.as_array())).transpose()?;
-    let how = implementation(reference);
+    let plan = selected(plan, reference);
     let g = py
-        .detach(|| plan.vjp(op, how, p, o, c, wrt))
+        .detach(|| plan.vjp(op, p, o, c, wrt))
         .map_err(|e| to_py(e, signals))?;
     Ok(gradients_to_py(py, g))
 }

@@ -6,10 +6,10 @@
 use crate::{Patches, Signals, to_py};
 use ndarray::{ArrayViewD, Ix3, Ix4};
 use numpy::{IntoPyArray, PyArray2, PyArray3, PyArray4, PyReadonlyArrayDyn};
+use ptychostitch::Sample;
 use ptychostitch::region::{
     Convention, Denominator, Numerator, Region as CoreRegion, RegionOptions, RegionWrt, Threshold,
 };
-use ptychostitch::{Implementation, Sample};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -356,7 +356,7 @@ impl Region {
             std::borrow::Cow::Owned(
                 self.inner
                     .clone()
-                    .with_implementation(Implementation::Reference),
+                    .with_implementation(crate::implementation(true)),
             )
         } else {
             std::borrow::Cow::Borrowed(&self.inner)

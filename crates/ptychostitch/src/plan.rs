@@ -42,11 +42,12 @@ pub enum Operation {
 /// let image = plan.reassemble_position(patches.view()).unwrap();
 /// assert_eq!(image.dim(), (20, 20));
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     geometry: Geometry,
     schedule: Schedule,
     interrupt: Interrupt,
+    implementation: Implementation,
     weights: OnceLock<Array2<f32>>,
 }
 
@@ -67,6 +68,7 @@ impl Plan {
             geometry: Geometry::new(positions, patch_size, crop)?,
             schedule: Schedule::default(),
             interrupt: Interrupt::default(),
+            implementation: Implementation::Fast,
             weights: OnceLock::new(),
         })
     }
@@ -77,6 +79,19 @@ impl Plan {
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.schedule.threads = threads;
         self
+    }
+
+    /// Runs `implementation` in [`Plan::run`] and [`Plan::vjp`]: the fast path (the default)
+    /// or the reference, the oracle (same bits). The named methods (`shift_and_sum`,
+    /// `shift_and_sum_reference`, …) ignore it.
+    pub fn with_implementation(mut self, implementation: Implementation) -> Self {
+        self.implementation = implementation;
+        self
+    }
+
+    /// The implementation [`Plan::run`] and [`Plan::vjp`] run.
+    pub fn implementation(&self) -> Implementation {
+        self.implementation
     }
 
     /// Chooses the kernel's instruction set. The result does not depend on it.
@@ -271,15 +286,14 @@ impl Plan {
         reference::reassemble_position(&self.geometry, patches, &self.interrupt)
     }
 
-    /// `op` by `implementation`: the one entry the front ends dispatch through (the named
-    /// methods are this with fixed arguments).
+    /// `op` by this plan's implementation ([`Plan::with_implementation`]): the one entry the
+    /// front ends dispatch through (the named methods are this with fixed arguments).
     pub fn run<T: Sample, D: Dimension>(
         &self,
         op: Operation,
-        implementation: Implementation,
         patches: ArrayView<'_, T, D>,
     ) -> Result<Array2<T>> {
-        match (op, implementation) {
+        match (op, self.implementation) {
             (Operation::ShiftAndSum, Implementation::Fast) => self.shift_and_sum(patches),
             (Operation::ReassemblePosition, Implementation::Fast) => {
                 self.reassemble_position(patches)

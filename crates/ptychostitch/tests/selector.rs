@@ -45,10 +45,12 @@ fn plan_run_and_vjp_are_the_named_methods() {
                 }
             }
             .unwrap();
-            let selected = plan.run(op, how, patches.view()).unwrap();
-            assert_eq!(bits(&selected), bits(&named), "{op:?} {how:?}");
-            let g = plan
-                .vjp(op, how, patches.view(), None, cot.view(), Wrt::ALL)
+            let selected = plan.clone().with_implementation(how);
+            assert_eq!(selected.implementation(), how);
+            let out = selected.run(op, patches.view()).unwrap();
+            assert_eq!(bits(&out), bits(&named), "{op:?} {how:?}");
+            let g = selected
+                .vjp(op, patches.view(), None, cot.view(), Wrt::ALL)
                 .unwrap();
             let named = match (op, how) {
                 (Operation::ShiftAndSum, Implementation::Fast) => {
@@ -87,8 +89,9 @@ fn extraction_run_and_vjp_are_the_named_methods() {
             Implementation::Reference => ext.extract_reference(imgs.view()),
         }
         .unwrap();
-        assert_eq!(ext.run(how, imgs.view()).unwrap(), named, "{how:?}");
-        let g = ext.vjp(how, imgs.view(), cot.view(), Wrt::ALL).unwrap();
+        let selected = ext.clone().with_implementation(how);
+        assert_eq!(selected.run(imgs.view()).unwrap(), named, "{how:?}");
+        let g = selected.vjp(imgs.view(), cot.view(), Wrt::ALL).unwrap();
         let named = match how {
             Implementation::Fast => ext.extract_vjp(imgs.view(), cot.view(), Wrt::ALL),
             Implementation::Reference => {

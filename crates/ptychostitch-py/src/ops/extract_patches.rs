@@ -6,7 +6,7 @@ use super::{
     ret, text,
 };
 use ndarray::{Array2, ArrayD, Axis, Ix3, IxDyn};
-use ptychostitch::{Extraction, Implementation, Wrt};
+use ptychostitch::{Extraction, Wrt};
 
 pub(crate) struct ExtractPatches;
 
@@ -40,7 +40,7 @@ fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>])
     let imgs = input::<T>(args, 0, "images")?;
     let offsets = super::offsets(arg(args, 1, "offsets")?, "offsets")?;
     let plan = plan(spec, imgs.shape(), &offsets)?;
-    let patches = plan.run(Implementation::Fast, imgs.view()).map_err(text)?;
+    let patches = plan.run(imgs.view()).map_err(text)?;
     copy(output::<T>(rets, 0, "patches")?, patches.iter().copied())
 }
 
@@ -61,9 +61,7 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
         })?
         .into_dimensionality::<Ix3>()
         .map_err(|e| e.to_string())?;
-    let g = plan
-        .vjp(Implementation::Fast, imgs.view(), cot, Wrt::ALL)
-        .map_err(text)?;
+    let g = plan.vjp(imgs.view(), cot, Wrt::ALL).map_err(text)?;
     let dimgs = g.patches.ok_or("the images' cotangent was not computed")?;
     copy(
         output::<T>(rets, 0, "images' cotangent")?,

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::region::parse_convention;
 use ndarray::{Array2, ArrayD, ArrayView3, ArrayViewD, Axis, Ix3, IxDyn};
-use ptychostitch::{Extraction, Implementation, Wrt};
+use ptychostitch::{Extraction, Wrt};
 
 pub(crate) struct ExtractRegions;
 
@@ -64,9 +64,7 @@ fn plan(
 fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let imgs = images(input::<T>(args, 0, "regions")?)?;
     let positions = super::offsets(arg(args, 1, "positions")?, "positions")?;
-    let patches = plan(spec, &imgs, &positions)?
-        .run(Implementation::Fast, imgs)
-        .map_err(text)?;
+    let patches = plan(spec, &imgs, &positions)?.run(imgs).map_err(text)?;
     copy(output::<T>(rets, 0, "patches")?, patches.iter().copied())
 }
 
@@ -87,9 +85,7 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
         })?
         .into_dimensionality::<Ix3>()
         .map_err(|e| e.to_string())?;
-    let g = extraction
-        .vjp(Implementation::Fast, imgs, cot, Wrt::ALL)
-        .map_err(text)?;
+    let g = extraction.vjp(imgs, cot, Wrt::ALL).map_err(text)?;
     let dimg = g.patches.ok_or("the regions' cotangent was not computed")?;
     copy(
         output::<T>(rets, 0, "regions' cotangent")?,

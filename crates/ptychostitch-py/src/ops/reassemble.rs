@@ -28,7 +28,8 @@ fn plan<T>(spec: &Spec, x: &ArrayViewD<'_, T>, offsets: &Operand<'_>) -> Result<
     let offsets = super::offsets(offsets, "offsets")?;
     Ok(Plan::new(offsets.view(), n, spec.int("crop")?)
         .map_err(text)?
-        .with_threads(spec.count("threads")?))
+        .with_threads(spec.count("threads")?)
+        .with_implementation(implementation(spec)?))
 }
 
 /// A canvas `(S, S[, 1])` as `(S, S)`.
@@ -61,9 +62,7 @@ fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>])
             out.shape()
         ));
     }
-    let canvas = plan
-        .run(operation(spec)?, implementation(spec)?, x.view())
-        .map_err(text)?;
+    let canvas = plan.run(operation(spec)?, x.view()).map_err(text)?;
     copy(out, canvas.iter().copied())
 }
 
@@ -75,7 +74,6 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     let g = plan
         .vjp(
             operation(spec)?,
-            implementation(spec)?,
             x.view(),
             Some(canvas(out, "forward's result")?),
             canvas(cot, "cotangent")?,

@@ -9,7 +9,6 @@ use super::{
 };
 use crate::region::options_from;
 use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Ix3, Ix4};
-use ptychostitch::Implementation;
 use ptychostitch::region::{Region, RegionOptions, RegionWrt};
 
 pub(crate) struct ReassembleRegions;
@@ -125,11 +124,7 @@ pub(crate) fn planned<'a, T: Typed>(
         .clone()
         .into_dimensionality::<Ix4>()
         .map_err(|_| "the weights must be (1|B, 1|C, N, N)".to_string())?;
-    let implementation = if spec.flag("reference")? {
-        Implementation::Reference
-    } else {
-        Implementation::Fast
-    };
+    let implementation = super::implementation(spec)?;
     let region = Region::new(
         pairs(&positions, b, c, tf)?.view(),
         b,

@@ -187,7 +187,7 @@ impl Plan {
         cotangent: ArrayView2<'_, T>,
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
-        self.vjp(
+        self.vjp_by(
             Operation::ShiftAndSum,
             Implementation::Fast,
             patches,
@@ -204,7 +204,7 @@ impl Plan {
         cotangent: ArrayView2<'_, T>,
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
-        self.vjp(
+        self.vjp_by(
             Operation::ShiftAndSum,
             Implementation::Reference,
             patches,
@@ -227,7 +227,7 @@ impl Plan {
         cotangent: ArrayView2<'_, T>,
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
-        self.vjp(
+        self.vjp_by(
             Operation::ReassemblePosition,
             Implementation::Fast,
             patches,
@@ -245,7 +245,7 @@ impl Plan {
         cotangent: ArrayView2<'_, T>,
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
-        self.vjp(
+        self.vjp_by(
             Operation::ReassemblePosition,
             Implementation::Reference,
             patches,
@@ -255,10 +255,22 @@ impl Plan {
         )
     }
 
-    /// The vector–Jacobian product of `op` by `implementation`: the one entry the front ends
-    /// dispatch through (the named methods above are this with fixed arguments). `output` is
-    /// used by [`Operation::ReassemblePosition`] only (see [`Plan::reassemble_position_vjp`]).
+    /// The vector–Jacobian product of `op` by this plan's implementation
+    /// ([`Plan::with_implementation`]): the one entry the front ends dispatch through (the
+    /// named methods above are the same with fixed arguments). `output` is used by
+    /// [`Operation::ReassemblePosition`] only (see [`Plan::reassemble_position_vjp`]).
     pub fn vjp<T: Sample, D: Dimension>(
+        &self,
+        op: Operation,
+        patches: ArrayView<'_, T, D>,
+        output: Option<ArrayView2<'_, T>>,
+        cotangent: ArrayView2<'_, T>,
+        wrt: Wrt,
+    ) -> Result<Gradients<T>> {
+        self.vjp_by(op, self.implementation(), patches, output, cotangent, wrt)
+    }
+
+    fn vjp_by<T: Sample, D: Dimension>(
         &self,
         op: Operation,
         path: Implementation,

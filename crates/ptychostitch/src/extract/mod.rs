@@ -51,6 +51,7 @@ pub struct Extraction {
     shifts: Vec<[f32; 2]>,
     convention: Convention,
     schedule: Schedule,
+    implementation: Implementation,
 }
 
 impl Extraction {
@@ -128,6 +129,7 @@ impl Extraction {
             shifts,
             convention,
             schedule: Schedule::default(),
+            implementation: Implementation::Fast,
         })
     }
 
@@ -135,6 +137,13 @@ impl Extraction {
     /// depend on it.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.schedule.threads = threads;
+        self
+    }
+
+    /// Runs `implementation` in [`Extraction::run`] and [`Extraction::vjp`]: the fast path (the
+    /// default) or the reference, the oracle (same bits).
+    pub fn with_implementation(mut self, implementation: Implementation) -> Self {
+        self.implementation = implementation;
         self
     }
 
@@ -201,27 +210,23 @@ impl Extraction {
         Ok(Array3::from_shape_vec(self.output_shape(), out).expect("B·C·N·N values"))
     }
 
-    /// The extraction by `implementation`: the one entry the front ends dispatch through.
-    pub fn run<T: Sample, D: Dimension>(
-        &self,
-        implementation: Implementation,
-        images: ArrayView<'_, T, D>,
-    ) -> Result<Array3<T>> {
-        match implementation {
+    /// The extraction by this plan's implementation ([`Extraction::with_implementation`]): the
+    /// one entry the front ends dispatch through.
+    pub fn run<T: Sample, D: Dimension>(&self, images: ArrayView<'_, T, D>) -> Result<Array3<T>> {
+        match self.implementation {
             Implementation::Fast => self.extract(images),
             Implementation::Reference => self.extract_reference(images),
         }
     }
 
-    /// The VJP by `implementation`: the one entry the front ends dispatch through.
+    /// The VJP by this plan's implementation: the one entry the front ends dispatch through.
     pub fn vjp<T: Sample, D: Dimension>(
         &self,
-        implementation: Implementation,
         images: ArrayView<'_, T, D>,
         cotangent: ArrayView3<'_, T>,
         wrt: Wrt,
     ) -> Result<Gradients<T>> {
-        match implementation {
+        match self.implementation {
             Implementation::Fast => self.extract_vjp(images, cotangent, wrt),
             Implementation::Reference => self.extract_vjp_reference(images, cotangent, wrt),
         }
