@@ -4,7 +4,8 @@
 #   1. the Rust GPU tests (golden cases and randomised scans bit for bit against the CPU
 #      reference; pinned staging; device memory, strided, on a borrowed stream; plans dropped
 #      under a running kernel on a non-blocking stream; the backward kernels; the extraction,
-#      its backward and the region reassembly for host arrays);
+#      its backward and the region reassembly for host arrays; a reassembly backward of
+#      n = 70,000 patches and an extraction of B·C = 70,000, beyond gridDim.z's 65,535);
 #   2. the Python GPU tests (python/tests/test_gpu.py: torch, CuPy and JAX arrays in CUDA memory,
 #      in place through DLPack, on the caller's stream, golden bits), from the portable wheel
 #      (scripts/build_wheel.sh: abi3, manylinux_2_17) that users install;

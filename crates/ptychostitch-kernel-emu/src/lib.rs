@@ -75,7 +75,7 @@ impl Launcher for Emulator {
     }
 
     unsafe fn launch(&mut self, launch: &Launch) -> Result<()> {
-        let (grid, block) = launch.shape();
+        let (grid, block) = launch.checked_shape()?;
         let args: *const std::ffi::c_void = match launch {
             Launch::Stitch(a) => std::ptr::from_ref(a).cast(),
             Launch::Vjp(_, a) => std::ptr::from_ref(a).cast(),

@@ -417,3 +417,67 @@ fn extraction_and_regions_on_the_gpu() {
         );
     }
 }
+
+/// Beyond gridDim.z's 65,535 (issue 34, item 1): a reassembly backward of 70,000 patches and
+/// an extraction of B·C = 70,000 patches with its backward launch (the planes folded into
+/// gridDim.x) and give the CPU's bits. The emulator runs the same grids in CI
+/// (`crates/ptychostitch-kernel-emu/tests/limits.rs`); only hardware shows the driver takes them.
+#[test]
+fn seventy_thousand_planes_launch_on_the_gpu() {
+    if gpu("seventy_thousand_planes_launch_on_the_gpu").is_none() {
+        return;
+    }
+    let mut r = rng(34);
+    let n = 70_000;
+    let offsets = Array2::from_shape_fn((n, 2), |_| r.random_range(-20.0..20.0));
+    let plan = Plan::new(offsets.view(), 16, 8).unwrap();
+    let patches = random_patches(&mut r, n, 16);
+    let side = plan.canvas_shape().0;
+    let cot = Array2::from_shape_fn((side, side), |(i, j)| {
+        Complex32::new(i as f32 * 0.01 - 0.5, 0.02 * j as f32)
+    });
+    let cpu = plan
+        .shift_and_sum_vjp(patches.view(), cot.view(), Wrt::ALL)
+        .unwrap();
+    let got = plan
+        .gpu()
+        .unwrap()
+        .vjp(
+            Operation::ShiftAndSum,
+            patches.view(),
+            None,
+            cot.view(),
+            Wrt::ALL,
+        )
+        .unwrap();
+    assert_eq!(got.patches, cpu.patches, "n = 70,000 backward: patches");
+    let (a, b) = (got.offsets.unwrap(), cpu.offsets.unwrap());
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "n = 70,000 backward: offsets"
+    );
+
+    let (images, per, image_side, size) = (n / 4, 4, 24, 16);
+    let offsets = Array2::from_shape_fn((images * per, 2), |_| r.random_range(-3.0..3.0));
+    let ext = ptychostitch::Extraction::new(offsets.view(), per, image_side, size).unwrap();
+    let imgs = random_patches(&mut r, images, image_side);
+    let device = cuda::Gpu::get().unwrap();
+    assert_eq!(
+        device.extract(&ext, imgs.view()).unwrap(),
+        ext.extract(imgs.view()).unwrap()
+    );
+    let cot = random_patches(&mut r, images * per, size);
+    let cpu = ext.extract_vjp(imgs.view(), cot.view(), Wrt::ALL).unwrap();
+    let got = device
+        .extract_vjp(&ext, imgs.view(), cot.view(), Wrt::ALL)
+        .unwrap();
+    assert_eq!(
+        got.patches, cpu.patches,
+        "B·C = 70,000 extraction backward: images"
+    );
+    let (a, b) = (got.offsets.unwrap(), cpu.offsets.unwrap());
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "B·C = 70,000: offsets"
+    );
+}

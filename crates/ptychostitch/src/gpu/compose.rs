@@ -87,6 +87,9 @@ pub const ENTRY_POINTS: [&str; 13] = [
     "ptychostitch_region_shift_vjp",
 ];
 
+/// A launch's `(grid, block)` dimensions, `(x, y, z)` each.
+pub type LaunchShape = ((u32, u32, u32), (u32, u32, u32));
+
 impl Launch {
     /// The index of its entry point in [`ENTRY_POINTS`].
     pub fn entry(&self) -> usize {
@@ -107,8 +110,16 @@ impl Launch {
         }
     }
 
+    /// `(grid, block)`, checked against CUDA's launch limits ([`super::launch::check_grid`]):
+    /// what every launcher launches.
+    pub fn checked_shape(&self) -> Result<LaunchShape> {
+        let (grid, block) = self.shape();
+        super::launch::check_grid(ENTRY_POINTS[self.entry()], grid, block)?;
+        Ok((grid, block))
+    }
+
     /// `(grid, block)`.
-    pub fn shape(&self) -> ((u32, u32, u32), (u32, u32, u32)) {
+    pub fn shape(&self) -> LaunchShape {
         let tile = (TILE as u32, TILE as u32, 1);
         let slots = (8, 1, 1);
         match self {

@@ -13,6 +13,17 @@
 
 #define PTYCHOSTITCH_TILE 8
 
+// The plane (patch, image or sample) of this thread and its column, in a grid whose x axis
+// folds ceil(width / TILE) column tiles per plane: plane = blockIdx.x / tiles. CUDA caps
+// gridDim.y and gridDim.z at 65,535 but gridDim.x at 2^31 - 1, so a plane count of a million
+// patches launches (Launch::shape in compose.rs makes the same grid and checks the limits).
+static __device__ inline int ps_plane(int width, int* col) {
+    unsigned tiles = (unsigned)((width + PTYCHOSTITCH_TILE - 1) / PTYCHOSTITCH_TILE);
+    tiles = tiles == 0 ? 1u : tiles;
+    *col = (int)(blockIdx.x % tiles) * PTYCHOSTITCH_TILE + (int)threadIdx.x;
+    return (int)(blockIdx.x / tiles);
+}
+
 // Every store to a kernel's output goes through PS_STORE: on the GPU a plain store; in the
 // emulator (emulation.h defines it first) a store that records which thread wrote each element,
 // so that a launch in which two threads write one element (a race on a GPU, invisible to an
@@ -196,14 +207,14 @@ __device__ static inline int first_at_least(int target, float shift, int side) {
     return c;
 }
 
-// One thread per patch pixel (grid: ceil(N/8) x ceil(N/8) x count, 8 x 8 threads). A kept pixel
+// One thread per patch pixel (grid: ceil(N/8)·count x ceil(N/8), ps_plane, 8 x 8 threads). A kept pixel
 // gathers (f_x * f_y) * G from every canvas pixel that reads it, rows then columns in increasing
 // order: the canvas coordinates whose sample's integer part is s - 1 (factor w), then s
 // (factor 1 - w). Pixels outside the kept crop get 0.
 extern "C" __global__ void ptychostitch_patch_vjp(const VjpArgs a) {
-    int c = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int c;
+    int k = ps_plane(a.patch_size, &c);
     int r = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
-    int k = blockIdx.z;
     if (c >= a.patch_size || r >= a.patch_size || k >= a.count) {
         return;
     }
@@ -382,11 +393,11 @@ __device__ static inline float image_pixel(const ExtractArgs& a, int b, int y, i
                     lane];
 }
 
-// One thread per output pixel (grid: ceil(N/8) x ceil(N/8) x count, 8 x 8 threads).
+// One thread per output pixel (grid: ceil(N/8)·count x ceil(N/8), ps_plane, 8 x 8 threads).
 extern "C" __global__ void ptychostitch_extract(const ExtractArgs a) {
-    int c = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int c;
+    int j = ps_plane(a.patch_size, &c);
     int r = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
-    int j = blockIdx.z;
     if (c >= a.patch_size || r >= a.patch_size || j >= a.count) {
         return;
     }
@@ -432,15 +443,15 @@ __device__ static inline void for_each_reader(int convention, int side, float tx
     }
 }
 
-// The images' cotangent, one thread per image pixel (grid: ceil(S/8) x ceil(S/8) x B, 8 x 8
+// The images' cotangent, one thread per image pixel (grid: ceil(S/8)·B x ceil(S/8), ps_plane, 8 x 8
 // threads): a gather of what the reference scatters, in the reference's order. For each patch
 // of the image in order, every translated-image pixel (y, x) in row-major order whose bilinear
 // corners include this pixel adds weight * G (G zero outside the kept N x N window, as the
 // reference pads it), so every sum is the reference's, signed zeros included.
 extern "C" __global__ void ptychostitch_extract_image_vjp(const ExtractArgs a) {
-    int px = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int px;
+    int b = ps_plane(a.side, &px);
     int py = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
-    int b = blockIdx.z;
     if (px >= a.side || py >= a.side || b >= a.count / a.per_image) {
         return;
     }
@@ -570,12 +581,12 @@ __device__ static inline float region_v(const RegionArgs& a, int k, int y0, int 
                             padded_weight(a, k, y0 + 1, x0), padded_weight(a, k, y0 + 1, x0 + 1));
 }
 
-// The numerators and denominators, one thread per region pixel (grid: ceil(P/8)² x B): the
+// The numerators and denominators, one thread per region pixel (grid: ceil(P/8)·B x ceil(P/8), ps_plane): the
 // channels in order, each patch and its weight translated (Σ u or Σ u·v, and Σ v).
 extern "C" __global__ void ptychostitch_region_sums(const RegionArgs a) {
-    int x = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int x;
+    int b = ps_plane(a.side, &x);
     int y = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
-    int b = blockIdx.z;
     if (x >= a.side || y >= a.side || b >= a.samples) {
         return;
     }
@@ -640,9 +651,9 @@ __device__ static inline float region_g_slope(const RegionArgs& a, float den) {
 // The division, one thread per region pixel (the sums' grid): out = num·[den > limit] / g(den)
 // with the support mask, num / g(den) without (kernel::region_normalise).
 extern "C" __global__ void ptychostitch_region_normalise(const RegionArgs a) {
-    int x = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int x;
+    int b = ps_plane(a.side, &x);
     int y = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
-    int b = blockIdx.z;
     if (x >= a.side || y >= a.side || b >= a.samples) {
         return;
     }
@@ -702,9 +713,9 @@ extern "C" __global__ void ptychostitch_region_cot(const RegionVjpArgs a) {
         *a.extra = __fmul_rn(a.max_fraction, __double2float_rn(total));
         return;
     }
-    int x = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int x;
+    int b = ps_plane(a.r.side, &x);
     int y = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
-    int b = blockIdx.z;
     if (x >= a.r.side || y >= a.r.side || b >= a.r.samples) {
         return;
     }
@@ -723,15 +734,15 @@ extern "C" __global__ void ptychostitch_region_cot(const RegionVjpArgs a) {
     PS_STORE(a.dden[pixel], dden);
 }
 
-// The patches' cotangent, one thread per patch pixel (grid: ceil(N/8)² x B·C, 8 x 8 threads): a
+// The patches' cotangent, one thread per patch pixel (grid: ceil(N/8)·B·C x ceil(N/8), ps_plane, 8 x 8 threads): a
 // gather of what the reference scatters into the padded patch, in its order — every region pixel
 // (y, x) in row-major order whose bilinear corners include this pixel adds weight · du, du = dnum
 // (Σ u) or dnum · v (Σ u·v).
 extern "C" __global__ void ptychostitch_region_patch_vjp(const RegionVjpArgs a) {
     const RegionArgs& r = a.r;
-    int col = blockIdx.x * PTYCHOSTITCH_TILE + threadIdx.x;
+    int col;
+    int j = ps_plane(r.patch_size, &col);
     int row = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
-    int j = blockIdx.z;
     if (col >= r.patch_size || row >= r.patch_size || j >= r.samples * r.channels) {
         return;
     }

@@ -96,10 +96,49 @@ pub struct VjpArgs {
 }
 
 /// The grid of a kernel with one thread per pixel of a `side`×`side` plane, in `TILE`×`TILE`
-/// blocks, `planes` of them along z.
+/// blocks, `planes` of them folded into x (`ceil(side/TILE)` column tiles per plane: the
+/// kernels' `ps_plane`). CUDA allows 2³¹ − 1 blocks along x but only 65,535 along y and z, so
+/// the planes cannot go along z; a count beyond x's limit saturates here and
+/// [`check_grid`] refuses it before any launch.
 fn tile_grid(side: i32, planes: u32) -> (u32, u32, u32) {
-    let t = (side as u32).div_ceil(TILE as u32);
-    (t, t, planes)
+    let t = (side.max(0) as u32).div_ceil(TILE as u32);
+    let x = u64::from(t.max(1)) * u64::from(planes);
+    (
+        if t == 0 {
+            0
+        } else {
+            u32::try_from(x).unwrap_or(u32::MAX)
+        },
+        t,
+        1,
+    )
+}
+
+/// CUDA's launch limits (compute capability 3.0 and later): grid x ≤ 2³¹ − 1, y and z ≤
+/// 65,535; a block ≤ 1,024 threads, x and y ≤ 1,024, z ≤ 64. The emulator enforces them too,
+/// so a grid that would fail on a GPU fails in CI.
+pub fn check_grid(
+    kernel: &str,
+    grid: (u32, u32, u32),
+    block: (u32, u32, u32),
+) -> crate::Result<()> {
+    let threads = u64::from(block.0) * u64::from(block.1) * u64::from(block.2);
+    let fits = grid.0 <= i32::MAX as u32
+        && grid.1 <= 65_535
+        && grid.2 <= 65_535
+        && block.0 <= 1024
+        && block.1 <= 1024
+        && block.2 <= 64
+        && threads <= 1024;
+    if fits {
+        return Ok(());
+    }
+    Err(crate::Error::Gpu {
+        reason: format!(
+            "launching {kernel} with grid {grid:?} and block {block:?}: beyond CUDA's limits \
+             (grid x ≤ 2³¹ − 1, y and z ≤ 65,535; at most 1,024 threads a block)"
+        ),
+    })
 }
 
 /// A convention as the kernels take it: 0 TensorFlow, 1 torch.
@@ -166,12 +205,12 @@ impl ExtractArgs {
         }
     }
 
-    /// Its grid: `ceil(N/8)²` tiles per output patch, one patch per z.
+    /// Its grid: `ceil(N/8)²` tiles per output patch, the patches folded into x.
     pub fn grid(&self) -> (u32, u32, u32) {
         tile_grid(self.patch_size, self.count as u32)
     }
 
-    /// The images' cotangent kernel's grid: `ceil(S/8)²` tiles per image, one image per z.
+    /// The images' cotangent kernel's grid: `ceil(S/8)²` tiles per image, folded into x.
     pub fn image_grid(&self) -> (u32, u32, u32) {
         tile_grid(self.side, (self.count / self.per_image.max(1)) as u32)
     }
@@ -292,7 +331,7 @@ impl RegionArgs {
         Ok(())
     }
 
-    /// The grid of both region kernels: `ceil(P/8)²` tiles per region, one sample per z.
+    /// The grid of both region kernels: `ceil(P/8)²` tiles per region, folded into x.
     pub fn grid(&self) -> (u32, u32, u32) {
         tile_grid(self.side, self.samples as u32)
     }
@@ -328,7 +367,7 @@ pub struct RegionVjpArgs {
 }
 
 impl RegionVjpArgs {
-    /// The patch kernel's grid: `ceil(N/8)²` tiles per patch, one patch per z.
+    /// The patch kernel's grid: `ceil(N/8)²` tiles per patch, folded into x.
     pub fn patch_grid(&self) -> (u32, u32, u32) {
         tile_grid(
             self.region.patch_size,
@@ -361,7 +400,7 @@ impl VjpArgs {
             .collect()
     }
 
-    /// Grid of the patch kernel: `ceil(N/8)²` tiles per patch, one patch per z.
+    /// Grid of the patch kernel: `ceil(N/8)²` tiles per patch, folded into x.
     pub fn patch_grid(&self) -> (u32, u32, u32) {
         tile_grid(self.patch_size, self.count as u32)
     }

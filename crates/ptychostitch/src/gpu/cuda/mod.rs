@@ -200,7 +200,7 @@ impl Gpu {
     /// Every address in the launch's arguments must be a live buffer of this GPU of the size
     /// its kernel reads or writes, until `stream` has run it.
     pub(super) unsafe fn launch(&self, stream: &Arc<CudaStream>, launch: &Launch) -> Result<()> {
-        let (grid, block) = launch.shape();
+        let (grid, block) = launch.checked_shape()?;
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
