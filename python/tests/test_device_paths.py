@@ -315,6 +315,11 @@ def immutable_device(device, monkeypatch):
     ``_native.device_empty`` (NumPy arrays here), no stream is handed down."""
     device.stream = None
     monkeypatch.setattr(_native, "device_empty", lambda shape, dtype, ordinal: _aligned_empty(shape, dtype), raising=False)
+    from ptychostitch._frameworks import tensorflow_adapter
+
+    # The stand-in's "GPU" tensors are TensorFlow's CPU tensors, on no CUDA device
+    # (test_tensorflow_gpu_index_maps_to_the_cuda_ordinal tests the mapping).
+    monkeypatch.setattr(tensorflow_adapter, "_ordinal", lambda value: 0)
     return device
 
 
@@ -438,3 +443,48 @@ def test_jax_arrays_run_forward_on_the_device(immutable_device, monkeypatch):
     assert np.array_equal(np.asarray(patches).view(np.uint8), np.asarray(want).view(np.uint8))
     want = ps.reassemble_position(stack, offsets, M=10)
     assert np.array_equal(np.asarray(canvas).view(np.uint8), want.view(np.uint8))
+
+
+def test_jax_gpu_zero_is_ordinal_zero():
+    """Issue 34, item 4: JAX's ``local_hardware_id`` 0 is GPU 0, not "no id" (the global id
+    differs under ``jax.distributed``)."""
+    from ptychostitch._frameworks import jax_adapter
+
+    class Device:
+        def __init__(self, local, id):
+            self.local_hardware_id, self.id = local, id
+
+    class Array:
+        def __init__(self, device):
+            self.device = device
+
+        def devices(self):
+            return {self.device}
+
+    assert jax_adapter._ordinal(Array(Device(0, 5))) == 0
+    assert jax_adapter._ordinal(Array(Device(3, 7))) == 3
+    assert jax_adapter._ordinal(Array(Device(None, 2))) == 2
+
+
+def test_tensorflow_gpu_index_maps_to_the_cuda_ordinal(monkeypatch):
+    """Issue 34, item 4: after ``set_visible_devices`` TensorFlow's GPU:0 is the k-th visible
+    physical device, whose name carries the CUDA ordinal; virtual devices are refused."""
+    tf = pytest.importorskip("tensorflow")
+    from ptychostitch._frameworks import tensorflow_adapter
+
+    class Named:
+        def __init__(self, name):
+            self.name = name
+
+    class Tensor:
+        device = "/job:localhost/replica:0/task:0/device:GPU:0"
+
+    visible = [Named("/physical_device:GPU:1"), Named("/physical_device:GPU:3")]
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind=None: visible)
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [Named("GPU:0"), Named("GPU:1")])
+    assert tensorflow_adapter._ordinal(Tensor()) == 1
+    Tensor.device = "/job:localhost/replica:0/task:0/device:GPU:1"
+    assert tensorflow_adapter._ordinal(Tensor()) == 3
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [Named(f"GPU:{i}") for i in range(4)])
+    with pytest.raises(RuntimeError, match="virtual devices"):
+        tensorflow_adapter._ordinal(Tensor())

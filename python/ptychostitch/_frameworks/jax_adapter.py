@@ -37,7 +37,8 @@ def _wants(*values: Any) -> bool:
 def _ordinal(array: Any) -> int:
     """The CUDA ordinal of the GPU holding a JAX array."""
     device = list(array.devices())[0]
-    return int(getattr(device, "local_hardware_id", None) or device.id)
+    local = getattr(device, "local_hardware_id", None)  # 0 is GPU 0, not "no id"
+    return int(device.id if local is None else local)
 
 
 def concrete(value: Any) -> Optional[np.ndarray]:

@@ -52,8 +52,24 @@ def gpu_visible() -> bool:
 
 
 def _ordinal(value: Any) -> int:
-    """The CUDA ordinal of the GPU holding an eager TensorFlow tensor ("…/device:GPU:1")."""
-    return int(str(value.device).rsplit(":", 1)[-1])
+    """The CUDA ordinal of the GPU holding an eager TensorFlow tensor ("…/device:GPU:k").
+
+    TensorFlow numbers its logical GPUs among the visible ones: after
+    ``tf.config.set_visible_devices(gpus[1:], "GPU")`` its GPU:0 is the process's CUDA device 1.
+    The k-th logical GPU is the k-th visible physical device, whose name carries the CUDA
+    ordinal ("/physical_device:GPU:1"). Virtual devices (one GPU split in several logical ones)
+    break that correspondence: refused with a clear error rather than a wrong device."""
+    tf = _tf()
+    index = int(str(value.device).rsplit(":", 1)[-1])
+    visible = tf.config.get_visible_devices("GPU")
+    logical = tf.config.list_logical_devices("GPU")
+    if len(logical) != len(visible) or index >= len(visible):
+        raise RuntimeError(
+            f"TensorFlow shows {len(logical)} logical GPUs on {len(visible)} visible devices (virtual devices): "
+            f"ptychostitch cannot tell which CUDA device holds this {value.device} tensor; use one logical "
+            "device per GPU (no tf.config.set_logical_device_configuration) for the GPU path"
+        )
+    return int(str(visible[index].name).rsplit(":", 1)[-1])
 
 
 class _Exported:
