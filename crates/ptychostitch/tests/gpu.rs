@@ -481,3 +481,34 @@ fn seventy_thousand_planes_launch_on_the_gpu() {
         "B·C = 70,000: offsets"
     );
 }
+
+/// Issue 34, item 5: every entry leaves the calling thread's current CUDA context as it found
+/// it (the CUDA runtime's current device is that context's: torch's `current_device` must not
+/// move under it). A fresh thread has none, and keeps none after a plan's GPU calls.
+#[test]
+fn calls_leave_the_threads_context_as_they_found_it() {
+    if gpu("calls_leave_the_threads_context_as_they_found_it").is_none() {
+        return;
+    }
+    std::thread::spawn(|| {
+        use cudarc::driver::result::ctx;
+        let mut r = rng(5);
+        let offsets = Array2::from_shape_fn((64, 2), |_| r.random_range(-10.0..10.0));
+        let plan = Plan::new(offsets.view(), 16, 8).unwrap();
+        let patches = random_patches(&mut r, 64, 16);
+        assert_eq!(ctx::get_current().unwrap(), None, "a fresh thread");
+        let gpu = plan.gpu().unwrap();
+        assert_eq!(ctx::get_current().unwrap(), None, "after GpuPlan");
+        gpu.run(Operation::ShiftAndSum, patches.view()).unwrap();
+        assert_eq!(ctx::get_current().unwrap(), None, "after run");
+        let mut resident = gpu.upload(patches.view()).unwrap();
+        assert_eq!(ctx::get_current().unwrap(), None, "after upload");
+        gpu.run_resident(Operation::ReassemblePosition, &mut resident)
+            .unwrap();
+        assert_eq!(ctx::get_current().unwrap(), None, "after run_resident");
+        let _: Array2<Complex32> = gpu.download(&mut resident).unwrap();
+        assert_eq!(ctx::get_current().unwrap(), None, "after download");
+    })
+    .join()
+    .unwrap();
+}

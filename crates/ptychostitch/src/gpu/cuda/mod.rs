@@ -89,22 +89,25 @@ struct Staging {
 }
 
 /// Puts back the calling thread's current CUDA context when dropped: our calls bind the GPU's
-/// context, and a framework on another device of the same thread must find its own again.
-struct KeepCurrent(Option<sys::CUcontext>);
+/// context, and a framework on another device of the same thread must find its own again
+/// (the CUDA runtime's current device is the current context's: leaving ours bound would move
+/// torch's `current_device` silently). A thread with no context current is left with none.
+struct KeepCurrent(Option<Option<sys::CUcontext>>);
 
 impl KeepCurrent {
     fn new() -> Self {
-        // Before the driver is initialised there is no current context to keep.
-        Self(cu::ctx::get_current().ok().flatten())
+        // Before the driver is initialised there is no current context to keep (`None`).
+        Self(cu::ctx::get_current().ok())
     }
 }
 
 impl Drop for KeepCurrent {
     fn drop(&mut self) {
         if let Some(context) = self.0 {
-            // SAFETY: `context` was current on this thread when `new` ran; a primary context
-            // (all that frameworks use) lives until the process ends.
-            let _ = unsafe { cu::ctx::set_current(context) };
+            // SAFETY: `context` was current on this thread when `new` ran (or none was: the
+            // null context unbinds); a primary context (all that frameworks use) lives until
+            // the process ends.
+            let _ = unsafe { cu::ctx::set_current(context.unwrap_or(std::ptr::null_mut())) };
         }
     }
 }

@@ -100,6 +100,7 @@ impl GpuPlan {
         operation: Operation,
         patches: ArrayView<'_, T, D>,
     ) -> Result<Array2<T>> {
+        let _keep = KeepCurrent::new();
         let mut resident = self.upload(patches)?;
         self.run_resident(operation, &mut resident)?;
         self.download(&mut resident)
@@ -111,6 +112,7 @@ impl GpuPlan {
         &self,
         patches: ArrayView<'_, T, D>,
     ) -> Result<Resident> {
+        let _keep = KeepCurrent::new();
         let stack = self.geometry.check_patches(patches)?;
         let (count, size, _) = stack.dim();
         let total = count * size * size * T::LANES;
@@ -141,6 +143,7 @@ impl GpuPlan {
 
     /// Runs `operation` on a resident stack and waits for it.
     pub fn run_resident(&self, operation: Operation, resident: &mut Resident) -> Result<()> {
+        let _keep = KeepCurrent::new();
         {
             let stack = resident.stack();
             let (_patches, _read) = resident.patches.device_ptr(&self.stream);
@@ -155,6 +158,7 @@ impl GpuPlan {
 
     /// Copies a resident stack's canvas back to the host.
     pub fn download<T: Sample>(&self, resident: &mut Resident) -> Result<Array2<T>> {
+        let _keep = KeepCurrent::new();
         if resident.lanes != T::LANES {
             return Err(driver("the resident canvas holds another pixel type"));
         }
