@@ -512,3 +512,36 @@ fn calls_leave_the_threads_context_as_they_found_it() {
     .join()
     .unwrap();
 }
+
+/// Issue 34, item 3: a plan's tables are freed with its own context bound, whatever is current
+/// on the dropping thread. Dropped on a thread with no context, cudarc's free used to fail and
+/// keep the failure for the context's next call; now the next call succeeds and the thread is
+/// left with no context.
+#[test]
+fn a_plan_dropped_on_a_thread_without_a_context_frees_cleanly() {
+    if gpu("a_plan_dropped_on_a_thread_without_a_context_frees_cleanly").is_none() {
+        return;
+    }
+    let mut r = rng(6);
+    let offsets = Array2::from_shape_fn((64, 2), |_| r.random_range(-10.0..10.0));
+    let plan = Plan::new(offsets.view(), 16, 8).unwrap();
+    let patches = random_patches(&mut r, 64, 16);
+    let want = plan.shift_and_sum(patches.view()).unwrap();
+    let made = plan.gpu().unwrap();
+    made.run(Operation::ShiftAndSum, patches.view()).unwrap();
+    std::thread::spawn(move || {
+        use cudarc::driver::result::ctx;
+        assert_eq!(ctx::get_current().unwrap(), None);
+        drop(made);
+        assert_eq!(
+            ctx::get_current().unwrap(),
+            None,
+            "the drop left a context bound"
+        );
+    })
+    .join()
+    .unwrap();
+    let again = plan.gpu().unwrap();
+    let got = again.run(Operation::ShiftAndSum, patches.view()).unwrap();
+    assert_bit_identical(&got, &want, "after a plan dropped on another thread");
+}

@@ -2,6 +2,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use std::mem::ManuallyDrop;
 
 /// A [`Plan`] on one GPU: shifts and per-tile patch lists uploaded once, reused for every
 /// patch stack. Owns what it needs, so it can be cached next to the plan.
@@ -11,10 +12,11 @@ pub struct GpuPlan {
     pub(super) gpu: Arc<Gpu>,
     pub(super) stream: Arc<CudaStream>,
     pub(super) lists: TileLists,
-    pub(super) shifts: CudaSlice<f32>,
-    pub(super) tile_start: CudaSlice<i32>,
-    pub(super) tile_patches: CudaSlice<i32>,
-    pub(super) footprints: CudaSlice<i32>,
+    // The tables are freed in `Drop for GpuPlan`, with the plan's context bound.
+    pub(super) shifts: ManuallyDrop<CudaSlice<f32>>,
+    pub(super) tile_start: ManuallyDrop<CudaSlice<i32>>,
+    pub(super) tile_patches: ManuallyDrop<CudaSlice<i32>>,
+    pub(super) footprints: ManuallyDrop<CudaSlice<i32>>,
     /// Recorded on a caller's stream after each launch there, for the plan's own stream (which
     /// frees the tables above) to wait on ([`super::ordering`]).
     pub(super) used: Mutex<CudaEvent>,
@@ -38,7 +40,7 @@ impl Plan {
         let upload_i32 = |v: &[i32]| {
             // An empty list still needs a valid allocation.
             let v = if v.is_empty() { &[0][..] } else { v };
-            stream.clone_htod(v).map_err(driver)
+            stream.clone_htod(v).map(ManuallyDrop::new).map_err(driver)
         };
         let used = gpu
             .context
@@ -46,7 +48,7 @@ impl Plan {
             .map_err(driver)?;
         let plan = GpuPlan {
             used: Mutex::new(used),
-            shifts: stream.clone_htod(&shifts).map_err(driver)?,
+            shifts: ManuallyDrop::new(stream.clone_htod(&shifts).map_err(driver)?),
             tile_start: upload_i32(&lists.start)?,
             tile_patches: upload_i32(&lists.patches)?,
             footprints: upload_i32(&VjpArgs::footprint_table(&geometry))?,
@@ -57,6 +59,29 @@ impl Plan {
         };
         plan.synchronize()?;
         Ok(plan)
+    }
+}
+
+impl Drop for GpuPlan {
+    /// Frees the tables on the plan's stream with the plan's context bound, whichever context
+    /// (another GPU's, or none) is current on the dropping thread: cudarc frees a slice
+    /// through the current context and keeps a failure for that context's next call. The
+    /// plan's stream already waits for every kernel that read them on a caller's stream
+    /// ([`GpuPlan::order_after`]), so the free is ordered after them.
+    fn drop(&mut self) {
+        let _keep = KeepCurrent::new();
+        if self.gpu.context.bind_to_thread().is_err() {
+            // Freeing without the context would fail (and poison a later call): leaked.
+            return;
+        }
+        // SAFETY: each table is dropped once, here, and the plan (its only owner) is never
+        // used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.shifts);
+            ManuallyDrop::drop(&mut self.tile_start);
+            ManuallyDrop::drop(&mut self.tile_patches);
+            ManuallyDrop::drop(&mut self.footprints);
+        }
     }
 }
 
