@@ -14,8 +14,10 @@
 #      torch's index_add_ baseline and the memory floor, with determinism and CPU equality;
 #   5. scripts/gpu_training_check.py: every operation's forward and backward from torch CUDA
 #      tensors (the device kernels; no host round trip) bit for bit against the same calls on
-#      CPU tensors, CuPy's forward, and the training pair's timing at B = 16/64, gridsize 2,
-#      N = 64 beside a torch grid_sample pair, with torch's device memory peak;
+#      CPU tensors, CuPy's, JAX's (eager and jit) and TensorFlow's, and the training pair's
+#      timing at B = 16/64, gridsize 2, N = 64 beside a torch grid_sample pair, with torch's
+#      device memory peak; each framework in a process of its own (JAX without
+#      preallocation, TensorFlow with memory growth), each with its own limit and verdict;
 #   6. `bench --device cuda` and the CPU bench at n = 10^4 and 10^5, in the same run.
 # Everything goes to $OUT (or target/gpu-check-out), nine files at most.
 #
@@ -99,14 +101,15 @@ run gpu-tests 90 env PTYCHOSTITCH_GOLDEN=tests/data/golden "$bin/gpu-tests" --no
 site=/tmp/ptychostitch-site
 rm -rf "$site"
 if python3 -m pip install --quiet --no-index --no-deps --target "$site" "$bin"/*.whl; then
-  run python-gpu-tests 90 env PYTHONPATH="$site" python3 -m pytest -ra -p no:cacheprovider python/tests/test_gpu.py
-  run training 120 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/gpu_training_check.py
-  run bench-torch 100 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --json "$out/bench_gpu.json"
+  run python-gpu-tests 70 env PYTHONPATH="$site" python3 -m pytest -ra -p no:cacheprovider python/tests/test_gpu.py
+  # Each framework in a process of its own (its own time limit and verdict line): 160 s at most.
+  run training 170 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/gpu_training_check.py
+  run bench-torch 80 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --json "$out/bench_gpu.json"
 else
   echo "!! the wheel in $bin does not install here: Python tests and the torch benchmark skipped" | tee -a "$out/summary.txt"
   status=1
 fi
-run validate 40 "$bin/ptychostitch" validate --device cuda --sizes 100,1000,10000
+run validate 30 "$bin/ptychostitch" validate --device cuda --sizes 100,1000,10000
 run bench-cli 40 sh -c "'$bin/ptychostitch' bench --device cuda --sizes 10000,100000 --runs 10 && '$bin/ptychostitch' bench --sizes 10000,100000 --runs 5"
 echo "== done in $(( $(date +%s) - started )) s, status $status" | tee -a "$out/summary.txt"
 exit $status

@@ -6,6 +6,9 @@ training-path pair and the extraction at B = 16 and 64, gridsize 2, N = 64 again
 
     python scripts/gpu_training_check.py [--json OUT.json] [--cpu]
 
+Each section (torch, CuPy, JAX, TensorFlow, the timing) runs in a process of its own with its
+own time limit and verdict line, JAX without preallocation and TensorFlow with memory growth:
+one framework's memory or failure cannot lose the others'. ``--section NAME`` runs one here.
 ``--cpu`` runs everything on the CPU (the comparisons then compare the CPU with itself): a dry
 run of this script's own logic on a machine without a GPU.
 """
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -60,7 +66,7 @@ def scan(seed, shape, complex_=True):
     return v.astype(np.complex64 if complex_ else np.float32)
 
 
-def check_bits(device) -> None:
+def check_torch(device) -> None:
     r = np.random.default_rng(0)
     for n, size in [(1, 16), (200, 32), (5000, 64)]:
         patches = scan(n, (n, size, size, 1))
@@ -80,6 +86,11 @@ def check_bits(device) -> None:
         x = scan(3, shape)
         pos = r.uniform(-4, 4, (b, 1, 2, c) if layout == "tf" else (b, c, 1, 2))
         compare(f"reassemble_regions {layout}", lambda x, q, layout=layout: ps.reassemble_regions(x, q, p, layout=layout), device, x, pos)
+
+
+def check_cupy(device) -> None:
+    """CuPy arrays in CUDA memory: the forward, bit for bit against NumPy's."""
+    r = np.random.default_rng(7)
     try:
         import cupy
 
@@ -94,28 +105,43 @@ def check_bits(device) -> None:
         same("cupy extract_patches_position", torch.from_numpy(got), torch.from_numpy(ps.extract_patches_position(imgs, offs, N=64)))
     except ImportError:
         print("skip cupy: not installed")
-    check_jax_and_tensorflow(device)
 
 
-def check_jax_and_tensorflow(device) -> None:
-    """JAX arrays and eager TensorFlow tensors on the GPU: forward (both) and TF's GradientTape
-    backward, bit for bit against the same calls on the CPU."""
+def check_jax(device) -> None:
+    """JAX arrays on the GPU: the forward eagerly (the device kernels) and under jit (lowered
+    to the callback there: the XLA custom call has no CUDA handler yet), bit for bit against
+    NumPy's."""
+    b, c, n, p, x, pos, want = _pair_case()
+    try:
+        import jax
+    except ImportError:
+        print("skip jax: not installed")
+        return
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    if not gpus:
+        print("skip jax: no GPU device in JAX")
+        return
+    pair = lambda x, q: ps.extract_patches_position(ps.reassemble_regions(x, q, p), q, N=n)
+    xg = jax.device_put(x, gpus[0])
+    same("jax regions+extraction", torch.from_numpy(np.asarray(pair(xg, pos))), torch.from_numpy(want))
+    jitted = jax.jit(pair)(xg, jax.device_put(pos.astype(np.float32), gpus[0]))
+    want32 = ps.extract_patches_position(ps.reassemble_regions(x, pos.astype(np.float32), p), pos.astype(np.float32), N=n)
+    same("jax jit regions+extraction", torch.from_numpy(np.asarray(jitted)), torch.from_numpy(want32))
+
+
+def _pair_case():
     r = np.random.default_rng(11)
     b, c, n, p = 16, 4, 64, 80
     x = scan(12, (b, n, n, c))
     pos = r.uniform(-4, 4, (b, 1, 2, c))
     want = ps.extract_patches_position(ps.reassemble_regions(x, pos, p), pos, N=n)
-    try:
-        import jax
+    return b, c, n, p, x, pos, want
 
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        if gpus:
-            got = ps.extract_patches_position(ps.reassemble_regions(jax.device_put(x, gpus[0]), pos, p), pos, N=n)
-            same("jax regions+extraction", torch.from_numpy(np.asarray(got)), torch.from_numpy(want))
-        else:
-            print("skip jax: no GPU device in JAX")
-    except ImportError:
-        print("skip jax: not installed")
+
+def check_tensorflow(device) -> None:
+    """Eager TensorFlow tensors on the GPU: forward and GradientTape backward, bit for bit
+    against the same calls on the CPU."""
+    b, c, n, p, x, pos, want = _pair_case()
     try:
         import tensorflow as tf
 
@@ -208,27 +234,75 @@ def timing(device) -> list:
     return rows
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json")
-    ap.add_argument("--cpu", action="store_true")
-    args = ap.parse_args()
-    device = "cpu" if args.cpu else "cuda"
+#: Each section runs in a process of its own, under its own time limit: JAX preallocates most
+#: of the GPU and TensorFlow the rest when they start, which would starve the other sections'
+#: allocations, and one section's crash or hang must not lose the others' results.
+SECTIONS = {"torch": (check_torch, 40), "cupy": (check_cupy, 10), "jax": (check_jax, 30),
+            "tensorflow": (check_tensorflow, 40), "timing": (None, 40)}
+
+
+def run_section(section: str, device: str, json_path: str | None) -> int:
     if device == "cuda":
         if not torch.cuda.is_available():
             print("no CUDA device for torch")
             return 1
         print(torch.cuda.get_device_name(), "| ptychostitch GPU:", ps.gpu_available())
-        free0 = torch.cuda.mem_get_info()[0]
-    check_bits(device)
-    rows = timing(device)
-    if device == "cuda":
-        print(f"device memory in use beyond the start (all allocators): {(free0 - torch.cuda.mem_get_info()[0]) / 2**20:.1f} MiB")
-    if args.json:
-        with open(args.json, "w") as f:
+    check, _ = SECTIONS[section]
+    rows: list = []
+    if check is not None:
+        check(device)
+    else:
+        free0 = torch.cuda.mem_get_info()[0] if device == "cuda" else 0
+        rows = timing(device)
+        if device == "cuda":
+            print(f"device memory in use beyond the start (all allocators): {(free0 - torch.cuda.mem_get_info()[0]) / 2**20:.1f} MiB")
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(dict(failures=failures, rows=rows), f, indent=1)
     print(f"{len(failures)} failures" + (": " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json")
+    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--section", choices=sorted(SECTIONS), help="run one section here (else each in its own process)")
+    args = ap.parse_args()
+    device = "cpu" if args.cpu else "cuda"
+    if args.section:
+        return run_section(args.section, device, args.json)
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_FORCE_GPU_ALLOW_GROWTH="true",
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    status, merged = 0, dict(failures=[], rows=[], sections={})
+    with tempfile.TemporaryDirectory() as tmp:
+        for section, (_, limit) in SECTIONS.items():
+            out = os.path.join(tmp, f"{section}.json")
+            command = [sys.executable, __file__, "--section", section, "--json", out] + (["--cpu"] if args.cpu else [])
+            started = time.perf_counter()
+            try:
+                done = subprocess.run(command, env=env, timeout=limit, capture_output=True, text=True)
+                code, text = done.returncode, done.stdout + done.stderr[-3000:]
+            except subprocess.TimeoutExpired as e:
+                code, text = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            seconds = time.perf_counter() - started
+            print(text.rstrip())
+            verdict = "ok" if code == 0 else f"FAILED ({'over its ' + str(limit) + ' s' if code == 'timeout' else 'exit ' + str(code)})"
+            print(f"== section {section}: {verdict} in {seconds:.1f} s")
+            merged["sections"][section] = dict(status=verdict, seconds=seconds)
+            if code != 0:
+                status = 1
+                merged["failures"].append(f"section {section}: {verdict}")
+            if os.path.exists(out):
+                with open(out) as f:
+                    part = json.load(f)
+                merged["failures"] += part["failures"]
+                merged["rows"] += part["rows"]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(merged, f, indent=1)
+    print(f"{len(merged['failures'])} failures" + (": " + ", ".join(merged["failures"]) if merged["failures"] else ""))
+    return status
 
 
 if __name__ == "__main__":
