@@ -252,6 +252,59 @@ def test_torch_on_a_side_stream_strided_and_cast():
 
 
 @needs_gpu
+def test_a_call_captured_in_a_cuda_graph_replays_with_new_patches():
+    """Issue 34, item 2: a stitch captured by ``torch.cuda.graph`` (a Plan whose tables it
+    reads, offsets given as NumPy) does not invalidate the capture -- no wait on the legacy
+    stream from inside it -- and every replay reads the tables, kept for the graph, and the
+    static input's current values: the CPU's bits each time."""
+    torch = torch_cuda()
+    rng = np.random.default_rng(34)
+    n, N, M = 500, 32, 16
+    off = rng.uniform(-40, 40, (n, 2))
+    plan = ps.Plan(off, N, M)
+    static = torch.zeros((n, N, N, 1), dtype=torch.complex64, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        plan.reassemble_position(static)  # warm-up outside the capture (compiles, caches the GPU plan)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = plan.reassemble_position(static)
+    for seed in (1, 2):
+        obj = np.random.default_rng(seed).standard_normal((n, N, N, 1)).astype(np.complex64)
+        static.copy_(torch.from_numpy(obj).cuda())
+        graph.replay()
+        torch.cuda.synchronize()
+        same_bits_nan_by_position(out.cpu().numpy(), ps.reassemble_position(obj, off, M), f"replay {seed}")
+
+
+@needs_gpu
+def test_a_side_stream_call_does_not_hold_back_the_default_stream():
+    """Issue 34, item 2: a kernel on a side stream no longer makes the legacy default stream
+    (torch's default) wait for it: work queued on the default stream after the call is not
+    ordered behind it (the plan's own stream waits only when the plan is dropped)."""
+    torch = torch_cuda()
+    rng = np.random.default_rng(8)
+    n, N, M = 60000, 64, 32  # a kernel of milliseconds: still running when the mark is reached
+    off = rng.uniform(-500, 500, (n, 2))
+    plan = ps.Plan(off, N, M)
+    x = torch.from_numpy(rng.standard_normal((n, N, N, 1)).astype(np.complex64)).cuda()
+    plan.reassemble_position(x)  # warm-up
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    mark = torch.cuda.Event()
+    with torch.cuda.stream(side):
+        out = plan.reassemble_position(x)
+    mark.record(torch.cuda.current_stream())  # queued on the default stream after the call
+    mark.synchronize()
+    assert not side.query(), "the default stream waited for the side stream's kernel"
+    side.synchronize()
+    same_bits_nan_by_position(out.cpu().numpy(), ps.reassemble_position(x.cpu().numpy(), off, M), "side stream")
+
+
+@needs_gpu
 def test_a_gpu_other_than_the_current_one():
     """The tensor's device is made current while it is exported (torch >= 2.9 refuses
     __dlpack__ otherwise) and the caller's current device is the same afterwards."""

@@ -17,9 +17,11 @@ pub struct GpuPlan {
     pub(super) tile_start: ManuallyDrop<CudaSlice<i32>>,
     pub(super) tile_patches: ManuallyDrop<CudaSlice<i32>>,
     pub(super) footprints: ManuallyDrop<CudaSlice<i32>>,
-    /// Recorded on a caller's stream after each launch there, for the plan's own stream (which
-    /// frees the tables above) to wait on ([`super::ordering`]).
-    pub(super) used: Mutex<CudaEvent>,
+    /// The last event recorded on each caller's stream after a launch there (by raw handle),
+    /// for the plan's own stream to wait on before it frees the tables ([`super::ordering`]).
+    pub(super) used: Mutex<Vec<(usize, CudaEvent)>>,
+    /// A launch was captured into a CUDA graph: the tables are never freed.
+    pub(super) captured: std::sync::atomic::AtomicBool,
 }
 
 impl Plan {
@@ -42,12 +44,9 @@ impl Plan {
             let v = if v.is_empty() { &[0][..] } else { v };
             stream.clone_htod(v).map(ManuallyDrop::new).map_err(driver)
         };
-        let used = gpu
-            .context
-            .new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
-            .map_err(driver)?;
         let plan = GpuPlan {
-            used: Mutex::new(used),
+            used: Mutex::new(Vec::new()),
+            captured: std::sync::atomic::AtomicBool::new(false),
             shifts: ManuallyDrop::new(stream.clone_htod(&shifts).map_err(driver)?),
             tile_start: upload_i32(&lists.start)?,
             tile_patches: upload_i32(&lists.patches)?,
@@ -69,10 +68,19 @@ impl Drop for GpuPlan {
     /// plan's stream already waits for every kernel that read them on a caller's stream
     /// ([`GpuPlan::order_after`]), so the free is ordered after them.
     fn drop(&mut self) {
+        if self.captured.load(std::sync::atomic::Ordering::Acquire) {
+            // A CUDA graph may replay these tables at any time: kept (see `ordering`).
+            return;
+        }
         let _keep = KeepCurrent::new();
         if self.gpu.context.bind_to_thread().is_err() {
             // Freeing without the context would fail (and poison a later call): leaked.
             return;
+        }
+        let used = self.used.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, event) in used.iter() {
+            // The free below comes after every kernel that read the tables on another stream.
+            let _ = self.stream.wait(event);
         }
         // SAFETY: each table is dropped once, here, and the plan (its only owner) is never
         // used again.
@@ -311,18 +319,40 @@ impl GpuPlan {
         self.order_after(stream)
     }
 
-    /// After a launch on `stream`: the plan's own stream, which frees the tables when the plan
-    /// is dropped, waits for it, so that they are never freed (and reused) under a kernel still
-    /// reading them on a caller's stream.
+    /// After a launch on `stream`: what the plan's own stream, which frees the tables when the
+    /// plan is dropped, must wait for ([`super::ordering`]): an event recorded on a caller's
+    /// stream (waited on at the drop), nothing on its own stream, and nothing at all -- the
+    /// tables kept for good -- on a stream capturing a CUDA graph.
     pub(super) fn order_after(&self, stream: &Arc<CudaStream>) -> Result<()> {
         let (owner, used) = (
             self.stream.cu_stream() as usize,
             stream.cu_stream() as usize,
         );
-        if after_launch(owner, used) == AfterLaunch::OwnerWaits {
-            let event = self.used.lock().unwrap_or_else(|p| p.into_inner());
-            event.record(stream).map_err(driver)?;
-            self.stream.wait(&event).map_err(driver)?;
+        // SAFETY: `stream` is a live stream of this plan's GPU (every caller's contract).
+        let status = unsafe { cu::stream::is_capturing(stream.cu_stream()) }.map_err(driver)?;
+        let capturing = status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        match after_launch(owner, used, capturing) {
+            AfterLaunch::Nothing => {}
+            AfterLaunch::KeepTables => {
+                self.captured
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            AfterLaunch::RecordForDrop => {
+                let mut events = self.used.lock().unwrap_or_else(|p| p.into_inner());
+                let at = match events.iter().position(|(s, _)| *s == used) {
+                    Some(at) => at,
+                    None => {
+                        let event = self
+                            .gpu
+                            .context
+                            .new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                            .map_err(driver)?;
+                        events.push((used, event));
+                        events.len() - 1
+                    }
+                };
+                events[at].1.record(stream).map_err(driver)?;
+            }
         }
         Ok(())
     }
