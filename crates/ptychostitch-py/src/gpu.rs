@@ -658,12 +658,16 @@ fn dlpack_dtype(name: &str) -> PyResult<DLDataType> {
 /// An uninitialised C-ordered array of `shape` and `dtype` on GPU `ordinal`, for a device
 /// entry (called without a stream) to write: the output of an operation on arrays a framework
 /// cannot lend writable (JAX, TensorFlow). Allocated on the legacy default stream.
+/// `wait_for_all_streams`: its free waits for every stream of the GPU first (TensorFlow,
+/// whose non-blocking streams may still read it when it lets go).
 #[pyfunction]
+#[pyo3(signature = (shape, dtype, ordinal, wait_for_all_streams=false))]
 pub(crate) fn device_empty(
     py: Python<'_>,
     shape: Vec<i64>,
     dtype: &str,
     ordinal: usize,
+    wait_for_all_streams: bool,
 ) -> PyResult<DeviceArray> {
     let dt = dlpack_dtype(dtype)?;
     if shape.iter().any(|&d| d < 0) {
@@ -681,6 +685,11 @@ pub(crate) fn device_empty(
     let memory = py
         .detach(|| gpu.alloc(bytes, &gpu.default_stream()))
         .map_err(gpu_error)?;
+    let memory = if wait_for_all_streams {
+        memory.wait_for_all_streams_before_free()
+    } else {
+        memory
+    };
     Ok(DeviceArray {
         memory: Arc::new(memory),
         shape,

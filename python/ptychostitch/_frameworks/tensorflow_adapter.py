@@ -242,7 +242,9 @@ class TensorFlowBackend(Backend):
         return _tf().device(like.device)
 
     def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:
-        return _native.device_empty(list(shape), dtype, _ordinal(like))
+        # TensorFlow reads it on its own non-blocking streams and frees it without ordering the
+        # free after them: the free waits for the whole device (issue 34, item 6).
+        return _native.device_empty(list(shape), dtype, _ordinal(like), wait_for_all_streams=True)
 
     def device_prepare(
         self, value: Any, dtype: str, perm: Optional[Tuple[int, ...]] = None, shape: Optional[Tuple[int, ...]] = None

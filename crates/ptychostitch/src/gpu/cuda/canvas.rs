@@ -17,6 +17,7 @@ pub struct DeviceBuffer {
     pub(super) address: u64,
     pub(super) bytes: usize,
     pub(super) pooled: bool,
+    pub(super) wait_for_all: bool,
 }
 
 impl DeviceBuffer {
@@ -33,6 +34,15 @@ impl DeviceBuffer {
     /// The GPU it lives on.
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
+    }
+
+    /// Frees it only after every stream of its GPU is idle: for an importer that reads it on
+    /// streams of its own and frees it without ordering the free after those reads
+    /// (TensorFlow: its compute streams are non-blocking, so the legacy stream's order does
+    /// not cover them). Costs a device-wide wait in the deleter.
+    pub fn wait_for_all_streams_before_free(mut self) -> Self {
+        self.wait_for_all = true;
+        self
     }
 }
 
@@ -61,6 +71,7 @@ impl Gpu {
             address,
             bytes,
             pooled,
+            wait_for_all: false,
         })
     }
 }
@@ -127,6 +138,10 @@ impl Drop for DeviceBuffer {
             return;
         }
         let legacy = std::ptr::null_mut();
+        // The context is bound: this waits for every stream of this GPU.
+        if self.wait_for_all && cu::ctx::synchronize().is_err() {
+            return; // the device failed: freeing now could free memory still read
+        }
         if self.pooled {
             // SAFETY: `address` came from `malloc_async` in `Gpu::alloc` and is freed only here, ordered on the legacy stream after the work of every blocking
             // stream (see the type's documentation).
