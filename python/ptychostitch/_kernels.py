@@ -13,8 +13,11 @@ backend conjugates around them.
 
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
 import sys
+import threading
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -26,6 +29,12 @@ from ._frameworks import host_values
 
 #: Every declared kernel class, in definition order: the operators the frameworks register.
 DECLARED: list = []
+
+#: The native reassembly plans the device paths keep (each with its GPU tables), most recent
+#: last: a forward and its backward, and the steps of a training loop over the same offsets.
+DEVICE_PLANS_KEPT = 8
+_DEVICE_PLANS: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
+_DEVICE_PLANS_LOCK = threading.Lock()
 
 
 class Declared:
@@ -100,6 +109,25 @@ class Reassembly(Declared):
         side = int(shape[1]) if len(shape) >= 2 and shape[1] is not None else 1
         return _native.Plan(as_offsets(offsets), side, self.crop, self.threads)
 
+    def device_plan(self, x: Any, offsets: np.ndarray) -> Any:
+        """:meth:`plan` for the device paths, from a small cache keyed by the offsets' values:
+        the backward reuses its forward's plan, and a training step with the same offsets the
+        last step's, with the GPU tables the plan uploaded once (no re-upload, no wait)."""
+        if self.fixed is not None:
+            return self.fixed
+        shape = tuple(x if isinstance(x, tuple) else np.shape(x))
+        values = as_offsets(offsets)
+        key = (shape[1:], self.crop, self.threads, values.shape, hashlib.blake2b(values.tobytes()).digest())
+        with _DEVICE_PLANS_LOCK:
+            plan = _DEVICE_PLANS.pop(key, None)
+        if plan is None:
+            plan = self.plan(shape, values)
+        with _DEVICE_PLANS_LOCK:
+            _DEVICE_PLANS[key] = plan
+            while len(_DEVICE_PLANS) > DEVICE_PLANS_KEPT:
+                _DEVICE_PLANS.popitem(last=False)
+        return plan
+
     def out_shape(self, x_shape: Tuple[Any, ...], offsets: Optional[np.ndarray], exact: bool = False) -> Tuple[Any, ...]:
         """``(S, S, 1)``: ``S`` from ``canvas_side`` or the offsets' values."""
         if not exact:
@@ -147,7 +175,7 @@ class Reassembly(Declared):
     def forward_device(self, backend: Any, x: Any, offsets: Any) -> Any:
         """:meth:`forward` for patches on a GPU: the ``(S, S, 1)`` canvas there, by the device
         kernel on the framework's stream (a fixed plan keeps its GPU tables between calls)."""
-        plan = self.plan(tuple(x.shape), host_values(offsets))
+        plan = self.device_plan(tuple(x.shape), host_values(offsets))
         if self.warn is not None:
             self.warn(plan.warnings)
         return backend.run_on_device(plan, x, self.op)
@@ -158,7 +186,7 @@ class Reassembly(Declared):
         """:meth:`backward` for arrays on a GPU, by the device kernels on the framework's stream:
         the cotangents allocated there, in the inputs' shapes and dtypes."""
         name = compute_name(x.dtype)
-        plan = self.plan(tuple(x.shape), host_values(offsets))
+        plan = self.device_plan(tuple(x.shape), host_values(offsets))
         xc = backend.device_prepare(x, name)
         cotc = backend.device_prepare(cot, name)
         outc = None if out is None else backend.device_prepare(out, name)

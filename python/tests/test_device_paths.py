@@ -63,6 +63,7 @@ class StandIn:
 
     def __init__(self) -> None:
         self.calls: list = []
+        self.plans: list = []
         self.scopes = 0  # device scopes entered and not left
         self.stream = STREAM  # what the framework's backend must hand down (None: JAX, TF)
 
@@ -83,6 +84,7 @@ class StandIn:
             (tuple(a.shape), str(a.dtype), _contiguous(a)) if hasattr(a, "shape") else a for a in args
         ]
         self.calls.append((type(plan).__name__, method, described))
+        self.plans.append(plan)
         stream = args[2] if method == "run_cuda" else args[-1]
         assert stream == self.stream, f"{method} was given stream {stream}, not the framework's {self.stream}"
         for a in args:
@@ -187,6 +189,13 @@ def test_the_reassembly_runs_forward_and_backward_on_the_device(device, op, monk
     assert patches_arg == ((12, 16, 16, 1), "torch.complex64", True) and cot[0] == tuple(out.shape)
     assert output is not None  # the forward's canvas, saved for the quotient rule
     assert dx == ((12, 16, 16, 1), "torch.complex64", True) and doff == ((12, 2), "torch.float64", True)
+    # Issue 34, item 8: the backward reuses the forward's native plan (and with it the GPU
+    # tables it uploaded), as does the next step with the same offsets.
+    assert device.plans[0] is device.plans[1]
+    _grads(fn, patches, offsets)
+    assert device.plans[2] is device.plans[0] and device.plans[3] is device.plans[0]
+    _grads(fn, patches, offsets + 0.5)
+    assert device.plans[4] is not device.plans[0]
     monkeypatch.undo()
     host_out, host_grads = _grads(fn, patches, offsets)
     _same(out, host_out, "canvas")

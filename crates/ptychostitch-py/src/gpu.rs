@@ -363,7 +363,10 @@ pub(crate) fn vjp(
     let output = call.optional(output, false, "the output", canvas, l)?;
     let patch_grad = call.optional(grads.0, true, "the patches' cotangent", count * n * n, l)?;
     let offsets_grad = call.optional(grads.1, true, "the offsets' cotangent", count * 2, 0)?;
-    let gpu_plan = plans.on(plan, call.gpu.ordinal()).map_err(gpu_error)?;
+    // Building the GPU tables (the first call of a plan on a device) waits for their upload:
+    // with the GIL released.
+    let ordinal = call.gpu.ordinal();
+    let gpu_plan = py.detach(|| plans.on(plan, ordinal)).map_err(gpu_error)?;
     let io = ReassemblyVjp {
         stack,
         cot,
@@ -564,7 +567,10 @@ pub(crate) fn run(
 ) -> PyResult<Option<DeviceArray>> {
     let (mut call, first) = DeviceCall::new(py, patches, stream)?;
     let stack = stack_of(&first)?;
-    let gpu_plan = plans.on(plan, call.gpu.ordinal()).map_err(gpu_error)?;
+    // Building the GPU tables (the first call of a plan on a device) waits for their upload:
+    // with the GIL released.
+    let ordinal = call.gpu.ordinal();
+    let gpu_plan = py.detach(|| plans.on(plan, ordinal)).map_err(gpu_error)?;
     let side = plan.canvas_shape().0;
     match out {
         Some(out) => {

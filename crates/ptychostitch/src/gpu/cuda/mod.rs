@@ -112,6 +112,30 @@ impl Drop for KeepCurrent {
     }
 }
 
+/// Freed stream-ordered memory the device's default pool keeps between calls instead of
+/// handing it back to the driver at every synchronisation (the pool's default, 0): a training
+/// step's scratch and outputs are then reused, not allocated from the driver again. 1 GiB at
+/// most, so that other allocators (torch's, JAX's, TensorFlow's) are not starved of memory the
+/// pool holds idle.
+pub const POOL_RELEASE_THRESHOLD: u64 = 1 << 30;
+
+/// Sets the default pool's release threshold ([`POOL_RELEASE_THRESHOLD`]) on `context`'s
+/// device. A driver that refuses leaves the default: slower, not wrong.
+fn keep_pool_memory(context: &CudaContext) {
+    let mut threshold = POOL_RELEASE_THRESHOLD;
+    // SAFETY: the device is the context's (valid); the attribute takes a pointer to a u64,
+    // which `threshold` is, alive for the call.
+    let _ = unsafe {
+        cu::device::get_default_mem_pool(context.cu_device()).and_then(|pool| {
+            cu::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                std::ptr::from_mut(&mut threshold).cast(),
+            )
+        })
+    };
+}
+
 fn unavailable(reason: impl std::fmt::Display) -> Error {
     Error::GpuUnavailable {
         reason: reason.to_string(),
@@ -189,6 +213,9 @@ impl Gpu {
             .iter()
             .map(|name| module.load_function(name).map_err(unavailable))
             .collect::<Result<Vec<_>>>()?;
+        if context.has_async_alloc() {
+            keep_pool_memory(&context);
+        }
         Ok(Gpu {
             context,
             entries,
