@@ -104,6 +104,7 @@ __all__ = [
     "shift_and_sum",
     "shift_and_sum_old",
     "extract_patches_position",
+    "center_channels",
     "reassemble_regions",
     "extract_regions",
 ]
@@ -390,6 +391,26 @@ def extract_patches_position(
     if img_shape[0] is not None and img_shape[0] != off_shape[0]:
         raise ValueError(f"imgs has {img_shape[0]} images but offsets_xy has {off_shape[0]}")
     return _call(_kernels.Extract(N, per_image, _threads(threads)), (imgs, offsets_xy))
+
+
+def center_channels(channels: Any, offsets_xy: Any, *, threads: Optional[int] = None) -> Any:
+    """PtychoPINN's ``tf_helper.center_channels``: undoes the patches' offsets.
+
+    ``channels`` ``(B, N, N, C)`` (complex or real), ``offsets_xy`` ``(B, 1, 2, C)`` ``[x, y]`` in
+    PtychoPINN's channel format: channel ``c`` of sample ``b`` translated by minus its offset
+    (bilinear, TensorFlow's arithmetic, zeros shifted in), in its own ``N×N`` frame:
+    ``(B, N, N, C)``, PtychoPINN's result bit for bit. PtychoPINN calls it to centre the ground
+    truth (``model.py``, ``loader.py``). Differentiable with respect to both inputs in
+    TensorFlow, PyTorch and JAX. Complex offsets are read by their real part, as PtychoPINN
+    does.
+    """
+    shape = tuple(None if d is None else int(d) for d in getattr(channels, "shape", np.shape(channels)))
+    if len(shape) != 4 or (shape[1] is not None and shape[1] != shape[2]):
+        raise ValueError(f"channels have shape {shape}; expected (B, N, N, C)")
+    dtype = getattr(offsets_xy, "dtype", None)
+    if "complex" in str(np.asarray(offsets_xy).dtype if dtype is None else dtype):
+        offsets_xy = np.real(_host(offsets_xy))
+    return _call(_kernels.CenterChannels(_threads(threads)), (channels, offsets_xy))
 
 
 def reassemble_regions(

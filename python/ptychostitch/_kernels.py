@@ -280,6 +280,68 @@ class Extract(Declared):
         )
 
 
+class CenterChannels(Declared):
+    """PtychoPINN's ``center_channels``: each channel of ``(B, N, N, C)`` translated by minus its
+    offset ``(B, 1, 2, C)`` ``[x, y]``, keeping its ``N×N`` frame (zeros shifted in): the
+    extraction with ``S = N``, one channel an image, the offsets negated."""
+
+    OP = "center_channels"
+    PARAMS = ("threads",)
+    #: Each channel moves alone: a mapped axis folds into the batch.
+    batchable = True
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    @staticmethod
+    def dims(shape: Tuple[Any, ...]) -> Tuple[int, int, int]:
+        if len(shape) != 4 or shape[1] != shape[2]:
+            raise ValueError(f"channels have shape {tuple(shape)}; expected (B, N, N, C)")
+        return int(shape[0]), int(shape[1]), int(shape[3])
+
+    def plan(self, shape: Tuple[Any, ...], offsets_xy: Any) -> Any:
+        b, n, c = self.dims(shape)
+        off = as_offsets(offsets_xy, "offsets_xy")
+        if off.shape != (b, 1, 2, c):
+            raise ValueError(f"offsets_xy has shape {off.shape}; expected ({b}, 1, 2, {c}) [x, y] in channel format")
+        return _native.Extraction(Extract.flat_offsets(-off), 1, n, n, self.threads, "tf", same_frame=True)
+
+    def out_shape(self, x_shape: Tuple[Any, ...], offsets: Any = None, exact: bool = False) -> Tuple[Any, ...]:
+        return tuple(x_shape)
+
+    def out_dtype(self, x_dtype: Any) -> np.dtype:
+        return compute_dtype(x_dtype, "channels")
+
+    @staticmethod
+    def flat(x: np.ndarray) -> np.ndarray:
+        """``(B, N, N, C)`` as the images ``(B·C, N, N)``, row ``b·C + c``."""
+        b, n, _, c = x.shape
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(b * c, n, n)
+
+    @staticmethod
+    def channels(flat: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+        b, n, _, c = shape
+        return np.ascontiguousarray(flat.reshape(b, c, n, n).transpose(0, 2, 3, 1))
+
+    def forward(self, x: Any, offsets_xy: Any) -> np.ndarray:
+        xc = as_compute(x, "channels")
+        return self.channels(self.plan(xc.shape, offsets_xy).extract(self.flat(xc)), xc.shape)
+
+    def backward(
+        self, x: Any, offsets_xy: Any, out: Any, cot: Any, want_x: bool = True, want_offsets: bool = True
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        del out
+        x_in, off_in = np.asarray(x), np.asarray(offsets_xy)
+        xc = as_compute(x_in, "channels")
+        cot = np.asarray(cot).astype(xc.dtype, copy=False).reshape(xc.shape)
+        dflat, doff = self.plan(xc.shape, off_in).vjp(self.flat(xc), self.flat(cot), want_x, want_offsets)
+        dx = None if dflat is None else self.channels(dflat, xc.shape)
+        if doff is not None:  # the extraction's offsets are the negated ones
+            b, c = off_in.shape[0], off_in.shape[-1]
+            doff = -doff.reshape(b, c, 2).transpose(0, 2, 1).reshape(off_in.shape)
+        return _like_input(dx, x_in), _like_input(doff, off_in)
+
+
 def ptychopinn_param(name: str) -> Optional[int]:
     """PtychoPINN's global parameter ``name`` when ``ptycho.params`` is loaded (its functions
     default ``N`` and ``gridsize`` from there)."""

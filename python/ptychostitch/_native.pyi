@@ -102,7 +102,7 @@ class Extraction:
 
     def __init__(
         self, offsets: np.ndarray, per_image: int, image_side: int, patch_size: int, threads: int = 0,
-        convention: str = "tf",
+        convention: str = "tf", same_frame: bool = False,
     ) -> None: ...
     def extract(self, images: np.ndarray, reference: bool = False) -> np.ndarray: ...
     def vjp(

@@ -9,7 +9,7 @@
 
 ``install()`` imports ``ptycho.tf_helper`` (or the module you name) and replaces its
 ``shift_and_sum``, ``reassemble_position``, ``shift_and_sum_old``,
-``reassemble_position_old`` and ``extract_patches_position`` with ptychostitch's (all
+``reassemble_position_old``, ``extract_patches_position`` and ``center_channels`` with ptychostitch's (all
 differentiable under ``tf.GradientTape``, eagerly and in ``tf.function``), and the training
 path's ``mk_reassemble_position_batched_real``, ``mk_reassemble_position_real`` and
 ``reassemble_patches`` (what ``ReassemblePatchesLayer`` calls: one region per sample at every
@@ -55,6 +55,7 @@ FUNCTIONS = (
     "shift_and_sum_old",
     "reassemble_position_old",
     "extract_patches_position",
+    "center_channels",
 )
 
 #: The training path's functions that are replaced: what ``ReassemblePatchesLayer`` calls.

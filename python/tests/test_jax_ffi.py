@@ -65,6 +65,7 @@ def cases():
         ("regions_torch_real", lambda a, o: ps.reassemble_regions(a, o, P, layout="torch", **TORCH_CENTER),
          xr.real.copy(), pos),
         ("extract_regions", lambda a, o: ps.extract_regions(a, o, N), regions, pos),
+        ("center_channels", lambda a, o: ps.center_channels(a, o), xt, off_xy),
     ]
 
 
@@ -73,6 +74,7 @@ OPS = {
     "shift_and_sum": "reassemble", "reassemble_position": "reassemble", "extract_patches": "extract_patches",
     "regions_tf": "reassemble_regions", "regions_torch": "reassemble_regions",
     "regions_torch_real": "reassemble_regions", "extract_regions": "extract_regions",
+    "center_channels": "center_channels",
 }
 
 
@@ -128,7 +130,7 @@ def test_region_support_is_a_custom_call_with_the_eager_mask():
     assert got.dtype == np.bool_ and np.array_equal(np.asarray(got), want) and want.any() and not want.all()
 
 
-@pytest.mark.parametrize("name", ["extract_patches", "regions_torch", "extract_regions"])
+@pytest.mark.parametrize("name", ["extract_patches", "regions_torch", "extract_regions", "center_channels"])
 def test_vmap_is_one_custom_call_over_the_folded_batch(name):
     """A batchable operation under vmap: the custom call receives the mapped axis in front of
     every operand (no while loop in the program) and the per-element bits come out, forward and

@@ -22,7 +22,7 @@ import ptychostitch as ps
 
 torch = pytest.importorskip("torch", reason="torch is not installed (scripts/test.sh installs it)")
 
-OPERATORS = ["reassemble", "extract_patches", "reassemble_regions", "extract_regions"]
+OPERATORS = ["reassemble", "extract_patches", "reassemble_regions", "extract_regions", "center_channels"]
 
 SETUP = textwrap.dedent(
     """
@@ -101,6 +101,8 @@ def test_opcheck_passes_for_every_operator():
             cases.append((k, (cplx(*shape).requires_grad_(), torch.tensor(rng.uniform(-3, 3, pshape), requires_grad=True), w)))
         k = _region.ExtractKernel(N, C, "torch", 0)
         cases.append((k, (cplx(B, P, P).requires_grad_(), torch.tensor(rng.uniform(-3, 3, (B, C, 1, 2)), requires_grad=True), None)))
+        k = _kernels.CenterChannels(0)
+        cases.append((k, (cplx(B, N, N, C).requires_grad_(), torch.tensor(rng.uniform(-3, 3, (B, 1, 2, C)), requires_grad=True), None)))
         for k, (x, pos, w) in cases:
             forward, backward = torch_ops.operator(type(k))
             result = torch.library.opcheck(forward, (x, pos, w, k.spec()))
@@ -108,7 +110,7 @@ def test_opcheck_passes_for_every_operator():
             print(type(k).OP, "ok")
         """
     )
-    assert out.count(" ok") == 6, out
+    assert out.count(" ok") == 7, out
 
 
 def test_a_compiled_training_step_has_no_graph_break_and_gives_the_eager_bits():

@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)]
 use crate::*;
+use ptychostitch::kernel::Convention;
 
 /// [`Extraction`]'s forward on images of one element type, with the GIL released.
 fn extract_typed<'py, T: Sample + numpy::Element>(
@@ -59,8 +60,12 @@ impl Extraction {
 
 #[pymethods]
 impl Extraction {
+    /// `same_frame`: each image translated in its own frame (`Extraction::translation`:
+    /// `per_image` 1, `patch_size` = `image_side`, TensorFlow's arithmetic), what PtychoPINN's
+    /// `center_channels` computes.
     #[new]
-    #[pyo3(signature = (offsets, per_image, image_side, patch_size, threads=0, convention="tf"))]
+    #[pyo3(signature = (offsets, per_image, image_side, patch_size, threads=0, convention="tf", same_frame=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         offsets: PyReadonlyArrayDyn<'_, f64>,
         per_image: usize,
@@ -68,18 +73,29 @@ impl Extraction {
         patch_size: usize,
         threads: usize,
         convention: &str,
+        same_frame: bool,
     ) -> PyResult<Self> {
         let signals = Signals::default();
         let convention = region::convention(convention)?;
-        let inner = CoreExtraction::new_in(
-            convention,
-            offsets.as_array(),
-            per_image,
-            image_side,
-            patch_size,
-        )
-        .map_err(|e| to_py(e, &signals))?
-        .with_threads(threads);
+        if same_frame
+            && (per_image != 1 || patch_size != image_side || convention != Convention::TensorFlow)
+        {
+            return Err(PyValueError::new_err(
+                "same_frame=True translates each image in its own frame: per_image=1, patch_size=image_side, convention='tf'",
+            ));
+        }
+        let made = if same_frame {
+            CoreExtraction::translation(offsets.as_array(), image_side)
+        } else {
+            CoreExtraction::new_in(
+                convention,
+                offsets.as_array(),
+                per_image,
+                image_side,
+                patch_size,
+            )
+        };
+        let inner = made.map_err(|e| to_py(e, &signals))?.with_threads(threads);
         Ok(Self { inner, signals })
     }
 

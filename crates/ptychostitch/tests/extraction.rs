@@ -230,3 +230,52 @@ fn bad_sizes_and_counts_are_errors() {
         Err(Error::NonFiniteOffset { index: 1, .. })
     ));
 }
+
+/// `Extraction::translation` (PtychoPINN's `center_channels`: each image moved in its own
+/// frame, `N = S`): fast equals the reference bit for bit, forward and VJP, at sides around
+/// the 8-pixel tile, with offsets inside, at and beyond the frame; `new` still refuses `N = S`.
+#[test]
+fn translation_in_the_images_own_frame() {
+    let mut r = rng(36);
+    for side in [1, 7, 8, 9, 16, 33] {
+        let images = 5;
+        let s = side as f64;
+        let offsets = offsets_from(images, |i| match i {
+            0 => [s, -s],
+            1 => [1.5 * s + 0.25, 0.5],
+            _ => [
+                r.random_range(-0.6 * s..0.6 * s),
+                r.random_range(-0.6 * s..0.6 * s),
+            ],
+        });
+        let ext = Extraction::translation(offsets.view(), side).unwrap();
+        assert_eq!(ext.output_shape(), (images, side, side));
+        let imgs = random_patches(&mut r, images, side);
+        let fast = ext.extract(imgs.view()).unwrap();
+        let reference = ext.extract_reference(imgs.view()).unwrap();
+        assert_eq!(bits(&fast), bits(&reference), "side {side}");
+        // Moved wholly out of its frame: zeros.
+        if side > 1 {
+            assert!(
+                fast.index_axis(ndarray::Axis(0), 1)
+                    .iter()
+                    .all(|v| *v == Complex32::new(0.0, 0.0))
+            );
+        }
+        let cot = random_cot(&mut r, (images, side, side));
+        let a = ext.extract_vjp(imgs.view(), cot.view(), Wrt::ALL).unwrap();
+        let b = ext
+            .extract_vjp_reference(imgs.view(), cot.view(), Wrt::ALL)
+            .unwrap();
+        assert_same(&a, &b, &format!("translation vjp, side {side}"));
+    }
+    let offsets = Array2::<f64>::zeros((2, 2));
+    assert!(matches!(
+        Extraction::new(offsets.view(), 1, 16, 16),
+        Err(Error::ExtractSize { .. })
+    ));
+    assert!(matches!(
+        Extraction::translation(Array2::<f64>::zeros((0, 2)).view(), 16),
+        Err(Error::NoPatches)
+    ));
+}

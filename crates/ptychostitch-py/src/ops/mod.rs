@@ -10,6 +10,7 @@
 
 pub(crate) mod spec;
 
+mod center_channels;
 mod extract_patches;
 mod extract_regions;
 mod reassemble;
@@ -58,6 +59,7 @@ pub(crate) static OPERATORS: &[&dyn Operator] = &[
     &reassemble_regions::ReassembleRegions,
     &region_support::RegionSupport,
     &extract_regions::ExtractRegions,
+    &center_channels::CenterChannels,
 ];
 
 /// Runs `op` (`<OP>` or `<OP>_backward`).

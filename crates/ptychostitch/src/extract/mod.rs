@@ -84,11 +84,33 @@ impl Extraction {
         image_side: usize,
         patch_size: usize,
     ) -> Result<Self> {
+        Self::checked(
+            convention, offsets, per_image, image_side, patch_size, false,
+        )
+    }
+
+    /// Each `S×S` image translated by its offset (`(B, 2)` `[x, y]`, one per image) in its own
+    /// frame, TensorFlow's arithmetic: the extraction with `N = S`, which PtychoPINN's
+    /// `center_channels` computes (with the offsets negated) and [`Extraction::new`] refuses
+    /// because PtychoPINN's `extract_patches_position` returns an empty array there.
+    pub fn translation<D: Dimension>(offsets: ArrayView<'_, f64, D>, side: usize) -> Result<Self> {
+        Self::checked(Convention::TensorFlow, offsets, 1, side, side, true)
+    }
+
+    fn checked<D: Dimension>(
+        convention: Convention,
+        offsets: ArrayView<'_, f64, D>,
+        per_image: usize,
+        image_side: usize,
+        patch_size: usize,
+        same_frame: bool,
+    ) -> Result<Self> {
         let pairs = offset_pairs(offsets)?;
         if pairs.is_empty() {
             return Err(Error::NoPatches);
         }
         let too_large = match convention {
+            Convention::TensorFlow if same_frame => patch_size != image_side,
             Convention::TensorFlow => patch_size >= image_side,
             Convention::Torch => patch_size > image_side || image_side < 2,
         };

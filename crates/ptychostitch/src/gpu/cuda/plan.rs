@@ -66,7 +66,7 @@ impl Drop for GpuPlan {
     /// (another GPU's, or none) is current on the dropping thread: cudarc frees a slice
     /// through the current context and keeps a failure for that context's next call. The
     /// plan's stream already waits for every kernel that read them on a caller's stream
-    /// ([`GpuPlan::order_after`]), so the free is ordered after them.
+    /// (`GpuPlan::order_after`), so the free is ordered after them.
     fn drop(&mut self) {
         if self.captured.load(std::sync::atomic::Ordering::Acquire) {
             // A CUDA graph may replay these tables at any time: kept (see `ordering`).
