@@ -243,6 +243,28 @@ pub fn region_cotangent(
     region_g_cotangent(cot, out, den, g) * g.slope(den)
 }
 
+/// Values each block of a fixed-order reduction sums ([`blocked_sum`];
+/// `PTYCHOSTITCH_REDUCTION_BLOCK` in `kernel.cu`).
+pub const REDUCTION_BLOCK: usize = 1024;
+
+/// `Σ value(i)` for `i < n` in `f64`, in a fixed order a GPU runs in parallel: each block of
+/// [`REDUCTION_BLOCK`] consecutive values summed in index order from `+0`, then the block sums
+/// in block order from `+0` (one thread per block, then one thread). For `n` ≤ the block it
+/// is the plain sequential sum, to the bit. Every path (reference, fast, GPU) that reduces a
+/// scan-sized array to one number sums this way: the offsets' re-centring mean and the
+/// regularised maximum's cotangent.
+pub fn blocked_sum(n: usize, value: impl Fn(usize) -> f64) -> f64 {
+    let mut total = 0.0_f64;
+    for start in (0..n).step_by(REDUCTION_BLOCK) {
+        let mut block = 0.0_f64;
+        for i in start..(start + REDUCTION_BLOCK).min(n) {
+            block += value(i);
+        }
+        total += block;
+    }
+    total
+}
+
 /// The cotangent of one pixel's denominator value `g(den)`: `−(Σ_lanes G·R)/g` (lanes summed in
 /// order from `0.0`). [`region_cotangent`] is this times `g'(den)`.
 #[inline(always)]
@@ -458,6 +480,31 @@ pub(crate) fn corners(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn blocked_sum_is_the_sequential_sum_up_to_a_block_and_fixed_by_blocks_beyond() {
+        // 1e16 then ones: added one at a time to 1e16 each 1 is lost (half an ulp, to even);
+        // summed in a block of their own they count.
+        let values: Vec<f64> = (0..3 * REDUCTION_BLOCK + 17)
+            .map(|i| if i == 0 { 1e16 } else { 1.0 })
+            .collect();
+        let sequential = |n: usize| values[..n].iter().fold(0.0_f64, |s, v| s + v);
+        for n in [0, 1, 2, REDUCTION_BLOCK - 1, REDUCTION_BLOCK] {
+            assert_eq!(
+                blocked_sum(n, |i| values[i]).to_bits(),
+                sequential(n).to_bits(),
+                "{n}"
+            );
+        }
+        let n = values.len();
+        let by_blocks = values
+            .chunks(REDUCTION_BLOCK)
+            .map(|b| b.iter().fold(0.0_f64, |s, v| s + v))
+            .fold(0.0_f64, |s, v| s + v);
+        assert_eq!(blocked_sum(n, |i| values[i]).to_bits(), by_blocks.to_bits());
+        // The order is what fixes the bits: here the plain sequential sum differs.
+        assert_ne!(by_blocks.to_bits(), sequential(n).to_bits());
+    }
+
     use super::*;
 
     #[test]

@@ -83,14 +83,11 @@ pub(crate) fn canvas_lanes<'v, T: Sample>(
 
 /// `g_k − mean_j g_j` (the derivative of the re-centring), as an `(n, 2)` array.
 ///
-/// The mean is a sequential `f64` sum in patch order divided by `n`.
+/// The mean is an `f64` sum in patch order by blocks ([`crate::kernel::blocked_sum`], as the
+/// GPU's fold sums it) divided by `n`.
 pub(crate) fn centred(raw: &[[f64; 2]]) -> Array2<f64> {
     let n = raw.len() as f64;
-    let mut sum = [0.0_f64; 2];
-    for g in raw {
-        sum[0] += g[0];
-        sum[1] += g[1];
-    }
+    let sum = [0, 1].map(|axis| crate::kernel::blocked_sum(raw.len(), |j| raw[j][axis]));
     let mean = [sum[0] / n, sum[1] / n];
     let mut out = Array2::zeros((raw.len(), 2));
     for (mut row, g) in out.rows_mut().into_iter().zip(raw) {

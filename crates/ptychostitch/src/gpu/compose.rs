@@ -45,7 +45,8 @@ pub enum RegionKernel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegionVjpKernel {
     /// The numerators' and denominators' cotangents (phase 1, one thread per region pixel), or
-    /// the regularised maximum's (phase 0, one thread).
+    /// the regularised maximum's (phase 0, a thread per block of pixels; phase 2, one thread
+    /// over the blocks: `kernel::blocked_sum`).
     Quotient,
     /// The patches' cotangent, one thread per patch pixel (a gather).
     Patches,
@@ -139,6 +140,15 @@ impl Launch {
             Launch::Extract(ExtractKernel::Shifts, a) => ((a.count.max(0) as u32, 1, 1), slots),
             Launch::Region(_, a) => (a.grid(), tile),
             Launch::RegionVjp(RegionVjpKernel::Quotient, a) if a.phase == 0 => {
+                let r = &a.region;
+                let pixels = (r.samples.max(0) as u64) * (r.side.max(0) as u64).pow(2);
+                let blocks = pixels.div_ceil(crate::kernel::REDUCTION_BLOCK as u64);
+                (
+                    (u32::try_from(blocks.div_ceil(64)).unwrap_or(u32::MAX), 1, 1),
+                    (64, 1, 1),
+                )
+            }
+            Launch::RegionVjp(RegionVjpKernel::Quotient, a) if a.phase == 2 => {
                 ((1, 1, 1), (1, 1, 1))
             }
             Launch::RegionVjp(RegionVjpKernel::Quotient, a) => (a.region.grid(), tile),
@@ -318,7 +328,9 @@ struct Finish {
     negate: bool,
 }
 
-/// The offsets' fold: phase 0, then (re-centring) the mean and its subtraction.
+/// The offsets' fold: phase 0, then (re-centring) the mean -- phase 1 a thread per block of
+/// rows, phase 3 one thread over the blocks (`kernel::blocked_sum`) -- and its subtraction
+/// (phase 2).
 ///
 /// # Safety
 /// `sums` (and `weight_sums` unless 0) hold sixteen `f64` per patch, `out` `count·2` `f64`.
@@ -339,12 +351,14 @@ unsafe fn fold<L: Launcher>(
         ..FoldArgs::default()
     };
     if finish.recentre {
-        a.mean = launcher.zeros_f64(2)?;
+        // The mean, then two f64 per block of rows (the fixed-order sum, kernel::blocked_sum).
+        let blocks = count.div_ceil(crate::kernel::REDUCTION_BLOCK);
+        a.mean = launcher.zeros_f64(2 + 2 * blocks)?;
     }
-    // SAFETY: per this function's contract; `mean` holds two f64.
+    // SAFETY: per this function's contract; `mean` holds the mean and the block sums.
     unsafe { launcher.launch(&Launch::Fold(a))? };
     if finish.recentre {
-        for phase in [1, 2] {
+        for phase in [1, 3, 2] {
             a.phase = phase;
             // SAFETY: as above.
             unsafe { launcher.launch(&Launch::Fold(a))? };
@@ -568,9 +582,12 @@ pub unsafe fn region_vjp<L: Launcher>(
     };
     if at_max.is_some() {
         args.extra = launcher.zeros_f32(1)?;
-        let first = RegionVjpArgs { phase: 0, ..args };
-        // SAFETY: as above; `extra` holds one f32.
-        unsafe { launcher.launch(&Launch::RegionVjp(RegionVjpKernel::Quotient, first))? };
+        args.blocks = launcher.zeros_f64((b * p * p).div_ceil(crate::kernel::REDUCTION_BLOCK))?;
+        for phase in [0, 2] {
+            let step = RegionVjpArgs { phase, ..args };
+            // SAFETY: as above; `extra` holds one f32, `blocks` a f64 per block of pixels.
+            unsafe { launcher.launch(&Launch::RegionVjp(RegionVjpKernel::Quotient, step))? };
+        }
     }
     // SAFETY: as above.
     unsafe { launcher.launch(&Launch::RegionVjp(RegionVjpKernel::Quotient, args))? };

@@ -12,6 +12,9 @@
 // changes no bit.
 
 #define PTYCHOSTITCH_TILE 8
+// Values each block of a fixed-order reduction sums (kernel::REDUCTION_BLOCK, blocked_sum):
+// one thread a block, then one thread over the block sums.
+#define PTYCHOSTITCH_REDUCTION_BLOCK 1024
 
 // The plane (patch, image or sample) of this thread and its column, in a grid whose x axis
 // folds ceil(width / TILE) column tiles per plane: plane = blockIdx.x / tiles. CUDA caps
@@ -680,9 +683,10 @@ struct RegionVjpArgs {
     float* patch_grad;     // B·C·N·N·lanes, or null
     double* shift_sums;    // B·C·16 (the patch's and its weight's, merged), or null
     float* extra;          // the maximum's cotangent (one f32), or null
+    double* blocks;        // the maximum's cotangent's block sums, ceil(B·P·P / 1024) f64, or null
     float max_fraction;    // the regularised form's fraction of the maximum
     int at_max;            // the maximum's pixel (sample-major, row-major), or -1
-    int phase;             // ptychostitch_region_cot: 0 the maximum's cotangent (one thread), 1 per pixel
+    int phase;             // ptychostitch_region_cot: 0 block sums, 2 their total, 1 per pixel
     int reserved;
 };
 
@@ -696,21 +700,36 @@ __device__ static inline float region_g_cot(const RegionVjpArgs& a, long long pi
     return __fdiv_rn(-dot, d);
 }
 
-// Phase 0 (one thread): the cotangent the regularised form's maximum adds at its pixel,
-// max_fraction · Σ_p region_g_cot (f64, pixel order; region::max_cotangent). Phase 1 (one thread
-// per region pixel, the sums' grid): the numerators' and denominators' cotangents
-// (kernel::region_cotangent), the maximum's added at its pixel.
+// Phases 0 and 2: the cotangent the regularised form's maximum adds at its pixel,
+// max_fraction · Σ_p region_g_cot in f64 by blocks (kernel::blocked_sum; region::max_cotangent):
+// phase 0 one thread per block of pixels (grid ceil(blocks / 64) x 64), phase 2 one thread over
+// the block sums. Phase 1 (one thread per region pixel, the sums' grid): the numerators' and
+// denominators' cotangents (kernel::region_cotangent), the maximum's added at its pixel.
 extern "C" __global__ void ptychostitch_region_cot(const RegionVjpArgs a) {
+    long long pixels = (long long)a.r.samples * a.r.side * a.r.side;
+    long long blocks = (pixels + PTYCHOSTITCH_REDUCTION_BLOCK - 1) / PTYCHOSTITCH_REDUCTION_BLOCK;
     if (a.phase == 0) {
-        if (blockIdx.x != 0 || blockIdx.y != 0 || blockIdx.z != 0 || threadIdx.x != 0 || threadIdx.y != 0) {
+        long long k = (long long)blockIdx.x * 64 + threadIdx.x;
+        if (blockIdx.y != 0 || threadIdx.y != 0 || k >= blocks) {
             return;
         }
-        long long pixels = (long long)a.r.samples * a.r.side * a.r.side;
-        double total = 0.0;
-        for (long long p = 0; p < pixels; ++p) {
-            total = __dadd_rn(total, (double)region_g_cot(a, p));
+        long long end = (k + 1) * PTYCHOSTITCH_REDUCTION_BLOCK < pixels ? (k + 1) * PTYCHOSTITCH_REDUCTION_BLOCK : pixels;
+        double block = 0.0;
+        for (long long p = k * PTYCHOSTITCH_REDUCTION_BLOCK; p < end; ++p) {
+            block = __dadd_rn(block, (double)region_g_cot(a, p));
         }
-        *a.extra = __fmul_rn(a.max_fraction, __double2float_rn(total));
+        PS_STORE(a.blocks[k], block);
+        return;
+    }
+    if (a.phase == 2) {
+        if (blockIdx.x != 0 || blockIdx.y != 0 || threadIdx.x != 0 || threadIdx.y != 0) {
+            return;
+        }
+        double total = 0.0;
+        for (long long k = 0; k < blocks; ++k) {
+            total = __dadd_rn(total, a.blocks[k]);
+        }
+        PS_STORE(*a.extra, __fmul_rn(a.max_fraction, __double2float_rn(total)));
         return;
     }
     int x;
@@ -843,12 +862,13 @@ struct FoldArgs {
     const double* image_sums;   // count * 16
     const double* weight_sums;  // count * 16, or null
     double* out;                // the offsets' cotangent, f64, laid out as `per_image` says
-    double* mean;               // two f64 of scratch (phases 1 and 2)
+    double* mean;               // scratch: the mean (two f64), then two f64 per block of rows
     int count;
     // 0: `out` is (count, 2) [x, y] rows; C > 0: (count / C, 1, 2, C), PtychoPINN's channel
     // layout, patch j = b * C + c.
     int per_image;
-    // 0: fold every patch's sums into `out`; 1: one thread sums `out`'s rows into `mean`;
+    // 0: fold every patch's sums into `out`; 1: one thread per block of 1024 rows sums them
+    // (kernel::blocked_sum) into `mean + 2`; 3: one thread sums the blocks into the mean;
     // 2: subtract `mean` from every row.
     int phase;
     // 1: the last phase negates (the region's positions: t = −(pos − centre)).
@@ -868,16 +888,32 @@ __device__ static inline double fold_tree(const double* s) {
 }
 
 // Phases 0 and 2: one thread per patch (grid: ceil(count / 64) blocks of 64); phase 1: one
-// thread (grid 1, block 1).
+// thread per block of rows (grid: ceil(blocks / 64) blocks of 64); phase 3: one thread.
 extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
+    int blocks = (a.count + PTYCHOSTITCH_REDUCTION_BLOCK - 1) / PTYCHOSTITCH_REDUCTION_BLOCK;
     if (a.phase == 1) {
+        int k = blockIdx.x * 64 + threadIdx.x;
+        if (k >= blocks) {
+            return;
+        }
+        int end = (k + 1) * PTYCHOSTITCH_REDUCTION_BLOCK < a.count ? (k + 1) * PTYCHOSTITCH_REDUCTION_BLOCK : a.count;
+        double sx = 0.0, sy = 0.0;
+        for (int j = k * PTYCHOSTITCH_REDUCTION_BLOCK; j < end; ++j) {
+            sx = __dadd_rn(sx, a.out[fold_index(a, j, 0)]);
+            sy = __dadd_rn(sy, a.out[fold_index(a, j, 1)]);
+        }
+        PS_STORE(a.mean[2 + 2 * (long long)k], sx);
+        PS_STORE(a.mean[3 + 2 * (long long)k], sy);
+        return;
+    }
+    if (a.phase == 3) {
         if (blockIdx.x != 0 || threadIdx.x != 0) {
             return;
         }
         double sx = 0.0, sy = 0.0;
-        for (int j = 0; j < a.count; ++j) {
-            sx = __dadd_rn(sx, a.out[fold_index(a, j, 0)]);
-            sy = __dadd_rn(sy, a.out[fold_index(a, j, 1)]);
+        for (int k = 0; k < blocks; ++k) {
+            sx = __dadd_rn(sx, a.mean[2 + 2 * (long long)k]);
+            sy = __dadd_rn(sy, a.mean[3 + 2 * (long long)k]);
         }
         PS_STORE(a.mean[0], __ddiv_rn(sx, (double)a.count));
         PS_STORE(a.mean[1], __ddiv_rn(sy, (double)a.count));

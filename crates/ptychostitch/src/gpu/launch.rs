@@ -356,11 +356,14 @@ pub struct RegionVjpArgs {
     pub shift_sums: u64,
     /// One `f32`: the regularised form's maximum's cotangent, or 0.
     pub extra: u64,
+    /// `ceil(B·P·P / REDUCTION_BLOCK)` `f64`: that cotangent's block sums, or 0.
+    pub blocks: u64,
     /// The regularised form's fraction of the maximum.
     pub max_fraction: f32,
     /// The maximum's pixel, or −1.
     pub at_max: i32,
-    /// `ptychostitch_region_cot`: 0 the maximum's cotangent (one thread), 1 per pixel.
+    /// `ptychostitch_region_cot`: 0 the maximum's cotangent's block sums (a thread a block),
+    /// 2 their total (one thread), 1 per pixel.
     pub phase: i32,
     /// Unused (the struct's size a multiple of 8 in both languages).
     pub reserved: i32,
@@ -444,6 +447,9 @@ impl FoldArgs {
     /// `(grid, block)` of this phase.
     pub fn launch_shape(&self) -> ((u32, u32, u32), (u32, u32, u32)) {
         if self.phase == 1 {
+            let blocks = (self.count.max(0) as u32).div_ceil(crate::kernel::REDUCTION_BLOCK as u32);
+            ((blocks.div_ceil(Self::BLOCK), 1, 1), (Self::BLOCK, 1, 1))
+        } else if self.phase == 3 {
             ((1, 1, 1), (1, 1, 1))
         } else {
             (
@@ -662,9 +668,10 @@ mod tests {
         assert_eq!(std::mem::offset_of!(FoldArgs, phase), 40);
         // RegionVjpArgs: RegionArgs (112) + 6·8 (addresses) + 4·4.
         assert_eq!(std::mem::size_of::<RegionArgs>(), 112);
-        assert_eq!(std::mem::size_of::<RegionVjpArgs>(), 112 + 48 + 16);
+        assert_eq!(std::mem::size_of::<RegionVjpArgs>(), 112 + 56 + 16);
         assert_eq!(std::mem::offset_of!(RegionVjpArgs, extra), 152);
-        assert_eq!(std::mem::offset_of!(RegionVjpArgs, at_max), 164);
+        assert_eq!(std::mem::offset_of!(RegionVjpArgs, blocks), 160);
+        assert_eq!(std::mem::offset_of!(RegionVjpArgs, at_max), 172);
     }
 
     #[test]

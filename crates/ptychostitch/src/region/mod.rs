@@ -718,10 +718,9 @@ pub(crate) fn max_cotangent(
     let Denominator::Regularised { max_fraction, .. } = plan.options.denominator else {
         return 0.0;
     };
-    let mut total = 0.0_f64;
-    for (p, &d) in den.iter().enumerate() {
+    let total = crate::kernel::blocked_sum(den.len(), |p| {
         let at = p * lanes..(p + 1) * lanes;
-        total += crate::kernel::region_g_cotangent(&cot[at.clone()], &out[at], d, g) as f64;
-    }
+        crate::kernel::region_g_cotangent(&cot[at.clone()], &out[at], den[p], g) as f64
+    });
     max_fraction * total as f32
 }
