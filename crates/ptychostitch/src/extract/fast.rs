@@ -14,7 +14,7 @@ use super::{Extraction, image_lanes};
 use crate::adjoint::Wrt;
 use crate::error::Result;
 use crate::kernel::{ShiftGradient, Weights};
-use crate::kernel::{add_offset_terms, corners, pixel};
+use crate::kernel::{add_offset_terms_sampled, pixel};
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Schedule, Simd, for_each_piece, workers_for};
 use crate::sample::{Sample, lanes_mut};
@@ -96,18 +96,27 @@ pub(crate) fn extract_vjp<T: Sample>(
             || (),
             |(b, top, bottom, band), _| {
                 let in_band = |y: i64| (top as i64..bottom as i64).contains(&y);
+                let mut cols = Vec::with_capacity(n);
                 for j in b * c..(b + 1) * c {
-                    let shift = plan.shifts[j];
+                    let [ax, ay] = plan.shifts[j];
+                    // Each column's sample once per patch (`kernel::corners` takes it per pixel).
+                    cols.clear();
+                    cols.extend((0..n).map(|q| plan.convention.sample_axis(t + q, ax, s)));
                     for r in 0..n {
-                        let y = t + r;
-                        let y0 = plan.convention.sample_axis(y, shift[1], s).0;
+                        let (y0, wy) = plan.convention.sample_axis(t + r, ay, s);
                         if !(in_band(y0) || in_band(y0 + 1)) {
                             continue;
                         }
-                        for q in 0..n {
-                            let x = t + q;
+                        for (q, &(x0, wx)) in cols.iter().enumerate() {
                             let g = &cot[((j * n + r) * n + q) * l..][..l];
-                            for (cy, cx, weight) in corners(plan.convention, s, y, x, shift) {
+                            let w = Weights::new(wx, wy);
+                            let four = [
+                                (y0, x0, w.a),
+                                (y0, x0 + 1, w.b),
+                                (y0 + 1, x0, w.c),
+                                (y0 + 1, x0 + 1, w.d),
+                            ];
+                            for (cy, cx, weight) in four {
                                 if in_band(cy) && (0..s as i64).contains(&cx) {
                                     let dst = ((cy as usize - top) * s + cx as usize) * l;
                                     for (lane, v) in g.iter().enumerate() {
@@ -245,19 +254,16 @@ fn patch_offsets_body(
 ) {
     let (s, n, t) = (plan.side, plan.patch, plan.trim);
     let l = cot.len() / (n * n);
+    let [ax, ay] = plan.shifts[j];
+    // Each column's and row's sample once per patch, not once per pixel.
+    let cols: Vec<(i64, f32)> = (0..n)
+        .map(|q| plan.convention.sample_axis(t + q, ax, s))
+        .collect();
     for r in 0..n {
-        for q in 0..n {
+        let row = plan.convention.sample_axis(t + r, ay, s);
+        for (q, &col) in cols.iter().enumerate() {
             let g = &cot[(r * n + q) * l..][..l];
-            add_offset_terms(
-                plan.convention,
-                sum,
-                image,
-                s,
-                l,
-                (t + r, t + q),
-                plan.shifts[j],
-                g,
-            );
+            add_offset_terms_sampled(sum, image, s, l, t + q, row, col, g);
         }
     }
 }
