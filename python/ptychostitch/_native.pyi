@@ -153,6 +153,7 @@ class Region:
     def vjp(
         self, patches: np.ndarray, weights: np.ndarray, cotangent: np.ndarray, wrt_patches: bool = True,
         wrt_positions: bool = True, wrt_weights: bool = False, reference: bool = False,
+        output: Optional[np.ndarray] = None,
     ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]: ...
     @property
     def shape(self) -> Tuple[int, int, int]: ...

@@ -284,22 +284,25 @@ class RegionKernel(_kernels.Declared):
     def backward(
         self, x: Any, positions: Any, out: Any, cot: Any, want_x: bool = True, want_pos: bool = True
     ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        dx, dpos, _ = self.backward_weighted(x, positions, self.weights, cot, want_x, want_pos, False)
+        dx, dpos, _ = self.backward_weighted(x, positions, self.weights, cot, want_x, want_pos, False, out)
         return dx, dpos
 
     def backward_weighted(
-        self, x: Any, positions: Any, weights: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool
+        self, x: Any, positions: Any, weights: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool,
+        out: Any = None,
     ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
         """The cotangents of the patches, the positions and (``want_w``) the weights, each in its
-        input's shape and dtype."""
+        input's shape and dtype. ``out``: the forward's regions for these inputs (what autodiff
+        keeps), which spare the native backward summing the numerators again."""
         x_in, p_in = np.asarray(x), np.asarray(positions)
         xc = self.bcnn(as_compute(x_in, "patches"))
         cot = np.asarray(cot).astype(xc.dtype, copy=False)
-        if self.layout == "tf":
-            cot = cot.reshape(cot.shape[:3])
+        b, p = xc.shape[0], self.side
+        cot = cot.reshape(b, p, p)
+        output = None if out is None else np.ascontiguousarray(np.asarray(out).astype(xc.dtype, copy=False).reshape(b, p, p))
         plan = self.plan(x_in.shape, p_in)
         w = weights_array(weights, xc.shape[-1])
-        dx, dpos, dw = plan.vjp(xc, w, np.ascontiguousarray(cot), want_x, want_pos, want_w, self.reference)
+        dx, dpos, dw = plan.vjp(xc, w, np.ascontiguousarray(cot), want_x, want_pos, want_w, self.reference, output)
         dx = None if dx is None else self.from_bcnn(dx)
         dpos = None if dpos is None else self.from_pairs(dpos, p_in)
         if dw is not None and not isinstance(weights, str):
@@ -328,7 +331,8 @@ class RegionSupport(RegionKernel):
         return self.support_mask(x, positions, kind, value)
 
     def backward_weighted(
-        self, x: Any, positions: Any, weights: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool
+        self, x: Any, positions: Any, weights: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool,
+        out: Any = None,
     ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
         return None, None, None
 

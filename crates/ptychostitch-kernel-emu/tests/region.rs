@@ -151,7 +151,7 @@ fn the_region_backward_kernels_are_the_reference_bit_for_bit() {
                 if o == 1 && k == 0 {
                     cot[[0, p / 2, p / 2]] = Complex32::new(f32::from_bits(0x7fc0_0042), -0.0);
                 }
-                let reference = match oracle.vjp(x.view(), w.view(), cot.view(), wrt) {
+                let reference = match oracle.vjp(x.view(), w.view(), None, cot.view(), wrt) {
                     Ok(reference) => reference,
                     Err(error) => {
                         // The regularised form with every patch outside its region: a zero
@@ -188,7 +188,9 @@ fn the_region_backward_kernels_are_the_reference_bit_for_bit() {
                 assert_positions(&dpos, want.as_slice().unwrap(), &what);
                 // Real patches and cotangent; positions in the channel layout (B, 1, 2, C).
                 let (x, cot) = (x.map(|v| v.re), cot.map(|v| v.im));
-                let reference = oracle.vjp(x.view(), w.view(), cot.view(), wrt).unwrap();
+                let reference = oracle
+                    .vjp(x.view(), w.view(), None, cot.view(), wrt)
+                    .unwrap();
                 let (dx, channels) = ptychostitch_kernel_emu::region_vjp(
                     &plan,
                     x.view(),

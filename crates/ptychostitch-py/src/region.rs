@@ -311,8 +311,9 @@ impl Region {
     }
 
     /// The VJP: the cotangents of the patches `(B, C, N, N)`, the positions `(B·C, 2)` and the
-    /// weights (their shape), each computed only when asked for.
-    #[pyo3(signature = (patches, weights, cotangent, wrt_patches=true, wrt_positions=true, wrt_weights=false, reference=false))]
+    /// weights (their shape), each computed only when asked for. `output`: the forward's
+    /// regions `(B, P, P)` (the patches' dtype), which spare the fast path recomputing them.
+    #[pyo3(signature = (patches, weights, cotangent, wrt_patches=true, wrt_positions=true, wrt_weights=false, reference=false, output=None))]
     #[allow(clippy::too_many_arguments)]
     fn vjp<'py>(
         &self,
@@ -324,18 +325,29 @@ impl Region {
         wrt_positions: bool,
         wrt_weights: bool,
         reference: bool,
+        output: Option<Patches<'py>>,
     ) -> PyResult<PyRegionGradients<'py>> {
         let wrt = RegionWrt {
             patches: wrt_patches,
             positions: wrt_positions,
             weights: wrt_weights,
         };
-        with_sample_pair!(
-            patches,
-            cotangent,
-            |p, c| self.vjp_typed(py, p, weights, c, wrt, reference),
-            "patches and cotangent"
-        )
+        use Patches::{Complex, Real};
+        match (patches, cotangent, output) {
+            (Complex(p), Complex(c), None) => {
+                self.vjp_typed(py, p, weights, None, c, wrt, reference)
+            }
+            (Complex(p), Complex(c), Some(Complex(o))) => {
+                self.vjp_typed(py, p, weights, Some(o), c, wrt, reference)
+            }
+            (Real(p), Real(c), None) => self.vjp_typed(py, p, weights, None, c, wrt, reference),
+            (Real(p), Real(c), Some(Real(o))) => {
+                self.vjp_typed(py, p, weights, Some(o), c, wrt, reference)
+            }
+            _ => Err(pyo3::exceptions::PyTypeError::new_err(
+                "patches, cotangent and output must all be complex64 or all float32",
+            )),
+        }
     }
 
     /// `(B, C, P)`: samples, patches per sample, region side.
@@ -378,11 +390,13 @@ impl Region {
         Ok(out.into_pyarray(py).into_any())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn vjp_typed<'py, T: Sample + numpy::Element>(
         &self,
         py: Python<'py>,
         patches: PyReadonlyArrayDyn<'py, T>,
         weights: PyReadonlyArrayDyn<'py, f32>,
+        output: Option<PyReadonlyArrayDyn<'py, T>>,
         cotangent: PyReadonlyArrayDyn<'py, T>,
         wrt: RegionWrt,
         reference: bool,
@@ -390,8 +404,12 @@ impl Region {
         let p = view4(patches.as_array(), "patches")?;
         let w = view4(weights.as_array(), "weights")?;
         let c = view3(cotangent.as_array(), "cotangent")?;
+        let o = output
+            .as_ref()
+            .map(|o| view3(o.as_array(), "output"))
+            .transpose()?;
         let g = py
-            .detach(|| self.plan(reference).vjp(p, w, c, wrt))
+            .detach(|| self.plan(reference).vjp(p, w, o, c, wrt))
             .map_err(|e| to_py(e, &self.signals))?;
         Ok((
             g.patches.map(|a| a.into_pyarray(py).into_any()),

@@ -393,6 +393,7 @@ fn extraction_and_regions_on_the_gpu() {
             .vjp(
                 patches.view(),
                 weights.view(),
+                None,
                 cot.view(),
                 ptychostitch::region::RegionWrt {
                     patches: true,

@@ -125,15 +125,27 @@ fn check_case<T: Sample>(
                 error
             );
             assert_eq!(
-                fast.vjp(patches.view(), weights.view(), cot.view(), RegionWrt::ALL)
-                    .unwrap_err(),
+                fast.vjp(
+                    patches.view(),
+                    weights.view(),
+                    None,
+                    cot.view(),
+                    RegionWrt::ALL
+                )
+                .unwrap_err(),
                 error
             );
             return;
         }
     };
     let g_ref = oracle(plan)
-        .vjp(patches.view(), weights.view(), cot.view(), RegionWrt::ALL)
+        .vjp(
+            patches.view(),
+            weights.view(),
+            None,
+            cot.view(),
+            RegionWrt::ALL,
+        )
         .unwrap();
     // 1, 2 and 7 threads, and the portable instance beside the FMA one.
     for (threads, simd) in [
@@ -153,27 +165,42 @@ fn check_case<T: Sample>(
             reference.as_slice().unwrap(),
             &format!("{what}, {threads} threads"),
         );
-        let g = fast
-            .vjp(patches.view(), weights.view(), cot.view(), RegionWrt::ALL)
-            .unwrap();
-        assert_same(
-            g.patches.as_ref().unwrap().as_slice().unwrap(),
-            g_ref.patches.as_ref().unwrap().as_slice().unwrap(),
-            &format!("{what}: patches' cotangent, {threads} threads"),
-        );
-        assert_same(
-            g.weights.as_ref().unwrap().as_slice().unwrap(),
-            g_ref.weights.as_ref().unwrap().as_slice().unwrap(),
-            &format!("{what}: weights' cotangent, {threads} threads"),
-        );
-        let p = g.positions.as_ref().unwrap();
-        let pr = g_ref.positions.as_ref().unwrap();
-        assert!(
-            p.iter()
-                .zip(pr.iter())
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{what}: positions' cotangent, {threads} threads"
-        );
+        // Recomputing the forward, and from the forward's own result (numerators not summed
+        // again): the reference's bits both ways.
+        for output in [None, Some(got.view())] {
+            let how = if output.is_some() {
+                "given the output"
+            } else {
+                "recomputed"
+            };
+            let g = fast
+                .vjp(
+                    patches.view(),
+                    weights.view(),
+                    output,
+                    cot.view(),
+                    RegionWrt::ALL,
+                )
+                .unwrap();
+            assert_same(
+                g.patches.as_ref().unwrap().as_slice().unwrap(),
+                g_ref.patches.as_ref().unwrap().as_slice().unwrap(),
+                &format!("{what}: patches' cotangent, {threads} threads, {how}"),
+            );
+            assert_same(
+                g.weights.as_ref().unwrap().as_slice().unwrap(),
+                g_ref.weights.as_ref().unwrap().as_slice().unwrap(),
+                &format!("{what}: weights' cotangent, {threads} threads, {how}"),
+            );
+            let p = g.positions.as_ref().unwrap();
+            let pr = g_ref.positions.as_ref().unwrap();
+            assert!(
+                p.iter()
+                    .zip(pr.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: positions' cotangent, {threads} threads, {how}"
+            );
+        }
     }
 }
 
@@ -252,7 +279,7 @@ fn the_patch_cotangent_is_the_adjoint() {
         });
         let rx = plan.reassemble(x.view(), w.view()).unwrap();
         let g = plan
-            .vjp(x.view(), w.view(), y.view(), RegionWrt::ALL)
+            .vjp(x.view(), w.view(), None, y.view(), RegionWrt::ALL)
             .unwrap();
         let lhs = dot(rx.as_slice().unwrap(), y.as_slice().unwrap());
         let rhs = dot(
@@ -300,7 +327,7 @@ fn position_and_weight_cotangents_match_finite_differences() {
         let cot = Array3::from_shape_fn((b, p, p), |_| r.random_range(-1.0..1.0));
         let plan = Region::new(pos.view(), b, n, p, opts).unwrap();
         let g = plan
-            .vjp(x.view(), w.view(), cot.view(), RegionWrt::ALL)
+            .vjp(x.view(), w.view(), None, cot.view(), RegionWrt::ALL)
             .unwrap();
         let gp = g.positions.unwrap();
         let h = 1e-2;
@@ -623,7 +650,7 @@ fn normalisations_whose_result_is_undefined_are_refused_naming_the_parameter() {
             "{err}"
         );
         let err = plan
-            .vjp(x.view(), zero.view(), cot.view(), RegionWrt::ALL)
+            .vjp(x.view(), zero.view(), None, cot.view(), RegionWrt::ALL)
             .unwrap_err();
         assert!(
             matches!(err, ptychostitch::Error::ZeroDenominator { .. }),

@@ -121,7 +121,7 @@ def _backward(
     else:
         xn, pn, cn = _numpy(x), _numpy(positions), _numpy(cot)
         if kernel.WEIGHTED:
-            dx, dpos, dw = kernel.backward_weighted(xn, pn, kernel.weights, cn, want_x, want_pos, want_w)
+            dx, dpos, dw = kernel.backward_weighted(xn, pn, kernel.weights, cn, want_x, want_pos, want_w, _numpy(out))
         else:
             dx, dpos = kernel.backward(xn, pn, _numpy(out), cn, want_x, want_pos)
             dw = None

@@ -170,7 +170,24 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
         positions: true,
         weights: false,
     };
-    let g = p.region.vjp(p.patches, p.weights, cot, wrt).map_err(text)?;
+    // The forward's regions (XLA keeps them for the backward): only the denominators are
+    // summed again.
+    let out = input::<T>(args, 3, "forward's result")?;
+    let out = out
+        .view()
+        .into_shape_with_order(ndarray::IxDyn(&[b, side, side]))
+        .map_err(|_| {
+            format!(
+                "the forward's result has shape {:?}; expected the regions'",
+                out.shape()
+            )
+        })?
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| e.to_string())?;
+    let g = p
+        .region
+        .vjp(p.patches, p.weights, Some(out), cot, wrt)
+        .map_err(text)?;
     let dx = g.patches.ok_or("the patches' cotangent was not computed")?;
     // (B, C, N, N) back to the layout's own order.
     let dx = if p.tf {

@@ -297,18 +297,35 @@ struct Piece<'a> {
     sums: &'a mut [ShiftGradient],
 }
 
+/// `output`: the forward's regions for these inputs (their lanes), which spare recomputing the
+/// numerators; only the denominators are summed again.
 pub(crate) fn vjp<T: Sample>(
     plan: &Region,
     inputs: &Inputs<'_>,
+    output: Option<&[f32]>,
     cot: &[f32],
     wrt: RegionWrt,
 ) -> Result<RawGradients<T>> {
     let (cs, n, p, l) = (plan.channels, plan.patch, plan.side, T::LANES);
     let conv = plan.options.convention;
-    let (mut regions, den) = sums::<T>(plan, inputs)?;
-    let Normalisation { limit, g, argmax } = Normalisation::of(plan, &den)?;
-    normalise(plan, lanes_mut(&mut regions), &den, l, limit, g);
-    let r = lanes_mut(&mut regions);
+    let mut recomputed: Vec<T> = Vec::new();
+    let (den, normalisation) = match output {
+        Some(_) => {
+            let den = denominators(plan, &inputs.weights)?;
+            let normalisation = Normalisation::of(plan, &den)?;
+            (den, normalisation)
+        }
+        None => {
+            let (mut regions, den) = sums::<T>(plan, inputs)?;
+            let normalisation = Normalisation::of(plan, &den)?;
+            let (limit, g) = (normalisation.limit, normalisation.g);
+            normalise(plan, lanes_mut(&mut regions), &den, l, limit, g);
+            recomputed = regions;
+            (den, normalisation)
+        }
+    };
+    let Normalisation { limit, g, argmax } = normalisation;
+    let r: &[f32] = output.unwrap_or_else(|| crate::sample::lanes(&recomputed));
     // What the maximum's own change adds at its pixel (the regularised form only).
     let at_max = argmax.map(|i| (i, max_cotangent(plan, g, cot, r, &den, l)));
 

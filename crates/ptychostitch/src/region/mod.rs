@@ -446,18 +446,23 @@ impl Region {
     }
 
     /// The vector–Jacobian product of [`Region::reassemble`]: from the `(B, P, P)` cotangent of
-    /// the regions, the cotangents `wrt` asks for.
+    /// the regions, the cotangents `wrt` asks for. `output` is the forward's result for these
+    /// inputs, as [`crate::Plan::vjp`] takes it: pass it when you have it (autodiff frameworks
+    /// keep it) and the fast path sums only the denominators again, not the numerators; `None`
+    /// recomputes it. The reference always recomputes.
     pub fn vjp<T: Sample>(
         &self,
         patches: ArrayView4<'_, T>,
         weights: ArrayView4<'_, f32>,
+        output: Option<ArrayView3<'_, T>>,
         cotangent: ArrayView3<'_, T>,
         wrt: RegionWrt,
     ) -> Result<RegionGradients<T>> {
         let inputs = self.inputs(patches, weights)?;
         let cot = self.cotangent_lanes(cotangent)?;
+        let output = output.map(|o| self.region_lanes(o, "output")).transpose()?;
         let raw = match self.implementation {
-            Implementation::Fast => fast::vjp(self, &inputs, &cot, wrt)?,
+            Implementation::Fast => fast::vjp(self, &inputs, output.as_deref(), &cot, wrt)?,
             Implementation::Reference => reference::vjp(self, &inputs, &cot, wrt)?,
         };
         self.gradients(raw, &inputs, wrt)
@@ -506,15 +511,24 @@ impl Region {
     /// The regions' cotangent `(B, P, P)` as C-ordered lanes (borrowed, or copied if strided),
     /// or the error for another shape: what every VJP of this plan reads.
     pub fn cotangent_lanes<'v, T: Sample>(&self, cot: ArrayView3<'v, T>) -> Result<Cow<'v, [f32]>> {
+        self.region_lanes(cot, "cotangent")
+    }
+
+    /// A `(B, P, P)` array of the regions' shape (`what` names it in errors) as C-order lanes.
+    fn region_lanes<'v, T: Sample>(
+        &self,
+        values: ArrayView3<'v, T>,
+        what: &'static str,
+    ) -> Result<Cow<'v, [f32]>> {
         let (b, p) = (self.samples, self.side);
-        if cot.dim() != (b, p, p) {
+        if values.dim() != (b, p, p) {
             return Err(Error::CotangentShape {
-                what: "cotangent",
+                what,
                 expected: vec![b, p, p],
-                found: cot.shape().to_vec(),
+                found: values.shape().to_vec(),
             });
         }
-        c_order_lanes(cot, || "a copy of the cotangent".into())
+        c_order_lanes(values, || format!("a copy of the {what}"))
     }
 
     fn gradients<T: Sample>(
