@@ -219,3 +219,33 @@ def test_vendored_header_matches_the_installed_jaxlib():
         return tuple(int(re.search(rf"#define XLA_FFI_API_{k} (\d+)", text).group(1)) for k in ("MAJOR", "MINOR"))
 
     assert version(vendored) == version(installed.read_text())
+
+
+def test_a_bad_call_is_an_error_naming_it_not_a_crash():
+    """The handler checks what XLA hands it: an unknown operator, a spec that does not parse or
+    lacks a parameter, a dtype it does not take, a missing attribute -- each an exception with
+    the reason, and the process goes on."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(cplx(rng, (3, 8, 8, 1)))
+    o = jnp.asarray(rng.uniform(-1, 1, (3, 1, 1, 2)).astype(np.float32))
+    jax_adapter.ffi_unavailable("reassemble")  # registers the targets
+    out = jax.ShapeDtypeStruct((8, 8, 1), np.complex64)
+    call = jax.ffi.ffi_call("ptychostitch_reassemble", out)
+    good = "op='shift_and_sum';crop=4;threads=0;reference=False;canvas_side=None"
+    cases = [
+        (dict(op="no_such_operator", spec=good, rank=np.int64(4)), "no operator named"),
+        (dict(op="reassemble", spec="op='shift_and_sum';crop=", rank=np.int64(4)), "spec value"),
+        (dict(op="reassemble", spec="op='shift_and_sum';threads=0;reference=False", rank=np.int64(4)), "lacks crop"),
+        (dict(op="reassemble", spec=good, rank=np.int64(7)), "rank"),
+        (dict(op="reassemble", spec=good), "lacks its op, spec or rank"),
+    ]
+    for attrs, message in cases:
+        with pytest.raises(Exception, match=message):
+            np.asarray(jax.jit(lambda a, b: call(a, b, **attrs))(x, o))
+    with pytest.raises(Exception, match="an operand of dtype float16; expected float32, float64 or complex64"):
+        half = lambda a, b: call(jnp.real(a).astype(jnp.float16), b, op="reassemble", spec=good, rank=np.int64(4))  # noqa: E731
+        np.asarray(jax.jit(half)(x, o))
+    # And the next good call works.
+    side = ps.Plan(np.asarray(o), 8, 4).canvas_shape[0]
+    f = lambda a, b: ps.shift_and_sum(a, b, M=4, canvas_side=side)  # noqa: E731
+    assert same_bits(jax.jit(f)(x, o), f(np.asarray(x), np.asarray(o)))

@@ -53,6 +53,29 @@ const F32: i32 = 11;
 const F64: i32 = 12;
 const C64: i32 = 15;
 
+/// An XLA dtype's name, for errors.
+fn dtype_name(code: i32) -> String {
+    let name = match code {
+        1 => "bool",
+        2 => "int8",
+        3 => "int16",
+        4 => "int32",
+        5 => "int64",
+        6 => "uint8",
+        7 => "uint16",
+        8 => "uint32",
+        9 => "uint64",
+        10 => "float16",
+        11 => "float32",
+        12 => "float64",
+        15 => "complex64",
+        16 => "bfloat16",
+        18 => "complex128",
+        _ => return format!("XLA dtype {code}"),
+    };
+    name.to_string()
+}
+
 unsafe extern "C" {
     /// `frame.c`'s handler for the CPU platform (an `XLA_FFI_Handler`).
     fn ptychostitch_xla_cpu(frame: *mut c_void) -> *mut c_void;
@@ -161,7 +184,8 @@ fn operand(buffer: &RawBuffer, fold: bool) -> Result<Operand<'static>, String> {
         C64 => Operand::C64(view(buffer, &dims)?),
         other => {
             return Err(format!(
-                "an operand of XLA dtype {other}; expected float32, float64 or complex64"
+                "an operand of dtype {}; expected float32, float64 or complex64",
+                dtype_name(other)
             ));
         }
     })
@@ -177,7 +201,8 @@ fn output(buffer: &RawBuffer, fold: bool) -> Result<Output<'static>, String> {
         PRED => Output::Bool(view_mut(buffer, &dims)?),
         other => {
             return Err(format!(
-                "a result of XLA dtype {other}; expected float32, float64, complex64 or bool"
+                "a result of dtype {}; expected float32, float64, complex64 or bool",
+                dtype_name(other)
             ));
         }
     })
