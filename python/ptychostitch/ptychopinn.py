@@ -14,6 +14,9 @@ differentiable under ``tf.GradientTape``, eagerly and in ``tf.function``), and t
 path's ``mk_reassemble_position_batched_real``, ``mk_reassemble_position_real`` and
 ``reassemble_patches`` (what ``ReassemblePatchesLayer`` calls: one region per sample at every
 batch size, where PtychoPINN's own sums the whole batch onto one canvas from ``B·C ≥ 64`` on).
+``install("ptycho_torch.reassembly")`` replaces its inference stitching,
+``reassemble_single_channel`` and ``reassemble_multi_channel`` (same signatures and results, in
+``O(S² + n·M²)`` memory where PtychoPINN's is ``O(n·S²)``; torch only, no TensorFlow).
 ``install("ptycho_torch.helper")`` replaces ``reassemble_patches_position_real``,
 ``reassemble_patches_position_real_probe`` and ``extract_channels_from_region`` (same signatures
 and return values; a probe that requires grad gets its gradient through ``|P|²``). The replacements keep PtychoPINN's contract:
@@ -46,7 +49,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import ptychostitch as _ps
 
-__all__ = ["install", "uninstall", "installed", "FUNCTIONS", "TRAINING_FUNCTIONS", "TORCH_FUNCTIONS", "RegionReassembler"]
+__all__ = ["install", "uninstall", "installed", "FUNCTIONS", "TRAINING_FUNCTIONS", "TORCH_FUNCTIONS",
+           "TORCH_REASSEMBLY_FUNCTIONS", "RegionReassembler"]
 
 #: The functions that are replaced.
 FUNCTIONS = (
@@ -231,6 +235,75 @@ def _torch_extract(original: Callable[..., Any]) -> Callable[..., Any]:
     return extract_channels_from_region
 
 
+def _translated_sums(tiles: Any, weights: Any, offsets: Any, pad: int) -> Tuple[Any, Any]:
+    """PtychoPINN's inference stitching stage (``ptycho_torch.reassembly``): ``tiles``
+    ``(K, C, M, M)`` each padded by ``pad`` on every side, translated by ``offsets`` ``(K, C, 2)``
+    ``[x, y]`` (its torch ``Translation``) and summed over ``K``, and the same for ``weights`` (the
+    counts): ``(C, S, S)`` twice, ``S = M + 2·pad``. One region reassembly per channel with the
+    ``K`` tiles as its patches: ``O(C·S² + K·C·M²)`` memory, where PtychoPINN pads every tile to
+    the whole canvas first (``K·C·S²``)."""
+    k, c, m, _ = tiles.shape
+    # The operation's torch layout negates its positions (the helper's convention); this stage
+    # translates by +offsets.
+    positions = (-offsets).transpose(0, 1).reshape(c, k, 1, 2)
+    options = dict(layout="torch", weights="ones", numerator="sum", denominator="one", recentre=False)
+    size = m + 2 * int(pad)
+    image = _ps.reassemble_regions(tiles.transpose(0, 1), positions, size, **options)
+    counts = _ps.reassemble_regions(weights.transpose(0, 1), positions, size, **options)
+    return image, counts
+
+
+def _pad_of(max_offset: Any) -> int:
+    """PtychoPINN's ``torch.ceil(max_offset).int()``."""
+    import torch
+
+    return int(torch.ceil(torch.as_tensor(max_offset)).item())
+
+
+def _torch_single_channel(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def reassemble_single_channel(im_tensor: Any, com: Any, max_offset: Any, global_coords: Any, data_config: Any,
+                                  middle: int = 10) -> Any:
+        import torch
+
+        N, M = int(data_config.N), int(middle)
+        tiles = im_tensor[:, :, N // 2 - M // 2:N // 2 + M // 2, N // 2 - M // 2:N // 2 + M // 2]
+        b, c = int(tiles.shape[0]), int(tiles.shape[1])
+        adjusted = global_coords.float().reshape(b, c, 2) - com.reshape(1, 1, 2)
+        # PtychoPINN's counts are translated ``ones_like`` the patches: complex where they are.
+        image, counts = _translated_sums(tiles, torch.ones_like(tiles), adjusted, _pad_of(max_offset))
+        return (image[0], counts[0]) if c == 1 else (image, counts)
+
+    reassemble_single_channel.__ptychostitch__ = True  # type: ignore[attr-defined]
+    return reassemble_single_channel
+
+
+def _torch_multi_channel(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def reassemble_multi_channel(im_tensor: Any, com: Any, max_offset: Any, relative_coords: Any, coord_centers: Any,
+                                 data_config: Any, model_config: Any, middle: int = 10) -> Any:
+        # Each solution region first, by the helper as it stands (ptychostitch's where installed).
+        helper = importlib.import_module("ptycho_torch.helper")
+        regions, mask, size = helper.reassemble_patches_position_real(
+            im_tensor, relative_coords, data_config, model_config, agg=True
+        )
+        M, half = int(middle), int(size) // 2
+        window = (slice(None), slice(half - M // 2, half + M // 2), slice(half - M // 2, half + M // 2))
+        tiles, counts = regions[window], mask.float()[window]
+        b = int(tiles.shape[0])
+        adjusted = (coord_centers - com.reshape(1, 1, 2)).reshape(b, 1, 2)
+        return _translated_sums(tiles[:, None], counts[:, None], adjusted, _pad_of(max_offset))
+
+    reassemble_multi_channel.__ptychostitch__ = True  # type: ignore[attr-defined]
+    return reassemble_multi_channel
+
+
+#: The functions of ``ptycho_torch.reassembly`` that are replaced: its inference stitching.
+TORCH_REASSEMBLY_FUNCTIONS = (
+    "reassemble_single_channel",
+    "reassemble_multi_channel",
+)
+
 #: The functions of ``ptycho_torch.helper`` that are replaced.
 TORCH_FUNCTIONS = (
     "reassemble_patches_position_real",
@@ -247,6 +320,8 @@ _FACTORIES: Dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "reassemble_patches_position_real": _torch_reassemble,
     "reassemble_patches_position_real_probe": _torch_reassemble_probe,
     "extract_channels_from_region": _torch_extract,
+    "reassemble_single_channel": _torch_single_channel,
+    "reassemble_multi_channel": _torch_multi_channel,
 }
 
 # The modules installed, in order.
@@ -276,7 +351,8 @@ def install(module: str = "ptycho.tf_helper") -> None:
     """Replaces ``module``'s reassembly functions (and every loaded alias of them).
 
     ``"ptycho.tf_helper"`` (the default): the inference functions (``FUNCTIONS``) and the
-    training path's (``TRAINING_FUNCTIONS``); ``"ptycho_torch.helper"``: ``TORCH_FUNCTIONS``.
+    training path's (``TRAINING_FUNCTIONS``); ``"ptycho_torch.helper"``: ``TORCH_FUNCTIONS``;
+    ``"ptycho_torch.reassembly"``: ``TORCH_REASSEMBLY_FUNCTIONS`` (its inference stitching).
     Installing a module twice is a no-op; ``uninstall()`` undoes every module.
     """
     if module in _modules:
