@@ -4,7 +4,7 @@
 //! strides), the work runs with the GIL released, and results move into NumPy arrays without
 //! a copy. Dtype conversion and PtychoPINN's signatures live in `python/ptychostitch/__init__.py`.
 
-use ndarray::{Array2, Array3, ArrayViewD, Ix2, Ix3};
+use ndarray::{Array2, Array3, ArrayViewD, Ix3};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn};
 use ptychostitch::geometry::patch_stack;
 use ptychostitch::{
@@ -125,19 +125,9 @@ pub(crate) enum Patches<'py> {
     Real(PyReadonlyArrayDyn<'py, f32>),
 }
 
-/// A canvas `(S, S)` or `(S, S, 1)` as `(S, S)`.
+/// A canvas `(S, S)` or `(S, S, 1)` as `(S, S)` ([`ops::canvas`]), a ValueError otherwise.
 pub(crate) fn canvas<T>(a: ArrayViewD<'_, T>) -> PyResult<ndarray::ArrayView2<'_, T>> {
-    let shape = a.shape().to_vec();
-    let a = if shape.len() == 3 && shape[2] == 1 {
-        a.index_axis_move(ndarray::Axis(2), 0)
-    } else {
-        a
-    };
-    a.into_dimensionality::<Ix2>().map_err(|_| {
-        PyValueError::new_err(format!(
-            "the cotangent/output has shape {shape:?}; expected the canvas's (S, S, 1) or (S, S)"
-        ))
-    })
+    ops::canvas(a, "cotangent/output").map_err(PyValueError::new_err)
 }
 
 /// `(n, …)` as `(n, A, B)` when the trailing axes are `(A, B)` or `(A, B, 1)`.

@@ -116,31 +116,6 @@ pub(crate) fn options_from(
     Ok(options)
 }
 
-/// [`options_from`] for the bindings: a ValueError.
-#[allow(clippy::too_many_arguments)]
-fn region_options(
-    convention: &str,
-    recentre: bool,
-    numerator: &str,
-    denominator: &str,
-    epsilon: f32,
-    support: Option<&str>,
-    threshold_value: f32,
-    scale: f32,
-) -> PyResult<RegionOptions> {
-    options_from(
-        convention,
-        recentre,
-        numerator,
-        denominator,
-        epsilon,
-        support,
-        threshold_value,
-        scale,
-    )
-    .map_err(PyValueError::new_err)
-}
-
 /// Checks region-reassembly options up front (the public functions call it before any data
 /// is touched, so that a graph-mode call fails when it is built, not when it runs).
 #[pyfunction]
@@ -156,7 +131,7 @@ pub(crate) fn check_region_options(
     threshold_value: f32,
     scale: f32,
 ) -> PyResult<()> {
-    region_options(
+    options_from(
         convention,
         recentre,
         numerator,
@@ -167,6 +142,7 @@ pub(crate) fn check_region_options(
         scale,
     )
     .map(|_| ())
+    .map_err(PyValueError::new_err)
 }
 
 #[pymethods]
@@ -189,7 +165,7 @@ impl Region {
         threads: usize,
         scale: f32,
     ) -> PyResult<Self> {
-        let options = region_options(
+        let options = options_from(
             convention,
             recentre,
             numerator,
@@ -198,7 +174,8 @@ impl Region {
             support,
             threshold_value,
             scale,
-        )?;
+        )
+        .map_err(PyValueError::new_err)?;
         let signals = Signals::default();
         let inner = CoreRegion::new(positions.as_array(), samples, patch_size, side, options)
             .map_err(|e| to_py(e, &signals))?

@@ -3,10 +3,10 @@
 //! its offset in its own `N×N` frame, `(B, N, N, C)`.
 
 use super::{
-    Operand, Operator, Outcome, Output, Spec, Typed, arg, by_sample, copy, input, output, put_f64,
-    ret, text,
+    Operand, Outcome, Output, Spec, Typed, arg, channel_format, channel_pairs, copy, input,
+    operator, output, put_f64, ret, text,
 };
-use ndarray::{Array2, Array3, ArrayD, ArrayViewD, Ix4};
+use ndarray::{Array3, ArrayD, ArrayViewD, Ix4};
 use ptychostitch::{Extraction, Wrt};
 
 pub(crate) struct CenterChannels;
@@ -37,26 +37,24 @@ fn plan(shape: &[usize], offsets: &ArrayD<f64>, spec: &Spec) -> Result<Extractio
             offsets.shape()
         ));
     }
-    let grid = offsets
-        .view()
-        .into_shape_with_order((b, 2, c))
-        .map_err(|e| e.to_string())?;
-    let pairs: Vec<f64> = grid.permuted_axes([0, 2, 1]).iter().map(|v| -v).collect();
-    let pairs = Array2::from_shape_vec((b * c, 2), pairs).map_err(|e| e.to_string())?;
+    let pairs = channel_pairs(offsets, b, c, true)?;
     let threads = spec.count("threads")?;
     Ok(Extraction::translation(pairs.view(), n)
         .map_err(text)?
         .with_threads(threads))
 }
 
-/// `(B·C, N, N)` values back in `(B, N, N, C)`'s row-major order.
-fn channels<T: Copy>(flat: &Array3<T>, shape: &[usize]) -> Result<Vec<T>, String> {
+/// `(B·C, N, N)` as `(B, N, N, C)` (a view; its iteration is that layout's row-major order).
+fn channels<'a, T>(
+    flat: &'a Array3<T>,
+    shape: &[usize],
+) -> Result<ndarray::ArrayView4<'a, T>, String> {
     let (b, n, c) = (shape[0], shape[1], shape[3]);
     let grid = flat
         .view()
         .into_shape_with_order((b, c, n, n))
         .map_err(|e| e.to_string())?;
-    Ok(grid.permuted_axes([0, 2, 3, 1]).iter().copied().collect())
+    Ok(grid.permuted_axes([0, 2, 3, 1]))
 }
 
 fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
@@ -67,7 +65,7 @@ fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>])
         .run(images.view())
         .map_err(text)?;
     let values = channels(&moved, x.shape())?;
-    copy(output::<T>(rets, 0, "channels")?, values.into_iter())
+    copy(output::<T>(rets, 0, "channels")?, values.iter().copied())
 }
 
 fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
@@ -83,28 +81,15 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     let values = channels(&dflat, x.shape())?;
     copy(
         output::<T>(rets, 0, "channels' cotangent")?,
-        values.into_iter(),
+        values.iter().copied(),
     )?;
-    // (B·C, 2) of the negated offsets -> minus it, as (B, 1, 2, C).
+    // The rows of the negated offsets -> minus them, as (B, 1, 2, C).
     let (b, c) = (x.shape()[0], x.shape()[3]);
     let d = g.offsets.ok_or("the offsets' cotangent was not computed")?;
-    let d = d
-        .into_shape_with_order((b, c, 2))
-        .map_err(|e| e.to_string())?;
-    let d = d.permuted_axes([0, 2, 1]).mapv(|v| -v);
-    put_f64(ret(rets, 1, "offsets' cotangent")?, d.into_dyn().view())
+    put_f64(
+        ret(rets, 1, "offsets' cotangent")?,
+        channel_format(d, b, c, true)?.view(),
+    )
 }
 
-impl Operator for CenterChannels {
-    fn name(&self) -> &'static str {
-        "center_channels"
-    }
-
-    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "channels")?, forward(spec, args, rets))
-    }
-
-    fn backward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "channels")?, backward(spec, args, rets))
-    }
-}
+operator!(CenterChannels, "center_channels", "channels");

@@ -3,11 +3,11 @@
 //! positions `(B, C, 1, 2)` or `(B, C, 2)` `[x, y]` -> patches `(B, C, N, N)`.
 
 use super::{
-    Operand, Operator, Outcome, Output, Spec, Typed, arg, by_sample, copy, input, output, put_f64,
-    ret, text,
+    Operand, Outcome, Output, Spec, Typed, arg, copy, input, operator, output, put_f64, ret,
+    row_pairs, stack_of, text,
 };
 use crate::region::parse_convention;
-use ndarray::{Array2, ArrayD, ArrayView3, ArrayViewD, Axis, Ix3, IxDyn};
+use ndarray::{ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
 use ptychostitch::{Extraction, Wrt};
 
 pub(crate) struct ExtractRegions;
@@ -40,18 +40,7 @@ fn plan(
 ) -> Result<Extraction, String> {
     let (b, p, _) = images.dim();
     let c = spec.count("channels")?;
-    let shape = positions.shape();
-    if positions.len() != b * c * 2
-        || shape.len() < 2
-        || shape[..2] != [b, c]
-        || shape[shape.len() - 1] != 2
-    {
-        return Err(format!(
-            "positions have shape {shape:?}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]"
-        ));
-    }
-    let pairs = Array2::from_shape_vec((b * c, 2), positions.iter().copied().collect())
-        .map_err(|e| e.to_string())?;
+    let pairs = row_pairs(positions, b, c)?;
     let convention = parse_convention(spec.text("convention")?)?;
     let threads = spec.count("threads")?;
     Ok(
@@ -73,18 +62,12 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     let positions = super::offsets(arg(args, 1, "positions")?, "positions")?;
     let extraction = plan(spec, &imgs, &positions)?;
     let n = spec.count("patch_size")?;
-    let cot = input::<T>(args, 3, "cotangent")?;
-    let cot = cot
-        .view()
-        .into_shape_with_order(IxDyn(&[cot.len() / (n * n).max(1), n, n]))
-        .map_err(|_| {
-            format!(
-                "the cotangent has shape {:?}; expected (B, C, N, N)",
-                cot.shape()
-            )
-        })?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| e.to_string())?;
+    let cot = stack_of(
+        input::<T>(args, 3, "cotangent")?,
+        (n, n),
+        "cotangent",
+        "(B, C, N, N)",
+    )?;
     let g = extraction.vjp(imgs, cot, Wrt::ALL).map_err(text)?;
     let dimg = g.patches.ok_or("the regions' cotangent was not computed")?;
     copy(
@@ -100,16 +83,4 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     )
 }
 
-impl Operator for ExtractRegions {
-    fn name(&self) -> &'static str {
-        "extract_regions"
-    }
-
-    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "regions")?, forward(spec, args, rets))
-    }
-
-    fn backward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "regions")?, backward(spec, args, rets))
-    }
-}
+operator!(ExtractRegions, "extract_regions", "regions");

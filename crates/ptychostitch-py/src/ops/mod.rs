@@ -17,7 +17,7 @@ mod reassemble;
 mod reassemble_regions;
 mod region_support;
 
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+use ndarray::{Array2, ArrayD, ArrayView3, ArrayViewD, ArrayViewMutD, Ix3, IxDyn};
 use ptychostitch::region::Threshold;
 use ptychostitch::{Complex32, Implementation, Sample};
 pub(crate) use spec::Spec;
@@ -143,6 +143,143 @@ pub(crate) fn copy<T>(
     }
     Ok(())
 }
+
+/// PtychoPINN's channel-format offsets `(B, 1, 2, C)` `[x, y]` as `(B·C, 2)` rows in its flat
+/// order (row `b·C + c`), negated where `negate` (`Extract.flat_offsets`).
+pub(crate) fn channel_pairs(
+    offsets: &ArrayD<f64>,
+    b: usize,
+    c: usize,
+    negate: bool,
+) -> Result<Array2<f64>, String> {
+    let grid = offsets
+        .view()
+        .into_shape_with_order((b, 2, c))
+        .map_err(|_| {
+            format!(
+                "offsets have shape {:?}; expected ({b}, 1, 2, {c}) [x, y] in channel format",
+                offsets.shape()
+            )
+        })?;
+    let values = grid
+        .permuted_axes([0, 2, 1])
+        .iter()
+        .map(|&v| if negate { -v } else { v })
+        .collect();
+    Array2::from_shape_vec((b * c, 2), values).map_err(|e| e.to_string())
+}
+
+/// `(B·C, 2)` rows back in PtychoPINN's channel format `(B, 1, 2, C)` (the inverse of
+/// [`channel_pairs`], negated where `negate`).
+pub(crate) fn channel_format(
+    rows: Array2<f64>,
+    b: usize,
+    c: usize,
+    negate: bool,
+) -> Result<ArrayD<f64>, String> {
+    let grid = rows
+        .into_shape_with_order((b, c, 2))
+        .map_err(|e| e.to_string())?;
+    let grid = grid.permuted_axes([0, 2, 1]).insert_axis(ndarray::Axis(1));
+    Ok(if negate {
+        grid.mapv(|v| -v)
+    } else {
+        grid.to_owned()
+    }
+    .into_dyn())
+}
+
+/// Positions `(B, C, 1, 2)` or `(B, C, 2)` `[x, y]` as `(B·C, 2)` rows, sample-major (the torch
+/// layout's; `RegionKernel.pairs`, `ExtractKernel.plan_for`).
+pub(crate) fn row_pairs(
+    positions: &ArrayD<f64>,
+    b: usize,
+    c: usize,
+) -> Result<Array2<f64>, String> {
+    let shape = positions.shape();
+    if positions.len() != b * c * 2
+        || shape.len() < 2
+        || shape[..2] != [b, c]
+        || shape[shape.len() - 1] != 2
+    {
+        return Err(format!(
+            "positions have shape {shape:?}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]"
+        ));
+    }
+    Array2::from_shape_vec((b * c, 2), positions.iter().copied().collect())
+        .map_err(|e| e.to_string())
+}
+
+/// `a` as a stack `(k, n, m)` of its row-major values (`what` and `expected` name it in the
+/// error): a cotangent or an output in whichever of its layouts' shapes.
+pub(crate) fn stack_of<'a, T>(
+    a: &ArrayViewD<'a, T>,
+    (n, m): (usize, usize),
+    what: &str,
+    expected: &str,
+) -> Result<ArrayView3<'a, T>, String> {
+    let k = a.len() / (n * m).max(1);
+    a.clone()
+        .into_shape_with_order(IxDyn(&[k, n, m]))
+        .ok()
+        .and_then(|v| v.into_dimensionality::<Ix3>().ok())
+        .ok_or_else(|| format!("the {what} has shape {:?}; expected {expected}", a.shape()))
+}
+
+/// A canvas `(S, S[, 1])` as `(S, S)` (`what` names it in the error): the reassembly's output
+/// and its cotangent, from a framework or from the bindings (`crate::canvas`).
+pub(crate) fn canvas<'a, T>(
+    a: ArrayViewD<'a, T>,
+    what: &str,
+) -> Result<ndarray::ArrayView2<'a, T>, String> {
+    let shape = a.shape().to_vec();
+    let a = if shape.len() == 3 && shape[2] == 1 {
+        a.index_axis_move(ndarray::Axis(2), 0)
+    } else {
+        a
+    };
+    a.into_dimensionality::<ndarray::Ix2>().map_err(|_| {
+        format!("the {what} has shape {shape:?}; expected the canvas's (S, S, 1) or (S, S)")
+    })
+}
+
+/// `impl Operator for $ty` named `$name`: its forward and backward are the module's generic
+/// `forward::<T>` and `backward::<T>`, dispatched on the element type of its first operand
+/// (`$first` names it in errors).
+macro_rules! operator {
+    ($ty:ident, $name:literal, $first:literal) => {
+        impl $crate::ops::Operator for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn forward(
+                &self,
+                spec: &$crate::ops::Spec,
+                args: &[$crate::ops::Operand<'_>],
+                rets: &mut [$crate::ops::Output<'_>],
+            ) -> $crate::ops::Outcome {
+                $crate::ops::by_sample!(
+                    $crate::ops::arg(args, 0, $first)?,
+                    forward(spec, args, rets)
+                )
+            }
+
+            fn backward(
+                &self,
+                spec: &$crate::ops::Spec,
+                args: &[$crate::ops::Operand<'_>],
+                rets: &mut [$crate::ops::Output<'_>],
+            ) -> $crate::ops::Outcome {
+                $crate::ops::by_sample!(
+                    $crate::ops::arg(args, 0, $first)?,
+                    backward(spec, args, rets)
+                )
+            }
+        }
+    };
+}
+pub(crate) use operator;
 
 /// The library error as one line.
 pub(crate) fn text(e: ptychostitch::Error) -> String {

@@ -2,10 +2,10 @@
 //! patches `(n, N, N[, 1])`, offsets `(n, …, 2)` -> the canvas `(S, S, 1)`.
 
 use super::{
-    Operand, Operator, Outcome, Output, Spec, Typed, arg, by_sample, copy, implementation, input,
+    Operand, Outcome, Output, Spec, Typed, arg, canvas, copy, implementation, input, operator,
     output, put_f64, ret, text,
 };
-use ndarray::{ArrayViewD, Axis, Ix2};
+use ndarray::ArrayViewD;
 use ptychostitch::geometry::patch_stack;
 use ptychostitch::{Operation, Plan, Wrt};
 
@@ -32,25 +32,6 @@ fn plan<T>(spec: &Spec, x: &ArrayViewD<'_, T>, offsets: &Operand<'_>) -> Result<
         .with_implementation(implementation(spec)?))
 }
 
-/// A canvas `(S, S[, 1])` as `(S, S)`.
-fn canvas<'a, T>(
-    a: &'a ArrayViewD<'_, T>,
-    what: &str,
-) -> Result<ndarray::ArrayView2<'a, T>, String> {
-    let v = a.view();
-    let v = if v.ndim() == 3 && v.shape()[2] == 1 {
-        v.index_axis_move(Axis(2), 0)
-    } else {
-        v
-    };
-    v.into_dimensionality::<Ix2>().map_err(|_| {
-        format!(
-            "the {what} has shape {:?}; expected the canvas's (S, S, 1)",
-            a.shape()
-        )
-    })
-}
-
 fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let x = input::<T>(args, 0, "patches")?;
     let plan = plan(spec, x, arg(args, 1, "offsets")?)?;
@@ -75,8 +56,8 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
         .vjp(
             operation(spec)?,
             x.view(),
-            Some(canvas(out, "forward's result")?),
-            canvas(cot, "cotangent")?,
+            Some(canvas(out.clone(), "forward's result")?),
+            canvas(cot.clone(), "cotangent")?,
             Wrt::ALL,
         )
         .map_err(text)?;
@@ -89,16 +70,4 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     put_f64(ret(rets, 1, "offsets' cotangent")?, doff.into_dyn().view())
 }
 
-impl Operator for Reassemble {
-    fn name(&self) -> &'static str {
-        "reassemble"
-    }
-
-    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "patches")?, forward(spec, args, rets))
-    }
-
-    fn backward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "patches")?, backward(spec, args, rets))
-    }
-}
+operator!(Reassemble, "reassemble", "patches");

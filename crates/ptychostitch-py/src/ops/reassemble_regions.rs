@@ -4,11 +4,11 @@
 //! `(B, C, 2)`, regions `(B, P, P)` -- with float32 weights `(1|B, 1|C, N, N)` third.
 
 use super::{
-    Operand, Operator, Outcome, Output, Spec, Typed, arg, by_sample, copy, input, output, put_f64,
-    ret, spec, text,
+    Operand, Outcome, Output, Spec, Typed, arg, channel_format, channel_pairs, copy, input,
+    operator, output, put_f64, ret, row_pairs, spec, stack_of, text,
 };
 use crate::region::options_from;
-use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Ix3, Ix4};
+use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Ix4};
 use ptychostitch::region::{Region, RegionOptions, RegionWrt};
 
 pub(crate) struct ReassembleRegions;
@@ -77,31 +77,16 @@ pub(crate) fn bcnn<'a, T>(x: &ArrayViewD<'a, T>, tf: bool) -> Result<ArrayView4<
 
 /// `(B·C, 2)` `[x, y]` in sample-major order (`RegionKernel.pairs`).
 fn pairs(positions: &ArrayD<f64>, b: usize, c: usize, tf: bool) -> Result<Array2<f64>, String> {
-    let shape = positions.shape();
-    let values: Vec<f64> = if tf {
-        if shape != [b, 1, 2, c] {
-            return Err(format!(
-                "positions have shape {shape:?}; expected ({b}, 1, 2, {c}) [x, y] in channel format"
-            ));
-        }
-        let grid = positions
-            .view()
-            .into_shape_with_order((b, 2, c))
-            .map_err(|e| e.to_string())?;
-        grid.permuted_axes([0, 2, 1]).iter().copied().collect()
-    } else {
-        if positions.len() != b * c * 2
-            || shape.len() < 2
-            || shape[..2] != [b, c]
-            || shape[shape.len() - 1] != 2
-        {
-            return Err(format!(
-                "positions have shape {shape:?}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]"
-            ));
-        }
-        positions.iter().copied().collect()
-    };
-    Array2::from_shape_vec((b * c, 2), values).map_err(|e| e.to_string())
+    if !tf {
+        return row_pairs(positions, b, c);
+    }
+    if positions.shape() != [b, 1, 2, c] {
+        return Err(format!(
+            "positions have shape {:?}; expected ({b}, 1, 2, {c}) [x, y] in channel format",
+            positions.shape()
+        ));
+    }
+    channel_pairs(positions, b, c, false)
 }
 
 /// The plan `RegionKernel.plan` makes, the patches as `(B, C, N, N)` and the weights.
@@ -153,18 +138,12 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     let p = planned::<T>(spec, args)?;
     let (b, c, _, _) = p.patches.dim();
     let side = spec.count("side")?;
-    let cot = input::<T>(args, 4, "cotangent")?;
-    let cot = cot
-        .view()
-        .into_shape_with_order(ndarray::IxDyn(&[b, side, side]))
-        .map_err(|_| {
-            format!(
-                "the cotangent has shape {:?}; expected the regions'",
-                cot.shape()
-            )
-        })?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| e.to_string())?;
+    let cot = stack_of(
+        input::<T>(args, 4, "cotangent")?,
+        (side, side),
+        "cotangent",
+        "the regions'",
+    )?;
     let wrt = RegionWrt {
         patches: true,
         positions: true,
@@ -172,18 +151,12 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     };
     // The forward's regions (XLA keeps them for the backward): only the denominators are
     // summed again.
-    let out = input::<T>(args, 3, "forward's result")?;
-    let out = out
-        .view()
-        .into_shape_with_order(ndarray::IxDyn(&[b, side, side]))
-        .map_err(|_| {
-            format!(
-                "the forward's result has shape {:?}; expected the regions'",
-                out.shape()
-            )
-        })?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| e.to_string())?;
+    let out = stack_of(
+        input::<T>(args, 3, "forward's result")?,
+        (side, side),
+        "forward's result",
+        "the regions'",
+    )?;
     let g = p
         .region
         .vjp(p.patches, p.weights, Some(out), cot, wrt)
@@ -202,27 +175,12 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     let dpos = g
         .positions
         .ok_or("the positions' cotangent was not computed")?;
-    let dpos = dpos
-        .into_shape_with_order((b, c, 2))
-        .map_err(|e| e.to_string())?;
     let dpos = if p.tf {
-        dpos.view().permuted_axes([0, 2, 1])
+        channel_format(dpos, b, c, false)?
     } else {
-        dpos.view()
+        dpos.into_dyn()
     };
-    put_f64(ret(rets, 1, "positions' cotangent")?, dpos.into_dyn())
+    put_f64(ret(rets, 1, "positions' cotangent")?, dpos.view())
 }
 
-impl Operator for ReassembleRegions {
-    fn name(&self) -> &'static str {
-        "reassemble_regions"
-    }
-
-    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "patches")?, forward(spec, args, rets))
-    }
-
-    fn backward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "patches")?, backward(spec, args, rets))
-    }
-}
+operator!(ReassembleRegions, "reassemble_regions", "patches");

@@ -2,9 +2,7 @@
 //! (`_region.RegionSupport`), `(B, P, P)` bool, from the same operands. No gradient.
 
 use super::reassemble_regions::{planned, support};
-use super::{
-    Operand, Operator, Outcome, Output, Spec, Typed, arg, by_sample, copy, ret, text, threshold,
-};
+use super::{Operand, Outcome, Output, Spec, Typed, copy, operator, ret, text, threshold};
 
 pub(crate) struct RegionSupport;
 
@@ -21,16 +19,8 @@ fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>])
     }
 }
 
-impl Operator for RegionSupport {
-    fn name(&self) -> &'static str {
-        "region_support"
-    }
-
-    fn forward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
-        by_sample!(arg(args, 0, "patches")?, forward(spec, args, rets))
-    }
-
-    fn backward(&self, _spec: &Spec, _args: &[Operand<'_>], _rets: &mut [Output<'_>]) -> Outcome {
-        Err("the support mask has no gradient".into())
-    }
+fn backward<T: Typed>(_spec: &Spec, _args: &[Operand<'_>], _rets: &mut [Output<'_>]) -> Outcome {
+    Err("the support mask has no gradient".into())
 }
+
+operator!(RegionSupport, "region_support", "patches");
