@@ -216,6 +216,13 @@ class Extract(Declared):
         b, c = offsets_xy.shape[0], offsets_xy.shape[-1]
         return np.ascontiguousarray(offsets_xy.reshape(b, 2, c).transpose(0, 2, 1).reshape(b * c, 2))
 
+    @staticmethod
+    def channel_format(rows: np.ndarray, like: np.ndarray) -> np.ndarray:
+        """``(B·C, 2)`` rows back in ``like``'s channel format ``(B, 1, 2, C)`` (the inverse of
+        :meth:`flat_offsets`)."""
+        b, c = like.shape[0], like.shape[-1]
+        return rows.reshape(b, c, 2).transpose(0, 2, 1).reshape(like.shape)
+
     def plan(self, imgs: Any, offsets_xy: np.ndarray) -> Any:
         shape = imgs if isinstance(imgs, tuple) else np.shape(imgs)
         return _native.Extraction(
@@ -242,10 +249,7 @@ class Extract(Declared):
         xc = as_compute(x_in, "imgs")
         cot = np.asarray(cot).astype(xc.dtype, copy=False)
         dimgs, dflat = self.plan(xc, off_in).vjp(xc, cot, want_x, want_offsets)
-        doff = None
-        if dflat is not None:
-            b, c = off_in.shape[0], off_in.shape[-1]
-            doff = dflat.reshape(b, c, 2).transpose(0, 2, 1).reshape(off_in.shape)
+        doff = None if dflat is None else self.channel_format(dflat, off_in)
         return _like_input(dimgs, x_in), _like_input(doff, off_in)
 
 
@@ -337,8 +341,7 @@ class CenterChannels(Declared):
         dflat, doff = self.plan(xc.shape, off_in).vjp(self.flat(xc), self.flat(cot), want_x, want_offsets)
         dx = None if dflat is None else self.channels(dflat, xc.shape)
         if doff is not None:  # the extraction's offsets are the negated ones
-            b, c = off_in.shape[0], off_in.shape[-1]
-            doff = -doff.reshape(b, c, 2).transpose(0, 2, 1).reshape(off_in.shape)
+            doff = -Extract.channel_format(doff, off_in)
         return _like_input(dx, x_in), _like_input(doff, off_in)
 
 

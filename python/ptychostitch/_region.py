@@ -60,6 +60,14 @@ def weights_array(weights: Any, n: int) -> np.ndarray:
     return np.ascontiguousarray(w)
 
 
+def row_pairs(p: np.ndarray, b: int, c: int) -> np.ndarray:
+    """Positions ``(B, C, 1, 2)`` or ``(B, C, 2)`` ``[x, y]`` (the torch layout's) as ``(B·C, 2)``
+    rows, sample-major."""
+    if p.size != b * c * 2 or p.shape[:2] != (b, c) or p.shape[-1] != 2:
+        raise ValueError(f"positions have shape {p.shape}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]")
+    return np.ascontiguousarray(p.reshape(b * c, 2))
+
+
 NUMERATORS = ("sum", "weighted")
 DENOMINATORS = ("add", "clamp", "one", "affine", "regularised")
 SUPPORTS = ("above", "above_max_fraction")
@@ -200,17 +208,11 @@ class RegionKernel(_kernels.Declared):
         if self.layout == "tf":
             if p.shape != (b, 1, 2, c):
                 raise ValueError(f"positions have shape {p.shape}; expected ({b}, 1, 2, {c}) [x, y] in channel format")
-            return np.ascontiguousarray(p.reshape(b, 2, c).transpose(0, 2, 1).reshape(b * c, 2))
-        if p.size != b * c * 2 or p.shape[:2] != (b, c) or p.shape[-1] != 2:
-            raise ValueError(f"positions have shape {p.shape}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]")
-        return np.ascontiguousarray(p.reshape(b * c, 2))
+            return _kernels.Extract.flat_offsets(p)
+        return row_pairs(p, b, c)
 
     def from_pairs(self, d: np.ndarray, like: np.ndarray) -> np.ndarray:
-        b = like.shape[0]
-        if self.layout == "tf":
-            c = like.shape[-1]
-            return d.reshape(b, c, 2).transpose(0, 2, 1).reshape(like.shape)
-        return d.reshape(like.shape)
+        return _kernels.Extract.channel_format(d, like) if self.layout == "tf" else d.reshape(like.shape)
 
     # --- the kernel ---------------------------------------------------------------------------
 
@@ -364,11 +366,8 @@ class ExtractKernel(_kernels.Declared):
     def plan_for(self, images_shape: Tuple[int, ...], positions: Any) -> Any:
         """The native extraction for images ``(B, P, P)`` of ``images_shape``."""
         b, c = images_shape[0], self.channels
-        p = as_offsets(positions, "positions")
-        if p.size != b * c * 2 or p.shape[:2] != (b, c) or p.shape[-1] != 2:
-            raise ValueError(f"positions have shape {p.shape}; expected ({b}, {c}, 1, 2) or ({b}, {c}, 2) [x, y]")
         return _native.Extraction(
-            np.ascontiguousarray(p.reshape(b * c, 2)), c, images_shape[-1], self.patch_size, self.threads,
+            row_pairs(as_offsets(positions, "positions"), b, c), c, images_shape[-1], self.patch_size, self.threads,
             self.convention,
         )
 
