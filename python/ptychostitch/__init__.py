@@ -107,6 +107,8 @@ __all__ = [
     "center_channels",
     "reassemble_regions",
     "extract_regions",
+    "splat",
+    "Placed",
 ]
 __version__: str = _native.__version__
 
@@ -411,6 +413,103 @@ def center_channels(channels: Any, offsets_xy: Any, *, threads: Optional[int] = 
     if "complex" in str(np.asarray(offsets_xy).dtype if dtype is None else dtype):
         offsets_xy = np.real(_host(offsets_xy))
     return _call(_kernels.CenterChannels(_threads(threads)), (channels, offsets_xy))
+
+
+class Placed(NamedTuple):
+    """What :func:`splat` did: the patches that added something to the canvas, and of those
+    the ones that lost terms beyond its edge."""
+
+    accepted: int
+    clipped: int
+
+
+def _torch_tensor(a: Any) -> bool:
+    return type(a).__module__.split(".")[0] == "torch"
+
+
+def splat(
+    canvas: Any,
+    weights: Any,
+    patches: Any,
+    positions: Any,
+    patch_weight: Any = None,
+    *,
+    edge: str = "clip",
+    threads: Optional[int] = None,
+    reference: bool = False,
+) -> Placed:
+    """PtychoPINN's torch inference accumulation (``ptycho_torch.reassembly``'s
+    ``VectorizedWeightedAccumulator`` and ``VectorizedBarycentricAccumulator``), **in place**.
+
+    ``patches`` ``(N, P, P)`` complex64, centred at ``positions`` ``(N, 2)`` ``[x, y]`` canvas
+    pixels (x = column; read as float32, as PtychoPINN computes them), are spread bilinearly
+    onto ``canvas`` ``(H, W)`` complex64, and their weights onto ``weights`` ``(H, W)``
+    float32: the bilinear weight alone (barycentric, ``patch_weight=None``) or times
+    ``patch_weight`` ``(P, P)`` (weighted: PtychoPINN's probe intensity ``|P|²``). The
+    arithmetic and the order of the sums are PtychoPINN's, so the canvas holds its bits (on a
+    GPU, where torch's ``scatter_add_`` order is not defined, PtychoPINN's own result varies by
+    float32 rounding; ours does not). Normalise afterwards as PtychoPINN does
+    (``canvas / (weights + 1e-12)``).
+
+    ``edge="clip"`` keeps every term that lands on the canvas; ``edge="ptychopinn"`` applies
+    PtychoPINN's bounds check, which drops a whole patch unless its top-left corner ``(c, r)``
+    has ``c, r ≥ 0``, ``c + P + 1 < W`` and ``r + P + 1 < H`` (one pixel more than the patch
+    needs). NaN or infinite positions are a ``ValueError`` either way.
+
+    NumPy arrays are written in place; so are torch tensors (a CUDA canvas is computed on the
+    host and copied back: deterministic, one round trip). Returns :class:`Placed`.
+    """
+    if _torch_tensor(canvas):
+        return _splat_torch(canvas, weights, patches, positions, patch_weight, edge, threads, reference)
+    for name, a in (("canvas", canvas), ("weights", weights)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array or a torch tensor (it is written in place), not {type(a).__name__}")
+    return _splat_host(canvas, weights, patches, positions, patch_weight, edge, threads, reference)
+
+
+def _splat_host(canvas: np.ndarray, weights: np.ndarray, patches: Any, positions: Any, patch_weight: Any,
+                edge: str, threads: Optional[int], reference: bool) -> Placed:
+    for name, a, dtype in (("canvas", canvas, np.complex64), ("weights", weights, np.float32)):
+        if a.dtype != dtype:
+            raise TypeError(f"{name} has dtype {a.dtype}; expected {np.dtype(dtype).name} (PtychoPINN's)")
+        if not a.flags.writeable:
+            raise ValueError(f"{name} is read-only; it is written in place")
+    patches = np.asarray(patches)
+    if patches.dtype != np.complex64:
+        raise TypeError(f"patches have dtype {patches.dtype}; expected complex64, the canvas's")
+    positions = _arrays.as_offsets(positions, "positions").astype(np.float32)
+    if patch_weight is not None:
+        patch_weight = _arrays.as_offsets(patch_weight, "patch_weight").astype(np.float32)
+    if np.shares_memory(canvas, weights):
+        raise ValueError("canvas and weights share memory; they must be two arrays")
+    for name, a in (("patches", patches), ("positions", positions), ("patch_weight", patch_weight)):
+        if a is not None and (np.shares_memory(a, canvas) or np.shares_memory(a, weights)):
+            raise ValueError(f"{name} share memory with the canvas or the weights, which are written in place")
+    accepted, clipped = _native.splat(canvas, weights, patches, positions, patch_weight, edge,
+                                      _threads(threads), bool(reference))
+    return Placed(accepted, clipped)
+
+
+def _splat_torch(canvas: Any, weights: Any, patches: Any, positions: Any, patch_weight: Any, edge: str,
+                 threads: Optional[int], reference: bool) -> Placed:
+    import torch
+
+    if not isinstance(weights, torch.Tensor) or weights.device != canvas.device:
+        raise TypeError("weights must be a torch tensor on the canvas's device")
+
+    def host(a: Any) -> Any:
+        return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
+
+    if canvas.device.type == "cpu":
+        return _splat_host(canvas.detach().numpy(), weights.detach().numpy(), host(patches), host(positions),
+                           host(patch_weight), edge, threads, reference)
+    # A device canvas: computed on the host copy, then copied back (deterministic).
+    c, w = host(canvas).copy(), host(weights).copy()
+    placed = _splat_host(c, w, host(patches), host(positions), host(patch_weight), edge, threads, reference)
+    with torch.no_grad():
+        canvas.copy_(torch.from_numpy(c))
+        weights.copy_(torch.from_numpy(w))
+    return placed
 
 
 def reassemble_regions(

@@ -47,6 +47,17 @@ def read_npy_crops(
     path: str, identity: Tuple[int, int, int], indices: np.ndarray, start: int, kept: int, out: np.ndarray
 ) -> None: ...
 
+def splat(
+    canvas: np.ndarray,
+    weights: np.ndarray,
+    patches: np.ndarray,
+    positions: np.ndarray,
+    patch_weight: Optional[np.ndarray] = None,
+    edge: str = "clip",
+    threads: int = 0,
+    reference: bool = False,
+) -> Tuple[int, int]: ...
+
 def dlpack_probe(obj: Any) -> Tuple[int, int, List[int], Optional[List[int]]]: ...
 
 class Plan:

@@ -16,7 +16,10 @@ path's ``mk_reassemble_position_batched_real``, ``mk_reassemble_position_real`` 
 batch size, where PtychoPINN's own sums the whole batch onto one canvas from ``B·C ≥ 64`` on).
 ``install("ptycho_torch.reassembly")`` replaces its inference stitching,
 ``reassemble_single_channel`` and ``reassemble_multi_channel`` (same signatures and results, in
-``O(S² + n·M²)`` memory where PtychoPINN's is ``O(n·S²)``; torch only, no TensorFlow).
+``O(S² + n·M²)`` memory where PtychoPINN's is ``O(n·S²)``; torch only, no TensorFlow), and the
+classes ``VectorizedWeightedAccumulator`` and ``VectorizedBarycentricAccumulator`` (same
+constructors, ``accumulate_batch`` and counters; PtychoPINN's bits, deterministic, patches at
+the edge clipped rather than dropped unless ``ACCUMULATOR_EDGE = "ptychopinn"``).
 ``install("ptycho_torch.helper")`` replaces ``reassemble_patches_position_real``,
 ``reassemble_patches_position_real_probe`` and ``extract_channels_from_region`` (same signatures
 and return values; a probe that requires grad gets its gradient through ``|P|²``). The replacements keep PtychoPINN's contract:
@@ -45,12 +48,13 @@ import functools
 import importlib
 import math
 import sys
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ptychostitch as _ps
 
 __all__ = ["install", "uninstall", "installed", "FUNCTIONS", "TRAINING_FUNCTIONS", "TORCH_FUNCTIONS",
-           "TORCH_REASSEMBLY_FUNCTIONS", "RegionReassembler"]
+           "TORCH_REASSEMBLY_FUNCTIONS", "RegionReassembler", "VectorizedWeightedAccumulator",
+           "VectorizedBarycentricAccumulator", "ACCUMULATOR_EDGE"]
 
 #: The functions that are replaced.
 FUNCTIONS = (
@@ -298,10 +302,107 @@ def _torch_multi_channel(original: Callable[..., Any]) -> Callable[..., Any]:
     return reassemble_multi_channel
 
 
+#: What the accumulators do with a patch that is partly beyond the canvas: ``"clip"`` (keep
+#: what lands on it) or ``"ptychopinn"`` (PtychoPINN's bounds check: drop the whole patch,
+#: and one pixel early). Set before constructing an accumulator, or pass ``edge=``.
+ACCUMULATOR_EDGE = "clip"
+
+
+class _Accumulator:
+    """What both accumulators share: PtychoPINN's constructor, its patch counters, and the
+    splat."""
+
+    def __init__(self, canvas_shape: Tuple[int, int], device: Any, *, edge: Optional[str] = None) -> None:
+        self.canvas_shape = canvas_shape
+        self.device = device
+        self.edge = ACCUMULATOR_EDGE if edge is None else edge
+        if self.edge not in ("clip", "ptychopinn"):
+            raise ValueError(f"edge={self.edge!r}; expected \"clip\" (keep what lands on the canvas) or "
+                             "\"ptychopinn\" (PtychoPINN's bounds check: drop the patch)")
+        self.accepted_patches = 0
+        self.total_patches = 0
+        self.clipped_patches = 0
+
+    @property
+    def patches_accepted(self) -> int:
+        """Patches that added something to the canvas."""
+        return self.accepted_patches
+
+    @property
+    def patches_total(self) -> int:
+        """Patches given."""
+        return self.total_patches
+
+    @property
+    def patches_clipped(self) -> int:
+        """Accepted patches that lost terms beyond the canvas's edge (``edge="clip"`` only)."""
+        return self.clipped_patches
+
+    def _splat(self, canvas: Any, weights: Any, patches: Any, positions_px: Any, patch_weight: Any,
+               patch_size: int) -> None:
+        import warnings
+
+        shape = tuple(int(d) for d in canvas.shape)
+        if shape != tuple(int(d) for d in self.canvas_shape):
+            raise ValueError(f"canvas has shape {shape}; this accumulator's canvas_shape is {tuple(self.canvas_shape)}")
+        if tuple(patches.shape[-2:]) != (int(patch_size), int(patch_size)):
+            raise ValueError(f"patches have shape {tuple(patches.shape)}; expected (N, {patch_size}, {patch_size}) "
+                             f"for patch_size={patch_size}")
+        n = int(patches.shape[0])
+        self.total_patches += n
+        placed = _ps.splat(canvas, weights, patches, positions_px, patch_weight, edge=self.edge)
+        self.accepted_patches += placed.accepted
+        self.clipped_patches += placed.clipped
+        if placed.accepted < n:
+            warnings.warn(
+                f"{type(self).__name__}.accumulate_batch: {n - placed.accepted}/{n} patch(es) added nothing "
+                f"(canvas_shape={tuple(self.canvas_shape)}, patch_size={patch_size}, edge={self.edge!r}): "
+                + ("wholly beyond the canvas" if self.edge == "clip" else "PtychoPINN's bounds check dropped them"),
+                stacklevel=3,
+            )
+
+
+class VectorizedBarycentricAccumulator(_Accumulator):
+    """ptychostitch's ``ptycho_torch.reassembly.VectorizedBarycentricAccumulator``: the same
+    constructor and ``accumulate_batch``, PtychoPINN's bits (:func:`ptychostitch.splat`),
+    deterministic on every device, no index tensors; patches partly beyond the canvas keep
+    what lands on it unless ``edge="ptychopinn"``; counters as the weighted one has."""
+
+    def accumulate_batch(self, canvas: Any, canvas_counts: Any, patches: Any, positions_px: Any,
+                         patch_size: int) -> None:
+        self._splat(canvas, canvas_counts, patches, positions_px, None, patch_size)
+
+
+class VectorizedWeightedAccumulator(_Accumulator):
+    """ptychostitch's ``ptycho_torch.reassembly.VectorizedWeightedAccumulator``: the same
+    constructor, ``accumulate_batch`` and counters, PtychoPINN's bits
+    (:func:`ptychostitch.splat` with the probe intensity as the patch weight), deterministic
+    on every device; patches partly beyond the canvas keep what lands on it unless
+    ``edge="ptychopinn"``, and a patch that adds nothing is warned about in both modes."""
+
+    def accumulate_batch(self, canvas: Any, canvas_weights: Any, patches: Any, positions_px: Any,
+                         probe_mag_sq: Any, patch_size: int, uniform_weighting: bool = False) -> None:
+        import torch
+
+        if uniform_weighting:
+            h, w = int(patches.shape[-2]), int(patches.shape[-1])
+            probe_mag_sq = torch.ones((h, w), device=getattr(probe_mag_sq, "device", "cpu"))
+        self._splat(canvas, canvas_weights, patches, positions_px, probe_mag_sq, patch_size)
+
+
+def _replacing(cls: type) -> Callable[[Any], Any]:
+    def make(original: Any) -> Any:
+        return cls
+
+    return make
+
+
 #: The functions of ``ptycho_torch.reassembly`` that are replaced: its inference stitching.
 TORCH_REASSEMBLY_FUNCTIONS = (
     "reassemble_single_channel",
     "reassemble_multi_channel",
+    "VectorizedWeightedAccumulator",
+    "VectorizedBarycentricAccumulator",
 )
 
 #: The functions of ``ptycho_torch.helper`` that are replaced.
@@ -322,6 +423,8 @@ _FACTORIES: Dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "extract_channels_from_region": _torch_extract,
     "reassemble_single_channel": _torch_single_channel,
     "reassemble_multi_channel": _torch_multi_channel,
+    "VectorizedWeightedAccumulator": _replacing(VectorizedWeightedAccumulator),
+    "VectorizedBarycentricAccumulator": _replacing(VectorizedBarycentricAccumulator),
 }
 
 # The modules installed, in order.

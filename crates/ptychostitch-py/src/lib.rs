@@ -52,6 +52,7 @@ mod gpu;
 mod ops;
 mod plan;
 mod region;
+mod splat;
 mod xla;
 
 create_exception!(
@@ -222,6 +223,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gpu::device_empty, m)?)?;
     m.add_function(wrap_pyfunction!(add_library_dirs, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_npy_crops, m)?)?;
+    m.add_function(wrap_pyfunction!(splat::splat, m)?)?;
     m.add_function(wrap_pyfunction!(xla::xla_handlers, m)?)?;
     m.add("GpuUnavailable", m.py().get_type::<GpuUnavailable>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -62,6 +62,7 @@ mod plan;
 mod reference;
 pub mod region;
 mod sample;
+pub mod splat;
 mod stream;
 pub mod synthetic;
 mod window;
