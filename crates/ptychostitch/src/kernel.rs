@@ -322,6 +322,44 @@ impl ShiftGradient {
         self.y[s] += cot as f64 * dwy as f64;
     }
 
+    /// Adds a run of terms whose slots are consecutive: term `i` (`cot[i]·dwx[i]`,
+    /// `cot[i]·dwy[i]`) goes to slot `(first + i) mod 8`, in order, exactly as `add` called
+    /// for each in turn would (the same exact products, each slot's sum in the same order).
+    /// The eight sums are held rotated so that term `i` lands in lane `i mod 8`: a loop the
+    /// compiler vectorises, where `add`'s slot index is known only at run time.
+    #[inline(always)]
+    pub fn add_run(&mut self, first: usize, cot: &[f32], dwx: &[f32], dwy: &[f32]) {
+        let len = cot.len().min(dwx.len()).min(dwy.len());
+        let (cot, dwx, dwy) = (&cot[..len], &dwx[..len], &dwy[..len]);
+        let r = first % SHIFT_SLOTS;
+        let mut ax = [0.0_f64; SHIFT_SLOTS];
+        let mut ay = [0.0_f64; SHIFT_SLOTS];
+        for k in 0..SHIFT_SLOTS {
+            ax[k] = self.x[(r + k) % SHIFT_SLOTS];
+            ay[k] = self.y[(r + k) % SHIFT_SLOTS];
+        }
+        let full = len - len % SHIFT_SLOTS;
+        for ((c, x), y) in cot[..full]
+            .chunks_exact(SHIFT_SLOTS)
+            .zip(dwx[..full].chunks_exact(SHIFT_SLOTS))
+            .zip(dwy[..full].chunks_exact(SHIFT_SLOTS))
+        {
+            for k in 0..SHIFT_SLOTS {
+                ax[k] += c[k] as f64 * x[k] as f64;
+                ay[k] += c[k] as f64 * y[k] as f64;
+            }
+        }
+        for k in 0..len - full {
+            let i = full + k;
+            ax[k] += cot[i] as f64 * dwx[i] as f64;
+            ay[k] += cot[i] as f64 * dwy[i] as f64;
+        }
+        for k in 0..SHIFT_SLOTS {
+            self.x[(r + k) % SHIFT_SLOTS] = ax[k];
+            self.y[(r + k) % SHIFT_SLOTS] = ay[k];
+        }
+    }
+
     /// The two sets of partial sums added slot by slot (`self`'s first): one gradient from the
     /// terms of two sources that move together (a patch and its weight).
     pub fn merged(&self, other: &ShiftGradient) -> ShiftGradient {
@@ -339,6 +377,64 @@ impl ShiftGradient {
             ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
         };
         [-tree(&self.x), -tree(&self.y)]
+    }
+}
+
+/// Offset terms waiting to be added to a [`ShiftGradient`] as one run of consecutive slots
+/// ([`ShiftGradient::add_run`]). Terms arrive in the order `add` would take them; a term whose
+/// slot does not follow the last one's (or a full buffer) first adds the run so far, so the
+/// sums are `add`'s, term for term. [`ShiftRun::flush`] before reading the sums.
+pub(crate) struct ShiftRun {
+    start: usize,
+    len: usize,
+    cot: Vec<f32>,
+    dwx: Vec<f32>,
+    dwy: Vec<f32>,
+}
+
+impl ShiftRun {
+    /// A buffer for runs of up to `capacity` terms (at least one).
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            start: 0,
+            len: 0,
+            cot: vec![0.0; capacity],
+            dwx: vec![0.0; capacity],
+            dwy: vec![0.0; capacity],
+        }
+    }
+
+    /// The term `cot·dwx`, `cot·dwy` for `slot` (taken mod 8, as `add` does).
+    #[inline(always)]
+    pub(crate) fn push(
+        &mut self,
+        sum: &mut ShiftGradient,
+        slot: usize,
+        cot: f32,
+        dwx: f32,
+        dwy: f32,
+    ) {
+        if self.len > 0 && (self.start + self.len != slot || self.len == self.cot.len()) {
+            self.flush(sum);
+        }
+        if self.len == 0 {
+            self.start = slot;
+        }
+        self.cot[self.len] = cot;
+        self.dwx[self.len] = dwx;
+        self.dwy[self.len] = dwy;
+        self.len += 1;
+    }
+
+    /// Adds the waiting terms to `sum`.
+    #[inline(always)]
+    pub(crate) fn flush(&mut self, sum: &mut ShiftGradient) {
+        let n = self.len;
+        if n > 0 {
+            sum.add_run(self.start, &self.cot[..n], &self.dwx[..n], &self.dwy[..n]);
+            self.len = 0;
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::{Extraction, image_lanes};
 use crate::adjoint::Wrt;
 use crate::error::Result;
 use crate::kernel::{ShiftGradient, Weights};
-use crate::kernel::{add_offset_terms_sampled, pixel};
+use crate::kernel::{ShiftRun, d_dwx, d_dwy, pixel};
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Schedule, Simd, for_each_piece, workers_for};
 use crate::sample::{Sample, lanes_mut};
@@ -259,11 +259,44 @@ fn patch_offsets_body(
     let cols: Vec<(i64, f32)> = (0..n)
         .map(|q| plan.convention.sample_axis(t + q, ax, s))
         .collect();
+    // One row's terms, whose slots `(x·L + lane) mod 8` are consecutive along a row: added as
+    // runs (`ShiftGradient::add_run`), the same sums in the same order as one `add` per term.
+    let mut run = ShiftRun::new(n * l);
+    let on = |v: i64| (-1..s as i64).contains(&v);
     for r in 0..n {
-        let row = plan.convention.sample_axis(t + r, ay, s);
-        for (q, &col) in cols.iter().enumerate() {
+        let (y0, wy) = plan.convention.sample_axis(t + r, ay, s);
+        if !on(y0) {
+            continue;
+        }
+        for (q, &(x0, wx)) in cols.iter().enumerate() {
+            if !on(x0) {
+                continue;
+            }
+            let inside = y0 >= 0 && x0 >= 0 && (y0 as usize) + 1 < s && (x0 as usize) + 1 < s;
             let g = &cot[(r * n + q) * l..][..l];
-            add_offset_terms_sampled(sum, image, s, l, t + q, row, col, g);
+            for (lane, &g) in g.iter().enumerate() {
+                let (i00, i01, i10, i11) = if inside {
+                    let at = (y0 as usize * s + x0 as usize) * l + lane;
+                    let below = at + s * l;
+                    (image[at], image[at + l], image[below], image[below + l])
+                } else {
+                    let at = |cy: i64, cx: i64| pixel(image, s, l, cy, cx, lane);
+                    (
+                        at(y0, x0),
+                        at(y0, x0 + 1),
+                        at(y0 + 1, x0),
+                        at(y0 + 1, x0 + 1),
+                    )
+                };
+                run.push(
+                    sum,
+                    (t + q) * l + lane,
+                    g,
+                    d_dwx(1.0 - wy, wy, i00, i01, i10, i11),
+                    d_dwy(1.0 - wx, wx, i00, i01, i10, i11),
+                );
+            }
         }
     }
+    run.flush(sum);
 }
