@@ -97,18 +97,35 @@ pub(crate) fn extract_vjp<T: Sample>(
             |(b, top, bottom, band), _| {
                 let in_band = |y: i64| (top as i64..bottom as i64).contains(&y);
                 let mut cols = Vec::with_capacity(n);
+                let mut rows = Vec::with_capacity(n);
+                let mut factors = (Vec::with_capacity(n * l), Vec::with_capacity(n * l));
                 for j in b * c..(b + 1) * c {
                     let [ax, ay] = plan.shifts[j];
-                    // Each column's sample once per patch (`kernel::corners` takes it per pixel).
+                    // Each row's and column's sample once per patch (`kernel::corners` takes
+                    // them per pixel).
                     cols.clear();
                     cols.extend((0..n).map(|q| plan.convention.sample_axis(t + q, ax, s)));
-                    for r in 0..n {
-                        let (y0, wy) = plan.convention.sample_axis(t + r, ay, s);
+                    rows.clear();
+                    rows.extend((0..n).map(|r| plan.convention.sample_axis(t + r, ay, s)));
+                    let patch_cot = &cot[j * n * n * l..(j + 1) * n * n * l];
+                    if consecutive(&rows) && consecutive(&cols) {
+                        gather_patch(
+                            band,
+                            (top, bottom),
+                            s,
+                            l,
+                            patch_cot,
+                            (&rows, &cols),
+                            &mut factors,
+                        );
+                        continue;
+                    }
+                    for (r, &(y0, wy)) in rows.iter().enumerate() {
                         if !(in_band(y0) || in_band(y0 + 1)) {
                             continue;
                         }
                         for (q, &(x0, wx)) in cols.iter().enumerate() {
-                            let g = &cot[((j * n + r) * n + q) * l..][..l];
+                            let g = &patch_cot[(r * n + q) * l..][..l];
                             let w = Weights::new(wx, wy);
                             let four = [
                                 (y0, x0, w.a),
@@ -156,6 +173,78 @@ pub(crate) fn extract_vjp<T: Sample>(
         );
     }
     Ok((grads, sums))
+}
+
+/// A patch row's or column's sample: the first source pixel and the fraction.
+type Sampled = (i64, f32);
+
+/// Whether consecutive patch indices sample consecutive source pixels (one per index), as they
+/// do unless rounding makes a sample repeat or skip one.
+fn consecutive(samples: &[Sampled]) -> bool {
+    samples.windows(2).all(|w| w[1].0 == w[0].0 + 1)
+}
+
+/// One patch's image-cotangent terms in the band `top..bottom` of its image, **gathered**: for
+/// a patch whose rows and columns sample consecutive pixels ([`consecutive`]), image pixel
+/// `(y, x)` receives `d·g` from the patch pixel whose corner `(y0, x0)` is `(y−1, x−1)`, then
+/// `c·g` from `(y−1, x)`, `b·g` from `(y, x−1)` and `a·g` from `(y, x)`: the order in which the
+/// row-major scatter of the reference adds them. Done as four passes along each image row
+/// (each pixel still takes its four terms in that order), contiguous loops the compiler
+/// vectorises; the same products, so the same bits.
+fn gather_patch(
+    band: &mut [f32],
+    (top, bottom): (usize, usize),
+    s: usize,
+    l: usize,
+    cot: &[f32],
+    (rows, cols): (&[Sampled], &[Sampled]),
+    (wx, ux): &mut (Vec<f32>, Vec<f32>),
+) {
+    let n = cols.len();
+    let (Some(&(y_first, _)), Some(&(x_first, _))) = (rows.first(), cols.first()) else {
+        return;
+    };
+    // Each column's `wx` and `1 − wx`, once per lane.
+    wx.clear();
+    ux.clear();
+    for &(_, f) in cols {
+        for _ in 0..l {
+            wx.push(f);
+            ux.push(1.0 - f);
+        }
+    }
+    // Adds `(factor·w)·g` of patch columns `q` to image columns `start + q`, inside the image.
+    let pass = |out: &mut [f32], start: i64, factor: &[f32], w: f32, g: &[f32]| {
+        let (lo, hi) = (start.max(0), (start + n as i64).min(s as i64));
+        if lo >= hi {
+            return;
+        }
+        let (q0, len) = ((lo - start) as usize, (hi - lo) as usize);
+        let out = &mut out[lo as usize * l..(lo as usize + len) * l];
+        let factor = &factor[q0 * l..(q0 + len) * l];
+        let g = &g[q0 * l..(q0 + len) * l];
+        for ((o, &f), &v) in out.iter_mut().zip(factor).zip(g) {
+            *o += (f * w) * v;
+        }
+    };
+    for y in top..bottom {
+        let out = &mut band[(y - top) * s * l..(y - top + 1) * s * l];
+        // The patch row whose corner row is `y − 1` (its `c`, `d` terms), then `y` (`a`, `b`).
+        let above = y as i64 - 1 - y_first;
+        if (0..n as i64).contains(&above) {
+            let (_, fy) = rows[above as usize];
+            let g = &cot[above as usize * n * l..(above as usize + 1) * n * l];
+            pass(out, x_first + 1, wx, fy, g);
+            pass(out, x_first, ux, fy, g);
+        }
+        let at = y as i64 - y_first;
+        if (0..n as i64).contains(&at) {
+            let (_, fy) = rows[at as usize];
+            let g = &cot[at as usize * n * l..(at as usize + 1) * n * l];
+            pass(out, x_first + 1, wx, 1.0 - fy, g);
+            pass(out, x_first, ux, 1.0 - fy, g);
+        }
+    }
 }
 
 /// Whether to run the AVX2 + FMA instances: every `mul_add` one instruction instead of a call to

@@ -378,6 +378,219 @@ pub(crate) fn vjp<T: Sample>(
     })
 }
 
+/// Whether a footprint is regular: consecutive region coordinates sample consecutive patch
+/// indices (one coordinate per index), as they do unless rounding makes an index repeat or
+/// skip.
+fn regular(footprint: &[(usize, i64, f32)]) -> bool {
+    footprint
+        .windows(2)
+        .all(|w| w[1].0 == w[0].0 + 1 && w[1].1 == w[0].1 + 1)
+}
+
+/// One channel of a sample: its patch (`N²·L` lanes), its weight (`N²`) and its footprints.
+struct Channel<'a> {
+    patch: &'a [f32],
+    weight: &'a [f32],
+    rows: &'a [(usize, i64, f32)],
+    cols: &'a [(usize, i64, f32)],
+}
+
+/// Per-worker buffers of [`channel_rows`].
+struct RowScratch {
+    /// The patch, zero-bordered: `N+2` rows of `(N+2)·L` lanes (interleaved as the patch is).
+    patch: Vec<f32>,
+    /// The weight, zero-bordered, each value repeated for the `L` lanes: the same shape.
+    weight: Vec<f32>,
+    /// `∂L/∂u` per footprint pixel, at `((ky+1)·(N+1) + kx+1)·L + lane`; zero elsewhere.
+    du: Vec<f32>,
+    /// Per patch column index `kx + 1` (`0 ..= N`), each repeated for the `L` lanes: `wx` and
+    /// `1 − wx` of the footprint column that samples it (zero where none does).
+    wx: Vec<f32>,
+    ux: Vec<f32>,
+    /// Per patch row index `ky + 1`: `wy`, `1 − wy`.
+    wy: Vec<f32>,
+    uy: Vec<f32>,
+    /// One row's offset terms (`cot`, `∂/∂wx`, `∂/∂wy`): the patch's per lane, then the
+    /// weight's per pixel; and the lanes' `∂num·u` products.
+    terms_u: [Vec<f32>; 3],
+    terms_v: [Vec<f32>; 3],
+    products: Vec<f32>,
+}
+
+impl RowScratch {
+    fn new(n: usize, l: usize) -> Self {
+        let m = n + 2;
+        let row = |len: usize| [vec![0.0; len], vec![0.0; len], vec![0.0; len]];
+        Self {
+            patch: vec![0.0; m * m * l],
+            weight: vec![0.0; m * m * l],
+            du: vec![0.0; (n + 1) * (n + 1) * l],
+            wx: vec![0.0; (n + 1) * l],
+            ux: vec![0.0; (n + 1) * l],
+            wy: vec![0.0; n + 1],
+            uy: vec![0.0; n + 1],
+            terms_u: row(m * l),
+            terms_v: row(m),
+            products: vec![0.0; m * l],
+        }
+    }
+}
+
+/// The per-pixel loop of [`sample_vjp`] for one channel whose footprints are [`regular`] and
+/// whose weight needs no cotangent, restructured so that the compiler vectorises it; the same
+/// bits:
+/// 1. per footprint row, every term as an array over the row's lanes: the patch's and the
+///    weight's corners read from zero-bordered copies (the values `corners` reads, zero
+///    outside), at consecutive addresses along a regular row; the offset terms added as one
+///    run per row (`ShiftGradient::add_run`: slots `x·L + lane` are consecutive);
+/// 2. the patch's cotangent **gathered**: patch pixel `(i, j)` receives `d·∂u` of the pixel
+///    sampling `(i−1, j−1)`, `c·∂u` of `(i−1, j)`, `b·∂u` of `(i, j−1)` and `a·∂u` of `(i, j)`,
+///    in that order (the order the row-major scatter adds them), from `+0.0`. A neighbour the
+///    footprint lacks reads `∂u = 0` and weight `0`: a `±0` term, which leaves a sum that
+///    started at `+0.0` unchanged, as the scatter's missing term does.
+#[inline(always)]
+fn channel_rows<const L: usize, const TORCH: bool>(
+    plan: &Region,
+    ch: &Channel<'_>,
+    (dnum, dden): (&[f32], &[f32]),
+    dp: Option<&mut [f32]>,
+    sums: Option<(&mut ShiftGradient, &mut ShiftGradient)>,
+    sc: &mut RowScratch,
+) {
+    let (n, p) = (plan.patch, plan.side);
+    let (m, w1) = (n + 2, n + 1);
+    let row_lanes = m * L;
+    let weighted = plan.options.numerator == Numerator::Weighted;
+    let (Some(&(x_first, kx_first, _)), Some(_)) = (ch.cols.first(), ch.rows.first()) else {
+        return;
+    };
+    let width = ch.cols.len();
+    // The zero-bordered copies: row `r` holds patch row `r − 1` from lane `L` on.
+    sc.patch[..row_lanes].fill(0.0);
+    sc.weight[..row_lanes].fill(0.0);
+    sc.patch[(m - 1) * row_lanes..].fill(0.0);
+    sc.weight[(m - 1) * row_lanes..].fill(0.0);
+    for r in 1..=n {
+        let (pr, wr) = (
+            &mut sc.patch[r * row_lanes..(r + 1) * row_lanes],
+            &mut sc.weight[r * row_lanes..(r + 1) * row_lanes],
+        );
+        pr[..L].fill(0.0);
+        pr[(n + 1) * L..].fill(0.0);
+        pr[L..(n + 1) * L].copy_from_slice(&ch.patch[(r - 1) * n * L..r * n * L]);
+        wr[..L].fill(0.0);
+        wr[(n + 1) * L..].fill(0.0);
+        for (k, &v) in ch.weight[(r - 1) * n..r * n].iter().enumerate() {
+            wr[(k + 1) * L..(k + 2) * L].fill(v);
+        }
+    }
+    sc.du.fill(0.0);
+    sc.wx.fill(0.0);
+    sc.ux.fill(0.0);
+    sc.wy.fill(0.0);
+    sc.uy.fill(0.0);
+    for &(_, kx, wx) in ch.cols {
+        let at = (kx + 1) as usize * L;
+        sc.wx[at..at + L].fill(wx);
+        sc.ux[at..at + L].fill(1.0 - wx);
+    }
+    for &(_, ky, wy) in ch.rows {
+        sc.wy[(ky + 1) as usize] = wy;
+        sc.uy[(ky + 1) as usize] = 1.0 - wy;
+    }
+    let c0 = (kx_first + 1) as usize; // bordered column of the first footprint column's corner
+    let lanes = width * L;
+    let fx = &sc.wx[c0 * L..c0 * L + lanes];
+    let gx = &sc.ux[c0 * L..c0 * L + lanes];
+    let mut sums = sums;
+    for &(y, ky, wy) in ch.rows {
+        let uy = 1.0 - wy;
+        let r0 = (ky + 1) as usize;
+        let at0 = y * p + x_first;
+        let dn = &dnum[at0 * L..at0 * L + lanes];
+        let dd = &dden[at0..at0 + width];
+        // The four corners of every lane of the row, as slices: `(top|bottom)(left|right)`.
+        fn corner(plane: &[f32], at: usize, lanes: usize) -> &[f32] {
+            &plane[at..at + lanes]
+        }
+        let top = r0 * row_lanes + c0 * L;
+        let bottom = top + row_lanes;
+        let (p00, p01) = (
+            corner(&sc.patch, top, lanes),
+            corner(&sc.patch, top + L, lanes),
+        );
+        let (p10, p11) = (
+            corner(&sc.patch, bottom, lanes),
+            corner(&sc.patch, bottom + L, lanes),
+        );
+        let (q00, q01) = (
+            corner(&sc.weight, top, lanes),
+            corner(&sc.weight, top + L, lanes),
+        );
+        let (q10, q11) = (
+            corner(&sc.weight, bottom, lanes),
+            corner(&sc.weight, bottom + L, lanes),
+        );
+        let du = &mut sc.du[(r0 * w1 + c0) * L..(r0 * w1 + c0) * L + lanes];
+        let [tu_c, tu_x, tu_y] = &mut sc.terms_u;
+        let (tu_c, tu_x, tu_y) = (&mut tu_c[..lanes], &mut tu_x[..lanes], &mut tu_y[..lanes]);
+        let products = &mut sc.products[..lanes];
+        for e in 0..lanes {
+            let w = Weights::from_factors(gx[e], fx[e], uy, wy);
+            let v = combine::<TORCH>(w, [q00[e], q01[e], q10[e], q11[e]]);
+            let corners = [p00[e], p01[e], p10[e], p11[e]];
+            products[e] = dn[e] * combine::<TORCH>(w, corners);
+            let d = if weighted { dn[e] * v } else { dn[e] };
+            du[e] = d;
+            tu_c[e] = d;
+            tu_x[e] = d_dwx(uy, wy, p00[e], p01[e], p10[e], p11[e]);
+            tu_y[e] = d_dwy(gx[e], fx[e], p00[e], p01[e], p10[e], p11[e]);
+        }
+        let Some((su, sv)) = sums.as_mut() else {
+            continue;
+        };
+        let [tv_c, tv_x, tv_y] = &mut sc.terms_v;
+        for t in 0..width {
+            let e = t * L;
+            tv_c[t] = if weighted {
+                // `0.0 + Σ_lanes ∂num·u`, in lane order, then added to the denominator's.
+                let mut s = 0.0_f32;
+                for &v in &products[e..e + L] {
+                    s += v;
+                }
+                dd[t] + s
+            } else {
+                dd[t]
+            };
+            tv_x[t] = d_dwx(uy, wy, q00[e], q01[e], q10[e], q11[e]);
+            tv_y[t] = d_dwy(gx[e], fx[e], q00[e], q01[e], q10[e], q11[e]);
+        }
+        su.add_run(x_first * L, tu_c, tu_x, tu_y);
+        sv.add_run(x_first, &tv_c[..width], &tv_x[..width], &tv_y[..width]);
+    }
+    let Some(dp) = dp else {
+        return;
+    };
+    let row = n * L;
+    // Slices of exactly one patch row's lanes, so that the loop has no bounds tests.
+    let (wx, ux) = (&sc.wx[..row], &sc.ux[L..L + row]);
+    for i in 0..n {
+        let (wy, uy) = (sc.wy[i], sc.uy[i + 1]);
+        let above = &sc.du[i * w1 * L..(i * w1 + w1) * L];
+        let below = &sc.du[(i + 1) * w1 * L..((i + 1) * w1 + w1) * L];
+        let (d, c) = (&above[..row], &above[L..L + row]);
+        let (b, a) = (&below[..row], &below[L..L + row]);
+        let out = &mut dp[i * row..(i + 1) * row];
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = 0.0_f32
+                + (wx[k] * wy) * d[k]
+                + (ux[k] * wy) * c[k]
+                + (wx[k] * uy) * b[k]
+                + (ux[k] * uy) * a[k];
+        }
+    }
+}
+
 fn sample_vjp_dispatch(
     l: usize,
     conv: Convention,
@@ -419,6 +632,7 @@ fn sample_vjp<const L: usize, const TORCH: bool>(
     // The offset terms go through runs of consecutive slots (`ShiftRun`): the same sums as one
     // `add` per term, in a loop the compiler vectorises.
     let (mut run_u, mut run_v) = (ShiftRun::new(p * L), ShiftRun::new(p));
+    let mut rows_scratch = RowScratch::new(n, L);
     let mut dpatches = piece.dpatches;
     let mut dweights = piece.dweights;
     for c in 0..cs {
@@ -436,7 +650,26 @@ fn sample_vjp<const L: usize, const TORCH: bool>(
             .as_deref_mut()
             .map(|d| &mut d[c * nn..(c + 1) * nn]);
         let cols = footprint(conv, tx, p, q, n);
-        for (y, ky, wy) in footprint(conv, ty, p, q, n) {
+        let rows = footprint(conv, ty, p, q, n);
+        if dw.is_none() && regular(&rows) && regular(&cols) {
+            let channel = Channel {
+                patch,
+                weight,
+                rows: &rows,
+                cols: &cols,
+            };
+            channel_rows::<L, TORCH>(
+                plan,
+                &channel,
+                (dnum, dden),
+                dp.as_deref_mut(),
+                wrt.positions.then_some((&mut su, &mut sv)),
+                &mut rows_scratch,
+            );
+            piece.sums[c] = su.merged(&sv);
+            continue;
+        }
+        for &(y, ky, wy) in &rows {
             for &(x, kx, wx) in &cols {
                 let at = y * p + x;
                 let w = Weights::new(wx, wy);
