@@ -13,7 +13,7 @@
 use super::{Extraction, image_lanes};
 use crate::adjoint::Wrt;
 use crate::error::Result;
-use crate::kernel::{ShiftGradient, Weights};
+use crate::kernel::{Convention, ShiftGradient, Weights};
 use crate::kernel::{ShiftRun, d_dwx, d_dwy, pixel};
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Schedule, Simd, for_each_piece, workers_for};
@@ -284,8 +284,48 @@ fn patch_forward_body(plan: &Extraction, img: &[f32], j: usize, dst: &mut [f32])
     // The sample of each kept row and column, once per patch (the reference computes them per
     // pixel with the same function: the same values).
     let cols: Vec<(i64, f32)> = (0..n).map(|q| conv.sample_axis(t + q, ax, s)).collect();
+    // Rows whose every pixel reads four corners inside the image from consecutive columns:
+    // computed as arrays over the row's lanes (contiguous corner slices, each column's factors
+    // repeated per lane); the same products, so the same bits.
+    let whole_rows = consecutive(&cols)
+        && cols.first().is_some_and(|&(x0, _)| x0 >= 0)
+        && cols.last().is_some_and(|&(x0, _)| (x0 as usize) + 1 < s);
+    let (mut wxl, mut uxl) = (Vec::new(), Vec::new());
+    if whole_rows {
+        for &(_, wx) in &cols {
+            for _ in 0..l {
+                wxl.push(wx);
+                uxl.push(1.0 - wx);
+            }
+        }
+    }
     for r in 0..n {
         let (y0, wy) = conv.sample_axis(t + r, ay, s);
+        if whole_rows && y0 >= 0 && (y0 as usize) + 1 < s {
+            let lanes = n * l;
+            let start = (y0 as usize * s + cols[0].0 as usize) * l;
+            let (top, bottom) = (&img[start..], &img[start + s * l..]);
+            let (i00, i01) = (&top[..lanes], &top[l..l + lanes]);
+            let (i10, i11) = (&bottom[..lanes], &bottom[l..l + lanes]);
+            let (wx, ux) = (&wxl[..lanes], &uxl[..lanes]);
+            let out = &mut dst[r * lanes..(r + 1) * lanes];
+            let uy = 1.0 - wy;
+            match conv {
+                Convention::TensorFlow => {
+                    for e in 0..lanes {
+                        let w = Weights::from_factors(ux[e], wx[e], uy, wy);
+                        out[e] = w.apply(i00[e], i01[e], i10[e], i11[e]);
+                    }
+                }
+                Convention::Torch => {
+                    for e in 0..lanes {
+                        let w = Weights::from_factors(ux[e], wx[e], uy, wy);
+                        out[e] = w.apply_torch(i00[e], i01[e], i10[e], i11[e]);
+                    }
+                }
+            }
+            continue;
+        }
         for (q, &(x0, wx)) in cols.iter().enumerate() {
             let w = Weights::new(wx, wy);
             let at = (r * n + q) * l;
@@ -352,9 +392,43 @@ fn patch_offsets_body(
     // runs (`ShiftGradient::add_run`), the same sums in the same order as one `add` per term.
     let mut run = ShiftRun::new(n * l);
     let on = |v: i64| (-1..s as i64).contains(&v);
+    // Rows whose every pixel reads four corners inside the image, from consecutive columns:
+    // the terms as arrays over the row's lanes (contiguous corner slices, each column's
+    // factors repeated per lane), added as one run. The same products in the same order.
+    let whole_rows = consecutive(&cols)
+        && cols.first().is_some_and(|&(x0, _)| x0 >= 0)
+        && cols.last().is_some_and(|&(x0, _)| (x0 as usize) + 1 < s);
+    let (mut wxl, mut uxl) = (Vec::new(), Vec::new());
+    let mut terms = [vec![0.0_f32; n * l], vec![0.0_f32; n * l]];
+    if whole_rows {
+        for &(_, wx) in &cols {
+            for _ in 0..l {
+                wxl.push(wx);
+                uxl.push(1.0 - wx);
+            }
+        }
+    }
     for r in 0..n {
         let (y0, wy) = plan.convention.sample_axis(t + r, ay, s);
         if !on(y0) {
+            continue;
+        }
+        if whole_rows && y0 >= 0 && (y0 as usize) + 1 < s {
+            run.flush(sum);
+            let lanes = n * l;
+            let start = (y0 as usize * s + cols[0].0 as usize) * l;
+            let (top, bottom) = (&image[start..], &image[start + s * l..]);
+            let (i00, i01) = (&top[..lanes], &top[l..l + lanes]);
+            let (i10, i11) = (&bottom[..lanes], &bottom[l..l + lanes]);
+            let (wx, ux) = (&wxl[..lanes], &uxl[..lanes]);
+            let uy = 1.0 - wy;
+            let [dx, dy] = &mut terms;
+            let (dx, dy) = (&mut dx[..lanes], &mut dy[..lanes]);
+            for e in 0..lanes {
+                dx[e] = d_dwx(uy, wy, i00[e], i01[e], i10[e], i11[e]);
+                dy[e] = d_dwy(ux[e], wx[e], i00[e], i01[e], i10[e], i11[e]);
+            }
+            sum.add_run(t * l, &cot[r * lanes..(r + 1) * lanes], dx, dy);
             continue;
         }
         for (q, &(x0, wx)) in cols.iter().enumerate() {

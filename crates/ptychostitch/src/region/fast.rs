@@ -11,8 +11,7 @@
 use super::{Inputs, Normalisation, RawGradients, Region, RegionWrt, WeightLanes, max_cotangent};
 use crate::error::Result;
 use crate::kernel::{
-    Convention, Denominator, ShiftGradient, ShiftRun, Weights, d_dwx, d_dwy, region_cotangent,
-    region_normalise, support_factor,
+    Convention, Denominator, ShiftGradient, ShiftRun, Weights, d_dwx, d_dwy, support_factor,
 };
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{for_each_piece, workers_for};
@@ -62,16 +61,53 @@ macro_rules! dispatch {
     }};
 }
 
+/// `$body` with `$apply` and `$slope` bound to closures computing `g.apply` and `g.slope` for
+/// the form `g` has, known when compiling: its common forms (`Add`, `Clamp`) get instances whose
+/// loops the compiler vectorises; the others call `g`'s methods. The same expressions either way.
+macro_rules! with_denominator {
+    ($g:expr, |$apply:ident, $slope:ident| $body:expr) => {{
+        match $g {
+            Denominator::Add(eps) => {
+                let form = Denominator::Add(eps);
+                let $apply = move |d: f32| form.apply(d);
+                let $slope = move |d: f32| form.slope(d);
+                $body
+            }
+            Denominator::Clamp(eps) => {
+                let form = Denominator::Clamp(eps);
+                let $apply = move |d: f32| form.apply(d);
+                let $slope = move |d: f32| form.slope(d);
+                $body
+            }
+            form => {
+                let $apply = move |d: f32| form.apply(d);
+                let $slope = move |d: f32| form.slope(d);
+                $body
+            }
+        }
+    }};
+}
+
+/// `$body` with the const `$L` = the run-time lane count `$l` (1 or 2).
+macro_rules! for_lanes {
+    ($l:expr, |$L:ident| $body:expr) => {{
+        if $l == 1 {
+            const $L: usize = 1;
+            $body
+        } else {
+            const $L: usize = 2;
+            $body
+        }
+    }};
+}
+
+/// One footprint coordinate: `(region coordinate, first patch index, fraction)`.
+type Tap = (usize, i64, f32);
+
 /// The region coordinates of one axis whose sample touches the patch, in increasing order:
 /// `(coordinate, first patch index, fraction)`; the patch index is `floor(s) − origin`, in
 /// `−1 ..= N − 1`.
-fn footprint(
-    conv: Convention,
-    shift: f32,
-    side: usize,
-    origin: usize,
-    n: usize,
-) -> Vec<(usize, i64, f32)> {
+fn footprint(conv: Convention, shift: f32, side: usize, origin: usize, n: usize) -> Vec<Tap> {
     let mut out = Vec::with_capacity(n + 2);
     for coord in 0..side {
         let (s0, frac) = conv.sample_axis(coord, shift, side);
@@ -183,6 +219,11 @@ fn accumulate_in<const L: usize, const TORCH: bool>(
     let (cs, n, p, q) = (plan.channels, plan.patch, plan.side, plan.origin);
     let conv = plan.options.convention;
     let weighted = plan.options.numerator == Numerator::Weighted;
+    let m = n + 2;
+    let (mut bp, mut bw) = (vec![0.0_f32; m * m * L], vec![0.0_f32; m * m * L]);
+    let mut factors = (Vec::with_capacity(m * L), Vec::with_capacity(m * L));
+    // Which weight `bw` holds.
+    let mut copied: Option<usize> = None;
     for c in 0..cs {
         let j = b * cs + c;
         let [tx, ty] = plan.shifts[j];
@@ -194,7 +235,29 @@ fn accumulate_in<const L: usize, const TORCH: bool>(
         let k = inputs.weights.index(b, c, cs);
         let weight = &inputs.weights.values[k * n * n..(k + 1) * n * n];
         let cols = footprint(conv, tx, p, q, n);
-        for (y, ky, wy) in footprint(conv, ty, p, q, n) {
+        let rows = footprint(conv, ty, p, q, n);
+        if regular(&rows) && regular(&cols) {
+            if num.is_some() {
+                bordered_patch::<L>(patch, n, &mut bp);
+            }
+            // The weight's copy serves every channel that shares it.
+            if copied != Some(k) {
+                bordered_weight::<L>(weight, n, &mut bw);
+                copied = Some(k);
+            }
+            accumulate_rows::<L, TORCH>(
+                weighted,
+                p,
+                n,
+                (&rows, &cols),
+                (&bp, &bw),
+                num.as_deref_mut(),
+                den,
+                &mut factors,
+            );
+            continue;
+        }
+        for (y, ky, wy) in rows {
             let row = y * p;
             for &(x, kx, wx) in &cols {
                 let w = Weights::new(wx, wy);
@@ -269,16 +332,67 @@ fn sums<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<(Vec<T>, Vec<f3
 
 /// Divides the numerators in `values` by the denominators, in place.
 fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f32, g: Denominator) {
-    let mut num = [0.0_f32; 2];
-    for (px, &d) in values.chunks_exact_mut(l).zip(den) {
-        num[..l].copy_from_slice(px);
-        region_normalise(
-            &num[..l],
-            d,
-            support_factor(plan.options.support.is_some(), d, limit),
-            g,
-            px,
-        );
+    let support = plan.options.support.is_some();
+    with_denominator!(g, |apply, _slope| {
+        for_lanes!(l, |L| normalise_in::<L>(values, den, support, limit, apply))
+    });
+}
+
+/// [`crate::kernel::region_normalise`] for every pixel, with the lane count and the denominator's form known
+/// when compiling (a loop the compiler vectorises): the same expressions, the same bits.
+#[inline(always)]
+fn normalise_in<const L: usize>(
+    values: &mut [f32],
+    den: &[f32],
+    support: bool,
+    limit: f32,
+    apply: impl Fn(f32) -> f32,
+) {
+    for (px, &d) in values.chunks_exact_mut(L).zip(den) {
+        let g = apply(d);
+        let keep = support_factor(support, d, limit);
+        for o in px.iter_mut() {
+            *o = match keep {
+                Some(k) => (*o * k) / g,
+                None => *o / g,
+            };
+        }
+    }
+}
+
+/// [`crate::kernel::region_cotangent`] for every pixel of a sample (`cot`, `out`: its lanes; `den`: its
+/// denominators), into `dnum` and `dden`, with the lane count and the denominator's form known
+/// when compiling: the same expressions, the same bits.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn quotient_in<const L: usize>(
+    cot: &[f32],
+    out: &[f32],
+    den: &[f32],
+    support: bool,
+    limit: f32,
+    (apply, slope): (impl Fn(f32) -> f32, impl Fn(f32) -> f32),
+    dnum: &mut [f32],
+    dden: &mut [f32],
+) {
+    for ((((dn, dd), &d), c), o) in dnum
+        .chunks_exact_mut(L)
+        .zip(dden.iter_mut())
+        .zip(den)
+        .zip(cot.chunks_exact(L))
+        .zip(out.chunks_exact(L))
+    {
+        let g = apply(d);
+        let keep = support_factor(support, d, limit);
+        let mut dot = 0.0_f32;
+        for lane in 0..L {
+            dn[lane] = match keep {
+                Some(k) => (c[lane] / g) * k,
+                None => c[lane] / g,
+            };
+            dot += c[lane] * o[lane];
+        }
+        *dd = (-dot / g) * slope(d);
     }
 }
 
@@ -354,17 +468,24 @@ pub(crate) fn vjp<T: Sample>(
         let b = piece.b;
         let base = b * p * p;
         // The quotient rule for every pixel of this sample's region.
-        for at in 0..p * p {
-            let i = base + at;
-            dden[at] = region_cotangent(
-                &cot[i * l..(i + 1) * l],
-                &r[i * l..(i + 1) * l],
-                den[i],
-                support_factor(plan.options.support.is_some(), den[i], limit),
-                g,
-                &mut dnum[at * l..(at + 1) * l],
-            );
-        }
+        let support = plan.options.support.is_some();
+        let (cot, out, den) = (
+            &cot[base * l..(base + p * p) * l],
+            &r[base * l..(base + p * p) * l],
+            &den[base..base + p * p],
+        );
+        with_denominator!(g, |apply, slope| {
+            for_lanes!(l, |L| quotient_in::<L>(
+                cot,
+                out,
+                den,
+                support,
+                limit,
+                (apply, slope),
+                dnum,
+                dden
+            ))
+        });
         if let Some((i, extra)) = at_max.filter(|&(i, _)| (base..base + p * p).contains(&i)) {
             dden[i - base] += extra;
         }
@@ -381,7 +502,7 @@ pub(crate) fn vjp<T: Sample>(
 /// Whether a footprint is regular: consecutive region coordinates sample consecutive patch
 /// indices (one coordinate per index), as they do unless rounding makes an index repeat or
 /// skip.
-fn regular(footprint: &[(usize, i64, f32)]) -> bool {
+fn regular(footprint: &[Tap]) -> bool {
     footprint
         .windows(2)
         .all(|w| w[1].0 == w[0].0 + 1 && w[1].1 == w[0].1 + 1)
@@ -391,8 +512,112 @@ fn regular(footprint: &[(usize, i64, f32)]) -> bool {
 struct Channel<'a> {
     patch: &'a [f32],
     weight: &'a [f32],
-    rows: &'a [(usize, i64, f32)],
-    cols: &'a [(usize, i64, f32)],
+    /// Which weight it is (`WeightLanes::index`).
+    weight_index: usize,
+    rows: &'a [Tap],
+    cols: &'a [Tap],
+}
+
+/// Zero-bordered copies, `N+2` rows of `(N+2)·L` lanes, row `r` holding source row `r − 1`
+/// from lane `L` on: of a patch (`N²·L` lanes, interleaved as it is) into `out`. They hold what
+/// `corners` reads, zero outside.
+fn bordered_patch<const L: usize>(patch: &[f32], n: usize, out: &mut [f32]) {
+    let row_lanes = (n + 2) * L;
+    out[..row_lanes].fill(0.0);
+    out[(n + 1) * row_lanes..].fill(0.0);
+    for r in 1..=n {
+        let row = &mut out[r * row_lanes..(r + 1) * row_lanes];
+        row[..L].fill(0.0);
+        row[(n + 1) * L..].fill(0.0);
+        row[L..(n + 1) * L].copy_from_slice(&patch[(r - 1) * n * L..r * n * L]);
+    }
+}
+
+/// [`bordered_patch`] for a weight (`N²`), each value repeated for the `L` lanes.
+fn bordered_weight<const L: usize>(weight: &[f32], n: usize, out: &mut [f32]) {
+    let row_lanes = (n + 2) * L;
+    out[..row_lanes].fill(0.0);
+    out[(n + 1) * row_lanes..].fill(0.0);
+    for r in 1..=n {
+        let row = &mut out[r * row_lanes..(r + 1) * row_lanes];
+        row[..L].fill(0.0);
+        row[(n + 1) * L..].fill(0.0);
+        for (dst, &v) in row[L..(n + 1) * L]
+            .chunks_exact_mut(L)
+            .zip(&weight[(r - 1) * n..r * n])
+        {
+            dst.fill(v);
+        }
+    }
+}
+
+/// [`accumulate_in`] for one channel whose footprints are [`regular`]: per footprint row, the
+/// interpolated weight and patch as arrays over the row's lanes (contiguous corner slices of
+/// the zero-bordered copies), added to the row's numerator and denominator. Each pixel takes
+/// the same values in the same channel order: the same bits.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn accumulate_rows<const L: usize, const TORCH: bool>(
+    weighted: bool,
+    p: usize,
+    n: usize,
+    (rows, cols): (&[Tap], &[Tap]),
+    (bp, bw): (&[f32], &[f32]),
+    num: Option<&mut [f32]>,
+    den: &mut [f32],
+    factors: &mut (Vec<f32>, Vec<f32>),
+) {
+    let (Some(&(x_first, kx_first, _)), Some(_)) = (cols.first(), rows.first()) else {
+        return;
+    };
+    let (width, row_lanes) = (cols.len(), (n + 2) * L);
+    let lanes = width * L;
+    let (fx, gx) = factors;
+    fx.clear();
+    gx.clear();
+    for &(_, _, wx) in cols {
+        for _ in 0..L {
+            fx.push(wx);
+            gx.push(1.0 - wx);
+        }
+    }
+    let (fx, gx) = (&fx[..lanes], &gx[..lanes]);
+    let c0 = (kx_first + 1) as usize;
+    let mut num = num;
+    for &(y, ky, wy) in rows {
+        let uy = 1.0 - wy;
+        let top = (ky + 1) as usize * row_lanes + c0 * L;
+        let bottom = top + row_lanes;
+        let at0 = y * p + x_first;
+        let (q00, q01) = (&bw[top..top + lanes], &bw[top + L..top + L + lanes]);
+        let (q10, q11) = (
+            &bw[bottom..bottom + lanes],
+            &bw[bottom + L..bottom + L + lanes],
+        );
+        if let Some(num) = num.as_deref_mut() {
+            let (p00, p01) = (&bp[top..top + lanes], &bp[top + L..top + L + lanes]);
+            let (p10, p11) = (
+                &bp[bottom..bottom + lanes],
+                &bp[bottom + L..bottom + L + lanes],
+            );
+            let out = &mut num[at0 * L..at0 * L + lanes];
+            for e in 0..lanes {
+                let w = Weights::from_factors(gx[e], fx[e], uy, wy);
+                let u = combine::<TORCH>(w, [p00[e], p01[e], p10[e], p11[e]]);
+                out[e] += if weighted {
+                    u * combine::<TORCH>(w, [q00[e], q01[e], q10[e], q11[e]])
+                } else {
+                    u
+                };
+            }
+        }
+        let out = &mut den[at0..at0 + width];
+        for (t, o) in out.iter_mut().enumerate() {
+            let e = t * L;
+            let w = Weights::from_factors(gx[e], fx[e], uy, wy);
+            *o += combine::<TORCH>(w, [q00[e], q01[e], q10[e], q11[e]]);
+        }
+    }
 }
 
 /// Per-worker buffers of [`channel_rows`].
@@ -401,6 +626,8 @@ struct RowScratch {
     patch: Vec<f32>,
     /// The weight, zero-bordered, each value repeated for the `L` lanes: the same shape.
     weight: Vec<f32>,
+    /// Which weight (`WeightLanes::index`) `weight` holds.
+    weight_of: Option<usize>,
     /// `∂L/∂u` per footprint pixel, at `((ky+1)·(N+1) + kx+1)·L + lane`; zero elsewhere.
     du: Vec<f32>,
     /// Per patch column index `kx + 1` (`0 ..= N`), each repeated for the `L` lanes: `wx` and
@@ -424,6 +651,7 @@ impl RowScratch {
         Self {
             patch: vec![0.0; m * m * l],
             weight: vec![0.0; m * m * l],
+            weight_of: None,
             du: vec![0.0; (n + 1) * (n + 1) * l],
             wx: vec![0.0; (n + 1) * l],
             ux: vec![0.0; (n + 1) * l],
@@ -465,24 +693,10 @@ fn channel_rows<const L: usize, const TORCH: bool>(
         return;
     };
     let width = ch.cols.len();
-    // The zero-bordered copies: row `r` holds patch row `r − 1` from lane `L` on.
-    sc.patch[..row_lanes].fill(0.0);
-    sc.weight[..row_lanes].fill(0.0);
-    sc.patch[(m - 1) * row_lanes..].fill(0.0);
-    sc.weight[(m - 1) * row_lanes..].fill(0.0);
-    for r in 1..=n {
-        let (pr, wr) = (
-            &mut sc.patch[r * row_lanes..(r + 1) * row_lanes],
-            &mut sc.weight[r * row_lanes..(r + 1) * row_lanes],
-        );
-        pr[..L].fill(0.0);
-        pr[(n + 1) * L..].fill(0.0);
-        pr[L..(n + 1) * L].copy_from_slice(&ch.patch[(r - 1) * n * L..r * n * L]);
-        wr[..L].fill(0.0);
-        wr[(n + 1) * L..].fill(0.0);
-        for (k, &v) in ch.weight[(r - 1) * n..r * n].iter().enumerate() {
-            wr[(k + 1) * L..(k + 2) * L].fill(v);
-        }
+    bordered_patch::<L>(ch.patch, n, &mut sc.patch);
+    if sc.weight_of != Some(ch.weight_index) {
+        bordered_weight::<L>(ch.weight, n, &mut sc.weight);
+        sc.weight_of = Some(ch.weight_index);
     }
     sc.du.fill(0.0);
     sc.wx.fill(0.0);
@@ -655,6 +869,7 @@ fn sample_vjp<const L: usize, const TORCH: bool>(
             let channel = Channel {
                 patch,
                 weight,
+                weight_index: k,
                 rows: &rows,
                 cols: &cols,
             };
