@@ -423,10 +423,6 @@ class Placed(NamedTuple):
     clipped: int
 
 
-def _torch_tensor(a: Any) -> bool:
-    return type(a).__module__.split(".")[0] == "torch"
-
-
 def splat(
     canvas: Any,
     weights: Any,
@@ -459,12 +455,20 @@ def splat(
     NumPy arrays are written in place; so are torch tensors (a CUDA canvas is computed on the
     host and copied back: deterministic, one round trip). Returns :class:`Placed`.
     """
-    if _torch_tensor(canvas):
-        return _splat_torch(canvas, weights, patches, positions, patch_weight, edge, threads, reference)
-    for name, a in (("canvas", canvas), ("weights", weights)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name} must be a NumPy array or a torch tensor (it is written in place), not {type(a).__name__}")
-    return _splat_host(canvas, weights, patches, positions, patch_weight, edge, threads, reference)
+    backend = _frameworks.backend_of(canvas)
+    if _frameworks.backend_of(weights) is not backend:
+        raise TypeError("canvas and weights must be arrays of one kind (both NumPy or both torch tensors)")
+    if getattr(canvas, "device", None) != getattr(weights, "device", None):
+        raise TypeError("canvas and weights must be on one device")
+    (c, commit_c), (w, commit_w) = backend.writable(canvas), backend.writable(weights)
+    patches = _frameworks.host(patches)
+    patches = np.asarray(_frameworks.backend_of(patches).readable(patches))
+    positions = _frameworks.host_values(positions)
+    patch_weight = None if patch_weight is None else _frameworks.host_values(patch_weight)
+    placed = _splat_host(c, w, patches, positions, patch_weight, edge, threads, reference)
+    commit_c()
+    commit_w()
+    return placed
 
 
 def _splat_host(canvas: np.ndarray, weights: np.ndarray, patches: Any, positions: Any, patch_weight: Any,
@@ -488,28 +492,6 @@ def _splat_host(canvas: np.ndarray, weights: np.ndarray, patches: Any, positions
     accepted, clipped = _native.splat(canvas, weights, patches, positions, patch_weight, edge,
                                       _threads(threads), bool(reference))
     return Placed(accepted, clipped)
-
-
-def _splat_torch(canvas: Any, weights: Any, patches: Any, positions: Any, patch_weight: Any, edge: str,
-                 threads: Optional[int], reference: bool) -> Placed:
-    import torch
-
-    if not isinstance(weights, torch.Tensor) or weights.device != canvas.device:
-        raise TypeError("weights must be a torch tensor on the canvas's device")
-
-    def host(a: Any) -> Any:
-        return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
-
-    if canvas.device.type == "cpu":
-        return _splat_host(canvas.detach().numpy(), weights.detach().numpy(), host(patches), host(positions),
-                           host(patch_weight), edge, threads, reference)
-    # A device canvas: computed on the host copy, then copied back (deterministic).
-    c, w = host(canvas).copy(), host(weights).copy()
-    placed = _splat_host(c, w, host(patches), host(positions), host(patch_weight), edge, threads, reference)
-    with torch.no_grad():
-        canvas.copy_(torch.from_numpy(c))
-        weights.copy_(torch.from_numpy(w))
-    return placed
 
 
 def reassemble_regions(

@@ -83,6 +83,14 @@ class Backend:
         """``value`` (in device memory) copied to a NumPy array."""
         return np.asarray(value)
 
+    def writable(self, value: Any) -> Tuple[np.ndarray, Callable[[], None]]:
+        """``value`` as a NumPy array that an in-place operation writes, and what makes the
+        writes land in ``value`` afterwards: nothing where the array is ``value``'s own memory,
+        a copy back where it is a host copy of device memory."""
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"expected a NumPy array or a torch tensor (written in place), not {type(value).__name__}")
+        return value, lambda: None
+
     def from_host(self, result: np.ndarray, like: Any) -> Any:
         """A NumPy ``result`` as ``like``'s array type, on ``like``'s device."""
         return result

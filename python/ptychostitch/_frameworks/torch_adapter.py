@@ -140,6 +140,18 @@ class TorchBackend(Backend):
     def to_host(self, value: Any) -> Any:
         return value.detach().cpu().numpy()
 
+    def writable(self, value: Any) -> Tuple[np.ndarray, Callable[[], None]]:
+        if value.device.type == "cpu":
+            return value.detach().numpy(), lambda: None
+        # A device tensor: its host copy, copied back once written (one round trip).
+        copy = value.detach().cpu().numpy()
+
+        def commit() -> None:
+            with _torch().no_grad():
+                value.copy_(_torch().from_numpy(copy))
+
+        return copy, commit
+
     def from_host(self, result: np.ndarray, like: Any) -> Any:
         out = _torch().from_dlpack(result)
         return out if like.device.type == "cpu" else out.to(like.device)
