@@ -101,7 +101,7 @@ run gpu-tests 90 env PTYCHOSTITCH_GOLDEN=tests/data/golden "$bin/gpu-tests" --no
 site=/tmp/ptychostitch-site
 rm -rf "$site"
 if python3 -m pip install --quiet --no-index --no-deps --target "$site" "$bin"/*.whl; then
-  run python-gpu-tests 70 env PYTHONPATH="$site" python3 -m pytest -ra -p no:cacheprovider python/tests/test_gpu.py
+  run python-gpu-tests 70 env PYTHONPATH="$site" python3 -m pytest -ra -p no:cacheprovider python/tests/test_gpu.py python/tests/test_accumulators.py
   # Each framework in a process of its own (its own time limit and verdict line): 160 s at most.
   run training 170 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/gpu_training_check.py
   run bench-torch 80 env PYTHONPATH="$site" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --json "$out/bench_gpu.json"

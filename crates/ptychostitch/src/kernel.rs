@@ -557,19 +557,7 @@ pub(crate) fn add_offset_terms_sampled(
     }
     let inside = y0 >= 0 && x0 >= 0 && (y0 as usize) + 1 < side && (x0 as usize) + 1 < side;
     for (lane, &g) in cot.iter().enumerate() {
-        let (i00, i01, i10, i11) = if inside {
-            let at = (y0 as usize * side + x0 as usize) * l + lane;
-            let below = at + side * l;
-            (image[at], image[at + l], image[below], image[below + l])
-        } else {
-            let at = |cy: i64, cx: i64| pixel(image, side, l, cy, cx, lane);
-            (
-                at(y0, x0),
-                at(y0, x0 + 1),
-                at(y0 + 1, x0),
-                at(y0 + 1, x0 + 1),
-            )
-        };
+        let [i00, i01, i10, i11] = image_corners(image, (side, l), (y0, x0), lane, inside);
         sum.add(
             x * l + lane,
             g,
@@ -577,6 +565,31 @@ pub(crate) fn add_offset_terms_sampled(
             d_dwy(1.0 - wx, wx, i00, i01, i10, i11),
         );
     }
+}
+
+/// Lane `lane` of the four pixels `(y0, x0)`, `(y0, x0+1)`, `(y0+1, x0)`, `(y0+1, x0+1)` of a
+/// `side×side` image of `l` lanes, zero outside it; `inside`: all four lie in the image (read
+/// without a bounds test each).
+#[inline(always)]
+pub(crate) fn image_corners(
+    image: &[f32],
+    (side, l): (usize, usize),
+    (y0, x0): (i64, i64),
+    lane: usize,
+    inside: bool,
+) -> [f32; 4] {
+    if inside {
+        let at = (y0 as usize * side + x0 as usize) * l + lane;
+        let below = at + side * l;
+        return [image[at], image[at + l], image[below], image[below + l]];
+    }
+    let at = |cy: i64, cx: i64| pixel(image, side, l, cy, cx, lane);
+    [
+        at(y0, x0),
+        at(y0, x0 + 1),
+        at(y0 + 1, x0),
+        at(y0 + 1, x0 + 1),
+    ]
 }
 
 /// The four corners `(row, column, weight)` an output pixel reads, in the order a, b, c, d.

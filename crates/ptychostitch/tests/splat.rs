@@ -66,6 +66,27 @@ fn run(c: &Case, splat: Splat, weighted: bool) -> (Array2<Complex32>, Array2<f32
     (canvas, counts, placed)
 }
 
+/// Splats `patches` at `positions` (no patch weight) onto a zeroed `shape` canvas.
+fn splat_fresh(
+    edge: Edge,
+    shape: (usize, usize),
+    patches: &Array3<Complex32>,
+    positions: &Array2<f32>,
+) -> (Array2<Complex32>, Array2<f32>, Placed) {
+    let mut canvas = Array2::<Complex32>::zeros(shape);
+    let mut counts = Array2::<f32>::zeros(shape);
+    let placed = Splat::new(edge)
+        .run(
+            canvas.view_mut(),
+            counts.view_mut(),
+            patches.view(),
+            positions.view(),
+            None,
+        )
+        .unwrap();
+    (canvas, counts, placed)
+}
+
 #[track_caller]
 fn assert_same(
     a: &(Array2<Complex32>, Array2<f32>, Placed),
@@ -222,17 +243,7 @@ fn the_edge_rules_are_ptychopinn_s_bounds_check_and_clipping() {
     )
     .unwrap();
     let place = |edge| {
-        let mut canvas = Array2::<Complex32>::zeros((10, 12));
-        let mut counts = Array2::<f32>::zeros((10, 12));
-        let placed = Splat::new(edge)
-            .run(
-                canvas.view_mut(),
-                counts.view_mut(),
-                patches.view(),
-                positions.view(),
-                None,
-            )
-            .unwrap();
+        let (_, counts, placed) = splat_fresh(edge, (10, 12), &patches, &positions);
         (placed, counts.sum())
     };
     let (drop, drop_sum) = place(Edge::Drop);
@@ -334,17 +345,7 @@ fn huge_positions_place_nothing_and_do_not_overflow() {
     let positions =
         Array2::from_shape_vec((2, 2), vec![3.0e38_f32, -3.0e38, -3.0e38, 1.0e20]).unwrap();
     for edge in [Edge::Clip, Edge::Drop] {
-        let mut canvas = Array2::<Complex32>::zeros((6, 6));
-        let mut counts = Array2::<f32>::zeros((6, 6));
-        let placed = Splat::new(edge)
-            .run(
-                canvas.view_mut(),
-                counts.view_mut(),
-                patches.view(),
-                positions.view(),
-                None,
-            )
-            .unwrap();
+        let (_, counts, placed) = splat_fresh(edge, (6, 6), &patches, &positions);
         assert_eq!(placed, Placed::default());
         assert_eq!(counts.sum(), 0.0);
     }

@@ -291,13 +291,7 @@ impl<T: Sample> Context<'_, '_, T> {
                 }
             }
             let at = (y * side + fp.cols.start) * l;
-            accumulate(
-                &mut sum,
-                base,
-                &self.cot[at..at + len],
-                &s.dwx[..len],
-                &s.dwy[..len],
-            );
+            sum.add_run(base, &self.cot[at..at + len], &s.dwx[..len], &s.dwy[..len]);
         }
         sum
     }
@@ -340,36 +334,5 @@ impl<T: Sample> Context<'_, '_, T> {
             let dst = ((c0 + qr) * n + c0) * l;
             grad[dst..dst + m * l].copy_from_slice(&s.acc[..m * l]);
         }
-    }
-}
-
-/// Adds one row of offset terms to the eight slots, term `t` to slot `(base + t) mod 8`, each
-/// slot in order: the slots are rotated so that the loop runs over whole groups of eight.
-#[inline(always)]
-fn accumulate(sum: &mut ShiftGradient, base: usize, cot: &[f32], dwx: &[f32], dwy: &[f32]) {
-    let mut rx = [0.0_f64; SHIFT_SLOTS];
-    let mut ry = [0.0_f64; SHIFT_SLOTS];
-    for i in 0..SHIFT_SLOTS {
-        rx[i] = sum.x[(base + i) % SHIFT_SLOTS];
-        ry[i] = sum.y[(base + i) % SHIFT_SLOTS];
-    }
-    let whole = cot.len() / SHIFT_SLOTS * SHIFT_SLOTS;
-    for ((c, dx), dy) in cot[..whole]
-        .chunks_exact(SHIFT_SLOTS)
-        .zip(dwx[..whole].chunks_exact(SHIFT_SLOTS))
-        .zip(dwy[..whole].chunks_exact(SHIFT_SLOTS))
-    {
-        for i in 0..SHIFT_SLOTS {
-            rx[i] += c[i] as f64 * dx[i] as f64;
-            ry[i] += c[i] as f64 * dy[i] as f64;
-        }
-    }
-    for i in 0..cot.len() - whole {
-        rx[i] += cot[whole + i] as f64 * dwx[whole + i] as f64;
-        ry[i] += cot[whole + i] as f64 * dwy[whole + i] as f64;
-    }
-    for i in 0..SHIFT_SLOTS {
-        sum.x[(base + i) % SHIFT_SLOTS] = rx[i];
-        sum.y[(base + i) % SHIFT_SLOTS] = ry[i];
     }
 }

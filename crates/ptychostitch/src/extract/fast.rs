@@ -14,7 +14,7 @@ use super::{Extraction, image_lanes};
 use crate::adjoint::Wrt;
 use crate::error::Result;
 use crate::kernel::{Convention, ShiftGradient, Weights};
-use crate::kernel::{ShiftRun, d_dwx, d_dwy, pixel};
+use crate::kernel::{ShiftRun, d_dwx, d_dwy, image_corners, pixel};
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{Schedule, Simd, for_each_piece, workers_for};
 use crate::sample::{Sample, lanes_mut};
@@ -178,6 +178,67 @@ pub(crate) fn extract_vjp<T: Sample>(
 /// A patch row's or column's sample: the first source pixel and the fraction.
 type Sampled = (i64, f32);
 
+/// A patch whose columns sample consecutive image columns, all with both corners inside the
+/// image: each column's `wx` and `1 − wx` repeated per lane, and its first image column.
+struct WholeRows {
+    wx: Vec<f32>,
+    ux: Vec<f32>,
+    first: usize,
+    side: usize,
+    lanes: usize,
+}
+
+impl WholeRows {
+    fn new(cols: &[Sampled], side: usize, l: usize) -> Option<Self> {
+        let (&(first, _), &(last, _)) = (cols.first()?, cols.last()?);
+        if !(consecutive(cols) && first >= 0 && (last as usize) + 1 < side) {
+            return None;
+        }
+        let (mut wx, mut ux) = (
+            Vec::with_capacity(cols.len() * l),
+            Vec::with_capacity(cols.len() * l),
+        );
+        for &(_, f) in cols {
+            for _ in 0..l {
+                wx.push(f);
+                ux.push(1.0 - f);
+            }
+        }
+        Some(Self {
+            wx,
+            ux,
+            first: first as usize,
+            side,
+            lanes: l,
+        })
+    }
+
+    /// For image row `y0` (when it and the next lie in the image): the row's four corners as
+    /// contiguous slices `i00, i01, i10, i11` over its lanes, and the columns' `(wx, 1 − wx)`.
+    #[allow(clippy::type_complexity)]
+    fn row<'a>(
+        &'a self,
+        image: &'a [f32],
+        y0: i64,
+    ) -> Option<([&'a [f32]; 4], (&'a [f32], &'a [f32]))> {
+        if y0 < 0 || (y0 as usize) + 1 >= self.side {
+            return None;
+        }
+        let (s, l, len) = (self.side, self.lanes, self.wx.len());
+        let start = (y0 as usize * s + self.first) * l;
+        let (top, bottom) = (&image[start..], &image[start + s * l..]);
+        Some((
+            [
+                &top[..len],
+                &top[l..l + len],
+                &bottom[..len],
+                &bottom[l..l + len],
+            ],
+            (&self.wx, &self.ux),
+        ))
+    }
+}
+
 /// Whether consecutive patch indices sample consecutive source pixels (one per index), as they
 /// do unless rounding makes a sample repeat or skip one.
 fn consecutive(samples: &[Sampled]) -> bool {
@@ -284,30 +345,14 @@ fn patch_forward_body(plan: &Extraction, img: &[f32], j: usize, dst: &mut [f32])
     // The sample of each kept row and column, once per patch (the reference computes them per
     // pixel with the same function: the same values).
     let cols: Vec<(i64, f32)> = (0..n).map(|q| conv.sample_axis(t + q, ax, s)).collect();
-    // Rows whose every pixel reads four corners inside the image from consecutive columns:
-    // computed as arrays over the row's lanes (contiguous corner slices, each column's factors
-    // repeated per lane); the same products, so the same bits.
-    let whole_rows = consecutive(&cols)
-        && cols.first().is_some_and(|&(x0, _)| x0 >= 0)
-        && cols.last().is_some_and(|&(x0, _)| (x0 as usize) + 1 < s);
-    let (mut wxl, mut uxl) = (Vec::new(), Vec::new());
-    if whole_rows {
-        for &(_, wx) in &cols {
-            for _ in 0..l {
-                wxl.push(wx);
-                uxl.push(1.0 - wx);
-            }
-        }
-    }
+    // Rows whose every pixel reads four corners inside the image: computed as arrays over the
+    // row's lanes; the same products, so the same bits.
+    let whole = WholeRows::new(&cols, s, l);
     for r in 0..n {
         let (y0, wy) = conv.sample_axis(t + r, ay, s);
-        if whole_rows && y0 >= 0 && (y0 as usize) + 1 < s {
+        if let Some(([i00, i01, i10, i11], (wx, ux))) = whole.as_ref().and_then(|w| w.row(img, y0))
+        {
             let lanes = n * l;
-            let start = (y0 as usize * s + cols[0].0 as usize) * l;
-            let (top, bottom) = (&img[start..], &img[start + s * l..]);
-            let (i00, i01) = (&top[..lanes], &top[l..l + lanes]);
-            let (i10, i11) = (&bottom[..lanes], &bottom[l..l + lanes]);
-            let (wx, ux) = (&wxl[..lanes], &uxl[..lanes]);
             let out = &mut dst[r * lanes..(r + 1) * lanes];
             let uy = 1.0 - wy;
             match conv {
@@ -392,35 +437,20 @@ fn patch_offsets_body(
     // runs (`ShiftGradient::add_run`), the same sums in the same order as one `add` per term.
     let mut run = ShiftRun::new(n * l);
     let on = |v: i64| (-1..s as i64).contains(&v);
-    // Rows whose every pixel reads four corners inside the image, from consecutive columns:
-    // the terms as arrays over the row's lanes (contiguous corner slices, each column's
-    // factors repeated per lane), added as one run. The same products in the same order.
-    let whole_rows = consecutive(&cols)
-        && cols.first().is_some_and(|&(x0, _)| x0 >= 0)
-        && cols.last().is_some_and(|&(x0, _)| (x0 as usize) + 1 < s);
-    let (mut wxl, mut uxl) = (Vec::new(), Vec::new());
+    // Rows whose every pixel reads four corners inside the image: the terms as arrays over the
+    // row's lanes, added as one run. The same products in the same order.
+    let whole = WholeRows::new(&cols, s, l);
     let mut terms = [vec![0.0_f32; n * l], vec![0.0_f32; n * l]];
-    if whole_rows {
-        for &(_, wx) in &cols {
-            for _ in 0..l {
-                wxl.push(wx);
-                uxl.push(1.0 - wx);
-            }
-        }
-    }
     for r in 0..n {
         let (y0, wy) = plan.convention.sample_axis(t + r, ay, s);
         if !on(y0) {
             continue;
         }
-        if whole_rows && y0 >= 0 && (y0 as usize) + 1 < s {
+        if let Some(([i00, i01, i10, i11], (wx, ux))) =
+            whole.as_ref().and_then(|w| w.row(image, y0))
+        {
             run.flush(sum);
             let lanes = n * l;
-            let start = (y0 as usize * s + cols[0].0 as usize) * l;
-            let (top, bottom) = (&image[start..], &image[start + s * l..]);
-            let (i00, i01) = (&top[..lanes], &top[l..l + lanes]);
-            let (i10, i11) = (&bottom[..lanes], &bottom[l..l + lanes]);
-            let (wx, ux) = (&wxl[..lanes], &uxl[..lanes]);
             let uy = 1.0 - wy;
             let [dx, dy] = &mut terms;
             let (dx, dy) = (&mut dx[..lanes], &mut dy[..lanes]);
@@ -438,19 +468,7 @@ fn patch_offsets_body(
             let inside = y0 >= 0 && x0 >= 0 && (y0 as usize) + 1 < s && (x0 as usize) + 1 < s;
             let g = &cot[(r * n + q) * l..][..l];
             for (lane, &g) in g.iter().enumerate() {
-                let (i00, i01, i10, i11) = if inside {
-                    let at = (y0 as usize * s + x0 as usize) * l + lane;
-                    let below = at + s * l;
-                    (image[at], image[at + l], image[below], image[below + l])
-                } else {
-                    let at = |cy: i64, cx: i64| pixel(image, s, l, cy, cx, lane);
-                    (
-                        at(y0, x0),
-                        at(y0, x0 + 1),
-                        at(y0 + 1, x0),
-                        at(y0 + 1, x0 + 1),
-                    )
-                };
+                let [i00, i01, i10, i11] = image_corners(image, (s, l), (y0, x0), lane, inside);
                 run.push(
                     sum,
                     (t + q) * l + lane,

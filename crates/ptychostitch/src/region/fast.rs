@@ -518,37 +518,35 @@ struct Channel<'a> {
     cols: &'a [Tap],
 }
 
-/// Zero-bordered copies, `N+2` rows of `(N+2)·L` lanes, row `r` holding source row `r − 1`
-/// from lane `L` on: of a patch (`N²·L` lanes, interleaved as it is) into `out`. They hold what
+/// A zero-bordered copy into `out`: `N+2` rows of `(N+2)·L` lanes, row `r` holding source row
+/// `r − 1` from lane `L` on (`interior(row, lanes)` fills those `N·L` lanes). It holds what
 /// `corners` reads, zero outside.
-fn bordered_patch<const L: usize>(patch: &[f32], n: usize, out: &mut [f32]) {
+fn bordered<const L: usize>(n: usize, out: &mut [f32], interior: impl Fn(usize, &mut [f32])) {
     let row_lanes = (n + 2) * L;
     out[..row_lanes].fill(0.0);
     out[(n + 1) * row_lanes..].fill(0.0);
-    for r in 1..=n {
-        let row = &mut out[r * row_lanes..(r + 1) * row_lanes];
+    for r in 0..n {
+        let row = &mut out[(r + 1) * row_lanes..(r + 2) * row_lanes];
         row[..L].fill(0.0);
         row[(n + 1) * L..].fill(0.0);
-        row[L..(n + 1) * L].copy_from_slice(&patch[(r - 1) * n * L..r * n * L]);
+        interior(r, &mut row[L..(n + 1) * L]);
     }
 }
 
-/// [`bordered_patch`] for a weight (`N²`), each value repeated for the `L` lanes.
+/// [`bordered`] of a patch (`N²·L` lanes, interleaved as it is).
+fn bordered_patch<const L: usize>(patch: &[f32], n: usize, out: &mut [f32]) {
+    bordered::<L>(n, out, |r, dst| {
+        dst.copy_from_slice(&patch[r * n * L..(r + 1) * n * L])
+    });
+}
+
+/// [`bordered`] of a weight (`N²`), each value repeated for the `L` lanes.
 fn bordered_weight<const L: usize>(weight: &[f32], n: usize, out: &mut [f32]) {
-    let row_lanes = (n + 2) * L;
-    out[..row_lanes].fill(0.0);
-    out[(n + 1) * row_lanes..].fill(0.0);
-    for r in 1..=n {
-        let row = &mut out[r * row_lanes..(r + 1) * row_lanes];
-        row[..L].fill(0.0);
-        row[(n + 1) * L..].fill(0.0);
-        for (dst, &v) in row[L..(n + 1) * L]
-            .chunks_exact_mut(L)
-            .zip(&weight[(r - 1) * n..r * n])
-        {
-            dst.fill(v);
+    bordered::<L>(n, out, |r, dst| {
+        for (lanes, &v) in dst.chunks_exact_mut(L).zip(&weight[r * n..(r + 1) * n]) {
+            lanes.fill(v);
         }
-    }
+    });
 }
 
 /// [`accumulate_in`] for one channel whose footprints are [`regular`]: per footprint row, the
