@@ -624,7 +624,9 @@ struct RowScratch {
     patch: Vec<f32>,
     /// The weight, zero-bordered, each value repeated for the `L` lanes: the same shape.
     weight: Vec<f32>,
-    /// Which weight (`WeightLanes::index`) `weight` holds.
+    /// The weight, zero-bordered, one lane: `(N+2)²`.
+    weight1: Vec<f32>,
+    /// Which weight (`WeightLanes::index`) `weight` and `weight1` hold.
     weight_of: Option<usize>,
     /// `∂L/∂u` per footprint pixel, at `((ky+1)·(N+1) + kx+1)·L + lane`; zero elsewhere.
     du: Vec<f32>,
@@ -632,6 +634,9 @@ struct RowScratch {
     /// `1 − wx` of the footprint column that samples it (zero where none does).
     wx: Vec<f32>,
     ux: Vec<f32>,
+    /// The same, once per column index.
+    wx1: Vec<f32>,
+    ux1: Vec<f32>,
     /// Per patch row index `ky + 1`: `wy`, `1 − wy`.
     wy: Vec<f32>,
     uy: Vec<f32>,
@@ -649,10 +654,13 @@ impl RowScratch {
         Self {
             patch: vec![0.0; m * m * l],
             weight: vec![0.0; m * m * l],
+            weight1: vec![0.0; m * m],
             weight_of: None,
             du: vec![0.0; (n + 1) * (n + 1) * l],
             wx: vec![0.0; (n + 1) * l],
             ux: vec![0.0; (n + 1) * l],
+            wx1: vec![0.0; n + 1],
+            ux1: vec![0.0; n + 1],
             wy: vec![0.0; n + 1],
             uy: vec![0.0; n + 1],
             terms_u: row(m * l),
@@ -694,6 +702,7 @@ fn channel_rows<const L: usize, const TORCH: bool>(
     bordered_patch::<L>(ch.patch, n, &mut sc.patch);
     if sc.weight_of != Some(ch.weight_index) {
         bordered_weight::<L>(ch.weight, n, &mut sc.weight);
+        bordered_weight::<1>(ch.weight, n, &mut sc.weight1);
         sc.weight_of = Some(ch.weight_index);
     }
     sc.du.fill(0.0);
@@ -701,10 +710,14 @@ fn channel_rows<const L: usize, const TORCH: bool>(
     sc.ux.fill(0.0);
     sc.wy.fill(0.0);
     sc.uy.fill(0.0);
+    sc.wx1.fill(0.0);
+    sc.ux1.fill(0.0);
     for &(_, kx, wx) in ch.cols {
         let at = (kx + 1) as usize * L;
         sc.wx[at..at + L].fill(wx);
         sc.ux[at..at + L].fill(1.0 - wx);
+        sc.wx1[(kx + 1) as usize] = wx;
+        sc.ux1[(kx + 1) as usize] = 1.0 - wx;
     }
     for &(_, ky, wy) in ch.rows {
         sc.wy[(ky + 1) as usize] = wy;
@@ -762,23 +775,34 @@ fn channel_rows<const L: usize, const TORCH: bool>(
             continue;
         };
         let [tv_c, tv_x, tv_y] = &mut sc.terms_v;
-        for t in 0..width {
-            let e = t * L;
-            tv_c[t] = if weighted {
+        let (tv_c, tv_x, tv_y) = (&mut tv_c[..width], &mut tv_x[..width], &mut tv_y[..width]);
+        for (t, (c, products)) in tv_c.iter_mut().zip(products.chunks_exact(L)).enumerate() {
+            *c = if weighted {
                 // `0.0 + Σ_lanes ∂num·u`, in lane order, then added to the denominator's.
                 let mut s = 0.0_f32;
-                for &v in &products[e..e + L] {
+                for &v in products {
                     s += v;
                 }
                 dd[t] + s
             } else {
                 dd[t]
             };
-            tv_x[t] = d_dwx(uy, wy, q00[e], q01[e], q10[e], q11[e]);
-            tv_y[t] = d_dwy(gx[e], fx[e], q00[e], q01[e], q10[e], q11[e]);
+        }
+        // The weight's terms per pixel, from its one-lane copy and factors (contiguous).
+        let top1 = r0 * m + c0;
+        let w1 = &sc.weight1;
+        let (v00, v01) = (&w1[top1..top1 + width], &w1[top1 + 1..top1 + 1 + width]);
+        let (v10, v11) = (
+            &w1[top1 + m..top1 + m + width],
+            &w1[top1 + m + 1..top1 + m + 1 + width],
+        );
+        let (fx1, gx1) = (&sc.wx1[c0..c0 + width], &sc.ux1[c0..c0 + width]);
+        for t in 0..width {
+            tv_x[t] = d_dwx(uy, wy, v00[t], v01[t], v10[t], v11[t]);
+            tv_y[t] = d_dwy(gx1[t], fx1[t], v00[t], v01[t], v10[t], v11[t]);
         }
         su.add_run(x_first * L, tu_c, tu_x, tu_y);
-        sv.add_run(x_first, &tv_c[..width], &tv_x[..width], &tv_y[..width]);
+        sv.add_run(x_first, tv_c, tv_x, tv_y);
     }
     let Some(dp) = dp else {
         return;
