@@ -567,6 +567,43 @@ pub(crate) fn add_offset_terms_sampled(
     }
 }
 
+/// The four corners of a run of `len` lanes as contiguous slices `[i00, i01, i10, i11]`: from
+/// lane `top` of a plane whose rows are `stride` lanes apart, with `l` lanes a pixel (`i01` is
+/// the next pixel, `i10` the next row).
+#[inline(always)]
+pub(crate) fn corner_slices(
+    plane: &[f32],
+    top: usize,
+    stride: usize,
+    l: usize,
+    len: usize,
+) -> [&[f32]; 4] {
+    let bottom = top + stride;
+    [
+        &plane[top..top + len],
+        &plane[top + l..top + l + len],
+        &plane[bottom..bottom + len],
+        &plane[bottom + l..bottom + l + len],
+    ]
+}
+
+/// Each fraction `w` and `1 − w` repeated for the `l` lanes of its pixel, into `wx` and `ux`
+/// (cleared first): the per-lane factor tables of a row kernel.
+pub(crate) fn lane_factors(
+    fractions: impl Iterator<Item = f32>,
+    l: usize,
+    (wx, ux): (&mut Vec<f32>, &mut Vec<f32>),
+) {
+    wx.clear();
+    ux.clear();
+    for f in fractions {
+        for _ in 0..l {
+            wx.push(f);
+            ux.push(1.0 - f);
+        }
+    }
+}
+
 /// Lane `lane` of the four pixels `(y0, x0)`, `(y0, x0+1)`, `(y0+1, x0)`, `(y0+1, x0+1)` of a
 /// `side×side` image of `l` lanes, zero outside it; `inside`: all four lie in the image (read
 /// without a bounds test each).

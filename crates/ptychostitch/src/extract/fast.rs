@@ -354,19 +354,15 @@ fn patch_forward_body(plan: &Extraction, img: &[f32], j: usize, dst: &mut [f32])
         {
             let lanes = n * l;
             let out = &mut dst[r * lanes..(r + 1) * lanes];
-            let uy = 1.0 - wy;
+            // The convention's combination chosen once a row: an instance each, so that the
+            // loop has neither a branch nor a call.
+            let corners = [i00, i01, i10, i11];
             match conv {
                 Convention::TensorFlow => {
-                    for e in 0..lanes {
-                        let w = Weights::from_factors(ux[e], wx[e], uy, wy);
-                        out[e] = w.apply(i00[e], i01[e], i10[e], i11[e]);
-                    }
+                    interpolate_row(out, corners, (wx, ux), wy, Weights::apply)
                 }
                 Convention::Torch => {
-                    for e in 0..lanes {
-                        let w = Weights::from_factors(ux[e], wx[e], uy, wy);
-                        out[e] = w.apply_torch(i00[e], i01[e], i10[e], i11[e]);
-                    }
+                    interpolate_row(out, corners, (wx, ux), wy, Weights::apply_torch)
                 }
             }
             continue;
@@ -385,6 +381,23 @@ fn patch_forward_body(plan: &Extraction, img: &[f32], j: usize, dst: &mut [f32])
                 );
             }
         }
+    }
+}
+
+/// One row of interpolated values: `out[e] = apply(w, corners…)` with `w` from the lane's
+/// column factors and the row's `wy`.
+#[inline(always)]
+fn interpolate_row(
+    out: &mut [f32],
+    [i00, i01, i10, i11]: [&[f32]; 4],
+    (wx, ux): (&[f32], &[f32]),
+    wy: f32,
+    apply: impl Fn(Weights, f32, f32, f32, f32) -> f32,
+) {
+    let uy = 1.0 - wy;
+    for (e, o) in out.iter_mut().enumerate() {
+        let w = Weights::from_factors(ux[e], wx[e], uy, wy);
+        *o = apply(w, i00[e], i01[e], i10[e], i11[e]);
     }
 }
 

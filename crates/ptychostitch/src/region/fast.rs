@@ -11,7 +11,8 @@
 use super::{Inputs, Normalisation, RawGradients, Region, RegionWrt, WeightLanes, max_cotangent};
 use crate::error::Result;
 use crate::kernel::{
-    Convention, Denominator, ShiftGradient, ShiftRun, Weights, d_dwx, d_dwy, support_factor,
+    Convention, Denominator, ShiftGradient, ShiftRun, Weights, corner_slices, d_dwx, d_dwy,
+    lane_factors, region_cotangent, region_normalise, support_factor,
 };
 use crate::memory::try_zeroed_vec;
 use crate::parallel::{for_each_piece, workers_for};
@@ -61,29 +62,21 @@ macro_rules! dispatch {
     }};
 }
 
-/// `$body` with `$apply` and `$slope` bound to closures computing `g.apply` and `g.slope` for
-/// the form `g` has, known when compiling: its common forms (`Add`, `Clamp`) get instances whose
-/// loops the compiler vectorises; the others call `g`'s methods. The same expressions either way.
+/// `$body` with `$form` bound to `g` as a value whose variant is known when compiling: its
+/// common forms (`Add`, `Clamp`) get instances whose loops the compiler vectorises (the
+/// `match` in `Denominator::apply` and `slope` folds away); the others run as they are.
 macro_rules! with_denominator {
-    ($g:expr, |$apply:ident, $slope:ident| $body:expr) => {{
+    ($g:expr, |$form:ident| $body:expr) => {{
         match $g {
             Denominator::Add(eps) => {
-                let form = Denominator::Add(eps);
-                let $apply = move |d: f32| form.apply(d);
-                let $slope = move |d: f32| form.slope(d);
+                let $form = Denominator::Add(eps);
                 $body
             }
             Denominator::Clamp(eps) => {
-                let form = Denominator::Clamp(eps);
-                let $apply = move |d: f32| form.apply(d);
-                let $slope = move |d: f32| form.slope(d);
+                let $form = Denominator::Clamp(eps);
                 $body
             }
-            form => {
-                let $apply = move |d: f32| form.apply(d);
-                let $slope = move |d: f32| form.slope(d);
-                $body
-            }
+            $form => $body,
         }
     }};
 }
@@ -333,36 +326,32 @@ fn sums<T: Sample>(plan: &Region, inputs: &Inputs<'_>) -> Result<(Vec<T>, Vec<f3
 /// Divides the numerators in `values` by the denominators, in place.
 fn normalise(plan: &Region, values: &mut [f32], den: &[f32], l: usize, limit: f32, g: Denominator) {
     let support = plan.options.support.is_some();
-    with_denominator!(g, |apply, _slope| {
-        for_lanes!(l, |L| normalise_in::<L>(values, den, support, limit, apply))
+    with_denominator!(g, |form| {
+        for_lanes!(l, |L| normalise_in::<L>(values, den, support, limit, form))
     });
 }
 
-/// [`crate::kernel::region_normalise`] for every pixel, with the lane count and the denominator's form known
-/// when compiling (a loop the compiler vectorises): the same expressions, the same bits.
+/// [`region_normalise`] for every pixel, with the lane count and (through
+/// `with_denominator!`) the denominator's form known when compiling: a loop the compiler
+/// vectorises.
 #[inline(always)]
 fn normalise_in<const L: usize>(
     values: &mut [f32],
     den: &[f32],
     support: bool,
     limit: f32,
-    apply: impl Fn(f32) -> f32,
+    g: Denominator,
 ) {
     for (px, &d) in values.chunks_exact_mut(L).zip(den) {
-        let g = apply(d);
-        let keep = support_factor(support, d, limit);
-        for o in px.iter_mut() {
-            *o = match keep {
-                Some(k) => (*o * k) / g,
-                None => *o / g,
-            };
-        }
+        let mut num = [0.0_f32; L];
+        num.copy_from_slice(px);
+        region_normalise(&num, d, support_factor(support, d, limit), g, px);
     }
 }
 
-/// [`crate::kernel::region_cotangent`] for every pixel of a sample (`cot`, `out`: its lanes; `den`: its
+/// [`region_cotangent`] for every pixel of a sample (`cot`, `out`: its lanes; `den`: its
 /// denominators), into `dnum` and `dden`, with the lane count and the denominator's form known
-/// when compiling: the same expressions, the same bits.
+/// when compiling.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn quotient_in<const L: usize>(
@@ -371,7 +360,7 @@ fn quotient_in<const L: usize>(
     den: &[f32],
     support: bool,
     limit: f32,
-    (apply, slope): (impl Fn(f32) -> f32, impl Fn(f32) -> f32),
+    g: Denominator,
     dnum: &mut [f32],
     dden: &mut [f32],
 ) {
@@ -382,17 +371,7 @@ fn quotient_in<const L: usize>(
         .zip(cot.chunks_exact(L))
         .zip(out.chunks_exact(L))
     {
-        let g = apply(d);
-        let keep = support_factor(support, d, limit);
-        let mut dot = 0.0_f32;
-        for lane in 0..L {
-            dn[lane] = match keep {
-                Some(k) => (c[lane] / g) * k,
-                None => c[lane] / g,
-            };
-            dot += c[lane] * o[lane];
-        }
-        *dd = (-dot / g) * slope(d);
+        *dd = region_cotangent(c, o, d, support_factor(support, d, limit), g, dn);
     }
 }
 
@@ -474,16 +453,9 @@ pub(crate) fn vjp<T: Sample>(
             &r[base * l..(base + p * p) * l],
             &den[base..base + p * p],
         );
-        with_denominator!(g, |apply, slope| {
+        with_denominator!(g, |form| {
             for_lanes!(l, |L| quotient_in::<L>(
-                cot,
-                out,
-                den,
-                support,
-                limit,
-                (apply, slope),
-                dnum,
-                dden
+                cot, out, den, support, limit, form, dnum, dden
             ))
         });
         if let Some((i, extra)) = at_max.filter(|&(i, _)| (base..base + p * p).contains(&i)) {
@@ -571,33 +543,17 @@ fn accumulate_rows<const L: usize, const TORCH: bool>(
     let (width, row_lanes) = (cols.len(), (n + 2) * L);
     let lanes = width * L;
     let (fx, gx) = factors;
-    fx.clear();
-    gx.clear();
-    for &(_, _, wx) in cols {
-        for _ in 0..L {
-            fx.push(wx);
-            gx.push(1.0 - wx);
-        }
-    }
+    lane_factors(cols.iter().map(|&(_, _, wx)| wx), L, (&mut *fx, &mut *gx));
     let (fx, gx) = (&fx[..lanes], &gx[..lanes]);
     let c0 = (kx_first + 1) as usize;
     let mut num = num;
     for &(y, ky, wy) in rows {
         let uy = 1.0 - wy;
         let top = (ky + 1) as usize * row_lanes + c0 * L;
-        let bottom = top + row_lanes;
         let at0 = y * p + x_first;
-        let (q00, q01) = (&bw[top..top + lanes], &bw[top + L..top + L + lanes]);
-        let (q10, q11) = (
-            &bw[bottom..bottom + lanes],
-            &bw[bottom + L..bottom + L + lanes],
-        );
+        let [q00, q01, q10, q11] = corner_slices(bw, top, row_lanes, L, lanes);
         if let Some(num) = num.as_deref_mut() {
-            let (p00, p01) = (&bp[top..top + lanes], &bp[top + L..top + L + lanes]);
-            let (p10, p11) = (
-                &bp[bottom..bottom + lanes],
-                &bp[bottom + L..bottom + L + lanes],
-            );
+            let [p00, p01, p10, p11] = corner_slices(bp, top, row_lanes, L, lanes);
             let out = &mut num[at0 * L..at0 * L + lanes];
             for e in 0..lanes {
                 let w = Weights::from_factors(gx[e], fx[e], uy, wy);
@@ -640,9 +596,10 @@ struct RowScratch {
     /// Per patch row index `ky + 1`: `wy`, `1 − wy`.
     wy: Vec<f32>,
     uy: Vec<f32>,
-    /// One row's offset terms (`cot`, `∂/∂wx`, `∂/∂wy`): the patch's per lane, then the
-    /// weight's per pixel; and the lanes' `∂num·u` products.
-    terms_u: [Vec<f32>; 3],
+    /// One row's offset derivatives (`∂/∂wx`, `∂/∂wy`) of the patch per lane (their
+    /// cotangents are the row of `du`), then the weight's per pixel (`cot`, `∂/∂wx`, `∂/∂wy`);
+    /// and the lanes' `∂num·u` products.
+    terms_u: [Vec<f32>; 2],
     terms_v: [Vec<f32>; 3],
     products: Vec<f32>,
 }
@@ -663,7 +620,7 @@ impl RowScratch {
             ux1: vec![0.0; n + 1],
             wy: vec![0.0; n + 1],
             uy: vec![0.0; n + 1],
-            terms_u: row(m * l),
+            terms_u: [vec![0.0; m * l], vec![0.0; m * l]],
             terms_v: row(m),
             products: vec![0.0; m * l],
         }
@@ -734,31 +691,13 @@ fn channel_rows<const L: usize, const TORCH: bool>(
         let at0 = y * p + x_first;
         let dn = &dnum[at0 * L..at0 * L + lanes];
         let dd = &dden[at0..at0 + width];
-        // The four corners of every lane of the row, as slices: `(top|bottom)(left|right)`.
-        fn corner(plane: &[f32], at: usize, lanes: usize) -> &[f32] {
-            &plane[at..at + lanes]
-        }
+        // The four corners of every lane of the row, as slices.
         let top = r0 * row_lanes + c0 * L;
-        let bottom = top + row_lanes;
-        let (p00, p01) = (
-            corner(&sc.patch, top, lanes),
-            corner(&sc.patch, top + L, lanes),
-        );
-        let (p10, p11) = (
-            corner(&sc.patch, bottom, lanes),
-            corner(&sc.patch, bottom + L, lanes),
-        );
-        let (q00, q01) = (
-            corner(&sc.weight, top, lanes),
-            corner(&sc.weight, top + L, lanes),
-        );
-        let (q10, q11) = (
-            corner(&sc.weight, bottom, lanes),
-            corner(&sc.weight, bottom + L, lanes),
-        );
+        let [p00, p01, p10, p11] = corner_slices(&sc.patch, top, row_lanes, L, lanes);
+        let [q00, q01, q10, q11] = corner_slices(&sc.weight, top, row_lanes, L, lanes);
         let du = &mut sc.du[(r0 * w1 + c0) * L..(r0 * w1 + c0) * L + lanes];
-        let [tu_c, tu_x, tu_y] = &mut sc.terms_u;
-        let (tu_c, tu_x, tu_y) = (&mut tu_c[..lanes], &mut tu_x[..lanes], &mut tu_y[..lanes]);
+        let [tu_x, tu_y] = &mut sc.terms_u;
+        let (tu_x, tu_y) = (&mut tu_x[..lanes], &mut tu_y[..lanes]);
         let products = &mut sc.products[..lanes];
         for e in 0..lanes {
             let w = Weights::from_factors(gx[e], fx[e], uy, wy);
@@ -767,7 +706,6 @@ fn channel_rows<const L: usize, const TORCH: bool>(
             products[e] = dn[e] * combine::<TORCH>(w, corners);
             let d = if weighted { dn[e] * v } else { dn[e] };
             du[e] = d;
-            tu_c[e] = d;
             tu_x[e] = d_dwx(uy, wy, p00[e], p01[e], p10[e], p11[e]);
             tu_y[e] = d_dwy(gx[e], fx[e], p00[e], p01[e], p10[e], p11[e]);
         }
@@ -789,19 +727,14 @@ fn channel_rows<const L: usize, const TORCH: bool>(
             };
         }
         // The weight's terms per pixel, from its one-lane copy and factors (contiguous).
-        let top1 = r0 * m + c0;
-        let w1 = &sc.weight1;
-        let (v00, v01) = (&w1[top1..top1 + width], &w1[top1 + 1..top1 + 1 + width]);
-        let (v10, v11) = (
-            &w1[top1 + m..top1 + m + width],
-            &w1[top1 + m + 1..top1 + m + 1 + width],
-        );
+        let [v00, v01, v10, v11] = corner_slices(&sc.weight1, r0 * m + c0, m, 1, width);
         let (fx1, gx1) = (&sc.wx1[c0..c0 + width], &sc.ux1[c0..c0 + width]);
         for t in 0..width {
             tv_x[t] = d_dwx(uy, wy, v00[t], v01[t], v10[t], v11[t]);
             tv_y[t] = d_dwy(gx1[t], fx1[t], v00[t], v01[t], v10[t], v11[t]);
         }
-        su.add_run(x_first * L, tu_c, tu_x, tu_y);
+        // The patch's terms: `∂u` (the row of `du` just written) with its derivatives.
+        su.add_run(x_first * L, du, tu_x, tu_y);
         sv.add_run(x_first, tv_c, tv_x, tv_y);
     }
     let Some(dp) = dp else {
@@ -878,7 +811,6 @@ fn sample_vjp<const L: usize, const TORCH: bool>(
         let k = inputs.weights.index(b, c, cs);
         let weight = &inputs.weights.values[k * nn..(k + 1) * nn];
         let (mut su, mut sv) = (ShiftGradient::default(), ShiftGradient::default());
-
         let mut dp = dpatches
             .as_deref_mut()
             .map(|d| &mut d[c * nn * L..(c + 1) * nn * L]);
