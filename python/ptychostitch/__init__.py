@@ -461,8 +461,7 @@ def splat(
     if getattr(canvas, "device", None) != getattr(weights, "device", None):
         raise TypeError("canvas and weights must be on one device")
     (c, commit_c), (w, commit_w) = backend.writable(canvas), backend.writable(weights)
-    patches = _frameworks.host(patches)
-    patches = np.asarray(_frameworks.backend_of(patches).readable(patches))
+    patches = _frameworks.host_values(patches)
     positions = _frameworks.host_values(positions)
     patch_weight = None if patch_weight is None else _frameworks.host_values(patch_weight)
     placed = _splat_host(c, w, patches, positions, patch_weight, edge, threads, reference)
@@ -486,9 +485,9 @@ def _splat_host(canvas: np.ndarray, weights: np.ndarray, patches: Any, positions
         patch_weight = _arrays.as_offsets(patch_weight, "patch_weight").astype(np.float32)
     if np.shares_memory(canvas, weights):
         raise ValueError("canvas and weights share memory; they must be two arrays")
-    for name, a in (("patches", patches), ("positions", positions), ("patch_weight", patch_weight)):
-        if a is not None and (np.shares_memory(a, canvas) or np.shares_memory(a, weights)):
-            raise ValueError(f"{name} share memory with the canvas or the weights, which are written in place")
+    # (positions and patch_weight are float32 copies by now)
+    if np.shares_memory(patches, canvas) or np.shares_memory(patches, weights):
+        raise ValueError("patches share memory with the canvas or the weights, which are written in place")
     accepted, clipped = _native.splat(canvas, weights, patches, positions, patch_weight, edge,
                                       _threads(threads), bool(reference))
     return Placed(accepted, clipped)
