@@ -3,11 +3,8 @@
 //! passes. CI has no GPU; this is how it tests the GPU arithmetic against the reference.
 
 use ndarray::{Array2, ArrayView, Dimension};
-use ptychostitch::gpu::compose::{
-    self, ExtractVjp, Images, Launch, Launcher, PlanTables, ReassemblyVjp,
-};
-use ptychostitch::gpu::launch::{Stack, Tables, VjpArgs};
-use ptychostitch::gpu::tiles::TileLists;
+use ptychostitch::gpu::compose::{self, ExtractVjp, Images, Launch, Launcher, ReassemblyVjp};
+use ptychostitch::gpu::launch::Stack;
 use ptychostitch::{Error, Extraction, Gradients, Operation, Plan, Result, Sample, Wrt};
 
 unsafe extern "C" {
@@ -43,9 +40,11 @@ pub fn racy_launch(grid: [u32; 3], block: [u32; 3]) -> i64 {
 pub struct Emulator {
     f32s: Vec<Box<[f32]>>,
     f64s: Vec<Box<[f64]>>,
+    i32s: Vec<Box<[i32]>>,
     /// Every launch, in order: what the composition queued.
     pub launches: Vec<Launch>,
-    /// Values read back to the host ([`Launcher::read_f32`]): a GPU's host round trips.
+    /// Values read back to the host ([`Launcher::read_f32`], [`Launcher::read_f64`]): a GPU's
+    /// host round trips.
     pub read: usize,
 }
 
@@ -72,6 +71,13 @@ impl Launcher for Emulator {
             last[..values.len()].copy_from_slice(values);
         }
         Ok(at)
+    }
+
+    fn upload_i32(&mut self, values: &[i32]) -> Result<u64> {
+        let mut copy = values.to_vec();
+        copy.push(0); // never empty: a real address
+        self.i32s.push(copy.into_boxed_slice());
+        Ok(self.i32s.last().map_or(0, |b| b.as_ptr() as u64))
     }
 
     unsafe fn launch(&mut self, launch: &Launch) -> Result<()> {
@@ -111,34 +117,11 @@ impl Launcher for Emulator {
         // SAFETY: the caller vouches that `address` holds `len` f32 of host memory.
         Ok(unsafe { std::slice::from_raw_parts(address as *const f32, len) }.to_vec())
     }
-}
 
-/// A plan's tables in host memory, as [`PlanTables`] addresses them.
-struct HostTables {
-    lists: TileLists,
-    shifts: Vec<f32>,
-    footprints: Vec<i32>,
-}
-
-impl HostTables {
-    fn new(plan: &Plan) -> Result<Self> {
-        let g = plan.geometry();
-        Ok(Self {
-            lists: TileLists::new(g)?,
-            shifts: g.shifts().iter().flatten().copied().collect(),
-            footprints: VjpArgs::footprint_table(g),
-        })
-    }
-
-    fn addresses(&self) -> PlanTables {
-        PlanTables {
-            tables: Tables {
-                shifts: self.shifts.as_ptr() as u64,
-                tile_start: self.lists.start.as_ptr() as u64,
-                tile_patches: self.lists.patches.as_ptr() as u64,
-            },
-            footprints: self.footprints.as_ptr() as u64,
-        }
+    unsafe fn read_f64(&mut self, address: u64, len: usize) -> Result<Vec<f64>> {
+        self.read += len;
+        // SAFETY: the caller vouches that `address` holds `len` f64 of host memory.
+        Ok(unsafe { std::slice::from_raw_parts(address as *const f64, len) }.to_vec())
     }
 }
 
@@ -374,17 +357,18 @@ pub unsafe fn stitch_stack<T: Sample>(
             ),
         });
     }
-    let tables = HostTables::new(plan)?;
+    let mut emulator = Emulator::default();
+    let (lists, tables) = compose::upload_plan(&mut emulator, g)?;
     let side = g.side();
     let mut image = Array2::<T>::from_elem((side, side), T::ONE);
     // SAFETY: `stack` per this function's contract (in elements of `T::LANES` f32 lanes), the
     // tables built for this geometry, `image` S·S pixels; the emulator is synchronous.
     unsafe {
         compose::reassembly(
-            &mut Emulator::default(),
+            &mut emulator,
             g,
-            &tables.lists,
-            tables.addresses(),
+            &lists,
+            tables,
             operation,
             stack,
             image.as_mut_ptr() as u64,
@@ -418,7 +402,8 @@ pub fn vjp<T: Sample>(
     };
     let cot = lanes_of(cot);
     let output = output.map(lanes_of);
-    let tables = HostTables::new(plan)?;
+    let mut emulator = Emulator::default();
+    let (lists, tables) = compose::upload_plan(&mut emulator, g)?;
     let mut patch_grad = vec![f32::NAN; count * n * n * l];
     let mut offsets = vec![f64::NAN; count * 2];
     let address = |wanted: bool, at: u64| if wanted { at } else { 0 };
@@ -432,15 +417,6 @@ pub fn vjp<T: Sample>(
     // SAFETY: the stack is `patches`' own memory with its strides, the canvases S·S·lanes f32,
     // `patch_grad` n·N·N·lanes f32, `offsets` n·2 f64, the tables this plan's; all outlive the
     // synchronous emulator.
-    unsafe {
-        compose::reassembly_vjp(
-            &mut Emulator::default(),
-            g,
-            &tables.lists,
-            tables.addresses(),
-            operation,
-            io,
-        )?
-    };
+    unsafe { compose::reassembly_vjp(&mut emulator, g, &lists, tables, operation, io)? };
     gradients(wrt, (count, n, n), &patch_grad, offsets)
 }

@@ -49,7 +49,7 @@ mod extraction;
 mod files;
 #[cfg(feature = "cuda")]
 mod gpu;
-mod ops;
+use ptychostitch_ops as ops;
 mod plan;
 mod region;
 mod splat;

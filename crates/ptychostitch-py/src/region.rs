@@ -7,9 +7,8 @@ use crate::{Patches, Signals, to_py};
 use ndarray::{ArrayViewD, Ix3, Ix4};
 use numpy::{IntoPyArray, PyArray2, PyArray3, PyArray4, PyReadonlyArrayDyn};
 use ptychostitch::Sample;
-use ptychostitch::region::{
-    Convention, Denominator, Numerator, Region as CoreRegion, RegionOptions, RegionWrt, Threshold,
-};
+use ptychostitch::region::{Convention, Region as CoreRegion, RegionWrt, Threshold};
+pub(crate) use ptychostitch_ops::options::{options_from, parse_convention};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -27,22 +26,13 @@ fn view3<'a, T>(a: ArrayViewD<'a, T>, what: &str) -> PyResult<ndarray::ArrayView
     })
 }
 
-/// `"tf"` or `"torch"`: whose translation arithmetic.
-pub(crate) fn parse_convention(name: &str) -> Result<Convention, String> {
-    match name {
-        "tf" => Ok(Convention::TensorFlow),
-        "torch" => Ok(Convention::Torch),
-        _ => Err(format!("convention must be 'tf' or 'torch', not {name:?}")),
-    }
-}
-
 /// [`parse_convention`] for the bindings: a ValueError.
 pub(crate) fn convention(name: &str) -> PyResult<Convention> {
     parse_convention(name).map_err(PyValueError::new_err)
 }
 
 fn threshold(kind: &str, value: f32) -> PyResult<Threshold> {
-    crate::ops::threshold(kind, value).map_err(PyValueError::new_err)
+    ptychostitch_ops::options::threshold(kind, value).map_err(PyValueError::new_err)
 }
 
 /// The cotangents of the patches, the positions and the weights, each `None` unless asked for.
@@ -58,62 +48,6 @@ type PyRegionGradients<'py> = (
 pub(crate) struct Region {
     inner: CoreRegion,
     signals: Signals,
-}
-
-/// The normalisation options as `Region(...)` and the operators' specs give them, parsed and
-/// checked ([`RegionOptions::validate`]): the one parser for the plan, for
-/// [`check_region_options`] and for the compiled operators (`crate::ops`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn options_from(
-    convention: &str,
-    recentre: bool,
-    numerator: &str,
-    denominator: &str,
-    epsilon: f32,
-    support: Option<&str>,
-    threshold_value: f32,
-    scale: f32,
-) -> Result<RegionOptions, String> {
-    let convention = parse_convention(convention)?;
-    let numerator = match numerator {
-        "sum" => Numerator::Sum,
-        "weighted" => Numerator::Weighted,
-        _ => {
-            return Err(format!(
-                "numerator must be 'sum' or 'weighted', not {numerator:?}"
-            ));
-        }
-    };
-    let denominator = match denominator {
-        "add" => Denominator::Add(epsilon),
-        "clamp" => Denominator::Clamp(epsilon),
-        "one" => Denominator::One,
-        "affine" => Denominator::Affine {
-            scale,
-            offset: epsilon,
-        },
-        "regularised" => Denominator::Regularised {
-            scale,
-            max_fraction: epsilon,
-        },
-        _ => {
-            return Err(format!(
-                "denominator must be 'add', 'clamp', 'one', 'affine' or 'regularised', not {denominator:?}"
-            ));
-        }
-    };
-    let support = support
-        .map(|k| crate::ops::threshold(k, threshold_value))
-        .transpose()?;
-    let options = RegionOptions {
-        convention,
-        recentre,
-        numerator,
-        denominator,
-        support,
-    };
-    options.validate().map_err(|e| e.to_string())?;
-    Ok(options)
 }
 
 /// Checks region-reassembly options up front (the public functions call it before any data

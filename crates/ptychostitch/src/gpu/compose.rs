@@ -171,6 +171,8 @@ pub trait Launcher {
     fn zeros_f64(&mut self, len: usize) -> Result<u64>;
     /// A copy of host values, for kernels queued later.
     fn upload_f32(&mut self, values: &[f32]) -> Result<u64>;
+    /// A copy of host values, for kernels queued later (tile lists, footprints).
+    fn upload_i32(&mut self, values: &[i32]) -> Result<u64>;
     /// Queues `launch`.
     ///
     /// # Safety
@@ -182,6 +184,11 @@ pub trait Launcher {
     /// # Safety
     /// `address` must hold `len` `f32` of this launcher's memory.
     unsafe fn read_f32(&mut self, address: u64, len: usize) -> Result<Vec<f32>>;
+    /// `len` `f64` at `address`, read once the work queued before is done.
+    ///
+    /// # Safety
+    /// `address` must hold `len` `f64` of this launcher's memory.
+    unsafe fn read_f64(&mut self, address: u64, len: usize) -> Result<Vec<f64>>;
 }
 
 /// Where a plan's tables are, in the launcher's memory: shifts and tile lists
@@ -192,6 +199,52 @@ pub struct PlanTables {
     pub tables: Tables,
     /// Four `i32` per patch.
     pub footprints: u64,
+}
+
+/// A plan's tables uploaded through `launcher` as scratch (alive while it is): the tile lists
+/// (returned, for the launch arguments) and where the shifts, lists and footprints are. For a
+/// one-off call whose positions are known only then (an XLA custom call); a `GpuPlan` keeps its
+/// own.
+pub fn upload_plan<L: Launcher + ?Sized>(
+    launcher: &mut L,
+    geometry: &Geometry,
+) -> Result<(TileLists, PlanTables)> {
+    let lists = TileLists::new(geometry)?;
+    let shifts: Vec<f32> = geometry.shifts().iter().flatten().copied().collect();
+    let tables = PlanTables {
+        tables: Tables {
+            shifts: launcher.upload_f32(&shifts)?,
+            tile_start: launcher.upload_i32(&lists.start)?,
+            tile_patches: launcher.upload_i32(&lists.patches)?,
+        },
+        footprints: launcher.upload_i32(&VjpArgs::footprint_table(geometry))?,
+    };
+    Ok((lists, tables))
+}
+
+/// `len` `f64` at `from` rounded to `f32` at `to` (an offsets' cotangent in float32 offsets'
+/// dtype, as the host's `as f32`): the fold's last phase.
+///
+/// # Safety
+/// `from` must hold `len` `f64` and `to` `len` `f32` of the launcher's memory.
+pub unsafe fn narrow<L: Launcher + ?Sized>(
+    launcher: &mut L,
+    from: u64,
+    to: u64,
+    len: usize,
+) -> Result<()> {
+    let count = i32::try_from(len).map_err(|_| crate::error::Error::Gpu {
+        reason: format!("{len} values to narrow exceed the kernel's 32-bit index"),
+    })?;
+    let a = FoldArgs {
+        out: from,
+        narrowed: to,
+        count,
+        phase: FoldArgs::NARROW,
+        ..FoldArgs::default()
+    };
+    // SAFETY: per this function's contract.
+    unsafe { launcher.launch(&Launch::Fold(a)) }
 }
 
 /// The buffers of a reassembly's backward: inputs and where the cotangents go.
@@ -214,7 +267,7 @@ pub struct ReassemblyVjp {
 /// # Safety
 /// The addresses must be live buffers of the launcher's memory of the sizes named, `stack`
 /// checked by the caller against `geometry` ([`Stack::check`]).
-pub unsafe fn reassembly<L: Launcher>(
+pub unsafe fn reassembly<L: Launcher + ?Sized>(
     launcher: &mut L,
     geometry: &Geometry,
     lists: &TileLists,
@@ -238,7 +291,7 @@ pub unsafe fn reassembly<L: Launcher>(
 ///
 /// # Safety
 /// As [`reassembly`], for every buffer of `io`.
-pub unsafe fn reassembly_vjp<L: Launcher>(
+pub unsafe fn reassembly_vjp<L: Launcher + ?Sized>(
     launcher: &mut L,
     geometry: &Geometry,
     lists: &TileLists,
@@ -334,7 +387,7 @@ struct Finish {
 ///
 /// # Safety
 /// `sums` (and `weight_sums` unless 0) hold sixteen `f64` per patch, `out` `count·2` `f64`.
-unsafe fn fold<L: Launcher>(
+unsafe fn fold<L: Launcher + ?Sized>(
     launcher: &mut L,
     count: usize,
     (sums, weight_sums): (u64, u64),
@@ -383,7 +436,7 @@ pub struct Images {
 /// # Safety
 /// `images` must hold the `B` images its strides reach, `out` the patches, in the launcher's
 /// memory.
-pub unsafe fn extract<L: Launcher>(
+pub unsafe fn extract<L: Launcher + ?Sized>(
     launcher: &mut L,
     extraction: &Extraction,
     images: Images,
@@ -395,7 +448,7 @@ pub unsafe fn extract<L: Launcher>(
     unsafe { launcher.launch(&Launch::Extract(ExtractKernel::Forward, args)) }
 }
 
-fn extraction_args<L: Launcher>(
+fn extraction_args<L: Launcher + ?Sized>(
     launcher: &mut L,
     extraction: &Extraction,
     images: Images,
@@ -427,7 +480,7 @@ pub struct ExtractVjp {
 ///
 /// # Safety
 /// As [`extract`], for every buffer of `io`.
-pub unsafe fn extract_vjp<L: Launcher>(
+pub unsafe fn extract_vjp<L: Launcher + ?Sized>(
     launcher: &mut L,
     extraction: &Extraction,
     io: ExtractVjp,
@@ -488,7 +541,7 @@ pub struct RegionInputs {
 ///
 /// # Safety
 /// The addresses must hold those sizes in the launcher's memory.
-pub unsafe fn region<L: Launcher>(
+pub unsafe fn region<L: Launcher + ?Sized>(
     launcher: &mut L,
     region: &Region,
     inputs: RegionInputs,
@@ -503,7 +556,7 @@ pub unsafe fn region<L: Launcher>(
 ///
 /// # Safety
 /// As [`region`].
-unsafe fn region_forward<L: Launcher>(
+unsafe fn region_forward<L: Launcher + ?Sized>(
     launcher: &mut L,
     region: &Region,
     inputs: RegionInputs,
@@ -555,7 +608,7 @@ pub struct RegionVjp {
 ///
 /// # Safety
 /// The addresses of `io` must hold the sizes named in the launcher's memory.
-pub unsafe fn region_vjp<L: Launcher>(
+pub unsafe fn region_vjp<L: Launcher + ?Sized>(
     launcher: &mut L,
     region: &Region,
     io: RegionVjp,

@@ -869,10 +869,12 @@ struct FoldArgs {
     int per_image;
     // 0: fold every patch's sums into `out`; 1: one thread per block of 1024 rows sums them
     // (kernel::blocked_sum) into `mean + 2`; 3: one thread sums the blocks into the mean;
-    // 2: subtract `mean` from every row.
+    // 2: subtract `mean` from every row; 4: round `count` f64 of `out` to f32 in `narrowed`
+    // (an offsets' cotangent in float32 offsets' dtype).
     int phase;
     // 1: the last phase negates (the region's positions: t = −(pos − centre)).
     int negate;
+    float* narrowed;            // phase 4's destination, `count` f32
 };
 
 __device__ static inline long long fold_index(const FoldArgs& a, int j, int axis) {
@@ -888,8 +890,16 @@ __device__ static inline double fold_tree(const double* s) {
 }
 
 // Phases 0 and 2: one thread per patch (grid: ceil(count / 64) blocks of 64); phase 1: one
-// thread per block of rows (grid: ceil(blocks / 64) blocks of 64); phase 3: one thread.
+// thread per block of rows (grid: ceil(blocks / 64) blocks of 64); phase 3: one thread;
+// phase 4: one thread per value.
 extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
+    if (a.phase == 4) {
+        int k = blockIdx.x * 64 + threadIdx.x;
+        if (k < a.count) {
+            PS_STORE(a.narrowed[k], __double2float_rn(a.out[k]));
+        }
+        return;
+    }
     int blocks = (a.count + PTYCHOSTITCH_REDUCTION_BLOCK - 1) / PTYCHOSTITCH_REDUCTION_BLOCK;
     if (a.phase == 1) {
         int k = blockIdx.x * 64 + threadIdx.x;

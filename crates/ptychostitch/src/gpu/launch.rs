@@ -434,15 +434,21 @@ pub struct FoldArgs {
     pub count: i32,
     /// 0: `(count, 2)` rows; `C > 0`: PtychoPINN's channel layout.
     pub per_image: i32,
-    /// 0 fold, 1 sum the rows into `mean` (one thread), 2 subtract it.
+    /// 0 fold; 1 and 3 sum the rows into `mean`; 2 subtract it; [`FoldArgs::NARROW`] round
+    /// `count` `f64` of `out` to `f32` in `narrowed`.
     pub phase: i32,
     /// 1: the last phase negates (the region's positions).
     pub negate: i32,
+    /// Phase [`FoldArgs::NARROW`]'s destination: `count` `f32` rounded from `out`'s `f64`.
+    pub narrowed: u64,
 }
 
 impl FoldArgs {
-    /// Threads per block of phases 0 and 2 (64 in `kernel.cu`).
+    /// Threads per block of phases 0, 2 and [`FoldArgs::NARROW`] (64 in `kernel.cu`).
     pub const BLOCK: u32 = 64;
+
+    /// The phase that rounds `count` `f64` to `f32`, one thread each.
+    pub const NARROW: i32 = 4;
 
     /// `(grid, block)` of this phase.
     pub fn launch_shape(&self) -> ((u32, u32, u32), (u32, u32, u32)) {
@@ -662,10 +668,11 @@ mod tests {
         assert_eq!(std::mem::offset_of!(RegionArgs, limit), 92);
         assert_eq!(std::mem::offset_of!(RegionArgs, g_b), 104);
         assert_eq!(std::mem::offset_of!(VjpArgs, cot_weights), 128);
-        // FoldArgs: 4·8 (addresses) + 4·4 (ints).
-        assert_eq!(std::mem::size_of::<FoldArgs>(), 32 + 16);
+        // FoldArgs: 4·8 (addresses) + 4·4 (ints) + 8 (the narrowed address).
+        assert_eq!(std::mem::size_of::<FoldArgs>(), 32 + 16 + 8);
         assert_eq!(std::mem::offset_of!(FoldArgs, count), 32);
         assert_eq!(std::mem::offset_of!(FoldArgs, phase), 40);
+        assert_eq!(std::mem::offset_of!(FoldArgs, narrowed), 48);
         // RegionVjpArgs: RegionArgs (112) + 6·8 (addresses) + 4·4.
         assert_eq!(std::mem::size_of::<RegionArgs>(), 112);
         assert_eq!(std::mem::size_of::<RegionVjpArgs>(), 112 + 56 + 16);

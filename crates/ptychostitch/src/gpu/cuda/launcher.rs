@@ -79,6 +79,16 @@ impl Launcher for StreamLauncher<'_> {
         Ok(at)
     }
 
+    fn upload_i32(&mut self, values: &[i32]) -> Result<u64> {
+        let at = self.zeros(values.len() * 4)?;
+        if !values.is_empty() {
+            // SAFETY: as in `upload_f32`.
+            unsafe { cu::memcpy_htod_async(at, values, self.stream.cu_stream()) }
+                .map_err(driver)?;
+        }
+        Ok(at)
+    }
+
     unsafe fn launch(&mut self, launch: &Launch) -> Result<()> {
         let _keep = KeepCurrent::new();
         self.gpu.context.bind_to_thread().map_err(driver)?;
@@ -92,6 +102,17 @@ impl Launcher for StreamLauncher<'_> {
         let mut host = vec![0.0_f32; len];
         // SAFETY: `address` holds `len` f32 of this GPU (the caller's contract); the stream is
         // synchronised before `host` is read.
+        unsafe { cu::memcpy_dtoh_async(&mut host[..], address, self.stream.cu_stream()) }
+            .map_err(driver)?;
+        self.stream.synchronize().map_err(driver)?;
+        Ok(host)
+    }
+
+    unsafe fn read_f64(&mut self, address: u64, len: usize) -> Result<Vec<f64>> {
+        let _keep = KeepCurrent::new();
+        self.gpu.context.bind_to_thread().map_err(driver)?;
+        let mut host = vec![0.0_f64; len];
+        // SAFETY: as in `read_f32`, for `len` f64.
         unsafe { cu::memcpy_dtoh_async(&mut host[..], address, self.stream.cu_stream()) }
             .map_err(driver)?;
         self.stream.synchronize().map_err(driver)?;

@@ -2,14 +2,14 @@
 //! channels `(B, N, N, C)`, offsets `(B, 1, 2, C)` `[x, y]` -> each channel translated by minus
 //! its offset in its own `N×N` frame, `(B, N, N, C)`.
 
-use super::{
+use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, channel_format, channel_pairs, copy, input,
     operator, output, put_f64, ret, text,
 };
 use ndarray::{Array3, ArrayD, ArrayViewD, Ix4};
 use ptychostitch::{Extraction, Wrt};
 
-pub(crate) struct CenterChannels;
+pub struct CenterChannels;
 
 /// `(B, N, N, C)` as the images `(B·C, N, N)`, row `b·C + c` (a copy in that order).
 fn flat<T: Typed>(x: &ArrayViewD<'_, T>) -> Result<Array3<T>, String> {
@@ -59,7 +59,7 @@ fn channels<'a, T>(
 
 fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let x = input::<T>(args, 0, "channels")?;
-    let offsets = super::offsets(arg(args, 1, "offsets_xy")?, "offsets_xy")?;
+    let offsets = crate::offsets(arg(args, 1, "offsets_xy")?, "offsets_xy")?;
     let images = flat(x)?;
     let moved = plan(x.shape(), &offsets, spec)?
         .run(images.view())
@@ -70,7 +70,7 @@ fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>])
 
 fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let x = input::<T>(args, 0, "channels")?;
-    let offsets = super::offsets(arg(args, 1, "offsets_xy")?, "offsets_xy")?;
+    let offsets = crate::offsets(arg(args, 1, "offsets_xy")?, "offsets_xy")?;
     let cot = input::<T>(args, 3, "cotangent")?;
     let g = plan(x.shape(), &offsets, spec)?
         .vjp(flat(x)?.view(), flat(cot)?.view(), Wrt::ALL)

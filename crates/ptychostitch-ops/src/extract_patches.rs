@@ -1,14 +1,14 @@
 //! `extract_patches`: PtychoPINN's `extract_patches_position` (`_kernels.Extract`): images
 //! `(B, S, S, 1)`, offsets `(B, 1, 2, C)` `[x, y]` -> patches `(B·C, N, N, 1)`, row `b·C + c`.
 
-use super::{
+use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, channel_format, channel_pairs, copy, input,
     operator, output, put_f64, ret, stack_of, text,
 };
 use ndarray::{Array2, ArrayD};
 use ptychostitch::{Extraction, Wrt};
 
-pub(crate) struct ExtractPatches;
+pub struct ExtractPatches;
 
 /// `(B, 1, 2, C)` -> `(B·C, 2)`, `B` and `C` from the shape (`Extract.flat_offsets`).
 fn flat(offsets: &ArrayD<f64>) -> Result<Array2<f64>, String> {
@@ -32,7 +32,7 @@ fn plan(spec: &Spec, image_shape: &[usize], offsets: &ArrayD<f64>) -> Result<Ext
 
 fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let imgs = input::<T>(args, 0, "images")?;
-    let offsets = super::offsets(arg(args, 1, "offsets")?, "offsets")?;
+    let offsets = crate::offsets(arg(args, 1, "offsets")?, "offsets")?;
     let plan = plan(spec, imgs.shape(), &offsets)?;
     let patches = plan.run(imgs.view()).map_err(text)?;
     copy(output::<T>(rets, 0, "patches")?, patches.iter().copied())
@@ -40,7 +40,7 @@ fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>])
 
 fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let imgs = input::<T>(args, 0, "images")?;
-    let offsets = super::offsets(arg(args, 1, "offsets")?, "offsets")?;
+    let offsets = crate::offsets(arg(args, 1, "offsets")?, "offsets")?;
     let plan = plan(spec, imgs.shape(), &offsets)?;
     let cot = input::<T>(args, 3, "cotangent")?;
     let n = spec.count("patch_size")?;

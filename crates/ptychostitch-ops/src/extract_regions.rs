@@ -2,15 +2,15 @@
 //! `ptycho_torch.helper.extract_channels_from_region`): regions `(B, 1, P, P)` or `(B, P, P)`,
 //! positions `(B, C, 1, 2)` or `(B, C, 2)` `[x, y]` -> patches `(B, C, N, N)`.
 
-use super::{
+use crate::options::parse_convention;
+use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, copy, input, operator, output, put_f64, ret,
     row_pairs, stack_of, text,
 };
-use crate::region::parse_convention;
 use ndarray::{ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
 use ptychostitch::{Extraction, Wrt};
 
-pub(crate) struct ExtractRegions;
+pub struct ExtractRegions;
 
 /// The regions as images `(B, P, P)`.
 fn images<'a, T>(regions: &ArrayViewD<'a, T>) -> Result<ArrayView3<'a, T>, String> {
@@ -52,14 +52,14 @@ fn plan(
 
 fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let imgs = images(input::<T>(args, 0, "regions")?)?;
-    let positions = super::offsets(arg(args, 1, "positions")?, "positions")?;
+    let positions = crate::offsets(arg(args, 1, "positions")?, "positions")?;
     let patches = plan(spec, &imgs, &positions)?.run(imgs).map_err(text)?;
     copy(output::<T>(rets, 0, "patches")?, patches.iter().copied())
 }
 
 fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let imgs = images(input::<T>(args, 0, "regions")?)?;
-    let positions = super::offsets(arg(args, 1, "positions")?, "positions")?;
+    let positions = crate::offsets(arg(args, 1, "positions")?, "positions")?;
     let extraction = plan(spec, &imgs, &positions)?;
     let n = spec.count("patch_size")?;
     let cot = stack_of(

@@ -1,10 +1,11 @@
 //! `region_support`: the support mask `Σ w > threshold` of a region reassembly
 //! (`_region.RegionSupport`), `(B, P, P)` bool, from the same operands. No gradient.
 
-use super::reassemble_regions::{planned, support};
-use super::{Operand, Outcome, Output, Spec, Typed, copy, operator, ret, text, threshold};
+use crate::options::threshold;
+use crate::reassemble_regions::{planned, support};
+use crate::{Operand, Outcome, Output, Spec, Typed, copy, operator, ret, text};
 
-pub(crate) struct RegionSupport;
+pub struct RegionSupport;
 
 fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let p = planned::<T>(spec, args)?;

@@ -8,7 +8,8 @@
 //! Adding an operation: a kernel class in Python, a module here (listed in [`OPERATORS`]),
 //! and its device kernel in `kernel.cu`.
 
-pub(crate) mod spec;
+pub mod options;
+pub mod spec;
 
 mod center_channels;
 mod extract_patches;
@@ -18,29 +19,28 @@ mod reassemble_regions;
 mod region_support;
 
 use ndarray::{Array2, ArrayD, ArrayView3, ArrayViewD, ArrayViewMutD, Ix3, IxDyn};
-use ptychostitch::region::Threshold;
 use ptychostitch::{Complex32, Implementation, Sample};
-pub(crate) use spec::Spec;
+pub use spec::Spec;
 
 /// An operand of a call, borrowed from the framework.
-pub(crate) enum Operand<'a> {
+pub enum Operand<'a> {
     F32(ArrayViewD<'a, f32>),
     F64(ArrayViewD<'a, f64>),
     C64(ArrayViewD<'a, Complex32>),
 }
 
 /// A result buffer of a call, allocated by the framework.
-pub(crate) enum Output<'a> {
+pub enum Output<'a> {
     F32(ArrayViewMutD<'a, f32>),
     F64(ArrayViewMutD<'a, f64>),
     C64(ArrayViewMutD<'a, Complex32>),
     Bool(ArrayViewMutD<'a, bool>),
 }
 
-pub(crate) type Outcome = Result<(), String>;
+pub type Outcome = Result<(), String>;
 
 /// One operation: its forward and its vector–Jacobian product, on the framework's layouts.
-pub(crate) trait Operator: Sync {
+pub trait Operator: Sync {
     /// The declaration's `OP` (the backward is `<OP>_backward`).
     fn name(&self) -> &'static str;
     /// `args` as the kernel's `forward` takes them (its `WEIGHTED` weights third); `rets`
@@ -53,7 +53,7 @@ pub(crate) trait Operator: Sync {
 }
 
 /// Every operator, by name.
-pub(crate) static OPERATORS: &[&dyn Operator] = &[
+pub static OPERATORS: &[&dyn Operator] = &[
     &reassemble::Reassemble,
     &extract_patches::ExtractPatches,
     &reassemble_regions::ReassembleRegions,
@@ -63,7 +63,7 @@ pub(crate) static OPERATORS: &[&dyn Operator] = &[
 ];
 
 /// Runs `op` (`<OP>` or `<OP>_backward`).
-pub(crate) fn run(op: &str, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+pub fn run(op: &str, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let (name, backward) = match op.strip_suffix("_backward") {
         Some(name) => (name, true),
         None => (op, false),
@@ -80,7 +80,7 @@ pub(crate) fn run(op: &str, spec: &Spec, args: &[Operand<'_>], rets: &mut [Outpu
 }
 
 /// `args[i]`, or an error naming what is missing.
-pub(crate) fn arg<'s, 'a>(
+pub fn arg<'s, 'a>(
     args: &'s [Operand<'a>],
     i: usize,
     what: &str,
@@ -90,7 +90,7 @@ pub(crate) fn arg<'s, 'a>(
 }
 
 /// Offsets or positions as float64 (what `as_offsets` makes of float32 or float64 values).
-pub(crate) fn offsets(op: &Operand<'_>, what: &str) -> Result<ArrayD<f64>, String> {
+pub fn offsets(op: &Operand<'_>, what: &str) -> Result<ArrayD<f64>, String> {
     match op {
         Operand::F64(a) => Ok(a.to_owned()),
         Operand::F32(a) => Ok(a.mapv(f64::from)),
@@ -99,7 +99,7 @@ pub(crate) fn offsets(op: &Operand<'_>, what: &str) -> Result<ArrayD<f64>, Strin
 }
 
 /// The float32 weights.
-pub(crate) fn weights<'s, 'a>(op: &'s Operand<'a>) -> Result<&'s ArrayViewD<'a, f32>, String> {
+pub fn weights<'s, 'a>(op: &'s Operand<'a>) -> Result<&'s ArrayViewD<'a, f32>, String> {
     match op {
         Operand::F32(a) => Ok(a),
         _ => Err("the weights must be float32".into()),
@@ -107,7 +107,7 @@ pub(crate) fn weights<'s, 'a>(op: &'s Operand<'a>) -> Result<&'s ArrayViewD<'a, 
 }
 
 /// The implementation a spec's `reference` asks for.
-pub(crate) fn implementation(spec: &Spec) -> Result<Implementation, String> {
+pub fn implementation(spec: &Spec) -> Result<Implementation, String> {
     Ok(if spec.flag("reference")? {
         Implementation::Reference
     } else {
@@ -117,7 +117,7 @@ pub(crate) fn implementation(spec: &Spec) -> Result<Implementation, String> {
 
 /// Copies `values` into `out` in row-major order (a reshape, as NumPy's), converting float64
 /// to the result's float32 where it is one (an offsets cotangent in the offsets' dtype).
-pub(crate) fn put_f64(out: &mut Output<'_>, values: ArrayViewD<'_, f64>) -> Outcome {
+pub fn put_f64(out: &mut Output<'_>, values: ArrayViewD<'_, f64>) -> Outcome {
     match out {
         Output::F64(o) => copy(o, values.iter().copied()),
         Output::F32(o) => copy(o, values.iter().map(|&v| v as f32)),
@@ -126,7 +126,7 @@ pub(crate) fn put_f64(out: &mut Output<'_>, values: ArrayViewD<'_, f64>) -> Outc
 }
 
 /// Copies `values` (row-major) into `out`, which must hold as many elements.
-pub(crate) fn copy<T>(
+pub fn copy<T>(
     out: &mut ArrayViewMutD<'_, T>,
     values: impl ExactSizeIterator<Item = T>,
 ) -> Outcome {
@@ -146,7 +146,7 @@ pub(crate) fn copy<T>(
 
 /// PtychoPINN's channel-format offsets `(B, 1, 2, C)` `[x, y]` as `(B·C, 2)` rows in its flat
 /// order (row `b·C + c`), negated where `negate` (`Extract.flat_offsets`).
-pub(crate) fn channel_pairs(
+pub fn channel_pairs(
     offsets: &ArrayD<f64>,
     b: usize,
     c: usize,
@@ -171,7 +171,7 @@ pub(crate) fn channel_pairs(
 
 /// `(B·C, 2)` rows back in PtychoPINN's channel format `(B, 1, 2, C)` (the inverse of
 /// [`channel_pairs`], negated where `negate`).
-pub(crate) fn channel_format(
+pub fn channel_format(
     rows: Array2<f64>,
     b: usize,
     c: usize,
@@ -191,11 +191,7 @@ pub(crate) fn channel_format(
 
 /// Positions `(B, C, 1, 2)` or `(B, C, 2)` `[x, y]` as `(B·C, 2)` rows, sample-major (the torch
 /// layout's; `RegionKernel.pairs`, `ExtractKernel.plan_for`).
-pub(crate) fn row_pairs(
-    positions: &ArrayD<f64>,
-    b: usize,
-    c: usize,
-) -> Result<Array2<f64>, String> {
+pub fn row_pairs(positions: &ArrayD<f64>, b: usize, c: usize) -> Result<Array2<f64>, String> {
     let shape = positions.shape();
     if positions.len() != b * c * 2
         || shape.len() < 2
@@ -212,7 +208,7 @@ pub(crate) fn row_pairs(
 
 /// `a` as a stack `(k, n, m)` of its row-major values (`what` and `expected` name it in the
 /// error): a cotangent or an output in whichever of its layouts' shapes.
-pub(crate) fn stack_of<'a, T>(
+pub fn stack_of<'a, T>(
     a: &ArrayViewD<'a, T>,
     (n, m): (usize, usize),
     what: &str,
@@ -228,7 +224,7 @@ pub(crate) fn stack_of<'a, T>(
 
 /// A canvas `(S, S[, 1])` as `(S, S)` (`what` names it in the error): the reassembly's output
 /// and its cotangent, from a framework or from the bindings (`crate::canvas`).
-pub(crate) fn canvas<'a, T>(
+pub fn canvas<'a, T>(
     a: ArrayViewD<'a, T>,
     what: &str,
 ) -> Result<ndarray::ArrayView2<'a, T>, String> {
@@ -248,33 +244,27 @@ pub(crate) fn canvas<'a, T>(
 /// (`$first` names it in errors).
 macro_rules! operator {
     ($ty:ident, $name:literal, $first:literal) => {
-        impl $crate::ops::Operator for $ty {
+        impl $crate::Operator for $ty {
             fn name(&self) -> &'static str {
                 $name
             }
 
             fn forward(
                 &self,
-                spec: &$crate::ops::Spec,
-                args: &[$crate::ops::Operand<'_>],
-                rets: &mut [$crate::ops::Output<'_>],
-            ) -> $crate::ops::Outcome {
-                $crate::ops::by_sample!(
-                    $crate::ops::arg(args, 0, $first)?,
-                    forward(spec, args, rets)
-                )
+                spec: &$crate::Spec,
+                args: &[$crate::Operand<'_>],
+                rets: &mut [$crate::Output<'_>],
+            ) -> $crate::Outcome {
+                $crate::by_sample!($crate::arg(args, 0, $first)?, forward(spec, args, rets))
             }
 
             fn backward(
                 &self,
-                spec: &$crate::ops::Spec,
-                args: &[$crate::ops::Operand<'_>],
-                rets: &mut [$crate::ops::Output<'_>],
-            ) -> $crate::ops::Outcome {
-                $crate::ops::by_sample!(
-                    $crate::ops::arg(args, 0, $first)?,
-                    backward(spec, args, rets)
-                )
+                spec: &$crate::Spec,
+                args: &[$crate::Operand<'_>],
+                rets: &mut [$crate::Output<'_>],
+            ) -> $crate::Outcome {
+                $crate::by_sample!($crate::arg(args, 0, $first)?, backward(spec, args, rets))
             }
         }
     };
@@ -282,13 +272,13 @@ macro_rules! operator {
 pub(crate) use operator;
 
 /// The library error as one line.
-pub(crate) fn text(e: ptychostitch::Error) -> String {
+pub fn text(e: ptychostitch::Error) -> String {
     e.to_string()
 }
 
 /// A sample element type an operator runs on (float32 or complex64): how to find operands and
 /// results of it.
-pub(crate) trait Typed: Sample {
+pub trait Typed: Sample {
     fn view<'s, 'a>(op: &'s Operand<'a>) -> Option<&'s ArrayViewD<'a, Self>>;
     fn slot<'s, 'a>(out: &'s mut Output<'a>) -> Option<&'s mut ArrayViewMutD<'a, Self>>;
 }
@@ -332,8 +322,8 @@ impl Typed for Complex32 {
 macro_rules! by_sample {
     ($op:expr, $f:ident ( $($a:expr),* $(,)? )) => {
         match $op {
-            $crate::ops::Operand::F32(_) => $f::<f32>($($a),*),
-            $crate::ops::Operand::C64(_) => $f::<ptychostitch::Complex32>($($a),*),
+            $crate::Operand::F32(_) => $f::<f32>($($a),*),
+            $crate::Operand::C64(_) => $f::<ptychostitch::Complex32>($($a),*),
             _ => Err(String::from("the samples must be float32 or complex64")),
         }
     };
@@ -341,7 +331,7 @@ macro_rules! by_sample {
 pub(crate) use by_sample;
 
 /// The sample operand `args[i]` of the element type `T`.
-pub(crate) fn input<'s, 'a, T: Typed>(
+pub fn input<'s, 'a, T: Typed>(
     args: &'s [Operand<'a>],
     i: usize,
     what: &str,
@@ -350,7 +340,7 @@ pub(crate) fn input<'s, 'a, T: Typed>(
 }
 
 /// The sample result `rets[i]` of the element type `T`.
-pub(crate) fn output<'s, 'a, T: Typed>(
+pub fn output<'s, 'a, T: Typed>(
     rets: &'s mut [Output<'a>],
     i: usize,
     what: &str,
@@ -359,19 +349,8 @@ pub(crate) fn output<'s, 'a, T: Typed>(
         .ok_or_else(|| format!("the {what} result must have the samples' dtype"))
 }
 
-/// The support threshold of a `[kind, value]` option.
-pub(crate) fn threshold(kind: &str, value: f32) -> Result<Threshold, String> {
-    match kind {
-        "above" => Ok(Threshold::Above(value)),
-        "above_max_fraction" => Ok(Threshold::AboveMaxFraction(value)),
-        _ => Err(format!(
-            "support must be 'above' or 'above_max_fraction', not {kind:?}"
-        )),
-    }
-}
-
 /// `rets[i]`, or an error naming what is missing.
-pub(crate) fn ret<'s, 'a>(
+pub fn ret<'s, 'a>(
     rets: &'s mut [Output<'a>],
     i: usize,
     what: &str,

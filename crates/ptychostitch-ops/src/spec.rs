@@ -5,7 +5,7 @@
 
 /// One literal.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+pub enum Value {
     Int(i64),
     Float(f64),
     Str(String),
@@ -16,12 +16,12 @@ pub(crate) enum Value {
 
 /// The parsed parameters, by name.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Spec(Vec<(String, Value)>);
+pub struct Spec(Vec<(String, Value)>);
 
 type Parsed<T> = Result<T, String>;
 
 impl Spec {
-    pub(crate) fn parse(text: &str) -> Parsed<Self> {
+    pub fn parse(text: &str) -> Parsed<Self> {
         let mut items = Vec::new();
         if text.is_empty() {
             return Ok(Self(items));
@@ -44,7 +44,7 @@ impl Spec {
         Ok(Self(items))
     }
 
-    pub(crate) fn get(&self, name: &str) -> Parsed<&Value> {
+    pub fn get(&self, name: &str) -> Parsed<&Value> {
         self.0
             .iter()
             .find(|(n, _)| n == name)
@@ -52,29 +52,29 @@ impl Spec {
             .ok_or_else(|| format!("the operator's spec lacks {name}"))
     }
 
-    pub(crate) fn int(&self, name: &str) -> Parsed<i64> {
+    pub fn int(&self, name: &str) -> Parsed<i64> {
         match self.get(name)? {
             Value::Int(i) => Ok(*i),
             other => Err(format!("{name} must be an integer, not {other:?}")),
         }
     }
 
-    pub(crate) fn count(&self, name: &str) -> Parsed<usize> {
+    pub fn count(&self, name: &str) -> Parsed<usize> {
         usize::try_from(self.int(name)?).map_err(|_| format!("{name} must not be negative"))
     }
 
-    pub(crate) fn float(&self, name: &str) -> Parsed<f64> {
+    pub fn float(&self, name: &str) -> Parsed<f64> {
         float(name, self.get(name)?)
     }
 
-    pub(crate) fn text(&self, name: &str) -> Parsed<&str> {
+    pub fn text(&self, name: &str) -> Parsed<&str> {
         match self.get(name)? {
             Value::Str(s) => Ok(s),
             other => Err(format!("{name} must be a string, not {other:?}")),
         }
     }
 
-    pub(crate) fn flag(&self, name: &str) -> Parsed<bool> {
+    pub fn flag(&self, name: &str) -> Parsed<bool> {
         match self.get(name)? {
             Value::Bool(b) => Ok(*b),
             other => Err(format!("{name} must be True or False, not {other:?}")),
@@ -82,7 +82,7 @@ impl Spec {
     }
 
     /// `name` when present and not None.
-    pub(crate) fn optional(&self, name: &str) -> Parsed<Option<&Value>> {
+    pub fn optional(&self, name: &str) -> Parsed<Option<&Value>> {
         Ok(match self.get(name)? {
             Value::None => None,
             v => Some(v),
@@ -91,7 +91,7 @@ impl Spec {
 }
 
 /// A real number (an int counts).
-pub(crate) fn float(name: &str, value: &Value) -> Parsed<f64> {
+pub fn float(name: &str, value: &Value) -> Parsed<f64> {
     match value {
         Value::Float(f) => Ok(*f),
         Value::Int(i) => Ok(*i as f64),

@@ -3,15 +3,15 @@
 //! regions `(B, P, P, 1)`; `torch`: patches `(B, C, N, N)`, positions `(B, C, 1, 2)` or
 //! `(B, C, 2)`, regions `(B, P, P)` -- with float32 weights `(1|B, 1|C, N, N)` third.
 
-use super::{
+use crate::options::options_from;
+use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, channel_format, channel_pairs, copy, input,
     operator, output, put_f64, ret, row_pairs, spec, stack_of, text,
 };
-use crate::region::options_from;
 use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Ix4};
 use ptychostitch::region::{Region, RegionOptions, RegionWrt};
 
-pub(crate) struct ReassembleRegions;
+pub struct ReassembleRegions;
 
 /// Whether the spec's layout is TensorFlow's (else torch's).
 fn tf_layout(spec: &Spec) -> Result<bool, String> {
@@ -23,7 +23,7 @@ fn tf_layout(spec: &Spec) -> Result<bool, String> {
 }
 
 /// The `support` option: `None` or `[kind, value]`.
-pub(crate) fn support(spec: &Spec) -> Result<Option<(&str, f32)>, String> {
+pub fn support(spec: &Spec) -> Result<Option<(&str, f32)>, String> {
     match spec.optional("support")? {
         None => Ok(None),
         Some(spec::Value::List(items)) if items.len() == 2 => match &items[0] {
@@ -55,7 +55,7 @@ fn options(spec: &Spec) -> Result<RegionOptions, String> {
 }
 
 /// The patches as `(B, C, N, N)` (a view: TensorFlow's layout permuted, not copied).
-pub(crate) fn bcnn<'a, T>(x: &ArrayViewD<'a, T>, tf: bool) -> Result<ArrayView4<'a, T>, String> {
+pub fn bcnn<'a, T>(x: &ArrayViewD<'a, T>, tf: bool) -> Result<ArrayView4<'a, T>, String> {
     let x4 = x
         .clone()
         .into_dimensionality::<Ix4>()
@@ -90,26 +90,23 @@ fn pairs(positions: &ArrayD<f64>, b: usize, c: usize, tf: bool) -> Result<Array2
 }
 
 /// The plan `RegionKernel.plan` makes, the patches as `(B, C, N, N)` and the weights.
-pub(crate) struct Planned<'a, T> {
-    pub(crate) region: Region,
-    pub(crate) patches: ArrayView4<'a, T>,
-    pub(crate) weights: ArrayView4<'a, f32>,
-    pub(crate) tf: bool,
+pub struct Planned<'a, T> {
+    pub region: Region,
+    pub patches: ArrayView4<'a, T>,
+    pub weights: ArrayView4<'a, f32>,
+    pub tf: bool,
 }
 
-pub(crate) fn planned<'a, T: Typed>(
-    spec: &Spec,
-    args: &[Operand<'a>],
-) -> Result<Planned<'a, T>, String> {
+pub fn planned<'a, T: Typed>(spec: &Spec, args: &[Operand<'a>]) -> Result<Planned<'a, T>, String> {
     let tf = tf_layout(spec)?;
     let patches = bcnn(input::<T>(args, 0, "patches")?, tf)?;
     let (b, c, n, _) = patches.dim();
-    let positions = super::offsets(arg(args, 1, "positions")?, "positions")?;
-    let weights = super::weights(arg(args, 2, "weights")?)?
+    let positions = crate::offsets(arg(args, 1, "positions")?, "positions")?;
+    let weights = crate::weights(arg(args, 2, "weights")?)?
         .clone()
         .into_dimensionality::<Ix4>()
         .map_err(|_| "the weights must be (1|B, 1|C, N, N)".to_string())?;
-    let implementation = super::implementation(spec)?;
+    let implementation = crate::implementation(spec)?;
     let region = Region::new(
         pairs(&positions, b, c, tf)?.view(),
         b,

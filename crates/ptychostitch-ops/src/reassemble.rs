@@ -1,7 +1,7 @@
 //! `reassemble`: PtychoPINN's `shift_and_sum` / `reassemble_position` (`_kernels.Reassembly`):
 //! patches `(n, N, N[, 1])`, offsets `(n, …, 2)` -> the canvas `(S, S, 1)`.
 
-use super::{
+use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, canvas, copy, implementation, input, operator,
     output, put_f64, ret, text,
 };
@@ -9,7 +9,7 @@ use ndarray::ArrayViewD;
 use ptychostitch::geometry::patch_stack;
 use ptychostitch::{Operation, Plan, Wrt};
 
-pub(crate) struct Reassemble;
+pub struct Reassemble;
 
 fn operation(spec: &Spec) -> Result<Operation, String> {
     match spec.text("op")? {
@@ -25,7 +25,7 @@ fn operation(spec: &Spec) -> Result<Operation, String> {
 /// from the spec.
 fn plan<T>(spec: &Spec, x: &ArrayViewD<'_, T>, offsets: &Operand<'_>) -> Result<Plan, String> {
     let n = patch_stack(x.view()).map_err(text)?.dim().1;
-    let offsets = super::offsets(offsets, "offsets")?;
+    let offsets = crate::offsets(offsets, "offsets")?;
     Ok(Plan::new(offsets.view(), n, spec.int("crop")?)
         .map_err(text)?
         .with_threads(spec.count("threads")?)
