@@ -20,6 +20,8 @@ fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>])
     }
 }
 
+// `operator!` calls `backward::<T>` for the samples' type, like every operator's.
+#[allow(clippy::extra_unused_type_parameters)]
 fn backward<T: Typed>(_spec: &Spec, _args: &[Operand<'_>], _rets: &mut [Output<'_>]) -> Outcome {
     Err("the support mask has no gradient".into())
 }
