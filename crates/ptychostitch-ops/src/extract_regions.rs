@@ -2,12 +2,14 @@
 //! `ptycho_torch.helper.extract_channels_from_region`): regions `(B, 1, P, P)` or `(B, P, P)`,
 //! positions `(B, C, 1, 2)` or `(B, C, 2)` `[x, y]` -> patches `(B, C, N, N)`.
 
+use crate::device::{self, Buffer, OffsetsGrad};
 use crate::options::parse_convention;
 use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, copy, input, operator, output, put_f64, ret,
     row_pairs, stack_of, text,
 };
 use ndarray::{ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
+use ptychostitch::gpu::compose::{self, ExtractVjp, Images, Launcher};
 use ptychostitch::{Extraction, Wrt};
 
 pub struct ExtractRegions;
@@ -32,13 +34,12 @@ fn images<'a, T>(regions: &ArrayViewD<'a, T>) -> Result<ArrayView3<'a, T>, Strin
     Ok(v)
 }
 
-/// The extraction `ExtractKernel.plan_for` makes.
+/// The extraction `ExtractKernel.plan_for` makes for `B` regions of side `P`.
 fn plan(
     spec: &Spec,
-    images: &ArrayView3<'_, impl Sized>,
+    (b, p): (usize, usize),
     positions: &ArrayD<f64>,
 ) -> Result<Extraction, String> {
-    let (b, p, _) = images.dim();
     let c = spec.count("channels")?;
     let pairs = row_pairs(positions, b, c)?;
     let convention = parse_convention(spec.text("convention")?)?;
@@ -53,14 +54,16 @@ fn plan(
 fn forward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let imgs = images(input::<T>(args, 0, "regions")?)?;
     let positions = crate::offsets(arg(args, 1, "positions")?, "positions")?;
-    let patches = plan(spec, &imgs, &positions)?.run(imgs).map_err(text)?;
+    let patches = plan(spec, (imgs.dim().0, imgs.dim().1), &positions)?
+        .run(imgs)
+        .map_err(text)?;
     copy(output::<T>(rets, 0, "patches")?, patches.iter().copied())
 }
 
 fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
     let imgs = images(input::<T>(args, 0, "regions")?)?;
     let positions = crate::offsets(arg(args, 1, "positions")?, "positions")?;
-    let extraction = plan(spec, &imgs, &positions)?;
+    let extraction = plan(spec, (imgs.dim().0, imgs.dim().1), &positions)?;
     let n = spec.count("patch_size")?;
     let cot = stack_of(
         input::<T>(args, 3, "cotangent")?,
@@ -83,4 +86,100 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     )
 }
 
-operator!(ExtractRegions, "extract_regions", "regions");
+/// The extraction of a device call (the positions read to the host) and its regions as
+/// images `(B, P, P)`.
+///
+/// # Safety
+/// As [`device::run`].
+unsafe fn device_plan(
+    spec: &Spec,
+    args: &[Buffer],
+    launcher: &mut dyn Launcher,
+) -> Result<(Extraction, Images), String> {
+    let regions = device::buffer(args, 0, "regions")?;
+    let lanes = regions.lanes("regions")?;
+    let (b, p) = match regions.dims[..] {
+        [b, 1, p, q] | [b, p, q] if p == q => (b, p),
+        _ => {
+            return Err(format!(
+                "regions have shape {:?}; expected (B, 1, P, P) or (B, P, P)",
+                regions.dims
+            ));
+        }
+    };
+    // SAFETY: per this function's contract.
+    let positions = unsafe {
+        device::host_values(launcher, device::buffer(args, 1, "positions")?, "positions")
+    }?;
+    let plan = plan(spec, (b, p), &positions)?;
+    let p = p as i64;
+    Ok((
+        plan,
+        Images {
+            address: regions.address,
+            strides: [p * p, p, 1],
+            lanes,
+        },
+    ))
+}
+
+/// [`forward`] on the device kernels.
+///
+/// # Safety
+/// As [`device::run`].
+unsafe fn forward_device(
+    spec: &Spec,
+    args: &[Buffer],
+    rets: &[Buffer],
+    launcher: &mut dyn Launcher,
+) -> Outcome {
+    // SAFETY: per this function's contract.
+    let (plan, images) = unsafe { device_plan(spec, args, launcher) }?;
+    let (count, n, _) = plan.output_shape();
+    let out = device::buffer(rets, 0, "patches")?.expect("patches", count * n * n, images.lanes)?;
+    // SAFETY: the regions (their dims checked) and the patches are the call's buffers.
+    unsafe { compose::extract(launcher, &plan, images, out) }.map_err(text)
+}
+
+/// [`backward`] on the device kernels: the positions' cotangent as `(B·C, 2)` rows.
+///
+/// # Safety
+/// As [`device::run`].
+unsafe fn backward_device(
+    spec: &Spec,
+    args: &[Buffer],
+    rets: &[Buffer],
+    launcher: &mut dyn Launcher,
+) -> Outcome {
+    // SAFETY: per this function's contract.
+    let (plan, images) = unsafe { device_plan(spec, args, launcher) }?;
+    let (count, n, _) = plan.output_shape();
+    let l = images.lanes;
+    let b = count / plan.per_image().max(1);
+    let p = plan.image_side();
+    let cot = device::buffer(args, 3, "cotangent")?.expect("cotangent", count * n * n, l)?;
+    let image_grad = device::buffer(rets, 0, "regions' cotangent")?.expect(
+        "regions' cotangent",
+        b * p * p,
+        l,
+    )?;
+    let positions = OffsetsGrad::new(
+        launcher,
+        device::buffer(rets, 1, "positions' cotangent")?,
+        count * 2,
+    )?;
+    let io = ExtractVjp {
+        images,
+        cot,
+        image_grad,
+        offsets_grad: positions.at,
+        channel_layout: false,
+    };
+    // SAFETY: as in `forward_device`, for every buffer of `io` (checked sizes).
+    unsafe {
+        compose::extract_vjp(launcher, &plan, io).map_err(text)?;
+        positions.finish(launcher)
+    }
+}
+
+operator!(ExtractRegions, "extract_regions", "regions", device);

@@ -8,6 +8,7 @@
 //! Adding an operation: a kernel class in Python, a module here (listed in [`OPERATORS`]),
 //! and its device kernel in `kernel.cu`.
 
+pub mod device;
 pub mod options;
 pub mod spec;
 
@@ -19,6 +20,7 @@ mod reassemble_regions;
 mod region_support;
 
 use ndarray::{Array2, ArrayD, ArrayView3, ArrayViewD, ArrayViewMutD, Ix3, IxDyn};
+use ptychostitch::gpu::compose::Launcher;
 use ptychostitch::{Complex32, Implementation, Sample};
 pub use spec::Spec;
 
@@ -50,6 +52,32 @@ pub trait Operator: Sync {
     /// convention for complex values) — the weights, where weighted, after the inputs;
     /// `rets`: the inputs' cotangents, in their shapes and dtypes.
     fn backward(&self, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome;
+    /// [`Operator::forward`] on the device kernels ([`device`]); by default there are none.
+    ///
+    /// # Safety
+    /// As [`device::run`].
+    unsafe fn forward_device(
+        &self,
+        _spec: &Spec,
+        _args: &[device::Buffer],
+        _rets: &[device::Buffer],
+        _launcher: &mut dyn Launcher,
+    ) -> Outcome {
+        Err(format!("{} has no device kernels", self.name()))
+    }
+    /// [`Operator::backward`] on the device kernels; by default there are none.
+    ///
+    /// # Safety
+    /// As [`device::run`].
+    unsafe fn backward_device(
+        &self,
+        _spec: &Spec,
+        _args: &[device::Buffer],
+        _rets: &[device::Buffer],
+        _launcher: &mut dyn Launcher,
+    ) -> Outcome {
+        Err(format!("{} has no device kernels", self.name()))
+    }
 }
 
 /// Every operator, by name.
@@ -62,8 +90,8 @@ pub static OPERATORS: &[&dyn Operator] = &[
     &center_channels::CenterChannels,
 ];
 
-/// Runs `op` (`<OP>` or `<OP>_backward`).
-pub fn run(op: &str, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+/// The operator `op` names (`<OP>` or `<OP>_backward`), and whether it is the backward.
+pub(crate) fn find(op: &str) -> Result<(&'static dyn Operator, bool), String> {
     let (name, backward) = match op.strip_suffix("_backward") {
         Some(name) => (name, true),
         None => (op, false),
@@ -72,6 +100,12 @@ pub fn run(op: &str, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>])
         .iter()
         .find(|o| o.name() == name)
         .ok_or_else(|| format!("no operator named {op:?}"))?;
+    Ok((*operator, backward))
+}
+
+/// Runs `op` (`<OP>` or `<OP>_backward`) on the host.
+pub fn run(op: &str, spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]) -> Outcome {
+    let (operator, backward) = find(op)?;
     if backward {
         operator.backward(spec, args, rets)
     } else {
@@ -241,9 +275,39 @@ pub fn canvas<'a, T>(
 
 /// `impl Operator for $ty` named `$name`: its forward and backward are the module's generic
 /// `forward::<T>` and `backward::<T>`, dispatched on the element type of its first operand
-/// (`$first` names it in errors).
+/// (`$first` names it in errors); with `device`, the module's `forward_device` and
+/// `backward_device` run it on the device kernels.
 macro_rules! operator {
     ($ty:ident, $name:literal, $first:literal) => {
+        $crate::operator!($ty, $name, $first, {});
+    };
+    // `device`: also the module's `forward_device` and `backward_device` ([`device`]).
+    ($ty:ident, $name:literal, $first:literal, device) => {
+        $crate::operator!($ty, $name, $first, {
+            unsafe fn forward_device(
+                &self,
+                spec: &$crate::Spec,
+                args: &[$crate::device::Buffer],
+                rets: &[$crate::device::Buffer],
+                launcher: &mut dyn ptychostitch::gpu::compose::Launcher,
+            ) -> $crate::Outcome {
+                // SAFETY: forwarded from this method's contract.
+                unsafe { forward_device(spec, args, rets, launcher) }
+            }
+
+            unsafe fn backward_device(
+                &self,
+                spec: &$crate::Spec,
+                args: &[$crate::device::Buffer],
+                rets: &[$crate::device::Buffer],
+                launcher: &mut dyn ptychostitch::gpu::compose::Launcher,
+            ) -> $crate::Outcome {
+                // SAFETY: forwarded from this method's contract.
+                unsafe { backward_device(spec, args, rets, launcher) }
+            }
+        });
+    };
+    ($ty:ident, $name:literal, $first:literal, { $($device:tt)* }) => {
         impl $crate::Operator for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -266,6 +330,8 @@ macro_rules! operator {
             ) -> $crate::Outcome {
                 $crate::by_sample!($crate::arg(args, 0, $first)?, backward(spec, args, rets))
             }
+
+            $($device)*
         }
     };
 }

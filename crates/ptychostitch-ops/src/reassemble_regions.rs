@@ -3,12 +3,14 @@
 //! regions `(B, P, P, 1)`; `torch`: patches `(B, C, N, N)`, positions `(B, C, 1, 2)` or
 //! `(B, C, 2)`, regions `(B, P, P)` -- with float32 weights `(1|B, 1|C, N, N)` third.
 
+use crate::device::{self, Buffer, OffsetsGrad};
 use crate::options::options_from;
 use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, channel_format, channel_pairs, copy, input,
     operator, output, put_f64, ret, row_pairs, spec, stack_of, text,
 };
 use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Ix4};
+use ptychostitch::gpu::compose::{self, Launcher, RegionInputs, RegionVjp};
 use ptychostitch::region::{Region, RegionOptions, RegionWrt};
 
 pub struct ReassembleRegions;
@@ -180,4 +182,135 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     put_f64(ret(rets, 1, "positions' cotangent")?, dpos.view())
 }
 
-operator!(ReassembleRegions, "reassemble_regions", "patches");
+/// The region of a device call (the positions read to the host) and its inputs. The device
+/// kernels read the patches as `(B, C, N, N)`: the torch layout. A framework holding the tf
+/// layout transposes first (`RegionKernel.device_twin`), and says so by declaring the torch
+/// layout with the tf convention.
+///
+/// # Safety
+/// As [`device::run`].
+unsafe fn device_plan(
+    spec: &Spec,
+    args: &[Buffer],
+    launcher: &mut dyn Launcher,
+) -> Result<(Region, RegionInputs), String> {
+    device::host_only(spec)?;
+    if tf_layout(spec)? {
+        return Err(
+            "the device kernels read the torch layout (B, C, N, N): transpose TensorFlow's patches first".into(),
+        );
+    }
+    let x = device::buffer(args, 0, "patches")?;
+    let lanes = x.lanes("patches")?;
+    let (b, c, n) = match x.dims[..] {
+        [b, c, n, m] if n == m => (b, c, n),
+        _ => {
+            return Err(format!(
+                "patches have shape {:?}; expected (B, C, N, N) with square patches",
+                x.dims
+            ));
+        }
+    };
+    // SAFETY: per this function's contract.
+    let positions = unsafe {
+        device::host_values(launcher, device::buffer(args, 1, "positions")?, "positions")
+    }?;
+    let w = device::buffer(args, 2, "weights")?;
+    let weight_shape = match w.dims[..] {
+        [w0, w1, wn, wm] if wn == n && wm == n && [1, b].contains(&w0) && [1, c].contains(&w1) => {
+            [w0, w1]
+        }
+        _ => {
+            return Err(format!(
+                "weights have shape {:?}; expected (1|{b}, 1|{c}, {n}, {n})",
+                w.dims
+            ));
+        }
+    };
+    if w.dtype != device::DType::F32 {
+        return Err("the weights must be float32".into());
+    }
+    let region = Region::new(
+        row_pairs(&positions, b, c)?.view(),
+        b,
+        n,
+        spec.count("side")?,
+        options(spec)?,
+    )
+    .map_err(text)?;
+    let inputs = RegionInputs {
+        patches: x.address,
+        lanes,
+        weights: w.address,
+        weight_shape,
+    };
+    Ok((region, inputs))
+}
+
+/// [`forward`] on the device kernels.
+///
+/// # Safety
+/// As [`device::run`].
+unsafe fn forward_device(
+    spec: &Spec,
+    args: &[Buffer],
+    rets: &[Buffer],
+    launcher: &mut dyn Launcher,
+) -> Outcome {
+    // SAFETY: per this function's contract.
+    let (region, inputs) = unsafe { device_plan(spec, args, launcher) }?;
+    let p = region.side();
+    let out = device::buffer(rets, 0, "regions")?.expect(
+        "regions",
+        region.samples() * p * p,
+        inputs.lanes,
+    )?;
+    // SAFETY: the patches, weights (their dims checked) and regions are the call's buffers.
+    unsafe { compose::region(launcher, &region, inputs, out) }.map_err(text)
+}
+
+/// [`backward`] on the device kernels: the positions' cotangent in the positions' layout.
+///
+/// # Safety
+/// As [`device::run`].
+unsafe fn backward_device(
+    spec: &Spec,
+    args: &[Buffer],
+    rets: &[Buffer],
+    launcher: &mut dyn Launcher,
+) -> Outcome {
+    // SAFETY: per this function's contract.
+    let (region, inputs) = unsafe { device_plan(spec, args, launcher) }?;
+    let (b, c, n, p) = (
+        region.samples(),
+        region.channels(),
+        region.patch_size(),
+        region.side(),
+    );
+    let l = inputs.lanes;
+    let cot = device::buffer(args, 4, "cotangent")?.expect("cotangent", b * p * p, l)?;
+    let patch_grad = device::buffer(rets, 0, "patches' cotangent")?.expect(
+        "patches' cotangent",
+        b * c * n * n,
+        l,
+    )?;
+    let positions = OffsetsGrad::new(
+        launcher,
+        device::buffer(rets, 1, "positions' cotangent")?,
+        b * c * 2,
+    )?;
+    let io = RegionVjp {
+        inputs,
+        cot,
+        patch_grad,
+        positions_grad: positions.at,
+        channel_layout: false,
+    };
+    // SAFETY: as in `forward_device`, for every buffer of `io` (checked sizes).
+    unsafe {
+        compose::region_vjp(launcher, &region, io).map_err(text)?;
+        positions.finish(launcher)
+    }
+}
+
+operator!(ReassembleRegions, "reassemble_regions", "patches", device);
