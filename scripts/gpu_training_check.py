@@ -108,12 +108,14 @@ def check_cupy(device) -> None:
 
 
 def check_jax(device) -> None:
-    """JAX arrays on the GPU: the forward eagerly (the device kernels) and under jit (lowered
-    to the callback there: the XLA custom call has no CUDA handler yet), bit for bit against
-    NumPy's."""
+    """JAX arrays on the GPU: the forward eagerly (the device kernels), and under jit the XLA
+    CUDA custom calls (the device kernels on XLA's stream; the lowered program holds them and no
+    callback), forward and jit(grad), bit for bit against the CPU's; then jit(grad) of the
+    pair timed with the custom calls and with the callback fallback (PTYCHOSTITCH_JAX_FFI=0)."""
     b, c, n, p, x, pos, want = _pair_case()
     try:
         import jax
+        import jax.numpy as jnp
     except ImportError:
         print("skip jax: not installed")
         return
@@ -121,12 +123,41 @@ def check_jax(device) -> None:
     if not gpus:
         print("skip jax: no GPU device in JAX")
         return
+    cpu = jax.devices("cpu")[0]
     pair = lambda x, q: ps.extract_patches_position(ps.reassemble_regions(x, q, p), q, N=n)
     xg = jax.device_put(x, gpus[0])
     same("jax regions+extraction", torch.from_numpy(np.asarray(pair(xg, pos))), torch.from_numpy(want))
-    jitted = jax.jit(pair)(xg, jax.device_put(pos.astype(np.float32), gpus[0]))
-    want32 = ps.extract_patches_position(ps.reassemble_regions(x, pos.astype(np.float32), p), pos.astype(np.float32), N=n)
-    same("jax jit regions+extraction", torch.from_numpy(np.asarray(jitted)), torch.from_numpy(want32))
+    pos32 = pos.astype(np.float32)
+    pg = jax.device_put(pos32, gpus[0])
+    text = jax.jit(pair).lower(xg, pg).as_text()
+    calls = sorted(set(__import__("re").findall(r"custom_call @(\w+)", text)))
+    print(f"jit program for the GPU: custom calls {calls}, callback {'callback' in text.lower()}")
+    if "ptychostitch_reassemble_regions" not in calls or "callback" in text.lower():
+        failures.append("jax jit: not the CUDA custom calls")
+    want32 = ps.extract_patches_position(ps.reassemble_regions(x, pos32, p), pos32, N=n)
+    same("jax jit regions+extraction", torch.from_numpy(np.asarray(jax.jit(pair)(xg, pg))), torch.from_numpy(want32))
+    loss = lambda a, q: jnp.sum(jnp.abs(pair(a, q)) ** 2)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    on_gpu = grad(xg, pg)
+    on_cpu = grad(jax.device_put(x, cpu), jax.device_put(pos32, cpu))
+    for k, (a, h) in enumerate(zip(on_gpu, on_cpu)):
+        same(f"jax jit(grad) d/input{k}", torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(h)))
+
+    def clock(fn):
+        for _ in range(3):
+            jax.block_until_ready(fn(xg, pg))
+        times = []
+        for _ in range(20):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(xg, pg))
+            times.append(time.perf_counter() - t)
+        return float(np.median(times)) * 1e3
+
+    ffi_ms = clock(grad)
+    os.environ["PTYCHOSTITCH_JAX_FFI"] = "0"
+    callback_ms = clock(jax.jit(jax.grad(lambda a, q: loss(a, q), argnums=(0, 1))))
+    os.environ.pop("PTYCHOSTITCH_JAX_FFI")
+    print(f"jax jit(grad) pair B={b}: CUDA custom calls {ffi_ms:.3f} ms, pure_callback {callback_ms:.3f} ms (median of 20)")
 
 
 def _pair_case():
@@ -203,6 +234,21 @@ def timed(fn, device, runs=20):
     return float(np.median(times)), float(np.min(times))
 
 
+def device_to_host_copies(step) -> dict:
+    """The device-to-host copies of one call of ``step`` as torch's profiler records them:
+    how many, and their bytes where it says."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    events = [e for e in prof.events() if "Memcpy DtoH" in e.name or "DtoH" in e.name]
+    nbytes = sum(int(getattr(e, "device_memory_usage", 0) or 0) for e in events)
+    return dict(count=len(events), names=sorted({e.name for e in events}), bytes_reported=nbytes)
+
+
 def timing(device) -> list:
     rows = []
     n, c, p = 64, 4, 80
@@ -224,6 +270,13 @@ def timing(device) -> list:
         def extraction():
             ps.extract_patches_position(imgs, offs, N=n).abs().sum().backward()
 
+        if device != "cpu" and b == 16:
+            for label, q in (("positions on the GPU", pos), ("positions on the host", pos.detach().cpu())):
+                copies = device_to_host_copies(lambda: ps.extract_regions(
+                    ps.reassemble_regions(x, q, p, layout="torch", weights="center"), q, n).abs().sum().backward())
+                print(f"torch profiler, one training step, {label}: Memcpy DtoH {copies}")
+                rows.append(dict(row=f"Memcpy DtoH per step, {label}", B=b, copies=copies))
+
         for name, fn in (("ptychostitch pair", ours), ("torch grid_sample pair", peer), ("ptychostitch extraction", extraction)):
             if device != "cpu":
                 torch.cuda.reset_peak_memory_stats()
@@ -237,7 +290,7 @@ def timing(device) -> list:
 #: Each section runs in a process of its own, under its own time limit: JAX preallocates most
 #: of the GPU and TensorFlow the rest when they start, which would starve the other sections'
 #: allocations, and one section's crash or hang must not lose the others' results.
-SECTIONS = {"torch": (check_torch, 40), "cupy": (check_cupy, 10), "jax": (check_jax, 30),
+SECTIONS = {"torch": (check_torch, 40), "cupy": (check_cupy, 10), "jax": (check_jax, 45),
             "tensorflow": (check_tensorflow, 40), "timing": (None, 40)}
 
 

@@ -16,6 +16,7 @@ Layouts:
 
 from __future__ import annotations
 
+import copy
 import numbers
 from typing import Any, Optional, Tuple
 
@@ -246,6 +247,12 @@ class RegionKernel(_kernels.Declared):
         """Whether the device kernels serve this call (the reference runs on the CPU only)."""
         return not self.reference
 
+    def device_twin(self) -> Optional["TorchLayoutTwin"]:
+        """How a compiled program runs this kernel on the device kernels, which read the torch
+        layout: None where they take it as it is, else its torch-layout twin with the
+        transposes around it (JAX's custom calls compiled for a GPU, ``_frameworks.jax_adapter``)."""
+        return TorchLayoutTwin(self) if self.layout == "tf" else None
+
     def forward_device(self, backend: Any, x: Any, positions: Any) -> Any:
         """:meth:`forward` for patches on a GPU, the regions there (weights copied in)."""
         name = compute_name(x.dtype)
@@ -311,6 +318,34 @@ class RegionKernel(_kernels.Declared):
             w_in = np.asarray(weights)
             dw = dw.reshape(w_in.shape).astype(w_in.dtype if w_in.dtype.kind == "f" else np.float32, copy=False)
         return _like_input(dx, x_in), _like_input(dpos, p_in), dw
+
+
+class TorchLayoutTwin:
+    """A TensorFlow-layout :class:`RegionKernel` as the device kernels run it: the same
+    operation declared in the torch layout (the convention, re-centring and normalisation
+    unchanged, so the same bits), with the transposes around it written in the framework's
+    array namespace ``xp`` (inside a compiled program they are the compiler's own ops, on the
+    device)."""
+
+    def __init__(self, kernel: RegionKernel) -> None:
+        twin = copy.copy(kernel)
+        twin.layout = "torch"
+        self.kernel = twin
+
+    @staticmethod
+    def inputs(xp: Any, x: Any, positions: Any) -> Tuple[Any, Any]:
+        """Patches ``(B, N, N, C)`` -> ``(B, C, N, N)``; positions ``(B, 1, 2, C)`` -> ``(B, C, 2)``."""
+        return xp.transpose(x, (0, 3, 1, 2)), xp.transpose(positions[:, 0], (0, 2, 1))
+
+    @staticmethod
+    def result_shape(shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        """The regions ``(B, P, P, 1)`` as the twin makes them, ``(B, P, P)``."""
+        return tuple(shape[:3])
+
+    @staticmethod
+    def grads(xp: Any, dx: Any, dpos: Any) -> Tuple[Any, Any]:
+        """The twin's cotangents back in the kernel's layouts (the inverse of :meth:`inputs`)."""
+        return xp.transpose(dx, (0, 2, 3, 1)), xp.transpose(dpos, (0, 2, 1))[:, None]
 
 
 class RegionSupport(RegionKernel):

@@ -358,6 +358,52 @@ def test_jax_gpu_arrays_in_give_jax_arrays_out(golden):
 
 
 @needs_gpu
+def test_jax_jit_runs_the_cuda_custom_calls_with_the_cpu_bits():
+    """Under jit on a GPU every operation with device kernels is an XLA CUDA custom call (the
+    device kernels on XLA's stream, no callback in the program): forward and jit(grad) give the
+    bits of the same program on the CPU -- the reassembly with float32 offsets (their cotangent
+    rounded on the device), both region layouts (TensorFlow's transposed in the program), the
+    extractions. NaN by position (a GPU's NaN payloads are its own)."""
+    jax = pytest.importorskip("jax", reason="JAX is not installed")
+    jnp = jax.numpy
+    try:
+        gpu = jax.devices("gpu")[0]
+    except RuntimeError as e:
+        pytest.skip(f"JAX sees no GPU: {e}")
+    cpu = jax.devices("cpu")[0]
+    rng = np.random.default_rng(31)
+
+    def cplx(shape):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+    n, N, M, B, C, P, S = 40, 16, 8, 3, 4, 24, 32
+    off = rng.uniform(-9, 9, (n, 1, 1, 2)).astype(np.float32)
+    side = ps.Plan(off, N, M).canvas_shape[0]
+    off_xy = rng.uniform(-3, 3, (B, 1, 2, C)).astype(np.float32)
+    pos = rng.uniform(-3, 3, (B, C, 1, 2)).astype(np.float32)
+    cases = {
+        "reassemble": (lambda a, o: ps.reassemble_position(a, o, M=M, canvas_side=side), cplx((n, N, N, 1)), off),
+        "extract_patches": (lambda a, o: ps.extract_patches_position(a, o, N=N, gridsize=2), cplx((B, S, S, 1)), off_xy),
+        "reassemble_regions": (lambda a, o: ps.reassemble_regions(a, o, P), cplx((B, N, N, C)), off_xy),
+        "reassemble_regions_torch": (lambda a, o: ps.reassemble_regions(a, o, P, layout="torch", weights="center",
+                                                                       numerator="weighted"), cplx((B, C, N, N)), pos),
+        "extract_regions": (lambda a, o: ps.extract_regions(a, o, N), cplx((B, 1, P, P)), pos),
+    }
+    for name, (f, x, o) in cases.items():
+        op = name.replace("_torch", "")
+        grad = jax.grad(lambda a, b: jnp.sum(jnp.abs(f(a, b)) ** 2), argnums=(0, 1))
+        xg, og = jax.device_put(x, gpu), jax.device_put(o, gpu)
+        for program, target in [(jax.jit(f), op), (jax.jit(grad), f"{op}_backward")]:
+            text = program.lower(xg, og).as_text()
+            assert f"@ptychostitch_{target}" in text and "callback" not in text.lower(), name
+        got = [jax.jit(f)(xg, og), *jax.jit(grad)(xg, og)]
+        xc, oc = jax.device_put(x, cpu), jax.device_put(o, cpu)
+        want = [jax.jit(f)(xc, oc), *jax.jit(grad)(xc, oc)]
+        for g, w in zip(got, want):
+            same_bits_nan_by_position(np.asarray(g), np.asarray(w), name)
+
+
+@needs_gpu
 def test_torch_cuda_autograd_matches_the_cpu():
     """torch CUDA tensors that require grad: the forward runs on the GPU path, the backward on
     the host; gradients equal the CPU tensors' bit for bit, on the tensors' device."""

@@ -249,3 +249,85 @@ def test_a_bad_call_is_an_error_naming_it_not_a_crash():
     side = ps.Plan(np.asarray(o), 8, 4).canvas_shape[0]
     f = lambda a, b: ps.shift_and_sum(a, b, M=4, canvas_side=side)  # noqa: E731
     assert same_bits(jax.jit(f)(x, o), f(np.asarray(x), np.asarray(o)))
+
+
+# --- the GPU's lowering, checked without a GPU -------------------------------------------------
+#
+# A program compiled for a GPU takes the `cuda` branch of `lax.platform_dependent`: CUDA custom
+# calls (the device kernels on XLA's stream) for every operation with device kernels, the
+# callback for the others. JAX lowers for a platform it does not have (`lowering_platforms`),
+# so the program a GPU would run is inspected here; and the same branch is run on the CPU (its
+# custom calls then served by the host handler) to check that what it hands the handler --
+# TensorFlow's region layout put into the torch layout the device kernels read -- gives the
+# bits. The device operators themselves are checked against the host operators through the
+# kernel emulator (`crates/ptychostitch-ops/tests/device.rs`), and on a GPU by test_gpu.py.
+
+ON_DEVICE = [name for name in CASES if name != "center_channels"]
+
+needs_cuda_handler = pytest.mark.skipif(
+    "cuda" not in ps._native.xla_handlers(), reason="this build of the native library has no CUDA handler"
+)
+
+
+@needs_cuda_handler
+@pytest.mark.parametrize("name", ON_DEVICE)
+def test_the_gpu_lowering_holds_cuda_custom_calls_and_no_callback(name):
+    f, x, o = CASES[name]
+    jx, jo = jnp.asarray(x), jnp.asarray(o)
+    for program, op in [
+        (jax.jit(f), OPS[name]),
+        (jax.jit(jax.grad(loss_of(f), argnums=(0, 1))), f"{OPS[name]}_backward"),
+    ]:
+        text = program.trace(jx, jo).lower(lowering_platforms=("cuda",)).as_text()
+        assert f"ptychostitch_{op}" in targets(text) and not has_callback(text), text[:2000]
+    if name == "regions_tf":  # the device kernels read the torch layout: transposed in the program
+        text = jax.jit(f).trace(jx, jo).lower(lowering_platforms=("cuda",)).as_text()
+        assert "layout=\\27torch\\27" in text or "layout='torch'" in text or "layout=\\'torch\\'" in text, text[:3000]
+        assert "transpose" in text
+
+
+@needs_cuda_handler
+@pytest.mark.parametrize("name", ON_DEVICE)
+def test_the_gpu_branch_gives_the_bits_of_the_host_branch(name, monkeypatch):
+    """The program a GPU runs, with its custom calls served by the host handler: the same bits
+    as the CPU's program, forward and gradients (the twin's transposes and spec included)."""
+    f, x, o = CASES[name]
+    jx, jo = jnp.asarray(x), jnp.asarray(o)
+    grad = jax.grad(loss_of(f), argnums=(0, 1))
+    want = jax.jit(f)(jx, jo), jax.jit(grad)(jx, jo)
+    monkeypatch.setattr(jax_adapter, "_per_platform", lambda cpu, cuda, default: cuda)
+    g = lambda a, b: f(a, b)  # noqa: E731  (a new function: JAX caches traced programs)
+    text = jax.jit(g).lower(jx, jo).as_text()
+    assert f"ptychostitch_{OPS[name]}" in targets(text) and not has_callback(text)
+    got = jax.jit(g)(jx, jo), jax.jit(jax.grad(loss_of(g), argnums=(0, 1)))(jx, jo)
+    assert same_bits(got[0], want[0])
+    assert same_bits(got[1][0], want[1][0]) and same_bits(got[1][1], want[1][1])
+    if name in ("extract_patches", "regions_torch", "extract_regions"):  # vmap folds on this branch too
+        xs = jnp.stack([jx, jx * 2])
+        mapped = jax.jit(jax.vmap(g, in_axes=(0, None)))(xs, jo)
+        assert same_bits(mapped[1], jax.jit(f)(xs[1], jo))
+
+
+@pytest.mark.parametrize("kernel", ["center_channels", "reference", "support"])
+def test_without_device_kernels_the_gpu_branch_is_the_callback(kernel, monkeypatch):
+    """``center_channels``, the support mask and the reference have no device kernels: a
+    program compiled for a GPU calls back to the host for them (JAX cannot lower a callback
+    for a platform it lacks, so the branch is taken on the CPU here), with the same bits."""
+    rng = np.random.default_rng(8)
+    B, C, N, P = 2, 4, 12, 20
+    xt, xr = cplx(rng, (B, N, N, C)), cplx(rng, (B, C, N, N))
+    off_xy = rng.uniform(-3, 3, (B, 1, 2, C)).astype(np.float32)
+    pos = rng.uniform(-3, 3, (B, C, 1, 2)).astype(np.float32)
+    f, x, o = {
+        "center_channels": (lambda a, b: ps.center_channels(a, b), xt, off_xy),
+        "reference": (lambda a, b: ps.reassemble_regions(a, b, P, reference=True), xt, off_xy),
+        "support": (lambda a, b: ps._region_support(a, b, P, layout="torch", weights="center",
+                                                    support=("above", 0.5)), xr, pos),
+    }[kernel]
+    jx, jo = jnp.asarray(x), jnp.asarray(o)
+    want = jax.jit(f)(jx, jo)
+    monkeypatch.setattr(jax_adapter, "_per_platform", lambda cpu, cuda, default: cuda)
+    g = lambda a, b: f(a, b)  # noqa: E731
+    text = jax.jit(g).lower(jx, jo).as_text()
+    assert has_callback(text) and "ptychostitch_" not in text
+    assert same_bits(jax.jit(g)(jx, jo), want)

@@ -1,4 +1,6 @@
-"""JAX: ``jax.custom_vjp`` around ``jax.pure_callback``, under ``jit``, ``grad`` and ``vmap``.
+"""JAX: ``jax.custom_vjp`` around XLA custom calls (``jax.ffi``: the native handlers for the
+CPU and, in CUDA builds, the GPU), under ``jit``, ``grad`` and ``vmap``; ``jax.pure_callback``
+where they cannot serve (no FFI, an operator without device kernels on a GPU).
 
 JAX's cotangents of complex values are the conjugates of TensorFlow's and PyTorch's; the
 adapter conjugates on the way in and out. The output's shape must be known when tracing: the
@@ -55,19 +57,25 @@ FFI_VARIABLE = "PTYCHOSTITCH_JAX_FFI"
 
 _registered: Dict[str, Optional[str]] = {}
 
+#: XLA's platform names of the native handlers (``_native.xla_handlers()``'s keys).
+_PLATFORMS = {"cpu": "cpu", "cuda": "CUDA"}
+
 
 def ffi_unavailable(op: str) -> Optional[str]:
     """None when the XLA custom calls of the operator ``op`` (``ptychostitch_<op>`` and
-    ``ptychostitch_<op>_backward``, one native handler for the ``cpu`` platform) are
-    registered with JAX, else why not (the callback fallback is then used, with one warning)."""
+    ``ptychostitch_<op>_backward``, one native handler per platform: ``cpu``, and ``cuda`` in
+    CUDA builds) are registered with JAX, else why not (the callback fallback is then used,
+    with one warning). A platform JAX has not started yet (a GPU) takes the registration when
+    it starts."""
     if os.environ.get(FFI_VARIABLE, "1") == "0":
         return f"{FFI_VARIABLE}=0"
     if op not in _registered:
         try:
             jax = _jax()
-            handler = _native.xla_handlers()["cpu"]
+            handlers = _native.xla_handlers()
             for name in (f"ptychostitch_{op}", f"ptychostitch_{op}_backward"):
-                jax.ffi.register_ffi_target(name, handler, platform="cpu")
+                for platform, handler in handlers.items():
+                    jax.ffi.register_ffi_target(name, handler, platform=_PLATFORMS[platform])
             _registered[op] = None
         except Exception as error:  # an old JAX without jax.ffi, or an XLA that refuses the API version
             reason = f"{type(error).__name__}: {error}"
@@ -97,10 +105,14 @@ def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
             warn(kernel.plan(tuple(x.shape), concrete_offsets).warnings)  # no Python runs inside jit
         forward, backward = _custom_calls(kernel, x, out_shape, out_dtype)
         fallback_forward, fallback_backward = _callbacks(kernel, x, offsets, out_shape, out_dtype)
-        # The custom calls are the host's: where the computation is lowered for a GPU, the
-        # callbacks serve (JAX lowers only the branch of the platform it compiles for).
-        forward = _per_platform(forward, fallback_forward)
-        backward = _per_platform(backward, fallback_backward)
+        if device_custom_calls(kernel):
+            cuda_forward, cuda_backward = _custom_calls(kernel, x, out_shape, out_dtype, device=True)
+        else:
+            cuda_forward, cuda_backward = fallback_forward, fallback_backward
+        # JAX lowers only the branch of the platform it compiles for: the host's custom calls,
+        # CUDA's (the device kernels on XLA's stream), else the callbacks.
+        forward = _per_platform(forward, cuda_forward, fallback_forward)
+        backward = _per_platform(backward, cuda_backward, fallback_backward)
     else:
         forward, backward = _callbacks(kernel, x, offsets, out_shape, out_dtype)
 
@@ -119,28 +131,44 @@ def _apply(kernel: Any, x: Any, offsets: Any) -> Any:
     return op(x, offsets)
 
 
-def _per_platform(cpu: Any, default: Any) -> Any:
+def _per_platform(cpu: Any, cuda: Any, default: Any) -> Any:
     lax = _jax().lax
 
     def chosen(*args: Any) -> Any:
-        return lax.platform_dependent(*args, cpu=cpu, default=default)
+        return lax.platform_dependent(*args, cpu=cpu, cuda=cuda, default=default)
 
     return chosen
 
 
-def _custom_calls(kernel: Any, x: Any, out_shape: Tuple[int, ...], out_dtype: np.dtype) -> Tuple[Any, Any]:
+def device_custom_calls(kernel: Any) -> bool:
+    """Whether a program compiled for a GPU runs ``kernel`` as a CUDA custom call (the native
+    library has the CUDA handler, and the kernel device kernels: not the reference, not the
+    support mask or ``center_channels``), else through the callback."""
+    return "cuda" in _native.xla_handlers() and bool(getattr(kernel, "on_device", False))
+
+
+def _custom_calls(
+    kernel: Any, x: Any, out_shape: Tuple[int, ...], out_dtype: np.dtype, device: bool = False
+) -> Tuple[Any, Any]:
     """The forward and the backward as XLA custom calls (``jax.ffi.ffi_call``) of the native
     operator ``kernel.OP``, with the kernel's ``spec()`` as an attribute. Samples go in as the
     compute dtype (float32 or complex64) and cotangents come back in the inputs' dtypes. Under
     ``vmap``, a batchable kernel's custom call receives every operand with the mapped axis in
-    front (``broadcast_all``) and folds it into its batch; the others run once per element."""
+    front (``broadcast_all``) and folds it into its batch; the others run once per element.
+    ``device``: the lowering for a GPU, where a kernel whose layout the device kernels do not
+    read runs as its twin (``kernel.device_twin()``: the operands transposed in the program)."""
     jax = _jax()
     jnp = jax.numpy
     compute = compute_dtype(np.dtype(x.dtype))
     complex_values = compute.kind == "c"
     batchable = bool(getattr(kernel, "batchable", False))
     vmap_method = "broadcast_all" if batchable else "sequential"
-    attrs = dict(spec=kernel.spec(), rank=np.int64(len(x.shape)))
+    twin = kernel.device_twin() if device and hasattr(kernel, "device_twin") else None
+    attrs = dict(spec=(kernel if twin is None else twin.kernel).spec(), rank=np.int64(len(x.shape)))
+    call_shape = tuple(out_shape) if twin is None else twin.result_shape(out_shape)
+
+    def operands(x: Any, offsets: Any) -> Tuple[Any, Any]:
+        return (x, offsets) if twin is None else twin.inputs(jnp, x, offsets)
     weights: Tuple[Any, ...] = ()
     if kernel.WEIGHTED:
         w = kernel.weight_array(int(kernel.dims(tuple(x.shape))[2]))
@@ -149,23 +177,28 @@ def _custom_calls(kernel: Any, x: Any, out_shape: Tuple[int, ...], out_dtype: np
             w = np.ascontiguousarray(np.broadcast_to(w, (int(x.shape[0]),) + w.shape[1:]))
         weights = (w,)
     forward_call = jax.ffi.ffi_call(
-        f"ptychostitch_{kernel.OP}", jax.ShapeDtypeStruct(out_shape, out_dtype), vmap_method=vmap_method
+        f"ptychostitch_{kernel.OP}", jax.ShapeDtypeStruct(call_shape, out_dtype), vmap_method=vmap_method
     )
 
     def forward(x: Any, offsets: Any) -> Any:
-        return forward_call(x.astype(compute), offsets, *weights, op=kernel.OP, **attrs)
+        xs, offs = operands(x.astype(compute), offsets)
+        return forward_call(xs, offs, *weights, op=kernel.OP, **attrs).reshape(out_shape)
 
     def backward(x: Any, offsets: Any, out: Any, cot: Any) -> Any:
         if np.dtype(out_dtype) == np.dtype(bool):  # the support mask: no gradient
             return jnp.zeros_like(x), jnp.zeros_like(offsets)
+        xs, offs = operands(x.astype(compute), offsets)
         call = jax.ffi.ffi_call(
             f"ptychostitch_{kernel.OP}_backward",
-            (jax.ShapeDtypeStruct(x.shape, compute), jax.ShapeDtypeStruct(offsets.shape, offsets.dtype)),
+            (jax.ShapeDtypeStruct(xs.shape, compute), jax.ShapeDtypeStruct(offs.shape, offs.dtype)),
             vmap_method=vmap_method,
         )
         cot = cot.astype(compute)
         cot = jnp.conj(cot) if complex_values else cot
-        dx, doff = call(x.astype(compute), offsets, *weights, out, cot, op=f"{kernel.OP}_backward", **attrs)
+        out, cot = out.reshape(call_shape), cot.reshape(call_shape)
+        dx, doff = call(xs, offs, *weights, out, cot, op=f"{kernel.OP}_backward", **attrs)
+        if twin is not None:
+            dx, doff = twin.grads(jnp, dx, doff)
         return (jnp.conj(dx) if complex_values else dx).astype(x.dtype), doff
 
     return forward, backward
@@ -278,7 +311,8 @@ class JaxBackend(Backend):
     # JAX arrays are immutable: the device kernels write outputs this package allocates
     # (`device_empty`), which JAX then imports zero-copy. No stream: the native call reads on the
     # legacy default stream (JAX is asked to make its arrays ready there) and waits. Only
-    # concrete arrays take this path; traced calls (jit, grad) go through `pure_callback`.
+    # concrete arrays take this path; traced calls (jit, grad) are XLA custom calls, whose CUDA
+    # handler queues the same device kernels on XLA's stream.
     device_ops = True
 
     def device_empty(self, shape: Tuple[int, ...], dtype: str, like: Any) -> Any:

@@ -4,8 +4,9 @@
  * the operation. Written in C so that every struct is read through the header's own
  * definitions, not a hand-made mirror of them.
  *
- * One handler serves every operator (the `op` attribute names it). It is registered for the
- * CPU platform; `cuda` asks XLA for its stream, for a device handler to come. */
+ * One handler per platform serves every operator (the `op` attribute names it): the CPU's,
+ * and CUDA's, which also asks XLA for its stream and device ordinal -- the device kernels are
+ * queued on XLA's own stream. */
 
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +33,7 @@ typedef struct {
   int64_t n_rets;
   ps_buffer rets[PS_MAX_BUFFERS];
   void* stream; /* the CUDA stream (CUstream), NULL on the CPU */
+  int32_t ordinal; /* the CUDA device's ordinal (CUDA only) */
 } ps_call;
 
 /* Runs the call; 0 on success, else writes a NUL-terminated message into `message`. */
@@ -135,6 +137,15 @@ static XLA_FFI_Error* ps_handle(XLA_FFI_CallFrame* frame, int cuda) {
       return err;
     }
     call.stream = args.stream;
+    XLA_FFI_DeviceOrdinal_Get_Args device;
+    memset(&device, 0, sizeof device);
+    device.struct_size = XLA_FFI_DeviceOrdinal_Get_Args_STRUCT_SIZE;
+    device.ctx = frame->ctx;
+    err = api->XLA_FFI_DeviceOrdinal_Get(&device);
+    if (err != NULL) {
+      return err;
+    }
+    call.ordinal = device.device_ordinal;
   }
   char message[1024];
   message[0] = '\0';
@@ -146,3 +157,5 @@ static XLA_FFI_Error* ps_handle(XLA_FFI_CallFrame* frame, int cuda) {
 }
 
 XLA_FFI_Error* ptychostitch_xla_cpu(XLA_FFI_CallFrame* frame) { return ps_handle(frame, 0); }
+
+XLA_FFI_Error* ptychostitch_xla_cuda(XLA_FFI_CallFrame* frame) { return ps_handle(frame, 1); }

@@ -10,9 +10,17 @@
 //! independent), the mapped axis is folded into every buffer's leading (batch) axis, which in
 //! row-major memory is the same bytes: one call over `V·B` samples, not `V` calls.
 //!
-//! Registered for the `cpu` platform (`xla_handlers`, capsules that `jax.ffi.register_ffi_target`
-//! takes). On a GPU, JAX lowers these operators to its callback fallback
-//! (`python/ptychostitch/_frameworks/jax_adapter.py`).
+//! On the GPU (`cuda` builds) the CUDA handler gets XLA's stream and device ordinal and runs the
+//! operator's device kernels on that stream through `ptychostitch_ops::device`, on XLA's
+//! buffers in place: the positions are read to the host to plan (`n·2` values, a wait on the
+//! stream), the plan's tables go back up, scratch is allocated stream-ordered on XLA's stream
+//! from CUDA's own pool (outside XLA's allocator). Operators without device kernels
+//! (`region_support`, `center_channels`) and the reference are lowered to the callback on a GPU
+//! by `python/ptychostitch/_frameworks/jax_adapter.py`, which also puts TensorFlow-layout region
+//! operands into the torch layout the device kernels read.
+//!
+//! `xla_handlers` hands both handlers to Python as capsules, which
+//! `jax.ffi.register_ffi_target` registers under every operator's target name.
 
 use crate::ops::{self, Operand, Output, Spec};
 use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
@@ -45,6 +53,7 @@ pub struct RawCall {
     n_rets: i64,
     rets: [RawBuffer; MAX_BUFFERS],
     stream: *mut c_void,
+    ordinal: i32,
 }
 
 // XLA_FFI_DataType values (c_api.h).
@@ -79,6 +88,9 @@ fn dtype_name(code: i32) -> String {
 unsafe extern "C" {
     /// `frame.c`'s handler for the CPU platform (an `XLA_FFI_Handler`).
     fn ptychostitch_xla_cpu(frame: *mut c_void) -> *mut c_void;
+    /// `frame.c`'s handler for the CUDA platform.
+    #[cfg(feature = "cuda")]
+    fn ptychostitch_xla_cuda(frame: *mut c_void) -> *mut c_void;
 }
 
 /// Called by `frame.c` for every executed custom call: 0, or 1 with a message (NUL-terminated,
@@ -208,12 +220,8 @@ fn output(buffer: &RawBuffer, fold: bool) -> Result<Output<'static>, String> {
     })
 }
 
-fn execute(call: &RawCall) -> Result<(), String> {
-    if !call.stream.is_null() {
-        return Err(
-            "this operator runs on the host; its device buffers cannot be read here".into(),
-        );
-    }
+/// The operator's name, its spec, and whether the first operand carries a folded vmap axis.
+fn decode(call: &RawCall) -> Result<(&'static str, Spec, bool, usize, usize), String> {
     let op = text_of(call.op, call.op_len)?;
     let spec = Spec::parse(text_of(call.spec, call.spec_len)?)?;
     let n_args = usize::try_from(call.n_args)
@@ -234,6 +242,14 @@ fn execute(call: &RawCall) -> Result<(), String> {
             first.rank, call.rank
         ));
     }
+    Ok((op, spec, fold, n_args, n_rets))
+}
+
+fn execute(call: &RawCall) -> Result<(), String> {
+    if !call.stream.is_null() {
+        return execute_on_device(call);
+    }
+    let (op, spec, fold, n_args, n_rets) = decode(call)?;
     let args = call.args[..n_args]
         .iter()
         .map(|b| operand(b, fold))
@@ -245,18 +261,88 @@ fn execute(call: &RawCall) -> Result<(), String> {
     ops::run(op, &spec, &args, &mut rets)
 }
 
-/// `{"cpu": capsule}`: the handler `jax.ffi.register_ffi_target(name, capsule, platform=...)`
-/// registers under every operator's target name.
+/// A buffer of a CUDA call as the device operators take it.
+#[cfg(feature = "cuda")]
+fn device_buffer(buffer: &RawBuffer, fold: bool) -> Result<ops::device::Buffer, String> {
+    use ops::device::DType;
+    let dtype = match buffer.dtype {
+        F32 => DType::F32,
+        F64 => DType::F64,
+        C64 => DType::C64,
+        PRED => DType::Bool,
+        other => {
+            return Err(format!(
+                "a buffer of dtype {}; expected float32, float64, complex64 or bool",
+                dtype_name(other)
+            ));
+        }
+    };
+    let dims = dims_of(buffer, fold)?;
+    let len: usize = dims.iter().product();
+    if len > 0 && buffer.data.is_null() {
+        return Err("a buffer without data".into());
+    }
+    Ok(ops::device::Buffer {
+        dtype,
+        dims,
+        address: buffer.data as u64,
+    })
+}
+
+/// The CUDA handler's work: the operator's device kernels on XLA's stream.
+#[cfg(feature = "cuda")]
+fn execute_on_device(call: &RawCall) -> Result<(), String> {
+    use ptychostitch::gpu::cuda::{Gpu, StreamLauncher};
+    let (op, spec, fold, n_args, n_rets) = decode(call)?;
+    let args = call.args[..n_args]
+        .iter()
+        .map(|b| device_buffer(b, fold))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rets = call.rets[..n_rets]
+        .iter()
+        .map(|b| device_buffer(b, fold))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ordinal = usize::try_from(call.ordinal).map_err(|_| "a negative device ordinal")?;
+    let gpu = Gpu::on(ordinal).map_err(ops::text)?;
+    // SAFETY: XLA hands the handler its stream of this device (`XLA_FFI_Stream_Get`), alive for
+    // the call; the work queued on it is ordered with XLA's own.
+    let stream = unsafe { gpu.borrow_stream(call.stream as usize) };
+    let mut launcher = StreamLauncher::new(&gpu, &stream).map_err(ops::text)?;
+    // SAFETY: XLA's operand and result buffers are dense row-major device buffers of their
+    // dims and dtypes on this device, the results allocated for this call alone (no aliasing is
+    // requested), alive until the work queued on XLA's stream has run; scratch is released
+    // stream-ordered after it when the launcher drops.
+    unsafe { ops::device::run(op, &spec, &args, &rets, &mut launcher) }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn execute_on_device(_call: &RawCall) -> Result<(), String> {
+    Err("this build has no CUDA support; its device buffers cannot be read here".into())
+}
+
+/// `{"cpu": capsule, "cuda": capsule}` (`"cuda"` in CUDA builds): the handlers
+/// `jax.ffi.register_ffi_target(name, capsule, platform=...)` registers under every operator's
+/// target name.
 #[pyfunction]
 pub(crate) fn xla_handlers(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let handlers = PyDict::new(py);
-    let cpu = ptychostitch_xla_cpu as *const () as *mut c_void;
-    // SAFETY: `cpu` is a function with static lifetime; the capsule has no name (what JAX's
-    // own `jax.ffi.pycapsule` makes) and no destructor, and is owned by the returned object.
-    let capsule = unsafe {
-        let raw = pyo3::ffi::PyCapsule_New(cpu, std::ptr::null(), None);
-        Bound::from_owned_ptr_or_err(py, raw)?
+    let capsule = |handler: *mut c_void| {
+        // SAFETY: `handler` is a function with static lifetime; the capsule has no name (what
+        // JAX's own `jax.ffi.pycapsule` makes) and no destructor, and is owned by the returned
+        // object.
+        unsafe {
+            let raw = pyo3::ffi::PyCapsule_New(handler, std::ptr::null(), None);
+            Bound::from_owned_ptr_or_err(py, raw)
+        }
     };
-    handlers.set_item("cpu", capsule)?;
+    handlers.set_item(
+        "cpu",
+        capsule(ptychostitch_xla_cpu as *const () as *mut c_void)?,
+    )?;
+    #[cfg(feature = "cuda")]
+    handlers.set_item(
+        "cuda",
+        capsule(ptychostitch_xla_cuda as *const () as *mut c_void)?,
+    )?;
     Ok(handlers)
 }
