@@ -10,7 +10,8 @@
 //! every device path).
 
 use ndarray::{ArrayD, IxDyn};
-use ptychostitch::gpu::compose::{self, Launcher};
+use ptychostitch::Extraction;
+use ptychostitch::gpu::compose::{self, ExtractVjp, Images, Launcher};
 
 /// An element type of a device buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +168,58 @@ impl OffsetsGrad {
             }
             None => Ok(()),
         }
+    }
+}
+
+/// An extraction's forward on the device kernels: `images` (checked by the caller against
+/// `plan`) into the patches `rets[0]`.
+///
+/// # Safety
+/// As [`run`].
+pub unsafe fn extract(
+    launcher: &mut dyn Launcher,
+    plan: &Extraction,
+    images: Images,
+    rets: &[Buffer],
+) -> crate::Outcome {
+    let (count, n, _) = plan.output_shape();
+    let out = buffer(rets, 0, "patches")?.expect("patches", count * n * n, images.lanes)?;
+    // SAFETY: the images (checked by the caller) and the patches (checked here) are the call's
+    // buffers, per this function's contract.
+    unsafe { compose::extract(launcher, plan, images, out) }.map_err(crate::text)
+}
+
+/// An extraction's backward on the device kernels: `args[3]` the patches' cotangent; `rets`
+/// the images' cotangent (`what` names them) and the offsets', as PtychoPINN's `(B, 1, 2, C)`
+/// when `channel_layout`, else `(B·C, 2)` rows.
+///
+/// # Safety
+/// As [`run`].
+pub unsafe fn extract_vjp(
+    launcher: &mut dyn Launcher,
+    plan: &Extraction,
+    images: Images,
+    (args, rets): (&[Buffer], &[Buffer]),
+    what: &str,
+    channel_layout: bool,
+) -> crate::Outcome {
+    let (count, n, _) = plan.output_shape();
+    let (l, s) = (images.lanes, plan.image_side());
+    let b = count / plan.per_image().max(1);
+    let cot = buffer(args, 3, "cotangent")?.expect("cotangent", count * n * n, l)?;
+    let image_grad = buffer(rets, 0, what)?.expect(what, b * s * s, l)?;
+    let offsets = OffsetsGrad::new(launcher, buffer(rets, 1, "offsets' cotangent")?, count * 2)?;
+    let io = ExtractVjp {
+        images,
+        cot,
+        image_grad,
+        offsets_grad: offsets.at,
+        channel_layout,
+    };
+    // SAFETY: as in `extract`, for every buffer of `io` (checked sizes).
+    unsafe {
+        compose::extract_vjp(launcher, plan, io).map_err(crate::text)?;
+        offsets.finish(launcher)
     }
 }
 

@@ -1,13 +1,13 @@
 //! `extract_patches`: PtychoPINN's `extract_patches_position` (`_kernels.Extract`): images
 //! `(B, S, S, 1)`, offsets `(B, 1, 2, C)` `[x, y]` -> patches `(B·C, N, N, 1)`, row `b·C + c`.
 
-use crate::device::{self, Buffer, OffsetsGrad};
+use crate::device::{self, Buffer};
 use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, channel_format, channel_pairs, copy, input,
     operator, output, put_f64, ret, stack_of, text,
 };
 use ndarray::{Array2, ArrayD};
-use ptychostitch::gpu::compose::{self, ExtractVjp, Images, Launcher};
+use ptychostitch::gpu::compose::{Images, Launcher};
 use ptychostitch::{Extraction, Wrt};
 
 pub struct ExtractPatches;
@@ -79,15 +79,7 @@ unsafe fn device_plan(
     let s = plan.image_side();
     let b = plan.output_shape().0 / plan.per_image().max(1);
     let address = imgs.expect("images", b * s * s, lanes)?;
-    let s = s as i64;
-    Ok((
-        plan,
-        Images {
-            address,
-            strides: [s * s, s, 1],
-            lanes,
-        },
-    ))
+    Ok((plan, Images::c_order(address, s, lanes)))
 }
 
 /// [`forward`] on the device kernels.
@@ -101,11 +93,10 @@ unsafe fn forward_device(
     launcher: &mut dyn Launcher,
 ) -> Outcome {
     // SAFETY: per this function's contract.
-    let (plan, images) = unsafe { device_plan(spec, args, launcher) }?;
-    let (count, n, _) = plan.output_shape();
-    let out = device::buffer(rets, 0, "patches")?.expect("patches", count * n * n, images.lanes)?;
-    // SAFETY: the images and the patches are the call's buffers of the checked sizes.
-    unsafe { compose::extract(launcher, &plan, images, out) }.map_err(text)
+    unsafe {
+        let (plan, images) = device_plan(spec, args, launcher)?;
+        device::extract(launcher, &plan, images, rets)
+    }
 }
 
 /// [`backward`] on the device kernels: the offsets' cotangent in PtychoPINN's `(B, 1, 2, C)`.
@@ -119,30 +110,16 @@ unsafe fn backward_device(
     launcher: &mut dyn Launcher,
 ) -> Outcome {
     // SAFETY: per this function's contract.
-    let (plan, images) = unsafe { device_plan(spec, args, launcher) }?;
-    let (count, n, _) = plan.output_shape();
-    let l = images.lanes;
-    let b = count / plan.per_image().max(1);
-    let s = plan.image_side();
-    let cot = device::buffer(args, 3, "cotangent")?.expect("cotangent", count * n * n, l)?;
-    let image_grad =
-        device::buffer(rets, 0, "images' cotangent")?.expect("images' cotangent", b * s * s, l)?;
-    let offsets = OffsetsGrad::new(
-        launcher,
-        device::buffer(rets, 1, "offsets' cotangent")?,
-        count * 2,
-    )?;
-    let io = ExtractVjp {
-        images,
-        cot,
-        image_grad,
-        offsets_grad: offsets.at,
-        channel_layout: true,
-    };
-    // SAFETY: as in `forward_device`, for every buffer of `io` (checked sizes).
     unsafe {
-        compose::extract_vjp(launcher, &plan, io).map_err(text)?;
-        offsets.finish(launcher)
+        let (plan, images) = device_plan(spec, args, launcher)?;
+        device::extract_vjp(
+            launcher,
+            &plan,
+            images,
+            (args, rets),
+            "images' cotangent",
+            true,
+        )
     }
 }
 

@@ -2,14 +2,14 @@
 //! `ptycho_torch.helper.extract_channels_from_region`): regions `(B, 1, P, P)` or `(B, P, P)`,
 //! positions `(B, C, 1, 2)` or `(B, C, 2)` `[x, y]` -> patches `(B, C, N, N)`.
 
-use crate::device::{self, Buffer, OffsetsGrad};
+use crate::device::{self, Buffer};
 use crate::options::parse_convention;
 use crate::{
     Operand, Outcome, Output, Spec, Typed, arg, copy, input, operator, output, put_f64, ret,
     row_pairs, stack_of, text,
 };
 use ndarray::{ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
-use ptychostitch::gpu::compose::{self, ExtractVjp, Images, Launcher};
+use ptychostitch::gpu::compose::{Images, Launcher};
 use ptychostitch::{Extraction, Wrt};
 
 pub struct ExtractRegions;
@@ -112,15 +112,7 @@ unsafe fn device_plan(
         device::host_values(launcher, device::buffer(args, 1, "positions")?, "positions")
     }?;
     let plan = plan(spec, (b, p), &positions)?;
-    let p = p as i64;
-    Ok((
-        plan,
-        Images {
-            address: regions.address,
-            strides: [p * p, p, 1],
-            lanes,
-        },
-    ))
+    Ok((plan, Images::c_order(regions.address, p, lanes)))
 }
 
 /// [`forward`] on the device kernels.
@@ -134,11 +126,10 @@ unsafe fn forward_device(
     launcher: &mut dyn Launcher,
 ) -> Outcome {
     // SAFETY: per this function's contract.
-    let (plan, images) = unsafe { device_plan(spec, args, launcher) }?;
-    let (count, n, _) = plan.output_shape();
-    let out = device::buffer(rets, 0, "patches")?.expect("patches", count * n * n, images.lanes)?;
-    // SAFETY: the regions (their dims checked) and the patches are the call's buffers.
-    unsafe { compose::extract(launcher, &plan, images, out) }.map_err(text)
+    unsafe {
+        let (plan, images) = device_plan(spec, args, launcher)?;
+        device::extract(launcher, &plan, images, rets)
+    }
 }
 
 /// [`backward`] on the device kernels: the positions' cotangent as `(B·C, 2)` rows.
@@ -152,33 +143,16 @@ unsafe fn backward_device(
     launcher: &mut dyn Launcher,
 ) -> Outcome {
     // SAFETY: per this function's contract.
-    let (plan, images) = unsafe { device_plan(spec, args, launcher) }?;
-    let (count, n, _) = plan.output_shape();
-    let l = images.lanes;
-    let b = count / plan.per_image().max(1);
-    let p = plan.image_side();
-    let cot = device::buffer(args, 3, "cotangent")?.expect("cotangent", count * n * n, l)?;
-    let image_grad = device::buffer(rets, 0, "regions' cotangent")?.expect(
-        "regions' cotangent",
-        b * p * p,
-        l,
-    )?;
-    let positions = OffsetsGrad::new(
-        launcher,
-        device::buffer(rets, 1, "positions' cotangent")?,
-        count * 2,
-    )?;
-    let io = ExtractVjp {
-        images,
-        cot,
-        image_grad,
-        offsets_grad: positions.at,
-        channel_layout: false,
-    };
-    // SAFETY: as in `forward_device`, for every buffer of `io` (checked sizes).
     unsafe {
-        compose::extract_vjp(launcher, &plan, io).map_err(text)?;
-        positions.finish(launcher)
+        let (plan, images) = device_plan(spec, args, launcher)?;
+        device::extract_vjp(
+            launcher,
+            &plan,
+            images,
+            (args, rets),
+            "regions' cotangent",
+            false,
+        )
     }
 }
 

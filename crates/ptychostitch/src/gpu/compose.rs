@@ -431,6 +431,18 @@ pub struct Images {
     pub lanes: usize,
 }
 
+impl Images {
+    /// `B` C-order images of side `s` at `address`.
+    pub fn c_order(address: u64, s: usize, lanes: usize) -> Self {
+        let s = s as i64;
+        Self {
+            address,
+            strides: [s * s, s, 1],
+            lanes,
+        }
+    }
+}
+
 /// [`Extraction::extract`] of `images` into `out` (`B·C·N·N·lanes` `f32`, C order).
 ///
 /// # Safety

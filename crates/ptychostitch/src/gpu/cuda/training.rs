@@ -166,7 +166,7 @@ impl Gpu {
                 self.enqueue_extract(
                     &on,
                     extraction,
-                    c_order_images(images_at, extraction.image_side(), T::LANES),
+                    Images::c_order(images_at, extraction.image_side(), T::LANES),
                     out_at,
                 )?
             };
@@ -205,7 +205,7 @@ impl Gpu {
                     &on,
                     extraction,
                     ExtractVjp {
-                        images: c_order_images(images_at, s, l),
+                        images: Images::c_order(images_at, s, l),
                         cot: cot_at,
                         image_grad: if wrt.patches { grad_at } else { 0 },
                         offsets_grad: if wrt.offsets { off_at } else { 0 },
@@ -257,15 +257,5 @@ impl Gpu {
             };
         }
         download(stream, &out, (b, p, p))
-    }
-}
-
-/// `B` C-order images of side `s` at `address`.
-fn c_order_images(address: u64, s: usize, lanes: usize) -> Images {
-    let s = s as i64;
-    Images {
-        address,
-        strides: [s * s, s, 1],
-        lanes,
     }
 }
