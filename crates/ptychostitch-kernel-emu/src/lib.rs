@@ -3,7 +3,9 @@
 //! passes. CI has no GPU; this is how it tests the GPU arithmetic against the reference.
 
 use ndarray::{Array2, ArrayView, Dimension};
-use ptychostitch::gpu::compose::{self, ExtractVjp, Images, Launch, Launcher, ReassemblyVjp};
+use ptychostitch::gpu::compose::{
+    self, ExtractVjp, Images, Launch, Launcher, ReassemblyVjp, Shifts,
+};
 use ptychostitch::gpu::launch::Stack;
 use ptychostitch::{Error, Extraction, Gradients, Operation, Plan, Result, Sample, Wrt};
 
@@ -89,6 +91,7 @@ impl Launcher for Emulator {
             Launch::Extract(_, a) => std::ptr::from_ref(a).cast(),
             Launch::Region(_, a) => std::ptr::from_ref(a).cast(),
             Launch::RegionVjp(_, a) => std::ptr::from_ref(a).cast(),
+            Launch::Shifts(a) => std::ptr::from_ref(a).cast(),
         };
         let (grid, block) = ([grid.0, grid.1, grid.2], [block.0, block.1, block.2]);
         let name = std::ffi::CString::new(compose::ENTRY_POINTS[launch.entry()])
@@ -188,6 +191,7 @@ impl RegionHost {
             lanes: self.lanes,
             weights: self.weights.as_ptr() as u64,
             weight_shape: self.weight_shape,
+            shifts: Shifts::Planned,
         }
     }
 }
@@ -286,6 +290,7 @@ pub fn extract_vjp<T: Sample, D: Dimension>(
                 image_grad: address(wrt.patches, image_grad.as_mut_ptr() as u64),
                 offsets_grad: address(wrt.offsets, offsets.as_mut_ptr() as u64),
                 channel_layout: false,
+                shifts: Shifts::Planned,
             },
         )?
     };
@@ -309,6 +314,7 @@ pub fn extract<T: Sample, D: Dimension>(
             &mut emulator,
             extraction,
             images_of(&images),
+            Shifts::Planned,
             out.as_mut_ptr() as u64,
         )?
     };

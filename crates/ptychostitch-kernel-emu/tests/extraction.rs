@@ -169,6 +169,7 @@ fn the_offsets_fold_writes_the_channel_layout() {
                 image_grad: 0,
                 offsets_grad: channels.as_mut_ptr() as u64,
                 channel_layout: true,
+                shifts: compose::Shifts::Planned,
             },
         )
         .unwrap()

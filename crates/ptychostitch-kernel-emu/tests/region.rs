@@ -262,6 +262,7 @@ fn only_batch_relative_normalisations_read_the_denominators_back() {
                     lanes: 1,
                     weights: w.as_ptr() as u64,
                     weight_shape: [1, 1],
+                    shifts: compose::Shifts::Planned,
                 },
                 out.as_mut_ptr() as u64,
             )

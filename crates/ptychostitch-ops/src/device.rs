@@ -4,14 +4,17 @@
 //! the CPU emulator in the tests, which check every operator against its host implementation
 //! bit for bit (`tests/device.rs`).
 //!
-//! What crosses to the host: the offsets or positions (`n·2` values, read once per call to
-//! plan: the tile lists, the shifts) and their tables going back up, nothing else (the region
-//! reassembly's denominators where its normalisation needs the whole batch's maximum, as on
-//! every device path).
+//! What crosses to the host: for the reassembly, the offsets (`n·2` values, read once per call
+//! to plan its canvas and tile lists, which depend on their values) and its tables going back
+//! up. The extractions and the region reassembly plan on the device
+//! ([`compose::region_shifts`], [`compose::extraction_shifts`]: the host's arithmetic, bit for
+//! bit): nothing is read back and nothing waits, but for the region reassembly's denominators
+//! where its normalisation needs the whole batch's maximum (not PtychoPINN's options). Their
+//! non-finite positions, an error on the host, give non-finite results here.
 
 use ndarray::{ArrayD, IxDyn};
 use ptychostitch::Extraction;
-use ptychostitch::gpu::compose::{self, ExtractVjp, Images, Launcher};
+use ptychostitch::gpu::compose::{self, ExtractVjp, Images, Launcher, Shifts};
 
 /// An element type of a device buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +124,33 @@ pub unsafe fn host_values(
     ArrayD::from_shape_vec(IxDyn(&b.dims), values).map_err(|e| e.to_string())
 }
 
+/// Positions the device plans from ([`compose::region_shifts`], [`compose::extraction_shifts`]):
+/// an array of their dims filled with zeros on the host -- for the shape checks and the plan's
+/// sizes; no value is read there -- and where the values are (`per_image`: `C` for PtychoPINN's
+/// `(B, 1, 2, C)`, 0 for `[x, y]` rows).
+pub fn positions(
+    b: &Buffer,
+    per_image: usize,
+    what: &str,
+) -> Result<(ArrayD<f64>, compose::Positions), String> {
+    let f64 = match b.dtype {
+        DType::F64 => true,
+        DType::F32 => false,
+        other => {
+            return Err(format!(
+                "{what} must be float32 or float64, not {}",
+                other.name()
+            ));
+        }
+    };
+    let at = compose::Positions {
+        address: b.address,
+        f64,
+        per_image,
+    };
+    Ok((ArrayD::zeros(IxDyn(&b.dims)), at))
+}
+
 /// Where the device fold writes an offsets' cotangent: the result itself when it is `f64`,
 /// else `f64` scratch that [`OffsetsGrad::finish`] rounds into the `f32` result.
 #[derive(Debug, Clone, Copy)]
@@ -179,14 +209,14 @@ impl OffsetsGrad {
 pub unsafe fn extract(
     launcher: &mut dyn Launcher,
     plan: &Extraction,
-    images: Images,
+    (images, shifts): (Images, Shifts),
     rets: &[Buffer],
 ) -> crate::Outcome {
     let (count, n, _) = plan.output_shape();
     let out = buffer(rets, 0, "patches")?.expect("patches", count * n * n, images.lanes)?;
     // SAFETY: the images (checked by the caller) and the patches (checked here) are the call's
     // buffers, per this function's contract.
-    unsafe { compose::extract(launcher, plan, images, out) }.map_err(crate::text)
+    unsafe { compose::extract(launcher, plan, images, shifts, out) }.map_err(crate::text)
 }
 
 /// An extraction's backward on the device kernels: `args[3]` the patches' cotangent; `rets`
@@ -198,7 +228,7 @@ pub unsafe fn extract(
 pub unsafe fn extract_vjp(
     launcher: &mut dyn Launcher,
     plan: &Extraction,
-    images: Images,
+    (images, shifts): (Images, Shifts),
     (args, rets): (&[Buffer], &[Buffer]),
     what: &str,
     channel_layout: bool,
@@ -215,6 +245,7 @@ pub unsafe fn extract_vjp(
         image_grad,
         offsets_grad: offsets.at,
         channel_layout,
+        shifts,
     };
     // SAFETY: as in `extract`, for every buffer of `io` (checked sizes).
     unsafe {

@@ -7,7 +7,7 @@ use crate::{
     operator, output, put_f64, ret, stack_of, text,
 };
 use ndarray::{Array2, ArrayD};
-use ptychostitch::gpu::compose::{Images, Launcher};
+use ptychostitch::gpu::compose::{self, Images, Launcher, Shifts};
 use ptychostitch::{Extraction, Wrt};
 
 pub struct ExtractPatches;
@@ -61,7 +61,8 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     )
 }
 
-/// The extraction of a device call (the offsets read to the host) and its images `(B, S, S, 1)`.
+/// The extraction of a device call, its images `(B, S, S, 1)` and its translations planned on
+/// the device from the offsets `(B, 1, 2, C)` (none read on the host).
 ///
 /// # Safety
 /// As [`device::run`].
@@ -69,17 +70,19 @@ unsafe fn device_plan(
     spec: &Spec,
     args: &[Buffer],
     launcher: &mut dyn Launcher,
-) -> Result<(Extraction, Images), String> {
+) -> Result<(Extraction, (Images, Shifts)), String> {
     let imgs = device::buffer(args, 0, "images")?;
     let lanes = imgs.lanes("images")?;
-    // SAFETY: per this function's contract.
-    let offsets =
-        unsafe { device::host_values(launcher, device::buffer(args, 1, "offsets")?, "offsets") }?;
-    let plan = plan(spec, &imgs.dims, &offsets)?;
+    let offsets = device::buffer(args, 1, "offsets")?;
+    let c = offsets.dims.last().copied().unwrap_or(0);
+    let (shape_only, at) = device::positions(offsets, c, "offsets")?;
+    let plan = plan(spec, &imgs.dims, &shape_only)?;
     let s = plan.image_side();
     let b = plan.output_shape().0 / plan.per_image().max(1);
     let address = imgs.expect("images", b * s * s, lanes)?;
-    Ok((plan, Images::c_order(address, s, lanes)))
+    // SAFETY: the offsets hold B·C·2 values (their dims checked by `plan`).
+    let shifts = unsafe { compose::extraction_shifts(launcher, &plan, at) }.map_err(text)?;
+    Ok((plan, (Images::c_order(address, s, lanes), shifts)))
 }
 
 /// [`forward`] on the device kernels.
@@ -94,8 +97,8 @@ unsafe fn forward_device(
 ) -> Outcome {
     // SAFETY: per this function's contract.
     unsafe {
-        let (plan, images) = device_plan(spec, args, launcher)?;
-        device::extract(launcher, &plan, images, rets)
+        let (plan, at) = device_plan(spec, args, launcher)?;
+        device::extract(launcher, &plan, at, rets)
     }
 }
 
@@ -111,15 +114,8 @@ unsafe fn backward_device(
 ) -> Outcome {
     // SAFETY: per this function's contract.
     unsafe {
-        let (plan, images) = device_plan(spec, args, launcher)?;
-        device::extract_vjp(
-            launcher,
-            &plan,
-            images,
-            (args, rets),
-            "images' cotangent",
-            true,
-        )
+        let (plan, at) = device_plan(spec, args, launcher)?;
+        device::extract_vjp(launcher, &plan, at, (args, rets), "images' cotangent", true)
     }
 }
 

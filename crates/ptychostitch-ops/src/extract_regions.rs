@@ -9,7 +9,7 @@ use crate::{
     row_pairs, stack_of, text,
 };
 use ndarray::{ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
-use ptychostitch::gpu::compose::{Images, Launcher};
+use ptychostitch::gpu::compose::{self, Images, Launcher, Shifts};
 use ptychostitch::{Extraction, Wrt};
 
 pub struct ExtractRegions;
@@ -86,8 +86,8 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     )
 }
 
-/// The extraction of a device call (the positions read to the host) and its regions as
-/// images `(B, P, P)`.
+/// The extraction of a device call, its regions as images `(B, P, P)` and its translations
+/// planned on the device from the positions (none read on the host).
 ///
 /// # Safety
 /// As [`device::run`].
@@ -95,7 +95,7 @@ unsafe fn device_plan(
     spec: &Spec,
     args: &[Buffer],
     launcher: &mut dyn Launcher,
-) -> Result<(Extraction, Images), String> {
+) -> Result<(Extraction, (Images, Shifts)), String> {
     let regions = device::buffer(args, 0, "regions")?;
     let lanes = regions.lanes("regions")?;
     let (b, p) = match regions.dims[..] {
@@ -107,12 +107,12 @@ unsafe fn device_plan(
             ));
         }
     };
-    // SAFETY: per this function's contract.
-    let positions = unsafe {
-        device::host_values(launcher, device::buffer(args, 1, "positions")?, "positions")
-    }?;
-    let plan = plan(spec, (b, p), &positions)?;
-    Ok((plan, Images::c_order(regions.address, p, lanes)))
+    let (shape_only, at) =
+        device::positions(device::buffer(args, 1, "positions")?, 0, "positions")?;
+    let plan = plan(spec, (b, p), &shape_only)?;
+    // SAFETY: the positions hold B·C·2 values (their dims checked by `plan`).
+    let shifts = unsafe { compose::extraction_shifts(launcher, &plan, at) }.map_err(text)?;
+    Ok((plan, (Images::c_order(regions.address, p, lanes), shifts)))
 }
 
 /// [`forward`] on the device kernels.
@@ -127,8 +127,8 @@ unsafe fn forward_device(
 ) -> Outcome {
     // SAFETY: per this function's contract.
     unsafe {
-        let (plan, images) = device_plan(spec, args, launcher)?;
-        device::extract(launcher, &plan, images, rets)
+        let (plan, at) = device_plan(spec, args, launcher)?;
+        device::extract(launcher, &plan, at, rets)
     }
 }
 
@@ -144,11 +144,11 @@ unsafe fn backward_device(
 ) -> Outcome {
     // SAFETY: per this function's contract.
     unsafe {
-        let (plan, images) = device_plan(spec, args, launcher)?;
+        let (plan, at) = device_plan(spec, args, launcher)?;
         device::extract_vjp(
             launcher,
             &plan,
-            images,
+            at,
             (args, rets),
             "regions' cotangent",
             false,

@@ -182,7 +182,8 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
     put_f64(ret(rets, 1, "positions' cotangent")?, dpos.view())
 }
 
-/// The region of a device call (the positions read to the host) and its inputs. The device
+/// The region of a device call and its inputs, its translations planned on the device from
+/// the positions (none read on the host). The device
 /// kernels read the patches as `(B, C, N, N)`: the torch layout. A framework holding the tf
 /// layout transposes first (`RegionKernel.device_twin`), and says so by declaring the torch
 /// layout with the tf convention.
@@ -211,10 +212,8 @@ unsafe fn device_plan(
             ));
         }
     };
-    // SAFETY: per this function's contract.
-    let positions = unsafe {
-        device::host_values(launcher, device::buffer(args, 1, "positions")?, "positions")
-    }?;
+    let (shape_only, at) =
+        device::positions(device::buffer(args, 1, "positions")?, 0, "positions")?;
     let w = device::buffer(args, 2, "weights")?;
     let weight_shape = match w.dims[..] {
         [w0, w1, wn, wm] if wn == n && wm == n && [1, b].contains(&w0) && [1, c].contains(&w1) => {
@@ -231,7 +230,7 @@ unsafe fn device_plan(
         return Err("the weights must be float32".into());
     }
     let region = Region::new(
-        row_pairs(&positions, b, c)?.view(),
+        row_pairs(&shape_only, b, c)?.view(),
         b,
         n,
         spec.count("side")?,
@@ -243,6 +242,8 @@ unsafe fn device_plan(
         lanes,
         weights: w.address,
         weight_shape,
+        // SAFETY: the positions hold B·C·2 values (their dims checked by `row_pairs`).
+        shifts: unsafe { compose::region_shifts(launcher, &region, at) }.map_err(text)?,
     };
     Ok((region, inputs))
 }

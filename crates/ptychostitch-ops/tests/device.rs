@@ -230,12 +230,13 @@ fn the_extraction_on_the_device_kernels_is_the_host_operator_bit_for_bit() {
                 let offsets = Arr::random(&mut r, &[b, 1, 2, c], od, spread);
                 let spec = format!("patch_size={n};per_image={c};threads=0");
                 let mut args = vec![images.clone(), offsets.clone()];
-                let (out, _) = same_bits(
+                let (out, read) = same_bits(
                     "extract_patches",
                     &spec,
                     &mut args,
                     &[Arr::result(&[b * c, n, n, 1], sample)],
                 );
+                assert_eq!(read, 0, "planned on the device: nothing read back");
                 let cot = Arr::random(&mut r, &[b * c, n, n, 1], sample, 1.0);
                 let mut args = vec![images, offsets, out[0].clone(), cot];
                 same_bits(
@@ -268,12 +269,13 @@ fn the_region_extraction_on_the_device_kernels_is_the_host_operator_bit_for_bit(
                     let spec =
                         format!("patch_size={n};channels={c};convention={convention:?};threads=0");
                     let mut args = vec![regions.clone(), positions.clone()];
-                    let (out, _) = same_bits(
+                    let (out, read) = same_bits(
                         "extract_regions",
                         &spec,
                         &mut args,
                         &[Arr::result(&[b, c, n, n], sample)],
                     );
+                    assert_eq!(read, 0, "planned on the device: nothing read back");
                     let cot = Arr::random(&mut r, &[b, c, n, n], sample, 1.0);
                     let mut args = vec![regions, positions, out[0].clone(), cot];
                     same_bits(
@@ -329,11 +331,18 @@ fn the_region_reassembly_on_the_device_kernels_is_the_host_operator_bit_for_bit(
                         if recentre { "True" } else { "False" }
                     );
                     let mut args = vec![x.clone(), positions.clone(), weights.clone()];
-                    let (out, _) = same_bits(
+                    let (out, read) = same_bits(
                         "reassemble_regions",
                         &spec,
                         &mut args,
                         &[Arr::result(&[b, p, p], sample)],
+                    );
+                    // Only a batch-relative normalisation reads anything back: the denominators.
+                    let batch_relative = support.contains("max") || denominator == "regularised";
+                    assert_eq!(
+                        read == 0,
+                        !batch_relative,
+                        "{spec}: {read} values read back"
                     );
                     let cot = Arr::random(&mut r, &[b, p, p], sample, 1.0);
                     let mut args = vec![x, positions, weights, out[0].clone(), cot];
@@ -379,4 +388,67 @@ fn the_device_operators_refuse_what_they_cannot_run_with_a_message() {
     assert!(run("center_channels", "threads=0", &mut emulator).contains("no device kernels"));
     assert!(run("no_such_op", "threads=0", &mut emulator).contains("no operator named"));
     assert!(emulator.launches.is_empty(), "nothing was launched");
+}
+
+#[test]
+fn non_finite_positions_on_the_device_give_non_finite_patches_not_a_crash() {
+    // The host refuses them (an error naming the position); planned on the device, where an
+    // error would need a host round trip, the patch of a NaN position comes out NaN and the
+    // others as on the host.
+    let mut r = rng(36);
+    let (b, c, p, n) = (2, 3, 20, 8);
+    let mut regions = Arr::random(&mut r, &[b, 1, p, p], DType::F32, 1.0);
+    let mut positions = Arr::random(&mut r, &[b, c, 2], DType::F32, 3.0);
+    let spec_text = format!("patch_size={n};channels={c};convention='torch';threads=0");
+    let spec = Spec::parse(&spec_text).unwrap();
+    let want = same_bits(
+        "extract_regions",
+        &spec_text,
+        &mut [regions.clone(), positions.clone()],
+        &[Arr::result(&[b, c, n, n], DType::F32)],
+    )
+    .0;
+    if let Data::F32(v) = &mut positions.data {
+        v[2 * 4] = f32::NAN; // patch 4's x
+    }
+    let mut out = Arr::result(&[b, c, n, n], DType::F32);
+    let args = [regions.buffer(), positions.buffer()];
+    let rets = [out.buffer()];
+    // SAFETY: host vectors of their dims and dtypes, alive for the synchronous emulator.
+    unsafe {
+        device::run(
+            "extract_regions",
+            &spec,
+            &args,
+            &rets,
+            &mut Emulator::default(),
+        )
+    }
+    .unwrap();
+    let (Data::F32(got), Data::F32(host)) = (&out.data, &want[0].data) else {
+        unreachable!()
+    };
+    let per_patch = n * n;
+    for (j, (g, h)) in got
+        .chunks(per_patch)
+        .zip(host.chunks(per_patch))
+        .enumerate()
+    {
+        if j == 4 {
+            assert!(
+                g.iter().all(|v| v.is_nan()),
+                "the NaN position's patch is NaN"
+            );
+        } else {
+            assert!(
+                g.iter().zip(h).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "patch {j} is the host's"
+            );
+        }
+    }
+    let operands = [regions.operand(), positions.operand()];
+    let mut host = Arr::result(&[b, c, n, n], DType::F32);
+    let error = ptychostitch_ops::run("extract_regions", &spec, &operands, &mut [host.output()])
+        .unwrap_err();
+    assert!(error.contains("finite"), "{error}");
 }

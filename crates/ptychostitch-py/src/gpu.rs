@@ -21,7 +21,9 @@ use dlpark::python::{
     DlpackExporter, DlpackStream, ExportRequest, ImportRequest, StreamArg, export_dlpack,
 };
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
-use ptychostitch::gpu::compose::{ExtractVjp, Images, ReassemblyVjp, RegionInputs, RegionVjp};
+use ptychostitch::gpu::compose::{
+    ExtractVjp, Images, ReassemblyVjp, RegionInputs, RegionVjp, Shifts,
+};
 use ptychostitch::gpu::cuda::{DeviceBuffer, Gpu, GpuPlan, GpuStream};
 use ptychostitch::gpu::launch::{Stack, check_aligned, check_canvas_layout};
 use ptychostitch::region::Region as CoreRegion;
@@ -424,7 +426,7 @@ pub(crate) fn extract(
     call.run(py, |gpu, on| {
         // SAFETY: the images and `out` are imported tensors of the checked sizes on this GPU,
         // held until the work is queued (or done, without a caller's stream).
-        unsafe { gpu.enqueue_extract(on, extraction, images, out) }
+        unsafe { gpu.enqueue_extract(on, extraction, images, Shifts::Planned, out) }
     })
 }
 
@@ -454,6 +456,7 @@ pub(crate) fn extract_vjp(
         image_grad,
         offsets_grad,
         channel_layout,
+        shifts: Shifts::Planned,
     };
     call.run(py, |gpu, on| {
         // SAFETY: as in `extract`.
@@ -490,6 +493,7 @@ fn region_inputs(
         lanes: l,
         weights: w.buffer("the weights", w0 * w1 * n * n, 1)?,
         weight_shape: [w0, w1],
+        shifts: Shifts::Planned,
     })
 }
 

@@ -11,7 +11,7 @@
 //! the regularised form's maximum: [`crate::region::Region::needs_batch_facts`]).
 
 use super::launch::{
-    Args, ExtractArgs, FoldArgs, RegionArgs, RegionVjpArgs, Stack, Tables, VjpArgs,
+    Args, ExtractArgs, FoldArgs, RegionArgs, RegionVjpArgs, ShiftArgs, Stack, Tables, VjpArgs,
 };
 use super::tiles::TileLists;
 use super::{SHIFT_SUMS_PER_PATCH, TILE, VjpKernel};
@@ -69,10 +69,12 @@ pub enum Launch {
     Region(RegionKernel, RegionArgs),
     /// A region backward kernel.
     RegionVjp(RegionVjpKernel, RegionVjpArgs),
+    /// A phase of the positions' planning.
+    Shifts(ShiftArgs),
 }
 
 /// Every entry point of `kernel.cu`, as a launcher loads them.
-pub const ENTRY_POINTS: [&str; 13] = [
+pub const ENTRY_POINTS: [&str; 14] = [
     "ptychostitch_stitch",
     "ptychostitch_patch_vjp",
     "ptychostitch_shift_vjp",
@@ -86,6 +88,7 @@ pub const ENTRY_POINTS: [&str; 13] = [
     "ptychostitch_region_cot",
     "ptychostitch_region_patch_vjp",
     "ptychostitch_region_shift_vjp",
+    "ptychostitch_shifts",
 ];
 
 /// A launch's `(grid, block)` dimensions, `(x, y, z)` each.
@@ -108,6 +111,7 @@ impl Launch {
             Launch::RegionVjp(RegionVjpKernel::Quotient, _) => 10,
             Launch::RegionVjp(RegionVjpKernel::Patches, _) => 11,
             Launch::RegionVjp(RegionVjpKernel::Shifts, _) => 12,
+            Launch::Shifts(_) => 13,
         }
     }
 
@@ -157,6 +161,7 @@ impl Launch {
                 ((a.region.samples * a.region.channels).max(0) as u32, 1, 1),
                 slots,
             ),
+            Launch::Shifts(a) => a.launch_shape(),
         }
     }
 }
@@ -420,6 +425,104 @@ unsafe fn fold<L: Launcher + ?Sized>(
     Ok(())
 }
 
+/// Where the extraction and region kernels read every patch's `f32` translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shifts {
+    /// The plan's own, computed on the host and uploaded with the launch.
+    #[default]
+    Planned,
+    /// `count·2` `f32` already in the launcher's memory ([`region_shifts`],
+    /// [`extraction_shifts`]): nothing is read on the host.
+    OnDevice(u64),
+}
+
+impl Shifts {
+    /// The address the kernels read: `on_device`'s, or `planned` uploaded.
+    fn address<L: Launcher + ?Sized>(self, launcher: &mut L, planned: &[[f32; 2]]) -> Result<u64> {
+        match self {
+            Shifts::OnDevice(at) => Ok(at),
+            Shifts::Planned => {
+                let values: Vec<f32> = planned.iter().flatten().copied().collect();
+                launcher.upload_f32(&values)
+            }
+        }
+    }
+}
+
+/// Positions in the launcher's memory, for the device to plan from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positions {
+    /// The first value's address.
+    pub address: u64,
+    /// `f64` values (else `f32`).
+    pub f64: bool,
+    /// `C > 0`: PtychoPINN's `(B, 1, 2, C)` `[x, y]`; 0: `(count, 2)` `[x, y]` rows.
+    pub per_image: usize,
+}
+
+/// The translations of `count` patches planned on the device from `positions`, as
+/// [`crate::region::Region::new`] (`negate`: `t = −(p − centre)`, re-centred where `recentre`)
+/// or [`crate::Extraction::new`] (`t = p`) make them on the host, bit for bit (non-finite
+/// positions, an error there, give non-finite translations here).
+///
+/// # Safety
+/// `positions` must hold `count·2` values of its type in the launcher's memory.
+unsafe fn plan_shifts<L: Launcher + ?Sized>(
+    launcher: &mut L,
+    count: usize,
+    positions: Positions,
+    negate: bool,
+    recentre: bool,
+) -> Result<Shifts> {
+    let mut a = ShiftArgs {
+        positions: positions.address,
+        shifts: launcher.zeros_f32(count * 2)?,
+        count: i32::try_from(count).map_err(|_| crate::error::Error::Gpu {
+            reason: format!("{count} positions exceed the kernel's 32-bit index"),
+        })?,
+        per_image: positions.per_image as i32,
+        f64: i32::from(positions.f64),
+        negate: i32::from(negate),
+        ..ShiftArgs::default()
+    };
+    if recentre {
+        a.centre = launcher.zeros_f32(2)?;
+        // SAFETY: per this function's contract; `centre` holds two f32.
+        unsafe { launcher.launch(&Launch::Shifts(ShiftArgs { phase: 1, ..a }))? };
+    }
+    // SAFETY: as above; `shifts` holds count·2 f32.
+    unsafe { launcher.launch(&Launch::Shifts(a))? };
+    Ok(Shifts::OnDevice(a.shifts))
+}
+
+/// `region`'s translations planned on the device from `positions` (its `B·C` patches).
+///
+/// # Safety
+/// As [`plan_shifts`]: `positions` holds `B·C·2` values.
+pub unsafe fn region_shifts<L: Launcher + ?Sized>(
+    launcher: &mut L,
+    region: &Region,
+    positions: Positions,
+) -> Result<Shifts> {
+    let count = region.samples() * region.channels();
+    // SAFETY: per this function's contract.
+    unsafe { plan_shifts(launcher, count, positions, true, region.options().recentre) }
+}
+
+/// `extraction`'s translations planned on the device from `positions` (its `B·C` patches).
+///
+/// # Safety
+/// As [`plan_shifts`]: `positions` holds `B·C·2` values.
+pub unsafe fn extraction_shifts<L: Launcher + ?Sized>(
+    launcher: &mut L,
+    extraction: &Extraction,
+    positions: Positions,
+) -> Result<Shifts> {
+    let count = extraction.shifts().len();
+    // SAFETY: per this function's contract.
+    unsafe { plan_shifts(launcher, count, positions, false, false) }
+}
+
 /// Images as the extraction kernels read them: `B` images of `S×S` pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Images {
@@ -452,9 +555,10 @@ pub unsafe fn extract<L: Launcher + ?Sized>(
     launcher: &mut L,
     extraction: &Extraction,
     images: Images,
+    shifts: Shifts,
     out: u64,
 ) -> Result<()> {
-    let mut args = extraction_args(launcher, extraction, images)?;
+    let mut args = extraction_args(launcher, extraction, images, shifts)?;
     args.out = out;
     // SAFETY: per this function's contract; the shifts are the launcher's.
     unsafe { launcher.launch(&Launch::Extract(ExtractKernel::Forward, args)) }
@@ -464,12 +568,12 @@ fn extraction_args<L: Launcher + ?Sized>(
     launcher: &mut L,
     extraction: &Extraction,
     images: Images,
+    shifts: Shifts,
 ) -> Result<ExtractArgs> {
-    let shifts: Vec<f32> = extraction.shifts().iter().flatten().copied().collect();
     let mut args = ExtractArgs::new(extraction, images.lanes);
     args.images = images.address;
     [args.stride_b, args.stride_r, args.stride_c] = images.strides;
-    args.shifts = launcher.upload_f32(&shifts)?;
+    args.shifts = shifts.address(launcher, extraction.shifts())?;
     Ok(args)
 }
 
@@ -486,6 +590,8 @@ pub struct ExtractVjp {
     pub offsets_grad: u64,
     /// The offsets' cotangent as PtychoPINN's `(B, 1, 2, C)`, else `(B·C, 2)` rows.
     pub channel_layout: bool,
+    /// Where the translations are.
+    pub shifts: Shifts,
 }
 
 /// [`Extraction::extract_vjp`] into the buffers of `io`.
@@ -503,8 +609,9 @@ pub unsafe fn extract_vjp<L: Launcher + ?Sized>(
         image_grad,
         offsets_grad,
         channel_layout,
+        shifts,
     } = io;
-    let mut args = extraction_args(launcher, extraction, images)?;
+    let mut args = extraction_args(launcher, extraction, images, shifts)?;
     (args.cot, args.image_grad) = (cot, image_grad);
     if image_grad != 0 {
         // SAFETY: per this function's contract.
@@ -547,6 +654,8 @@ pub struct RegionInputs {
     pub weights: u64,
     /// `[w0, w1]`: 1 or `B`, 1 or `C`.
     pub weight_shape: [usize; 2],
+    /// Where the translations are.
+    pub shifts: Shifts,
 }
 
 /// [`Region::reassemble`] of `inputs` into the regions `out` (`B·P·P·lanes` `f32`).
@@ -576,10 +685,9 @@ unsafe fn region_forward<L: Launcher + ?Sized>(
 ) -> Result<(RegionArgs, (Option<usize>, f32))> {
     let lanes = inputs.lanes;
     let (b, p) = (region.samples(), region.side());
-    let shifts: Vec<f32> = region.shifts().iter().flatten().copied().collect();
     let mut args = RegionArgs::new(region, lanes, inputs.weight_shape);
     (args.patches, args.weights, args.out) = (inputs.patches, inputs.weights, out);
-    args.shifts = launcher.upload_f32(&shifts)?;
+    args.shifts = inputs.shifts.address(launcher, region.shifts())?;
     args.num = launcher.zeros_f32(b * p * p * lanes)?;
     args.den = launcher.zeros_f32(b * p * p)?;
     // SAFETY: per this function's contract; the scratch is the launcher's.

@@ -952,3 +952,61 @@ extern "C" __global__ void ptychostitch_offsets_fold(const FoldArgs a) {
     PS_STORE(a.out[ix], a.negate && last ? -gx : gx);
     PS_STORE(a.out[iy], a.negate && last ? -gy : gy);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The positions planned on the device: the f32 translation of every patch from its position
+// (f32 or f64, `(count, 2)` [x, y] rows or PtychoPINN's `(B, 1, 2, C)`), with the host's
+// arithmetic (geometry::centre_of_mass, Region::new, Extraction::new): the value rounded to f32;
+// for the region, the centre (a sequential f32 sum in patch order, then one division) and
+// t = −(p − centre). So a compiled program's region reassembly and extraction read no position
+// on the host. Non-finite positions, an error on the host, give non-finite translations here
+// (the kernels' integer indices stay bounds-checked).
+
+// Mirrored by `gpu::launch::ShiftArgs`.
+struct ShiftArgs {
+    const void* positions;  // f32 or f64
+    float* shifts;          // count * 2 f32, [x, y] per patch (row b * C + c)
+    float* centre;          // two f32: the centre (phase 1 writes it), or null: no re-centring
+    int count;
+    int per_image;          // C > 0: positions (count / C, 1, 2, C); 0: (count, 2) rows
+    int f64;                // 1: the positions are f64
+    int phase;              // 1: the centre (one thread); 0: the translations (a thread each)
+    int negate;             // 1: t = −(p − centre) (the region); 0: t = p (the extraction)
+    int reserved;
+};
+
+__device__ static inline float position_at(const ShiftArgs& a, int j, int axis) {
+    long long at = a.per_image > 0
+                       ? ((long long)(j / a.per_image) * 2 + axis) * a.per_image + j % a.per_image
+                       : 2 * (long long)j + axis;
+    return a.f64 ? __double2float_rn(((const double*)a.positions)[at]) : ((const float*)a.positions)[at];
+}
+
+// Phase 1: one thread; phase 0: one thread per patch (grid: ceil(count / 64) blocks of 64).
+extern "C" __global__ void ptychostitch_shifts(const ShiftArgs a) {
+    if (a.phase == 1) {
+        if (blockIdx.x != 0 || threadIdx.x != 0) {
+            return;
+        }
+        float sx = 0.0f, sy = 0.0f;
+        for (int j = 0; j < a.count; ++j) {
+            sx = __fadd_rn(sx, position_at(a, j, 0));
+            sy = __fadd_rn(sy, position_at(a, j, 1));
+        }
+        PS_STORE(a.centre[0], __fdiv_rn(sx, (float)a.count));
+        PS_STORE(a.centre[1], __fdiv_rn(sy, (float)a.count));
+        return;
+    }
+    int j = blockIdx.x * 64 + threadIdx.x;
+    if (j >= a.count) {
+        return;
+    }
+    float x = position_at(a, j, 0), y = position_at(a, j, 1);
+    if (a.negate) {
+        float cx = a.centre ? a.centre[0] : 0.0f, cy = a.centre ? a.centre[1] : 0.0f;
+        x = -__fsub_rn(x, cx);
+        y = -__fsub_rn(y, cy);
+    }
+    PS_STORE(a.shifts[2 * (long long)j], x);
+    PS_STORE(a.shifts[2 * (long long)j + 1], y);
+}

@@ -466,6 +466,43 @@ impl FoldArgs {
     }
 }
 
+/// The arguments of the positions' planning on the device (`ShiftArgs` in `kernel.cu`), passed
+/// by value: every patch's `f32` translation from its position, with the host's arithmetic
+/// ([`crate::region::Region::new`]'s `t = −(p − centre)`, [`crate::Extraction::new`]'s `p`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ShiftArgs {
+    /// The positions, `f32` or `f64`.
+    pub positions: u64,
+    /// The translations, `count·2` `f32`, `[x, y]` per patch.
+    pub shifts: u64,
+    /// Two `f32`: the centre phase 1 writes; 0: no re-centring.
+    pub centre: u64,
+    /// Patches.
+    pub count: i32,
+    /// `C > 0`: positions `(count / C, 1, 2, C)`; 0: `(count, 2)` rows.
+    pub per_image: i32,
+    /// 1: the positions are `f64`.
+    pub f64: i32,
+    /// 1: the centre (one thread); 0: the translations (a thread per patch).
+    pub phase: i32,
+    /// 1: `t = −(p − centre)`; 0: `t = p`.
+    pub negate: i32,
+    /// Unused (the struct's size a multiple of 8 in both languages).
+    pub reserved: i32,
+}
+
+impl ShiftArgs {
+    /// `(grid, block)` of this phase.
+    pub fn launch_shape(&self) -> ((u32, u32, u32), (u32, u32, u32)) {
+        if self.phase == 1 {
+            ((1, 1, 1), (1, 1, 1))
+        } else {
+            (((self.count.max(0) as u32).div_ceil(64), 1, 1), (64, 1, 1))
+        }
+    }
+}
+
 /// Where a patch stack lives: its first lane and its strides, in elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stack {
@@ -673,6 +710,10 @@ mod tests {
         assert_eq!(std::mem::offset_of!(FoldArgs, count), 32);
         assert_eq!(std::mem::offset_of!(FoldArgs, phase), 40);
         assert_eq!(std::mem::offset_of!(FoldArgs, narrowed), 48);
+        // ShiftArgs: 3·8 (addresses) + 6·4 (ints).
+        assert_eq!(std::mem::size_of::<ShiftArgs>(), 24 + 24);
+        assert_eq!(std::mem::offset_of!(ShiftArgs, count), 24);
+        assert_eq!(std::mem::offset_of!(ShiftArgs, negate), 40);
         // RegionVjpArgs: RegionArgs (112) + 6·8 (addresses) + 4·4.
         assert_eq!(std::mem::size_of::<RegionArgs>(), 112);
         assert_eq!(std::mem::size_of::<RegionVjpArgs>(), 112 + 56 + 16);

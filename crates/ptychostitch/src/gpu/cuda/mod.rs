@@ -15,7 +15,7 @@
 use super::KERNEL_SOURCE;
 use super::compose::{self, ENTRY_POINTS, Launch};
 use super::launch::{
-    Args, ExtractArgs, FoldArgs, RegionArgs, RegionVjpArgs, Stack, Tables, VjpArgs,
+    Args, ExtractArgs, FoldArgs, RegionArgs, RegionVjpArgs, ShiftArgs, Stack, Tables, VjpArgs,
 };
 use super::nvrtc::{Nvrtc, Output};
 use super::ordering::{AfterLaunch, after_launch};
@@ -68,6 +68,10 @@ unsafe impl DeviceRepr for RegionArgs {}
 // SAFETY: `RegionVjpArgs` is `#[repr(C)]` plain data laid out exactly as `RegionVjpArgs` in
 // kernel.cu (checked by `launch::tests`); CUDA copies it by value.
 unsafe impl DeviceRepr for RegionVjpArgs {}
+
+// SAFETY: `ShiftArgs` is `#[repr(C)]` plain data laid out exactly as `ShiftArgs` in kernel.cu
+// (checked by `launch::tests`); CUDA copies it by value.
+unsafe impl DeviceRepr for ShiftArgs {}
 
 /// One GPU of this process: its primary context (the one torch, CuPy, JAX and TensorFlow use),
 /// the compiled kernel and the pinned staging buffers.
@@ -247,6 +251,7 @@ impl Gpu {
             Launch::Extract(_, a) => builder.arg(a),
             Launch::Region(_, a) => builder.arg(a),
             Launch::RegionVjp(_, a) => builder.arg(a),
+            Launch::Shifts(a) => builder.arg(a),
         };
         // SAFETY: each entry point's one argument is its struct by value (`Launch::entry` pairs
         // them); the addresses are valid per this function's contract.

@@ -10,7 +10,7 @@
 use super::*;
 use crate::Extraction;
 use crate::extract::image_lanes;
-use crate::gpu::compose::{ExtractVjp, Images, RegionInputs, RegionVjp};
+use crate::gpu::compose::{ExtractVjp, Images, RegionInputs, RegionVjp, Shifts};
 use crate::gpu::launch::RegionArgs;
 use crate::region::Region;
 use crate::sample::c_order_lanes;
@@ -28,11 +28,12 @@ impl Gpu {
         stream: &GpuStream,
         extraction: &Extraction,
         images: Images,
+        shifts: Shifts,
         out: u64,
     ) -> Result<()> {
         let mut launcher = StreamLauncher::new(self, stream)?;
         // SAFETY: forwarded from this function's contract.
-        unsafe { compose::extract(&mut launcher, extraction, images, out) }
+        unsafe { compose::extract(&mut launcher, extraction, images, shifts, out) }
     }
 
     /// Queues [`Extraction::extract_vjp`] on `stream`, into the buffers of `io`.
@@ -128,6 +129,7 @@ impl Gpu {
                     lanes: l,
                     weights: weights_at,
                     weight_shape: [w.0, w.1],
+                    shifts: Shifts::Planned,
                 },
                 cot: cot_at,
                 patch_grad: grad_at,
@@ -167,6 +169,7 @@ impl Gpu {
                     &on,
                     extraction,
                     Images::c_order(images_at, extraction.image_side(), T::LANES),
+                    Shifts::Planned,
                     out_at,
                 )?
             };
@@ -210,6 +213,7 @@ impl Gpu {
                         image_grad: if wrt.patches { grad_at } else { 0 },
                         offsets_grad: if wrt.offsets { off_at } else { 0 },
                         channel_layout: false,
+                        shifts: Shifts::Planned,
                     },
                 )?
             };
@@ -251,6 +255,7 @@ impl Gpu {
                         lanes: l,
                         weights: weights_at,
                         weight_shape: [w.0, w.1],
+                        shifts: Shifts::Planned,
                     },
                     out_at,
                 )?
