@@ -7,7 +7,7 @@
 //! What crosses to the host: for the reassembly, the offsets (`n·2` values, read once per call
 //! to plan its canvas and tile lists, which depend on their values) and its tables going back
 //! up. The extractions and the region reassembly plan on the device
-//! ([`compose::region_shifts`], [`compose::extraction_shifts`]: the host's arithmetic, bit for
+//! ([`compose::Shifts::From`]: the host's arithmetic, bit for
 //! bit): nothing is read back and nothing waits, but for the region reassembly's denominators
 //! where its normalisation needs the whole batch's maximum (not PtychoPINN's options). Their
 //! non-finite positions, an error on the host, give non-finite results here.
@@ -124,7 +124,7 @@ pub unsafe fn host_values(
     ArrayD::from_shape_vec(IxDyn(&b.dims), values).map_err(|e| e.to_string())
 }
 
-/// Positions the device plans from ([`compose::region_shifts`], [`compose::extraction_shifts`]):
+/// Positions the device plans from ([`compose::Shifts::From`]):
 /// an array of their dims filled with zeros on the host -- for the shape checks and the plan's
 /// sizes; no value is read there -- and where the values are (`per_image`: `C` for PtychoPINN's
 /// `(B, 1, 2, C)`, 0 for `[x, y]` rows).

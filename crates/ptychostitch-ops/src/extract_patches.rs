@@ -7,7 +7,7 @@ use crate::{
     operator, output, put_f64, ret, stack_of, text,
 };
 use ndarray::{Array2, ArrayD};
-use ptychostitch::gpu::compose::{self, Images, Launcher, Shifts};
+use ptychostitch::gpu::compose::{Images, Launcher, Shifts};
 use ptychostitch::{Extraction, Wrt};
 
 pub struct ExtractPatches;
@@ -63,14 +63,7 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
 
 /// The extraction of a device call, its images `(B, S, S, 1)` and its translations planned on
 /// the device from the offsets `(B, 1, 2, C)` (none read on the host).
-///
-/// # Safety
-/// As [`device::run`].
-unsafe fn device_plan(
-    spec: &Spec,
-    args: &[Buffer],
-    launcher: &mut dyn Launcher,
-) -> Result<(Extraction, (Images, Shifts)), String> {
+fn device_plan(spec: &Spec, args: &[Buffer]) -> Result<(Extraction, (Images, Shifts)), String> {
     let imgs = device::buffer(args, 0, "images")?;
     let lanes = imgs.lanes("images")?;
     let offsets = device::buffer(args, 1, "offsets")?;
@@ -80,9 +73,7 @@ unsafe fn device_plan(
     let s = plan.image_side();
     let b = plan.output_shape().0 / plan.per_image().max(1);
     let address = imgs.expect("images", b * s * s, lanes)?;
-    // SAFETY: the offsets hold B·C·2 values (their dims checked by `plan`).
-    let shifts = unsafe { compose::extraction_shifts(launcher, &plan, at) }.map_err(text)?;
-    Ok((plan, (Images::c_order(address, s, lanes), shifts)))
+    Ok((plan, (Images::c_order(address, s, lanes), Shifts::From(at))))
 }
 
 /// [`forward`] on the device kernels.
@@ -95,11 +86,9 @@ unsafe fn forward_device(
     rets: &[Buffer],
     launcher: &mut dyn Launcher,
 ) -> Outcome {
+    let (plan, at) = device_plan(spec, args)?;
     // SAFETY: per this function's contract.
-    unsafe {
-        let (plan, at) = device_plan(spec, args, launcher)?;
-        device::extract(launcher, &plan, at, rets)
-    }
+    unsafe { device::extract(launcher, &plan, at, rets) }
 }
 
 /// [`backward`] on the device kernels: the offsets' cotangent in PtychoPINN's `(B, 1, 2, C)`.
@@ -112,11 +101,9 @@ unsafe fn backward_device(
     rets: &[Buffer],
     launcher: &mut dyn Launcher,
 ) -> Outcome {
+    let (plan, at) = device_plan(spec, args)?;
     // SAFETY: per this function's contract.
-    unsafe {
-        let (plan, at) = device_plan(spec, args, launcher)?;
-        device::extract_vjp(launcher, &plan, at, (args, rets), "images' cotangent", true)
-    }
+    unsafe { device::extract_vjp(launcher, &plan, at, (args, rets), "images' cotangent", true) }
 }
 
 operator!(ExtractPatches, "extract_patches", "images", device);

@@ -9,7 +9,7 @@ use crate::{
     row_pairs, stack_of, text,
 };
 use ndarray::{ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
-use ptychostitch::gpu::compose::{self, Images, Launcher, Shifts};
+use ptychostitch::gpu::compose::{Images, Launcher, Shifts};
 use ptychostitch::{Extraction, Wrt};
 
 pub struct ExtractRegions;
@@ -88,14 +88,7 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
 
 /// The extraction of a device call, its regions as images `(B, P, P)` and its translations
 /// planned on the device from the positions (none read on the host).
-///
-/// # Safety
-/// As [`device::run`].
-unsafe fn device_plan(
-    spec: &Spec,
-    args: &[Buffer],
-    launcher: &mut dyn Launcher,
-) -> Result<(Extraction, (Images, Shifts)), String> {
+fn device_plan(spec: &Spec, args: &[Buffer]) -> Result<(Extraction, (Images, Shifts)), String> {
     let regions = device::buffer(args, 0, "regions")?;
     let lanes = regions.lanes("regions")?;
     let (b, p) = match regions.dims[..] {
@@ -110,9 +103,10 @@ unsafe fn device_plan(
     let (shape_only, at) =
         device::positions(device::buffer(args, 1, "positions")?, 0, "positions")?;
     let plan = plan(spec, (b, p), &shape_only)?;
-    // SAFETY: the positions hold B·C·2 values (their dims checked by `plan`).
-    let shifts = unsafe { compose::extraction_shifts(launcher, &plan, at) }.map_err(text)?;
-    Ok((plan, (Images::c_order(regions.address, p, lanes), shifts)))
+    Ok((
+        plan,
+        (Images::c_order(regions.address, p, lanes), Shifts::From(at)),
+    ))
 }
 
 /// [`forward`] on the device kernels.
@@ -125,11 +119,9 @@ unsafe fn forward_device(
     rets: &[Buffer],
     launcher: &mut dyn Launcher,
 ) -> Outcome {
+    let (plan, at) = device_plan(spec, args)?;
     // SAFETY: per this function's contract.
-    unsafe {
-        let (plan, at) = device_plan(spec, args, launcher)?;
-        device::extract(launcher, &plan, at, rets)
-    }
+    unsafe { device::extract(launcher, &plan, at, rets) }
 }
 
 /// [`backward`] on the device kernels: the positions' cotangent as `(B·C, 2)` rows.
@@ -142,9 +134,9 @@ unsafe fn backward_device(
     rets: &[Buffer],
     launcher: &mut dyn Launcher,
 ) -> Outcome {
+    let (plan, at) = device_plan(spec, args)?;
     // SAFETY: per this function's contract.
     unsafe {
-        let (plan, at) = device_plan(spec, args, launcher)?;
         device::extract_vjp(
             launcher,
             &plan,

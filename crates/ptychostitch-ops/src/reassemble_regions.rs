@@ -10,7 +10,7 @@ use crate::{
     operator, output, put_f64, ret, row_pairs, spec, stack_of, text,
 };
 use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Ix4};
-use ptychostitch::gpu::compose::{self, Launcher, RegionInputs, RegionVjp};
+use ptychostitch::gpu::compose::{self, Launcher, RegionInputs, RegionVjp, Shifts};
 use ptychostitch::region::{Region, RegionOptions, RegionWrt};
 
 pub struct ReassembleRegions;
@@ -183,18 +183,11 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
 }
 
 /// The region of a device call and its inputs, its translations planned on the device from
-/// the positions (none read on the host). The device
-/// kernels read the patches as `(B, C, N, N)`: the torch layout. A framework holding the tf
-/// layout transposes first (`RegionKernel.device_twin`), and says so by declaring the torch
-/// layout with the tf convention.
-///
-/// # Safety
-/// As [`device::run`].
-unsafe fn device_plan(
-    spec: &Spec,
-    args: &[Buffer],
-    launcher: &mut dyn Launcher,
-) -> Result<(Region, RegionInputs), String> {
+/// the positions (none read on the host). The device kernels read the patches as
+/// `(B, C, N, N)`: the torch layout. A framework holding the tf layout transposes first
+/// (`RegionKernel.device_twin`), and says so by declaring the torch layout with the tf
+/// convention.
+fn device_plan(spec: &Spec, args: &[Buffer]) -> Result<(Region, RegionInputs), String> {
     device::host_only(spec)?;
     if tf_layout(spec)? {
         return Err(
@@ -242,8 +235,7 @@ unsafe fn device_plan(
         lanes,
         weights: w.address,
         weight_shape,
-        // SAFETY: the positions hold B·C·2 values (their dims checked by `row_pairs`).
-        shifts: unsafe { compose::region_shifts(launcher, &region, at) }.map_err(text)?,
+        shifts: Shifts::From(at),
     };
     Ok((region, inputs))
 }
@@ -258,8 +250,7 @@ unsafe fn forward_device(
     rets: &[Buffer],
     launcher: &mut dyn Launcher,
 ) -> Outcome {
-    // SAFETY: per this function's contract.
-    let (region, inputs) = unsafe { device_plan(spec, args, launcher) }?;
+    let (region, inputs) = device_plan(spec, args)?;
     let p = region.side();
     let out = device::buffer(rets, 0, "regions")?.expect(
         "regions",
@@ -280,8 +271,7 @@ unsafe fn backward_device(
     rets: &[Buffer],
     launcher: &mut dyn Launcher,
 ) -> Outcome {
-    // SAFETY: per this function's contract.
-    let (region, inputs) = unsafe { device_plan(spec, args, launcher) }?;
+    let (region, inputs) = device_plan(spec, args)?;
     let (b, c, n, p) = (
         region.samples(),
         region.channels(),

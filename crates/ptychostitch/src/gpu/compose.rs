@@ -425,28 +425,17 @@ unsafe fn fold<L: Launcher + ?Sized>(
     Ok(())
 }
 
-/// Where the extraction and region kernels read every patch's `f32` translation.
+/// Where the extraction and region kernels get every patch's `f32` translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shifts {
-    /// The plan's own, computed on the host and uploaded with the launch.
+    /// The plan's own, computed on the host from its positions and uploaded with the launch.
     #[default]
     Planned,
-    /// `count·2` `f32` already in the launcher's memory ([`region_shifts`],
-    /// [`extraction_shifts`]): nothing is read on the host.
-    OnDevice(u64),
-}
-
-impl Shifts {
-    /// The address the kernels read: `on_device`'s, or `planned` uploaded.
-    fn address<L: Launcher + ?Sized>(self, launcher: &mut L, planned: &[[f32; 2]]) -> Result<u64> {
-        match self {
-            Shifts::OnDevice(at) => Ok(at),
-            Shifts::Planned => {
-                let values: Vec<f32> = planned.iter().flatten().copied().collect();
-                launcher.upload_f32(&values)
-            }
-        }
-    }
+    /// Planned on the device from these positions (the plan's own are then only its shape):
+    /// nothing is read on the host and nothing waits. The host's arithmetic, bit for bit
+    /// (`ptychostitch_shifts`); non-finite positions, an error on the host, give non-finite
+    /// translations.
+    From(Positions),
 }
 
 /// Positions in the launcher's memory, for the device to plan from.
@@ -460,67 +449,49 @@ pub struct Positions {
     pub per_image: usize,
 }
 
-/// The translations of `count` patches planned on the device from `positions`, as
-/// [`crate::region::Region::new`] (`negate`: `t = −(p − centre)`, re-centred where `recentre`)
-/// or [`crate::Extraction::new`] (`t = p`) make them on the host, bit for bit (non-finite
-/// positions, an error there, give non-finite translations here).
-///
-/// # Safety
-/// `positions` must hold `count·2` values of its type in the launcher's memory.
-unsafe fn plan_shifts<L: Launcher + ?Sized>(
-    launcher: &mut L,
-    count: usize,
-    positions: Positions,
-    negate: bool,
-    recentre: bool,
-) -> Result<Shifts> {
-    let mut a = ShiftArgs {
-        positions: positions.address,
-        shifts: launcher.zeros_f32(count * 2)?,
-        count: i32::try_from(count).map_err(|_| crate::error::Error::Gpu {
-            reason: format!("{count} positions exceed the kernel's 32-bit index"),
-        })?,
-        per_image: positions.per_image as i32,
-        f64: i32::from(positions.f64),
-        negate: i32::from(negate),
-        ..ShiftArgs::default()
-    };
-    if recentre {
-        a.centre = launcher.zeros_f32(2)?;
-        // SAFETY: per this function's contract; `centre` holds two f32.
-        unsafe { launcher.launch(&Launch::Shifts(ShiftArgs { phase: 1, ..a }))? };
+impl Shifts {
+    /// The address of the `planned.len()·2` translations the kernels read: `planned` uploaded,
+    /// or planned on the device as [`crate::region::Region::new`] (`region`: `t = −(p − centre)`,
+    /// re-centred where `recentre`) or [`crate::Extraction::new`] (`t = p`) make them.
+    ///
+    /// # Safety
+    /// `From`'s positions must hold `planned.len()·2` values of their type in the launcher's
+    /// memory.
+    unsafe fn address<L: Launcher + ?Sized>(
+        self,
+        launcher: &mut L,
+        planned: &[[f32; 2]],
+        region: bool,
+        recentre: bool,
+    ) -> Result<u64> {
+        let positions = match self {
+            Shifts::Planned => {
+                let values: Vec<f32> = planned.iter().flatten().copied().collect();
+                return launcher.upload_f32(&values);
+            }
+            Shifts::From(positions) => positions,
+        };
+        let count = planned.len();
+        let mut a = ShiftArgs {
+            positions: positions.address,
+            shifts: launcher.zeros_f32(count * 2)?,
+            count: i32::try_from(count).map_err(|_| crate::error::Error::Gpu {
+                reason: format!("{count} positions exceed the kernel's 32-bit index"),
+            })?,
+            per_image: positions.per_image as i32,
+            f64: i32::from(positions.f64),
+            negate: i32::from(region),
+            ..ShiftArgs::default()
+        };
+        if region && recentre {
+            a.centre = launcher.zeros_f32(2)?;
+            // SAFETY: per this function's contract; `centre` holds two f32.
+            unsafe { launcher.launch(&Launch::Shifts(ShiftArgs { phase: 1, ..a }))? };
+        }
+        // SAFETY: as above; `shifts` holds count·2 f32.
+        unsafe { launcher.launch(&Launch::Shifts(a))? };
+        Ok(a.shifts)
     }
-    // SAFETY: as above; `shifts` holds count·2 f32.
-    unsafe { launcher.launch(&Launch::Shifts(a))? };
-    Ok(Shifts::OnDevice(a.shifts))
-}
-
-/// `region`'s translations planned on the device from `positions` (its `B·C` patches).
-///
-/// # Safety
-/// As [`plan_shifts`]: `positions` holds `B·C·2` values.
-pub unsafe fn region_shifts<L: Launcher + ?Sized>(
-    launcher: &mut L,
-    region: &Region,
-    positions: Positions,
-) -> Result<Shifts> {
-    let count = region.samples() * region.channels();
-    // SAFETY: per this function's contract.
-    unsafe { plan_shifts(launcher, count, positions, true, region.options().recentre) }
-}
-
-/// `extraction`'s translations planned on the device from `positions` (its `B·C` patches).
-///
-/// # Safety
-/// As [`plan_shifts`]: `positions` holds `B·C·2` values.
-pub unsafe fn extraction_shifts<L: Launcher + ?Sized>(
-    launcher: &mut L,
-    extraction: &Extraction,
-    positions: Positions,
-) -> Result<Shifts> {
-    let count = extraction.shifts().len();
-    // SAFETY: per this function's contract.
-    unsafe { plan_shifts(launcher, count, positions, false, false) }
 }
 
 /// Images as the extraction kernels read them: `B` images of `S×S` pixels.
@@ -549,8 +520,8 @@ impl Images {
 /// [`Extraction::extract`] of `images` into `out` (`B·C·N·N·lanes` `f32`, C order).
 ///
 /// # Safety
-/// `images` must hold the `B` images its strides reach, `out` the patches, in the launcher's
-/// memory.
+/// `images` must hold the `B` images its strides reach, `out` the patches, and `shifts`'
+/// positions (if any) `B·C·2` values, in the launcher's memory.
 pub unsafe fn extract<L: Launcher + ?Sized>(
     launcher: &mut L,
     extraction: &Extraction,
@@ -558,13 +529,18 @@ pub unsafe fn extract<L: Launcher + ?Sized>(
     shifts: Shifts,
     out: u64,
 ) -> Result<()> {
-    let mut args = extraction_args(launcher, extraction, images, shifts)?;
+    // SAFETY: per this function's contract (the positions of `shifts` included).
+    let mut args = unsafe { extraction_args(launcher, extraction, images, shifts)? };
     args.out = out;
     // SAFETY: per this function's contract; the shifts are the launcher's.
     unsafe { launcher.launch(&Launch::Extract(ExtractKernel::Forward, args)) }
 }
 
-fn extraction_args<L: Launcher + ?Sized>(
+/// The extraction kernels' arguments for `images`, their translations where `shifts` says.
+///
+/// # Safety
+/// As [`Shifts::address`].
+unsafe fn extraction_args<L: Launcher + ?Sized>(
     launcher: &mut L,
     extraction: &Extraction,
     images: Images,
@@ -573,7 +549,8 @@ fn extraction_args<L: Launcher + ?Sized>(
     let mut args = ExtractArgs::new(extraction, images.lanes);
     args.images = images.address;
     [args.stride_b, args.stride_r, args.stride_c] = images.strides;
-    args.shifts = shifts.address(launcher, extraction.shifts())?;
+    // SAFETY: forwarded from this function's contract.
+    args.shifts = unsafe { shifts.address(launcher, extraction.shifts(), false, false)? };
     Ok(args)
 }
 
@@ -611,7 +588,8 @@ pub unsafe fn extract_vjp<L: Launcher + ?Sized>(
         channel_layout,
         shifts,
     } = io;
-    let mut args = extraction_args(launcher, extraction, images, shifts)?;
+    // SAFETY: per this function's contract (the positions of `shifts` included).
+    let mut args = unsafe { extraction_args(launcher, extraction, images, shifts)? };
     (args.cot, args.image_grad) = (cot, image_grad);
     if image_grad != 0 {
         // SAFETY: per this function's contract.
@@ -661,7 +639,8 @@ pub struct RegionInputs {
 /// [`Region::reassemble`] of `inputs` into the regions `out` (`B·P·P·lanes` `f32`).
 ///
 /// # Safety
-/// The addresses must hold those sizes in the launcher's memory.
+/// The addresses must hold those sizes in the launcher's memory (the positions of
+/// `inputs.shifts`, if any, `B·C·2` values).
 pub unsafe fn region<L: Launcher + ?Sized>(
     launcher: &mut L,
     region: &Region,
@@ -687,7 +666,13 @@ unsafe fn region_forward<L: Launcher + ?Sized>(
     let (b, p) = (region.samples(), region.side());
     let mut args = RegionArgs::new(region, lanes, inputs.weight_shape);
     (args.patches, args.weights, args.out) = (inputs.patches, inputs.weights, out);
-    args.shifts = inputs.shifts.address(launcher, region.shifts())?;
+    let recentre = region.options().recentre;
+    // SAFETY: forwarded from this function's contract (the positions of `inputs.shifts`).
+    args.shifts = unsafe {
+        inputs
+            .shifts
+            .address(launcher, region.shifts(), true, recentre)?
+    };
     args.num = launcher.zeros_f32(b * p * p * lanes)?;
     args.den = launcher.zeros_f32(b * p * p)?;
     // SAFETY: per this function's contract; the scratch is the launcher's.
