@@ -22,7 +22,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _arrays, _native
+from . import _arrays, _frameworks, _native
 from ._arrays import as_compute, as_offsets, compute_dtype, compute_name, is_bfloat16
 from ._frameworks import host_values
 
@@ -258,11 +258,12 @@ class Extract(Declared):
     def forward_device(self, backend: Any, imgs: Any, offsets_xy: Any) -> Any:
         """:meth:`forward` for images on a GPU: ``(B·C, N, N, 1)`` there."""
         name = compute_name(imgs.dtype)
-        plan = self.plan(tuple(imgs.shape), host_values(offsets_xy))
+        planned, on_device = _frameworks.positions_for_device(offsets_xy)
+        plan = self.plan(tuple(imgs.shape), planned)
         ic = backend.device_prepare(imgs, name)
         count, n, _ = plan.output_shape
         out = backend.device_empty((count, n, n, 1), name, imgs)
-        _arrays.device_call(plan, "extract_cuda", ic, out, backend.device_stream(imgs))
+        _arrays.device_call(plan, "extract_cuda", ic, out, backend.device_stream(imgs), on_device, True)
         return backend.device_result(out, (count, n, n, 1))
 
     def backward_device(
@@ -272,12 +273,13 @@ class Extract(Declared):
         ``(B, 1, 2, C)`` written by the device fold."""
         del out
         name = compute_name(imgs.dtype)
-        plan = self.plan(tuple(imgs.shape), host_values(offsets_xy))
+        planned, on_device = _frameworks.positions_for_device(offsets_xy)
+        plan = self.plan(tuple(imgs.shape), planned)
         ic = backend.device_prepare(imgs, name)
         cotc = backend.device_prepare(cot, name)
         dimg = backend.device_empty(tuple(imgs.shape), name, imgs) if want_x else None
         doff = backend.device_empty(tuple(offsets_xy.shape), "float64", imgs) if want_offsets else None
-        _arrays.device_call(plan, "vjp_cuda", ic, cotc, dimg, doff, True, backend.device_stream(imgs))
+        _arrays.device_call(plan, "vjp_cuda", ic, cotc, dimg, doff, True, backend.device_stream(imgs), on_device)
         return (
             None if dimg is None else backend.device_finish(dimg, imgs),
             None if doff is None else backend.device_finish(doff, offsets_xy),

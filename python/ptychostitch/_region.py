@@ -24,7 +24,6 @@ import numpy as np
 
 from . import _arrays, _frameworks, _kernels, _native
 from ._arrays import as_compute, as_offsets, compute_dtype, compute_name
-from ._frameworks import host_values
 from ._kernels import _like_input
 
 LAYOUTS = ("tf", "torch")
@@ -256,12 +255,14 @@ class RegionKernel(_kernels.Declared):
     def forward_device(self, backend: Any, x: Any, positions: Any) -> Any:
         """:meth:`forward` for patches on a GPU, the regions there (weights copied in)."""
         name = compute_name(x.dtype)
-        plan = self.plan(tuple(x.shape), host_values(positions))
+        planned, on_device = _frameworks.positions_for_device(positions)
+        plan = self.plan(tuple(x.shape), planned)
         b, _, n = (int(v) for v in self.dims(tuple(x.shape)))
-        xc = backend.device_prepare(x, name, (0, 3, 1, 2) if self.layout == "tf" else None)
+        tf = self.layout == "tf"
+        xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
         w = backend.device_from_host(self.weight_array(n), x)
         out = backend.device_empty((b, self.side, self.side), name, x)
-        _arrays.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x))
+        _arrays.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x), on_device, tf)
         return backend.device_result(out, self.out_shape(tuple(x.shape), exact=True))
 
     def backward_device(
@@ -271,7 +272,8 @@ class RegionKernel(_kernels.Declared):
         in their own layout (PtychoPINN's ``(B, 1, 2, C)`` for TF's, rows for torch's)."""
         del out
         name = compute_name(x.dtype)
-        plan = self.plan(tuple(x.shape), host_values(positions))
+        planned, on_device = _frameworks.positions_for_device(positions)
+        plan = self.plan(tuple(x.shape), planned)
         b, c, n = (int(v) for v in self.dims(tuple(x.shape)))
         tf = self.layout == "tf"
         xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
@@ -279,7 +281,7 @@ class RegionKernel(_kernels.Declared):
         cotc = backend.device_prepare(cot, name)
         dx = backend.device_empty((b, c, n, n), name, x) if want_x else None
         dpos = backend.device_empty(tuple(positions.shape), "float64", x) if want_pos else None
-        _arrays.device_call(plan, "vjp_cuda", xc, w, cotc, dx, dpos, tf, backend.device_stream(x))
+        _arrays.device_call(plan, "vjp_cuda", xc, w, cotc, dx, dpos, tf, backend.device_stream(x), on_device)
         return (
             None if dx is None else backend.device_finish(dx, x, (0, 2, 3, 1) if tf else None),
             None if dpos is None else backend.device_finish(dpos, positions),
@@ -419,11 +421,12 @@ class ExtractKernel(_kernels.Declared):
         name = compute_name(regions.dtype)
         shape = tuple(regions.shape)
         b, p = shape[0], shape[-1]
-        plan = self.plan_for((b, p, p), host_values(positions))
+        planned, on_device = _frameworks.positions_for_device(positions)
+        plan = self.plan_for((b, p, p), planned)
         images = backend.device_prepare(regions, name, shape=(b, p, p))
         out_shape = (b, self.channels, self.patch_size, self.patch_size)
         out = backend.device_empty(out_shape, name, regions)
-        _arrays.device_call(plan, "extract_cuda", images, out, backend.device_stream(regions))
+        _arrays.device_call(plan, "extract_cuda", images, out, backend.device_stream(regions), on_device, False)
         return backend.device_result(out, out_shape)
 
     def backward_device(
@@ -434,12 +437,15 @@ class ExtractKernel(_kernels.Declared):
         name = compute_name(regions.dtype)
         shape = tuple(regions.shape)
         b, p = shape[0], shape[-1]
-        plan = self.plan_for((b, p, p), host_values(positions))
+        planned, on_device = _frameworks.positions_for_device(positions)
+        plan = self.plan_for((b, p, p), planned)
         images = backend.device_prepare(regions, name, shape=(b, p, p))
         cotc = backend.device_prepare(cot, name)
         dimg = backend.device_empty((b, p, p), name, regions) if want_x else None
         dpos = backend.device_empty((b * self.channels, 2), "float64", regions) if want_pos else None
-        _arrays.device_call(plan, "vjp_cuda", images, cotc, dimg, dpos, False, backend.device_stream(regions))
+        _arrays.device_call(
+            plan, "vjp_cuda", images, cotc, dimg, dpos, False, backend.device_stream(regions), on_device
+        )
         return (
             None if dimg is None else backend.device_finish(dimg, regions),
             None if dpos is None else backend.device_finish(dpos, positions),

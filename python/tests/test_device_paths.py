@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 
 import ptychostitch as ps  # noqa: E402
 from ptychostitch import _arrays, _kernels, _native  # noqa: E402
+from ptychostitch import _frameworks  # noqa: E402
 from ptychostitch._frameworks import base, torch_adapter, torch_ops  # noqa: E402
 
 STREAM = 0x5EED
@@ -64,6 +65,7 @@ class StandIn:
     def __init__(self) -> None:
         self.calls: list = []
         self.plans: list = []
+        self.positions: list = []  # what each call that can plan on the device was given
         self.scopes = 0  # device scopes entered and not left
         self.stream = STREAM  # what the framework's backend must hand down (None: JAX, TF)
 
@@ -85,7 +87,17 @@ class StandIn:
         ]
         self.calls.append((type(plan).__name__, method, described))
         self.plans.append(plan)
-        stream = args[2] if method == "run_cuda" else args[-1]
+        kind = type(plan).__name__
+        # Where each entry takes the stream, and the positions the device plans from (None:
+        # planned on the host), by position.
+        stream_at, positions_at = {
+            ("Plan", "run_cuda"): (2, None), ("Plan", "vjp_cuda"): (6, None),
+            ("Extraction", "extract_cuda"): (2, 3), ("Extraction", "vjp_cuda"): (5, 6),
+            ("Region", "reassemble_cuda"): (3, 4), ("Region", "vjp_cuda"): (6, 7),
+        }[(kind, method)]
+        stream = args[stream_at]
+        if positions_at is not None:
+            self.positions.append(described[positions_at])
         assert stream == self.stream, f"{method} was given stream {stream}, not the framework's {self.stream}"
         for a in args:
             if hasattr(a, "shape"):
@@ -106,10 +118,10 @@ class StandIn:
                 assert "float64" in str(doff.dtype)
                 put(doff, goff)
         elif isinstance(plan, _native.Extraction) and method == "extract_cuda":
-            images, out, _ = args
+            images, out, _ = args[:3]
             put(out, plan.extract(host(images)))
         elif isinstance(plan, _native.Extraction) and method == "vjp_cuda":
-            images, cot, dimg, doff, channel_layout, _ = args
+            images, cot, dimg, doff, channel_layout, _ = args[:6]
             n = plan.output_shape[1]
             gi, gflat = plan.vjp(host(images), host(cot).reshape(-1, n, n), dimg is not None, doff is not None)
             if dimg is not None:
@@ -121,11 +133,11 @@ class StandIn:
                     gflat = gflat.reshape(b, c, 2).transpose(0, 2, 1)
                 put(doff, gflat)
         elif isinstance(plan, _native.Region) and method == "reassemble_cuda":
-            patches, weights, out, _ = args
+            patches, weights, out, _ = args[:4]
             assert "float32" in str(weights.dtype)
             put(out, plan.reassemble(host(patches), host(weights)))
         elif isinstance(plan, _native.Region) and method == "vjp_cuda":
-            patches, weights, cot, dx, dpos, channel_layout, _ = args
+            patches, weights, cot, dx, dpos, channel_layout, _ = args[:7]
             b, _, p = plan.shape
             gx, gpos, _ = plan.vjp(host(patches), host(weights), host(cot).reshape(b, p, p), dx is not None, dpos is not None)
             if dx is not None:
@@ -155,6 +167,18 @@ def device(monkeypatch):
         base, "dlpack_device", lambda v: base.CUDA if isinstance(v, torch.Tensor) else real(v)
     )
     monkeypatch.setattr(_arrays, "device_call", stand_in)
+    real_positions = _frameworks.positions_for_device
+
+    def positions_for_device(positions):
+        # The device paths plan from the positions where they are (the native plan gets zeros
+        # of their shape): the stand-in, which computes on the host, plans from their values.
+        planned, on_device = real_positions(positions)
+        if on_device is None:  # host positions (a TensorFlow or JAX stand-in's): planned there
+            return planned, None
+        assert not planned.any() and planned.shape == tuple(positions.shape)
+        return _frameworks.host_values(positions), on_device
+
+    monkeypatch.setattr(_frameworks, "positions_for_device", positions_for_device)
     return stand_in
 
 
@@ -228,9 +252,12 @@ def test_the_extraction_runs_forward_and_backward_on_the_device(device, monkeypa
     fn = lambda i, o: ps.extract_patches_position(i, o, N=n)  # noqa: E731
     out, grads = _grads(fn, imgs, offsets)
     assert device.methods() == [("Extraction", "extract_cuda"), ("Extraction", "vjp_cuda")]
-    images, cot, dimg, doff, channel_layout, _ = device.calls[1][2]
+    images, cot, dimg, doff, channel_layout, _, offsets_arg = device.calls[1][2]
     assert dimg == ((b, s, s, 1), "torch.complex64", True)
     assert doff == ((b, 1, 2, c), "torch.float64", True) and channel_layout is True
+    # The offsets stay on the device, which plans from them (float64 kept), forward and backward.
+    assert device.positions == [((b, 1, 2, c), "torch.float64", True)] * 2 and offsets_arg == device.positions[1]
+    assert device.calls[0][2][4] is True  # the forward's offsets in PtychoPINN's (B, 1, 2, C)
     assert out.shape == (b * c, n, n, 1)
     monkeypatch.undo()
     host_out, host_grads = _grads(fn, imgs, offsets)
@@ -257,6 +284,7 @@ def test_the_torch_layout_extraction_runs_on_the_device(device, monkeypatch):
     out, grads = _grads(fn, regions, positions)
     assert device.methods() == [("Extraction", "extract_cuda"), ("Extraction", "vjp_cuda")]
     assert device.calls[1][2][4] is False  # flat (B·C, 2) rows for torch's positions
+    assert device.positions == [((b, c, 1, 2), "torch.float32", True)] * 2  # planned on the device
     monkeypatch.undo()
     host_out, host_grads = _grads(fn, regions, positions)
     _same(out, host_out, "patches")
@@ -276,7 +304,9 @@ def test_the_region_reassembly_runs_forward_and_backward_on_the_device(device, l
     assert device.methods() == [("Region", "reassemble_cuda"), ("Region", "vjp_cuda")]
     patches_arg = device.calls[0][2][0]
     assert patches_arg == ((b, c, n, n), "torch.complex64", True)  # TF's layout permuted on the device
-    _, weights_arg, cot, dx, dpos, channel_layout, _ = device.calls[1][2]
+    _, weights_arg, cot, dx, dpos, channel_layout, _, positions_arg = device.calls[1][2]
+    assert device.positions == [(tuple(positions.shape), "torch.float64", True)] * 2
+    assert device.calls[0][2][5] == (layout == "tf")  # the forward's positions' layout
     assert weights_arg == ((1, 1, n, n), "torch.float32", True)
     assert dx == ((b, c, n, n), "torch.complex64", True)
     assert dpos == (tuple(positions.shape), "torch.float64", True) and channel_layout == (layout == "tf")

@@ -463,7 +463,7 @@ def test_the_kernel_source_compiles_with_this_environments_nvrtc():
         # Every entry point of the source (the Rust test compose::tests checks that the driver
         # loads exactly these).
         names = re.findall(r'extern "C" __global__ void (\w+)', source.decode())
-        assert len(names) == 13 and {"ptychostitch_offsets_fold", "ptychostitch_region_shift_vjp"} <= set(names), names
+        assert len(names) == 14 and {"ptychostitch_offsets_fold", "ptychostitch_region_shift_vjp", "ptychostitch_shifts"} <= set(names), names
         for name in names:
             assert f".entry {name}" in text, f"{library}: no {name} in the PTX"
         nvrtc.nvrtcDestroyProgram(ctypes.byref(program))

@@ -136,22 +136,34 @@ impl Extraction {
 
     /// The patches on the GPU for images in GPU memory (DLPack; `(B, S, S[, 1])`, any
     /// strides) into `out` (C-contiguous, the images' dtype, `B·C·N·N` elements). `stream` as
-    /// in `Plan.run_cuda`. Bit-identical to `extract`.
-    #[pyo3(signature = (images, out, stream=None))]
+    /// in `Plan.run_cuda`. `positions`: the offsets in GPU memory (C-contiguous float32 or
+    /// float64; PtychoPINN's `(B, 1, 2, C)` when `channel_layout`, else `[x, y]` rows), from
+    /// which the device plans the translations -- none read on the host; this plan's own then
+    /// serve only as its shape. Bit-identical to `extract`.
+    #[pyo3(signature = (images, out, stream=None, positions=None, channel_layout=false))]
     fn extract_cuda(
         &self,
         py: Python<'_>,
         images: &Bound<'_, PyAny>,
         out: &Bound<'_, PyAny>,
         stream: Option<usize>,
+        positions: Option<&Bound<'_, PyAny>>,
+        channel_layout: bool,
     ) -> PyResult<()> {
         #[cfg(feature = "cuda")]
         {
-            crate::gpu::extract(py, &self.inner, images, out, stream)
+            crate::gpu::extract(
+                py,
+                &self.inner,
+                images,
+                out,
+                stream,
+                (positions, channel_layout),
+            )
         }
         #[cfg(not(feature = "cuda"))]
         {
-            let _ = (py, images, out, stream);
+            let _ = (py, images, out, stream, positions, channel_layout);
             Err(crate::GpuUnavailable::new_err(
                 "this build has no CUDA support",
             ))
@@ -161,8 +173,9 @@ impl Extraction {
     /// The vector–Jacobian product on the GPU for arrays in GPU memory, into the caller's
     /// outputs: `image_grad` (`B·S·S` elements of the images' dtype) and `offsets_grad`
     /// (float64, `B·C·2`: rows `[x, y]`, or PtychoPINN's `(B, 1, 2, C)` when
-    /// `channel_layout`), each omitted when not wanted. Bit-identical to `vjp`.
-    #[pyo3(signature = (images, cotangent, image_grad=None, offsets_grad=None, channel_layout=false, stream=None))]
+    /// `channel_layout`), each omitted when not wanted. `positions` as in `extract_cuda` (in the
+    /// layout `channel_layout` says). Bit-identical to `vjp`.
+    #[pyo3(signature = (images, cotangent, image_grad=None, offsets_grad=None, channel_layout=false, stream=None, positions=None))]
     #[allow(clippy::too_many_arguments)]
     fn vjp_cuda(
         &self,
@@ -173,6 +186,7 @@ impl Extraction {
         offsets_grad: Option<&Bound<'_, PyAny>>,
         channel_layout: bool,
         stream: Option<usize>,
+        positions: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         #[cfg(feature = "cuda")]
         {
@@ -184,6 +198,7 @@ impl Extraction {
                 (image_grad, offsets_grad),
                 channel_layout,
                 stream,
+                positions,
             )
         }
         #[cfg(not(feature = "cuda"))]
@@ -196,6 +211,7 @@ impl Extraction {
                 offsets_grad,
                 channel_layout,
                 stream,
+                positions,
             );
             Err(crate::GpuUnavailable::new_err(
                 "this build has no CUDA support",

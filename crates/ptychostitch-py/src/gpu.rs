@@ -22,7 +22,7 @@ use dlpark::python::{
 };
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
 use ptychostitch::gpu::compose::{
-    ExtractVjp, Images, ReassemblyVjp, RegionInputs, RegionVjp, Shifts,
+    ExtractVjp, Images, Positions, ReassemblyVjp, RegionInputs, RegionVjp, Shifts,
 };
 use ptychostitch::gpu::cuda::{DeviceBuffer, Gpu, GpuPlan, GpuStream};
 use ptychostitch::gpu::launch::{Stack, check_aligned, check_canvas_layout};
@@ -384,6 +384,29 @@ pub(crate) fn vjp(
     })
 }
 
+/// Where the extraction and region kernels get their translations: planned on the device from
+/// `positions` (imported on this call's GPU and stream: C-contiguous float32 or float64, `count·2`
+/// values, `(B, 1, 2, C)` when `channel_layout` (`per_image` `C`), else `[x, y]` rows) -- no
+/// position is read on the host -- or, without them, the plan's own.
+fn shifts_from(
+    call: &mut DeviceCall,
+    positions: Option<&Bound<'_, PyAny>>,
+    (count, per_image): (usize, usize),
+    channel_layout: bool,
+) -> PyResult<Shifts> {
+    let Some(positions) = positions else {
+        return Ok(Shifts::Planned);
+    };
+    let described = call.import(positions, false)?;
+    let f64 = described.dtype == DLDataType::F64;
+    let address = described.buffer("the positions", count * 2, if f64 { 0 } else { 1 })?;
+    Ok(Shifts::From(Positions {
+        address,
+        f64,
+        per_image: if channel_layout { per_image } else { 0 },
+    }))
+}
+
 /// The images of an extraction: `(B, S, S)` or `(B, S, S, 1)`, any strides.
 fn images_of(d: &Described, extraction: &CoreExtraction) -> PyResult<Images> {
     let lanes = lanes_of(d.dtype, "images")?;
@@ -416,6 +439,7 @@ pub(crate) fn extract(
     images: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
     stream: Option<usize>,
+    (positions, channel_layout): (Option<&Bound<'_, PyAny>>, bool),
 ) -> PyResult<()> {
     let (mut call, first) = DeviceCall::new(py, images, stream)?;
     let images = images_of(&first, extraction)?;
@@ -423,14 +447,17 @@ pub(crate) fn extract(
     let out = call
         .import(out, true)?
         .buffer("the patches", count * n * n, images.lanes)?;
+    let at = (count, extraction.per_image());
+    let shifts = shifts_from(&mut call, positions, at, channel_layout)?;
     call.run(py, |gpu, on| {
-        // SAFETY: the images and `out` are imported tensors of the checked sizes on this GPU,
-        // held until the work is queued (or done, without a caller's stream).
-        unsafe { gpu.enqueue_extract(on, extraction, images, Shifts::Planned, out) }
+        // SAFETY: the images, `out` and the positions are imported tensors of the checked sizes
+        // on this GPU, held until the work is queued (or done, without a caller's stream).
+        unsafe { gpu.enqueue_extract(on, extraction, images, shifts, out) }
     })
 }
 
 /// `Extraction.vjp_cuda`: the extraction's backward on device memory, into the caller's outputs.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn extract_vjp(
     py: Python<'_>,
     extraction: &CoreExtraction,
@@ -439,6 +466,7 @@ pub(crate) fn extract_vjp(
     grads: (Option<&Bound<'_, PyAny>>, Option<&Bound<'_, PyAny>>),
     channel_layout: bool,
     stream: Option<usize>,
+    positions: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let (mut call, first) = DeviceCall::new(py, images, stream)?;
     let images = images_of(&first, extraction)?;
@@ -450,13 +478,15 @@ pub(crate) fn extract_vjp(
         .buffer("the cotangent", count * n * n, l)?;
     let image_grad = call.optional(grads.0, true, "the images' cotangent", b * s * s, l)?;
     let offsets_grad = call.optional(grads.1, true, "the offsets' cotangent", count * 2, 0)?;
+    let at = (count, extraction.per_image());
+    let shifts = shifts_from(&mut call, positions, at, channel_layout)?;
     let io = ExtractVjp {
         images,
         cot,
         image_grad,
         offsets_grad,
         channel_layout,
-        shifts: Shifts::Planned,
+        shifts,
     };
     call.run(py, |gpu, on| {
         // SAFETY: as in `extract`.
@@ -471,6 +501,7 @@ fn region_inputs(
     first: &Described,
     region: &CoreRegion,
     weights: &Bound<'_, PyAny>,
+    (positions, channel_layout): (Option<&Bound<'_, PyAny>>, bool),
 ) -> PyResult<RegionInputs> {
     let l = lanes_of(first.dtype, "patches")?;
     let (b, c, n) = (region.samples(), region.channels(), region.patch_size());
@@ -488,12 +519,14 @@ fn region_inputs(
             )));
         }
     };
+    let weights = w.buffer("the weights", w0 * w1 * n * n, 1)?;
+    let shifts = shifts_from(call, positions, (b * c, c), channel_layout)?;
     Ok(RegionInputs {
         patches,
         lanes: l,
-        weights: w.buffer("the weights", w0 * w1 * n * n, 1)?,
+        weights,
         weight_shape: [w0, w1],
-        shifts: Shifts::Planned,
+        shifts,
     })
 }
 
@@ -506,9 +539,10 @@ pub(crate) fn region(
     weights: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
     stream: Option<usize>,
+    positions: (Option<&Bound<'_, PyAny>>, bool),
 ) -> PyResult<()> {
     let (mut call, first) = DeviceCall::new(py, patches, stream)?;
-    let inputs = region_inputs(&mut call, &first, region, weights)?;
+    let inputs = region_inputs(&mut call, &first, region, weights, positions)?;
     let p = region.side();
     let out =
         call.import(out, true)?
@@ -531,9 +565,16 @@ pub(crate) fn region_vjp(
     grads: (Option<&Bound<'_, PyAny>>, Option<&Bound<'_, PyAny>>),
     channel_layout: bool,
     stream: Option<usize>,
+    positions: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let (mut call, first) = DeviceCall::new(py, patches, stream)?;
-    let inputs = region_inputs(&mut call, &first, region, weights)?;
+    let inputs = region_inputs(
+        &mut call,
+        &first,
+        region,
+        weights,
+        (positions, channel_layout),
+    )?;
     let l = inputs.lanes;
     let (b, c, n, p) = (
         region.samples(),

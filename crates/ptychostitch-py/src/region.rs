@@ -134,7 +134,12 @@ impl Region {
     /// `(1|B, 1|C, N, N)` in GPU memory (DLPack, C-contiguous) into `out` (C-contiguous, the
     /// patches' dtype, `B·P·P` elements). `stream` as in `Plan.run_cuda`. Bit-identical to
     /// `reassemble`.
-    #[pyo3(signature = (patches, weights, out, stream=None))]
+    ///
+    /// `positions`: the positions in GPU memory (C-contiguous float32 or float64; PtychoPINN's
+    /// `(B, 1, 2, C)` when `channel_layout`, else `[x, y]` rows), from which the device plans the
+    /// translations -- none read on the host; this plan's own then serve only as its shape.
+    #[pyo3(signature = (patches, weights, out, stream=None, positions=None, channel_layout=false))]
+    #[allow(clippy::too_many_arguments)]
     fn reassemble_cuda(
         &self,
         py: Python<'_>,
@@ -142,14 +147,24 @@ impl Region {
         weights: &Bound<'_, PyAny>,
         out: &Bound<'_, PyAny>,
         stream: Option<usize>,
+        positions: Option<&Bound<'_, PyAny>>,
+        channel_layout: bool,
     ) -> PyResult<()> {
         #[cfg(feature = "cuda")]
         {
-            crate::gpu::region(py, &self.inner, patches, weights, out, stream)
+            crate::gpu::region(
+                py,
+                &self.inner,
+                patches,
+                weights,
+                out,
+                stream,
+                (positions, channel_layout),
+            )
         }
         #[cfg(not(feature = "cuda"))]
         {
-            let _ = (py, patches, weights, out, stream);
+            let _ = (py, patches, weights, out, stream, positions, channel_layout);
             Err(crate::GpuUnavailable::new_err(
                 "this build has no CUDA support",
             ))
@@ -160,8 +175,9 @@ impl Region {
     /// patches, float32 weights and the regions' cotangent (`B·P·P`, the patches' dtype) in;
     /// `patch_grad` (`B·C·N·N`, the patches' dtype) and `positions_grad` (float64, `B·C·2`:
     /// rows `[x, y]`, or PtychoPINN's `(B, 1, 2, C)` when `channel_layout`) out, each omitted
-    /// when not wanted. The weights' cotangent has no device kernel. Bit-identical to `vjp`.
-    #[pyo3(signature = (patches, weights, cotangent, patch_grad=None, positions_grad=None, channel_layout=false, stream=None))]
+    /// when not wanted. The weights' cotangent has no device kernel. `positions` as in
+    /// `reassemble_cuda` (in the layout `channel_layout` says). Bit-identical to `vjp`.
+    #[pyo3(signature = (patches, weights, cotangent, patch_grad=None, positions_grad=None, channel_layout=false, stream=None, positions=None))]
     #[allow(clippy::too_many_arguments)]
     fn vjp_cuda(
         &self,
@@ -173,6 +189,7 @@ impl Region {
         positions_grad: Option<&Bound<'_, PyAny>>,
         channel_layout: bool,
         stream: Option<usize>,
+        positions: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         #[cfg(feature = "cuda")]
         {
@@ -185,6 +202,7 @@ impl Region {
                 (patch_grad, positions_grad),
                 channel_layout,
                 stream,
+                positions,
             )
         }
         #[cfg(not(feature = "cuda"))]
@@ -198,6 +216,7 @@ impl Region {
                 positions_grad,
                 channel_layout,
                 stream,
+                positions,
             );
             Err(crate::GpuUnavailable::new_err(
                 "this build has no CUDA support",

@@ -9,11 +9,11 @@ framework lives in its backend, and ``ptychostitch._call`` runs every operation 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import cupy_backend, jax_adapter, tensorflow_adapter, torch_adapter
+from . import base, cupy_backend, jax_adapter, tensorflow_adapter, torch_adapter
 from .base import CUDA, HOST_DEVICES, Backend, dlpack_device
 
 NUMPY = Backend()
@@ -22,7 +22,7 @@ TENSORFLOW, TORCH, JAX, CUPY = BACKENDS
 
 __all__ = [
     "BACKENDS", "CUDA", "HOST_DEVICES", "NUMPY", "Backend", "autodiff_for", "backend_of", "dlpack_device", "host",
-    "host_for", "host_values", "register_operators", "tracing",
+    "host_for", "host_values", "positions_for_device", "register_operators", "tracing",
 ]
 
 
@@ -38,6 +38,20 @@ def host_values(value: Any) -> np.ndarray:
     """Positions or offsets as NumPy (copied from a GPU: the plans are built on the host)."""
     value = host(value)
     return np.asarray(backend_of(value).readable(value))
+
+
+def positions_for_device(positions: Any) -> Tuple[np.ndarray, Optional[Any]]:
+    """What a device path plans from: ``(for the native plan, for the device)``. Positions in
+    CUDA memory stay there -- the device kernels plan from them (``positions=`` of the native
+    device entries: none read on the host, no wait) and the native plan gets zeros of their
+    shape (its sizes and checks only); their dtype is kept when float64, else made float32
+    (exactly what the host path rounds them to). Host positions: ``(their values, None)``, the
+    plan made on the host as before."""
+    if base.dlpack_device(positions) != CUDA:
+        return host_values(positions), None
+    owner = backend_of(positions)
+    dtype = "float64" if "float64" in str(getattr(positions, "dtype", "")) else "float32"
+    return np.zeros(tuple(int(d) for d in positions.shape)), owner.device_prepare(positions, dtype)
 
 
 def backend_of(value: Any) -> Backend:
