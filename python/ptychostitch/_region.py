@@ -224,6 +224,24 @@ class RegionKernel(_kernels.Declared):
     def weight_array(self, n: int) -> np.ndarray:
         return weights_array(self.weights, n)
 
+    #: The weights as a tensor already on the device (the torch operators set it for a call on
+    #: CUDA tensors), read there as they are; None: ``weights``, copied in from the host.
+    device_weights: Any = None
+
+    def device_weight_array(self, backend: Any, like: Any, n: int) -> Any:
+        """The weights on ``like``'s GPU as the device kernels read them: float32 ``(1|B, 1|C,
+        N, N)``, C-contiguous (:func:`weights_array`'s shapes, laid out on the device)."""
+        w = self.device_weights
+        if w is None:
+            return backend.device_from_host(self.weight_array(n), like)
+        shape = tuple(int(d) for d in w.shape)
+        shape = {2: (1, 1) + shape, 3: shape[:1] + (1,) + shape[1:]}.get(len(shape), shape)
+        if len(shape) != 4 or shape[-2:] != (n, n):
+            raise ValueError(
+                f"weights have shape {tuple(w.shape)}; expected ({n}, {n}), (B, {n}, {n}) or (1|B, 1|C, {n}, {n})"
+            )
+        return backend.device_prepare(w, "float32", shape=shape)
+
     def out_shape(self, patches_shape: Tuple[Any, ...], positions: Any = None, exact: bool = False) -> Tuple[Any, ...]:
         b = self.dims(patches_shape)[0]  # as given: None, an int, or a symbolic size (torch.compile)
         return (b, self.side, self.side, 1) if self.layout == "tf" else (b, self.side, self.side)
@@ -260,7 +278,7 @@ class RegionKernel(_kernels.Declared):
         b, _, n = (int(v) for v in self.dims(tuple(x.shape)))
         tf = self.layout == "tf"
         xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
-        w = backend.device_from_host(self.weight_array(n), x)
+        w = self.device_weight_array(backend, x, n)
         out = backend.device_empty((b, self.side, self.side), name, x)
         _arrays.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x), on_device, tf)
         return backend.device_result(out, self.out_shape(tuple(x.shape), exact=True))
@@ -277,7 +295,7 @@ class RegionKernel(_kernels.Declared):
         b, c, n = (int(v) for v in self.dims(tuple(x.shape)))
         tf = self.layout == "tf"
         xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
-        w = backend.device_from_host(self.weight_array(n), x)
+        w = self.device_weight_array(backend, x, n)
         cotc = backend.device_prepare(cot, name)
         dx = backend.device_empty((b, c, n, n), name, x) if want_x else None
         dpos = backend.device_empty(tuple(positions.shape), "float64", x) if want_pos else None

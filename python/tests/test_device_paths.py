@@ -300,7 +300,11 @@ def test_the_region_reassembly_runs_forward_and_backward_on_the_device(device, l
     patches = (r.normal(size=shape) + 1j * r.normal(size=shape)).astype(np.complex64)
     positions = r.uniform(-4, 4, size=(b, 1, 2, c) if layout == "tf" else (b, c, 1, 2))
     fn = lambda x, q: ps.reassemble_regions(x, q, p, layout=layout)  # noqa: E731
+    to_host = []  # every tensor of the call read on the host (none: the weights stay too)
+    real_numpy = torch_ops._numpy
+    monkeypatch.setattr(torch_ops, "_numpy", lambda t: to_host.append(tuple(t.shape)) or real_numpy(t))
     out, grads = _grads(fn, patches, positions)
+    assert to_host == []
     assert device.methods() == [("Region", "reassemble_cuda"), ("Region", "vjp_cuda")]
     patches_arg = device.calls[0][2][0]
     assert patches_arg == ((b, c, n, n), "torch.complex64", True)  # TF's layout permuted on the device

@@ -72,14 +72,18 @@ def _warn(texts: Any) -> None:
         warnings.warn(text, ScanWarning, stacklevel=2)
 
 
-def _for_call(kernel: Any, weights: Any) -> Any:
-    """The kernel for one call (a copy: kernels from a spec are shared): with these weights,
-    and a reassembly's scan warnings raised as ``ScanWarning``."""
+def _for_call(kernel: Any, weights: Any, on_device: bool = False) -> Any:
+    """The kernel for one call (a copy: kernels from a spec are shared): with these weights --
+    left where they are for the device kernels (``device_weights``: no copy to the host and
+    back), as NumPy for the host's -- and a reassembly's scan warnings raised as
+    ``ScanWarning``."""
     reassembly = hasattr(kernel, "warn")
     if weights is None and not reassembly:
         return kernel
     kernel = copy.copy(kernel)
-    if weights is not None:
+    if weights is not None and on_device:
+        kernel.device_weights = weights
+    elif weights is not None:
         kernel.weights = _numpy(weights)
     if reassembly:
         kernel.warn = _warn
@@ -88,8 +92,9 @@ def _for_call(kernel: Any, weights: Any) -> Any:
 
 def _forward(kernel: Any, x: Any, positions: Any, weights: Any) -> Any:
     torch = _torch()
-    kernel = _for_call(kernel, weights)
-    if on_cuda(x) and kernel.on_device:
+    on_device = on_cuda(x) and kernel.on_device
+    kernel = _for_call(kernel, weights, on_device)
+    if on_device:
         with BACKEND.device_scope(x):
             out = kernel.forward_device(BACKEND, x, positions)
     else:
@@ -112,8 +117,9 @@ def _backward(
     kernel: Any, x: Any, positions: Any, weights: Any, out: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool
 ) -> Tuple[Any, Any, Any]:
     torch = _torch()
-    kernel = _for_call(kernel, weights)
-    if on_cuda(x) and kernel.on_device and not want_w:
+    on_device = on_cuda(x) and kernel.on_device and not want_w
+    kernel = _for_call(kernel, weights, on_device)
+    if on_device:
         # The device kernels, on torch's stream (no device kernel for the weights' cotangent).
         with BACKEND.device_scope(x):
             dx, dpos = kernel.backward_device(BACKEND, x, positions, out, cot, want_x, want_pos)
