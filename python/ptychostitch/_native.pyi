@@ -161,6 +161,12 @@ class Region:
         self, patches: Any, weights: Any, out: Any, stream: Optional[int] = None, positions: Any = None,
         channel_layout: bool = False,
     ) -> None: ...
+    def support_cuda(
+        self, patches: Any, weights: Any, out: Any, stream: Optional[int] = None, positions: Any = None,
+        channel_layout: bool = False,
+    ) -> None: ...
+    @property
+    def support_option(self) -> Optional[Tuple[str, float]]: ...
     def vjp_cuda(
         self, patches: Any, weights: Any, cotangent: Any, patch_grad: Any = None, positions_grad: Any = None,
         channel_layout: bool = False, stream: Optional[int] = None, positions: Any = None,

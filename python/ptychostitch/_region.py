@@ -381,11 +381,28 @@ class RegionSupport(RegionKernel):
     def out_dtype(self, x_dtype: Any) -> np.dtype:
         return np.dtype(bool)
 
-    on_device = False
-
     def forward(self, x: Any, positions: Any) -> np.ndarray:
         kind, value = self.support
         return self.support_mask(x, positions, kind, value)
+
+    def forward_device(self, backend: Any, x: Any, positions: Any) -> Any:
+        """:meth:`forward` for patches on a GPU: the mask there, from the weights' sums on the
+        device (no array of the call read on the host)."""
+        name = compute_name(x.dtype)
+        planned, on_device = _frameworks.positions_for_device(positions)
+        plan = self.plan(tuple(x.shape), planned)
+        b, _, n = (int(v) for v in self.dims(tuple(x.shape)))
+        tf = self.layout == "tf"
+        xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
+        w = self.device_weight_array(backend, x, n)
+        out = backend.device_empty((b, self.side, self.side), "bool", x)
+        _arrays.device_call(plan, "support_cuda", xc, w, out, backend.device_stream(x), on_device, tf)
+        return backend.device_result(out, self.out_shape(tuple(x.shape), exact=True))
+
+    def backward_device(
+        self, backend: Any, x: Any, positions: Any, out: Any, cot: Any, want_x: bool, want_pos: bool
+    ) -> Tuple[Any, Any]:
+        return None, None  # no gradient
 
     def backward_weighted(
         self, x: Any, positions: Any, weights: Any, cot: Any, want_x: bool, want_pos: bool, want_w: bool,

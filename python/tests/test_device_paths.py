@@ -94,6 +94,7 @@ class StandIn:
             ("Plan", "run_cuda"): (2, None), ("Plan", "vjp_cuda"): (6, None),
             ("Extraction", "extract_cuda"): (2, 3), ("Extraction", "vjp_cuda"): (5, 6),
             ("Region", "reassemble_cuda"): (3, 4), ("Region", "vjp_cuda"): (6, 7),
+            ("Region", "support_cuda"): (3, 4),
         }[(kind, method)]
         stream = args[stream_at]
         if positions_at is not None:
@@ -136,6 +137,11 @@ class StandIn:
             patches, weights, out, _ = args[:4]
             assert "float32" in str(weights.dtype)
             put(out, plan.reassemble(host(patches), host(weights)))
+        elif isinstance(plan, _native.Region) and method == "support_cuda":
+            patches, weights, out, _ = args[:4]
+            assert "float32" in str(weights.dtype) and "bool" in str(out.dtype)
+            kind, value = plan.support_option
+            put(out, plan.support(host(weights), kind, value))
         elif isinstance(plan, _native.Region) and method == "vjp_cuda":
             patches, weights, cot, dx, dpos, channel_layout, _ = args[:7]
             b, _, p = plan.shape
@@ -319,6 +325,35 @@ def test_the_region_reassembly_runs_forward_and_backward_on_the_device(device, l
     _same(out, host_out, "regions")
     _same(grads[0], host_grads[0], "patches' gradient")
     _same(grads[1], host_grads[1], "positions' gradient")
+
+
+@pytest.mark.parametrize("weights", ["center", "probe"])
+def test_the_support_mask_runs_on_the_device(device, weights, monkeypatch):
+    """PtychoPINN's torch helpers return the support mask beside the regions: on CUDA tensors it
+    is the device kernels' too (it went through the host before: the patches, the positions and
+    the weights copied down, the mask back up, every step)."""
+    r = np.random.default_rng(9)
+    b, c, n, p = 2, 4, 16, 32
+    patches = torch.tensor((r.normal(size=(b, c, n, n)) + 1j * r.normal(size=(b, c, n, n))).astype(np.complex64))
+    positions = torch.tensor(r.uniform(-4, 4, size=(b, c, 1, 2)).astype(np.float32))
+    probe = torch.tensor(np.abs(r.normal(size=(n, n))).astype(np.float32))
+    w, support = ("center", ("above", 1e-6)) if weights == "center" else (probe, ("above_max_fraction", 0.1))
+
+    def mask():
+        return ps._region_support(patches, positions, p, layout="torch", weights=w, numerator="weighted",
+                                  support=support)
+
+    to_host = []
+    real_numpy = torch_ops._numpy
+    monkeypatch.setattr(torch_ops, "_numpy", lambda t: to_host.append(tuple(t.shape)) or real_numpy(t))
+    got = mask()
+    assert device.methods() == [("Region", "support_cuda")] and to_host == []
+    _, weights_arg, out_arg, _, positions_arg, layout_flag = device.calls[0][2]
+    assert out_arg == ((b, p, p), "torch.bool", True) and positions_arg == ((b, c, 1, 2), "torch.float32", True)
+    assert layout_flag is False
+    monkeypatch.undo()
+    want = mask()
+    assert got.dtype == torch.bool and torch.equal(got, want) and bool(want.any()) and not bool(want.all())
 
 
 def test_every_framework_with_gpu_arrays_has_device_operations():

@@ -404,6 +404,37 @@ def test_jax_jit_runs_the_cuda_custom_calls_with_the_cpu_bits():
 
 
 @needs_gpu
+def test_the_support_mask_on_the_gpu_is_the_cpus():
+    """The support mask PtychoPINN's torch helpers return beside the regions, from torch CUDA
+    tensors (the device kernels) and under JAX's jit on the GPU (the CUDA custom call): the CPU's
+    mask, for a fixed threshold and one relative to the maximum."""
+    r = np.random.default_rng(12)
+    b, c, n, p = 3, 4, 16, 32
+    x = (r.normal(size=(b, c, n, n)) + 1j * r.normal(size=(b, c, n, n))).astype(np.complex64)
+    pos = r.uniform(-4, 4, size=(b, c, 1, 2)).astype(np.float32)
+    probe = np.abs(r.normal(size=(n, n))).astype(np.float32)
+    cases = [("center", ("above", 1e-6)), (probe, ("above_max_fraction", 0.1))]
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    for weights, support in cases:
+        def mask(a, q):
+            return ps._region_support(a, q, p, layout="torch", weights=weights, numerator="weighted", support=support)
+
+        want = mask(x, pos)
+        assert want.any() and not want.all()
+        if torch.cuda.is_available():
+            got = mask(torch.tensor(x, device="cuda"), torch.tensor(pos, device="cuda"))
+            assert got.is_cuda and np.array_equal(got.cpu().numpy(), want), support
+        jax = pytest.importorskip("jax", reason="JAX is not installed")
+        try:
+            gpu = jax.devices("gpu")[0]
+        except RuntimeError as e:
+            pytest.skip(f"JAX sees no GPU: {e}")
+        xg, pg = jax.device_put(x, gpu), jax.device_put(pos, gpu)
+        assert "@ptychostitch_region_support" in jax.jit(mask).lower(xg, pg).as_text()
+        assert np.array_equal(np.asarray(jax.jit(mask)(xg, pg)), want), support
+
+
+@needs_gpu
 def test_torch_cuda_autograd_matches_the_cpu():
     """torch CUDA tensors that require grad: the forward runs on the GPU path, the backward on
     the host; gradients equal the CPU tensors' bit for bit, on the tensors' device."""
@@ -463,7 +494,7 @@ def test_the_kernel_source_compiles_with_this_environments_nvrtc():
         # Every entry point of the source (the Rust test compose::tests checks that the driver
         # loads exactly these).
         names = re.findall(r'extern "C" __global__ void (\w+)', source.decode())
-        assert len(names) == 14 and {"ptychostitch_offsets_fold", "ptychostitch_region_shift_vjp", "ptychostitch_shifts"} <= set(names), names
+        assert len(names) == 15 and {"ptychostitch_offsets_fold", "ptychostitch_shifts", "ptychostitch_region_mask"} <= set(names), names
         for name in names:
             assert f".entry {name}" in text, f"{library}: no {name} in the PTX"
         nvrtc.nvrtcDestroyProgram(ctypes.byref(program))

@@ -264,6 +264,18 @@ def test_a_bad_call_is_an_error_naming_it_not_a_crash():
 
 ON_DEVICE = [name for name in CASES if name != "center_channels"]
 
+
+def support_case():
+    rng = np.random.default_rng(5)
+    B, C, N, P = 2, 4, 12, 20
+    x = cplx(rng, (B, C, N, N))
+    pos = rng.uniform(-3, 3, (B, C, 1, 2)).astype(np.float32)
+
+    def mask(a, p):
+        return ps._region_support(a, p, P, layout="torch", weights="center", support=("above", 0.5))
+
+    return mask, x, pos
+
 needs_cuda_handler = pytest.mark.skipif(
     "cuda" not in ps._native.xla_handlers(), reason="this build of the native library has no CUDA handler"
 )
@@ -308,21 +320,30 @@ def test_the_gpu_branch_gives_the_bits_of_the_host_branch(name, monkeypatch):
         assert same_bits(mapped[1], jax.jit(f)(xs[1], jo))
 
 
-@pytest.mark.parametrize("kernel", ["center_channels", "reference", "support"])
+@needs_cuda_handler
+def test_the_support_mask_is_a_cuda_custom_call_with_the_host_mask(monkeypatch):
+    mask, x, pos = support_case()
+    jx, jp = jnp.asarray(x), jnp.asarray(pos)
+    text = jax.jit(mask).trace(jx, jp).lower(lowering_platforms=("cuda",)).as_text()
+    assert "ptychostitch_region_support" in targets(text) and not has_callback(text)
+    want = jax.jit(mask)(jx, jp)
+    monkeypatch.setattr(jax_adapter, "_per_platform", lambda cpu, cuda, default: cuda)
+    got = jax.jit(lambda a, b: mask(a, b))(jx, jp)
+    assert got.dtype == np.bool_ and np.array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("kernel", ["center_channels", "reference"])
 def test_without_device_kernels_the_gpu_branch_is_the_callback(kernel, monkeypatch):
-    """``center_channels``, the support mask and the reference have no device kernels: a
-    program compiled for a GPU calls back to the host for them (JAX cannot lower a callback
-    for a platform it lacks, so the branch is taken on the CPU here), with the same bits."""
+    """``center_channels`` and the reference have no device kernels: a program compiled for a
+    GPU calls back to the host for them (JAX cannot lower a callback for a platform it lacks,
+    so the branch is taken on the CPU here), with the same bits."""
     rng = np.random.default_rng(8)
     B, C, N, P = 2, 4, 12, 20
-    xt, xr = cplx(rng, (B, N, N, C)), cplx(rng, (B, C, N, N))
+    xt = cplx(rng, (B, N, N, C))
     off_xy = rng.uniform(-3, 3, (B, 1, 2, C)).astype(np.float32)
-    pos = rng.uniform(-3, 3, (B, C, 1, 2)).astype(np.float32)
     f, x, o = {
         "center_channels": (lambda a, b: ps.center_channels(a, b), xt, off_xy),
         "reference": (lambda a, b: ps.reassemble_regions(a, b, P, reference=True), xt, off_xy),
-        "support": (lambda a, b: ps._region_support(a, b, P, layout="torch", weights="center",
-                                                    support=("above", 0.5)), xr, pos),
     }[kernel]
     jx, jo = jnp.asarray(x), jnp.asarray(o)
     want = jax.jit(f)(jx, jo)

@@ -187,7 +187,7 @@ fn backward<T: Typed>(spec: &Spec, args: &[Operand<'_>], rets: &mut [Output<'_>]
 /// `(B, C, N, N)`: the torch layout. A framework holding the tf layout transposes first
 /// (`RegionKernel.device_twin`), and says so by declaring the torch layout with the tf
 /// convention.
-fn device_plan(spec: &Spec, args: &[Buffer]) -> Result<(Region, RegionInputs), String> {
+pub(crate) fn device_plan(spec: &Spec, args: &[Buffer]) -> Result<(Region, RegionInputs), String> {
     device::host_only(spec)?;
     if tf_layout(spec)? {
         return Err(

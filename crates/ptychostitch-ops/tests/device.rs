@@ -18,6 +18,7 @@ enum Data {
     F32(Vec<f32>),
     F64(Vec<f64>),
     C64(Vec<Complex32>),
+    Bool(Vec<bool>),
 }
 
 #[derive(Clone, Debug)]
@@ -59,7 +60,8 @@ impl Arr {
             DType::F32 => Data::F32(vec![f32::NAN; len]),
             DType::F64 => Data::F64(vec![f64::NAN; len]),
             DType::C64 => Data::C64(vec![Complex32::new(f32::NAN, f32::NAN); len]),
-            DType::Bool => unreachable!("no bool results here"),
+            // Not a bool a kernel writes: an unwritten element shows.
+            DType::Bool => Data::Bool(vec![false; len]),
         };
         Self {
             dims: dims.to_vec(),
@@ -72,6 +74,7 @@ impl Arr {
             Data::F32(_) => DType::F32,
             Data::F64(_) => DType::F64,
             Data::C64(_) => DType::C64,
+            Data::Bool(_) => DType::Bool,
         }
     }
 
@@ -81,6 +84,7 @@ impl Arr {
             Data::F32(v) => Operand::F32(ArrayViewD::from_shape(shape, v).unwrap()),
             Data::F64(v) => Operand::F64(ArrayViewD::from_shape(shape, v).unwrap()),
             Data::C64(v) => Operand::C64(ArrayViewD::from_shape(shape, v).unwrap()),
+            Data::Bool(_) => unreachable!("no bool operands"),
         }
     }
 
@@ -90,6 +94,7 @@ impl Arr {
             Data::F32(v) => Output::F32(ArrayViewMutD::from_shape(shape, v).unwrap()),
             Data::F64(v) => Output::F64(ArrayViewMutD::from_shape(shape, v).unwrap()),
             Data::C64(v) => Output::C64(ArrayViewMutD::from_shape(shape, v).unwrap()),
+            Data::Bool(v) => Output::Bool(ArrayViewMutD::from_shape(shape, v).unwrap()),
         }
     }
 
@@ -99,6 +104,7 @@ impl Arr {
             Data::F32(v) => v.as_mut_ptr() as u64,
             Data::F64(v) => v.as_mut_ptr() as u64,
             Data::C64(v) => v.as_mut_ptr() as u64,
+            Data::Bool(v) => v.as_mut_ptr() as u64,
         };
         Buffer {
             dtype: self.dtype(),
@@ -116,6 +122,7 @@ impl Arr {
                 .iter()
                 .flat_map(|x| [u64::from(x.re.to_bits()), u64::from(x.im.to_bits())])
                 .collect(),
+            Data::Bool(v) => v.iter().map(|&x| u64::from(x)).collect(),
         }
     }
 }
@@ -156,6 +163,7 @@ impl Arr {
             Data::F32(v) => format!("{}", v[i]),
             Data::F64(v) => format!("{}", v[i]),
             Data::C64(v) => format!("{}", v[i / 2]),
+            Data::Bool(v) => format!("{}", v[i]),
         }
     }
 }
@@ -211,7 +219,7 @@ fn host_offsets(a: &Arr) -> ndarray::Array2<f64> {
     let values: Vec<f64> = match &a.data {
         Data::F64(v) => v.clone(),
         Data::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        Data::C64(_) => unreachable!(),
+        Data::C64(_) | Data::Bool(_) => unreachable!(),
     };
     ndarray::Array2::from_shape_vec((values.len() / 2, 2), values).unwrap()
 }
@@ -355,6 +363,46 @@ fn the_region_reassembly_on_the_device_kernels_is_the_host_operator_bit_for_bit(
                             Arr::result(&[b, c, 2], od),
                         ],
                     );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_support_mask_on_the_device_kernels_is_the_host_operators() {
+    let mut r = rng(37);
+    for &(b, c, n, p, spread) in &[(1, 1, 8, 12, 0.0), (2, 4, 16, 40, 6.0), (3, 9, 12, 19, 9.0)] {
+        for (support, weights_spread) in [
+            ("['above', 1e-06]", 1.0),
+            ("['above', 0.5]", 1.0),
+            ("['above_max_fraction', 0.25]", 3.0),
+        ] {
+            for sample in SAMPLES {
+                for od in OFFSETS {
+                    let x = Arr::random(&mut r, &[b, c, n, n], sample, 1.0);
+                    let positions = Arr::random(&mut r, &[b, c, 2], od, spread);
+                    let mut weights =
+                        Arr::random(&mut r, &[1, c, n, n], DType::F32, weights_spread);
+                    if let Data::F32(w) = &mut weights.data {
+                        // Zeros and positives, as a centre mask or |P|² has.
+                        w.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                    let spec = format!(
+                        "layout='torch';side={p};convention='torch';recentre=False;numerator='weighted';denominator='clamp';epsilon=1e-12;support={support};threads=0;reference=False;scale=1.0"
+                    );
+                    let mut args = vec![x, positions, weights];
+                    let (mask, read) = same_bits(
+                        "region_support",
+                        &spec,
+                        &mut args,
+                        &[Arr::result(&[b, p, p], DType::Bool)],
+                    );
+                    let relative = support.contains("max");
+                    assert_eq!(read == 0, !relative, "{spec}: {read} values read back");
+                    if let Data::Bool(m) = &mask[0].data {
+                        assert!(m.iter().any(|&v| v), "{spec}: some pixel is supported");
+                    }
                 }
             }
         }

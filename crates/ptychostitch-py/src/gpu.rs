@@ -553,6 +553,38 @@ pub(crate) fn region(
     })
 }
 
+/// `Region.support_cuda`: the support mask of patches `(B, C, N, N)` with weights
+/// `(1|B, 1|C, N, N)` in device memory, into `out` (bool, `B·P·P`, C order).
+pub(crate) fn region_support(
+    py: Python<'_>,
+    region: &CoreRegion,
+    patches: &Bound<'_, PyAny>,
+    weights: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    stream: Option<usize>,
+    positions: (Option<&Bound<'_, PyAny>>, bool),
+) -> PyResult<()> {
+    let (mut call, first) = DeviceCall::new(py, patches, stream)?;
+    let inputs = region_inputs(&mut call, &first, region, weights, positions)?;
+    let p = region.side();
+    let mask = call.import(out, true)?;
+    let elements = region.samples() * p * p;
+    if !(mask.dtype == DLDataType::BOOL || mask.dtype == DLDataType::U8)
+        || mask.elements() != elements as i64
+        || !mask.c_contiguous()
+    {
+        return Err(PyValueError::new_err(format!(
+            "the support mask on the GPU must be a C-contiguous bool array of {elements} elements; shape {:?}, strides {:?} given",
+            mask.shape, mask.strides
+        )));
+    }
+    let out = mask.address;
+    call.run(py, |gpu, on| {
+        // SAFETY: as in `extract`; the mask holds B·P·P bytes.
+        unsafe { gpu.enqueue_region_support(on, region, inputs, out) }
+    })
+}
+
 /// `Region.vjp_cuda`: the patches' and positions' cotangents of the region reassembly on device
 /// memory, into the caller's outputs.
 #[allow(clippy::too_many_arguments)]
@@ -700,8 +732,9 @@ fn dlpack_dtype(name: &str) -> PyResult<DLDataType> {
         "complex64" => Ok(DLDataType::C64),
         "float32" => Ok(DLDataType::F32),
         "float64" => Ok(DLDataType::F64),
+        "bool" => Ok(DLDataType::BOOL),
         other => Err(PyTypeError::new_err(format!(
-            "device arrays are complex64, float32 or float64, not {other}"
+            "device arrays are complex64, float32, float64 or bool, not {other}"
         ))),
     }
 }
@@ -802,13 +835,15 @@ impl DeviceArray {
         pyo3::types::PyTuple::new(py, &self.shape)
     }
 
-    /// "complex64", "float32" or "float64".
+    /// "complex64", "float32", "float64" or "bool".
     #[getter]
     fn dtype(&self) -> &'static str {
         if self.dtype == DLDataType::C64 {
             "complex64"
         } else if self.dtype == DLDataType::F64 {
             "float64"
+        } else if self.dtype == DLDataType::BOOL {
+            "bool"
         } else {
             "float32"
         }

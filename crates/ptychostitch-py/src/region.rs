@@ -130,6 +130,42 @@ impl Region {
             .reassemble_typed(py, a, weights, reference))
     }
 
+    /// The support mask on the GPU (the plan's own support option) for the inputs of
+    /// `reassemble_cuda`, into `out` (C-contiguous bool, `B·P·P` elements). Bit-identical to
+    /// `support`.
+    #[pyo3(signature = (patches, weights, out, stream=None, positions=None, channel_layout=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn support_cuda(
+        &self,
+        py: Python<'_>,
+        patches: &Bound<'_, PyAny>,
+        weights: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        stream: Option<usize>,
+        positions: Option<&Bound<'_, PyAny>>,
+        channel_layout: bool,
+    ) -> PyResult<()> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::gpu::region_support(
+                py,
+                &self.inner,
+                patches,
+                weights,
+                out,
+                stream,
+                (positions, channel_layout),
+            )
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (py, patches, weights, out, stream, positions, channel_layout);
+            Err(crate::GpuUnavailable::new_err(
+                "this build has no CUDA support",
+            ))
+        }
+    }
+
     /// The regions on the GPU for patches `(B, C, N, N)` and float32 weights
     /// `(1|B, 1|C, N, N)` in GPU memory (DLPack, C-contiguous) into `out` (C-contiguous, the
     /// patches' dtype, `B·P·P` elements). `stream` as in `Plan.run_cuda`. Bit-identical to
@@ -281,6 +317,15 @@ impl Region {
     }
 
     /// `(B, C, P)`: samples, patches per sample, region side.
+    /// The support option, `(kind, value)`, or None.
+    #[getter]
+    fn support_option(&self) -> Option<(&'static str, f32)> {
+        self.inner.options().support.map(|t| match t {
+            Threshold::Above(v) => ("above", v),
+            Threshold::AboveMaxFraction(v) => ("above_max_fraction", v),
+        })
+    }
+
     #[getter]
     fn shape(&self) -> (usize, usize, usize) {
         (

@@ -39,6 +39,8 @@ pub enum RegionKernel {
     Sums,
     /// The division, one thread per region pixel.
     Normalise,
+    /// The support mask `den > limit`, one byte per region pixel (written at `out`).
+    Mask,
 }
 
 /// The region reassembly's backward kernels.
@@ -74,7 +76,7 @@ pub enum Launch {
 }
 
 /// Every entry point of `kernel.cu`, as a launcher loads them.
-pub const ENTRY_POINTS: [&str; 14] = [
+pub const ENTRY_POINTS: [&str; 15] = [
     "ptychostitch_stitch",
     "ptychostitch_patch_vjp",
     "ptychostitch_shift_vjp",
@@ -89,6 +91,7 @@ pub const ENTRY_POINTS: [&str; 14] = [
     "ptychostitch_region_patch_vjp",
     "ptychostitch_region_shift_vjp",
     "ptychostitch_shifts",
+    "ptychostitch_region_mask",
 ];
 
 /// A launch's `(grid, block)` dimensions, `(x, y, z)` each.
@@ -112,6 +115,7 @@ impl Launch {
             Launch::RegionVjp(RegionVjpKernel::Patches, _) => 11,
             Launch::RegionVjp(RegionVjpKernel::Shifts, _) => 12,
             Launch::Shifts(_) => 13,
+            Launch::Region(RegionKernel::Mask, _) => 14,
         }
     }
 
@@ -662,10 +666,34 @@ unsafe fn region_forward<L: Launcher + ?Sized>(
     inputs: RegionInputs,
     out: u64,
 ) -> Result<(RegionArgs, (Option<usize>, f32))> {
+    // SAFETY: forwarded from this function's contract.
+    let (mut args, normalisation, maximum) = unsafe { region_sums(launcher, region, inputs)? };
+    args.out = out;
+    args.normalise_by(normalisation.0, normalisation.1)?;
+    // SAFETY: as above; `out` holds B·P·P·lanes f32.
+    unsafe { launcher.launch(&Launch::Region(RegionKernel::Normalise, args))? };
+    Ok((args, maximum))
+}
+
+/// The numerators and denominators of `inputs` in the launcher's scratch, and what the
+/// normalisation needs from the whole batch (read back only where it depends on it).
+///
+/// # Safety
+/// As [`region`].
+#[allow(clippy::type_complexity)]
+unsafe fn region_sums<L: Launcher + ?Sized>(
+    launcher: &mut L,
+    region: &Region,
+    inputs: RegionInputs,
+) -> Result<(
+    RegionArgs,
+    (Option<f32>, crate::kernel::Denominator),
+    (Option<usize>, f32),
+)> {
     let lanes = inputs.lanes;
     let (b, p) = (region.samples(), region.side());
     let mut args = RegionArgs::new(region, lanes, inputs.weight_shape);
-    (args.patches, args.weights, args.out) = (inputs.patches, inputs.weights, out);
+    (args.patches, args.weights) = (inputs.patches, inputs.weights);
     let recentre = region.options().recentre;
     // SAFETY: forwarded from this function's contract (the positions of `inputs.shifts`).
     args.shifts = unsafe {
@@ -677,17 +705,34 @@ unsafe fn region_forward<L: Launcher + ?Sized>(
     args.den = launcher.zeros_f32(b * p * p)?;
     // SAFETY: per this function's contract; the scratch is the launcher's.
     unsafe { launcher.launch(&Launch::Region(RegionKernel::Sums, args))? };
-    let (normalisation, maximum) = if region.needs_batch_facts() {
+    Ok(if region.needs_batch_facts() {
         // SAFETY: `den` holds B·P·P f32.
         let den = unsafe { launcher.read_f32(args.den, b * p * p)? };
-        (region.normalisation(&den)?, region.maximum(&den)?)
+        (args, region.normalisation(&den)?, region.maximum(&den)?)
     } else {
-        (region.normalisation(&[])?, (None, 0.0))
-    };
-    args.normalise_by(normalisation.0, normalisation.1)?;
-    // SAFETY: as above.
-    unsafe { launcher.launch(&Launch::Region(RegionKernel::Normalise, args))? };
-    Ok((args, maximum))
+        (args, region.normalisation(&[])?, (None, 0.0))
+    })
+}
+
+/// [`Region::support`] of the region's own support threshold into `out` (`B·P·P` bytes, 0 or
+/// 1: a bool array): the sums, then the mask.
+///
+/// # Safety
+/// As [`region`], with `out` `B·P·P` bytes.
+pub unsafe fn region_support<L: Launcher + ?Sized>(
+    launcher: &mut L,
+    region: &Region,
+    inputs: RegionInputs,
+    out: u64,
+) -> Result<()> {
+    // SAFETY: forwarded from this function's contract.
+    let (mut args, (limit, _), _) = unsafe { region_sums(launcher, region, inputs)? };
+    let limit = limit.ok_or_else(|| crate::error::Error::Gpu {
+        reason: "the support mask needs the region's support option".into(),
+    })?;
+    (args.support, args.limit, args.out) = (1, limit, out);
+    // SAFETY: as above; `out` holds B·P·P bytes.
+    unsafe { launcher.launch(&Launch::Region(RegionKernel::Mask, args)) }
 }
 
 /// The buffers of the region reassembly's backward.

@@ -670,6 +670,20 @@ extern "C" __global__ void ptychostitch_region_normalise(const RegionArgs a) {
     }
 }
 
+// The support mask den > limit (Region::support), one thread per region pixel (the sums' grid):
+// B·P·P bytes, 0 or 1, written at `out` (what ptycho_torch.helper returns beside the regions).
+extern "C" __global__ void ptychostitch_region_mask(const RegionArgs a) {
+    int x;
+    int b = ps_plane(a.side, &x);
+    int y = blockIdx.y * PTYCHOSTITCH_TILE + threadIdx.y;
+    if (x >= a.side || y >= a.side || b >= a.samples) {
+        return;
+    }
+    long long pixel = ((long long)b * a.side + y) * a.side + x;
+    unsigned char* mask = (unsigned char*)a.out;
+    PS_STORE(mask[pixel], (unsigned char)(a.den[pixel] > a.limit ? 1 : 0));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The region reassembly's backward (region::reference::vjp): the quotient rule per region pixel,
 // then gathers and fixed-order partial sums per patch, as for the reassembly.

@@ -71,6 +71,24 @@ impl Gpu {
         unsafe { compose::region(&mut launcher, region, inputs, out) }
     }
 
+    /// Queues [`Region::support`] of the region's own support threshold on `stream`, the mask
+    /// into `out` (`B·P·P` bytes, 0 or 1). Waits for the denominators when the threshold is
+    /// relative to their maximum.
+    ///
+    /// # Safety
+    /// As [`Gpu::enqueue_region`], with `out` `B·P·P` bytes.
+    pub unsafe fn enqueue_region_support(
+        &self,
+        stream: &GpuStream,
+        region: &Region,
+        inputs: RegionInputs,
+        out: u64,
+    ) -> Result<()> {
+        let mut launcher = StreamLauncher::new(self, stream)?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { compose::region_support(&mut launcher, region, inputs, out) }
+    }
+
     /// Queues the vector–Jacobian product of [`Region::reassemble`] (patches and positions)
     /// on `stream`, into the buffers of `io` ([`compose::region_vjp`]).
     ///
