@@ -142,8 +142,8 @@ def _per_platform(cpu: Any, cuda: Any, default: Any) -> Any:
 
 def device_custom_calls(kernel: Any) -> bool:
     """Whether a program compiled for a GPU runs ``kernel`` as a CUDA custom call (the native
-    library has the CUDA handler, and the kernel device kernels: not the reference, not the
-    support mask or ``center_channels``), else through the callback."""
+    library has the CUDA handler, and the kernel device kernels: not the reference or
+    ``center_channels``), else through the callback."""
     return "cuda" in _native.xla_handlers() and bool(getattr(kernel, "on_device", False))
 
 
