@@ -270,16 +270,23 @@ class RegionKernel(_kernels.Declared):
         transposes around it (JAX's custom calls compiled for a GPU, ``_frameworks.jax_adapter``)."""
         return TorchLayoutTwin(self) if self.layout == "tf" else None
 
-    def forward_device(self, backend: Any, x: Any, positions: Any) -> Any:
-        """:meth:`forward` for patches on a GPU, the regions there (weights copied in)."""
-        name = compute_name(x.dtype)
+    def device_inputs(self, backend: Any, x: Any, positions: Any) -> Tuple[Any, Any, Any, Any, bool]:
+        """What the device entries take: the native plan (from the positions' values on the
+        host, or their shape where the device plans from them), the patches ``(B, C, N, N)``
+        and the weights on the GPU, the positions for the device (or None), and whether they
+        are in TensorFlow's layout."""
         planned, on_device = _frameworks.positions_for_device(positions)
         plan = self.plan(tuple(x.shape), planned)
-        b, _, n = (int(v) for v in self.dims(tuple(x.shape)))
+        n = int(self.dims(tuple(x.shape))[2])
         tf = self.layout == "tf"
-        xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
-        w = self.device_weight_array(backend, x, n)
-        out = backend.device_empty((b, self.side, self.side), name, x)
+        xc = backend.device_prepare(x, compute_name(x.dtype), (0, 3, 1, 2) if tf else None)
+        return plan, xc, self.device_weight_array(backend, x, n), on_device, tf
+
+    def forward_device(self, backend: Any, x: Any, positions: Any) -> Any:
+        """:meth:`forward` for patches on a GPU, the regions there."""
+        plan, xc, w, on_device, tf = self.device_inputs(backend, x, positions)
+        b = int(self.dims(tuple(x.shape))[0])
+        out = backend.device_empty((b, self.side, self.side), compute_name(x.dtype), x)
         _arrays.device_call(plan, "reassemble_cuda", xc, w, out, backend.device_stream(x), on_device, tf)
         return backend.device_result(out, self.out_shape(tuple(x.shape), exact=True))
 
@@ -290,12 +297,8 @@ class RegionKernel(_kernels.Declared):
         in their own layout (PtychoPINN's ``(B, 1, 2, C)`` for TF's, rows for torch's)."""
         del out
         name = compute_name(x.dtype)
-        planned, on_device = _frameworks.positions_for_device(positions)
-        plan = self.plan(tuple(x.shape), planned)
+        plan, xc, w, on_device, tf = self.device_inputs(backend, x, positions)
         b, c, n = (int(v) for v in self.dims(tuple(x.shape)))
-        tf = self.layout == "tf"
-        xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
-        w = self.device_weight_array(backend, x, n)
         cotc = backend.device_prepare(cot, name)
         dx = backend.device_empty((b, c, n, n), name, x) if want_x else None
         dpos = backend.device_empty(tuple(positions.shape), "float64", x) if want_pos else None
@@ -388,13 +391,8 @@ class RegionSupport(RegionKernel):
     def forward_device(self, backend: Any, x: Any, positions: Any) -> Any:
         """:meth:`forward` for patches on a GPU: the mask there, from the weights' sums on the
         device (no array of the call read on the host)."""
-        name = compute_name(x.dtype)
-        planned, on_device = _frameworks.positions_for_device(positions)
-        plan = self.plan(tuple(x.shape), planned)
-        b, _, n = (int(v) for v in self.dims(tuple(x.shape)))
-        tf = self.layout == "tf"
-        xc = backend.device_prepare(x, name, (0, 3, 1, 2) if tf else None)
-        w = self.device_weight_array(backend, x, n)
+        plan, xc, w, on_device, tf = self.device_inputs(backend, x, positions)
+        b = int(self.dims(tuple(x.shape))[0])
         out = backend.device_empty((b, self.side, self.side), "bool", x)
         _arrays.device_call(plan, "support_cuda", xc, w, out, backend.device_stream(x), on_device, tf)
         return backend.device_result(out, self.out_shape(tuple(x.shape), exact=True))
