@@ -12,12 +12,13 @@
 //!
 //! On the GPU (`cuda` builds) the CUDA handler gets XLA's stream and device ordinal and runs the
 //! operator's device kernels on that stream through `ptychostitch_ops::device`, on XLA's
-//! buffers in place: the positions are read to the host to plan (`n·2` values, a wait on the
-//! stream), the plan's tables go back up, scratch is allocated stream-ordered on XLA's stream
-//! from CUDA's own pool (outside XLA's allocator). Operators without device kernels
-//! (`region_support`, `center_channels`) and the reference are lowered to the callback on a GPU
-//! by `python/ptychostitch/_frameworks/jax_adapter.py`, which also puts TensorFlow-layout region
-//! operands into the torch layout the device kernels read.
+//! buffers in place: the extractions, the region reassembly and its support mask plan on the
+//! device (nothing read back, no wait); the reassembly reads its offsets to the host to plan
+//! (`n·2` values, a wait on the stream) and its tables go back up. Scratch is allocated
+//! stream-ordered on XLA's stream from CUDA's own pool (outside XLA's allocator). Operators
+//! without device kernels (`center_channels`) and the reference are lowered to the callback on
+//! a GPU by `python/ptychostitch/_frameworks/jax_adapter.py`, which also puts TensorFlow-layout
+//! region operands into the torch layout the device kernels read.
 //!
 //! `xla_handlers` hands both handlers to Python as capsules, which
 //! `jax.ffi.register_ffi_target` registers under every operator's target name.
