@@ -352,3 +352,31 @@ def test_without_device_kernels_the_gpu_branch_is_the_callback(kernel, monkeypat
     text = jax.jit(g).lower(jx, jo).as_text()
     assert has_callback(text) and "ptychostitch_" not in text
     assert same_bits(jax.jit(g)(jx, jo), want)
+
+
+@needs_cuda_handler
+def test_a_gpu_the_device_kernels_cannot_use_gets_the_callbacks_said_once(monkeypatch):
+    """JAX with a GPU where the device kernels cannot load (no NVRTC, say): the program
+    compiled for that GPU calls back to the host instead of failing at run time, and one
+    RuntimeWarning says why. Where JAX has no GPU (a program lowered here for one elsewhere),
+    the CUDA custom calls stay."""
+    f, x, o = CASES["extract_regions"]
+    jx, jo = jnp.asarray(x), jnp.asarray(o)
+    kernel = ps._region.ExtractKernel(8, 4, "torch", 0)
+    assert jax_adapter.device_custom_calls(kernel)  # no GPU in this JAX: the custom calls
+    real_devices = jax.devices
+    monkeypatch.setattr(jax, "devices", lambda kind=None: ["gpu0"] if kind == "gpu" else real_devices(kind))
+    monkeypatch.setattr(jax_adapter._native, "gpu_available", lambda: (False, None, "no NVRTC here"))
+    monkeypatch.setattr(jax_adapter, "_UNUSABLE_GPU_SAID", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not jax_adapter.device_custom_calls(kernel)
+        assert not jax_adapter.device_custom_calls(kernel)
+        monkeypatch.setattr(jax_adapter, "_per_platform", lambda cpu, cuda, default: cuda)
+        g = lambda a, b: f(a, b)  # noqa: E731
+        text = jax.jit(g).lower(jx, jo).as_text()
+    said = [w for w in caught if "device kernels cannot run here" in str(w.message)]
+    assert len(said) == 1 and "no NVRTC here" in str(said[0].message)
+    assert has_callback(text) and "ptychostitch_" not in text
+    monkeypatch.setattr(jax_adapter._native, "gpu_available", lambda: (True, "a GPU", None))
+    assert jax_adapter.device_custom_calls(kernel)

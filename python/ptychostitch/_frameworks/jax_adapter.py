@@ -142,9 +142,42 @@ def _per_platform(cpu: Any, cuda: Any, default: Any) -> Any:
 
 def device_custom_calls(kernel: Any) -> bool:
     """Whether a program compiled for a GPU runs ``kernel`` as a CUDA custom call (the native
-    library has the CUDA handler, and the kernel device kernels: not the reference or
-    ``center_channels``), else through the callback."""
-    return "cuda" in _native.xla_handlers() and bool(getattr(kernel, "on_device", False))
+    library has the CUDA handler, the kernel device kernels -- not the reference or
+    ``center_channels`` -- and they can run here), else through the callback."""
+    return (
+        "cuda" in _native.xla_handlers()
+        and bool(getattr(kernel, "on_device", False))
+        and _device_kernels_run_here()
+    )
+
+
+_UNUSABLE_GPU_SAID: Dict[str, bool] = {}
+
+
+def _device_kernels_run_here() -> bool:
+    """True where JAX has no GPU (a program lowered here for one runs elsewhere) or where the
+    device kernels load (the driver and NVRTC: ``ptychostitch.gpu_available()``). Where JAX has
+    a GPU they cannot run on, the callbacks serve there, with one warning saying why (asked
+    again at every trace: a library installed later is found)."""
+    jax = _jax()
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:  # no GPU backend in this process
+        return True
+    if not gpus:
+        return True
+    available, _, reason = _native.gpu_available()
+    if available:
+        return True
+    if not _UNUSABLE_GPU_SAID.get(str(reason)):
+        _UNUSABLE_GPU_SAID[str(reason)] = True
+        warnings.warn(
+            f"ptychostitch: JAX has a GPU but the device kernels cannot run here ({reason}); on the GPU the "
+            "operations run through jax.pure_callback (a host round trip per call)",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+    return False
 
 
 def _custom_calls(
