@@ -11,6 +11,7 @@ use crate::{
 };
 use ndarray::{Array2, ArrayD, ArrayView4, ArrayViewD, Ix4};
 use ptychostitch::gpu::compose::{self, Launcher, RegionInputs, RegionVjp, Shifts};
+use ptychostitch::gpu::launch::RegionArgs;
 use ptychostitch::region::{Region, RegionOptions, RegionWrt};
 
 pub struct ReassembleRegions;
@@ -196,32 +197,22 @@ pub(crate) fn device_plan(spec: &Spec, args: &[Buffer]) -> Result<(Region, Regio
     }
     let x = device::buffer(args, 0, "patches")?;
     let lanes = x.lanes("patches")?;
-    let (b, c, n) = match x.dims[..] {
-        [b, c, n, m] if n == m => (b, c, n),
-        _ => {
-            return Err(format!(
-                "patches have shape {:?}; expected (B, C, N, N) with square patches",
-                x.dims
-            ));
-        }
-    };
-    let (shape_only, at) =
-        device::positions(device::buffer(args, 1, "positions")?, 0, "positions")?;
     let w = device::buffer(args, 2, "weights")?;
-    let weight_shape = match w.dims[..] {
-        [w0, w1, wn, wm] if wn == n && wm == n && [1, b].contains(&w0) && [1, c].contains(&w1) => {
-            [w0, w1]
-        }
+    let (patches, weights) = match (&x.dims[..], &w.dims[..]) {
+        (&[b, c, n, m], &[w0, w1, wn, wm]) => ((b, c, n, m), (w0, w1, wn, wm)),
         _ => {
             return Err(format!(
-                "weights have shape {:?}; expected (1|{b}, 1|{c}, {n}, {n})",
-                w.dims
+                "patches {:?} and weights {:?}: expected (B, C, N, N) and (1|B, 1|C, N, N)",
+                x.dims, w.dims
             ));
         }
     };
     if w.dtype != device::DType::F32 {
         return Err("the weights must be float32".into());
     }
+    let (shape_only, at) =
+        device::positions(device::buffer(args, 1, "positions")?, 0, "positions")?;
+    let (b, c, n, _) = patches;
     let region = Region::new(
         row_pairs(&shape_only, b, c)?.view(),
         b,
@@ -230,6 +221,9 @@ pub(crate) fn device_plan(spec: &Spec, args: &[Buffer]) -> Result<(Region, Regio
         options(spec)?,
     )
     .map_err(text)?;
+    // The shapes the kernels read, as every device path checks them.
+    RegionArgs::check_inputs(&region, patches, weights).map_err(text)?;
+    let weight_shape = [weights.0, weights.1];
     let inputs = RegionInputs {
         patches: x.address,
         lanes,
