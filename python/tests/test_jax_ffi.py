@@ -367,7 +367,7 @@ def test_a_gpu_the_device_kernels_cannot_use_gets_the_callbacks_said_once(monkey
     real_devices = jax.devices
     monkeypatch.setattr(jax, "devices", lambda kind=None: ["gpu0"] if kind == "gpu" else real_devices(kind))
     monkeypatch.setattr(jax_adapter._native, "gpu_available", lambda: (False, None, "no NVRTC here"))
-    monkeypatch.setattr(jax_adapter, "_UNUSABLE_GPU_SAID", {})
+    monkeypatch.setattr(jax_adapter, "_UNUSABLE_GPU_SAID", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not jax_adapter.device_custom_calls(kernel)

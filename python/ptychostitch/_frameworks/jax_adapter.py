@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 import numpy as np
 
@@ -151,7 +151,8 @@ def device_custom_calls(kernel: Any) -> bool:
     )
 
 
-_UNUSABLE_GPU_SAID: Dict[str, bool] = {}
+#: The reasons a GPU's device kernels could not run that were already said.
+_UNUSABLE_GPU_SAID: Set[str] = set()
 
 
 def _device_kernels_run_here() -> bool:
@@ -169,8 +170,8 @@ def _device_kernels_run_here() -> bool:
     available, _, reason = _native.gpu_available()
     if available:
         return True
-    if not _UNUSABLE_GPU_SAID.get(str(reason)):
-        _UNUSABLE_GPU_SAID[str(reason)] = True
+    if str(reason) not in _UNUSABLE_GPU_SAID:
+        _UNUSABLE_GPU_SAID.add(str(reason))
         warnings.warn(
             f"ptychostitch: JAX has a GPU but the device kernels cannot run here ({reason}); on the GPU the "
             "operations run through jax.pure_callback (a host round trip per call)",
